@@ -1,0 +1,47 @@
+# Switchboard — the two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the test suite drives as real peers (installed when missing and running as root).
+APT_PACKAGES := sip-tester baresip-core sox prometheus
+# Debian packages only the benchmarks need.
+BENCH_APT_PACKAGES := kamailio sip-tester
+
+.PHONY: run test check lint format deps system-deps bench clean
+
+$(BIN)/switchboard: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+deps: $(BIN)/switchboard
+
+# Install missing Debian packages when we are root; otherwise say what is missing.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing Debian packages (run as root or install them):$$missing" >&2; exit 1; fi; \
+	fi
+
+run: deps
+	$(BIN)/switchboard up
+
+test: deps system-deps
+	$(BIN)/python -m pytest -q
+
+check: deps
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+format: deps
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,67 @@
+"""The `switchboard` command: a thin layer over each service's ``run()``.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error,
+3 a service failed to start (port in use, database unreachable).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from switchboard import __version__
+from switchboard import config as config_mod
+
+EXIT_CONFIG = 2
+EXIT_START_FAILED = 3
+
+app = typer.Typer(
+    help="Switchboard: carrier-grade VoIP platform (router, media nodes, ESL, billing, dialer).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file.")]
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> config_mod.Config:
+    """Load the configuration or exit 2 with a message naming the bad key."""
+    try:
+        return config_mod.load(path, overrides=overrides)
+    except config_mod.ConfigError as exc:
+        err.print(f"[red]configuration error[/red]: {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+def not_built(what: str) -> None:
+    """Exit 2 for a documented command whose service is not in this build yet."""
+    err.print(f"[yellow]{what}[/yellow] is not available in this build of Switchboard {__version__}.")
+    raise typer.Exit(EXIT_CONFIG)
+
+
+@app.callback()
+def _root() -> None:
+    """Switchboard: carrier-grade VoIP platform."""
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(f"switchboard {__version__}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""One typed configuration for the whole platform.
+
+Precedence, lowest first: built-in defaults → TOML file → environment → CLI flags.
+Environment variables are ``SWITCHBOARD_<SECTION>__<KEY>`` (double underscore between
+section and key), e.g. ``SWITCHBOARD_PIKE__BAN_SECONDS=60``. Unknown sections or keys
+are an error that names them: a typo in a carrier's config must not be silently ignored.
+
+Each service owns its section model; this module composes them. Keys documented here and
+in the README are part of the stable interface (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "SWITCHBOARD_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are rejected, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+class RouterSection(Section):
+    """[router] — the edge router's listening sockets and admin HTTP address."""
+
+    listen: list[str] = Field(default_factory=lambda: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"])
+    admin: str = "127.0.0.1:8080"
+    workers: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: list[str]) -> list[str]:
+        for item in v:
+            proto, sep, addr = item.partition(":")
+            if not sep or proto not in ("udp", "tcp"):
+                raise ValueError(f"expected udp:HOST:PORT or tcp:HOST:PORT, got {item!r}")
+            _check_address(addr)
+        return v
+
+    @field_validator("admin")
+    @classmethod
+    def _admin(cls, v: str) -> str:
+        return _check_address(v)
+
+
+class DispatcherSection(Section):
+    """[dispatcher] — destination sets and health probing (Kamailio dispatcher semantics)."""
+
+    list_file: str = ""
+    set: int = 1
+    algorithm: int = 4
+    destinations: list[str] = Field(default_factory=list)
+    ping_interval: float = Field(default=5.0, gt=0)
+    ping_timeout: float = Field(default=1.0, gt=0)
+    probing_threshold: int = Field(default=3, ge=1)
+    inactive_threshold: int = Field(default=2, ge=1)
+    failover_timeout: float = Field(default=2.0, gt=0)
+    failover_codes: str = "408|5xx"
+    unavailable_reason: str = "No Media Server Available"
+    retry_after: int = Field(default=5, ge=0)
+
+    @field_validator("algorithm")
+    @classmethod
+    def _algorithm(cls, v: int) -> int:
+        if v not in (0, 4, 8, 9, 10):
+            raise ValueError(
+                "supported algorithms: 0 hash Call-ID, 4 round-robin, 8 priority, 9 weight, 10 call-load"
+            )
+        return v
+
+
+class AclSection(Section):
+    """[acl] — sources allowed to start dialogs; others are answered 403 Forbidden."""
+
+    allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8"])
+
+
+class PikeSection(Section):
+    """[pike] — per-source flood detection (Kamailio pike semantics)."""
+
+    sampling_time_unit: float = Field(default=2, gt=0)
+    reqs_density_per_unit: int = Field(default=30, ge=1)
+    ban_seconds: float = Field(default=300, ge=0)
+    allow: list[str] = Field(default_factory=list)
+
+
+class DatabaseSection(Section):
+    """[database] — empty url: embedded PostgreSQL in the state directory."""
+
+    url: str = ""
+
+
+class PlatformSection(Section):
+    """[platform] — where `switchboard up` keeps its state (database, spool, recordings)."""
+
+    state_dir: str = "state"
+    media_nodes: int = Field(default=2, ge=1, le=32)
+
+
+class Config(Section):
+    """The whole platform's configuration."""
+
+    platform: PlatformSection = Field(default_factory=PlatformSection)
+    router: RouterSection = Field(default_factory=RouterSection)
+    dispatcher: DispatcherSection = Field(default_factory=DispatcherSection)
+    acl: AclSection = Field(default_factory=AclSection)
+    pike: PikeSection = Field(default_factory=PikeSection)
+    database: DatabaseSection = Field(default_factory=DatabaseSection)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load defaults ← TOML file ← environment ← overrides, or raise ConfigError."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such configuration file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    data = _merge(data, _env_overrides(os.environ if environ is None else environ))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def _describe(exc: ValidationError, path: str | Path | None) -> str:
+    where = f"{path}: " if path else ""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{where}unknown key '{key}'")
+        else:
+            lines.append(f"{where}{key}: {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Pure FreeSWITCH Event Socket framing, commands and event encoding."""

@@ -1,0 +1,1 @@
+"""Pure rating: Decimal money, longest-prefix match, billing increments, connect fees."""
