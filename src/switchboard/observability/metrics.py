@@ -1,0 +1,475 @@
+"""The platform's Prometheus metrics: one catalogue, one registry per process, one `/metrics`.
+
+Every metric a Switchboard process exports is declared once, in ``CATALOGUE`` below, with
+its type, labels and buckets; ``docs/metrics.md`` describes the same list for operators and
+the Grafana dashboard and alert rules in ``deploy/`` use exactly these names (a test keeps
+the three in step). The original system's names are kept verbatim —
+``voip_calls_total{direction,disposition}`` and ``voip_call_duration_seconds`` with buckets
+10, 30, 60, 120, 300, 600 — everything else is ``switchboard_<service>_…``.
+
+Practice (reference: billing-dialer-monitoring.md §7.5): base units in names (``_seconds``,
+``_bytes``, ``_total``); bounded label values only (never a call-id, number or IP address);
+ratios such as ASR are computed by recording rules, not exported; histogram buckets put a
+boundary on every SLO threshold (PDD 3 s and 7 s).
+
+Use from a service::
+
+    registry = new_registry("media")          # process/platform collectors + build info
+    m = MediaMetrics.create(registry)
+    mount_metrics(admin_app, registry)        # GET /metrics on the FastAPI admin app
+    m.active_calls.inc(); m.call_ended("inbound", "answered", billsec=42)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from switchboard import __version__
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+
+# Text format 0.0.4: what every Prometheus 2.x server parses (the Debian one included).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+# Bucket sets (seconds). The original system's call-duration buckets are kept exactly.
+CALL_DURATION_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# PDD: reference §7.5 set plus sub-second bounds (loopback and good carriers answer fast);
+# 3 s (perceived delay) and 7 s (carrier threshold) are boundaries so compliance is exact.
+PDD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0)
+SETUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+FORWARDING_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+CDR_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+RATING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One exported metric: its name as scraped (counters end in ``_total``)."""
+
+    name: str
+    kind: Kind
+    service: str
+    labels: tuple[str, ...]
+    help: str
+    buckets: tuple[float, ...] = ()
+
+
+def _spec(
+    name: str,
+    kind: Kind,
+    service: str,
+    labels: tuple[str, ...],
+    help: str,
+    buckets: tuple[float, ...] = (),
+) -> MetricSpec:
+    return MetricSpec(name, kind, service, labels, help, buckets)
+
+
+# fmt: off
+_SPECS: tuple[MetricSpec, ...] = (
+    # -- every process ---------------------------------------------------------------------
+    _spec("switchboard_build_info", "gauge", "common", ("service", "version"), "Always 1; the process's service name and Switchboard version."),
+    # -- calls: the original system's names (media node, one sample per call leg) --------
+    _spec("voip_calls_total", "counter", "media", ("direction", "disposition"), "Finished call legs by direction (inbound, outbound) and disposition (answered, busy, no_answer, failed, cancelled)."),
+    _spec("voip_call_duration_seconds", "histogram", "media", (), "Billable seconds of answered calls (ACD = _sum / _count).", CALL_DURATION_BUCKETS),
+    # -- router (Kamailio role) --------------------------------------------------------------
+    _spec("switchboard_router_requests_total", "counter", "router", ("method",), "SIP requests received (after retransmission absorption), by method."),
+    _spec("switchboard_router_replies_total", "counter", "router", ("code",), "SIP responses sent or relayed upstream, by status code."),
+    _spec("switchboard_router_transactions", "gauge", "router", (), "Transactions currently held by the proxy."),
+    _spec("switchboard_router_dialogs", "gauge", "router", (), "Dialogs (calls) currently established through the router."),
+    _spec("switchboard_router_destination_up", "gauge", "router", ("setid", "destination"), "1 when the dispatcher destination is active (takes new calls), else 0."),
+    _spec("switchboard_router_destination_state", "gauge", "router", ("setid", "destination", "state"), "1 for the destination's current state (active, inactive, trying, disabled), 0 for the others."),
+    _spec("switchboard_router_destination_active_calls", "gauge", "router", ("setid", "destination"), "Dialogs in progress on the destination (call-load algorithm input)."),
+    _spec("switchboard_router_destination_probe_latency_seconds", "gauge", "router", ("setid", "destination"), "Round-trip time of the last answered OPTIONS probe."),
+    _spec("switchboard_router_failovers_total", "counter", "router", ("setid", "reason"), "Calls moved to the next destination, by reason (timeout, response)."),
+    _spec("switchboard_router_no_destination_total", "counter", "router", ("setid",), "Requests answered 503 because no destination of the set was active."),
+    _spec("switchboard_router_acl_rejects_total", "counter", "router", (), "Dialog-creating requests from sources outside [acl].allow, answered 403."),
+    _spec("switchboard_router_pike_blocks_total", "counter", "router", (), "Source IPs that crossed the pike density and were blocked."),
+    _spec("switchboard_router_pike_rejected_requests_total", "counter", "router", ("action",), "Requests from blocked sources, by action (reply = 503 sent, drop = silently dropped)."),
+    _spec("switchboard_router_forwarding_latency_seconds", "histogram", "router", (), "Time from receiving a request to sending it downstream.", FORWARDING_BUCKETS),
+    # -- media node (FreeSWITCH role) and its Event Socket ---------------------------------
+    _spec("switchboard_media_active_calls", "gauge", "media", (), "Calls in progress on the node (a bridged call counts once)."),
+    _spec("switchboard_media_active_channels", "gauge", "media", (), "Channels (call legs) in progress on the node."),
+    _spec("switchboard_media_call_attempts_total", "counter", "media", ("direction",), "New call legs (INVITEs accepted for processing or originated), by direction; rate() is CPS."),
+    _spec("switchboard_media_sessions_max", "gauge", "media", (), "Configured max_sessions (FreeSWITCH switch.conf max-sessions)."),
+    _spec("switchboard_media_sessions_per_second_max", "gauge", "media", (), "Configured sessions_per_second limit."),
+    _spec("switchboard_media_sessions_rejected_total", "counter", "media", ("reason",), "Calls refused with 503 by a limit, by reason (max_sessions, sessions_per_second, gateway_limit, credit)."),
+    _spec("switchboard_media_pdd_seconds", "histogram", "media", ("gateway",), "Post-dial delay of outbound gateway legs: INVITE sent to first 180/183 or negative final response.", PDD_BUCKETS),
+    _spec("switchboard_media_setup_latency_seconds", "histogram", "media", (), "INVITE received to 200 OK sent for calls the node answers itself.", SETUP_BUCKETS),
+    _spec("switchboard_media_hangups_total", "counter", "media", ("cause",), "Channel hangups by Q.850 cause name (NORMAL_CLEARING, USER_BUSY, ...)."),
+    _spec("switchboard_media_gateway_calls", "gauge", "media", ("gateway",), "Calls in progress through each gateway."),
+    _spec("switchboard_media_rtp_packets_total", "counter", "media", ("direction",), "RTP packets by direction (rx, tx)."),
+    _spec("switchboard_media_rtp_lost_packets_total", "counter", "media", (), "RTP packets detected lost from sequence gaps on receive."),
+    _spec("switchboard_esl_connections", "gauge", "media", (), "Authenticated Event Socket connections."),
+    _spec("switchboard_esl_commands_total", "counter", "media", ("command",), "Event Socket commands received, by command word (api, bgapi, event, ...)."),
+    _spec("switchboard_esl_events_total", "counter", "media", ("event",), "Events delivered to Event Socket subscribers, by event name."),
+    # -- billing (PostgreSQL) ---------------------------------------------------------------
+    _spec("switchboard_billing_cdrs_written_total", "counter", "billing", (), "CDRs committed to PostgreSQL (duplicates by call_id not counted)."),
+    _spec("switchboard_billing_cdr_write_errors_total", "counter", "billing", (), "Failed CDR batch writes (the batch goes to the spool)."),
+    _spec("switchboard_billing_cdr_write_lag_seconds", "histogram", "billing", (), "Hangup to commit in PostgreSQL, per CDR.", CDR_LAG_BUCKETS),
+    _spec("switchboard_billing_last_write_timestamp_seconds", "gauge", "billing", (), "Unix time of the last committed CDR batch."),
+    _spec("switchboard_billing_spool_records", "gauge", "billing", (), "CDRs waiting in the local spool for the database."),
+    _spec("switchboard_billing_spool_bytes", "gauge", "billing", (), "Size of the local CDR spool."),
+    _spec("switchboard_billing_unrated_cdrs_total", "counter", "billing", (), "CDRs written with no matching rate prefix (kept and flagged)."),
+    _spec("switchboard_billing_revenue_total", "counter", "billing", ("carrier",), "Sell-side amount of written CDRs, in the deck currency."),
+    _spec("switchboard_billing_cost_total", "counter", "billing", ("carrier",), "Buy-side amount of written CDRs, in the deck currency."),
+    _spec("switchboard_billing_authorisations_total", "counter", "billing", ("result",), "Prepaid/postpaid authorisations at call setup, by result (allowed, denied, error)."),
+    _spec("switchboard_billing_authorisation_latency_seconds", "histogram", "billing", (), "Time to authorise a call (reserve funds, compute max duration).", RATING_BUCKETS),
+    _spec("switchboard_billing_low_balance_total", "counter", "billing", (), "Low-balance events raised."),
+    _spec("switchboard_billing_low_balance_accounts", "gauge", "billing", (), "Accounts currently below their low-balance threshold."),
+    # -- campaign dialer --------------------------------------------------------------------
+    _spec("switchboard_dialer_originates_total", "counter", "dialer", ("campaign",), "Originates sent over the Event Socket."),
+    _spec("switchboard_dialer_outcomes_total", "counter", "dialer", ("campaign", "outcome"), "Finished attempts by outcome (answered, busy, no_answer, failed)."),
+    _spec("switchboard_dialer_in_progress", "gauge", "dialer", ("campaign",), "Attempts originated and not yet finished."),
+    _spec("switchboard_dialer_contacts_remaining", "gauge", "dialer", ("campaign",), "Contacts still to dial (including scheduled retries)."),
+    _spec("switchboard_dialer_target_cps", "gauge", "dialer", ("campaign",), "Configured calls-per-second pace."),
+    _spec("switchboard_dialer_blocked_total", "counter", "dialer", ("campaign", "reason"), "Contacts not dialled, by reason (dnc, window)."),
+)
+# fmt: on
+
+CATALOGUE: Mapping[str, MetricSpec] = {s.name: s for s in _SPECS}
+"""Every metric name the platform exports, as scraped."""
+
+STANDARD_METRICS = frozenset(
+    {
+        # prometheus_client's process and platform collectors (system resources panel)
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "python_info",
+        # Prometheus itself: one per scrape target
+        "up",
+        "scrape_duration_seconds",
+    }
+)
+
+
+def new_registry(service: str) -> CollectorRegistry:
+    """A registry for one process: CPU/memory/fds, Python info and ``switchboard_build_info``.
+
+    One registry per service process (not prometheus_client's global ``REGISTRY``) so a
+    test can build a service twice in one interpreter without "Duplicated timeseries".
+    """
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    info = build(registry, "switchboard_build_info")
+    assert isinstance(info, Gauge)
+    info.labels(service=service, version=__version__).set(1)
+    return registry
+
+
+def build(registry: CollectorRegistry, name: str) -> Counter | Gauge | Histogram:
+    """Create the catalogue metric ``name`` in ``registry`` (KeyError for an unknown name)."""
+    spec = CATALOGUE[name]
+    match spec.kind:
+        case "counter":
+            return Counter(spec.name, spec.help, spec.labels, registry=registry)
+        case "gauge":
+            return Gauge(spec.name, spec.help, spec.labels, registry=registry)
+        case "histogram":
+            return Histogram(
+                spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets
+            )
+
+
+def _c(registry: CollectorRegistry, name: str) -> Counter:
+    m = build(registry, name)
+    assert isinstance(m, Counter)
+    return m
+
+
+def _g(registry: CollectorRegistry, name: str) -> Gauge:
+    m = build(registry, name)
+    assert isinstance(m, Gauge)
+    return m
+
+
+def _h(registry: CollectorRegistry, name: str) -> Histogram:
+    m = build(registry, name)
+    assert isinstance(m, Histogram)
+    return m
+
+
+@dataclass(frozen=True, slots=True)
+class RouterMetrics:
+    """The edge router's metrics (``switchboard_router_*``)."""
+
+    requests: Counter
+    replies: Counter
+    transactions: Gauge
+    dialogs: Gauge
+    destination_up: Gauge
+    destination_state: Gauge
+    destination_active_calls: Gauge
+    destination_probe_latency: Gauge
+    failovers: Counter
+    no_destination: Counter
+    acl_rejects: Counter
+    pike_blocks: Counter
+    pike_rejected: Counter
+    forwarding_latency: Histogram
+
+    DESTINATION_STATES = ("active", "inactive", "trying", "disabled")
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> RouterMetrics:
+        p = "switchboard_router_"
+        return cls(
+            requests=_c(registry, p + "requests_total"),
+            replies=_c(registry, p + "replies_total"),
+            transactions=_g(registry, p + "transactions"),
+            dialogs=_g(registry, p + "dialogs"),
+            destination_up=_g(registry, p + "destination_up"),
+            destination_state=_g(registry, p + "destination_state"),
+            destination_active_calls=_g(registry, p + "destination_active_calls"),
+            destination_probe_latency=_g(registry, p + "destination_probe_latency_seconds"),
+            failovers=_c(registry, p + "failovers_total"),
+            no_destination=_c(registry, p + "no_destination_total"),
+            acl_rejects=_c(registry, p + "acl_rejects_total"),
+            pike_blocks=_c(registry, p + "pike_blocks_total"),
+            pike_rejected=_c(registry, p + "pike_rejected_requests_total"),
+            forwarding_latency=_h(registry, p + "forwarding_latency_seconds"),
+        )
+
+    def set_destination_state(self, setid: int | str, destination: str, state: str) -> None:
+        """Publish a destination's state as the one-hot ``destination_state`` and ``destination_up``."""
+        if state not in self.DESTINATION_STATES:
+            raise ValueError(f"unknown destination state {state!r}")
+        sid = str(setid)
+        for s in self.DESTINATION_STATES:
+            self.destination_state.labels(setid=sid, destination=destination, state=s).set(
+                1 if s == state else 0
+            )
+        self.destination_up.labels(setid=sid, destination=destination).set(
+            1 if state == "active" else 0
+        )
+
+
+DISPOSITIONS = ("answered", "busy", "no_answer", "failed", "cancelled")
+DIRECTIONS = ("inbound", "outbound")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaMetrics:
+    """A media node's metrics: the original ``voip_*`` call metrics plus ``switchboard_media_*``
+    and ``switchboard_esl_*``."""
+
+    calls: Counter
+    call_duration: Histogram
+    active_calls: Gauge
+    active_channels: Gauge
+    call_attempts: Counter
+    sessions_max: Gauge
+    sessions_per_second_max: Gauge
+    sessions_rejected: Counter
+    pdd: Histogram
+    setup_latency: Histogram
+    hangups: Counter
+    gateway_calls: Gauge
+    rtp_packets: Counter
+    rtp_lost_packets: Counter
+    esl_connections: Gauge
+    esl_commands: Counter
+    esl_events: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> MediaMetrics:
+        p = "switchboard_media_"
+        m = cls(
+            calls=_c(registry, "voip_calls_total"),
+            call_duration=_h(registry, "voip_call_duration_seconds"),
+            active_calls=_g(registry, p + "active_calls"),
+            active_channels=_g(registry, p + "active_channels"),
+            call_attempts=_c(registry, p + "call_attempts_total"),
+            sessions_max=_g(registry, p + "sessions_max"),
+            sessions_per_second_max=_g(registry, p + "sessions_per_second_max"),
+            sessions_rejected=_c(registry, p + "sessions_rejected_total"),
+            pdd=_h(registry, p + "pdd_seconds"),
+            setup_latency=_h(registry, p + "setup_latency_seconds"),
+            hangups=_c(registry, p + "hangups_total"),
+            gateway_calls=_g(registry, p + "gateway_calls"),
+            rtp_packets=_c(registry, p + "rtp_packets_total"),
+            rtp_lost_packets=_c(registry, p + "rtp_lost_packets_total"),
+            esl_connections=_g(registry, "switchboard_esl_connections"),
+            esl_commands=_c(registry, "switchboard_esl_commands_total"),
+            esl_events=_c(registry, "switchboard_esl_events_total"),
+        )
+        # Pre-create the label sets dashboards divide by, so a ratio is 0, not "no data".
+        for d in DIRECTIONS:
+            m.call_attempts.labels(direction=d)
+            for disp in DISPOSITIONS:
+                m.calls.labels(direction=d, disposition=disp)
+        for d in ("rx", "tx"):
+            m.rtp_packets.labels(direction=d)
+        return m
+
+    def call_ended(self, direction: str, disposition: str, billsec: float) -> None:
+        """Count a finished leg in ``voip_calls_total`` and, if answered, its billsec."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if disposition not in DISPOSITIONS:
+            raise ValueError(f"disposition must be one of {DISPOSITIONS}, got {disposition!r}")
+        self.calls.labels(direction=direction, disposition=disposition).inc()
+        if disposition == "answered":
+            self.call_duration.observe(billsec)
+
+
+@dataclass(frozen=True, slots=True)
+class BillingMetrics:
+    """The CDR writer's and credit control's metrics (``switchboard_billing_*``)."""
+
+    cdrs_written: Counter
+    cdr_write_errors: Counter
+    cdr_write_lag: Histogram
+    last_write_timestamp: Gauge
+    spool_records: Gauge
+    spool_bytes: Gauge
+    unrated_cdrs: Counter
+    revenue: Counter
+    cost: Counter
+    authorisations: Counter
+    authorisation_latency: Histogram
+    low_balance: Counter
+    low_balance_accounts: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> BillingMetrics:
+        p = "switchboard_billing_"
+        return cls(
+            cdrs_written=_c(registry, p + "cdrs_written_total"),
+            cdr_write_errors=_c(registry, p + "cdr_write_errors_total"),
+            cdr_write_lag=_h(registry, p + "cdr_write_lag_seconds"),
+            last_write_timestamp=_g(registry, p + "last_write_timestamp_seconds"),
+            spool_records=_g(registry, p + "spool_records"),
+            spool_bytes=_g(registry, p + "spool_bytes"),
+            unrated_cdrs=_c(registry, p + "unrated_cdrs_total"),
+            revenue=_c(registry, p + "revenue_total"),
+            cost=_c(registry, p + "cost_total"),
+            authorisations=_c(registry, p + "authorisations_total"),
+            authorisation_latency=_h(registry, p + "authorisation_latency_seconds"),
+            low_balance=_c(registry, p + "low_balance_total"),
+            low_balance_accounts=_g(registry, p + "low_balance_accounts"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DialerMetrics:
+    """The campaign dialer's metrics (``switchboard_dialer_*``)."""
+
+    originates: Counter
+    outcomes: Counter
+    in_progress: Gauge
+    contacts_remaining: Gauge
+    target_cps: Gauge
+    blocked: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> DialerMetrics:
+        p = "switchboard_dialer_"
+        return cls(
+            originates=_c(registry, p + "originates_total"),
+            outcomes=_c(registry, p + "outcomes_total"),
+            in_progress=_g(registry, p + "in_progress"),
+            contacts_remaining=_g(registry, p + "contacts_remaining"),
+            target_cps=_g(registry, p + "target_cps"),
+            blocked=_c(registry, p + "blocked_total"),
+        )
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The registry in Prometheus text exposition format 0.0.4."""
+    return generate_latest(registry)
+
+
+def mount_metrics(app: FastAPI, registry: CollectorRegistry, path: str = "/metrics") -> None:
+    """Add ``GET path`` serving ``registry`` to a FastAPI app (the service's admin app)."""
+    from fastapi import Response
+
+    async def metrics() -> Response:
+        return Response(content=render(registry), media_type=CONTENT_TYPE)
+
+    app.add_api_route(path, metrics, methods=["GET"], include_in_schema=False)
+
+
+_MAX_REQUEST_HEAD = 8192
+
+
+async def serve_metrics(host: str, port: int, registry: CollectorRegistry) -> asyncio.Server:
+    """Serve ``GET /metrics`` on host:port from the running loop (for processes without an
+    admin app, e.g. the dialer). HTTP/1.0-style: one request per connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5.0)
+            request_line = head.split(b"\r\n", 1)[0].split()
+            if len(request_line) >= 2 and request_line[0] in (b"GET", b"HEAD"):
+                target = request_line[1].split(b"?", 1)[0]
+                if target == b"/metrics":
+                    body = render(registry)
+                    status, ctype = b"200 OK", CONTENT_TYPE.encode()
+                else:
+                    body, status, ctype = b"not found\n", b"404 Not Found", b"text/plain"
+            else:
+                body, status, ctype = b"bad request\n", b"400 Bad Request", b"text/plain"
+            writer.write(
+                b"HTTP/1.1 "
+                + status
+                + b"\r\nContent-Type: "
+                + ctype
+                + b"\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + (body if request_line[:1] != [b"HEAD"] else b"")
+            )
+            await writer.drain()
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
+            pass  # a scraper's broken request must not disturb the service
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    return await asyncio.start_server(handle, host, port, limit=_MAX_REQUEST_HEAD)
