@@ -72,10 +72,11 @@ class CallIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         call_id = getattr(record, "call_id", None) or _call_id.get()
-        record.call_id = call_id
-        record.call_suffix = f" call_id={call_id}" if call_id else ""
+        # LogRecord takes extra attributes; setattr keeps the type checker honest about it
+        setattr(record, "call_id", call_id)  # noqa: B010
+        setattr(record, "call_suffix", f" call_id={call_id}" if call_id else "")  # noqa: B010
         if not getattr(record, "service", None):
-            record.service = self.service
+            setattr(record, "service", self.service)  # noqa: B010
         return True
 
 
@@ -91,7 +92,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         if getattr(record, "call_id", None):
-            out["call_id"] = record.call_id
+            out["call_id"] = getattr(record, "call_id", None)
         summary = getattr(record, "call_summary", None)
         if isinstance(summary, dict):
             out["call"] = summary
@@ -101,7 +102,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class _UtcFormatter(logging.Formatter):
-    converter = time.gmtime
+    converter = time.gmtime  # type: ignore[assignment]
 
 
 def setup_logging(
