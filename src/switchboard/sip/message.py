@@ -1,0 +1,601 @@
+"""SIP requests and responses: parse, inspect lazily, serialise (RFC 3261 §7, §8.2.6, §18.3).
+
+Theory of operation
+-------------------
+:func:`parse_message` does the minimum a proxy needs to make a forwarding decision
+safely: it checks the start line, splits the header block into ``(name, value)``
+lines once (unfolding LWS, §7.3.1), checks each name is a token, and cuts the body by
+Content-Length.  Header *values* stay raw strings.  The properties of
+:class:`Message` (``top_via``, ``call_id``, ``cseq``, ``to_tag``, ``routes``...)
+parse the one header they need on first access and cache the result in
+``headers.cache``, which every header mutation clears.  :meth:`Message.parse_all`
+builds every known header object and applies the message-level checks of §8.2
+(mandatory headers, single-valued headers, CSeq method) — what a UAS does before
+accepting a request, and what the RFC 4475 torture tests exercise.
+
+Serialising (:meth:`Message.to_bytes`) writes every untouched header line exactly as
+it was received, so forwarding a message changes only what the proxy changed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from switchboard.sip.errors import SipParseError, VersionNotSupported
+from switchboard.sip.headers import (
+    _KEYS,
+    CSeq,
+    Headers,
+    Via,
+    header_key,
+    parse_vias,
+)
+from switchboard.sip.status import reason_phrase
+from switchboard.sip.uri import _TOKEN_RE, NameAddr, SipUri, parse_params, split_commas
+
+__all__ = [
+    "Headers",
+    "Message",
+    "Request",
+    "Response",
+    "make_response",
+    "parse_message",
+]
+
+SIP_VERSION = "SIP/2.0"
+#: RFC 3261 §20.19/§20.10: expires values are delta-seconds up to 2**32-1.
+EXPIRES_MAX = 2**32 - 1
+#: Headers that may appear at most once (§20; RFC 4475 §3.3.8 "multi01").
+SINGLE_HEADERS = ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type")
+_FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
+_MISSING: Any = object()
+
+
+class Message:
+    """Common part of :class:`Request` and :class:`Response`."""
+
+    __slots__ = ("body", "headers", "version")
+
+    headers: Headers
+    body: bytes
+    version: str
+
+    # -- serialisation ------------------------------------------------------
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Wire form; Content-Length is rewritten (or added) to match ``body``."""
+        h = self.headers
+        lines = h.lines()
+        n = str(len(self.body))
+        pos = h._idx().get("content-length")
+        if not pos:
+            lines.append(f"Content-Length: {n}")
+        elif len(pos) > 1 or h._entries[pos[0]][1] != n:
+            first = h._entries[pos[0]][0]
+            for i in reversed(pos[1:]):
+                del lines[i]
+            lines[pos[0]] = f"{first}: {n}"
+        text = self.start_line() + "\r\n" + "\r\n".join(lines) + "\r\n\r\n"
+        return text.encode("utf-8", "surrogateescape") + self.body
+
+    __bytes__ = to_bytes
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return (
+            type(self) is type(other)
+            and self.start_line() == other.start_line()
+            and self.headers == other.headers
+            and self.body == other.body
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.start_line()!r} headers={len(self.headers)}>"
+
+    # -- lazily parsed header properties ----------------------------------
+    def _required(self, key: str) -> str:
+        v = self.headers.get(key)
+        if v is None:
+            raise SipParseError(f"missing {key} header")
+        return v
+
+    @property
+    def call_id(self) -> str:
+        """Call-ID (§20.8); raises :class:`SipParseError` when missing or malformed."""
+        c = self.headers.cache
+        v = c.get("call_id")
+        if v is None:
+            v = self._required("call-id")
+            if not v or " " in v or "\t" in v:
+                raise SipParseError(f"bad Call-ID {v!r}")
+            c["call_id"] = v
+        return v
+
+    @property
+    def cseq(self) -> CSeq:
+        c = self.headers.cache
+        v = c.get("cseq")
+        if v is None:
+            v = c["cseq"] = CSeq.parse(self._required("cseq"))
+        return v
+
+    @property
+    def vias(self) -> list[Via]:
+        """Every Via value, top first (§20.42)."""
+        c = self.headers.cache
+        v = c.get("vias")
+        if v is None:
+            v = []
+            for line in self.headers.get_lines("via"):
+                v.extend(parse_vias(line))
+            c["vias"] = v
+        return v
+
+    @property
+    def top_via(self) -> Via:
+        """The topmost Via (§17.2.3 matching, §18.2.2 response routing)."""
+        c = self.headers.cache
+        v = c.get("top_via")
+        if v is None:
+            first = self.headers.get("via")
+            if first is None:
+                raise SipParseError("missing Via header")
+            v = c["top_via"] = Via.parse(first)
+        return v
+
+    @property
+    def from_(self) -> NameAddr:
+        c = self.headers.cache
+        v = c.get("from")
+        if v is None:
+            v = c["from"] = NameAddr.parse(self._required("from"))
+        return v
+
+    @property
+    def to(self) -> NameAddr:
+        c = self.headers.cache
+        v = c.get("to")
+        if v is None:
+            v = c["to"] = NameAddr.parse(self._required("to"))
+        return v
+
+    @property
+    def from_tag(self) -> str | None:
+        c = self.headers.cache
+        v = c.get("from_tag", _MISSING)
+        if v is _MISSING:
+            v = c["from_tag"] = _tag_of(self._required("from"))
+        return v
+
+    @property
+    def to_tag(self) -> str | None:
+        """To tag without building the whole NameAddr (the proxy hot path)."""
+        c = self.headers.cache
+        v = c.get("to_tag", _MISSING)
+        if v is _MISSING:
+            v = c["to_tag"] = _tag_of(self._required("to"))
+        return v
+
+    @property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards (§20.22), ``None`` when absent; 0–255 else 400."""
+        c = self.headers.cache
+        v = c.get("max_forwards", _MISSING)
+        if v is _MISSING:
+            raw = self.headers.get("max-forwards")
+            if raw is None:
+                v = None
+            else:
+                if not raw.isdigit() or not raw.isascii():
+                    raise SipParseError(f"bad Max-Forwards {raw!r}")
+                v = int(raw) if len(raw) < 6 else 1 << 20
+                if v > 255:
+                    raise SipParseError(f"Max-Forwards out of range {raw!r}")
+            c["max_forwards"] = v
+        return v
+
+    def _addresses(self, key: str) -> list[NameAddr]:
+        c = self.headers.cache
+        v = c.get(key)
+        if v is None:
+            v = c[key] = [NameAddr.parse(x) for x in self.headers.get_all(key)]
+        return v
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        return self._addresses("route")
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        return self._addresses("record-route")
+
+    @property
+    def is_star_contact(self) -> bool:
+        """``Contact: *`` (REGISTER removing all bindings, §10.2.2)."""
+        values = self.headers.get_all("contact")
+        return len(values) == 1 and values[0] == "*"
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """Contact addresses; empty for ``Contact: *`` (check :attr:`is_star_contact`)."""
+        c = self.headers.cache
+        v = c.get("contacts")
+        if v is None:
+            values = self.headers.get_all("contact")
+            if "*" in values:
+                if len(values) != 1:
+                    raise SipParseError("Contact '*' mixed with addresses")
+                v = []
+            else:
+                v = [NameAddr.parse(x) for x in values]
+            c["contacts"] = v
+        return v
+
+    @property
+    def content_length(self) -> int | None:
+        """Content-Length header value (§20.14), ``None`` when absent."""
+        raw = self.headers.get("content-length")
+        if raw is None:
+            return None
+        return _content_length(raw)
+
+    @property
+    def content_type(self) -> str | None:
+        """Content-Type as sent (media type with parameters), ``None`` when absent."""
+        return self.headers.get("content-type")
+
+    @property
+    def media_type(self) -> str | None:
+        """Content-Type without parameters, lower-cased: ``"application/sdp"``."""
+        ct = self.headers.get("content-type")
+        if ct is None:
+            return None
+        base = ct.split(";", 1)[0].strip().lower()
+        t, slash, sub = base.partition("/")
+        if not slash or not _TOKEN_RE.fullmatch(t) or not _TOKEN_RE.fullmatch(sub.strip()):
+            raise SipParseError(f"bad Content-Type {ct!r}")
+        return f"{t.strip()}/{sub.strip()}"
+
+    @property
+    def expires(self) -> int | None:
+        """Expires header in seconds (§20.19), ``None`` when absent."""
+        raw = self.headers.get("expires")
+        if raw is None:
+            return None
+        if not raw.isdigit() or not raw.isascii() or len(raw) > 10 or int(raw) > EXPIRES_MAX:
+            raise SipParseError(f"bad Expires {raw!r}")
+        return int(raw)
+
+    # -- full validation ----------------------------------------------------
+    def parse_all(self) -> Message:
+        """Parse every known header and apply §8.2 message checks; returns ``self``.
+
+        Raises :class:`SipParseError` (or a subclass carrying 416/505) for anything
+        malformed: the "full parse" a UAS does before acting on a request.
+        """
+        h = self.headers
+        idx = h._idx()
+        for key in SINGLE_HEADERS:
+            pos = idx.get(key)
+            if pos and (
+                len(pos) > 1
+                or (key in ("to", "from") and len(split_commas(h._entries[pos[0]][1])) > 1)
+            ):
+                raise SipParseError(f"more than one {key} header")
+        for key in ("to", "from", "call-id", "cseq", "via"):
+            if key not in idx:
+                raise SipParseError(f"missing mandatory {key} header")
+        _ = self.vias, self.call_id, self.cseq, self.from_, self.to, self.max_forwards
+        _ = self.routes, self.record_routes, self.contacts, self.content_length
+        _ = self.media_type, self.expires
+        for contact in self.contacts:
+            exp = contact.params.get("expires")
+            if exp is not None and (not exp.isdigit() or len(exp) > 10 or int(exp) > EXPIRES_MAX):
+                raise SipParseError(f"bad Contact expires {exp!r}")
+        return self
+
+
+class Request(Message):
+    """A SIP request.  ``uri`` is the Request-URI text; :attr:`ruri` parses it."""
+
+    __slots__ = ("_ruri", "_ruri_text", "method", "uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        version: str = SIP_VERSION,
+    ) -> None:
+        self.method = method
+        self.uri = uri
+        self.version = version
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+        self._ruri: SipUri | None = None
+        self._ruri_text: str | None = None
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+    @property
+    def ruri(self) -> SipUri:
+        """Parsed Request-URI (cached); 416 for schemes other than sip/sips/tel."""
+        if self._ruri_text is not self.uri or self._ruri is None:
+            self._ruri = SipUri.parse(self.uri)
+            self._ruri_text = self.uri
+        return self._ruri
+
+    @ruri.setter
+    def ruri(self, value: SipUri) -> None:
+        self.uri = str(value)
+        self._ruri = value
+        self._ruri_text = self.uri
+
+    def parse_all(self) -> Request:
+        super().parse_all()
+        _ = self.ruri
+        if self.max_forwards is None:
+            raise SipParseError("missing mandatory Max-Forwards header")
+        if self.cseq.method != self.method:
+            raise SipParseError(f"CSeq method {self.cseq.method} does not match {self.method}")
+        return self
+
+    @classmethod
+    def build(
+        cls,
+        method: str,
+        uri: str | SipUri,
+        *,
+        via: str | Via | Iterable[str | Via] | None = None,
+        from_: str | NameAddr | None = None,
+        to: str | NameAddr | None = None,
+        call_id: str | None = None,
+        cseq: int | CSeq | None = None,
+        max_forwards: int | None = 70,
+        contact: str | NameAddr | None = None,
+        content_type: str | None = None,
+        headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
+        body: bytes = b"",
+    ) -> Request:
+        """Convenience constructor in the §8.1.1 header order; ``headers`` are appended
+        after the standard ones.  Content-Length is written by :meth:`to_bytes`."""
+        if not _TOKEN_RE.fullmatch(method):
+            raise ValueError(f"bad method {method!r}")
+        h = Headers()
+        if via is not None:
+            for v in [via] if isinstance(via, str | Via) else via:
+                h.add("Via", str(v))
+        if max_forwards is not None:
+            h.add("Max-Forwards", str(max_forwards))
+        if from_ is not None:
+            h.add("From", str(from_))
+        if to is not None:
+            h.add("To", str(to))
+        if call_id is not None:
+            h.add("Call-ID", call_id)
+        if cseq is not None:
+            h.add("CSeq", str(cseq) if isinstance(cseq, CSeq) else f"{cseq} {method}")
+        if contact is not None:
+            h.add("Contact", str(contact))
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        for name, value in items:
+            h.add(name, value)
+        if content_type is not None:
+            h.add("Content-Type", content_type)
+        return cls(method, str(uri), h, body)
+
+
+class Response(Message):
+    """A SIP response (§7.2)."""
+
+    __slots__ = ("reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        version: str = SIP_VERSION,
+    ) -> None:
+        self.status = int(status)
+        self.reason = reason_phrase(status) if reason is None else reason
+        self.version = version
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    @property
+    def is_provisional(self) -> bool:
+        return self.status < 200
+
+    @property
+    def is_final(self) -> bool:
+        return self.status >= 200
+
+    def parse_all(self) -> Response:
+        super().parse_all()
+        return self
+
+
+def _tag_of(value: str) -> str | None:
+    """The ``tag`` header parameter of a From/To value, found without parsing the
+    URI.  Falls back to the full NameAddr parse for anything unusual."""
+    if '"' in value:
+        return NameAddr.parse(value).tag
+    gt = value.rfind(">")
+    if gt >= 0:
+        tail = value[gt + 1 :]
+    else:
+        semi = value.find(";")
+        if semi < 0:
+            return None
+        tail = value[semi:]
+    if "tag" not in tail and "TAG" not in tail.upper():
+        return None
+    tail = tail.strip(" \t")
+    return parse_params(tail).get("tag")
+
+
+def _content_length(raw: str) -> int:
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 10:
+        raise SipParseError(f"bad Content-Length {raw!r}")
+    return int(raw)
+
+
+def parse_message(data: bytes, *, strict: bool = False) -> Request | Response:
+    """Parse one datagram into a :class:`Request` or :class:`Response`.
+
+    The body is cut by Content-Length; bytes beyond it are discarded and a body
+    shorter than Content-Length is an error (§18.3).  Without Content-Length (UDP)
+    the body is the rest of the datagram.  ``strict`` also runs
+    :meth:`Message.parse_all`.  Raises :class:`SipParseError` (or a subclass) and
+    nothing else for any input.
+    """
+    try:
+        msg = _parse(data)
+        if strict:
+            msg.parse_all()
+        return msg
+    except SipParseError:
+        raise
+    except (ValueError, IndexError, UnicodeError) as exc:  # defensive: never leak others
+        raise SipParseError(f"malformed message: {exc}") from None
+
+
+def _parse(data: bytes) -> Request | Response:
+    if data[:2] == b"\r\n":
+        data = data.lstrip(b"\r\n")  # §7.5: ignore CRLFs before the start line
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise SipParseError("no blank line after headers (truncated message?)")
+    head = data[:end].decode("utf-8", "surrogateescape")
+    body_start = end + 4
+    if "\r\n " in head or "\r\n\t" in head:
+        head = _FOLD_RE.sub(" ", head)  # §7.3.1: LWS folding is one SP
+    lines = head.split("\r\n")
+    nlines = len(lines)
+    if head.count("\n") != nlines - 1 or head.count("\r") != nlines - 1:
+        raise SipParseError("bare CR or LF in header block")
+    first = lines[0]
+    msg: Request | Response
+    if first.startswith("SIP/"):
+        version, sp, rest = first.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not sp or len(code) != 3 or not code.isdigit() or not code.isascii():
+            raise SipParseError(f"bad status line {first!r}")
+        if version != SIP_VERSION:
+            _check_version(version)
+        status = int(code)
+        if status < 100:
+            raise SipParseError(f"bad status code {code}")
+        msg = Response.__new__(Response)
+        msg.status = status
+        msg.reason = reason
+        msg.version = version
+    else:
+        parts = first.split(" ")
+        if len(parts) != 3:
+            raise SipParseError(f"bad request line {first!r}")
+        method, uri, version = parts
+        if not _TOKEN_RE.fullmatch(method):
+            raise SipParseError(f"bad method {method!r}")
+        if not uri or "\t" in uri or ":" not in uri or not uri[0].isalpha():
+            raise SipParseError(f"bad Request-URI {uri!r}")
+        if version != SIP_VERSION:
+            _check_version(version)
+        req = Request.__new__(Request)
+        req.method = method
+        req.uri = uri
+        req.version = version
+        req._ruri = None
+        req._ruri_text = None
+        msg = req
+
+    entries: list[list[Any]] = []
+    cl: str | None = None
+    keys = _KEYS
+    for i in range(1, nlines):
+        line = lines[i]
+        colon = line.find(":")
+        if colon <= 0:
+            raise SipParseError(f"bad header line {line!r}")
+        name = line[:colon]
+        key = keys.get(name)
+        if key is None:
+            name = name.rstrip(" \t")
+            if not _TOKEN_RE.fullmatch(name):
+                raise SipParseError(f"bad header name {name!r}")
+            key = header_key(name)
+        value = line[colon + 1 :].strip(" \t")
+        if key == "content-length":
+            if cl is not None and value != cl:
+                raise SipParseError("conflicting Content-Length headers")
+            cl = value
+        entries.append([name, value, key, line])
+    msg.headers = Headers._from_parsed(entries)
+
+    if cl is None:
+        msg.body = data[body_start:]
+    else:
+        n = _content_length(cl)
+        if len(data) - body_start < n:
+            raise SipParseError(f"body shorter than Content-Length {n}")
+        msg.body = data[body_start : body_start + n]
+    return msg
+
+
+def _check_version(version: str) -> None:
+    if version.upper() == SIP_VERSION:
+        return
+    if re.fullmatch(r"[Ss][Ii][Pp]/[0-9]+\.[0-9]+", version):
+        raise VersionNotSupported(f"SIP version {version} not supported")
+    raise SipParseError(f"bad SIP version {version!r}")
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> Response:
+    """Build a response to ``request`` as §8.2.6.2 says: the Via lines (in order),
+    From, To, Call-ID and CSeq are copied; ``to_tag`` is added to To when it has
+    none — never on 100 Trying (§8.2.6.2, §16.2); 100 copies Timestamp (§8.2.6.1).
+    """
+    src = request.headers
+    entries: list[list[Any]] = []
+    keys = ["via", "from", "to", "call-id", "cseq"]
+    if status == 100:
+        keys.append("timestamp")
+    idx = src._idx()
+    for key in keys:
+        for i in idx.get(key, ()):
+            name, value = src._entries[i][0], src._entries[i][1]
+            if key == "to" and to_tag is not None and status != 100 and _tag_of(value) is None:
+                entries.append([name, f"{value};tag={to_tag}", key, None])
+            else:
+                entries.append(list(src._entries[i]))
+    h = Headers._from_parsed(entries)
+    for name, value in headers:
+        h.add(name, value)
+    return Response(status, reason, h, body, request.version)
+
+
+def header_list_value(values: Iterable[str]) -> str:
+    """Join values of a list header with ``", "`` (§7.3.1)."""
+    return ", ".join(values)
