@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -69,13 +71,18 @@ def test_kpi_window_resets_when_a_process_restarted() -> None:
 
 
 @pytest.fixture
-def postgres(tmp_path: Path) -> Iterator[str]:
+def postgres() -> Iterator[str]:
     pgserver = pytest.importorskip("pgserver")
-    server = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+    # Not under pytest's tmp_path: as root, pgserver runs postgres as its own user, and
+    # pytest (ours or a concurrent run) keeps /tmp/pytest-of-root at mode 0700.
+    root = Path(tempfile.mkdtemp(prefix="sb-status-pg-"))
+    root.chmod(0o755)
+    server = pgserver.get_server(root / "pg", cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 class Platform:
