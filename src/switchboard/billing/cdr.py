@@ -1,0 +1,100 @@
+"""The call detail record a media node hands to billing at hangup.
+
+Columns follow the original ``cdr`` table (call_id, caller_id, destination, start_time,
+answer_time, end_time, duration, billsec, disposition) plus what a carrier needs
+(billing-dialer-monitoring.md §4.2). Rate and cost are not part of the record: the database
+computes them at insert (trigger), as in the original system.
+
+Times are timezone-aware UTC. ``start_time`` must be deterministic for a call (the moment
+the INVITE arrived): it decides the monthly partition and the rate in force.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+DISPOSITIONS = ("ANSWERED", "NO ANSWER", "BUSY", "FAILED", "CANCEL", "CONGESTION")
+
+
+class CdrError(ValueError):
+    """A CDR cannot be stored as given; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cdr:
+    """One call leg. ``account`` and ``carrier`` are names (account name from the credit
+    authorisation, carrier = the gateway the call left on); ``hangup_cause`` is the Q.850
+    cause name (NORMAL_CLEARING, ALLOTTED_TIMEOUT, ...)."""
+
+    call_id: str
+    start_time: datetime
+    caller_id: str = ""
+    destination: str = ""
+    answer_time: datetime | None = None
+    end_time: datetime | None = None
+    duration: int = 0
+    billsec: int = 0
+    disposition: str = ""
+    sip_code: int | None = None
+    hangup_cause: str = ""
+    pdd_ms: int | None = None
+    account: str = ""
+    carrier: str = ""
+    direction: str = "outbound"
+    codec: str = ""
+    node: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.call_id:
+            raise CdrError("call_id is empty")
+        if self.start_time.tzinfo is None:
+            raise CdrError(f"start_time of {self.call_id} must be timezone-aware")
+        if self.duration < 0 or self.billsec < 0 or self.billsec > max(self.duration, 0) + 1:
+            raise CdrError(
+                f"{self.call_id}: need 0 <= billsec <= duration, got {self.billsec}/{self.duration}"
+            )
+
+    @classmethod
+    def from_times(
+        cls,
+        call_id: str,
+        start_time: datetime,
+        end_time: datetime,
+        answer_time: datetime | None = None,
+        **kwargs: Any,
+    ) -> Cdr:
+        """Build a CDR from its timestamps; duration and billsec are whole seconds rounded
+        down, as FreeSWITCH computes them."""
+        duration = max(0, math.floor((end_time - start_time).total_seconds()))
+        billsec = max(0, math.floor((end_time - answer_time).total_seconds())) if answer_time else 0
+        kwargs.setdefault("disposition", "ANSWERED" if answer_time else "NO ANSWER")
+        return cls(
+            call_id=call_id,
+            start_time=start_time,
+            answer_time=answer_time,
+            end_time=end_time,
+            duration=duration,
+            billsec=min(billsec, duration),
+            **kwargs,
+        )
+
+    def to_json(self) -> str:
+        """One JSON line (the spool format)."""
+        data = asdict(self)
+        for key in ("start_time", "answer_time", "end_time"):
+            if data[key] is not None:
+                data[key] = data[key].astimezone(UTC).isoformat()
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str | bytes) -> Cdr:
+        data = json.loads(line)
+        for key in ("start_time", "answer_time", "end_time"):
+            if data.get(key) is not None:
+                data[key] = datetime.fromisoformat(data[key])
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,371 @@
+"""Real-time credit control: authorise at call setup, settle at hangup.
+
+Theory of operation (billing-dialer-monitoring.md §3.1 "Prepaid and session control", §3.5
+rule 7):
+
+* **Authorise** (call setup): find the account (gateway, source IP, caller id, or given by
+  name), lock its row (``SELECT ... FOR UPDATE`` in a short transaction), find the sell rate
+  by longest prefix, and compute the longest call the *available* funds cover::
+
+      available = balance + credit_limit - reserved
+
+  (prepaid accounts have ``credit_limit = 0``; postpaid ones may go that far below zero).
+  The cost of that maximum is **reserved** (``account.reserved`` grows, a ``reservation``
+  row keeps the rate used) and the media node gets ``max_seconds``: it hangs the call up at
+  that point with cause ALLOTTED_TIMEOUT. Because concurrent authorisations on one account
+  queue on the row lock and each sees the reservations before it, calls in parallel can
+  never spend more than the account has; a hangup later than ``max_seconds`` overspends by
+  at most one billing increment.
+* **Settle** (hangup): in one transaction, price the call with the reserved rate, debit the
+  balance, release the reservation and write the ledger row. Settling twice is harmless.
+* Billing fails closed: any database error refuses the call (:class:`BillingUnavailable`,
+  503), unlike mod_nibblebill which treats failed queries as success.
+* When a settlement takes a balance below the account's ``low_balance`` mark, the
+  ``on_low_balance`` hook receives a :class:`LowBalance` event (the media node publishes it
+  on the Event Socket) and ``switchboard_low_balance_events_total`` counts it.
+
+Errors are typed by blame and carry the SIP response and Q.850 cause to use.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from switchboard.billing import metrics
+from switchboard.rating import Increment, Rate, max_duration, price
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CALL_SECONDS = 4 * 3600
+DEFAULT_GRACE_SECONDS = 120
+
+
+class CreditDenied(Exception):
+    """The call must not go ahead; ``status``/``reason`` are the SIP answer (RFC 3261
+    §21) and ``cause`` the Q.850 hangup cause name."""
+
+    status = 403
+    reason = "Forbidden"
+    cause = "CALL_REJECTED"
+
+
+class UnknownAccount(CreditDenied):
+    """No account matches the call's gateway, source IP or caller id."""
+
+
+class NoRate(CreditDenied):
+    """The account's rate deck has no price for the destination."""
+
+    status = 404
+    reason = "Not Found"
+    cause = "NO_ROUTE_DESTINATION"
+
+
+class InsufficientFunds(CreditDenied):
+    """Not even the first billing increment is covered."""
+
+    status = 402
+    reason = "Payment Required"
+    cause = "OUTGOING_CALL_BARRED"
+
+
+class BillingUnavailable(CreditDenied):
+    """The billing database did not answer: refuse rather than give calls away."""
+
+    status = 503
+    reason = "Service Unavailable"
+    cause = "NORMAL_TEMPORARY_FAILURE"
+
+
+@dataclass(frozen=True, slots=True)
+class Authorisation:
+    """What the media node needs: hang up after ``max_seconds`` of talk time."""
+
+    call_id: str
+    account: str
+    account_id: int
+    max_seconds: int
+    reserved: Decimal
+    rate: Rate
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    call_id: str
+    account: str
+    billsec: int
+    cost: Decimal
+    balance: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class LowBalance:
+    """An account's balance fell below its low-balance mark."""
+
+    account: str
+    account_id: int
+    balance: Decimal
+    threshold: Decimal
+
+
+def _rate_from_row(row: dict[str, object]) -> Rate:
+    return Rate(
+        prefix=str(row["prefix"]),
+        rate=Decimal(str(row["rate"])),
+        connect_fee=Decimal(str(row["connect_fee"])),
+        increment=Increment(int(str(row["increment_initial"])), int(str(row["increment"]))),
+        min_duration=int(str(row["min_duration"])),
+    )
+
+
+class CreditControl:
+    """Authorise and settle calls against account balances (see the module docstring)."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        max_call_seconds: int = DEFAULT_MAX_CALL_SECONDS,
+        grace_seconds: int = DEFAULT_GRACE_SECONDS,
+        on_low_balance: Callable[[LowBalance], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.max_call_seconds = max_call_seconds
+        self.grace_seconds = grace_seconds
+        self.on_low_balance = on_low_balance
+
+    async def authorise(
+        self,
+        call_id: str,
+        destination: str,
+        *,
+        now: datetime,
+        account: str | None = None,
+        gateway: str | None = None,
+        source_ip: str | None = None,
+        caller: str | None = None,
+    ) -> Authorisation:
+        """Reserve funds for the call; raise a :class:`CreditDenied` subclass to refuse it."""
+        started = time.perf_counter()
+        try:
+            auth = await self._authorise(
+                call_id, destination, now, account, gateway, source_ip, caller
+            )
+        except CreditDenied as exc:
+            metrics.AUTHORISATIONS.labels(type(exc).__name__).inc()
+            raise
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            metrics.AUTHORISATIONS.labels("BillingUnavailable").inc()
+            log.error("credit authorisation for %s failed closed: %s", call_id, exc)
+            raise BillingUnavailable(str(exc)) from exc
+        finally:
+            metrics.AUTH_SECONDS.observe(time.perf_counter() - started)
+        metrics.AUTHORISATIONS.labels("ok").inc()
+        return auth
+
+    async def _authorise(
+        self,
+        call_id: str,
+        destination: str,
+        now: datetime,
+        account: str | None,
+        gateway: str | None,
+        source_ip: str | None,
+        caller: str | None,
+    ) -> Authorisation:
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            account_id = await self._find_account(cur, account, gateway, source_ip, caller)
+            await cur.execute(
+                "SELECT id, name, balance, credit_limit, reserved, deck_id FROM account"
+                " WHERE id = %s FOR UPDATE",
+                (account_id,),
+            )
+            acct = await cur.fetchone()
+            assert acct is not None
+            # A retransmitted INVITE or a second ask for the same call gets the same answer.
+            await cur.execute("SELECT * FROM reservation WHERE call_id = %s", (call_id,))
+            existing = await cur.fetchone()
+            if existing is not None and existing["state"] == "open":
+                return Authorisation(
+                    call_id,
+                    acct["name"],
+                    acct["id"],
+                    existing["max_seconds"],
+                    existing["amount"],
+                    _rate_from_row(existing),
+                )
+            await cur.execute(
+                "SELECT id, prefix, rate, connect_fee, increment_initial, increment, min_duration"
+                " FROM sb_find_rate(%s, (SELECT id FROM rate_deck WHERE name = 'default'),"
+                " %s, %s) WHERE id IS NOT NULL",
+                (acct["deck_id"], destination, now),
+            )
+            rate_row = await cur.fetchone()
+            if rate_row is None:
+                raise NoRate(f"no rate for {destination!r} in the deck of account {acct['name']}")
+            rate = _rate_from_row(rate_row)
+            available = acct["balance"] + acct["credit_limit"] - acct["reserved"]
+            seconds = max_duration(rate, available, self.max_call_seconds)
+            if seconds <= 0:
+                raise InsufficientFunds(
+                    f"account {acct['name']}: {available} available, first increment costs"
+                    f" {price(rate, 1).cost}"
+                )
+            amount = price(rate, seconds).cost
+            await cur.execute(
+                "INSERT INTO reservation (account_id, call_id, destination, amount, max_seconds,"
+                " prefix, rate, connect_fee, increment_initial, increment, min_duration,"
+                " created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (call_id) DO UPDATE SET state = 'open', amount = EXCLUDED.amount,"
+                " max_seconds = EXCLUDED.max_seconds, created_at = EXCLUDED.created_at,"
+                " expires_at = EXCLUDED.expires_at",
+                (
+                    acct["id"],
+                    call_id,
+                    destination,
+                    amount,
+                    seconds,
+                    rate.prefix,
+                    rate.rate,
+                    rate.connect_fee,
+                    rate.increment.initial,
+                    rate.increment.step,
+                    rate.min_duration,
+                    now,
+                    now + timedelta(seconds=seconds + self.grace_seconds),
+                ),
+            )
+            await cur.execute(
+                "UPDATE account SET reserved = reserved + %s WHERE id = %s", (amount, acct["id"])
+            )
+            return Authorisation(call_id, acct["name"], acct["id"], seconds, amount, rate)
+
+    async def _find_account(
+        self,
+        cur: psycopg.AsyncCursor,
+        account: str | None,
+        gateway: str | None,
+        source_ip: str | None,
+        caller: str | None,
+    ) -> int:
+        probes: list[tuple[str, tuple[object, ...]]] = []
+        if account:
+            probes.append(("SELECT id FROM account WHERE name = %s", (account,)))
+        if gateway:
+            probes.append(
+                (
+                    "SELECT account_id FROM account_identity WHERE kind = 'gateway' AND value = %s",
+                    (gateway,),
+                )
+            )
+        if source_ip:
+            probes.append(
+                (
+                    "SELECT account_id FROM account_identity WHERE kind = 'ip'"
+                    " AND %s::inet <<= net ORDER BY masklen(net) DESC LIMIT 1",
+                    (source_ip,),
+                )
+            )
+        if caller:
+            probes.append(
+                (
+                    "SELECT account_id FROM account_identity WHERE kind = 'caller' AND value = %s",
+                    (caller.lstrip("+"),),
+                )
+            )
+        for query, params in probes:
+            await cur.execute(query, params)
+            row = await cur.fetchone()
+            if row is not None:
+                return int(next(iter(row.values())) if isinstance(row, dict) else row[0])
+        raise UnknownAccount(
+            f"no account for gateway={gateway!r} source_ip={source_ip!r} caller={caller!r}"
+            + (f" account={account!r}" if account else "")
+        )
+
+    async def settle(self, call_id: str, billsec: int, *, now: datetime) -> Settlement | None:
+        """Debit the call and release its reservation, in one transaction. None when the
+        call was never authorised; a second settle returns the first result unchanged."""
+        low: LowBalance | None = None
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute("SELECT account_id FROM reservation WHERE call_id = %s", (call_id,))
+            found = await cur.fetchone()
+            if found is None:
+                return None
+            # Lock order account → reservation, the same as authorise(): no deadlocks.
+            await cur.execute(
+                "SELECT id, name, balance, low_balance FROM account WHERE id = %s FOR UPDATE",
+                (found["account_id"],),
+            )
+            acct = await cur.fetchone()
+            assert acct is not None
+            await cur.execute("SELECT * FROM reservation WHERE call_id = %s FOR UPDATE", (call_id,))
+            res = await cur.fetchone()
+            assert res is not None
+            if res["state"] != "open":
+                return Settlement(
+                    call_id,
+                    acct["name"],
+                    res["billsec"] or 0,
+                    res["cost"] or Decimal(0),
+                    acct["balance"],
+                )
+            cost = price(_rate_from_row(res), billsec).cost
+            await cur.execute(
+                "UPDATE account SET balance = balance - %s, reserved = greatest(0, reserved - %s)"
+                " WHERE id = %s RETURNING balance",
+                (cost, res["amount"], acct["id"]),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            balance = row["balance"]
+            await cur.execute(
+                "UPDATE reservation SET state = 'settled', billsec = %s, cost = %s, settled_at = %s"
+                " WHERE id = %s",
+                (billsec, cost, now, res["id"]),
+            )
+            if cost:
+                await cur.execute(
+                    "INSERT INTO account_transaction (account_id, at, amount, kind, call_id, note)"
+                    " VALUES (%s, %s, %s, 'call', %s, %s)",
+                    (acct["id"], now, -cost, call_id, f"{res['destination']} {billsec}s"),
+                )
+            threshold = acct["low_balance"]
+            if threshold and acct["balance"] >= threshold > balance:
+                low = LowBalance(acct["name"], acct["id"], balance, threshold)
+        if low is not None:
+            metrics.LOW_BALANCE.inc()
+            log.warning("account %s balance %s below %s", low.account, low.balance, low.threshold)
+            if self.on_low_balance is not None:
+                try:
+                    self.on_low_balance(low)
+                except Exception:  # a faulty hook must not undo a committed debit
+                    log.exception("low-balance hook failed")
+        return Settlement(call_id, acct["name"], billsec, cost, balance)
+
+    async def expire(self, now: datetime) -> int:
+        """Release reservations whose call outlived ``max_seconds`` + grace without a
+        settlement (a media node died): the funds become available again, nothing is
+        debited. Run it periodically; returns how many were released."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "WITH gone AS (UPDATE reservation SET state = 'expired', settled_at = %s"
+                " WHERE state = 'open' AND expires_at < %s RETURNING account_id, amount),"
+                " per AS (SELECT account_id, sum(amount) AS amount FROM gone GROUP BY account_id)"
+                " UPDATE account AS a SET reserved = greatest(0, a.reserved - per.amount)"
+                " FROM per WHERE a.id = per.account_id RETURNING a.id",
+                (now, now),
+            )
+            released = cur.rowcount
+        return released

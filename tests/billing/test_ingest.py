@@ -1,0 +1,245 @@
+"""CDR ingest: priced at insert by the trigger (longest prefix, both sides), idempotent on
+call_id, unmatched rows kept and flagged, monthly partitions, re-rating."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+
+import psycopg
+
+from switchboard.billing.accounts import create_account, create_carrier, topup
+from switchboard.billing.cdr import Cdr
+from switchboard.billing.ingest import write_batch, write_batch_sync
+from switchboard.billing.rates import import_deck, load_deck, rerate
+from switchboard.rating import Increment, Rate, price
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def cdr(call_id: str, dest: str, billsec: int, **kw: object) -> Cdr:
+    start = kw.pop("start", NOW)
+    assert isinstance(start, datetime)
+    return Cdr(
+        call_id=call_id,
+        start_time=start,
+        destination=dest,
+        answer_time=start + timedelta(seconds=2) if billsec else None,
+        end_time=start + timedelta(seconds=2 + billsec),
+        duration=2 + billsec,
+        billsec=billsec,
+        disposition="ANSWERED" if billsec else "NO ANSWER",
+        sip_code=200 if billsec else 487,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def row(conn: psycopg.Connection, call_id: str) -> dict[str, object]:
+    cur = conn.execute(
+        "SELECT rate, cost, buy_rate, buy_cost, rating_status, sell_prefix, buy_prefix,"
+        " billed_seconds, carrier_id, account_id FROM cdr WHERE call_id = %s",
+        (call_id,),
+    )
+    names = [d.name for d in cur.description or []]
+    values = cur.fetchone()
+    assert values is not None, call_id
+    return dict(zip(names, values, strict=True))
+
+
+SELL = """prefix,rate,connect_fee,increment,min_duration
+44,0.60,0.10,60/60,0
+447,1.20,0,30/6,0
+4479,2.00,0,1/1,10
+1,0.05,0,1/1,0
+"""
+BUY = """prefix,rate,increment
+44,0.30,60/60
+447,0.90,1/1
+"""
+
+
+def test_trigger_prices_both_sides_by_longest_prefix(conn: psycopg.Connection) -> None:
+    import_deck(conn, SELL.splitlines(keepends=True))
+    import_deck(conn, BUY.splitlines(keepends=True), carrier="acme")
+    res = write_batch_sync(
+        conn,
+        [
+            cdr("a", "+442079460000", 61, carrier="acme"),
+            cdr("b", "447700900123", 31, carrier="acme"),
+            cdr("c", "4479111", 3, carrier="acme"),
+            cdr("d", "12125550100", 0),
+        ],
+    )
+    assert (res.inserted, res.duplicates) == (4, 0)
+    a = row(conn, "a")
+    assert (a["sell_prefix"], a["cost"], a["buy_cost"], a["billed_seconds"]) == (
+        "44",
+        D("1.3000"),  # 0.10 + 2 minutes at 0.60
+        D("0.6000"),
+        120,
+    )
+    b = row(conn, "b")
+    assert (b["sell_prefix"], b["cost"], b["buy_prefix"], b["buy_cost"]) == (
+        "447",
+        D("0.7200"),  # 36 s at 1.20/min
+        "447",
+        D("0.4650"),  # 31 s at 0.90/min
+    )
+    c = row(conn, "c")
+    # 4479 has a 10 s minimum; the carrier has no 4479 and falls back to 447.
+    assert (c["sell_prefix"], c["cost"], c["buy_prefix"]) == ("4479", D("0.3333"), "447")
+    d = row(conn, "d")
+    assert (d["cost"], d["rating_status"], d["carrier_id"]) == (D("0.0000"), "rated", None)
+
+
+def test_trigger_agrees_with_the_python_rater(conn: psycopg.Connection) -> None:
+    rng = random.Random(7)
+    deck_lines = ["prefix,rate,connect_fee,increment,min_duration\n"]
+    rates: list[Rate] = []
+    for prefix in ("3", "33", "331", "3312", "34", "349", "35"):
+        r = Rate(
+            prefix,
+            D(rng.randint(1, 99999)) / 10000,
+            D(rng.randint(0, 50)) / 100,
+            Increment(rng.choice([1, 6, 30, 60]), rng.choice([1, 6, 10, 60])),
+            rng.choice([0, 0, 15, 60]),
+        )
+        rates.append(r)
+        deck_lines.append(f"{r.prefix},{r.rate},{r.connect_fee},{r.increment},{r.min_duration}\n")
+    import_deck(conn, deck_lines)
+    deck = load_deck(conn)
+    calls = []
+    for i in range(300):
+        dest = rng.choice(["3", "33", "331", "3312", "34", "349", "35"]) + str(
+            rng.randint(0, 99999)
+        )
+        calls.append(cdr(f"x{i}", dest, rng.choice([0, 1, 5, 29, 30, 31, 59, 60, 61, 3599])))
+    write_batch_sync(conn, calls)
+    for c in calls:
+        expected = deck.lookup(c.destination, c.start_time)
+        assert expected is not None
+        got = row(conn, c.call_id)
+        assert got["sell_prefix"] == expected.prefix
+        assert got["cost"] == price(expected, c.billsec).cost, c
+
+
+def test_unmatched_cdrs_are_kept_and_flagged(conn: psycopg.Connection) -> None:
+    import_deck(conn, SELL.splitlines(keepends=True))
+    create_carrier(conn, "acme")
+    write_batch_sync(
+        conn,
+        [
+            cdr("no-sell", "861012345678", 30),
+            cdr("no-buy", "4420", 30, carrier="acme"),
+            cdr("echo", "echo", 30),
+        ],
+    )
+    assert row(conn, "no-sell")["rating_status"] == "unmatched"
+    assert row(conn, "no-sell")["cost"] is None
+    no_buy = row(conn, "no-buy")
+    assert (no_buy["rating_status"], no_buy["cost"], no_buy["buy_cost"]) == (
+        "unmatched",
+        D("0.1000") + D("0.6000"),
+        None,
+    )
+    assert row(conn, "echo")["rating_status"] == "internal"
+    (n,) = conn.execute("SELECT count(*) FROM cdr").fetchone()  # type: ignore[misc]
+    assert n == 3
+
+
+def test_effective_dates_decide_the_price_by_call_start(conn: psycopg.Connection) -> None:
+    old = NOW - timedelta(days=3)
+    import_deck(
+        conn,
+        [
+            "prefix,rate,effective_from\n",
+            f"44,0.60,{(NOW - timedelta(days=10)).isoformat()}\n",
+            f"44,1.20,{(NOW - timedelta(days=1)).isoformat()}\n",
+        ],
+    )
+    write_batch_sync(conn, [cdr("old", "4420", 60, start=old), cdr("new", "4420", 60)])
+    assert row(conn, "old")["cost"] == D("0.6000")
+    assert row(conn, "new")["cost"] == D("1.2000")
+
+
+def test_ingest_is_idempotent_on_call_id(conn: psycopg.Connection) -> None:
+    import_deck(conn, SELL.splitlines(keepends=True))
+    first = [cdr(f"c{i}", "4420", i) for i in range(50)]
+    assert write_batch_sync(conn, first).inserted == 50
+    # Re-sent, duplicated within the batch, and one with a different start_time.
+    again = [*first[:20], first[0], cdr("c1", "4420", 1, start=NOW + timedelta(seconds=5))]
+    again += [cdr(f"n{i}", "4420", 5) for i in range(10)]
+    res = write_batch_sync(conn, again)
+    assert (res.inserted, res.duplicates) == (10, 22)
+    (n,) = conn.execute("SELECT count(*) FROM cdr").fetchone()  # type: ignore[misc]
+    assert n == 60
+
+
+async def test_async_write_batch(db_url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as aconn:
+        res = await write_batch(aconn, [cdr("a1", "4420", 3), cdr("a1", "4420", 3)])
+        assert (res.inserted, res.duplicates) == (1, 1)
+
+
+def test_cdrs_land_in_monthly_partitions_and_default_catches_the_rest(
+    conn: psycopg.Connection,
+) -> None:
+    ancient = datetime(2001, 5, 17, tzinfo=UTC)
+    write_batch_sync(conn, [cdr("now", "4420", 1), cdr("ancient", "4420", 1, start=ancient)])
+    parts = dict(
+        conn.execute("SELECT call_id, tableoid::regclass::text FROM cdr").fetchall()  # type: ignore[arg-type]
+    )
+    assert parts["now"] == f"cdr_{NOW:%Y_%m}"
+    assert parts["ancient"] == "cdr_default"
+    months = (NOW.year - 2001) * 12 + NOW.month - 5
+    conn.execute("SELECT cdr_ensure_partitions(%s, 0)", (months,))
+    parts = dict(
+        conn.execute("SELECT call_id, tableoid::regclass::text FROM cdr").fetchall()  # type: ignore[arg-type]
+    )
+    assert parts["ancient"] == "cdr_2001_05"
+    assert row(conn, "ancient")["rating_status"] == "unmatched"  # moved, not lost
+    ahead = conn.execute(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'cdr'::regclass"
+    ).fetchone()
+    assert ahead is not None and ahead[0] >= 5
+
+
+def test_longest_prefix_lookup_is_an_index_probe(conn: psycopg.Connection) -> None:
+    lines = ["prefix,rate\n"] + [f"{p},0.01\n" for p in range(100000, 120000)]
+    import_deck(conn, lines)
+    conn.execute("ANALYZE rate_table")
+    plan = "\n".join(
+        r[0]
+        for r in conn.execute(
+            "EXPLAIN SELECT * FROM rate_table r WHERE r.deck_id IN (1, NULL)"
+            " AND r.prefix = ANY (sb_prefixes('1100054321')) AND r.effective_from <= now()"
+            " ORDER BY length(r.prefix) DESC LIMIT 1"
+        ).fetchall()
+    )
+    assert "Index" in plan and "Seq Scan" not in plan, plan
+
+
+def test_rerate_after_a_deck_change_adjusts_debited_balances(conn: psycopg.Connection) -> None:
+    import_deck(conn, ["prefix,rate\n", "44,0.60\n"])
+    create_account(conn, "alice")
+    topup(conn, "alice", "10")
+    write_batch_sync(conn, [cdr("r1", "4420", 60, account="alice"), cdr("r2", "4420", 30)])
+    # Simulate the credit-control debit of r1 at the old price.
+    conn.execute(
+        "INSERT INTO account_transaction (account_id, amount, kind, call_id)"
+        " SELECT id, -0.60, 'call', 'r1' FROM account WHERE name = 'alice';"
+        " UPDATE account SET balance = balance - 0.60 WHERE name = 'alice'"
+    )
+    import_deck(conn, ["prefix,rate\n", "44,0.30\n"])  # same prefix, price cut
+    result = rerate(conn, NOW - timedelta(hours=1))
+    assert (result.cdrs, result.changed, result.adjustments) == (2, 2, 1)
+    assert result.adjusted_amount == D("0.30")
+    assert row(conn, "r1")["cost"] == D("0.3000")
+    (balance,) = conn.execute("SELECT balance FROM account WHERE name = 'alice'").fetchone()  # type: ignore[misc]
+    assert balance == D("9.70")
+    # Re-running changes nothing and adjusts nothing twice.
+    again = rerate(conn, NOW - timedelta(hours=1))
+    assert (again.changed, again.adjustments) == (0, 0)
+    (version,) = conn.execute("SELECT rating_version FROM cdr WHERE call_id = 'r1'").fetchone()  # type: ignore[misc]
+    assert version == 2
