@@ -568,6 +568,9 @@ class Dispatcher:
         p = self._probes.pop(probe_id, None)
         return self.report_failure(p.destination, "probe transport error") if p else None
 
+    def is_pending(self, probe_id: int) -> bool:
+        return probe_id in self._probes
+
     @property
     def pending_probes(self) -> int:
         return len(self._probes)

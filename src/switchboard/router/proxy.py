@@ -1,0 +1,1149 @@
+"""Transaction-stateful SIP proxy core with dispatcher, failover, ACL and flood control.
+
+RFC 3261 §16 (proxy behaviour) and §17 (transactions), RFC 3581 (rport). Pure: the
+service feeds datagrams/stream messages with ``now`` and transmits the returned
+:class:`Send` tuples; timers are data (:meth:`Proxy.get_timer`, :meth:`Proxy.handle_timer`).
+
+Theory of operation
+-------------------
+* A request is parsed by :mod:`switchboard.router.wire` (lines + header indexes; no
+  header objects), validated (§16.3: 400, 416, 420, 482, 483), checked against pike
+  (every request) and the ACL (requests that would start something new), and then either
+  absorbed as a retransmission of a known server transaction (answered with the last
+  response), or given a server transaction and forwarded through one client branch.
+* Initial requests addressed to the router (R-URI is the router, no Route left) go to the
+  dispatcher, which returns the whole failover order; the request is forwarded to the
+  first destination (``$du`` semantics: the R-URI is left alone, as ``ds_select_dst``).
+  On a final response in ``failover_codes`` (default 408|5xx) or no response at all
+  within ``failover_timeout``, the next destination gets a new branch (serial forking,
+  §16.7 step 10 / Kamailio failure_route). A destination that never answered counts
+  toward its probing failures.
+* Requests with a Route set (ACK for 2xx, BYE, re-INVITE) are loose-routed (§16.4): the
+  router's own Route entries are removed, the request goes to the next Route or the R-URI.
+  ACK for 2xx is forwarded statelessly (§16.11); ACK for a non-2xx final the router sent
+  is absorbed (hop-by-hop, §17.2.1).
+* Responses are matched to a client branch by the top Via branch and CSeq method
+  (§17.1.3); the router's Via is removed and the response goes upstream by the server
+  transaction's source (§16.7). 100 is never forwarded; 1xx and 2xx at once; the final
+  response is chosen once no more branches will be tried (6xx first, then lowest class,
+  and a lone 503 becomes 500, §16.7 step 6). Responses without a branch (late 2xx) are
+  forwarded statelessly by the next Via.
+* CANCEL (§16.10): answered 200 at once; sent to the pending branch once it has had a
+  provisional response (§9.1), otherwise on the first provisional; the 487 is relayed.
+
+Completed transactions are kept ``wait_time`` seconds (Kamailio ``wt_timer``, default
+T4 = 5 s) to absorb retransmissions; on UDP the router retransmits requests downstream
+(Timers A/E) and non-2xx finals upstream (Timer G) until they are answered/ACKed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from switchboard.router import wire
+from switchboard.router.dispatcher import Destination, Dispatcher, ProbeRequest, StateChanged
+from switchboard.router.protection import Acl, Pike, Verdict
+from switchboard.router.wire import BadMessage, Message, Via
+
+log = logging.getLogger(__name__)
+
+# RFC 3261 Table 4 (Appendix A).
+T1 = 0.5
+T2 = 4.0
+T4 = 5.0
+TIMER_B = 64 * T1  # INVITE client transaction timeout
+TIMER_F = 64 * T1  # non-INVITE client transaction timeout
+TIMER_H = 64 * T1  # wait for ACK of a non-2xx final
+TIMER_C = 180.0  # §16.6 item 11: "larger than 3 minutes"
+
+MAGIC = b"z9hG4bK"
+# §16.7 step 6: within 4xx these are preferred because the caller can act on them.
+_PREFERRED_4XX = frozenset((401, 407, 415, 420, 484))
+_DIALOG_CREATING = frozenset((b"INVITE", b"SUBSCRIBE", b"REFER"))
+
+_REASONS = {
+    100: b"Trying",
+    200: b"OK",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    408: b"Request Timeout",
+    416: b"Unsupported URI Scheme",
+    420: b"Bad Extension",
+    481: b"Call/Transaction Does Not Exist",
+    482: b"Loop Detected",
+    483: b"Too Many Hops",
+    487: b"Request Terminated",
+    500: b"Server Internal Error",
+    503: b"Service Unavailable",
+    513: b"Message Too Large",
+}
+
+# Timer kinds in the heap.
+_RETRANS, _FAILOVER, _TIMER_C, _RESP_RETRANS, _CLEANUP, _CANCEL_GIVEUP, _CANCEL_RETRANS = range(7)
+
+
+class Send(NamedTuple):
+    """Transmit ``data`` to ``addr`` over ``transport``; ``conn`` is the stream to reuse
+    (the one the request came on) and ``branch`` lets the service report a transport
+    error back with :meth:`Proxy.transport_error`."""
+
+    transport: str
+    addr: tuple[str, int]
+    data: bytes
+    conn: Any = None
+    branch: bytes = b""
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One listening socket as others must address it (Via sent-by, Record-Route)."""
+
+    transport: str
+    host: str
+    port: int
+
+    @property
+    def hostport(self) -> bytes:
+        return f"{self.host}:{self.port}".encode()
+
+    @property
+    def via(self) -> bytes:
+        return (
+            b"Via: SIP/2.0/" + self.transport.upper().encode() + b" " + self.hostport + b";branch="
+        )
+
+    @property
+    def record_route(self) -> bytes:
+        return (
+            b"Record-Route: <sip:"
+            + self.hostport
+            + b";transport="
+            + self.transport.encode()
+            + b";lr>"
+        )
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    setid: int = 1
+    failover_timeout: float = 2.0
+    failover_codes: frozenset[int] = frozenset({408, *range(500, 600)})
+    unavailable_reason: str = "No Media Server Available"
+    retry_after: int = 5
+    wait_time: float = T4
+    timer_c: float = TIMER_C
+    dialog_expire: float = 7200.0  # Kamailio ds_hash_expire
+
+
+@dataclass
+class Stats:
+    """Counters the admin API and /metrics read (plain ints: nothing on the hot path)."""
+
+    requests: dict[str, int] = field(default_factory=dict)  # received, by method
+    replies: dict[int, int] = field(default_factory=dict)  # sent upstream, by code
+    failovers: int = 0
+    acl_rejects: int = 0
+    pike_rejects: int = 0
+    pike_drops: int = 0
+    pike_blocks: int = 0
+    bad_messages: int = 0
+    retransmissions: int = 0
+    branch_timeouts: int = 0
+    transactions_total: int = 0
+
+
+class ServerTxn:
+    __slots__ = (
+        "acked",
+        "branch",
+        "branches",
+        "call_id",
+        "cancelled",
+        "conn",
+        "dead",
+        "dest",
+        "dispatched",
+        "final",
+        "first",
+        "fwd",
+        "g_interval",
+        "in_iface",
+        "is_invite",
+        "key",
+        "last",
+        "loop",
+        "method",
+        "msg",
+        "no_cl",
+        "order",
+        "record_route",
+        "reply_addr",
+        "responses",
+        "route_lines",
+        "transport",
+    )
+
+    def __init__(self) -> None:
+        self.branch: Branch | None = None
+        self.branches: list[Branch] = []
+        self.acked = False
+        self.cancelled = False
+        self.dead = False
+        self.dest: Destination | None = None
+        self.dispatched = False
+        self.final = 0
+        self.last: bytes | None = None
+        self.order: list[Destination] = []
+        self.responses: list[tuple[int, bytes | None]] = []
+        self.g_interval = T1
+        self.conn: Any = None
+
+
+class Branch:
+    __slots__ = (
+        "addr",
+        "cancel",
+        "cancel_answered",
+        "cancel_interval",
+        "cancel_pending",
+        "data",
+        "dest",
+        "final",
+        "id",
+        "interval",
+        "is_invite",
+        "method",
+        "provisional",
+        "responded",
+        "timer_c_at",
+        "transport",
+        "txn",
+        "via_line",
+    )
+
+    def __init__(self, bid: bytes, txn: ServerTxn, transport: str, addr: tuple[str, int]) -> None:
+        self.id = bid
+        self.txn = txn
+        self.transport = transport
+        self.addr = addr
+        self.method = txn.method
+        self.is_invite = txn.is_invite
+        self.responded = False
+        self.provisional = False
+        self.final = 0
+        self.cancel: bytes | None = None
+        self.cancel_answered = False
+        self.cancel_pending = False
+        self.cancel_interval = T1
+        self.interval = T1
+        self.timer_c_at = 0.0
+        self.dest: Destination | None = None
+        self.data = b""
+        self.via_line = b""
+
+
+class Dialog:
+    __slots__ = ("created", "dest")
+
+    def __init__(self, dest: Destination | None, created: float) -> None:
+        self.dest = dest
+        self.created = created
+
+
+def _release(dest: Destination | None) -> None:
+    if dest is not None and dest.active_calls > 0:
+        dest.active_calls -= 1
+
+
+def _is_ip(host: str) -> bool:
+    h = host.strip("[]")
+    if h.count(".") == 3 and h.replace(".", "").isdigit():
+        return True
+    return ":" in h
+
+
+def default_resolve(host: str) -> str | None:
+    """IP literals only (plus ``localhost``); the service injects a real resolver."""
+    if host == "localhost":
+        return "127.0.0.1"
+    return host.strip("[]") if _is_ip(host) else None
+
+
+class Proxy:
+    """The router's SIP core. Feed it with :meth:`receive` and :meth:`handle_timer`."""
+
+    def __init__(
+        self,
+        interfaces: list[Interface],
+        dispatcher: Dispatcher,
+        *,
+        acl: Acl | None = None,
+        pike: Pike | None = None,
+        settings: ProxySettings | None = None,
+        secret: bytes = b"\x00" * 8,
+        resolve: Callable[[str], str | None] = default_resolve,
+        aliases: tuple[tuple[str, int], ...] = (),
+    ) -> None:
+        if not interfaces:
+            raise ValueError("the proxy needs at least one interface")
+        self.interfaces = {i.transport: i for i in interfaces}
+        self.local = {(i.host.lower(), i.port) for i in interfaces} | set(aliases)
+        self._sent_by = [i.hostport for i in interfaces]
+        self.dispatcher = dispatcher
+        self.acl = acl or Acl(["0.0.0.0/0", "::/0"])
+        self.pike = pike
+        self.settings = settings or ProxySettings()
+        self.resolve = resolve
+        self.stats = Stats()
+        self.txns: dict[tuple[bytes, bytes, bytes], ServerTxn] = {}
+        self.branches: dict[bytes, Branch] = {}
+        self.dialogs: dict[bytes, Dialog] = {}
+        self.probes: dict[bytes, int] = {}
+        self.draining = False
+        self._secret = zlib.crc32(secret).to_bytes(4, "big").hex().encode()
+        self._prefix = MAGIC + b"sb"
+        self._counter = itertools.count(1)
+        self._heap: list[tuple[float, int, int, Any]] = []
+        self._seq = itertools.count()
+        self._next_sweep = 0.0
+        self.on_state_change: Callable[[StateChanged], None] = _log_state_change
+
+    # ------------------------------------------------------------------ helpers
+    def _token(self) -> bytes:
+        return self._secret + b"%x" % next(self._counter)
+
+    def _at(self, when: float, kind: int, obj: Any) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), kind, obj))
+
+    def is_local(self, host: str, port: int) -> bool:
+        return (host, port) in self.local
+
+    def _count_reply(self, status: int) -> None:
+        r = self.stats.replies
+        r[status] = r.get(status, 0) + 1
+
+    def _reply(
+        self,
+        m: Message,
+        status: int,
+        reason: bytes | None = None,
+        extra: tuple[bytes, ...] = (),
+    ) -> bytes:
+        """A locally generated response (§8.2.6): Vias, From, To (+tag), Call-ID, CSeq."""
+        self._count_reply(status)
+        lines = [b"SIP/2.0 %d %s" % (status, reason or _REASONS.get(status, b"Error"))]
+        lines.extend(m.lines[i] for i in m.vias)
+        if m.from_ >= 0:
+            lines.append(m.lines[m.from_])
+        if m.to >= 0:
+            to = m.lines[m.to]
+            if status > 100 and not m.to_tag():
+                to += b";tag=" + self._token()
+            lines.append(to)
+        if m.call_id:
+            lines.append(b"Call-ID: " + m.call_id)
+        if m.cseq_num:
+            lines.append(b"CSeq: " + m.cseq_num + b" " + m.cseq_method)
+        lines.extend(extra)
+        lines.append(b"Server: switchboard-router")
+        lines.append(b"Content-Length: 0")
+        return wire.build(lines, b"")
+
+    def _retry_after(self, seconds: int) -> tuple[bytes, ...]:
+        return (b"Retry-After: %d" % seconds,) if seconds else ()
+
+    # ------------------------------------------------------------------ input
+    def receive(
+        self, data: bytes, transport: str, src: tuple[str, int], conn: Any, now: float
+    ) -> list[Send]:
+        """One datagram or one framed stream message from ``src``."""
+        if not data.strip(b"\r\n"):
+            return []  # CRLF keep-alive (RFC 5626 §4.4.1); the adapter answers pings
+        try:
+            m = wire.parse(data, stream=transport != "udp")
+        except BadMessage as exc:
+            self.stats.bad_messages += 1
+            return self._reply_unparsable(data, exc, transport, src, conn)
+        if m.method:
+            return self._on_request(m, transport, src, conn, now)
+        return self._on_response(m, now)
+
+    def _reply_unparsable(
+        self, data: bytes, exc: BadMessage, transport: str, src: tuple[str, int], conn: Any
+    ) -> list[Send]:
+        # §16.3 step 1: answer a malformed request with 400 when there is enough left to
+        # address a response (Via, From, To, Call-ID, CSeq); otherwise drop it.
+        if data.startswith(b"SIP/") or len(data) > wire.MAX_MESSAGE:
+            return []
+        m = Message()
+        end = data.find(b"\r\n\r\n")
+        lines = (data if end < 0 else data[:end]).split(b"\r\n")
+        if not lines or lines[0].count(b" ") != 2 or not lines[0].endswith(b"SIP/2.0"):
+            return []
+        m.lines = lines
+        for i, line in enumerate(lines[1:], 1):
+            colon = line.find(b":")
+            if colon <= 0:
+                continue
+            raw = line[:colon].strip().lower()
+            name = wire.COMPACT.get(raw, raw)
+            value = line[colon + 1 :].strip()
+            if name == b"via":
+                m.vias.append(i)
+            elif name == b"from":
+                m.from_ = i
+            elif name == b"to":
+                m.to = i
+            elif name == b"call-id":
+                m.call_id = value
+            elif name == b"cseq":
+                num, _, meth = value.partition(b" ")
+                m.cseq_num, m.cseq_method = num, meth.strip()
+        if not m.vias or m.from_ < 0 or m.to < 0 or not m.call_id or not m.cseq_num:
+            return []
+        if lines[0].startswith(b"ACK "):
+            return []
+        try:
+            via = Via(m.top_via())
+        except BadMessage:
+            return []
+        addr = (src[0], src[1] if via.rport is not None else via.port)
+        return [Send(transport, addr, self._reply(m, exc.status, exc.reason.encode()), conn)]
+
+    # ------------------------------------------------------------------ requests
+    def _on_request(
+        self, m: Message, transport: str, src: tuple[str, int], conn: Any, now: float
+    ) -> list[Send]:
+        method = m.method
+        req = self.stats.requests
+        name = method.decode("ascii", "replace")
+        req[name] = req.get(name, 0) + 1
+        ip = src[0]
+        if self.pike is not None:
+            verdict = self.pike.check(ip, now)
+            if verdict.verdict is not Verdict.ALLOW:
+                return self._flooding(m, verdict, transport, src, conn)
+        try:
+            wire.check_mandatory(m)
+            via = Via(m.top_via())
+        except BadMessage as exc:
+            self.stats.bad_messages += 1
+            if method == b"ACK" or not m.vias:
+                return []
+            return [Send(transport, src, self._reply(m, exc.status, exc.reason.encode()), conn)]
+        # RFC 3581 §4 / §18.2.1: record where the request really came from.
+        if via.host != ip or via.rport is not None:
+            i = m.vias[0]
+            line = m.lines[i]
+            top = m.top_via()
+            pos = line.find(top) + len(top)
+            params = via.params
+            if via.rport is not None:
+                params = _set_param(params, b"rport", str(src[1]).encode())
+            params = _set_param(params, b"received", ip.encode())
+            start = pos - len(top)
+            m.lines[i] = line[:start] + top[: len(top) - len(via.params)] + params + line[pos:]
+        reply_addr = (ip, src[1]) if via.rport is not None else (ip, via.port)
+        if transport != "udp":
+            reply_addr = src
+        if method == b"ACK":
+            return self._on_ack(m, via, now)
+        key = (via.branch or m.call_id + b"/" + m.cseq_num, via.sent_by, method)
+        txn = self.txns.get(key)
+        if txn is not None:
+            self.stats.retransmissions += 1
+            if txn.last is not None:
+                return [Send(txn.transport, txn.reply_addr, txn.last, txn.conn)]
+            return []
+        if method == b"CANCEL":
+            return self._on_cancel(m, via, transport, reply_addr, conn, now)
+        try:
+            return self._route_request(m, via, key, transport, reply_addr, conn, now)
+        except BadMessage as exc:
+            self.stats.bad_messages += 1
+            return [
+                Send(transport, reply_addr, self._reply(m, exc.status, exc.reason.encode()), conn)
+            ]
+
+    def _flooding(
+        self, m: Message, verdict: Any, transport: str, src: tuple[str, int], conn: Any
+    ) -> list[Send]:
+        if verdict.newly_blocked:
+            self.stats.pike_blocks += 1
+            log.warning("RATE LIMIT: %s", src[0])
+        if verdict.verdict is Verdict.DROP or m.method == b"ACK":
+            self.stats.pike_drops += 1
+            return []
+        self.stats.pike_rejects += 1
+        try:
+            wire.check_mandatory(m)
+            via = Via(m.top_via())
+        except BadMessage:
+            return []
+        addr = (src[0], src[1] if via.rport is not None else via.port)
+        extra = self._retry_after(verdict.retry_after)
+        return [Send(transport, addr, self._reply(m, 503, b"Too Many Requests", extra), conn)]
+
+    def _strip_own_routes(self, m: Message) -> tuple[list[bytes], str, int]:
+        """§16.4: remove the Route entries that name this proxy from the top.
+
+        Returns the remaining Route values and the transport of the last removed entry
+        (with double Record-Route it says which side the request leaves on)."""
+        values: list[bytes] = []
+        for i in m.routes:
+            rest = m.value(i)
+            while rest:
+                first, rest = wire.first_value(rest)
+                values.append(first)
+        popped_transport = ""
+        n = 0
+        for v in values:
+            t, host, port, _ = wire.uri_target(v)
+            if not self.is_local(host, port):
+                break
+            popped_transport = t or popped_transport
+            n += 1
+        return values[n:], popped_transport, n
+
+    def _prepare(self, m: Message, kept: list[bytes] | None) -> list[bytes]:
+        """The forwarded header lines after the start line (§16.6 steps 1–6): own Route
+        entries gone, Max-Forwards decremented (or 70 added)."""
+        lines = m.lines
+        mf = m.maxfwd
+        drop = set(m.routes) if kept is not None else ()
+        out: list[bytes] = []
+        for i in range(1, len(lines)):
+            if i == mf:
+                value = m.value(mf)
+                out.append(b"Max-Forwards: %d" % (int(value) - 1))
+            elif i in drop:
+                if kept and i == m.routes[0]:
+                    out.append(b"Route: " + b", ".join(kept))
+            else:
+                out.append(lines[i])
+        if mf < 0:
+            out.append(b"Max-Forwards: 70")
+        return out
+
+    def _route_request(
+        self,
+        m: Message,
+        via: Via,
+        key: tuple[bytes, bytes, bytes],
+        transport: str,
+        reply_addr: tuple[str, int],
+        conn: Any,
+        now: float,
+    ) -> list[Send]:
+        method = m.method
+
+        def reply(
+            status: int, reason: bytes | None = None, extra: tuple[bytes, ...] = ()
+        ) -> list[Send]:
+            return [Send(transport, reply_addr, self._reply(m, status, reason, extra), conn)]
+
+        # §16.3 validation.
+        if m.maxfwd >= 0:
+            mf = m.value(m.maxfwd)
+            if not mf.isdigit():
+                return reply(400, b"Bad Max-Forwards")
+            if int(mf) == 0:
+                return reply(483)
+        if m.proxy_require >= 0:
+            return reply(420, None, (b"Unsupported: " + m.value(m.proxy_require),))
+        loop = wire.loop_hash(m).encode()
+        for i in m.vias:
+            line = m.lines[i]
+            if any(sb in line for sb in self._sent_by) and (self._prefix + loop) in line:
+                return reply(482)
+        # §16.4 route preprocessing and §16.5 target.
+        kept: list[bytes] | None = None
+        popped = ""
+        n_own = 0
+        if m.routes:
+            kept, popped, n_own = self._strip_own_routes(m)
+        to_tag = m.to_tag()
+        dispatched = False
+        if kept:
+            t, host, port, _ = wire.uri_target(kept[0])
+            out_transport = t or "udp"
+        else:
+            t, host, port, _ = wire.uri_target(m.ruri)
+            out_transport = t or popped or "udp"
+            if self.is_local(host, port):
+                if to_tag:
+                    return reply(404, b"Not Here")
+                if method == b"OPTIONS" and b"@" not in m.ruri:
+                    return reply(200, None, (b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS",))
+                dispatched = True
+        if not to_tag and not self.acl.allows(reply_addr[0]):
+            self.stats.acl_rejects += 1
+            return reply(403)
+        order: list[Destination] = []
+        if dispatched:
+            if self.draining and method == b"INVITE":
+                return reply(503, b"Shutting Down", self._retry_after(self.settings.retry_after))
+            order = self.dispatcher.select(
+                self.settings.setid, m.call_id.decode("utf-8", "replace")
+            )
+            if not order:
+                return reply(
+                    503,
+                    self.settings.unavailable_reason.encode(),
+                    self._retry_after(self.settings.retry_after),
+                )
+        txn = ServerTxn()
+        txn.key = key
+        txn.method = method
+        txn.is_invite = method == b"INVITE"
+        txn.msg = m
+        txn.transport = transport
+        txn.reply_addr = reply_addr
+        txn.conn = conn
+        txn.call_id = m.call_id
+        txn.loop = loop
+        txn.dispatched = dispatched
+        txn.in_iface = self.interfaces.get(transport)
+        txn.record_route = not to_tag and method in _DIALOG_CREATING
+        txn.first = m.lines[0]
+        txn.fwd = self._prepare(m, kept if n_own else None)
+        txn.no_cl = m.cl < 0
+        txn.route_lines = [ln for ln in txn.fwd if ln[:6].lower() == b"route:"]
+        self.txns[key] = txn
+        self.stats.transactions_total += 1
+        out: list[Send] = []
+        if txn.is_invite:
+            # §16.2 / §17.2.1: an INVITE gets 100 Trying from the proxy itself; it is also
+            # what a retransmitted INVITE gets until something better arrives.
+            txn.last = self._reply(m, 100)
+            out.append(Send(transport, reply_addr, txn.last, conn))
+        if dispatched:
+            txn.order = order
+            out.extend(self._next_destination(txn, now))
+        else:
+            addr = self.resolve(host)
+            if addr is None:
+                return out + self._finish(txn, 503, None, now, b"Unresolvable Destination")
+            out.extend(self._forward(txn, out_transport, (addr, port), None, now))
+        return out
+
+    def _forward(
+        self,
+        txn: ServerTxn,
+        transport: str,
+        addr: tuple[str, int],
+        dest: Destination | None,
+        now: float,
+    ) -> list[Send]:
+        """§16.6 steps 7–11: own Via with a unique branch, Record-Route, new client branch."""
+        iface = self.interfaces.get(transport)
+        if iface is None:
+            br = Branch(b"", txn, transport, addr)
+            br.dest = dest
+            return self._branch_failed(br, 503, now, None)
+        bid = self._prefix + txn.loop + b"." + self._token()
+        via_line = iface.via + bid
+        lines = [txn.first, via_line]
+        if txn.record_route:
+            lines.append(iface.record_route)
+            if txn.in_iface is not None and txn.in_iface is not iface:
+                # Double Record-Route across transports so each side sees a URI it can use.
+                lines.append(txn.in_iface.record_route)
+        lines.extend(txn.fwd)
+        body = txn.msg.body
+        if txn.no_cl and transport != "udp":
+            lines.append(b"Content-Length: %d" % len(body))
+        data = wire.build(lines, body)
+        br = Branch(bid, txn, transport, addr)
+        br.dest = dest
+        br.data = data
+        br.via_line = via_line
+        txn.branch = br
+        txn.branches.append(br)
+        self.branches[bid] = br
+        if transport == "udp":
+            self._at(now + T1, _RETRANS, br)
+        if dest is not None:
+            self._at(now + self.settings.failover_timeout, _FAILOVER, br)
+        else:
+            self._at(now + (TIMER_B if txn.is_invite else TIMER_F), _FAILOVER, br)
+        return [Send(transport, addr, data, None, bid)]
+
+    def _next_destination(self, txn: ServerTxn, now: float) -> list[Send]:
+        while txn.order:
+            dest = txn.order.pop(0)
+            if not dest.selectable:
+                continue
+            addr = self.resolve(dest.spec.host)
+            if addr is None:
+                continue
+            if txn.is_invite:
+                _release(txn.dest)
+                dest.active_calls += 1
+            txn.dest = dest
+            return self._forward(txn, dest.transport, (addr, dest.spec.port), dest, now)
+        return self._finish(txn, 0, None, now)
+
+    def _on_ack(self, m: Message, via: Via, now: float) -> list[Send]:
+        txn = self.txns.get((via.branch, via.sent_by, b"INVITE"))
+        if txn is not None:
+            if txn.final >= 300 and not txn.acked:
+                # §17.2.1: the ACK for our non-2xx final ends the exchange hop-by-hop.
+                txn.acked = True
+                self._at(now + (T4 if txn.transport == "udp" else 0.0), _CLEANUP, txn)
+            return []
+        # ACK for 2xx: its own transaction end to end, forwarded statelessly (§16.11).
+        if m.maxfwd >= 0:
+            mf = m.value(m.maxfwd)
+            if not mf.isdigit() or int(mf) == 0:
+                return []
+        try:
+            kept, popped, n_own = self._strip_own_routes(m) if m.routes else (None, "", 0)
+            if kept:
+                t, host, port, _ = wire.uri_target(kept[0])
+                transport = t or "udp"
+            else:
+                t, host, port, _ = wire.uri_target(m.ruri)
+                transport = t or popped or "udp"
+                if self.is_local(host, port):
+                    return []
+        except BadMessage:
+            return []
+        addr = self.resolve(host)
+        iface = self.interfaces.get(transport)
+        if addr is None or iface is None:
+            return []
+        # §16.11: a stateless branch is a function of the incoming one, so a
+        # retransmitted ACK gets the same branch.
+        bid = self._prefix + b"%08x" % zlib.crc32(via.branch + via.sent_by) + b".a"
+        lines = [m.lines[0], iface.via + bid, *self._prepare(m, kept if n_own else None)]
+        if m.cl < 0 and transport != "udp":
+            lines.append(b"Content-Length: %d" % len(m.body))
+        return [Send(transport, (addr, port), wire.build(lines, m.body))]
+
+    def _on_cancel(
+        self,
+        m: Message,
+        via: Via,
+        transport: str,
+        reply_addr: tuple[str, int],
+        conn: Any,
+        now: float,
+    ) -> list[Send]:
+        """§16.10: 200 at once, then CANCEL the pending branch."""
+        inv = self.txns.get((via.branch, via.sent_by, b"INVITE"))
+        if inv is None:
+            return [Send(transport, reply_addr, self._reply(m, 481), conn)]
+        out = [Send(transport, reply_addr, self._reply(m, 200), conn)]
+        if inv.final:
+            return out
+        inv.cancelled = True
+        br = inv.branch
+        if br is not None and not br.final and br.cancel is None:
+            if br.provisional:
+                out.extend(self._send_cancel(br, now))
+            else:
+                br.cancel_pending = True  # §9.1: wait for a provisional response
+        return out
+
+    def _send_cancel(self, br: Branch, now: float) -> list[Send]:
+        """§9.1: same R-URI, Call-ID, From, To, CSeq number, Route and top Via branch."""
+        txn = br.txn
+        m = txn.msg
+        br.cancel_pending = False
+        lines = [
+            b"CANCEL " + m.ruri + b" SIP/2.0",
+            br.via_line,
+            *txn.route_lines,
+            m.lines[m.from_],
+            m.lines[m.to],
+            b"Call-ID: " + m.call_id,
+            b"CSeq: " + m.cseq_num + b" CANCEL",
+            b"Max-Forwards: 70",
+            b"Content-Length: 0",
+        ]
+        br.cancel = wire.build(lines, b"")
+        if br.transport == "udp":
+            self._at(now + T1, _CANCEL_RETRANS, br)
+        self._at(now + TIMER_F, _CANCEL_GIVEUP, br)
+        return [Send(br.transport, br.addr, br.cancel, None)]
+
+    def _ack_for(self, br: Branch, resp: Message) -> Send:
+        """§17.1.1.3: the client transaction ACKs a non-2xx final itself."""
+        m = br.txn.msg
+        lines = [
+            b"ACK " + m.ruri + b" SIP/2.0",
+            br.via_line,
+            *br.txn.route_lines,
+            m.lines[m.from_],
+            resp.lines[resp.to] if resp.to >= 0 else m.lines[m.to],
+            b"Call-ID: " + m.call_id,
+            b"CSeq: " + m.cseq_num + b" ACK",
+            b"Max-Forwards: 70",
+            b"Content-Length: 0",
+        ]
+        return Send(br.transport, br.addr, wire.build(lines, b""))
+
+    # ------------------------------------------------------------------ responses
+    def _on_response(self, m: Message, now: float) -> list[Send]:
+        if not m.vias:
+            return []
+        try:
+            via = Via(m.top_via())
+        except BadMessage:
+            self.stats.bad_messages += 1
+            return []
+        br = self.branches.get(via.branch)
+        if br is None:
+            pid = self.probes.pop(via.branch, None)
+            if pid is not None:
+                ch = self.dispatcher.probe_answered(pid, m.status, now)
+                if ch is not None:
+                    self.on_state_change(ch)
+                return []
+            return self._stateless_response(m, via)
+        if m.cseq_method != br.method:
+            if m.cseq_method == b"CANCEL":
+                br.cancel_answered = True
+            return []
+        txn = br.txn
+        status = m.status
+        if status < 200:
+            return self._provisional(br, txn, m, now)
+        if br.final:
+            # A retransmitted final: re-ACK a non-2xx, pass a 2xx on (the UAC ACKs it).
+            if status >= 300:
+                return [self._ack_for(br, m)] if br.is_invite else []
+            if br.is_invite and 200 <= br.final < 300:
+                return self._upstream(txn, self._strip(m), status, count=True)
+            return []
+        br.final = status
+        br.responded = True
+        if status < 300:
+            data = self._strip(m)
+            if txn.final and not txn.is_invite:
+                return []
+            if not txn.final:
+                txn.final = status
+                txn.last = data
+                self._at(now + self.settings.wait_time, _CLEANUP, txn)
+            if txn.is_invite and txn.dispatched:
+                self.dialogs[txn.call_id] = Dialog(txn.dest, now)
+            elif txn.method == b"BYE":
+                self._end_dialog(txn.call_id)
+            return self._upstream(txn, data, status, count=True)
+        out: list[Send] = [self._ack_for(br, m)] if br.is_invite else []
+        if txn.final:
+            return out
+        txn.responses.append((status, self._strip(m)))
+        if (
+            txn.dispatched
+            and not txn.cancelled
+            and status in self.settings.failover_codes
+            and any(d.selectable for d in txn.order)
+        ):
+            self.stats.failovers += 1
+            return out + self._next_destination(txn, now)
+        return out + self._finish(txn, 0, None, now)
+
+    def _provisional(self, br: Branch, txn: ServerTxn, m: Message, now: float) -> list[Send]:
+        out: list[Send] = []
+        first = not br.responded
+        br.responded = True
+        br.provisional = True
+        if br.final or txn.branch is not br or txn.final:
+            # A branch we gave up on woke up: cancel it (§16.7 step 10).
+            if br.cancel is None and not 200 <= br.final < 300:
+                out.extend(self._send_cancel(br, now))
+            return out
+        if br.cancel_pending:
+            out.extend(self._send_cancel(br, now))
+        if m.status > 100:
+            # §16.7 step 5: forward provisionals other than 100 at once; reset Timer C.
+            data = self._strip(m)
+            txn.last = data
+            out.extend(self._upstream(txn, data, m.status, count=True))
+        if txn.is_invite:
+            br.timer_c_at = now + self.settings.timer_c
+            if first:
+                self._at(br.timer_c_at, _TIMER_C, br)
+        return out
+
+    def _strip(self, m: Message) -> bytes:
+        """§16.7 step 3: remove the topmost Via (ours)."""
+        i = m.vias[0]
+        _, rest = wire.first_value(m.value(i))
+        if rest:
+            m.lines[i] = wire.header_name(m.lines[i]) + b": " + rest
+        else:
+            del m.lines[i]
+        return wire.build(m.lines, m.body)
+
+    def _upstream(self, txn: ServerTxn, data: bytes, status: int, *, count: bool) -> list[Send]:
+        if count:
+            self._count_reply(status)
+        return [Send(txn.transport, txn.reply_addr, data, txn.conn)]
+
+    def _stateless_response(self, m: Message, via: Via) -> list[Send]:
+        """§16.7 / §16.11: a response with no client transaction (a late 2xx) goes up by
+        the next Via, if the top one is ours."""
+        if via.sent_by not in self._sent_by or (len(m.vias) < 2 and b"," not in m.value(m.vias[0])):
+            return []
+        data = self._strip(m)
+        try:
+            nxt = Via(m.top_via())
+        except BadMessage:
+            return []
+        host, port = nxt.reply_address()
+        addr = self.resolve(host)
+        if addr is None:
+            return []
+        self._count_reply(m.status)
+        return [Send(nxt.transport if nxt.transport != "tls" else "tcp", (addr, port), data)]
+
+    def _finish(
+        self,
+        txn: ServerTxn,
+        status: int,
+        data: bytes | None,
+        now: float,
+        reason: bytes | None = None,
+    ) -> list[Send]:
+        """Send the final response upstream. ``status`` 0: choose the best one (§16.7 step 6)."""
+        if txn.final:
+            return []
+        if status == 0:
+            if txn.cancelled:
+                status, data = 487, None
+            elif not txn.responses:
+                status, data = 503, None
+                reason = self.settings.unavailable_reason.encode()
+            else:
+                six = [r for r in txn.responses if r[0] >= 600]
+                status, data = (
+                    six[0]
+                    if six
+                    else min(
+                        txn.responses,
+                        key=lambda r: (r[0] // 100, r[0] not in _PREFERRED_4XX, r[0] == 503),
+                    )
+                )
+                if status == 503:
+                    # §16.7 step 6: a lone 503 means only "this hop is busy": answer 500.
+                    status, data = 500, None
+        txn.final = status
+        if data is None:
+            data = self._reply(txn.msg, status, reason)
+        else:
+            self._count_reply(status)
+        txn.last = data
+        if txn.is_invite:
+            _release(txn.dest)
+            txn.dest = None
+            if txn.transport == "udp":
+                self._at(now + T1, _RESP_RETRANS, txn)
+            self._at(now + TIMER_H, _CLEANUP, txn)
+        else:
+            self._at(now + self.settings.wait_time, _CLEANUP, txn)
+        if txn.method == b"BYE":
+            self._end_dialog(txn.call_id)
+        return [Send(txn.transport, txn.reply_addr, data, txn.conn)]
+
+    def _end_dialog(self, call_id: bytes) -> None:
+        d = self.dialogs.pop(call_id, None)
+        if d is not None:
+            _release(d.dest)
+
+    # ------------------------------------------------------------------ failures
+    def _branch_failed(self, br: Branch, status: int, now: float, report: str | None) -> list[Send]:
+        br.final = status
+        if report and br.dest is not None:
+            ch = self.dispatcher.report_failure(br.dest, report)
+            if ch is not None:
+                self.on_state_change(ch)
+        txn = br.txn
+        if txn.final or txn.dead:
+            return []
+        if txn.cancelled:
+            return self._finish(txn, 487, None, now)
+        txn.responses.append((status, None))
+        if (
+            txn.dispatched
+            and status in self.settings.failover_codes
+            and any(d.selectable for d in txn.order)
+        ):
+            self.stats.failovers += 1
+            return self._next_destination(txn, now)
+        return self._finish(txn, 0, None, now)
+
+    def transport_error(self, branch: bytes, now: float) -> list[Send]:
+        """The service could not send a request of ``branch`` (§16.9: as if 503)."""
+        pid = self.probes.pop(branch, None)
+        if pid is not None:
+            ch = self.dispatcher.probe_failed(pid)
+            if ch is not None:
+                self.on_state_change(ch)
+            return []
+        br = self.branches.get(branch)
+        if br is None or br.final or br.responded:
+            return []
+        return self._branch_failed(br, 503, now, "transport error")
+
+    # ------------------------------------------------------------------ timers
+    def get_timer(self) -> float:
+        """The next instant :meth:`handle_timer` must run."""
+        t = min(self.dispatcher.get_timer(), self._next_sweep)
+        if self._heap and self._heap[0][0] < t:
+            return self._heap[0][0]
+        return t
+
+    def handle_timer(self, now: float) -> list[Send]:
+        out: list[Send] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, kind, obj = heapq.heappop(heap)
+            out.extend(self._fire(kind, obj, now))
+        if self.dispatcher.get_timer() <= now:
+            requests, changes = self.dispatcher.handle_timer(now)
+            for ch in changes:
+                self.on_state_change(ch)
+            for req in requests:
+                s = self._probe(req)
+                if s is not None:
+                    out.append(s)
+            if len(self.probes) > 64:
+                self.probes = {
+                    b: p for b, p in self.probes.items() if self.dispatcher.is_pending(p)
+                }
+        if now >= self._next_sweep:
+            self._next_sweep = now + 60.0
+            cutoff = now - self.settings.dialog_expire
+            for cid, d in list(self.dialogs.items()):
+                if d.created > cutoff:
+                    break
+                self._end_dialog(cid)
+        return out
+
+    def _fire(self, kind: int, obj: Any, now: float) -> list[Send]:
+        if kind == _RETRANS:
+            br: Branch = obj
+            if br.responded or br.final or br.txn.dead or br.txn.final:
+                return []
+            # Timers A (INVITE: doubling) and E (non-INVITE: capped at T2), UDP only.
+            br.interval = br.interval * 2 if br.is_invite else min(br.interval * 2, T2)
+            self._at(now + br.interval, _RETRANS, br)
+            return [Send(br.transport, br.addr, br.data, None, br.id)]
+        if kind == _FAILOVER:
+            br = obj
+            if br.responded or br.final:
+                return []
+            self.stats.branch_timeouts += 1
+            return self._branch_failed(br, 408, now, "no answer" if br.dest is not None else None)
+        if kind == _TIMER_C:
+            br = obj
+            if br.final or br.txn.dead:
+                return []
+            if br.timer_c_at > now:
+                self._at(br.timer_c_at, _TIMER_C, br)
+                return []
+            # §16.8: Timer C fired after a provisional: CANCEL and behave as on 408.
+            out = self._send_cancel(br, now) if br.cancel is None else []
+            return out + self._branch_failed(br, 408, now, None)
+        if kind == _RESP_RETRANS:
+            txn: ServerTxn = obj
+            if txn.acked or txn.dead or txn.last is None:
+                return []
+            txn.g_interval = min(txn.g_interval * 2, T2)  # Timer G
+            self._at(now + txn.g_interval, _RESP_RETRANS, txn)
+            return [Send(txn.transport, txn.reply_addr, txn.last, txn.conn)]
+        if kind == _CLEANUP:
+            txn = obj
+            if not txn.dead and self.txns.get(txn.key) is txn:
+                txn.dead = True
+                del self.txns[txn.key]
+                for b in txn.branches:
+                    self.branches.pop(b.id, None)
+            return []
+        if kind == _CANCEL_RETRANS:
+            br = obj
+            if br.cancel_answered or br.final or br.cancel is None or br.txn.dead:
+                return []
+            br.cancel_interval = min(br.cancel_interval * 2, T2)
+            self._at(now + br.cancel_interval, _CANCEL_RETRANS, br)
+            return [Send(br.transport, br.addr, br.cancel, None)]
+        if kind == _CANCEL_GIVEUP:
+            br = obj
+            if br.final:
+                return []
+            # §9.1: no final within 64·T1 after CANCEL: consider the branch cancelled.
+            br.final = 487
+            txn = br.txn
+            return self._finish(txn, 487, None, now) if not txn.final else []
+        return []  # pragma: no cover
+
+    def _probe(self, req: ProbeRequest) -> Send | None:
+        dest = req.destination
+        iface = self.interfaces.get(dest.transport)
+        addr = self.resolve(dest.spec.host)
+        if iface is None or addr is None:
+            ch = self.dispatcher.probe_failed(req.probe_id)
+            if ch is not None:
+                self.on_state_change(ch)
+            return None
+        bid = self._prefix + b"probe." + self._token()
+        self.probes[bid] = req.probe_id
+        uri = dest.uri.encode()
+        lines = [
+            b"OPTIONS " + uri + b" SIP/2.0",
+            iface.via + bid + b";rport",
+            b"Max-Forwards: 70",
+            b"From: <sip:dispatcher@" + iface.hostport + b">;tag=" + self._token(),
+            b"To: <" + uri + b">",
+            b"Call-ID: " + bid[len(MAGIC) :] + b"@" + iface.host.encode(),
+            b"CSeq: 1 OPTIONS",
+            b"Content-Length: 0",
+        ]
+        return Send(dest.transport, (addr, dest.spec.port), wire.build(lines, b""), None, bid)
+
+    # ------------------------------------------------------------------ inspection
+    @property
+    def transaction_count(self) -> int:
+        return len(self.txns)
+
+    @property
+    def dialog_count(self) -> int:
+        return len(self.dialogs)
+
+    def pending_transactions(self) -> int:
+        """Transactions still waiting for a final response (drain waits for these)."""
+        return sum(1 for t in self.txns.values() if not t.final)
+
+
+def _set_param(params: bytes, name: bytes, value: bytes) -> bytes:
+    """Set ``;name=value`` in a Via parameter string (replacing an existing one)."""
+    parts = params.split(b";")
+    for i, part in enumerate(parts[1:], 1):
+        if part.partition(b"=")[0].strip().lower() == name:
+            parts[i] = name + b"=" + value
+            return b";".join(parts)
+    return params + b";" + name + b"=" + value
+
+
+def _log_state_change(ch: StateChanged) -> None:
+    level = logging.WARNING if ch.new.value in ("inactive", "trying") else logging.INFO
+    log.log(
+        level,
+        "destination %s (set %d): %s -> %s (%s)",
+        ch.destination.uri,
+        ch.destination.spec.setid,
+        ch.old.value,
+        ch.new.value,
+        ch.reason,
+    )
