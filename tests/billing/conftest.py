@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +24,25 @@ TEMPLATE = "sb_template"
 _names = itertools.count()
 
 
+def new_server_dir(prefix: str = "sb-billing-pg-") -> Path:
+    """A directory for a pgserver data dir, outside pytest's tmp tree: as root, pgserver runs
+    postgres as its own user, and pytest keeps /tmp/pytest-of-root at mode 0700."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    return root
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def pg_server() -> Iterator[Any]:
     import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
-    yield server
-    server.cleanup()
+    root = new_server_dir()
+    server = pgserver.get_server(root / "data", cleanup_mode="delete")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,198 @@
+"""Credit control against real PostgreSQL: authorisation with a maximum duration,
+reservations that stop parallel calls overspending, settlement, postpaid limits,
+low-balance events, failing closed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+
+import psycopg
+import pytest
+from prometheus_client import REGISTRY
+from psycopg_pool import AsyncConnectionPool
+
+from switchboard.billing.accounts import AccountError, create_account, show, topup
+from switchboard.billing.credit import (
+    BillingUnavailable,
+    CreditControl,
+    CreditDenied,
+    InsufficientFunds,
+    LowBalance,
+    NoRate,
+    UnknownAccount,
+)
+from switchboard.billing.rates import import_deck
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    p = AsyncConnectionPool(db_url, min_size=8, max_size=8, open=False)
+    await p.open(wait=True)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+def deck(conn: psycopg.Connection) -> None:
+    # 0.60/min per second; UK mobile in 60/60 with a connect fee.
+    import_deck(
+        conn,
+        ["prefix,rate,connect_fee,increment\n", "44,0.60,0,1/1\n", "447,1.20,0.05,60/60\n"],
+    )
+
+
+def balance(conn: psycopg.Connection, name: str) -> tuple[D, D]:
+    view = show(conn, name)
+    return view.balance, view.reserved
+
+
+async def test_authorise_returns_the_duration_the_balance_allows(
+    conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
+) -> None:
+    create_account(conn, "alice", ips=["192.0.2.0/24"])
+    topup(conn, "alice", "1.00")
+    cc = CreditControl(pool)
+    auth = await cc.authorise("c1", "442079460000", source_ip="192.0.2.10", now=NOW)
+    assert (auth.account, auth.max_seconds, auth.reserved) == ("alice", 100, D("1.0000"))
+    assert balance(conn, "alice") == (D("1.00"), D("1.00"))
+    # 60/60 with a connect fee: 0.05 + 1.20 per started minute; 2.50 covers two minutes.
+    create_account(conn, "bob", gateways=["gw-bob"])
+    topup(conn, "bob", "2.50")
+    auth = await cc.authorise("c2", "447700900123", gateway="gw-bob", now=NOW)
+    assert auth.max_seconds == 120 and auth.reserved == D("2.4500")
+
+
+async def test_settle_debits_and_releases_in_one_step(
+    conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
+) -> None:
+    create_account(conn, "alice", callers=["+15550001"])
+    topup(conn, "alice", "5")
+    cc = CreditControl(pool)
+    auth = await cc.authorise("c1", "4420", caller="15550001", now=NOW)
+    settled = await cc.settle("c1", 30, now=NOW + timedelta(seconds=32))
+    assert settled is not None and settled.cost == D("0.3000") and settled.balance == D("4.70")
+    assert balance(conn, "alice") == (D("4.70"), D("0"))
+    # A second settle (retransmitted BYE, node retry) changes nothing.
+    again = await cc.settle("c1", 30, now=NOW)
+    assert again is not None and again.cost == D("0.3000")
+    assert balance(conn, "alice") == (D("4.70"), D("0"))
+    assert auth.max_seconds == 500
+    assert show(conn, "alice").transactions[0][1:3] == ("call", D("-0.3"))
+    assert await cc.settle("never-authorised", 10, now=NOW) is None
+
+
+async def test_parallel_authorisations_never_overspend(
+    conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
+) -> None:
+    create_account(conn, "shared", gateways=["gw"])
+    topup(conn, "shared", "5.00")
+    cc = CreditControl(pool, max_call_seconds=60)  # each call reserves at most a minute
+
+    async def call(i: int) -> int:
+        try:
+            auth = await cc.authorise(f"p{i}", "4420", gateway="gw", now=NOW)
+        except InsufficientFunds:
+            return 0
+        return auth.max_seconds
+
+    granted = await asyncio.gather(*(call(i) for i in range(40)))
+    # 5.00 at 0.01/s = 500 s in total, whatever the interleaving.
+    assert sum(granted) == 500
+    assert sorted(g for g in granted if g)[:1] == [20] and granted.count(60) == 8
+    assert balance(conn, "shared") == (D("5.00"), D("5.00"))
+    # Every call talks exactly as long as allowed and hangs up.
+    await asyncio.gather(*(cc.settle(f"p{i}", g, now=NOW) for i, g in enumerate(granted) if g))
+    assert balance(conn, "shared") == (D("0.00"), D("0"))
+    with pytest.raises(InsufficientFunds) as info:
+        await cc.authorise("late", "4420", gateway="gw", now=NOW)
+    assert info.value.status == 402
+
+
+async def test_late_hangup_overspends_at_most_one_increment(
+    conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
+) -> None:
+    create_account(conn, "m", gateways=["gw"])
+    topup(conn, "m", "1.30")
+    cc = CreditControl(pool)
+    auth = await cc.authorise("c1", "447700", gateway="gw", now=NOW)
+    assert auth.max_seconds == 60  # 0.05 + 1.20 of 1.30
+    settled = await cc.settle("c1", auth.max_seconds + 1, now=NOW)  # node hung up 1 s late
+    assert settled is not None
+    overspend = -settled.balance
+    assert overspend == D("1.15") and overspend <= D("1.20")  # under one 60 s increment
+
+
+async def test_postpaid_credit_limit(
+    conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
+) -> None:
+    create_account(conn, "corp", kind="postpaid", credit_limit="3.00", gateways=["corp"])
+    cc = CreditControl(pool)
+    auth = await cc.authorise("c1", "4420", gateway="corp", now=NOW)
+    assert auth.max_seconds == 300
+    await cc.settle("c1", 300, now=NOW)
+    assert balance(conn, "corp") == (D("-3.00"), D("0"))
+    with pytest.raises(InsufficientFunds):
+        await cc.authorise("c2", "4420", gateway="corp", now=NOW)
+    with pytest.raises(AccountError, match="postpaid"):
+        create_account(conn, "pre", credit_limit="5")
+
+
+async def test_refusals_are_typed_with_the_sip_answer(
+    conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
+) -> None:
+    create_account(conn, "alice", ips=["10.1.0.0/16"])
+    topup(conn, "alice", "1")
+    cc = CreditControl(pool)
+    with pytest.raises(UnknownAccount) as unknown:
+        await cc.authorise("c1", "4420", source_ip="10.2.0.1", now=NOW)
+    assert (unknown.value.status, unknown.value.cause) == (403, "CALL_REJECTED")
+    with pytest.raises(NoRate) as norate:
+        await cc.authorise("c2", "861012345", source_ip="10.1.2.3", now=NOW)
+    assert norate.value.status == 404
+    assert balance(conn, "alice") == (D("1"), D("0"))
+
+
+async def test_low_balance_event_fires_once_when_crossing(
+    conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
+) -> None:
+    create_account(conn, "alice", low_balance="1.00", gateways=["gw"])
+    topup(conn, "alice", "1.50")
+    events: list[LowBalance] = []
+    cc = CreditControl(pool, on_low_balance=events.append)
+    before = REGISTRY.get_sample_value("switchboard_low_balance_events_total") or 0
+    for i, billsec in enumerate((30, 30, 10)):
+        await cc.authorise(f"c{i}", "4420", gateway="gw", now=NOW)
+        await cc.settle(f"c{i}", billsec, now=NOW)
+    assert events == [LowBalance("alice", events[0].account_id, D("0.90"), D("1.00"))]
+    assert REGISTRY.get_sample_value("switchboard_low_balance_events_total") == before + 1
+
+
+async def test_expired_reservations_are_released(
+    conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
+) -> None:
+    create_account(conn, "alice", gateways=["gw"])
+    topup(conn, "alice", "1")
+    cc = CreditControl(pool, grace_seconds=10)
+    auth = await cc.authorise("c1", "4420", gateway="gw", now=NOW)
+    assert await cc.expire(NOW + timedelta(seconds=auth.max_seconds)) == 0
+    assert await cc.expire(NOW + timedelta(seconds=auth.max_seconds + 11)) == 1
+    assert balance(conn, "alice") == (D("1"), D("0"))
+
+
+async def test_billing_database_down_fails_closed() -> None:
+    dead = AsyncConnectionPool(
+        "host=127.0.0.1 port=1 dbname=x connect_timeout=1", min_size=1, open=False, timeout=1
+    )
+    await dead.open(wait=False)
+    try:
+        cc = CreditControl(dead)
+        with pytest.raises(BillingUnavailable) as info:
+            await cc.authorise("c1", "4420", gateway="gw", now=NOW)
+        assert isinstance(info.value, CreditDenied) and info.value.status == 503
+    finally:
+        await dead.close()
