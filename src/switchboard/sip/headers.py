@@ -448,7 +448,9 @@ class Via:
     def is_rfc3261_branch(self) -> bool:
         """True when the branch carries the ``z9hG4bK`` magic cookie (§8.1.1.7)."""
         b = self.params.get("branch")
-        return b is not None and b.startswith("z9hG4bK")
+        # A bare cookie carries no identifier: fall back to RFC 2543 matching
+        # (RFC 4475 §3.2.1 "badbranch").
+        return b is not None and len(b) > 7 and b.startswith("z9hG4bK")
 
 
 def parse_vias(value: str) -> list[Via]:

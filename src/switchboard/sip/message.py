@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from switchboard.sip.errors import SipParseError, VersionNotSupported
@@ -49,6 +50,32 @@ SIP_VERSION = "SIP/2.0"
 EXPIRES_MAX = 2**32 - 1
 #: Headers that may appear at most once (§20; RFC 4475 §3.3.8 "multi01").
 SINGLE_HEADERS = ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type")
+#: Methods of RFC 3261 and the extensions a carrier sees (3262, 3265/6665, 3311,
+#: 3428, 3515, 3903, 6086).
+KNOWN_METHODS = frozenset(
+    [
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    ]
+)
+_DATE_RE = re.compile(
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{2}) "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([0-9]{4}) "
+    r"([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT"
+)
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
 _MISSING: Any = object()
 
@@ -273,6 +300,33 @@ class Message:
             raise SipParseError(f"bad Expires {raw!r}")
         return int(raw)
 
+    @property
+    def date(self) -> datetime | None:
+        """Date header (§20.17, RFC 1123 form, GMT only); ``None`` when absent.
+
+        Not checked by :meth:`parse_all`: RFC 4475 §3.1.2.11 ("baddate") says an element
+        should not reject a request for a bad Date unless it uses the value.
+        """
+        raw = self.headers.get("date")
+        if raw is None:
+            return None
+        m = _DATE_RE.fullmatch(raw)
+        if m is None:
+            raise SipParseError(f"bad Date {raw!r} (RFC 1123 format in GMT required)")
+        day, mon, year, hh, mm, ss = m.groups()
+        try:
+            return datetime(
+                int(year),
+                _MONTHS.index(mon) + 1,
+                int(day),
+                int(hh),
+                int(mm),
+                int(ss),
+                tzinfo=UTC,
+            )
+        except ValueError:
+            raise SipParseError(f"bad Date {raw!r}") from None
+
     # -- full validation ----------------------------------------------------
     def parse_all(self) -> Message:
         """Parse every known header and apply §8.2 message checks; returns ``self``.
@@ -330,7 +384,12 @@ class Request(Message):
     def ruri(self) -> SipUri:
         """Parsed Request-URI (cached); 416 for schemes other than sip/sips/tel."""
         if self._ruri_text is not self.uri or self._ruri is None:
-            self._ruri = SipUri.parse(self.uri)
+            uri = SipUri.parse(self.uri)
+            if uri.headers:
+                # §19.1.1 Table 1: the headers component is not allowed in a
+                # Request-URI (RFC 4475 §3.1.2.10 "escruri").
+                raise SipParseError(f"headers not allowed in Request-URI {self.uri!r}")
+            self._ruri = uri
             self._ruri_text = self.uri
         return self._ruri
 
@@ -343,9 +402,16 @@ class Request(Message):
     def parse_all(self) -> Request:
         super().parse_all()
         _ = self.ruri
-        if self.max_forwards is None:
-            raise SipParseError("missing mandatory Max-Forwards header")
+        # Max-Forwards is not required here: RFC 2543 peers omit it and §16.6 step 3
+        # has the proxy add it (RFC 4475 §3.4 "inv2543").
         if self.cseq.method != self.method:
+            if self.method not in KNOWN_METHODS:
+                # RFC 4475 §3.1.2.17: 501 is the better answer for an unknown method.
+                raise SipParseError(
+                    f"unknown method {self.method} with CSeq {self.cseq.method}",
+                    status=501,
+                    reason="Not Implemented",
+                )
             raise SipParseError(f"CSeq method {self.cseq.method} does not match {self.method}")
         return self
 
