@@ -55,6 +55,24 @@ def version() -> None:
     print(f"switchboard {__version__}")
 
 
+@app.command()
+def up(
+    config: ConfigOpt = None,
+    media_nodes: Annotated[
+        int | None, typer.Option("--media-nodes", "-n", help="Media nodes to run (default 2).")
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo/--no-demo", help="Carrier simulator and a short mix of calls.")
+    ] = False,
+) -> None:
+    """Run the whole platform on this machine: router, media nodes, embedded PostgreSQL."""
+    from switchboard import platform
+
+    overrides = {"platform": {"media_nodes": media_nodes}} if media_nodes is not None else None
+    cfg = load_config(config, overrides)
+    raise typer.Exit(platform.main(cfg, config_path=config, demo=demo))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

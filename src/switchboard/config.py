@@ -117,6 +117,13 @@ class PlatformSection(Section):
     media_nodes: int = Field(default=2, ge=1, le=32)
 
 
+class StatusSection(Section):
+    """[status] — the status page at the router's admin address (/status)."""
+
+    metrics_urls: list[str] = Field(default_factory=list)  # other processes' /metrics; `up` fills it
+    title: str = "Switchboard"
+
+
 class Config(Section):
     """The whole platform's configuration."""
 
@@ -126,6 +133,7 @@ class Config(Section):
     acl: AclSection = Field(default_factory=AclSection)
     pike: PikeSection = Field(default_factory=PikeSection)
     database: DatabaseSection = Field(default_factory=DatabaseSection)
+    status: StatusSection = Field(default_factory=StatusSection)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:

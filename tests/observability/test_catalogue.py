@@ -42,3 +42,12 @@ def test_catalogue_is_well_formed() -> None:
         assert not {"call_id", "number", "caller", "ip", "source"} & set(spec.labels), name
     pdd = CATALOGUE["switchboard_media_pdd_seconds"].buckets
     assert 3.0 in pdd and 7.0 in pdd
+
+
+def test_doc_tables_are_generated_from_the_catalogue() -> None:
+    from switchboard.observability.metrics import markdown_tables
+
+    assert markdown_tables() in DOC.read_text(), (
+        "regenerate the tables: python -c 'from switchboard.observability.metrics import "
+        "markdown_tables; print(markdown_tables())'"
+    )

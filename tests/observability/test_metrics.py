@@ -89,15 +89,13 @@ def test_destination_state_is_one_hot() -> None:
     m.set_destination_state(1, "sip:127.0.0.1:5081", "active")
     m.set_destination_state(1, "sip:127.0.0.1:5081", "disabled")
     s = samples(render(reg).decode())
-    d = ("destination", "sip:127.0.0.1:5081")
+    d = ("uri", "sip:127.0.0.1:5081")
     state = {
-        st: s[
-            ("switchboard_router_destination_state", frozenset({("setid", "1"), d, ("state", st)}))
-        ]
+        st: s[("switchboard_router_destination_state", frozenset({("set", "1"), d, ("state", st)}))]
         for st in RouterMetrics.DESTINATION_STATES
     }
     assert state == {"active": 0, "inactive": 0, "trying": 0, "disabled": 1}
-    assert s[("switchboard_router_destination_up", frozenset({("setid", "1"), d}))] == 0
+    assert s[("switchboard_router_destination_up", frozenset({("set", "1"), d}))] == 0
     with pytest.raises(ValueError):
         m.set_destination_state(1, "x", "drained")
 

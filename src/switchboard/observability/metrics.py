@@ -109,18 +109,23 @@ _SPECS: tuple[MetricSpec, ...] = (
     # -- router (Kamailio role) --------------------------------------------------------------
     _spec("switchboard_router_requests_total", "counter", "router", ("method",), "SIP requests received (after retransmission absorption), by method."),
     _spec("switchboard_router_replies_total", "counter", "router", ("code",), "SIP responses sent or relayed upstream, by status code."),
-    _spec("switchboard_router_transactions", "gauge", "router", (), "Transactions currently held by the proxy."),
-    _spec("switchboard_router_dialogs", "gauge", "router", (), "Dialogs (calls) currently established through the router."),
-    _spec("switchboard_router_destination_up", "gauge", "router", ("setid", "destination"), "1 when the dispatcher destination is active (takes new calls), else 0."),
-    _spec("switchboard_router_destination_state", "gauge", "router", ("setid", "destination", "state"), "1 for the destination's current state (active, inactive, trying, disabled), 0 for the others."),
-    _spec("switchboard_router_destination_active_calls", "gauge", "router", ("setid", "destination"), "Dialogs in progress on the destination (call-load algorithm input)."),
-    _spec("switchboard_router_destination_probe_latency_seconds", "gauge", "router", ("setid", "destination"), "Round-trip time of the last answered OPTIONS probe."),
-    _spec("switchboard_router_failovers_total", "counter", "router", ("setid", "reason"), "Calls moved to the next destination, by reason (timeout, response)."),
-    _spec("switchboard_router_no_destination_total", "counter", "router", ("setid",), "Requests answered 503 because no destination of the set was active."),
+    _spec("switchboard_router_transactions", "gauge", "router", (), "Server transactions currently held by the proxy."),
+    _spec("switchboard_router_pending_transactions", "gauge", "router", (), "Server transactions without a final response yet."),
+    _spec("switchboard_router_dialogs", "gauge", "router", (), "Dialogs (answered calls) currently established through the router."),
+    _spec("switchboard_router_destination_up", "gauge", "router", ("set", "uri"), "1 when the dispatcher destination takes new calls (active or trying), else 0."),
+    _spec("switchboard_router_destination_state", "gauge", "router", ("set", "uri", "state"), "1 for the destination's current state (active, trying, inactive, disabled), 0 for the others."),
+    _spec("switchboard_router_destination_active_calls", "gauge", "router", ("set", "uri"), "Calls in progress on the destination (call-load algorithm input)."),
+    _spec("switchboard_router_destination_probe_latency_seconds", "gauge", "router", ("set", "uri"), "Smoothed round-trip time of answered OPTIONS probes."),
+    _spec("switchboard_router_destination_timeouts_total", "counter", "router", ("set", "uri"), "Probes or calls the destination left unanswered."),
+    _spec("switchboard_router_failovers_total", "counter", "router", (), "Calls moved to the next destination (408/5xx or no answer in failover_timeout)."),
+    _spec("switchboard_router_branch_timeouts_total", "counter", "router", (), "Forwarded requests that got no answer in time."),
     _spec("switchboard_router_acl_rejects_total", "counter", "router", (), "Dialog-creating requests from sources outside [acl].allow, answered 403."),
     _spec("switchboard_router_pike_blocks_total", "counter", "router", (), "Source IPs that crossed the pike density and were blocked."),
-    _spec("switchboard_router_pike_rejected_requests_total", "counter", "router", ("action",), "Requests from blocked sources, by action (reply = 503 sent, drop = silently dropped)."),
-    _spec("switchboard_router_forwarding_latency_seconds", "histogram", "router", (), "Time from receiving a request to sending it downstream.", FORWARDING_BUCKETS),
+    _spec("switchboard_router_pike_rejects_total", "counter", "router", (), "Requests from blocked sources answered 503 Too Many Requests."),
+    _spec("switchboard_router_pike_drops_total", "counter", "router", (), "Requests from blocked sources dropped silently (above ten times the density)."),
+    _spec("switchboard_router_bad_messages_total", "counter", "router", (), "Malformed messages received (answered 400 or dropped)."),
+    _spec("switchboard_router_retransmissions_total", "counter", "router", (), "Retransmitted requests absorbed by the transaction layer."),
+    _spec("switchboard_router_forwarding_latency_seconds", "histogram", "router", (), "Time the router spends on one SIP message, receive to send.", FORWARDING_BUCKETS),
     # -- media node (FreeSWITCH role) and its Event Socket ---------------------------------
     _spec("switchboard_media_active_calls", "gauge", "media", (), "Calls in progress on the node (a bridged call counts once)."),
     _spec("switchboard_media_active_channels", "gauge", "media", (), "Channels (call legs) in progress on the node."),
@@ -230,7 +235,11 @@ def _h(registry: CollectorRegistry, name: str) -> Histogram:
 
 @dataclass(frozen=True, slots=True)
 class RouterMetrics:
-    """The edge router's metrics (``switchboard_router_*``)."""
+    """The edge router's metrics (``switchboard_router_*``) as prometheus_client objects.
+
+    The router itself exports the same names from its own collector at scrape time
+    (``switchboard.router.metrics``); this class serves processes that count as they go.
+    """
 
     requests: Counter
     replies: Counter
@@ -241,13 +250,18 @@ class RouterMetrics:
     destination_active_calls: Gauge
     destination_probe_latency: Gauge
     failovers: Counter
-    no_destination: Counter
     acl_rejects: Counter
     pike_blocks: Counter
-    pike_rejected: Counter
+    pike_rejects: Counter
+    pike_drops: Counter
     forwarding_latency: Histogram
+    pending_transactions: Gauge
+    destination_timeouts: Counter
+    branch_timeouts: Counter
+    bad_messages: Counter
+    retransmissions: Counter
 
-    DESTINATION_STATES = ("active", "inactive", "trying", "disabled")
+    DESTINATION_STATES = ("active", "trying", "inactive", "disabled")
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> RouterMetrics:
@@ -262,25 +276,26 @@ class RouterMetrics:
             destination_active_calls=_g(registry, p + "destination_active_calls"),
             destination_probe_latency=_g(registry, p + "destination_probe_latency_seconds"),
             failovers=_c(registry, p + "failovers_total"),
-            no_destination=_c(registry, p + "no_destination_total"),
             acl_rejects=_c(registry, p + "acl_rejects_total"),
             pike_blocks=_c(registry, p + "pike_blocks_total"),
-            pike_rejected=_c(registry, p + "pike_rejected_requests_total"),
+            pike_rejects=_c(registry, p + "pike_rejects_total"),
+            pike_drops=_c(registry, p + "pike_drops_total"),
             forwarding_latency=_h(registry, p + "forwarding_latency_seconds"),
+            pending_transactions=_g(registry, p + "pending_transactions"),
+            destination_timeouts=_c(registry, p + "destination_timeouts_total"),
+            branch_timeouts=_c(registry, p + "branch_timeouts_total"),
+            bad_messages=_c(registry, p + "bad_messages_total"),
+            retransmissions=_c(registry, p + "retransmissions_total"),
         )
 
-    def set_destination_state(self, setid: int | str, destination: str, state: str) -> None:
+    def set_destination_state(self, setid: int | str, uri: str, state: str) -> None:
         """Publish a destination's state as the one-hot ``destination_state`` and ``destination_up``."""
         if state not in self.DESTINATION_STATES:
             raise ValueError(f"unknown destination state {state!r}")
         sid = str(setid)
         for s in self.DESTINATION_STATES:
-            self.destination_state.labels(setid=sid, destination=destination, state=s).set(
-                1 if s == state else 0
-            )
-        self.destination_up.labels(setid=sid, destination=destination).set(
-            1 if state == "active" else 0
-        )
+            self.destination_state.labels(set=sid, uri=uri, state=s).set(1 if s == state else 0)
+        self.destination_up.labels(set=sid, uri=uri).set(1 if state in ("active", "trying") else 0)
 
 
 DISPOSITIONS = ("answered", "busy", "no_answer", "failed", "cancelled")
@@ -473,3 +488,68 @@ async def serve_metrics(host: str, port: int, registry: CollectorRegistry) -> as
                 await writer.wait_closed()
 
     return await asyncio.start_server(handle, host, port, limit=_MAX_REQUEST_HEAD)
+
+
+_DOC_GROUPS: tuple[tuple[str, str, str], ...] = (
+    (
+        "Every process",
+        "common",
+        "Plus prometheus_client's process collectors: `process_cpu_seconds_total`, "
+        "`process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, "
+        "`process_max_fds`, `process_start_time_seconds`, `python_info` (the dashboard's "
+        "*system resources* row), and Prometheus's own `up{job,instance}` per target (the "
+        "*node down* alert).",
+    ),
+    (
+        "Calls — the original system's names (media node)",
+        "voip",
+        "Kept exactly as the original Go exporter declared them. One sample per call leg at "
+        "hangup. `disposition`: `answered` (200 OK), `busy` (486/600, USER_BUSY), `no_answer` "
+        "(480/408 or ring timeout, NO_ANSWER), `failed` (any other failure), `cancelled` "
+        "(caller hung up before answer).",
+    ),
+    (
+        "Router (`switchboard_router_*`)",
+        "router",
+        "`uri` is the dispatcher destination as configured (e.g. `sip:127.0.0.1:5081`), `set` "
+        "the dispatcher set number: both bounded by configuration. `code` is the exact status "
+        'code (`200`, `503`, ...); use `code=~"5.."` for a class.',
+    ),
+    (
+        "Media node and Event Socket (`switchboard_media_*`, `switchboard_esl_*`)",
+        "media",
+        "`gateway` is the gateway name from configuration (`carrier`), never the dialled number.",
+    ),
+    (
+        "Billing (`switchboard_billing_*`)",
+        "billing",
+        "Exported by whichever process runs the CDR writer (the media node embeds it). "
+        "`carrier` is the carrier of the rated CDR (`unrated` when no prefix matched).",
+    ),
+    (
+        "Campaign dialer (`switchboard_dialer_*`)",
+        "dialer",
+        "`campaign` is the campaign name (bounded by the operator).",
+    ),
+)
+
+
+def markdown_tables() -> str:
+    """The "Metrics by service" part of docs/metrics.md, generated from ``CATALOGUE``."""
+    out = []
+    for title, group, note in _DOC_GROUPS:
+        out.append(
+            f"### {title}\n\n{note}\n\n| metric | type | labels | meaning |\n|---|---|---|---|"
+        )
+        for s in _SPECS:
+            in_group = (
+                s.name.startswith("voip_")
+                if group == "voip"
+                else s.service == group and not s.name.startswith("voip_")
+            )
+            if in_group:
+                labels = ", ".join(f"`{label}`" for label in s.labels) or "—"
+                extra = f" Buckets: {', '.join(f'{b:g}' for b in s.buckets)}." if s.buckets else ""
+                out.append(f"| `{s.name}` | {s.kind} | {labels} | {s.help}{extra} |")
+        out.append("")
+    return "\n".join(out)

@@ -3,6 +3,10 @@
 Served by the router on its admin address (DESIGN.md §2) as a FastAPI ``APIRouter``::
 
     from switchboard.observability.status import StatusSources, status_router
+    app.include_router(status_router_from_config(cfg))     # the router's admin app
+
+or, with explicit sources::
+
     app.include_router(status_router(StatusSources(
         metrics_urls=["http://127.0.0.1:8080/metrics", "http://127.0.0.1:8081/metrics", ...],
         database_url=cfg.database.url,                       # "" → no CDRs/campaigns shown
@@ -39,6 +43,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client.parser import text_string_to_metric_families
 
+from switchboard.config import Config
+
 log = logging.getLogger(__name__)
 
 SCRAPE_TIMEOUT = 2.0
@@ -57,10 +63,10 @@ class StatusSources:
     """``/metrics`` URLs of the platform's processes (router first, then media nodes)."""
     database_url: str = ""
     """libpq URI of the billing database; empty → CDR and campaign panels say "no database"."""
-    destinations_path: str = "/api/destinations"
+    destinations_path: str = "/destinations"
     """Router admin API: GET → list of destinations (same origin as the page)."""
-    destination_state_path: str = "/api/destinations/state"
-    """Router admin API: POST JSON ``{"setid", "uri", "state"}`` sets a destination's state."""
+    destination_state_path: str = "/destinations/state"
+    """Router admin API: POST JSON ``{"set", "uri", "state"}`` sets a destination's state."""
     title: str = "Switchboard"
     cdrs: Callable[[int], Awaitable[Rows]] | None = None
     """Override of the CDR query (tests, other stores); default reads table ``cdr``."""
@@ -377,7 +383,8 @@ def status_router(sources: StatusSources, prefix: str = "/status") -> APIRouter:
             "answered_total": t.answered,
             "failovers_total": sum(s.total("switchboard_router_failovers_total") for s in up),
             "rate_limited_total": sum(
-                s.total("switchboard_router_pike_rejected_requests_total")
+                s.total("switchboard_router_pike_rejects_total")
+                + s.total("switchboard_router_pike_drops_total")
                 + s.total("switchboard_media_sessions_rejected_total")
                 for s in up
             ),
@@ -413,3 +420,19 @@ def status_router(sources: StatusSources, prefix: str = "/status") -> APIRouter:
             return JSONResponse({"campaigns": [], "note": f"database unavailable: {exc}"})
 
     return router
+
+
+def status_router_from_config(cfg: Config) -> APIRouter:
+    """The status page for the router's admin app, from the platform config.
+
+    Scrapes the router's own ``/metrics`` plus ``[status].metrics_urls`` (``switchboard
+    up`` fills in the media nodes'), and reads CDRs and campaigns from ``database.url``.
+    """
+    own = f"http://{cfg.router.admin}/metrics"
+    return status_router(
+        StatusSources(
+            metrics_urls=[own, *(u for u in cfg.status.metrics_urls if u != own)],
+            database_url=cfg.database.url,
+            title=cfg.status.title,
+        )
+    )

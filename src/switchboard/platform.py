@@ -1,0 +1,603 @@
+"""``switchboard up``: the whole platform on one machine, each service its own OS process.
+
+DESIGN.md §2: a router, N media nodes and an embedded PostgreSQL, every one a separate
+process with its own event loop. This module is their supervisor, in the manner of
+systemd/runit on one box and of uvicorn's lifecycle (STYLE.md):
+
+* **plan** — from the one typed config, decide which processes to run and the addresses
+  each will bind (pure: ``plan()``); only services whose code is in this build are
+  started, so the command grows as the platform does;
+* **preflight** — every address is checked before anything starts: a port already in use
+  is a clear message and exit 3, not a half-started platform;
+* **start** — database first, then media nodes, then the router (so its first probes find
+  the nodes up); each child in its own process group, told by the kernel to exit if the
+  supervisor dies (``PR_SET_PDEATHSIG``); ready when its admin address accepts;
+* **supervise** — a child that exits unexpectedly is restarted with exponential backoff
+  (1 s → 30 s), its death and restart logged; the router sees a restarted media node come
+  back through OPTIONS probing;
+* **stop** — the first SIGINT/SIGTERM stops children in reverse order: SIGTERM to each
+  process group, SIGKILL to what is left after ``stop_timeout``; a second signal kills at
+  once. Nothing is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from switchboard.config import Config
+
+log = logging.getLogger(__name__)
+
+EXIT_START_FAILED = 3  # as cli.EXIT_START_FAILED
+STOP_TIMEOUT = 10.0  # SIGTERM → SIGKILL bound per process group, seconds
+READY_TIMEOUT = 30.0  # a service that does not accept on its admin address by then failed
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 30.0  # a child up this long resets its backoff
+OUTPUT_TAIL = 40  # lines of a child's output kept for the failure message
+
+_PR_SET_PDEATHSIG = 1
+
+
+class StartError(Exception):
+    """The platform could not start; the message says which service and why (exit 3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """An address a service binds; checked free before start."""
+
+    proto: str  # "udp" or "tcp"
+    host: str
+    port: int
+    role: str  # "SIP", "admin", "ESL", ...
+
+    def __str__(self) -> str:
+        return f"{self.proto}:{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """One process of the platform."""
+
+    name: str
+    argv: tuple[str, ...]
+    listens: tuple[Listen, ...] = ()
+    ready: tuple[str, int] | None = None  # TCP address that accepts once the service is up
+    ready_file: Path | None = None  # or: a file the service writes once it is up
+    env: Mapping[str, str] = field(default_factory=dict)
+    env_files: Mapping[str, Path] = field(default_factory=dict)  # env var ← file content at spawn
+    summary: tuple[tuple[str, str], ...] = ()  # (what, where) lines for the address table
+
+
+def split_address(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def available_services() -> set[str]:
+    """The service commands this build's CLI offers (``router``, ``media``, ``db``)."""
+    from switchboard import cli
+
+    names = {
+        c.name or (c.callback.__name__ if c.callback else "") for c in cli.app.registered_commands
+    }
+    names |= {g.name or "" for g in cli.app.registered_groups}
+    return {n.replace("_", "-") for n in names if n}
+
+
+def _cli(*args: str) -> tuple[str, ...]:
+    return (sys.executable, "-m", "switchboard.cli", *args)
+
+
+def _sip_listens(items: Sequence[str]) -> tuple[Listen, ...]:
+    out = []
+    for item in items:
+        proto, _, addr = item.partition(":")
+        host, port = split_address(addr)
+        out.append(Listen(proto, host, port, "SIP"))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaNodeAddresses:
+    """Where media node ``index`` (1-based) listens: DESIGN.md §2's numbering."""
+
+    name: str
+    sip: str
+    esl: str
+    admin: str
+    rtp: tuple[int, int]
+
+    @classmethod
+    def default(cls, index: int, host: str = "127.0.0.1") -> MediaNodeAddresses:
+        rtp_span = 8192
+        first = 16384 + (index - 1) * rtp_span
+        return cls(
+            name=f"media-{index}",
+            sip=f"{host}:{5080 + index}",
+            esl=f"{host}:{8020 + index}",
+            admin=f"{host}:{8080 + index}",
+            rtp=(first, first + rtp_span - 1),
+        )
+
+
+def plan(
+    cfg: Config,
+    *,
+    config_path: Path | None,
+    media_nodes: int,
+    state_dir: Path,
+    available: set[str],
+) -> list[ServiceSpec]:
+    """The processes ``switchboard up`` runs for this config, in start order (pure)."""
+    base = ("--config", str(config_path)) if config_path else ()
+    env: dict[str, str] = {"SWITCHBOARD_PLATFORM__STATE_DIR": _json(str(state_dir))}
+    env_files: dict[str, Path] = {}
+    specs: list[ServiceSpec] = []
+
+    if not cfg.database.url:
+        uri_file = state_dir / "postgres.uri"
+        env_files["SWITCHBOARD_DATABASE__URL"] = uri_file
+        specs.append(
+            ServiceSpec(
+                name="database",
+                argv=(sys.executable, "-m", "switchboard.platform", "postgres", str(state_dir)),
+                ready_file=uri_file,
+                env=env,
+                summary=(("PostgreSQL", f"embedded, data in {state_dir / 'pgdata'}"),),
+            )
+        )
+
+    nodes = [MediaNodeAddresses.default(i) for i in range(1, media_nodes + 1)]
+    if "media" in available:
+        for node in nodes:
+            host, port = split_address(node.sip)
+            ehost, eport = split_address(node.esl)
+            ahost, aport = split_address(node.admin)
+            specs.append(
+                ServiceSpec(
+                    name=node.name,
+                    argv=_cli("media", *base, "--name", node.name),
+                    listens=(
+                        Listen("udp", host, port, "SIP"),
+                        Listen("tcp", host, port, "SIP"),
+                        Listen("tcp", ehost, eport, "ESL"),
+                        Listen("tcp", ahost, aport, "admin"),
+                    ),
+                    ready=(ahost, aport),
+                    env=env,
+                    env_files=env_files,
+                    summary=(
+                        ("SIP", f"udp+tcp {node.sip}"),
+                        ("Event Socket", f"{node.esl} (password ClueCon)"),
+                        ("admin + /metrics", f"http://{node.admin}/metrics"),
+                        ("RTP", f"{node.rtp[0]}-{node.rtp[1]}"),
+                    ),
+                )
+            )
+
+    if "router" in available:
+        router_env = dict(env)
+        if (
+            not cfg.dispatcher.destinations
+            and not cfg.dispatcher.list_file
+            and "media" in available
+        ):
+            uris = [f"sip:{n.sip}" for n in nodes]
+            router_env["SWITCHBOARD_DISPATCHER__DESTINATIONS"] = _json(uris)
+        if "media" in available and not cfg.status.metrics_urls:
+            router_env["SWITCHBOARD_STATUS__METRICS_URLS"] = _json(
+                [f"http://{n.admin}/metrics" for n in nodes]
+            )
+        ahost, aport = split_address(cfg.router.admin)
+        sip = ", ".join(cfg.router.listen)
+        specs.append(
+            ServiceSpec(
+                name="router",
+                argv=_cli("router", *base),
+                listens=(*_sip_listens(cfg.router.listen), Listen("tcp", ahost, aport, "admin")),
+                ready=(ahost, aport),
+                env=router_env,
+                env_files=env_files,
+                summary=(
+                    ("SIP (carriers send here)", sip),
+                    ("status page", f"http://{cfg.router.admin}/status"),
+                    ("admin API + /metrics", f"http://{cfg.router.admin}/docs"),
+                ),
+            )
+        )
+    return specs
+
+
+def _json(value: object) -> str:
+    """An environment override value (config.py parses SWITCHBOARD_* values as JSON)."""
+    return json.dumps(value)
+
+
+def check_addresses(specs: Sequence[ServiceSpec]) -> None:
+    """Raise StartError naming every planned address that is already taken."""
+    problems = []
+    seen: dict[tuple[str, str, int], str] = {}
+    for spec in specs:
+        for listen in spec.listens:
+            key = (listen.proto, listen.host, listen.port)
+            if key in seen:
+                problems.append(f"{spec.name} {listen.role} {listen} is also used by {seen[key]}")
+                continue
+            seen[key] = spec.name
+            kind = socket.SOCK_DGRAM if listen.proto == "udp" else socket.SOCK_STREAM
+            family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+            with socket.socket(family, kind) as s:
+                try:
+                    s.bind((listen.host, listen.port))
+                except OSError as exc:
+                    why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+                    problems.append(f"{spec.name} {listen.role} address {listen}: {why}")
+    if problems:
+        raise StartError("cannot start:\n  " + "\n  ".join(problems))
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: deliver SIGTERM to this child if the supervisor dies (even by SIGKILL)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class _Child:
+    spec: ServiceSpec
+    proc: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = BACKOFF_FIRST
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=OUTPUT_TAIL))
+    pump: asyncio.Task[None] | None = None
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops the platform's processes."""
+
+    def __init__(
+        self,
+        specs: Sequence[ServiceSpec],
+        *,
+        stop_timeout: float = STOP_TIMEOUT,
+        ready_timeout: float = READY_TIMEOUT,
+        output: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.children = [_Child(s) for s in specs]
+        self.stop_timeout = stop_timeout
+        self.ready_timeout = ready_timeout
+        self.output = output or (lambda name, line: print(f"[{name}] {line}", file=sys.stderr))
+        self._stopping = asyncio.Event()
+        self._force = False
+        self.ready = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every child in order and wait until each is ready; StartError otherwise."""
+        for child in self.children:
+            await self._spawn(child)
+            try:
+                await self._wait_ready(child)
+            except StartError:
+                await self.stop()
+                raise
+        self.ready.set()
+
+    async def run(self) -> int:
+        """Supervise until ``request_stop()``; stop everything; return the exit code (0)."""
+        watchers = [asyncio.create_task(self._watch(c)) for c in self.children]
+        await self._stopping.wait()
+        for w in watchers:
+            w.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        await self.stop()
+        return 0
+
+    def request_stop(self) -> None:
+        """First call: graceful stop. Second call: kill what is left now."""
+        if self._stopping.is_set():
+            self._force = True
+            for child in self.children:
+                self._signal(child, signal.SIGKILL)
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        """Stop children in reverse start order: SIGTERM, then SIGKILL after the bound."""
+        self._stopping.set()
+        for child in reversed(self.children):
+            await self._stop_child(child)
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _spawn(self, child: _Child) -> None:
+        spec = child.spec
+        if spec.ready_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                spec.ready_file.unlink()
+        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+        for var, path in spec.env_files.items():
+            with contextlib.suppress(FileNotFoundError):
+                env[var] = path.read_text().strip()
+        child.proc = await asyncio.create_subprocess_exec(
+            *spec.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # own process group: signals reach its whole tree
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        child.started_at = time.monotonic()
+        child.pump = asyncio.create_task(self._pump(child, child.proc))
+        log.info("started %s (pid %d)", spec.name, child.proc.pid)
+
+    async def _pump(self, child: _Child, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            text = line.decode("utf-8", "replace").rstrip()
+            child.tail.append(text)
+            self.output(child.spec.name, text)
+
+    async def _wait_ready(self, child: _Child) -> None:
+        spec, proc = child.spec, child.proc
+        assert proc is not None
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                if child.pump:
+                    await asyncio.wait([child.pump], timeout=2)
+                tail = "\n    ".join(list(child.tail)[-15:]) or "(no output)"
+                raise StartError(
+                    f"{spec.name} exited with code {proc.returncode} while starting:\n    {tail}"
+                )
+            if await self._is_ready(spec):
+                log.info("%s ready", spec.name)
+                return
+            await asyncio.sleep(0.1)  # polling an external process's port: no event to await
+        raise StartError(f"{spec.name} did not become ready within {self.ready_timeout:.0f} s")
+
+    async def _is_ready(self, spec: ServiceSpec) -> bool:
+        if spec.ready_file is not None and not spec.ready_file.exists():
+            return False
+        if spec.ready is not None:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(*spec.ready), 1.0)
+            except (OSError, TimeoutError):
+                return False
+            writer.close()
+        return True
+
+    async def _watch(self, child: _Child) -> None:
+        """Restart ``child`` whenever it exits while the platform is running."""
+        while not self._stopping.is_set():
+            assert child.proc is not None
+            code = await child.proc.wait()
+            if self._stopping.is_set():
+                return
+            uptime = time.monotonic() - child.started_at
+            if uptime > STABLE_AFTER:
+                child.backoff = BACKOFF_FIRST
+            log.warning(
+                "%s exited with code %s after %.1f s; restarting in %.0f s",
+                child.spec.name,
+                code,
+                uptime,
+                child.backoff,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), child.backoff)
+            if self._stopping.is_set():
+                return
+            child.backoff = min(child.backoff * 2, BACKOFF_MAX)
+            child.restarts += 1
+            await self._spawn(child)
+            try:
+                await self._wait_ready(child)
+            except StartError as exc:
+                log.error("restart of %s failed: %s", child.spec.name, exc)
+
+    def _signal(self, child: _Child, sig: signal.Signals) -> None:
+        if child.proc is None or child.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.proc.pid, sig)
+
+    async def _stop_child(self, child: _Child) -> None:
+        proc = child.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            self._signal(child, signal.SIGKILL if self._force else signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self.stop_timeout)
+            except TimeoutError:
+                log.warning(
+                    "%s ignored SIGTERM for %.0f s; killing it", child.spec.name, self.stop_timeout
+                )
+                self._signal(child, signal.SIGKILL)
+                await proc.wait()
+        # the process group may outlive its leader (helpers it forked): leave nothing behind
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if child.pump:
+            await asyncio.wait([child.pump], timeout=2)
+        log.info("%s stopped (exit code %s)", child.spec.name, proc.returncode)
+
+
+def summary_rows(specs: Sequence[ServiceSpec]) -> list[tuple[str, str, str]]:
+    """(service, what, address) rows of the printed address table."""
+    return [(s.name, what, where) for s in specs for what, where in s.summary]
+
+
+async def up(
+    cfg: Config,
+    *,
+    config_path: Path | None,
+    media_nodes: int,
+    state_dir: Path,
+    on_ready: Callable[[Supervisor, list[ServiceSpec]], None] | None = None,
+    specs: list[ServiceSpec] | None = None,
+) -> int:
+    """Run the platform until SIGINT/SIGTERM; StartError if it cannot start."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    specs = (
+        specs
+        if specs is not None
+        else plan(
+            cfg,
+            config_path=config_path,
+            media_nodes=media_nodes,
+            state_dir=state_dir.resolve(),
+            available=available_services(),
+        )
+    )
+    if not specs:
+        raise StartError("no service of the platform is available in this build yet")
+    check_addresses(specs)
+    sup = Supervisor(specs)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, sup.request_stop)
+    try:
+        start = asyncio.create_task(sup.start())
+        stop_wait = asyncio.create_task(sup._stopping.wait())
+        done, _ = await asyncio.wait({start, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if start not in done:  # Ctrl-C while starting
+            start.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StartError):
+                await start
+            await sup.stop()
+            return 130
+        stop_wait.cancel()
+        start.result()  # raises StartError
+        if on_ready:
+            on_ready(sup, specs)
+        return await sup.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def print_summary(specs: Sequence[ServiceSpec], state_dir: Path) -> None:
+    """The address table a newcomer reads first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Switchboard is up", title_justify="left")
+    table.add_column("service")
+    table.add_column("what")
+    table.add_column("address")
+    last = ""
+    for name, what, where in summary_rows(specs):
+        table.add_row(name if name != last else "", what, where)
+        last = name
+    console = Console()
+    console.print(table)
+    console.print(f"state directory: {state_dir}   ·   Ctrl-C stops everything")
+
+
+def main(cfg: Config, *, config_path: Path | None, demo: bool = False) -> int:
+    """``switchboard up``: exit 0 after a clean stop, 3 when the platform cannot start."""
+    from switchboard.observability.log import setup_logging
+
+    setup_logging("up")
+    state_dir = Path(cfg.platform.state_dir).resolve()
+
+    def ready(sup: Supervisor, specs: list[ServiceSpec]) -> None:
+        print_summary(specs, state_dir)
+        if demo:
+            log.warning("the --demo call mix is not available in this build yet")
+
+    try:
+        return _run(
+            up(
+                cfg,
+                config_path=config_path,
+                media_nodes=cfg.platform.media_nodes,
+                state_dir=state_dir,
+                on_ready=ready,
+            )
+        )
+    except StartError as exc:
+        print(f"switchboard up: {exc}", file=sys.stderr)
+        return EXIT_START_FAILED
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+# -- embedded PostgreSQL as its own process ---------------------------------------------------
+
+
+def _postgres_main(state_dir: Path) -> int:
+    """Run the embedded PostgreSQL until SIGTERM; write its URI to ``state_dir/postgres.uri``.
+
+    Uses the billing service's start/migrate when it is in the build, so the schema is
+    current before media nodes write CDRs; otherwise a bare pgserver.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every pg_ctl call
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stop = False
+
+    def _term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, _term)
+    server = None
+    try:
+        from switchboard.billing import database as billing_db
+
+        uri = billing_db.resolve_url("", state_dir)
+        billing_db.migrate(uri)
+    except ImportError:
+        import pgserver
+
+        server = pgserver.get_server(state_dir / "pgdata", cleanup_mode="stop")
+        uri = server.get_uri()
+    tmp = state_dir / "postgres.uri.tmp"
+    tmp.write_text(uri + "\n")
+    tmp.replace(state_dir / "postgres.uri")
+    print(f"PostgreSQL ready: {uri}", flush=True)
+    while not stop:
+        signal.pause()
+    print("stopping PostgreSQL", flush=True)
+    if server is not None:
+        server.cleanup()
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / "postgres.uri").unlink()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - the supervisor's database child
+    if len(sys.argv) == 3 and sys.argv[1] == "postgres":
+        sys.exit(_postgres_main(Path(sys.argv[2])))
+    print("usage: python -m switchboard.platform postgres STATE_DIR", file=sys.stderr)
+    sys.exit(2)

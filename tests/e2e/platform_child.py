@@ -1,0 +1,38 @@
+"""A process for supervisor tests: serves /metrics on a port, behaves as told.
+
+usage: platform_child.py PORT MARKER_DIR [--ignore-term] [--grandchild] [--crash-after S]
+Writes MARKER_DIR/<pid>.started when listening; a grandchild's pid into MARKER_DIR/<pid>.grandchild.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from switchboard.observability.metrics import new_registry, serve_metrics
+
+
+async def main() -> None:
+    port, marker = int(sys.argv[1]), Path(sys.argv[2])
+    flags = sys.argv[3:]
+    if "--ignore-term" in flags:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    server = await serve_metrics("127.0.0.1", port, new_registry("child"))
+    if "--grandchild" in flags:
+        gc = subprocess.Popen(["sleep", "600"])
+        (marker / f"{gc.pid}.grandchild").write_text(str(gc.pid))
+    from os import getpid
+
+    (marker / f"{getpid()}.started").write_text("")
+    if "--crash-after" in flags:
+        await asyncio.sleep(float(flags[flags.index("--crash-after") + 1]))
+        sys.exit(7)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
