@@ -9,6 +9,11 @@ Receive path: ``datagram_received`` → symmetric-RTP latch check → one
 statistics → telephone-event, relay hook, jitter buffer or sink. Malformed datagrams
 are counted and dropped; the endpoint never raises on a peer's bytes.
 
+DTMF: telephone-events (RFC 4733) are sent with :meth:`RtpEndpoint.send_dtmf` and
+received into ``on_dtmf``; in-band tones are detected (Goertzel) when
+``detect_inband_dtmf`` is on. RTCP (RFC 3550 §6) SR/RR+SDES go out on port+1 at the
+§6.3 interval, checked once per tick (no timer of its own); BYE on close.
+
 Symmetric RTP (RFC 4961; NAT traversal as FreeSWITCH/rtpengine do it): the first valid
 RTP packet fixes the remote address we send to ("latching"), whatever the SDP said;
 packets from any other source are dropped afterwards until :meth:`RtpEndpoint.relatch`
@@ -18,24 +23,44 @@ packets from any other source are dropped afterwards until :meth:`RtpEndpoint.re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import secrets
 import socket
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from switchboard.media.ports import PortAllocator
 from switchboard.media.scheduler import MediaScheduler, get_scheduler
-from switchboard.rtp.codec import PCMU, Codec, CodecError
+from switchboard.rtp.codec import PCM, PCMU, Codec, CodecError
+from switchboard.rtp.dtmf import (
+    DtmfError,
+    DtmfEvent,
+    DtmfReceiver,
+    DtmfSender,
+    InbandDtmfDetector,
+    digit_code,
+)
+from switchboard.rtp.jitter import JitterBuffer
 from switchboard.rtp.packet import MalformedPacket, RtpHeaderWriter, peek_header
+from switchboard.rtp.relay import RelayPath
+from switchboard.rtp.rtcp import Bye, RtcpSession, SenderState
 from switchboard.rtp.source import FrameSink, FrameSource, Player, Prompt
 from switchboard.rtp.stats import ReceiverStats
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-# (endpoint, payload_type, marker, seq, timestamp, payload) for relays and custom consumers.
-PacketHook = Callable[["RtpEndpoint", int, bool, int, int, bytes], None]
+# (endpoint, payload_type, marker, seq, timestamp, ssrc, payload): relays and custom consumers.
+PacketHook = Callable[["RtpEndpoint", int, bool, int, int, int, bytes], None]
+DtmfHook = Callable[["RtpEndpoint", DtmfEvent], None]
+
+DEFAULT_EVENT_PT = 101  # the usual dynamic PT for telephone-event (reference §8.1)
 
 
 class _RtpProtocol(asyncio.DatagramProtocol):
@@ -67,7 +92,8 @@ class RtpEndpoint:
     Create with ``await RtpEndpoint.open(...)``. Outgoing audio comes from a
     :class:`~switchboard.rtp.source.FrameSource` set with :meth:`play`; incoming audio
     goes to a :class:`~switchboard.rtp.source.FrameSink` set with :meth:`record`
-    (decoded with the stream's codec), or raw to ``on_packet``.
+    (decoded, through a jitter buffer unless disabled), or raw to ``on_packet``
+    (see :func:`bridge` and :meth:`echo`).
     """
 
     def __init__(
@@ -81,12 +107,16 @@ class RtpEndpoint:
         seq: int,
         ts: int,
         symmetric: bool,
+        event_pt: int | None,
+        rtcp_min_interval: float,
     ) -> None:
         self._sock = rtp_sock
         self._rtcp_sock = rtcp_sock
         self.codec = codec
+        self.event_pt = event_pt
         self._scheduler = scheduler
         self._allocator = allocator
+        self._loop = asyncio.get_running_loop()
         self.local_address: Address = rtp_sock.getsockname()[:2]
         self.symmetric = symmetric
         self.remote: Address | None = None
@@ -99,19 +129,39 @@ class RtpEndpoint:
         self._source: FrameSource | None = None
         self._send_pcm = False
         self._playback_done: asyncio.Future[None] | None = None
+        self._marker_next = True  # RFC 3551 §4.1: marker on the first packet of a talkspurt
         self._sink: FrameSink | None = None
+        self._jb: JitterBuffer | None = None
+        self._silence: PCM = np.zeros(codec.sample_rate // 50, np.int16)
         self.on_packet: PacketHook | None = None
+        self.on_dtmf: DtmfHook | None = None
+        self._dtmf_rx = DtmfReceiver()
+        self._inband: InbandDtmfDetector | None = None
+        self._dtmf_tx: deque[str] = deque()
+        self._dtmf_packets: deque[tuple[bytes, bool, int]] = deque()
+        self._dtmf_gap = 0
+        self._dtmf_done: asyncio.Future[None] | None = None
         self.stats: ReceiverStats | None = None
         self.remote_ssrc: int | None = None
         self.packets_received = 0
         self.malformed = 0
         self.foreign = 0  # packets from a source other than the latched one
         self.send_errors = 0
+        self.rtcp_sent = 0
+        self.rtcp_received = 0
+        self.rtcp_bye = False  # the peer said BYE (RFC 3550 §6.6)
+        self.rtcp: RtcpSession | None = None
+        if rtcp_sock is not None:
+            self.rtcp = RtcpSession(
+                ssrc=ssrc,
+                cname=f"{ssrc:08x}@{self.local_address[0]}".encode(),
+                clock_rate=codec.clock_rate,
+                min_time=rtcp_min_interval,
+            )
+        self._rtcp_due = float("inf")
         self._transport: asyncio.DatagramTransport | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         self._closed = False
-        self._loop = asyncio.get_running_loop()
-        self._marker_next = True  # RFC 3551 §4.1: marker on the first packet of a talkspurt
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -125,13 +175,16 @@ class RtpEndpoint:
         codec: Codec = PCMU,
         scheduler: MediaScheduler | None = None,
         rtcp: bool = True,
+        rtcp_min_interval: float = 5.0,
         symmetric: bool = True,
+        event_pt: int | None = DEFAULT_EVENT_PT,
         ssrc: int | None = None,
     ) -> RtpEndpoint:
         """Bind an RTP socket (and RTCP on +1) and register with the process tick.
 
         With ``allocator`` the port comes from the configured range; otherwise ``port``
-        (0 = any free port, then RTCP gets an ephemeral port too).
+        (0 = any free port; RTCP then takes port+1 when free, else any port).
+        ``event_pt`` is the negotiated telephone-event payload type (None = not offered).
         """
         loop = asyncio.get_running_loop()
         rtcp_sock: socket.socket | None
@@ -162,6 +215,8 @@ class RtpEndpoint:
             secrets.randbits(16),  # RFC 3550 §5.1: random initial seq and timestamp
             secrets.randbits(32),
             symmetric,
+            event_pt,
+            rtcp_min_interval,
         )
         ep._transport, _ = await loop.create_datagram_endpoint(
             lambda: _RtpProtocol(ep), sock=rtp_sock
@@ -182,13 +237,21 @@ class RtpEndpoint:
     def rtcp_port(self) -> int | None:
         return self._rtcp_sock.getsockname()[1] if self._rtcp_sock is not None else None
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
-        """Stop sending, close the sockets, give the port back to the allocator."""
+        """Stop sending (RTCP BYE first), close the sockets, give the port back. Idempotent."""
         if self._closed:
             return
         self._closed = True
         self._scheduler.remove(self)
         self._finish_playback()
+        self._finish_dtmf()
+        if self.rtcp is not None and self.remote_rtcp is not None and self._rtcp_sock is not None:
+            with contextlib.suppress(OSError):
+                self._rtcp_sock.sendto(self.rtcp.bye(), self.remote_rtcp)
         if self._transport is not None:
             self._transport.close()
         if self._rtcp_transport is not None:
@@ -202,6 +265,9 @@ class RtpEndpoint:
         """Where to send (from the SDP). Symmetric RTP may later latch to the seen source."""
         self.remote = (address[0], int(address[1]))
         self.remote_rtcp = rtcp_address or (address[0], int(address[1]) + 1)
+        if self.rtcp is not None and self.rtcp.next_time is None:
+            self.rtcp.start(self._loop.time(), random.random())
+            self._rtcp_due = self.rtcp.next_time or float("inf")
 
     def relatch(self) -> None:
         """Accept the next source seen as the new remote (after a re-INVITE)."""
@@ -214,20 +280,24 @@ class RtpEndpoint:
         """Send ``source`` from the next tick on; the future completes when it ends or is replaced.
 
         A :class:`Prompt` is wrapped in a :class:`Player` for this stream's codec, so its
-        frames are pre-encoded and cached. Other sources may provide either payloads
-        or PCM (encoded per frame).
+        frames are pre-encoded and cached. Other sources are read as PCM and encoded
+        per frame (tones, mixers, queues).
         """
         self._finish_playback()
         if isinstance(source, Prompt):
             source = Player(source, self.codec, loops)
         self._source = source
-        self._send_pcm = not isinstance(source, Player)
+        self._send_pcm = not (isinstance(source, Player) and source.encoded_for(self.codec))
         self._marker_next = True
-        self._playback_done = asyncio.get_running_loop().create_future()
+        self._playback_done = self._loop.create_future()
         return self._playback_done
 
     def stop_playback(self) -> None:
         self._finish_playback()
+
+    @property
+    def playing(self) -> bool:
+        return self._source is not None
 
     def _finish_playback(self) -> None:
         self._source = None
@@ -236,21 +306,64 @@ class RtpEndpoint:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def send_payload(
-        self, payload: bytes, samples: int | None = None, marker: bool = False, pt: int = -1
-    ) -> None:
-        """Send one packet now (relay/echo path); advances seq, and ts by ``samples``."""
+    def send_dtmf(
+        self, digits: str, duration_ms: int = 100, gap_ms: int = 60
+    ) -> asyncio.Future[None]:
+        """Queue RFC 4733 telephone-events; the future completes after the last end packet.
+
+        Raises :class:`~switchboard.rtp.dtmf.DtmfError` for a non-DTMF character (nothing
+        is queued then) and ``RuntimeError`` when no telephone-event PT was negotiated.
+        """
+        if self.event_pt is None:
+            raise RuntimeError("telephone-event was not negotiated on this stream")
+        for d in digits:
+            digit_code(d)
+        self._dtmf_duration_ms = duration_ms
+        self._dtmf_gap_ticks = max(gap_ms // 20, 0)
+        self._dtmf_tx.extend(digits)
+        if self._dtmf_done is None or self._dtmf_done.done():
+            self._dtmf_done = self._loop.create_future()
+        return self._dtmf_done
+
+    def _finish_dtmf(self) -> None:
+        self._dtmf_tx.clear()
+        self._dtmf_packets.clear()
+        if self._dtmf_done is not None and not self._dtmf_done.done():
+            self._dtmf_done.set_result(None)
+
+    def _sendto(self, pkt: memoryview) -> None:
         remote = self.remote
-        if remote is None or self._closed:
+        if remote is None:
             return
-        pkt = self.writer.packet(payload, self._ts_step if samples is None else samples, marker, pt)
         try:
             self._sock.sendto(pkt, remote)
         except OSError:  # EAGAIN (socket buffer full) or ICMP-reported error: drop, count
             self.send_errors += 1
 
+    def send_payload(
+        self, payload: bytes, marker: bool = False, pt: int = -1, timestamp: int = -1
+    ) -> None:
+        """Send one packet now (relay/echo path). ``timestamp`` ≥ 0 sets the stream clock."""
+        if self.remote is None or self._closed:
+            return
+        writer = self.writer
+        if timestamp >= 0:
+            writer.timestamp = timestamp
+        self._sendto(writer.packet(payload, 0, marker, pt))
+
     def on_tick(self, frames: int, skipped: int) -> None:
         """Called by the scheduler: send ``frames`` packets after skipping ``skipped`` frames."""
+        if self._jb is not None:
+            self._playout(frames + skipped)
+        now = self._scheduler.now
+        if now >= self._rtcp_due:
+            self._send_rtcp(now)
+        dtmf_deadline = self._dtmf_rx.get_timer()
+        if dtmf_deadline is not None and now >= dtmf_deadline:
+            for event in self._dtmf_rx.handle_timer(now):
+                self._emit_dtmf(event)
+        if (self._dtmf_tx or self._dtmf_packets) and self._dtmf_tick(frames, skipped):
+            return
         source = self._source
         remote = self.remote
         if source is None or remote is None:
@@ -278,11 +391,126 @@ class RtpEndpoint:
             except OSError:
                 self.send_errors += 1
 
+    def _dtmf_tick(self, frames: int, skipped: int) -> bool:
+        """Send this tick's telephone-event packet; True when it replaced the audio frame."""
+        step = self._ts_step
+        if not self._dtmf_packets:
+            if self._dtmf_gap > 0:
+                self._dtmf_gap -= 1
+                return False
+            digit = self._dtmf_tx.popleft()
+            sender = DtmfSender(
+                digit, self.writer.timestamp, self._dtmf_duration_ms, self.codec.clock_rate
+            )
+            self._dtmf_packets.extend(sender.packets())
+        self.writer.skip(step * skipped)
+        assert self.event_pt is not None
+        for _ in range(frames):
+            if not self._dtmf_packets:
+                break
+            payload, marker, ts = self._dtmf_packets.popleft()
+            self._sendto(self.writer.packet(payload, step, marker, self.event_pt, ts))
+        if not self._dtmf_packets:
+            self._dtmf_gap = self._dtmf_gap_ticks
+            self._marker_next = True  # audio after an event starts a new talkspurt
+            if not self._dtmf_tx:
+                self._finish_dtmf()
+        return True
+
+    def _send_rtcp(self, now: float) -> None:
+        session = self.rtcp
+        if session is None or self.remote_rtcp is None or self._rtcp_sock is None:
+            self._rtcp_due = float("inf")
+            return
+        w = self.writer
+        if w.packets_sent:
+            session.note_sent()
+        data = session.handle_timer(
+            now,
+            time.time(),
+            random.random(),
+            SenderState(w.packets_sent, w.octets_sent, w.timestamp),
+            self.stats,
+        )
+        self._rtcp_due = session.next_time or float("inf")
+        if data is not None:
+            try:
+                self._rtcp_sock.sendto(data, self.remote_rtcp)
+                self.rtcp_sent += 1
+            except OSError:
+                self.send_errors += 1
+
     # -- receiving --------------------------------------------------------------------
 
-    def record(self, sink: FrameSink | None) -> None:
-        """Deliver each received audio frame, decoded to PCM, to ``sink`` (None stops)."""
+    def record(
+        self, sink: FrameSink | None, jitter_buffer: bool = True, max_delay_ms: int = 200
+    ) -> None:
+        """Deliver received audio, decoded to PCM, to ``sink`` (None stops).
+
+        With ``jitter_buffer`` (terminating media: recording, IVR, conference) frames are
+        reordered and played out one per tick, lost frames concealed with silence, so
+        the sink sees a steady 50 frames/s. Without it, each packet is decoded on arrival.
+        """
         self._sink = sink
+        if (sink is not None and jitter_buffer) or self._inband is not None:
+            self._ensure_jitter_buffer(max_delay_ms)
+        else:
+            self._jb = None
+
+    def _ensure_jitter_buffer(self, max_delay_ms: int = 200) -> None:
+        if self._jb is None:
+            max_frames = max(max_delay_ms // 20, 1)
+            self._jb = JitterBuffer(self._ts_step, self.codec.clock_rate, max_frames=max_frames)
+
+    @property
+    def jitter_buffer(self) -> JitterBuffer | None:
+        return self._jb
+
+    def detect_inband_dtmf(self, enabled: bool = True) -> None:
+        """Run the Goertzel detector on received audio (carriers without telephone-event)."""
+        self._inband = InbandDtmfDetector(self.codec.sample_rate) if enabled else None
+        if enabled:
+            # Detection runs on the played-out stream, so silence while the peer sends
+            # nothing still ends a digit.
+            self._ensure_jitter_buffer()
+
+    def echo(self) -> None:
+        """Send every received packet back to its sender (the ``echo`` application)."""
+        bridge(self, self)
+
+    def _playout(self, frames: int) -> None:
+        jb = self._jb
+        sink = self._sink
+        assert jb is not None
+        for _ in range(frames):
+            payload = jb.get()
+            if payload is None:
+                if jb.received == 0:
+                    continue  # nothing has arrived yet: no recording before the first packet
+                pcm = self._silence
+            else:
+                try:
+                    pcm = self.codec.decode(payload)
+                except CodecError:
+                    self.malformed += 1
+                    pcm = self._silence
+            if self._inband is not None:
+                self._inband_feed(pcm)
+            if sink is not None:
+                sink.write_pcm(pcm)
+
+    def _inband_feed(self, pcm: PCM) -> None:
+        det = self._inband
+        if det is None:
+            return
+        for event in det.feed(pcm):
+            self._emit_dtmf(event)
+
+    def _emit_dtmf(self, event: DtmfEvent) -> None:
+        log.debug("DTMF %s", event)
+        hook = self.on_dtmf
+        if hook is not None:
+            hook(self, event)
 
     def _on_rtp(self, data: bytes, addr: Any) -> None:
         try:
@@ -298,26 +526,89 @@ class RtpEndpoint:
                 if remote != (addr[0], addr[1]):
                     log.debug("RTP latched to %s:%s (SDP said %s)", addr[0], addr[1], remote)
                     self.remote = (addr[0], addr[1])
-                    self.remote_rtcp = (addr[0], addr[1] + 1)
+                    if self.remote_rtcp is None or remote is None or self.remote_rtcp[0] != addr[0]:
+                        self.remote_rtcp = (addr[0], addr[1] + 1)
+                    if self.rtcp is not None and self.rtcp.next_time is None:
+                        self.rtcp.start(self._loop.time(), random.random())
+                        self._rtcp_due = self.rtcp.next_time or float("inf")
             elif remote is None or addr[1] != remote[1] or addr[0] != remote[0]:
                 self.foreign += 1
                 return
         self.packets_received += 1
+        now = self._loop.time()
         stats = self.stats
         if stats is None or stats.ssrc != ssrc:
             self.stats = stats = ReceiverStats(ssrc, seq, self.codec.clock_rate)
             self.remote_ssrc = ssrc
-        stats.update(seq, ts, self._loop.time())
+        stats.update(seq, ts, now)
+        if pt == self.event_pt and pt is not None:
+            try:
+                events = self._dtmf_rx.feed(data[off:], ts, now)
+            except DtmfError:
+                self.malformed += 1
+                return
+            for event in events:
+                self._emit_dtmf(event)
         hook = self.on_packet
         if hook is not None:
-            hook(self, pt, marker, seq, ts, data[off:])
+            hook(self, pt, marker, seq, ts, ssrc, data[off:])
+            return
+        if pt != self.codec.payload_type:
+            return
+        jb = self._jb
+        if jb is not None:
+            jb.put(ts, data[off:], now)
             return
         sink = self._sink
-        if sink is not None and pt == self.codec.payload_type:
+        if sink is not None or self._inband is not None:
             try:
-                sink.write_pcm(self.codec.decode(data[off:]))
+                pcm = self.codec.decode(data[off:])
             except CodecError:
                 self.malformed += 1
+                return
+            self._inband_feed(pcm)
+            if sink is not None:
+                sink.write_pcm(pcm)
 
     def _on_rtcp(self, data: bytes, addr: Any) -> None:
-        pass
+        session = self.rtcp
+        if session is None:
+            return
+        try:
+            packets = session.handle_packet(data, self._loop.time(), time.time())
+        except MalformedPacket:
+            self.malformed += 1
+            return
+        self.rtcp_received += 1
+        if any(isinstance(p, Bye) for p in packets):
+            self.rtcp_bye = True
+
+
+def bridge(a: RtpEndpoint, b: RtpEndpoint) -> tuple[RelayPath, RelayPath]:
+    """Relay media between two legs, packet by packet (no jitter buffer, reference §8.5).
+
+    Audio is transcoded when the codecs differ; telephone-events pass through with each
+    leg's negotiated PT. ``bridge(a, a)`` is an echo. Undo with :func:`unbridge`.
+    """
+    a_to_b = RelayPath(a.codec, b.codec, a.event_pt, b.event_pt)
+    b_to_a = a_to_b if a is b else RelayPath(b.codec, a.codec, b.event_pt, a.event_pt)
+
+    def forward(path: RelayPath, dst: RtpEndpoint) -> PacketHook:
+        def hook(
+            src: RtpEndpoint, pt: int, marker: bool, seq: int, ts: int, ssrc: int, payload: bytes
+        ) -> None:
+            out = path.map(ssrc, pt, marker, ts, payload, dst.writer.timestamp)
+            if out is not None:
+                dst.send_payload(out.payload, out.marker, out.payload_type, out.timestamp)
+
+        return hook
+
+    a.on_packet = forward(a_to_b, b)
+    if a is not b:
+        b.on_packet = forward(b_to_a, a)
+    return a_to_b, b_to_a
+
+
+def unbridge(a: RtpEndpoint, b: RtpEndpoint) -> None:
+    a.on_packet = None
+    b.on_packet = None

@@ -88,6 +88,7 @@ class MediaScheduler:
         self._clock: TickClock | None = None
         self._handle: asyncio.TimerHandle | None = None
         self.ticks = 0
+        self.now = 0.0  # loop time of the current/last tick, for streams' own timers
         self.late_frames = 0
         self.skipped_frames = 0
         self.errors = 0
@@ -131,6 +132,7 @@ class MediaScheduler:
         clock = self._clock
         assert loop is not None and clock is not None
         now = loop.time()
+        self.now = now
         deadline = clock.deadline
         frames, skipped = clock.on_wake(now)
         if frames:

@@ -210,9 +210,14 @@ class RtpHeaderWriter:
     _view: memoryview | None = None
 
     def packet(
-        self, payload: bytes, samples: int, marker: bool = False, pt: int = -1
+        self, payload: bytes, samples: int, marker: bool = False, pt: int = -1, timestamp: int = -1
     ) -> memoryview:
-        """Build the next packet around ``payload`` and advance seq by 1 and ts by ``samples``."""
+        """Build the next packet around ``payload`` and advance seq by 1 and ts by ``samples``.
+
+        ``pt`` overrides the payload type (telephone-event, CN); ``timestamp`` overrides
+        the header's timestamp for this packet only (an RFC 4733 event keeps its start
+        time while the stream clock runs on).
+        """
         buf = self._buf
         n = len(payload)
         if n > len(buf) - RTP_HEADER_SIZE:
@@ -224,7 +229,7 @@ class RtpHeaderWriter:
             0x80,
             (0x80 if marker else 0) | (self.payload_type if pt < 0 else pt),
             self.sequence_number,
-            self.timestamp,
+            self.timestamp if timestamp < 0 else timestamp,
             self.ssrc,
         )
         buf[RTP_HEADER_SIZE : RTP_HEADER_SIZE + n] = payload

@@ -94,6 +94,7 @@ class Player:
 
     def __init__(self, prompt: Prompt, codec: Codec | None = None, loops: int = 1) -> None:
         self.prompt = prompt
+        self.codec = codec
         self._payloads: Sequence[bytes] = prompt.frames_for(codec) if codec is not None else ()
         self._pcm = prompt.pcm_frames
         self._n = len(prompt.pcm_frames)
@@ -114,6 +115,11 @@ class Player:
             pos = 0
         self._pos = pos + 1
         return pos
+
+    def encoded_for(self, codec: Codec) -> bool:
+        """True when this player has ``codec``'s pre-encoded frames (the fast send path)."""
+        c = self.codec
+        return c is not None and c.name == codec.name and c.sample_rate == codec.sample_rate
 
     def read_payload(self) -> bytes | None:
         i = self._advance()
@@ -200,12 +206,16 @@ class WavRecorder:
         self._pending: list[deque[PCM]] = [deque() for _ in range(legs)]
         self._max_skew = max_skew
         self._silence = np.zeros(_frame_len(rate), np.int16)
+        self._closed = False
 
     @property
     def frames_written(self) -> int:
         return self._writer.frames_written
 
     def write_pcm(self, pcm: PCM, leg: int = 0) -> None:
+        """Add a frame of leg ``leg``; frames arriving after :meth:`close` are dropped."""
+        if self._closed:
+            return
         self._pending[leg].append(pcm)
         if self.legs == 1:
             self._emit()
@@ -244,7 +254,10 @@ class WavRecorder:
 
     def close(self) -> None:
         """Write what is pending (padding missing legs) and finish the WAV header."""
+        if self._closed:
+            return
         while any(self._pending):
             self._max_skew = -1
             self._emit()
+        self._closed = True
         self._writer.close()
