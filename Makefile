@@ -8,7 +8,7 @@ APT_PACKAGES := sip-tester baresip-core sox prometheus
 # Debian packages only the benchmarks need.
 BENCH_APT_PACKAGES := kamailio sip-tester
 
-.PHONY: run test check lint format deps system-deps bench clean
+.PHONY: run test check lint format deps system-deps esl-node-deps bench clean
 
 $(BIN)/switchboard: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,10 +28,14 @@ system-deps:
 	  else echo "missing Debian packages (run as root or install them):$$missing" >&2; exit 1; fi; \
 	fi
 
+# npm ESL client (modesl) for the Event Socket compatibility tests, from its package-lock.json.
+esl-node-deps:
+	@test -d tests/esl/node/node_modules/modesl || (cd tests/esl/node && npm ci --no-audit --no-fund --silent)
+
 run: deps
 	$(BIN)/switchboard up
 
-test: deps system-deps
+test: deps system-deps esl-node-deps
 	$(BIN)/python -m pytest -q
 
 check: deps
