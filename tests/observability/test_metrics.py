@@ -143,3 +143,19 @@ async def test_serve_metrics_standalone_survives_garbage() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_module_level_metrics_of_embedded_libraries_are_served() -> None:
+    from prometheus_client import REGISTRY, Counter
+
+    spooled = Counter("switchboard_test_embedded_written", "a library's module-level counter")
+    try:
+        spooled.inc(5)
+        text = render(new_registry("media")).decode()
+        isolated = render(new_registry("media", include_module_level=False)).decode()
+    finally:
+        REGISTRY.unregister(spooled)
+    assert "switchboard_test_embedded_written_total 5.0" in text
+    assert "switchboard_test_embedded_written_total" not in isolated
+    # the global registry's process collector is not served twice
+    assert text.count("# TYPE process_cpu_seconds_total counter") == 1

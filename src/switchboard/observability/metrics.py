@@ -25,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import (
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -38,6 +39,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
 
 from switchboard import __version__
 
@@ -142,24 +144,21 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_esl_connections", "gauge", "media", (), "Authenticated Event Socket connections."),
     _spec("switchboard_esl_commands_total", "counter", "media", ("command",), "Event Socket commands received, by command word (api, bgapi, event, ...)."),
     _spec("switchboard_esl_events_total", "counter", "media", ("event",), "Events delivered to Event Socket subscribers, by event name."),
-    # -- billing (PostgreSQL) ---------------------------------------------------------------
-    _spec("switchboard_billing_cdrs_written_total", "counter", "billing", (), "CDRs committed to PostgreSQL (duplicates by call_id not counted)."),
-    _spec("switchboard_billing_cdr_write_errors_total", "counter", "billing", (), "Failed CDR batch writes (the batch goes to the spool)."),
-    _spec("switchboard_billing_cdr_write_lag_seconds", "histogram", "billing", (), "Hangup to commit in PostgreSQL, per CDR.", CDR_LAG_BUCKETS),
-    _spec("switchboard_billing_last_write_timestamp_seconds", "gauge", "billing", (), "Unix time of the last committed CDR batch."),
-    _spec("switchboard_billing_spool_records", "gauge", "billing", (), "CDRs waiting in the local spool for the database."),
-    _spec("switchboard_billing_spool_bytes", "gauge", "billing", (), "Size of the local CDR spool."),
-    _spec("switchboard_billing_unrated_cdrs_total", "counter", "billing", (), "CDRs written with no matching rate prefix (kept and flagged)."),
-    _spec("switchboard_billing_revenue_total", "counter", "billing", ("carrier",), "Sell-side amount of written CDRs, in the deck currency."),
-    _spec("switchboard_billing_cost_total", "counter", "billing", ("carrier",), "Buy-side amount of written CDRs, in the deck currency."),
-    _spec("switchboard_billing_authorisations_total", "counter", "billing", ("result",), "Prepaid/postpaid authorisations at call setup, by result (allowed, denied, error)."),
-    _spec("switchboard_billing_authorisation_latency_seconds", "histogram", "billing", (), "Time to authorise a call (reserve funds, compute max duration).", RATING_BUCKETS),
-    _spec("switchboard_billing_low_balance_total", "counter", "billing", (), "Low-balance events raised."),
-    _spec("switchboard_billing_low_balance_accounts", "gauge", "billing", (), "Accounts currently below their low-balance threshold."),
+    # -- billing (PostgreSQL): exported by the process running the CDR writer ---------------
+    _spec("switchboard_cdr_written_total", "counter", "billing", (), "CDRs stored in the database (duplicates by call_id not counted)."),
+    _spec("switchboard_cdr_duplicates_total", "counter", "billing", (), "CDRs dropped because their call_id was already stored (idempotent ingest)."),
+    _spec("switchboard_cdr_rejected_total", "counter", "billing", (), "CDRs the database refused (bad values); kept in the reject file."),
+    _spec("switchboard_cdr_write_lag_seconds", "gauge", "billing", (), "Age of the oldest CDR submitted but not yet stored in the database."),
+    _spec("switchboard_cdr_spool_records", "gauge", "billing", (), "CDRs waiting in the local spool for the database."),
+    _spec("switchboard_cdr_spool_bytes", "gauge", "billing", (), "Bytes of CDRs waiting in the local spool for the database."),
+    _spec("switchboard_cdr_database_up", "gauge", "billing", (), "1 when the CDR writer can reach the database."),
+    _spec("switchboard_credit_authorisations_total", "counter", "billing", ("result",), "Credit authorisations at call setup, by result."),
+    _spec("switchboard_credit_authorisation_seconds", "histogram", "billing", (), "Credit authorisation latency (reserve funds, compute the maximum duration).", RATING_BUCKETS),
+    _spec("switchboard_low_balance_events_total", "counter", "billing", (), "Accounts whose balance fell below their low-balance mark."),
     # -- campaign dialer --------------------------------------------------------------------
     _spec("switchboard_dialer_originates_total", "counter", "dialer", ("campaign",), "Originates sent over the Event Socket."),
     _spec("switchboard_dialer_outcomes_total", "counter", "dialer", ("campaign", "outcome"), "Finished attempts by outcome (answered, busy, no_answer, failed)."),
-    _spec("switchboard_dialer_in_progress", "gauge", "dialer", ("campaign",), "Attempts originated and not yet finished."),
+    _spec("switchboard_dialer_calls_in_progress", "gauge", "dialer", ("campaign",), "Attempts originated and not yet finished."),
     _spec("switchboard_dialer_contacts_remaining", "gauge", "dialer", ("campaign",), "Contacts still to dial (including scheduled retries)."),
     _spec("switchboard_dialer_target_cps", "gauge", "dialer", ("campaign",), "Configured calls-per-second pace."),
     _spec("switchboard_dialer_blocked_total", "counter", "dialer", ("campaign", "reason"), "Contacts not dialled, by reason (dnc, window)."),
@@ -186,8 +185,28 @@ STANDARD_METRICS = frozenset(
 )
 
 
-def new_registry(service: str) -> CollectorRegistry:
-    """A registry for one process: CPU/memory/fds, Python info and ``switchboard_build_info``.
+class _ModuleLevelMetrics:
+    """Bridges metrics declared at module level (prometheus_client's global ``REGISTRY``) —
+    e.g. the billing writer's, embedded in a media node — into a service's registry.
+
+    The global registry's own process/platform/gc collectors are skipped: the service
+    registry has them already. ``describe()`` is empty so registration takes no names.
+    """
+
+    _SKIP = ("process_", "python_")
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        for family in REGISTRY.collect():
+            if not family.name.startswith(self._SKIP):
+                yield family
+
+
+def new_registry(service: str, *, include_module_level: bool = True) -> CollectorRegistry:
+    """A registry for one process: CPU/memory/fds, Python info and ``switchboard_build_info``,
+    plus (``include_module_level``) metrics that libraries declared on the global registry.
 
     One registry per service process (not prometheus_client's global ``REGISTRY``) so a
     test can build a service twice in one interpreter without "Duplicated timeseries".
@@ -195,6 +214,8 @@ def new_registry(service: str) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
+    if include_module_level:
+        registry.register(_ModuleLevelMetrics())
     info = build(registry, "switchboard_build_info")
     assert isinstance(info, Gauge)
     info.labels(service=service, version=__version__).set(1)
@@ -369,39 +390,32 @@ class MediaMetrics:
 
 @dataclass(frozen=True, slots=True)
 class BillingMetrics:
-    """The CDR writer's and credit control's metrics (``switchboard_billing_*``)."""
+    """The CDR writer's and credit control's metrics (names as ``switchboard.billing.metrics``)."""
 
     cdrs_written: Counter
-    cdr_write_errors: Counter
-    cdr_write_lag: Histogram
-    last_write_timestamp: Gauge
+    cdr_duplicates: Counter
+    cdr_rejected: Counter
+    cdr_write_lag: Gauge
     spool_records: Gauge
     spool_bytes: Gauge
-    unrated_cdrs: Counter
-    revenue: Counter
-    cost: Counter
+    database_up: Gauge
     authorisations: Counter
     authorisation_latency: Histogram
     low_balance: Counter
-    low_balance_accounts: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> BillingMetrics:
-        p = "switchboard_billing_"
         return cls(
-            cdrs_written=_c(registry, p + "cdrs_written_total"),
-            cdr_write_errors=_c(registry, p + "cdr_write_errors_total"),
-            cdr_write_lag=_h(registry, p + "cdr_write_lag_seconds"),
-            last_write_timestamp=_g(registry, p + "last_write_timestamp_seconds"),
-            spool_records=_g(registry, p + "spool_records"),
-            spool_bytes=_g(registry, p + "spool_bytes"),
-            unrated_cdrs=_c(registry, p + "unrated_cdrs_total"),
-            revenue=_c(registry, p + "revenue_total"),
-            cost=_c(registry, p + "cost_total"),
-            authorisations=_c(registry, p + "authorisations_total"),
-            authorisation_latency=_h(registry, p + "authorisation_latency_seconds"),
-            low_balance=_c(registry, p + "low_balance_total"),
-            low_balance_accounts=_g(registry, p + "low_balance_accounts"),
+            cdrs_written=_c(registry, "switchboard_cdr_written_total"),
+            cdr_duplicates=_c(registry, "switchboard_cdr_duplicates_total"),
+            cdr_rejected=_c(registry, "switchboard_cdr_rejected_total"),
+            cdr_write_lag=_g(registry, "switchboard_cdr_write_lag_seconds"),
+            spool_records=_g(registry, "switchboard_cdr_spool_records"),
+            spool_bytes=_g(registry, "switchboard_cdr_spool_bytes"),
+            database_up=_g(registry, "switchboard_cdr_database_up"),
+            authorisations=_c(registry, "switchboard_credit_authorisations_total"),
+            authorisation_latency=_h(registry, "switchboard_credit_authorisation_seconds"),
+            low_balance=_c(registry, "switchboard_low_balance_events_total"),
         )
 
 
@@ -422,7 +436,7 @@ class DialerMetrics:
         return cls(
             originates=_c(registry, p + "originates_total"),
             outcomes=_c(registry, p + "outcomes_total"),
-            in_progress=_g(registry, p + "in_progress"),
+            in_progress=_g(registry, p + "calls_in_progress"),
             contacts_remaining=_g(registry, p + "contacts_remaining"),
             target_cps=_g(registry, p + "target_cps"),
             blocked=_c(registry, p + "blocked_total"),
@@ -521,10 +535,11 @@ _DOC_GROUPS: tuple[tuple[str, str, str], ...] = (
         "`gateway` is the gateway name from configuration (`carrier`), never the dialled number.",
     ),
     (
-        "Billing (`switchboard_billing_*`)",
+        "Billing (`switchboard_cdr_*`, `switchboard_credit_*`)",
         "billing",
-        "Exported by whichever process runs the CDR writer (the media node embeds it). "
-        "`carrier` is the carrier of the rated CDR (`unrated` when no prefix matched).",
+        "Exported by whichever process runs the CDR writer and credit control (the media "
+        "node embeds them). Money is not a metric: revenue and cost come from the `cdr` "
+        "table (NUMERIC), as the dashboard's *revenue and cost* panel does.",
     ),
     (
         "Campaign dialer (`switchboard_dialer_*`)",
