@@ -73,6 +73,12 @@ def up(
     raise typer.Exit(platform.main(cfg, config_path=config, demo=demo))
 
 
+# Billing: db, rates, accounts, cdr, report, invoice (switchboard.billing.cli).
+from switchboard.billing.cli import register as _register_billing  # noqa: E402
+
+_register_billing(app, load_config)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

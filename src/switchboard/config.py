@@ -105,9 +105,31 @@ class PikeSection(Section):
 
 
 class DatabaseSection(Section):
-    """[database] — empty url: embedded PostgreSQL in the state directory."""
+    """[database] — empty url: embedded PostgreSQL in the state directory.
+
+    ``url`` is any libpq URI or key=value string, multi-host included
+    (``postgresql://db1,db2/switchboard?target_session_attrs=read-write``).
+    """
 
     url: str = ""
+    pool_size: int = Field(default=4, ge=1, le=100)  # per process, credit control
+    connect_timeout: float = Field(default=3.0, gt=0)
+
+
+class BillingSection(Section):
+    """[billing] — CDR writer, spool, credit control, backups (docs/billing.md)."""
+
+    spool_dir: str = ""  # empty: <state_dir>/spool
+    batch_size: int = Field(default=2000, ge=1, le=100_000)  # CDRs per COPY
+    flush_interval: float = Field(default=0.2, gt=0, le=60)  # seconds a CDR may wait
+    retry_interval: float = Field(default=1.0, gt=0, le=300)  # database retry while spooling
+    spool_fsync: str = Field(default="batch", pattern="^(batch|never)$")
+    credit_control: bool = False  # authorise calls against account balances
+    max_call_seconds: int = Field(default=14400, ge=1)  # cap of one authorisation
+    reservation_grace: int = Field(default=120, ge=0)  # seconds before a lost call's funds return
+    backup_dir: str = ""  # empty: <state_dir>/backups
+    backup_keep: int = Field(default=14, ge=1)
+    pg_bin_dir: str = ""  # empty: the pg_dump/psql inside the pgserver wheel
 
 
 class PlatformSection(Section):
@@ -133,6 +155,7 @@ class Config(Section):
     acl: AclSection = Field(default_factory=AclSection)
     pike: PikeSection = Field(default_factory=PikeSection)
     database: DatabaseSection = Field(default_factory=DatabaseSection)
+    billing: BillingSection = Field(default_factory=BillingSection)
     status: StatusSection = Field(default_factory=StatusSection)
 
 

@@ -185,19 +185,20 @@ async def test_async_write_batch(db_url: str) -> None:
 def test_cdrs_land_in_monthly_partitions_and_default_catches_the_rest(
     conn: psycopg.Connection,
 ) -> None:
-    ancient = datetime(2001, 5, 17, tzinfo=UTC)
+    months_ago = NOW.year * 12 + NOW.month - 1 - 14  # older than the partitions made ahead
+    ancient = datetime(months_ago // 12, months_ago % 12 + 1, 17, tzinfo=UTC)
     write_batch_sync(conn, [cdr("now", "4420", 1), cdr("ancient", "4420", 1, start=ancient)])
     parts = dict(
         conn.execute("SELECT call_id, tableoid::regclass::text FROM cdr").fetchall()  # type: ignore[arg-type]
     )
     assert parts["now"] == f"cdr_{NOW:%Y_%m}"
     assert parts["ancient"] == "cdr_default"
-    months = (NOW.year - 2001) * 12 + NOW.month - 5
+    months = (NOW.year - ancient.year) * 12 + NOW.month - ancient.month
     conn.execute("SELECT cdr_ensure_partitions(%s, 0)", (months,))
     parts = dict(
         conn.execute("SELECT call_id, tableoid::regclass::text FROM cdr").fetchall()  # type: ignore[arg-type]
     )
-    assert parts["ancient"] == "cdr_2001_05"
+    assert parts["ancient"] == f"cdr_{ancient:%Y_%m}"
     assert row(conn, "ancient")["rating_status"] == "unmatched"  # moved, not lost
     ahead = conn.execute(
         "SELECT count(*) FROM pg_inherits WHERE inhparent = 'cdr'::regclass"

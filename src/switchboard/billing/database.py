@@ -14,7 +14,9 @@ one twice; ``schema_migrations`` records what was applied.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -63,25 +65,44 @@ def check_url(url: str) -> str:
 
 def pg_bin_dir() -> Path:
     """The PostgreSQL client binaries (pg_dump, psql) shipped inside the pgserver wheel."""
-    import pgserver  # imported lazily: starting it is only needed for the embedded case
+    from pgserver._commands import POSTGRES_BIN_PATH  # lazily: only backups need it
 
-    return Path(pgserver.POSTGRES_BIN_PATH)
+    return Path(POSTGRES_BIN_PATH)
 
 
-def start_embedded(state_dir: Path) -> str:
+def start_embedded(state_dir: Path, *, keep_running: bool = False) -> str:
     """Start (or join) the embedded server in ``state_dir/pgdata``; return the admin URI.
 
     pgserver keeps the server running while any process holds a handle and stops it when
     the last one exits, so ``switchboard up`` and ``switchboard db ...`` share one server.
+    ``keep_running`` leaves it up after this process exits (``switchboard db url``);
+    :func:`stop_embedded` stops it.
     """
     import pgserver
 
     state_dir.mkdir(parents=True, exist_ok=True)
     try:
-        server = pgserver.get_server(state_dir.resolve() / "pgdata", cleanup_mode="stop")
+        server = pgserver.get_server(
+            state_dir.resolve() / "pgdata", cleanup_mode=None if keep_running else "stop"
+        )
     except Exception as exc:  # pgserver raises plain CalledProcessError/AssertionError
         raise DatabaseError(f"embedded PostgreSQL failed to start in {state_dir}: {exc}") from exc
     return str(server.get_uri())
+
+
+def stop_embedded(state_dir: Path) -> bool:
+    """Stop the embedded server of ``state_dir`` if it runs; True if it was running."""
+    import pgserver
+
+    pgdata = state_dir.resolve() / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    user = "pgserver" if os.name == "posix" and os.geteuid() == 0 else None
+    try:
+        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    except subprocess.CalledProcessError:
+        return False
+    return True
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -99,11 +120,11 @@ def ensure_database(admin_url: str, dbname: str = DATABASE_NAME) -> str:
     return with_dbname(admin_url, dbname)
 
 
-def resolve_url(url: str, state_dir: Path) -> str:
+def resolve_url(url: str, state_dir: Path, *, keep_running: bool = False) -> str:
     """The URL billing should use: ``url`` when set, else the embedded server's database."""
     if url:
         return check_url(url)
-    return ensure_database(start_embedded(state_dir))
+    return ensure_database(start_embedded(state_dir, keep_running=keep_running))
 
 
 def migrate(url: str) -> list[int]:

@@ -1,0 +1,484 @@
+"""Billing commands of ``switchboard`` (DESIGN.md §3): db, rates, accounts, cdr, report,
+invoice. Registered on the main typer app by :func:`register`.
+
+Exit codes follow ``switchboard.cli``: 2 bad input or configuration (nothing changed),
+3 the database cannot be reached or started, 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from switchboard.config import Config
+
+EXIT_INPUT = 2
+EXIT_DB = 3
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file.")]
+_load_config: Callable[[Path | None], Config] | None = None
+
+db_app = typer.Typer(
+    help="The billing database: url, migrate, backup, restore.", no_args_is_help=True
+)
+rates_app = typer.Typer(help="Rate decks: import CSV, re-rate CDRs.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Customer accounts: create, topup, show.", no_args_is_help=True)
+cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)
+
+
+def register(app: typer.Typer, load_config: Callable[[Path | None], Config]) -> None:
+    """Add the billing commands to the ``switchboard`` app."""
+    global _load_config
+    _load_config = load_config
+    app.add_typer(db_app, name="db")
+    app.add_typer(rates_app, name="rates")
+    app.add_typer(accounts_app, name="accounts")
+    app.add_typer(cdr_app, name="cdr")
+    app.command("report")(report_cmd)
+    app.command("invoice")(invoice_cmd)
+
+
+# -- helpers ------------------------------------------------------------------------------
+def fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
+    err.print(f"[red]error[/red]: {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _config(config: Path | None) -> Config:
+    if _load_config is None:  # used without the main app (tests of this module alone)
+        from switchboard import config as config_mod
+
+        try:
+            return config_mod.load(config)
+        except config_mod.ConfigError as exc:
+            raise fail(f"configuration error: {exc}") from None
+    return _load_config(config)
+
+
+def state_dir(cfg: Config) -> Path:
+    return Path(cfg.platform.state_dir)
+
+
+def database_url(cfg: Config, *, keep_running: bool = False) -> str:
+    """Resolve (start if embedded) and migrate the database; exit 3 if unreachable."""
+    from switchboard.billing import database
+
+    try:
+        url = database.resolve_url(cfg.database.url, state_dir(cfg), keep_running=keep_running)
+        database.migrate(url)
+    except database.DatabaseError as exc:
+        raise fail(str(exc), EXIT_DB) from None
+    return url
+
+
+@contextmanager
+def connect(config: Path | None) -> Iterator[psycopg.Connection]:
+    import psycopg
+
+    cfg = _config(config)
+    url = database_url(cfg)
+    try:
+        conn = psycopg.connect(
+            url, autocommit=True, connect_timeout=int(cfg.database.connect_timeout)
+        )
+    except psycopg.OperationalError as exc:
+        raise fail(f"cannot connect to the billing database: {exc}", EXIT_DB) from None
+    with conn:
+        yield conn
+
+
+_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+
+
+def parse_when(text: str, now: datetime | None = None) -> datetime:
+    """``2026-01-31``, ``2026-01-31T12:00`` (UTC unless an offset is given), or a relative
+    age like ``30m``, ``24h``, ``7d``, ``2w`` meaning that long before now."""
+    value = text.strip()
+    match = _RELATIVE.fullmatch(value)
+    if match:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match[2]]
+        return (now or datetime.now(UTC)) - timedelta(**{unit: int(match[1])})
+    try:
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            return datetime(d.year, d.month, d.day, tzinfo=UTC)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise fail(f"expected a date, a time or an age like 24h/7d, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return value
+
+
+# -- db -----------------------------------------------------------------------------------
+@db_app.command("url")
+def db_url(config: ConfigOpt = None) -> None:
+    """Print the libpq URI of the billing database (starts the embedded server and leaves
+    it running; `switchboard db stop` stops it)."""
+    cfg = _config(config)
+    print(database_url(cfg, keep_running=True))
+
+
+@db_app.command("stop")
+def db_stop(config: ConfigOpt = None) -> None:
+    """Stop the embedded PostgreSQL server of the state directory."""
+    from switchboard.billing import database
+
+    cfg = _config(config)
+    if cfg.database.url:
+        raise fail("database.url is set: the server is external, not stopped by switchboard")
+    stopped = database.stop_embedded(state_dir(cfg))
+    print("stopped" if stopped else "not running")
+
+
+@db_app.command("migrate")
+def db_migrate(config: ConfigOpt = None) -> None:
+    """Apply pending schema migrations and create CDR partitions ahead."""
+    from switchboard.billing import database
+
+    cfg = _config(config)
+    try:
+        url = database.resolve_url(cfg.database.url, state_dir(cfg))
+        applied = database.migrate(url)
+        version = database.schema_version(url)
+    except database.DatabaseError as exc:
+        raise fail(str(exc), EXIT_DB) from None
+    if applied:
+        print(f"applied migrations {', '.join(map(str, applied))}; schema version {version}")
+    else:
+        print(f"schema up to date (version {version})")
+
+
+@db_app.command("backup")
+def db_backup(
+    config: ConfigOpt = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="File (.sql.gz) or directory; default <state>/backups."),
+    ] = None,
+    keep: Annotated[int | None, typer.Option(help="Backups kept in the directory.")] = None,
+) -> None:
+    """Dump the billing database with pg_dump, gzip it, apply retention."""
+    from switchboard.billing import backup
+
+    cfg = _config(config)
+    url = database_url(cfg)
+    target = out_path or Path(cfg.billing.backup_dir or state_dir(cfg) / "backups")
+    try:
+        path = backup.backup(
+            url,
+            target,
+            keep=keep or cfg.billing.backup_keep,
+            bin_dir=Path(cfg.billing.pg_bin_dir) if cfg.billing.pg_bin_dir else None,
+        )
+    except backup.BackupError as exc:
+        raise fail(str(exc), 1) from None
+    print(path)
+
+
+@db_app.command("restore")
+def db_restore(
+    file: Annotated[Path, typer.Argument(help="A backup made by `switchboard db backup`.")],
+    config: ConfigOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Replace the billing database with a backup (all or nothing)."""
+    from switchboard.billing import backup
+
+    if not file.exists():
+        raise fail(f"{file}: no such backup file")
+    if not yes and not typer.confirm(f"Replace the billing data with {file}?"):
+        raise fail("restore cancelled, nothing changed", 1)
+    cfg = _config(config)
+    url = database_url(cfg)
+    try:
+        backup.restore(
+            url, file, bin_dir=Path(cfg.billing.pg_bin_dir) if cfg.billing.pg_bin_dir else None
+        )
+    except backup.BackupError as exc:
+        raise fail(str(exc), 1) from None
+    print(f"restored {file}")
+
+
+# -- rates --------------------------------------------------------------------------------
+@rates_app.command("import")
+def rates_import(
+    file: Annotated[Path, typer.Argument(help="CSV deck with a header row (prefix,rate,...).")],
+    config: ConfigOpt = None,
+    carrier: Annotated[str | None, typer.Option(help="Buy deck of this carrier.")] = None,
+    account: Annotated[str | None, typer.Option(help="Sell deck of this account.")] = None,
+    deck: Annotated[str | None, typer.Option(help="Named sell deck (default: 'default').")] = None,
+    replace: Annotated[
+        bool, typer.Option(help="Remove the deck's other rows first (full deck replacement).")
+    ] = False,
+) -> None:
+    """Import a CSV rate deck; any bad row rejects the whole file (errors name the lines)."""
+    from switchboard.billing.rates import ImportError_, import_deck
+    from switchboard.rating import DeckError
+
+    if carrier and account:
+        raise fail("--carrier and --account are exclusive")
+    try:
+        fh = file.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise fail(f"{file}: {exc.strerror}") from None
+    with fh, connect(config) as conn:
+        try:
+            result = import_deck(
+                conn, fh, carrier=carrier, account=account, deck=deck, replace=replace
+            )
+        except (DeckError, ImportError_) as exc:
+            raise fail(f"{file}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise fail(f"{file}: not UTF-8 text: {exc}") from None
+    decks = ", ".join(f"{name} ({n})" for name, n in sorted(result.decks.items()))
+    print(f"imported {result.rows} rates into {decks}")
+
+
+@rates_app.command("rerate")
+def rates_rerate(
+    since: Annotated[str, typer.Option(help="Re-rate CDRs started at or after this time.")],
+    until: Annotated[str | None, typer.Option(help="... and before this time.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Re-price CDRs with the current decks; debited balances get ledger adjustments."""
+    from switchboard.billing.rates import rerate
+
+    start = parse_when(since)
+    end = parse_when(until) if until else None
+    with connect(config) as conn:
+        result = rerate(conn, start, end)
+    print(
+        f"re-rated {result.cdrs} CDRs: {result.changed} changed, {result.adjustments} balance"
+        f" adjustments totalling {result.adjusted_amount}"
+    )
+
+
+# -- accounts -----------------------------------------------------------------------------
+@accounts_app.command("create")
+def accounts_create(
+    name: str,
+    config: ConfigOpt = None,
+    kind: Annotated[str, typer.Option(help="prepaid or postpaid.")] = "prepaid",
+    credit_limit: Annotated[str, typer.Option(help="Postpaid: how far below 0.")] = "0",
+    low_balance: Annotated[str, typer.Option(help="Low-balance event below this.")] = "0",
+    currency: str = "USD",
+    deck: Annotated[str | None, typer.Option(help="Sell deck (default: 'default').")] = None,
+    ip: Annotated[list[str] | None, typer.Option(help="Source IP or CIDR (repeatable).")] = None,
+    gateway: Annotated[list[str] | None, typer.Option(help="Gateway name (repeatable).")] = None,
+    caller: Annotated[list[str] | None, typer.Option(help="Caller id (repeatable).")] = None,
+) -> None:
+    """Create an account and how calls are matched to it."""
+    from switchboard.billing.accounts import AccountError, create_account
+
+    with connect(config) as conn:
+        try:
+            create_account(
+                conn,
+                name,
+                kind=kind,
+                credit_limit=credit_limit,
+                low_balance=low_balance,
+                currency=currency,
+                deck=deck,
+                ips=ip or [],
+                gateways=gateway or [],
+                callers=caller or [],
+            )
+        except AccountError as exc:
+            raise fail(str(exc)) from None
+    print(f"created {kind} account {name}")
+
+
+@accounts_app.command("topup")
+def accounts_topup(
+    name: str,
+    amount: str,
+    config: ConfigOpt = None,
+    note: Annotated[str, typer.Option(help="Reference kept in the ledger.")] = "",
+) -> None:
+    """Add funds to an account (a negative amount corrects a mistake)."""
+    from switchboard.billing.accounts import AccountError, topup
+
+    with connect(config) as conn:
+        try:
+            balance = topup(conn, name, amount, note)
+        except AccountError as exc:
+            raise fail(str(exc)) from None
+    print(f"{name}: balance {balance}")
+
+
+@accounts_app.command("show")
+def accounts_show(
+    name: str,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Balance, reservations, identities and recent transactions of an account."""
+    from switchboard.billing.accounts import AccountError, show
+
+    with connect(config) as conn:
+        try:
+            view = show(conn, name)
+        except AccountError as exc:
+            raise fail(str(exc)) from None
+    if as_json:
+        data = {
+            k: _jsonable(getattr(view, k))
+            for k in (
+                "name",
+                "kind",
+                "balance",
+                "credit_limit",
+                "reserved",
+                "available",
+                "low_balance",
+                "currency",
+                "deck",
+            )
+        }
+        data["identities"] = [{"kind": k, "value": v} for k, v in view.identities]
+        data["transactions"] = [
+            {"at": _jsonable(a), "kind": k, "amount": str(m), "reference": n}
+            for a, k, m, n in view.transactions
+        ]
+        print(json.dumps(data, indent=2))
+        return
+    out.print(
+        f"[bold]{view.name}[/bold] ({view.kind}, {view.currency}, deck {view.deck or 'default'})"
+    )
+    out.print(
+        f"balance {view.balance}  reserved {view.reserved}  credit limit {view.credit_limit}"
+        f"  available {view.available}"
+    )
+    for k, v in view.identities:
+        out.print(f"  {k}: {v}")
+    table = Table("at", "kind", "amount", "reference")
+    for a, k, m, n in view.transactions:
+        table.add_row(f"{a:%Y-%m-%d %H:%M:%S}", k, str(m), n)
+    out.print(table)
+
+
+# -- cdr ----------------------------------------------------------------------------------
+@cdr_app.command("list")
+def cdr_list(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines output.")] = False,
+    since: Annotated[str | None, typer.Option(help="Date, time or age (24h, 7d).")] = None,
+    until: Annotated[str | None, typer.Option(help="Date, time or age.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000)] = 100,
+) -> None:
+    """The newest CDRs first, with their rating."""
+    from switchboard.billing.reports import CDR_LIST_COLUMNS, list_cdrs
+
+    start = parse_when(since) if since else None
+    end = parse_when(until) if until else None
+    with connect(config) as conn:
+        rows = list_cdrs(conn, start, end, limit)
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+        return
+    table = Table(*(c for c in CDR_LIST_COLUMNS if c not in ("hangup_cause", "pdd_ms")))
+    for row in rows:
+        table.add_row(
+            *(
+                ""
+                if row[c] is None
+                else (f"{row[c]:%Y-%m-%d %H:%M:%S}" if c == "start_time" else str(row[c]))
+                for c in CDR_LIST_COLUMNS
+                if c not in ("hangup_cause", "pdd_ms")
+            )
+        )
+    out.print(table)
+
+
+# -- report, invoice ----------------------------------------------------------------------
+def report_cmd(
+    config: ConfigOpt = None,
+    by: Annotated[
+        str, typer.Option(help="carrier, destination, account, period or total.")
+    ] = "total",
+    since: Annotated[str | None, typer.Option(help="Date, time or age (24h, 7d).")] = None,
+    until: Annotated[str | None, typer.Option(help="Date, time or age.")] = None,
+    period: Annotated[str, typer.Option(help="With --by period: hour, day or month.")] = "day",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """ASR, NER, ACD, PDD, minutes, cost, revenue and margin."""
+    from switchboard.billing.reports import report
+
+    if by not in ("carrier", "destination", "account", "period", "total"):
+        raise fail(f"--by must be carrier, destination, account, period or total, got {by!r}")
+    if period not in ("hour", "day", "month"):
+        raise fail(f"--period must be hour, day or month, got {period!r}")
+    start = parse_when(since) if since else None
+    end = parse_when(until) if until else None
+    with connect(config) as conn:
+        rows = report(conn, by, start, end, period)  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    table = Table(
+        by,
+        "calls",
+        "ASR %",
+        "NER %",
+        "ACD s",
+        "PDD ms",
+        "minutes",
+        "cost",
+        "revenue",
+        "margin",
+        "unrated",
+    )
+    fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
+    for r in rows:
+        table.add_row(
+            r.key, str(r.seizures), fmt(r.asr), fmt(r.ner), fmt(r.acd), fmt(r.pdd_ms),
+            str(r.minutes), str(r.cost), str(r.revenue), str(r.margin), str(r.unmatched),
+        )  # fmt: skip
+    out.print(table)
+
+
+def invoice_cmd(
+    month: Annotated[str, typer.Option(help="The month to invoice, YYYY-MM (UTC).")],
+    config: ConfigOpt = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("invoices"),
+) -> None:
+    """Per-account invoices for a month: CSV and HTML, totals by destination."""
+    from switchboard.billing.invoice import InvoiceError, month_bounds, write_invoices
+
+    try:
+        month_bounds(month)
+    except InvoiceError as exc:
+        raise fail(str(exc)) from None
+    with connect(config) as conn:
+        invoices = write_invoices(conn, month, out_dir)
+    for inv in invoices:
+        print(
+            f"{inv.number} {inv.account}: {inv.total} {inv.currency} -> {inv.csv_path}, {inv.html_path}"
+        )
+    if not invoices:
+        print(f"no calls to invoice in {month}")
