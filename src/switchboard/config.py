@@ -146,6 +146,33 @@ class StatusSection(Section):
     title: str = "Switchboard"
 
 
+class EslSection(Section):
+    """[esl] — the media node's Event Socket, FreeSWITCH inbound ESL compatible (docs/esl.md)."""
+
+    listen: str = "127.0.0.1:8021"
+    password: str = "ClueCon"
+    allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # [] = anyone
+    tls_cert: str = ""  # PEM; set → the port speaks TLS only
+    tls_key: str = ""
+    heartbeat: float = Field(default=20.0, ge=0)  # HEARTBEAT period, seconds; 0 = off
+    max_queue: int = Field(default=10000, ge=10)  # events queued per connection
+    auth_timeout: float = Field(default=25.0, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        return _check_address(v)
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in v:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad entry
+        return v
+
+
 class Config(Section):
     """The whole platform's configuration."""
 
@@ -157,6 +184,7 @@ class Config(Section):
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     billing: BillingSection = Field(default_factory=BillingSection)
     status: StatusSection = Field(default_factory=StatusSection)
+    esl: EslSection = Field(default_factory=EslSection)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:

@@ -86,7 +86,7 @@ class PacketReader:
     ) -> None:
         self._buf = bytearray()
         self._max_header = max_header_bytes
-        self._max_body = min(max_body_bytes, MAX_CONTENT_LENGTH)
+        self.max_body_bytes = min(max_body_bytes, MAX_CONTENT_LENGTH)
         # A packet whose header block is complete and which waits for its body.
         self._pending: tuple[str, list[tuple[str, str]], int] | None = None
         self._scan_from = 0
@@ -146,7 +146,7 @@ class PacketReader:
                 if not re.fullmatch(r"-?\d{1,12}", text):
                     raise BadContentLength(f"content-length {value!r} is not a number")
                 length = int(text)
-                if length < 0 or length > self._max_body:
+                if length < 0 or length > min(self.max_body_bytes, MAX_CONTENT_LENGTH):
                     raise BadContentLength(f"content-length {length} out of range")
                 return length
         return 0

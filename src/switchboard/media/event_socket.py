@@ -1,0 +1,1093 @@
+"""The media node's Event Socket server, wire-compatible with FreeSWITCH inbound ESL.
+
+Existing ESL clients (go-eventsocket, Genesis, greenswitch, modesl, the dialer) use it
+unchanged. The byte-level rules live in the pure package :mod:`switchboard.esl`
+(framing, commands, encoding, subscriptions, originate parsing); this module is the
+asyncio adapter plus the API command dispatcher over :class:`switchboard.media.core.Switch`.
+
+Theory of operation (reference esl-and-media.md §1.2, §1.5):
+
+* On connect: an allow-list check (``text/rude-rejection`` then the goodbye notice when
+  refused), then ``Content-Type: auth/request``. Until ``auth <password>`` succeeds only
+  ``auth``/``userauth``/``exit`` are understood; a connection that has not authenticated
+  within ``auth_timeout`` seconds (FreeSWITCH: 25) is dropped. A wrong password gets
+  ``-ERR invalid``, the goodbye notice, and the close.
+* Commands on one connection run strictly serially: exactly one reply per command, in
+  order. ``api`` runs inside the connection (it blocks that connection only — every
+  connection is its own task, so none can stall another); ``bgapi`` replies at once and
+  fires BACKGROUND_JOB when its command finishes, always after its own reply.
+* Events are pushed by the switch's event bus into a per-connection **bounded** queue of
+  already-serialised frames (each event is serialised once per format, however many
+  connections want it). The queue is written only while no command is being processed,
+  so a reply is never interleaved with, or preceded by, events queued after its command.
+  A full queue loses events; after ``max_lost`` losses the listener is killed with
+  FreeSWITCH's ``killed listener because of lost events`` notice — a slow or dead
+  subscriber is disconnected instead of growing memory. The transport's own write buffer
+  is bounded by ``write_buffer_limit`` (we await ``drain``).
+* Calls started by a connection never depend on it: ``api originate`` and every bgapi
+  job run as their own tasks, so a client that disconnects mid-originate does not cancel
+  the call (it completes, fires its events and is recorded).
+* HEARTBEAT every ``heartbeat`` seconds (20 by default) unless the switch runs its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from switchboard.esl import wire
+from switchboard.esl.commands import (
+    Api,
+    Auth,
+    BgApi,
+    Connect,
+    DivertEvents,
+    EventSubscribe,
+    Exit,
+    FilterAdd,
+    FilterDelete,
+    FilterSyntaxError,
+    GetVar,
+    Linger,
+    Log,
+    MyEvents,
+    NixEvent,
+    NoEvents,
+    NoLinger,
+    NoLog,
+    Resume,
+    SendEvent,
+    SendMsg,
+    Unknown,
+    UserAuth,
+    parse_command,
+)
+from switchboard.esl.framing import (
+    DEFAULT_MAX_HEADER_BYTES,
+    MAX_CONTENT_LENGTH,
+    FramingError,
+    PacketReader,
+)
+from switchboard.esl.originate import (
+    AppDestination,
+    ErrorEndpoint,
+    ExtensionDestination,
+    OriginateUsageError,
+    parse_originate,
+)
+from switchboard.esl.output import (
+    CALL_COLUMNS,
+    CHANNEL_COLUMNS,
+    StatusFigures,
+    format_count,
+    format_rows,
+    format_status,
+    format_uptime,
+)
+from switchboard.esl.subscription import Subscription, event_id
+from switchboard.media.causes import Cause, parse_cause
+from switchboard.media.core import VERSION, NoSuchChannel, OriginateError, Switch, new_uuid
+from switchboard.media.events import Event
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8021
+DEFAULT_PASSWORD = "ClueCon"
+AUTH_TIMEOUT = 25.0  # seconds, read_packet's first-packet timeout (mod_event_socket.c:2734)
+HEARTBEAT_INTERVAL = 20.0  # seconds, event-heartbeat-interval (switch_core.c:1816)
+MAX_LOST = 500  # MAX_MISSED, mod_event_socket.c:386-410
+WRITE_BATCH = 256 * 1024  # bytes of queued events coalesced into one transport write
+KILL_GRACE = 2.0  # seconds a killed listener's last bytes may take before the socket is reset
+UNAUTH_MAX_BODY = 64 * 1024  # a body before auth is never legitimate: keep it small
+# FreeSWITCH log levels for ``log <level>`` (switch_log.c).
+LOG_LEVELS = {
+    "console": 0, "alert": 1, "crit": 2, "err": 3, "error": 3, "warning": 4,
+    "notice": 5, "info": 6, "debug": 7,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EslSettings:
+    """Everything the server needs; built from the ``[esl]`` config section."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT  # 0 picks a free port (tests)
+    password: str = DEFAULT_PASSWORD
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # empty tuple: allow everyone
+    ssl: ssl.SSLContext | None = None
+    auth_timeout: float = AUTH_TIMEOUT
+    heartbeat: float = HEARTBEAT_INTERVAL  # 0 disables the server's HEARTBEAT
+    max_queue: int = 10_000  # events waiting per connection
+    max_lost: int = MAX_LOST
+    write_buffer_limit: int = 1 << 20  # bytes handed to the kernel-side transport buffer
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_body_bytes: int = MAX_CONTENT_LENGTH
+
+    @classmethod
+    def from_config(cls, section: Any) -> EslSettings:
+        """From :class:`switchboard.config.EslSection` (``[esl]``)."""
+        host, _, port = section.listen.rpartition(":")
+        context = None
+        if section.tls_cert:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(section.tls_cert, section.tls_key or None)
+        return cls(
+            host=host.strip("[]"),
+            port=int(port),
+            password=section.password,
+            allow=tuple(section.allow),
+            ssl=context,
+            auth_timeout=section.auth_timeout,
+            heartbeat=section.heartbeat,
+            max_queue=section.max_queue,
+        )
+
+
+# --------------------------------------------------------------------------- API
+
+
+Handler = Callable[[str], Awaitable[str]]
+
+
+class ApiCommands:
+    """The ``api``/``bgapi`` command set over a :class:`Switch` (reference §4, §6).
+
+    ``await execute(name, args)`` returns the ``api/response`` body exactly as
+    ``mod_commands.c`` writes it; it never raises.
+    """
+
+    def __init__(self, switch: Switch) -> None:
+        self.switch = switch
+        self.globals: dict[str, str] = {
+            "hostname": switch.hostname,
+            "switch_serial": switch.core_uuid,
+            "core_uuid": switch.core_uuid,
+            "local_ip_v4": getattr(switch, "ipv4", "127.0.0.1"),
+            "switchname": switch.name,
+        }
+        self._handlers: dict[str, Handler] = {
+            "originate": self.originate,
+            "uuid_kill": self.uuid_kill,
+            "uuid_bridge": self.uuid_bridge,
+            "uuid_transfer": self.uuid_transfer,
+            "uuid_broadcast": self.uuid_broadcast,
+            "uuid_record": self.uuid_record,
+            "uuid_getvar": self.uuid_getvar,
+            "uuid_setvar": self.uuid_setvar,
+            "uuid_answer": self._simple("answer", "+OK\n", "-ERROR\n"),
+            "uuid_pre_answer": self._simple("pre_answer", "+OK\n", "-ERROR\n"),
+            "uuid_ring_ready": self._simple("ring_ready", "+OK\n", "-ERROR\n"),
+            "uuid_park": self._simple("park", "+OK\n", "-ERR No such channel!\n"),
+            "uuid_break": self._simple("break_media", "+OK\n", "-ERR No such channel!\n"),
+            "uuid_exists": self.uuid_exists,
+            "uuid_hold": self.uuid_hold,
+            "uuid_send_dtmf": self.uuid_send_dtmf,
+            "uuid_dump": self.uuid_dump,
+            "hupall": self.hupall,
+            "status": self.status,
+            "show": self.show,
+            "version": self.version,
+            "reloadxml": self.reloadxml,
+            "global_getvar": self.global_getvar,
+            "global_setvar": self.global_setvar,
+            "create_uuid": self.create_uuid,
+            "uptime": self.uptime,
+            "hostname": self.hostname,
+        }
+
+    @property
+    def names(self) -> Iterable[str]:
+        return self._handlers.keys()
+
+    async def execute(self, name: str, args: str) -> str:
+        handler = self._handlers.get(name.lower())
+        if handler is None:
+            return f"-ERR {name} Command not found!\n"
+        try:
+            body = await handler(args.strip())
+        except Exception:
+            log.exception("api %s %s failed", name, args)
+            body = f"-ERR {name} failed\n"
+        return body or "-ERR no reply\n"
+
+    # --- originate ---------------------------------------------------------------
+
+    async def originate(self, args: str) -> str:
+        try:
+            req = parse_originate(args)
+        except OriginateUsageError as exc:
+            return exc.body
+        legs = req.legs
+        if legs and all(
+            isinstance(leg.endpoint, ErrorEndpoint)
+            and leg.endpoint.cause in ("INVALID_URL", "CHAN_NOT_IMPLEMENTED")
+            for leg in legs
+        ):
+            cause = legs[-1].endpoint
+            assert isinstance(cause, ErrorEndpoint)
+            return f"-ERR {cause.cause}\n"
+        kwargs: dict[str, Any] = {
+            "timeout": float(req.timeout) if req.timeout else None,
+            "caller_id_name": req.cid_name,
+            "caller_id_number": req.cid_num,
+        }
+        match req.destination:
+            case AppDestination(app=app, args=app_args):
+                kwargs.update(app=app or "park", app_arg=app_args)
+            case ExtensionDestination(exten=exten, dialplan=dialplan, context=context):
+                kwargs.update(extension=exten, dialplan=dialplan, context=context)
+        try:
+            channel = await self.switch.originate(req.url, **kwargs)
+        except OriginateError as exc:
+            return f"-ERR {exc.cause.name}\n"
+        return f"+OK {channel.uuid}\n"
+
+    # --- uuid_* ------------------------------------------------------------------
+
+    def _simple(self, method: str, ok: str, err: str) -> Handler:
+        async def run(args: str) -> str:
+            uuid = args.split()[0] if args.split() else ""
+            if not uuid:
+                return "-USAGE: <uuid>\n"
+            return ok if getattr(self.switch, method)(uuid) else err
+
+        return run
+
+    async def uuid_kill(self, args: str) -> str:
+        words = args.split()
+        if not words:
+            return "-USAGE: <uuid> [cause]\n"
+        cause = parse_cause(words[1], Cause.NORMAL_CLEARING) if len(words) > 1 else None
+        ok = self.switch.hangup(words[0], cause or Cause.NORMAL_CLEARING)
+        return "+OK\n" if ok else "-ERR No such channel!\n"
+
+    async def uuid_bridge(self, args: str) -> str:
+        words = args.split()
+        if len(words) < 2:
+            return "-USAGE: <uuid> <other_uuid>\n"
+        ok = await self.switch.bridge(words[0], words[1])
+        return f"+OK {words[1]}\n" if ok else "-ERR Invalid uuid\n"
+
+    async def uuid_transfer(self, args: str) -> str:
+        words = args.split()
+        usage = "-USAGE: <uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]\n"
+        if len(words) < 2:
+            return usage
+        uuid, rest = words[0], words[1:]
+        targets = [uuid]
+        if rest[0] in ("-bleg", "-both"):
+            channel = self.switch.channel(uuid)
+            other = channel.other_leg if channel is not None else None
+            if other:
+                targets = [other] if rest[0] == "-bleg" else [uuid, other]
+            rest = rest[1:]
+        if not rest:
+            return usage
+        dest = rest[0]
+        dialplan = rest[1] if len(rest) > 1 else "XML"
+        context = rest[2] if len(rest) > 2 else "default"
+        ok = all([self.switch.transfer(t, dest, dialplan, context) for t in targets])
+        return "+OK\n" if ok else "-ERR No such channel!\n"
+
+    async def uuid_broadcast(self, args: str) -> str:
+        words = args.split()
+        if len(words) < 2:
+            return "-USAGE: <uuid> <path> [aleg|bleg|both]\n"
+        uuid, what = words[0], words[1]
+        leg = words[2].lower() if len(words) > 2 else "aleg"
+        app, sep, app_arg = what.partition("::")
+        if not sep:
+            app, app_arg = "playback", what
+        targets = [uuid]
+        channel = self.switch.channel(uuid)
+        if channel is not None and channel.other_leg and leg in ("bleg", "both"):
+            targets = [channel.other_leg] if leg == "bleg" else [uuid, channel.other_leg]
+        try:
+            for target in targets:
+                self.switch.execute(target, app, app_arg)
+        except NoSuchChannel:
+            return "-ERR invalid uuid\n"
+        return "+OK Message sent\n"
+
+    async def uuid_record(self, args: str) -> str:
+        words = args.split()
+        if len(words) < 3:
+            return "-USAGE: <uuid> [start|stop|mask|unmask] <path> [<limit>]\n"
+        uuid, action, path = words[0], words[1].lower(), words[2]
+        if self.switch.channel(uuid) is None:
+            return "-ERR Cannot locate session!\n"
+        app = {"start": "record_session", "stop": "stop_record_session"}.get(action)
+        if app is None or app not in self.switch.apps:
+            return "-ERR Cannot record session!\n"
+        arg = path if action == "stop" or len(words) < 4 else f"{path} {words[3]}"
+        try:
+            self.switch.execute(uuid, app, arg)
+        except NoSuchChannel:
+            return "-ERR Cannot locate session!\n"
+        return "+OK Success\n"
+
+    async def uuid_getvar(self, args: str) -> str:
+        words = args.split()
+        if len(words) < 2:
+            return "-USAGE: <uuid> <var>\n"
+        if self.switch.channel(words[0]) is None:
+            return "-ERR No such channel!\n"
+        value = self.switch.getvar(words[0], words[1])
+        return value if value else "_undef_"
+
+    async def uuid_setvar(self, args: str) -> str:
+        words = args.split(None, 2)
+        if not words:
+            return "-USAGE: <uuid> <var> [value]\n"
+        if self.switch.channel(words[0]) is None:
+            return "-ERR No such channel!\n"
+        if len(words) < 2:
+            return "-ERR No variable specified\n"
+        value = words[2] if len(words) > 2 and words[2] != "undef" else None
+        self.switch.setvar(words[0], words[1], value)
+        return "+OK\n"
+
+    async def uuid_exists(self, args: str) -> str:
+        uuid = args.split()[0] if args.split() else ""
+        return "true" if uuid and self.switch.channel(uuid) is not None else "false"
+
+    async def uuid_hold(self, args: str) -> str:
+        words = args.split()
+        on: bool | None = True
+        if words and words[0] in ("off", "toggle"):
+            on = False if words[0] == "off" else None
+            words = words[1:]
+        if not words:
+            return "-USAGE: [off|toggle] <uuid> [<display>]\n"
+        return "+OK Success\n" if self.switch.hold(words[0], on) else "-ERR Operation failed\n"
+
+    async def uuid_send_dtmf(self, args: str) -> str:
+        words = args.split()
+        if len(words) < 2:
+            return "-USAGE: <uuid> <dtmf_data>\n"
+        if self.switch.channel(words[0]) is None:
+            return "-ERR Cannot locate session!\n"
+        if not self.switch.send_dtmf(words[0], words[1]):
+            return "-ERR Operation failed\n"
+        return f"+OK {words[0]} sent DTMF {words[1]}.\n"
+
+    async def uuid_dump(self, args: str) -> str:
+        words = args.split()
+        channel = self.switch.channel(words[0]) if words else None
+        if channel is None:
+            return "-ERR No such channel!\n"
+        headers = {"Event-Name": "CHANNEL_DATA", **channel.event_headers(with_variables=True)}
+        if len(words) > 1 and words[1].lower() == "json":
+            return wire.json_event(headers).decode("utf-8", "surrogateescape")
+        return wire.plain_event(headers).decode("ascii")
+
+    # --- whole-switch commands ---------------------------------------------------
+
+    async def hupall(self, args: str) -> str:
+        words = args.split()
+        cause = parse_cause(words[0], Cause.MANAGER_REQUEST) if words else Cause.MANAGER_REQUEST
+        pairs = list(zip(words[1::2], words[2::2], strict=False))
+        if not pairs:
+            self.switch.hupall(cause)
+            return f"+OK hangup all channels with cause {cause.name}\n"
+        for var, value in pairs:
+            self.switch.hupall(cause, var, value)
+        var, value = pairs[0]
+        dots = "..." if len(pairs) > 1 else ""
+        return (
+            f"+OK hangup all channels matching [{var}]=[{value}]{dots} with cause: {cause.name}\n"
+        )
+
+    def status_figures(self) -> StatusFigures:
+        st = self.switch.status()
+        return StatusFigures(
+            uptime_us=int(st.uptime_s * 1_000_000),
+            version=f"{VERSION} switchboard 64bit",
+            ready=st.ready,
+            sessions_since_startup=st.sessions_since_startup,
+            sessions=st.session_count,
+            peak=st.session_peak,
+            peak_5min=st.session_peak,
+            sps_last=st.sps_last,
+            sps_max=st.sps_limit,
+            sps_peak=st.sps_peak,
+            sps_peak_5min=st.sps_peak,
+            max_sessions=st.max_sessions,
+        )
+
+    async def status(self, args: str) -> str:
+        return format_status(self.status_figures())
+
+    async def show(self, args: str) -> str:
+        words = args.split()
+        if not words or words[0].lower() not in ("channels", "calls"):
+            return "-USAGE: calls [count|as json|as xml|as delim <c>]|channels [count|like <match string>] [as json|as xml|as delim <c>]\n"
+        item, rest = words[0].lower(), [w for w in words[1:]]
+        fmt, delim = "delim", ","
+        if len(rest) >= 2 and rest[-2].lower() == "as":
+            fmt = rest[-1].lower()
+            rest = rest[:-2]
+        elif len(rest) >= 3 and rest[-3].lower() == "as" and rest[-2].lower() == "delim":
+            fmt, delim = "delim", rest[-1]
+            rest = rest[:-3]
+        if fmt not in ("json", "xml", "delim"):
+            fmt = "delim"
+        rows = self._channel_rows() if item == "channels" else self._call_rows()
+        if rest and rest[0].lower() == "like" and len(rest) > 1:
+            needle = rest[1].replace("%", "").lower()
+            keys = ("uuid", "name", "cid_name", "cid_num", "presence_data", "accountcode")
+            rows = [r for r in rows if any(needle in (r.get(k) or "").lower() for k in keys)]
+        elif rest and rest[0].lower() == "count":
+            return format_count(len(rows))
+        columns = CHANNEL_COLUMNS if item == "channels" else CALL_COLUMNS
+        return format_rows(columns, rows, fmt, delim)
+
+    def _channel_rows(self) -> list[dict[str, str]]:
+        channels = sorted(self.switch.channels.values(), key=lambda c: c.created_at)
+        return [self._channel_row(ch) for ch in channels]
+
+    def _channel_row(self, ch: Any) -> dict[str, str]:
+        p = ch.profile
+        return {
+            "uuid": ch.uuid,
+            "direction": ch.direction,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ch.created_at)),
+            "created_epoch": str(int(ch.created_at)),
+            "name": ch.name,
+            "state": ch.state.name,
+            "cid_name": p.caller_id_name,
+            "cid_num": p.caller_id_number,
+            "ip_addr": p.network_addr,
+            "dest": p.destination_number,
+            "application": ch.application,
+            "application_data": ch.application_data,
+            "dialplan": p.dialplan,
+            "context": p.context,
+            "read_codec": ch.read_codec,
+            "read_rate": str(ch.codec_rate),
+            "read_bit_rate": "64000",
+            "write_codec": ch.read_codec,
+            "write_rate": str(ch.codec_rate),
+            "write_bit_rate": "64000",
+            "secure": "",
+            "hostname": self.switch.hostname,
+            "presence_id": "",
+            "presence_data": "",
+            "accountcode": ch.variables.get("accountcode", ""),
+            "callstate": ch.call_state.value,
+            "callee_name": p.callee_id_name,
+            "callee_num": p.callee_id_number,
+            "callee_direction": "",
+            "call_uuid": ch.variables.get("call_uuid", ch.uuid),
+            "sent_callee_name": "",
+            "sent_callee_num": "",
+            "initial_cid_name": p.caller_id_name,
+            "initial_cid_num": p.caller_id_number,
+            "initial_ip_addr": p.network_addr,
+            "initial_dest": p.destination_number,
+            "initial_dialplan": p.dialplan,
+            "initial_context": p.context,
+        }
+
+    def _call_rows(self) -> list[dict[str, str]]:
+        """One row per call: the A-leg plus its bridged B-leg's columns (view basic_calls)."""
+        channels = sorted(self.switch.channels.values(), key=lambda c: c.created_at)
+        by_uuid = {ch.uuid: ch for ch in channels}
+        rows: list[dict[str, str]] = []
+        seen: set[str] = set()
+        for ch in channels:
+            if ch.uuid in seen:
+                continue
+            row = self._channel_row(ch)
+            other = by_uuid.get(ch.other_leg) if ch.other_leg else None
+            if other is not None and other.uuid not in seen:
+                seen.add(other.uuid)
+                b = self._channel_row(other)
+                for col in CALL_COLUMNS:
+                    if col.startswith("b_"):
+                        row[col] = b.get(col[2:], "")
+            row["call_created_epoch"] = row["created_epoch"]
+            seen.add(ch.uuid)
+            rows.append(row)
+        return rows
+
+    async def version(self, args: str) -> str:
+        if args.strip().lower() == "short":
+            return VERSION.split("-", 1)[0] + "\n"
+        return f"FreeSWITCH Version {VERSION}+switchboard~64bit ({VERSION} switchboard 64bit)\n"
+
+    async def reloadxml(self, args: str) -> str:
+        try:
+            self.switch.reload()
+        except Exception as exc:
+            log.warning("reloadxml failed: %s", exc)
+            return f"-ERR [{exc}]\n"
+        return "+OK [Success]\n"
+
+    async def global_getvar(self, args: str) -> str:
+        name = args.strip()
+        if not name:
+            return "".join(f"{k}={v}\n" for k, v in self.globals.items())
+        return self.globals.get(name, "")
+
+    async def global_setvar(self, args: str) -> str:
+        name, eq, value = args.partition("=")
+        if not eq or not name.strip():
+            return "-USAGE: <var>=<value>\n"
+        self.globals[name.strip()] = value.strip()
+        return "+OK\n"
+
+    async def create_uuid(self, args: str) -> str:
+        return new_uuid()
+
+    async def uptime(self, args: str) -> str:
+        secs = self.switch.status().uptime_s
+        div = {"": 1, "s": 1, "ms": 1e-3, "us": 1e-6, "m": 60, "h": 3600, "d": 86400}
+        unit = args.strip().lower()
+        if unit not in div:
+            return "-USAGE: [us|ms|s|m|h|d|microseconds|milliseconds|seconds|minutes|hours|days]\n"
+        return f"{int(secs / div[unit])}\n"
+
+    async def hostname(self, args: str) -> str:
+        return self.switch.hostname
+
+
+# --------------------------------------------------------------------------- connection
+
+
+@dataclass(frozen=True)
+class _SessionEnded:
+    """Queue marker: the controlled channel hung up (linger or disconnect, §1.6)."""
+
+    uuid: str
+    channel_name: str
+
+
+class _Closed(Exception):
+    """The connection is finished; leave the command loop."""
+
+
+@dataclass(eq=False)
+class EslConnection:
+    """One client connection: the command loop plus the event writer."""
+
+    server: EventSocketServer
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    peer: str = ""
+    authenticated: bool = False
+    busy: bool = False
+    closing: bool = False
+    lost: int = 0
+    log_level: int | None = None
+    linger: bool = False
+    linger_time: int | None = None
+    session_channel_name: str = ""
+    queue: deque[bytes | _SessionEnded] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        st = self.server.settings
+        self.sub = Subscription()
+        self.packets = PacketReader(
+            max_header_bytes=st.max_header_bytes,
+            max_body_bytes=min(st.max_body_bytes, UNAUTH_MAX_BODY),
+        )
+
+    # --- event side ----------------------------------------------------------------
+
+    def offer(self, event: Event, encoded: wire.EncodedEvent) -> None:
+        """Called synchronously from the event bus: queue the frame or count a loss."""
+        if self.closing or not self.authenticated:
+            return
+        sub = self.sub
+        if sub.active and sub.wants(event):
+            if len(self.queue) >= self.server.settings.max_queue:
+                self.lost += 1
+                self.server.lost_events += 1
+                if self.lost > self.server.settings.max_lost:
+                    self.kill(wire.KILLED_LOST_EVENTS)
+                return
+            self.queue.append(encoded.frame(sub.fmt))
+            self.wake.set()
+        if (
+            sub.session_uuid is not None
+            and event.name == "CHANNEL_HANGUP"
+            and event.headers.get("Unique-ID") == sub.session_uuid
+        ):
+            self.queue.append(
+                _SessionEnded(sub.session_uuid, event.headers.get("Channel-Name", ""))
+            )
+            self.wake.set()
+
+    def kill(self, body: str) -> None:
+        """Disconnect at once (slow consumer or shutdown): notice, then close; never wait."""
+        if self.closing:
+            return
+        log.warning(
+            "ESL %s: disconnecting: %s (lost %d events)", self.peer, body.strip(), self.lost
+        )
+        self.closing = True
+        self.queue.clear()
+        transport = self.writer.transport
+        with contextlib.suppress(Exception):
+            transport.write(wire.disconnect_notice(body, self.sub.session_uuid))
+            transport.close()
+        # The command loop leaves now; a dead peer never drains, so the buffer (bounded by
+        # write_buffer_limit plus the notice) is dropped after a short grace period.
+        self.reader.feed_eof()
+        self.server.connections.discard(self)
+        asyncio.get_running_loop().call_later(KILL_GRACE, transport.abort)
+        self.wake.set()
+
+    async def _write_events(self) -> None:
+        """Write queued events whenever no command is in progress (§1.5)."""
+        transport = self.writer.transport
+        while not self.closing:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.queue and not self.busy and not self.closing:
+                item = self.queue.popleft()
+                if isinstance(item, _SessionEnded):
+                    await self._session_ended(item)
+                    continue
+                # Coalesce what is queued into one write: one syscall per burst, not per event.
+                batch = [item]
+                size = len(item)
+                while self.queue and size < WRITE_BATCH and isinstance(self.queue[0], bytes):
+                    frame = self.queue.popleft()
+                    assert isinstance(frame, bytes)
+                    batch.append(frame)
+                    size += len(frame)
+                transport.write(b"".join(batch) if len(batch) > 1 else item)
+                if transport.get_write_buffer_size() > self.server.settings.write_buffer_limit:
+                    await self.writer.drain()
+
+    async def _session_ended(self, marker: _SessionEnded) -> None:
+        if self.linger:
+            self.writer.write(
+                wire.linger_notice(marker.uuid, marker.channel_name, self.linger_time)
+            )
+            if self.linger_time is not None:
+                asyncio.get_running_loop().call_later(self.linger_time, self._linger_expired)
+        else:
+            await self.close(controlled=True)
+
+    def _linger_expired(self) -> None:
+        if not self.closing:
+            task = asyncio.ensure_future(self.close(controlled=True))
+            self.server.jobs.add(task)
+            task.add_done_callback(self.server.jobs.discard)
+
+    async def close(self, *, controlled: bool = False, notice: bool = True) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.wake.set()
+        with contextlib.suppress(Exception):
+            if notice:
+                # With a controlled session the notice names it (send_disconnect, :631-660).
+                self.writer.write(wire.disconnect_notice(wire.GOODBYE, self.sub.session_uuid))
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 2.0)
+        with contextlib.suppress(Exception):
+            self.writer.transport.abort()
+
+    # --- command side --------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        writer_task = loop.create_task(self._write_events())
+        deadline = loop.time() + self.server.settings.auth_timeout
+        try:
+            self.writer.write(wire.AUTH_REQUEST)
+            while not self.closing:
+                timeout = None if self.authenticated else deadline - loop.time()
+                if timeout is not None and timeout <= 0:
+                    log.info(
+                        "ESL %s: no auth within %.0fs, closing",
+                        self.peer,
+                        self.server.settings.auth_timeout,
+                    )
+                    break
+                try:
+                    data = await asyncio.wait_for(self.reader.read(65536), timeout)
+                except TimeoutError:
+                    log.info("ESL %s: no auth within timeout, closing", self.peer)
+                    break
+                if not data:
+                    break
+                try:
+                    packets = self.packets.feed(data)
+                except FramingError as exc:
+                    # FreeSWITCH drops such a connection without a reply (§1.1).
+                    log.warning("ESL %s: dropping connection: %s", self.peer, exc)
+                    break
+                for packet in packets:
+                    self.busy = True
+                    try:
+                        await self.handle(parse_command(packet), packet.command)
+                    finally:
+                        self.busy = False
+                        self.wake.set()
+        except _Closed:
+            pass
+        except (ConnectionError, OSError) as exc:
+            log.debug("ESL %s: connection error: %s", self.peer, exc)
+        finally:
+            if not self.closing:
+                await self.close(notice=False)
+            writer_task.cancel()
+            with contextlib.suppress(BaseException):
+                await writer_task
+
+    def reply(self, text: str, extra: Iterable[tuple[str, str]] = ()) -> None:
+        self.writer.write(wire.command_reply(text, extra))
+
+    async def handle(self, cmd: Any, text: str) -> None:
+        if not self.authenticated:
+            await self._handle_unauthenticated(cmd)
+            return
+        match cmd:
+            case Exit():
+                self.reply("+OK bye")
+                await self.close()
+                raise _Closed
+            case Auth() | UserAuth():
+                self.reply("-ERR command not found")
+            case Api(command=name, args=args):
+                body = await self.server.run_api(name, args)
+                self.writer.write(wire.api_response(body))
+                await self._drain()
+            case BgApi(command=name, args=args, job_uuid=job):
+                job_uuid = job or new_uuid()
+                self.writer.write(wire.bgapi_reply(job_uuid))
+                self.server.start_job(name, args, job_uuid, self.sub.session_uuid or "")
+            case EventSubscribe(fmt=fmt, names=names):
+                self.reply(self.sub.subscribe(fmt, names))
+            case NixEvent(names=names):
+                self.reply(self.sub.nix(names))
+            case NoEvents():
+                self.reply(self.sub.clear())
+            case FilterAdd(header=header, value=value):
+                self.reply(self.sub.add_filter(header, value))
+            case FilterDelete(header=header, value=value):
+                self.reply(self.sub.delete_filter(header, value))
+            case FilterSyntaxError():
+                self.reply("-ERR invalid syntax")
+            case MyEvents(uuid=uuid, fmt=fmt):
+                self.reply(self._myevents(uuid, fmt))
+            case Linger(seconds=seconds):
+                if self.sub.session_uuid is None:
+                    self.reply("-ERR not controlling a session")
+                else:
+                    self.linger, self.linger_time = True, seconds
+                    self.reply(
+                        f"+OK will linger {seconds} seconds" if seconds else "+OK will linger"
+                    )
+            case NoLinger():
+                if self.sub.session_uuid is None:
+                    self.reply("-ERR not controlling a session")
+                else:
+                    self.linger = False
+                    self.reply("+OK will not linger")
+            case DivertEvents(value=value):
+                if self.sub.session_uuid is None:
+                    self.reply("-ERR not controlling a session.")
+                elif value not in ("on", "off"):
+                    self.reply("-ERR missing value.")
+                else:
+                    self.reply(
+                        "+OK events diverted" if value == "on" else "+OK events not diverted"
+                    )
+            case GetVar(name=name):
+                value = (
+                    self.server.switch.getvar(self.sub.session_uuid, name)
+                    if self.sub.session_uuid
+                    else None
+                )
+                self.reply(value or "-ERR command not found")
+            case Resume():
+                self.reply("+OK" if self.sub.session_uuid else "-ERR command not found")
+            case SendMsg():
+                self.reply(self._sendmsg(cmd))
+            case SendEvent(name=name, headers=headers, body=body):
+                self.reply(self._sendevent(name, headers, body))
+            case Log(level=level):
+                self.reply(self._log(level))
+            case NoLog():
+                if self.log_level is None:
+                    self.reply("-ERR not loging")  # (sic) mod_event_socket.c:2457-2464
+                else:
+                    self.log_level = None
+                    self.reply("+OK no longer logging")
+            case Connect() | Unknown():
+                self.reply("-ERR command not found")
+            case _:
+                self.reply("-ERR command not found")
+
+    async def _handle_unauthenticated(self, cmd: Any) -> None:
+        match cmd:
+            case Auth(password=password):
+                if password == self.server.settings.password:
+                    self.authenticated = True
+                    self.packets.max_body_bytes = self.server.settings.max_body_bytes
+                    self.reply("+OK accepted")
+                    return
+                log.warning("ESL %s: authentication failed", self.peer)
+                self.reply("-ERR invalid")
+                await self.close()
+                raise _Closed
+            case UserAuth():
+                self.reply("-ERR invalid")
+                await self.close()
+                raise _Closed
+            case Exit():
+                self.reply("+OK bye")
+                await self.close()
+                raise _Closed
+            case _:
+                self.reply("-ERR command not found")
+
+    async def _drain(self) -> None:
+        if self.writer.transport.get_write_buffer_size() > self.server.settings.write_buffer_limit:
+            await self.writer.drain()
+
+    def _myevents(self, uuid: str | None, fmt: str | None) -> str:
+        if self.sub.session_uuid is not None:
+            return "-ERR aready enabled."  # (sic) mod_event_socket.c:2063-2139
+        if not uuid:
+            return "-ERR invalid uuid"
+        channel = self.server.switch.channel(uuid)
+        if channel is None:
+            return "-ERR invalid uuid"
+        self.sub.bind_session(uuid, fmt)
+        self.session_channel_name = channel.name
+        return "+OK Events Enabled"
+
+    def _sendmsg(self, cmd: SendMsg) -> str:
+        sw = self.server.switch
+        uuid = cmd.uuid or self.sub.session_uuid
+        if not uuid or sw.channel(uuid) is None:
+            return f"-ERR invalid session id [{uuid or ''}]"
+        command = (cmd.header("call-command") or "").lower()
+        try:
+            if command == "execute":
+                app = cmd.header("execute-app-name") or ""
+                arg = cmd.header("execute-app-arg") or cmd.body
+                loops = cmd.header("loops") or "1"
+                sw.execute(
+                    uuid,
+                    app,
+                    arg,
+                    event_uuid=cmd.header("event-uuid"),
+                    loops=int(loops) if loops.isdigit() else 1,
+                )
+            elif command == "hangup":
+                sw.hangup(uuid, parse_cause(cmd.header("hangup-cause"), Cause.NORMAL_CLEARING))
+        except NoSuchChannel:
+            return f"-ERR invalid session id [{uuid}]"
+        return "+OK"
+
+    def _sendevent(self, name: str, headers: tuple[tuple[str, str], ...], body: str) -> str:
+        sw = self.server.switch
+        event_name = event_id(name.split()[0]) or "CUSTOM"
+        extra = {k: v for k, v in headers if k.lower() not in ("content-length", "content-type")}
+        subclass = extra.pop("Event-Subclass", None)
+        event_uuid = new_uuid()
+        extra["Event-UUID"] = event_uuid
+        sw.fire(sw.make_event(event_name, extra, body=body or None, subclass=subclass))
+        return f"+OK {event_uuid}"
+
+    def _log(self, level: str | None) -> str:
+        # We accept the command but have no log stream to send: ``log/data`` is never sent.
+        if level is None:
+            self.log_level = 7
+            return "+OK log level  [7]"
+        text = level.strip().lower()
+        n = int(text) if text.isdigit() else LOG_LEVELS.get(text)
+        if n is None or not 0 <= n <= 7:
+            return "-ERR invalid log level"
+        self.log_level = n
+        return f"+OK log level {level.strip()} [{n}]"
+
+
+# --------------------------------------------------------------------------- server
+
+
+class EventSocketServer:
+    """Serve the Event Socket for one :class:`Switch`.
+
+    ``await server.start()`` binds (``settings.port`` 0 picks a free port, see
+    :attr:`port`); ``await server.close()`` says goodbye to every client and stops.
+    """
+
+    def __init__(self, switch: Switch, settings: EslSettings | None = None) -> None:
+        self.switch = switch
+        self.settings = settings or EslSettings()
+        self.api = ApiCommands(switch)
+        self.connections: set[EslConnection] = set()
+        self.lost_events = 0
+        self.jobs: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in self.settings.allow]
+        self._started_at = time.monotonic()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._unsubscribe = self.switch.events.subscribe(self._on_event)
+        self._server = await asyncio.start_server(
+            self._accept,
+            self.settings.host,
+            self.settings.port,
+            ssl=self.settings.ssl,
+            limit=1 << 16,
+            backlog=512,
+        )
+        if self.settings.heartbeat > 0:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeats())
+        log.info("ESL listening on %s:%d", self.settings.host, self.port)
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.kill(wire.SHUTDOWN)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 3.0)
+            self._server = None
+
+    async def __aenter__(self) -> EventSocketServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- connections -----------------------------------------------------------------
+
+    def _allowed(self, host: str) -> bool:
+        if not self._networks:
+            return True
+        try:
+            addr = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self._networks)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername") or ("?", 0)
+        host = str(peername[0])
+        if not self._allowed(host):
+            log.warning("ESL: connection from %s refused by the allow-list", host)
+            writer.write(wire.RUDE_REJECTION + wire.disconnect_notice())
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.drain(), 2.0)
+            writer.close()
+            return
+        transport = writer.transport
+        transport.set_write_buffer_limits(high=self.settings.write_buffer_limit)
+        conn = EslConnection(self, reader, writer, peer=f"{host}:{peername[1]}")
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+
+    def _on_event(self, event: Event) -> None:
+        if not self.connections:
+            return
+        encoded = wire.EncodedEvent(event)
+        for conn in list(self.connections):
+            conn.offer(event, encoded)
+
+    # --- api / bgapi -----------------------------------------------------------------
+
+    async def run_api(self, name: str, args: str) -> str:
+        """Run an API command as its own task so a disconnecting client cannot cancel it."""
+        task = asyncio.get_running_loop().create_task(self.api.execute(name, args))
+        self.jobs.add(task)
+        task.add_done_callback(self.jobs.discard)
+        return await asyncio.shield(task)
+
+    def start_job(self, name: str, args: str, job_uuid: str, owner: str) -> None:
+        async def job() -> None:
+            body = await self.api.execute(name, args)
+            headers = {"Job-UUID": job_uuid, "Job-Owner-UUID": owner, "Job-Command": name}
+            if args:
+                headers["Job-Command-Arg"] = args
+            self.switch.fire(self.switch.make_event("BACKGROUND_JOB", headers, body=body))
+
+        task = asyncio.get_running_loop().create_task(job())
+        self.jobs.add(task)
+        task.add_done_callback(self.jobs.discard)
+
+    # --- heartbeat -------------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)
+            # The switch may run its own HEARTBEAT loop (Switch.start); never fire twice.
+            if getattr(self.switch, "_heartbeat", None) is not None:
+                continue
+            self.switch.fire(self.heartbeat_event())
+
+    def heartbeat_event(self) -> Event:
+        f = self.api.status_figures()
+        return self.switch.make_event(
+            "HEARTBEAT",
+            {
+                "Event-Info": "System Ready",
+                "Up-Time": format_uptime(f.uptime_us),
+                "FreeSWITCH-Version": VERSION,
+                "Uptime-msec": str(f.uptime_us // 1000),
+                "Session-Count": str(f.sessions),
+                "Max-Sessions": str(f.max_sessions),
+                "Session-Per-Sec": str(f.sps_max),
+                "Session-Per-Sec-Last": str(f.sps_last),
+                "Session-Per-Sec-Max": str(f.sps_peak),
+                "Session-Per-Sec-FiveMin": str(f.sps_peak_5min),
+                "Session-Since-Startup": str(f.sessions_since_startup),
+                "Session-Peak-Max": str(f.peak),
+                "Session-Peak-FiveMin": str(f.peak_5min),
+                "Idle-CPU": f"{f.idle_cpu:.6f}",
+            },
+        )
+
+
+async def serve(switch: Switch, settings: EslSettings | None = None) -> EventSocketServer:
+    """Start an Event Socket server for ``switch`` and return it (call ``close()`` later)."""
+    server = EventSocketServer(switch, settings)
+    await server.start()
+    return server
+
+
+__all__ = [
+    "ApiCommands",
+    "EslConnection",
+    "EslSettings",
+    "EventSocketServer",
+    "serve",
+]
