@@ -693,8 +693,8 @@ class Proxy:
 
     def _on_ack(self, m: Message, via: Via, now: float) -> list[Send]:
         txn = self.txns.get((via.branch, via.sent_by, b"INVITE"))
-        if txn is not None:
-            if txn.final >= 300 and not txn.acked:
+        if txn is not None and txn.final >= 300:
+            if not txn.acked:
                 # §17.2.1: the ACK for our non-2xx final ends the exchange hop-by-hop.
                 txn.acked = True
                 self._at(now + (T4 if txn.transport == "udp" else 0.0), _CLEANUP, txn)

@@ -1,0 +1,137 @@
+"""The router's admin HTTP/JSON API (FastAPI; OpenAPI description at /openapi.json).
+
+Served by uvicorn inside the router's own event loop, so handlers read and change the
+proxy's state directly, between two SIP messages, without locks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from switchboard.router.dispatcher import Destination, DestinationState
+from switchboard.router.metrics import render
+
+if TYPE_CHECKING:
+    from switchboard.router.service import Router
+
+
+class DestinationView(BaseModel):
+    set: int
+    uri: str
+    state: str
+    flags: str  # Kamailio dispatcher.list letters: AP, IP, TP, DX...
+    probing: bool
+    probe_latency_ms: float | None
+    active_calls: int
+    timeouts: int
+    priority: int
+    weight: int
+    maxload: int
+
+
+class StateChange(BaseModel):
+    uri: str
+    set: int = 1
+    state: Literal["active", "inactive", "trying", "disabled"]
+
+
+class Stats(BaseModel):
+    transactions: int
+    pending_transactions: int
+    dialogs: int
+    draining: bool
+    requests: dict[str, int]
+    replies: dict[str, int]
+    failovers: int
+    acl_rejects: int
+    pike_blocks: int
+    bad_messages: int
+
+
+class ReloadResult(BaseModel):
+    destinations: int
+    transactions_kept: int
+
+
+def _view(d: Destination) -> DestinationView:
+    return DestinationView(
+        set=d.spec.setid,
+        uri=d.uri,
+        state=d.state.value,
+        flags=d.flags_letters,
+        probing=d.probing,
+        probe_latency_ms=None if d.latency_ms is None else round(d.latency_ms, 3),
+        active_calls=d.active_calls,
+        timeouts=d.timeouts,
+        priority=d.spec.priority,
+        weight=d.weight,
+        maxload=d.spec.maxload,
+    )
+
+
+def create_app(router: Router) -> FastAPI:
+    app = FastAPI(
+        title="Switchboard edge router",
+        version="1",
+        description="Destinations, drain, reload, transaction counts and Prometheus metrics.",
+    )
+
+    @app.get("/destinations", response_model=list[DestinationView])
+    def destinations() -> list[DestinationView]:
+        """Every destination with its state, probe latency and active calls."""
+        return [_view(d) for d in router.proxy.dispatcher.destinations()]
+
+    @app.post("/destinations/state", response_model=DestinationView)
+    def set_state(change: StateChange) -> DestinationView:
+        """Set a destination's state. ``disabled`` drains it: no new calls, existing
+        dialogs continue (in-dialog requests follow the route set, not the dispatcher)."""
+        dest = router.proxy.dispatcher.find(change.set, change.uri)
+        if dest is None:
+            raise HTTPException(404, f"no destination {change.uri} in set {change.set}")
+        ch = router.proxy.dispatcher.set_state(dest, DestinationState(change.state))
+        if ch is not None:
+            router.proxy.on_state_change(ch)
+        return _view(dest)
+
+    @app.post("/reload", response_model=ReloadResult)
+    def reload() -> ReloadResult:
+        """Re-read the configuration file and the dispatcher list; transactions and
+        the state of unchanged destinations are kept."""
+        try:
+            n = router.reload()
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return ReloadResult(destinations=n, transactions_kept=router.proxy.transaction_count)
+
+    @app.get("/stats", response_model=Stats)
+    def stats() -> Stats:
+        p = router.proxy
+        s = p.stats
+        return Stats(
+            transactions=p.transaction_count,
+            pending_transactions=p.pending_transactions(),
+            dialogs=p.dialog_count,
+            draining=p.draining,
+            requests=dict(s.requests),
+            replies={str(k): v for k, v in s.replies.items()},
+            failovers=s.failovers,
+            acl_rejects=s.acl_rejects,
+            pike_blocks=s.pike_blocks,
+            bad_messages=s.bad_messages,
+        )
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "draining" if router.proxy.draining else "ok"}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(
+            render(router.registry), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    return app

@@ -1,0 +1,145 @@
+"""Prometheus metrics of the router, read from the proxy's plain counters at scrape time.
+
+Nothing here runs per message except :meth:`LatencyHistogram.observe` (a bisect and two
+additions): the counters live as ints in :class:`~switchboard.router.proxy.Stats` and a
+custom collector turns them into metric families when Prometheus scrapes. Semantics
+follow the Kamailio exporters (reference §7.5): requests by method, replies by code,
+current transactions, per-destination state as 0/1 gauges, drops of ACL and pike.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+if TYPE_CHECKING:
+    from switchboard.router.proxy import Proxy
+
+PREFIX = "switchboard_router_"
+# Forwarding latency: the time the router spends on one message, receive to send.
+LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+
+class LatencyHistogram:
+    """A lock-free histogram for the single-threaded event loop."""
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        self.sum += seconds
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        cumulative = []
+        total = 0
+        for bound, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            total += n
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=self.sum)
+
+
+class RouterCollector:
+    """Turns the proxy's counters and the dispatcher's state into metric families."""
+
+    def __init__(self, proxy: Proxy, latency: LatencyHistogram) -> None:
+        self.proxy = proxy
+        self.latency = latency
+
+    def collect(self) -> Iterator[Metric]:
+        p = self.proxy
+        s = p.stats
+        c = CounterMetricFamily(
+            PREFIX + "requests", "SIP requests received, by method", labels=["method"]
+        )
+        for method, n in sorted(s.requests.items()):
+            c.add_metric([method], n)
+        yield c
+        c = CounterMetricFamily(
+            PREFIX + "replies", "SIP replies sent upstream, by code", labels=["code"]
+        )
+        for code, n in sorted(s.replies.items()):
+            c.add_metric([str(code)], n)
+        yield c
+        yield GaugeMetricFamily(
+            PREFIX + "transactions", "Current server transactions", value=p.transaction_count
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "pending_transactions",
+            "Server transactions without a final response yet",
+            value=p.pending_transactions(),
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "dialogs", "Current dialogs (answered calls)", value=p.dialog_count
+        )
+        for name, doc, value in (
+            ("transactions", "Server transactions created", s.transactions_total),
+            ("failovers", "Calls moved to the next destination (408/5xx/timeout)", s.failovers),
+            ("acl_rejects", "Requests answered 403 by the ACL", s.acl_rejects),
+            ("pike_blocks", "Sources blocked by flood detection", s.pike_blocks),
+            (
+                "pike_rejects",
+                "Requests answered 503 because their source is blocked",
+                s.pike_rejects,
+            ),
+            ("pike_drops", "Requests dropped silently from blocked sources", s.pike_drops),
+            ("bad_messages", "Malformed messages received", s.bad_messages),
+            ("retransmissions", "Retransmitted requests absorbed", s.retransmissions),
+            ("branch_timeouts", "Forwarded requests that got no answer in time", s.branch_timeouts),
+        ):
+            yield CounterMetricFamily(PREFIX + name, doc, value=value)
+        up = GaugeMetricFamily(
+            PREFIX + "destination_up", "1 when selectable (active or trying)", labels=["set", "uri"]
+        )
+        state = GaugeMetricFamily(
+            PREFIX + "destination_state",
+            "1 for the destination's current state",
+            labels=["set", "uri", "state"],
+        )
+        calls = GaugeMetricFamily(
+            PREFIX + "destination_active_calls", "Calls on the destination", labels=["set", "uri"]
+        )
+        lat = GaugeMetricFamily(
+            PREFIX + "destination_probe_latency_seconds",
+            "EWMA of OPTIONS round trip",
+            labels=["set", "uri"],
+        )
+        timeouts = CounterMetricFamily(
+            PREFIX + "destination_timeouts",
+            "Probes or calls left unanswered",
+            labels=["set", "uri"],
+        )
+        for d in p.dispatcher.destinations():
+            labels = [str(d.spec.setid), d.uri]
+            up.add_metric(labels, 1 if d.up else 0)
+            for st in ("active", "trying", "inactive", "disabled"):
+                state.add_metric([*labels, st], 1 if d.state.value == st else 0)
+            calls.add_metric(labels, d.active_calls)
+            if d.latency_ms is not None:
+                lat.add_metric(labels, d.latency_ms / 1000.0)
+            timeouts.add_metric(labels, d.timeouts)
+        yield from (up, state, calls, lat, timeouts)
+        yield self.latency.family(
+            PREFIX + "forwarding_latency_seconds", "Time to process one SIP message"
+        )
+
+
+def make_registry(proxy: Proxy, latency: LatencyHistogram) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RouterCollector(proxy, latency))  # type: ignore[arg-type]
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,450 @@
+"""The edge router process: sockets, one timer, admin API, signals (uvicorn's lifecycle).
+
+``run(config, config_path)`` is what ``switchboard router --config FILE`` calls:
+
+* binds the ``[router] listen`` sockets (UDP via :mod:`switchboard.net.udp`, TCP via
+  :mod:`switchboard.net.tcp`) and the admin HTTP socket, or fails with exit code 3;
+* feeds every datagram/stream message to the pure :class:`~switchboard.router.proxy.Proxy`
+  with ``loop.time()`` and transmits what it returns; keeps ONE timer at
+  ``proxy.get_timer()``;
+* SIGTERM/SIGINT: new INVITEs get 503 while in-flight transactions finish (bounded by
+  ``[router] drain_timeout``), then exit 0; a second signal exits at once (code 1);
+* SIGHUP (and ``POST /reload``): re-read the configuration and the list file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import signal
+import socket
+import time
+from collections.abc import Generator
+from pathlib import Path
+
+import uvicorn
+
+from switchboard import config as config_mod
+from switchboard.net.tcp import TcpTransport
+from switchboard.net.udp import unbracket
+from switchboard.router.admin import create_app
+from switchboard.router.dispatcher import (
+    DestinationSpec,
+    Dispatcher,
+    DispatcherError,
+    ProbingConfig,
+    match_codes,
+    parse_line,
+    parse_list,
+)
+from switchboard.router.metrics import LatencyHistogram, make_registry
+from switchboard.router.protection import Acl, AddressList, Pike
+from switchboard.router.proxy import Interface, Proxy, ProxySettings, Send, default_resolve
+from switchboard.sip.transaction import Peer
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FORCED = 1
+EXIT_START_FAILED = 3
+UDP_BUFFER = 4 << 20
+
+
+class StartError(Exception):
+    """The router could not start (port in use, bad destination list)."""
+
+
+def destination_specs(
+    cfg: config_mod.DispatcherSection, base: Path | None = None
+) -> list[DestinationSpec]:
+    """Destinations from ``[dispatcher] list_file`` and ``destinations`` (DESIGN.md §3).
+
+    A ``destinations`` entry is either a whole list-file line (``"1 sip:… 0 0 attrs"``)
+    or just a URI, which joins set ``[dispatcher] set``. Raises ValueError naming the
+    file/line or the entry."""
+    specs: list[DestinationSpec] = []
+    if cfg.list_file:
+        path = Path(cfg.list_file)
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ValueError(f"dispatcher.list_file: cannot read {path}: {exc.strerror}") from None
+        specs += parse_list(text, name=str(path))
+    for n, entry in enumerate(cfg.destinations):
+        line = entry if entry.strip()[:1].isdigit() else f"{cfg.set} {entry}"
+        spec = parse_line(line, where=f"dispatcher.destinations[{n}]")
+        if spec is not None:
+            specs.append(spec)
+    return specs
+
+
+def _settings(cfg: config_mod.Config) -> ProxySettings:
+    return ProxySettings(
+        setid=cfg.dispatcher.set,
+        failover_timeout=cfg.dispatcher.failover_timeout,
+        failover_codes=match_codes(cfg.dispatcher.failover_codes),
+        unavailable_reason=cfg.dispatcher.unavailable_reason,
+        retry_after=cfg.dispatcher.retry_after,
+    )
+
+
+def _probing(cfg: config_mod.DispatcherSection) -> ProbingConfig:
+    return ProbingConfig(
+        cfg.ping_interval, cfg.ping_timeout, cfg.probing_threshold, cfg.inactive_threshold
+    )
+
+
+class _AdminServer(uvicorn.Server):
+    """uvicorn inside the router's loop; the router owns the signals, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class _Resolver:
+    """Host names of destinations and Route/R-URI hosts → IP, cached (blocking lookups
+    happen once per name, at first use)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[str, str | None] = {}
+
+    def __call__(self, host: str) -> str | None:
+        hit = self.cache.get(host, "")
+        if hit != "":
+            return hit
+        ip = default_resolve(host)
+        if ip is None:
+            try:
+                ip = socket.gethostbyname(host)
+            except OSError:
+                ip = None
+        if len(self.cache) > 10_000:
+            self.cache.clear()
+        self.cache[host] = ip
+        return ip
+
+
+class _UdpSocket(asyncio.DatagramProtocol):
+    """One bound UDP socket; each datagram goes straight to the router (hot path: no
+    per-datagram objects beyond the address tuple the loop already made)."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: tuple[str, int] = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.local = transport.get_extra_info("sockname")[:2]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Bursts of thousands of datagrams must queue in the kernel, not be dropped.
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, opt, UDP_BUFFER)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        try:
+            self.router.on_datagram(data, addr)
+        except Exception:  # the process never dies on a peer's bytes
+            log.exception("datagram from %s:%s crashed the router; dropped", addr[0], addr[1])
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors cannot be tied to a message; the failover timer decides (§16.8).
+        log.debug("UDP socket error: %s", exc)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Router:
+    """One router process (single worker)."""
+
+    def __init__(self, cfg: config_mod.Config, config_path: Path | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.loop = asyncio.get_running_loop()
+        self.udp: list[_UdpSocket] = []
+        self.tcp: TcpTransport | None = None
+        self.proxy: Proxy
+        self.latency = LatencyHistogram()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._admin: _AdminServer | None = None
+        self._admin_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self.admin_address: tuple[str, int] = ("", 0)
+
+    # -- start / stop -------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.cfg
+        base = self.config_path.parent if self.config_path else None
+        try:
+            specs = destination_specs(cfg.dispatcher, base)
+            settings = _settings(cfg)
+            acl = Acl(cfg.acl.allow, key="acl.allow")
+            pike = Pike(
+                sampling_time_unit=cfg.pike.sampling_time_unit,
+                reqs_density_per_unit=cfg.pike.reqs_density_per_unit,
+                ban_seconds=cfg.pike.ban_seconds,
+                allow=cfg.pike.allow,
+            )
+        except (ValueError, DispatcherError) as exc:
+            raise StartError(str(exc)) from None
+        interfaces: list[Interface] = []
+        try:
+            for item in cfg.router.listen:
+                proto, _, addr = item.partition(":")
+                host, _, port = addr.rpartition(":")
+                if proto == "udp":
+                    _, u = await self.loop.create_datagram_endpoint(
+                        lambda: _UdpSocket(self), local_addr=(unbracket(host), int(port))
+                    )
+                    self.udp.append(u)
+                    interfaces.append(Interface("udp", host, u.local[1]))
+                else:
+                    if self.tcp is None:
+                        self.tcp = TcpTransport(self._on_tcp, self._on_send_failed)
+                    bound = await self.tcp.listen(host, int(port))
+                    interfaces.append(Interface("tcp", host, bound[1]))
+            admin_sock = self._bind_admin(cfg.router.admin)
+        except OSError as exc:
+            await self._close_sockets()
+            raise StartError(f"cannot bind: {exc.strerror or exc}") from None
+        primary = {}
+        for i in interfaces:
+            primary.setdefault(i.transport, i)
+        dispatcher = Dispatcher(
+            specs,
+            algorithm=cfg.dispatcher.algorithm,
+            probing=_probing(cfg.dispatcher),
+            now=self.loop.time(),
+        )
+        self.proxy = Proxy(
+            list(primary.values()),
+            dispatcher,
+            acl=acl,
+            pike=pike,
+            settings=settings,
+            secret=os.urandom(8),
+            resolve=_Resolver(),
+            aliases=tuple((i.host, i.port) for i in interfaces),
+        )
+        self.registry = make_registry(self.proxy, self.latency)
+        self.interfaces = interfaces
+        app = create_app(self)
+        ucfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self._admin = _AdminServer(ucfg)
+        self._admin_task = self.loop.create_task(self._admin.serve(sockets=[admin_sock]))
+        self._arm()
+        log.info(
+            "router listening on %s, admin on http://%s:%d, %d destination(s), algorithm %d",
+            ", ".join(f"{i.transport}:{i.host}:{i.port}" for i in interfaces),
+            *self.admin_address,
+            len(specs),
+            cfg.dispatcher.algorithm,
+        )
+
+    def _bind_admin(self, address: str) -> socket.socket:
+        host, _, port = address.rpartition(":")
+        host = unbracket(host)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+        except OSError:
+            sock.close()
+            raise
+        sock.listen(128)
+        sock.setblocking(False)
+        self.admin_address = sock.getsockname()[:2]
+        return sock
+
+    async def _close_sockets(self) -> None:
+        for u in self.udp:
+            u.close()
+        if self.tcp is not None:
+            await self.tcp.close()
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._admin is not None:
+            self._admin.should_exit = True
+            if self._admin_task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._admin_task, 5.0)
+        await self._close_sockets()
+
+    def request_stop(self) -> None:
+        """First call: drain. Second call: force."""
+        if self._stop.is_set():
+            log.warning(
+                "second signal: exiting now with %d transaction(s) pending",
+                self.proxy.pending_transactions(),
+            )
+            self._force.set()
+            return
+        log.info(
+            "draining: new INVITEs get 503, waiting for %d transaction(s)",
+            self.proxy.pending_transactions(),
+        )
+        self.proxy.draining = True
+        self._stop.set()
+
+    async def serve(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        await self._stop.wait()
+        deadline = self.loop.time() + self.cfg.router.drain_timeout
+        while (
+            self.proxy.pending_transactions()
+            and self.loop.time() < deadline
+            and not self._force.is_set()
+        ):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._force.wait(), 0.05)
+        forced = self._force.is_set()
+        await self.stop()
+        log.info("router stopped (%s)", "forced" if forced else "drained")
+        return EXIT_FORCED if forced else EXIT_OK
+
+    def reload(self) -> int:
+        """Re-read the configuration and list file, keeping transactions and the state of
+        unchanged destinations. Raises ValueError (and changes nothing) on a bad file."""
+        try:
+            cfg = config_mod.load(self.config_path) if self.config_path else self.cfg
+            base = self.config_path.parent if self.config_path else None
+            specs = destination_specs(cfg.dispatcher, base)
+            settings = _settings(cfg)
+            acl = Acl(cfg.acl.allow, key="acl.allow")
+            pike_allow = AddressList(cfg.pike.allow, key="pike.allow")
+        except (config_mod.ConfigError, DispatcherError) as exc:
+            raise ValueError(str(exc)) from None
+        p = self.proxy
+        p.dispatcher.algorithm = cfg.dispatcher.algorithm
+        p.dispatcher.probing = _probing(cfg.dispatcher)
+        p.dispatcher.load(specs)
+        p.settings = settings
+        p.acl = acl
+        if p.pike is not None:
+            p.pike.unit = cfg.pike.sampling_time_unit
+            p.pike.density = cfg.pike.reqs_density_per_unit
+            p.pike.ban_seconds = cfg.pike.ban_seconds
+            p.pike.allow = pike_allow
+        if cfg.router.listen != self.cfg.router.listen:
+            log.warning("[router] listen changed: takes effect at the next restart")
+        self.cfg = cfg
+        log.info(
+            "reloaded: %d destination(s), %d transaction(s) kept", len(specs), p.transaction_count
+        )
+        self._arm()
+        return len(specs)
+
+    # -- I/O --------------------------------------------------------------------------
+    def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        t0 = time.perf_counter()
+        sends = self.proxy.receive(data, "udp", addr, None, self.loop.time())
+        if sends:
+            self._transmit(sends)
+        self.latency.observe(time.perf_counter() - t0)
+        if self.proxy.get_timer() < self._timer_at:
+            self._arm()
+
+    def _on_tcp(self, data: bytes, peer: Peer) -> None:
+        t0 = time.perf_counter()
+        sends = self.proxy.receive(data, "tcp", (peer.host, peer.port), peer, self.loop.time())
+        if sends:
+            self._transmit(sends)
+        self.latency.observe(time.perf_counter() - t0)
+        if self.proxy.get_timer() < self._timer_at:
+            self._arm()
+
+    def _transmit(self, sends: list[Send]) -> None:
+        for s in sends:
+            if s.transport == "udp":
+                udp = self.udp[0].transport if self.udp else None
+                if udp is None:
+                    continue
+                try:
+                    udp.sendto(s.data, (unbracket(s.addr[0]), s.addr[1]))
+                except OSError as exc:
+                    log.debug("UDP send to %s:%d failed: %s", *s.addr, exc)
+                    if s.branch:
+                        self._on_send_failed(s.branch)
+            elif self.tcp is not None:
+                peer = s.conn if isinstance(s.conn, Peer) else Peer("TCP", s.addr[0], s.addr[1])
+                self.tcp.send(s.data, peer, s.branch or None)
+            elif s.branch:
+                self._on_send_failed(s.branch)
+
+    def _on_send_failed(self, token: object) -> None:
+        if isinstance(token, bytes) and token:
+            sends = self.proxy.transport_error(token, self.loop.time())
+            if sends:
+                self.loop.call_soon(self._transmit, sends)
+            self._arm()
+
+    def _arm(self) -> None:
+        when = self.proxy.get_timer()
+        if self._timer is not None:
+            if self._timer_at <= when:
+                return
+            self._timer.cancel()
+        if math.isinf(when):
+            self._timer = None
+            self._timer_at = math.inf
+            return
+        self._timer_at = when
+        self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        try:
+            sends = self.proxy.handle_timer(self.loop.time())
+            if sends:
+                self._transmit(sends)
+        except Exception:  # a timer bug must not stop the router's clock
+            log.exception("router timer failed")
+        self._arm()
+
+
+async def serve(cfg: config_mod.Config, config_path: Path | None = None) -> int:
+    """Start the router and run it until a signal; returns the exit code."""
+    router = Router(cfg, config_path)
+    try:
+        await router.start()
+    except StartError as exc:
+        log.error("router failed to start: %s", exc)
+        return EXIT_START_FAILED
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, router.request_stop)
+
+    def on_hup() -> None:
+        try:
+            router.reload()
+        except ValueError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        return await router.serve()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
+def run(cfg: config_mod.Config, config_path: Path | None = None) -> int:
+    """Blocking entry point for the CLI."""
+    from switchboard.net.loop import run as run_loop
+
+    return run_loop(serve(cfg, config_path))

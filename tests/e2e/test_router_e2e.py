@@ -1,0 +1,655 @@
+"""The edge router against real SIPp peers on 127.0.0.0/8 (free ports only).
+
+SIPp UAC → router → two SIPp UAS, with Record-Route honoured both ways: the UAS copy
+Record-Route into their responses, the UAC sends ACK and BYE to the route set
+(tests/e2e/sipp/router_*.xml). A SIPp exit code of 0 means every call of its run
+completed as the scenario says; UAS runs with ``-m N`` prove where calls went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from switchboard import config as config_mod
+from switchboard.router.dispatcher import DestinationState
+from switchboard.router.service import Router
+
+SIPP = shutil.which("sipp")
+SCENARIOS = Path(__file__).parent / "sipp"
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed"),
+]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on ``host``."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((host, 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+class Sipp:
+    """One SIPp process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, cwd: Path, name: str) -> None:
+        self.proc = proc
+        self.cwd = cwd
+        self.name = name
+
+    @classmethod
+    async def start(
+        cls, cwd: Path, scenario: str | Path, *args: str, ip: str = "127.0.0.1", port: int = 0
+    ) -> Sipp:
+        path = scenario if isinstance(scenario, Path) else SCENARIOS / scenario
+        argv = [
+            SIPP or "sipp",
+            "-sf",
+            str(path),
+            "-i",
+            ip,
+            "-p",
+            str(port or free_port(ip)),
+            "-nostdin",
+            "-trace_err",
+            "-trace_screen",
+            *args,
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        return cls(proc, cwd, path.stem)
+
+    async def wait(self, timeout: float = 30.0) -> int:
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.kill()
+            await self.proc.wait()
+            raise AssertionError(
+                f"SIPp {self.name} did not finish within {timeout} s:\n{self.errors()}"
+            ) from None
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
+    def received(self, method: str) -> int:
+        """How many ``method`` requests this SIPp received (its -trace_msg log)."""
+        n = 0
+        for f in self.cwd.glob(f"{self.name}_{self.proc.pid}_messages.log"):
+            n += len(
+                re.findall(rf"message received \[\d+\] bytes :\s*\n\s*\n{method} ", f.read_text())
+            )
+        return n
+
+    async def wait_received(self, method: str, count: int, timeout: float = 10.0) -> None:
+        await wait_for(
+            lambda: self.received(method) >= count,
+            timeout,
+            f"{self.name} to receive {count} {method}",
+        )
+        await asyncio.sleep(0.2)  # and not more
+        assert self.received(method) == count
+
+    def errors(self) -> str:
+        out = []
+        for f in self.cwd.glob(f"{self.name}_{self.proc.pid}_errors.log"):
+            out.append(f.read_text()[-3000:])
+        return "\n".join(out)
+
+    async def ok(self, timeout: float = 30.0) -> None:
+        rc = await self.wait(timeout)
+        assert rc == 0, f"SIPp {self.name} exited {rc}:\n{self.errors()}"
+
+
+def uac_args(
+    router_port: int, calls: int, rate: int = 20, *, transport: str = "u1", hold_ms: int = 0
+) -> list[str]:
+    return [
+        f"127.0.0.1:{router_port}",
+        "-s",
+        "echo",
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-d",
+        str(hold_ms),
+        "-t",
+        transport,
+        "-timeout",
+        "25s",
+    ]
+
+
+def expect_scenario(tmp: Path, code: int) -> Path:
+    path = tmp / f"router_uac_expect_{code}.xml"
+    path.write_text(
+        (SCENARIOS / "router_uac_expect.xml").read_text().replace("@EXPECT@", str(code))
+    )
+    return path
+
+
+def toml_value(v: Any) -> str:
+    return json.dumps(v)
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    lines = []
+    for name, keys in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in keys.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def router_sections(
+    port: int, destinations: list[str], **over: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    sections: dict[str, dict[str, Any]] = {
+        "router": {
+            "listen": [f"udp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}"],
+            "admin": f"127.0.0.1:{free_port()}",
+            "drain_timeout": 5.0,
+        },
+        "dispatcher": {
+            "destinations": destinations,
+            "ping_interval": 0.5,
+            "ping_timeout": 0.4,
+            "probing_threshold": 2,
+            "inactive_threshold": 1,
+            "failover_timeout": 1.0,
+        },
+        "acl": {"allow": ["127.0.0.1"]},
+        "pike": {"sampling_time_unit": 1, "reqs_density_per_unit": 200, "ban_seconds": 60},
+    }
+    for name, keys in over.items():
+        sections.setdefault(name, {}).update(keys)
+    return sections
+
+
+@contextlib.asynccontextmanager
+async def running_router(tmp: Path, sections: dict[str, dict[str, Any]]) -> AsyncIterator[Router]:
+    path = write_config(tmp / "router.toml", sections)
+    router = Router(config_mod.load(path, environ={}), path)
+    await router.start()
+    try:
+        yield router
+    finally:
+        await router.stop()
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll with a bounded deadline (state changes driven by probing timers)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def admin_url(router: Router) -> str:
+    host, port = router.admin_address
+    return f"http://{host}:{port}"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+async def uas_pair(
+    tmp: Path,
+    scenario_a: str,
+    scenario_b: str,
+    *args_a: str,
+    transport: str = "u1",
+    args_b: tuple[str, ...] = (),
+) -> tuple[Sipp, Sipp, int, int]:
+    pa, pb = free_port(), free_port()
+    a = await Sipp.start(tmp, scenario_a, "-aa", "-trace_msg", "-t", transport, *args_a, port=pa)
+    b = await Sipp.start(tmp, scenario_b, "-aa", "-trace_msg", "-t", transport, *args_b, port=pb)
+    return a, b, pa, pb
+
+
+def both_active(router: Router) -> bool:
+    return all(
+        d.state is DestinationState.ACTIVE and d.latency_ms is not None
+        for d in router.proxy.dispatcher.destinations()
+    )
+
+
+# ---------------------------------------------------------------------------- calls
+
+
+@pytest.mark.parametrize(
+    ("uac_transport", "uas_transport"),
+    [("u1", "u1"), ("t1", "t1"), ("u1", "t1")],
+    ids=["udp", "tcp", "udp-caller-tcp-media-node"],
+)
+async def test_calls_complete_and_alternate(
+    workdir: Path, uac_transport: str, uas_transport: str
+) -> None:
+    a, b, pa, pb = await uas_pair(
+        workdir, "router_uas.xml", "router_uas.xml", transport=uas_transport
+    )
+    suffix = ";transport=tcp" if uas_transport == "t1" else ""
+    rport = free_port()
+    sections = router_sections(
+        rport, [f"sip:127.0.0.1:{pa}{suffix}", f"sip:127.0.0.1:{pb}{suffix}"]
+    )
+    try:
+        async with running_router(workdir, sections) as router:
+            await wait_for(lambda: both_active(router), what="both media nodes answering OPTIONS")
+            uac = await Sipp.start(
+                workdir, "router_uac.xml", *uac_args(rport, 8, transport=uac_transport)
+            )
+            await uac.ok()
+            await a.wait_received("INVITE", 4)  # each UAS took 4 of the 8 calls: they alternated
+            await b.wait_received("INVITE", 4)
+            await b.wait_received("BYE", 4)  # ACK and BYE came through the router
+            stats = router.proxy.stats
+            assert (
+                stats.requests["INVITE"] == 8
+                and stats.requests["BYE"] == 8
+                and stats.requests["ACK"] == 8
+            )
+            assert router.proxy.dialog_count == 0
+    finally:
+        a.kill()
+        b.kill()
+
+
+async def test_failover_on_503(workdir: Path) -> None:
+    busy, good, pa, pb = await uas_pair(workdir, "router_uas_503.xml", "router_uas.xml")
+    rport = free_port()
+    sections = router_sections(rport, [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"])
+    try:
+        async with running_router(workdir, sections) as router:
+            await wait_for(lambda: both_active(router), what="probing")
+            uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 6))
+            await uac.ok()  # the caller saw only the successful answers
+            await busy.wait_received("INVITE", 3)  # 3 calls were tried on the busy node first...
+            await busy.wait_received("ACK", 3)  # (the router ACKed its 503s hop-by-hop)
+            await good.wait_received("INVITE", 6)  # ...and all 6 ended on the good one
+            assert router.proxy.stats.failovers == 3
+    finally:
+        busy.kill()
+        good.kill()
+
+
+async def test_failover_on_killed_media_node_and_recovery_by_probing(workdir: Path) -> None:
+    a, b, pa, pb = await uas_pair(workdir, "router_uas.xml", "router_uas.xml")
+    rport = free_port()
+    sections = router_sections(rport, [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"])
+    try:
+        async with running_router(workdir, sections) as router:
+            await wait_for(lambda: both_active(router), what="probing")
+            dest_a = router.proxy.dispatcher.find(1, f"sip:127.0.0.1:{pa}")
+            assert dest_a is not None
+            a.kill()
+            await a.proc.wait()
+            uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 6, rate=10))
+            await uac.ok()  # no failed call: timed-out branches failed over
+            await wait_for(
+                lambda: dest_a.state is DestinationState.INACTIVE, what="dead node inactive"
+            )
+            # the media node comes back on the same port; probing makes it active again
+            a = await Sipp.start(workdir, "router_uas.xml", "-aa", "-trace_msg", port=pa)
+            await wait_for(
+                lambda: dest_a.state is DestinationState.ACTIVE, what="recovered node active"
+            )
+            uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 4, rate=10))
+            await uac.ok()
+            await a.wait_received("INVITE", 2)  # it takes its share of calls again
+    finally:
+        a.kill()
+        b.kill()
+
+
+async def test_cancel_before_answer(workdir: Path) -> None:
+    a, b, pa, pb = await uas_pair(workdir, "router_uas_cancel.xml", "router_uas_cancel.xml")
+    rport = free_port()
+    sections = router_sections(rport, [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"])
+    try:
+        async with running_router(workdir, sections) as router:
+            await wait_for(lambda: both_active(router), what="probing")
+            uac = await Sipp.start(workdir, "router_uac_cancel.xml", *uac_args(rport, 4, rate=10))
+            await uac.ok()  # 200 for CANCEL, 487 for the INVITE, at the caller
+            for uas in (a, b):  # each UAS got the CANCEL and the router's ACK for its 487
+                await uas.wait_received("CANCEL", 2)
+                await uas.wait_received("ACK", 2)
+            assert router.proxy.stats.replies.get(487) == 4
+            assert router.proxy.stats.failovers == 0
+    finally:
+        a.kill()
+        b.kill()
+
+
+# ---------------------------------------------------------------------------- protection
+
+
+async def test_acl_rejects_calls_from_outside_with_403(workdir: Path) -> None:
+    a, b, pa, pb = await uas_pair(workdir, "router_uas.xml", "router_uas.xml")
+    rport = free_port()
+    sections = router_sections(rport, [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"])
+    try:
+        async with running_router(workdir, sections) as router:
+            outsider = await Sipp.start(
+                workdir, expect_scenario(workdir, 403), *uac_args(rport, 3), ip="127.0.0.2"
+            )
+            await outsider.ok()
+            assert router.proxy.stats.acl_rejects == 3
+            assert router.proxy.stats.requests["INVITE"] == 3
+            assert router.proxy.stats.transactions_total == 0  # nothing was forwarded
+    finally:
+        a.kill()
+        b.kill()
+
+
+async def test_flood_from_one_source_is_blocked_while_carrier_continues(
+    workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b, pa, pb = await uas_pair(workdir, "router_uas.xml", "router_uas.xml")
+    rport = free_port()
+    sections = router_sections(
+        rport,
+        [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"],
+        acl={"allow": ["127.0.0.0/8"]},
+        pike={"sampling_time_unit": 1, "reqs_density_per_unit": 100, "ban_seconds": 30},
+    )
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    flood.bind(("127.0.0.3", 0))
+    flood.setblocking(False)
+    fport = flood.getsockname()[1]
+    try:
+        with caplog.at_level(logging.WARNING, logger="switchboard.router"):
+            async with running_router(workdir, sections) as router:
+                carrier = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 20, rate=10))
+                sent = 0
+                for burst in range(30):  # 3,000 OPTIONS in ~1.5 s, bounded
+                    for i in range(100):
+                        n = burst * 100 + i
+                        flood.sendto(
+                            (
+                                f"OPTIONS sip:127.0.0.1:{rport} SIP/2.0\r\n"
+                                f"Via: SIP/2.0/UDP 127.0.0.3:{fport};branch=z9hG4bK-fl{n}\r\n"
+                                f"From: <sip:x@127.0.0.3>;tag=f{n}\r\nTo: <sip:y@127.0.0.1>\r\n"
+                                f"Call-ID: flood-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                                "Content-Length: 0\r\n\r\n"
+                            ).encode(),
+                            ("127.0.0.1", rport),
+                        )
+                        sent += 1
+                    await asyncio.sleep(0.05)
+                await carrier.ok()  # the carrier's 20 calls all completed
+                replies = []
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        replies.append(flood.recv(65535).split(b"\r\n", 1)[0])
+                assert router.proxy.pike is not None
+                assert router.proxy.pike.is_banned("127.0.0.3", router.loop.time())
+                assert not router.proxy.pike.is_banned("127.0.0.1", router.loop.time())
+                assert b"SIP/2.0 503 Too Many Requests" in replies
+                assert len(replies) < sent / 2  # most of the flood was dropped silently
+                assert router.proxy.stats.pike_blocks == 1
+    finally:
+        flood.close()
+        a.kill()
+        b.kill()
+    warnings = [r.getMessage() for r in caplog.records if "RATE LIMIT" in r.getMessage()]
+    assert warnings == ["RATE LIMIT: 127.0.0.3"]
+
+
+async def test_malformed_oversized_and_tcp_garbage_do_not_disturb_calls(workdir: Path) -> None:
+    a, b, pa, pb = await uas_pair(workdir, "router_uas.xml", "router_uas.xml")
+    rport = free_port()
+    sections = router_sections(rport, [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"])
+    try:
+        async with running_router(workdir, sections) as router:
+            uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 20, rate=20))
+            loop = asyncio.get_running_loop()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", 0))
+                s.settimeout(2)
+                for junk in (
+                    b"\x00\xff\xfe garbage",
+                    b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKj\r\n\r\n",
+                    b"INVITE sip:x@y SIP/2.0\r\n" + b"X-Big: " + b"a" * 60000 + b"\r\n\r\n",
+                    os.urandom(1200),
+                ):
+                    s.sendto(junk, ("127.0.0.1", rport))
+                    await asyncio.sleep(0.02)
+                s.sendto(
+                    b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bKbad\r\n"
+                    b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: bad\r\nCSeq: one OPTIONS\r\n\r\n"
+                    % s.getsockname()[1],
+                    ("127.0.0.1", rport),
+                )
+                answer = await loop.run_in_executor(None, s.recv, 65535)
+                assert answer.startswith(b"SIP/2.0 400 ")
+            for junk in (
+                os.urandom(3000),
+                b"INVITE sip:x SIP/2.0\r\nContent-Length: 99999999\r\n\r\n",
+                b"A" * 70000,
+            ):
+                _, w = await asyncio.open_connection("127.0.0.1", rport)
+                w.write(junk)
+                await w.drain()
+                await asyncio.sleep(0.05)
+                w.close()
+            await uac.ok()
+            assert router.proxy.stats.bad_messages >= 3
+    finally:
+        a.kill()
+        b.kill()
+
+
+# ---------------------------------------------------------------------------- admin API
+
+
+async def test_admin_api_drain_reload_stats_metrics(workdir: Path) -> None:
+    a, b, pa, pb = await uas_pair(workdir, "router_uas.xml", "router_uas.xml")
+    rport = free_port()
+    sections = router_sections(rport, [f"sip:127.0.0.1:{pa}"])
+    try:
+        async with (
+            running_router(workdir, sections) as router,
+            httpx.AsyncClient(base_url=admin_url(router)) as http,
+        ):
+            spec = (await http.get("/openapi.json")).json()
+            assert "/destinations/state" in spec["paths"] and "/reload" in spec["paths"]
+            # reload adding a destination, without dropping anything
+            write_config(
+                workdir / "router.toml",
+                router_sections(
+                    rport,
+                    [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"],
+                    router={"admin": sections["router"]["admin"]},
+                ),
+            )
+            r = await http.post("/reload")
+            assert r.status_code == 200 and r.json()["destinations"] == 2
+            await wait_for(lambda: both_active(router), what="new destination probed")
+            dests = (await http.get("/destinations")).json()
+            assert [(d["uri"], d["state"], d["flags"]) for d in dests] == [
+                (f"sip:127.0.0.1:{pa}", "active", "AP"),
+                (f"sip:127.0.0.1:{pb}", "active", "AP"),
+            ]
+            assert all(d["probe_latency_ms"] is not None for d in dests)
+            # a long call on A (first in round-robin), then drain A: the call continues,
+            # new calls go to B only
+            long_call = await Sipp.start(
+                workdir, "router_uac.xml", *uac_args(rport, 1, hold_ms=1500)
+            )
+            await wait_for(lambda: router.proxy.dialog_count == 1, what="the long call answered")
+            r = await http.post(
+                "/destinations/state", json={"uri": f"sip:127.0.0.1:{pa}", "state": "disabled"}
+            )
+            assert r.status_code == 200 and r.json()["flags"] == "DP"
+            assert (await http.get("/destinations")).json()[0]["active_calls"] == 1
+            stats = (await http.get("/stats")).json()
+            assert stats["dialogs"] == 1 and stats["transactions"] >= 1
+            short = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 3))
+            await short.ok()
+            await long_call.ok()  # its BYE still reached the drained node
+            await a.wait_received("INVITE", 1)  # A had exactly its one call (and its BYE)
+            await a.wait_received("BYE", 1)
+            await b.wait_received("INVITE", 3)  # B all three new ones
+            bad = await http.post(
+                "/destinations/state", json={"uri": "sip:nowhere", "state": "disabled"}
+            )
+            assert bad.status_code == 404
+            bad = await http.post(
+                "/destinations/state", json={"uri": f"sip:127.0.0.1:{pa}", "state": "asleep"}
+            )
+            assert bad.status_code == 422
+            text = (await http.get("/metrics")).text
+            for name in (
+                'switchboard_router_requests_total{method="INVITE"} 4.0',
+                'switchboard_router_replies_total{code="200"}',
+                "switchboard_router_transactions ",
+                f'switchboard_router_destination_up{{set="1",uri="sip:127.0.0.1:{pa}"}} 0.0',
+                f'switchboard_router_destination_state{{set="1",state="disabled",uri="sip:127.0.0.1:{pa}"}} 1.0',
+                "switchboard_router_failovers_total 0.0",
+                "switchboard_router_acl_rejects_total",
+                "switchboard_router_pike_blocks_total",
+                "switchboard_router_forwarding_latency_seconds_bucket",
+            ):
+                assert name in text, name
+            # a broken file is refused and changes nothing
+            (workdir / "router.toml").write_text("[dispatcher]\nalgorithm = 7\n")
+            r = await http.post("/reload")
+            assert r.status_code == 400 and "algorithm" in r.json()["detail"]
+            assert len((await http.get("/destinations")).json()) == 2
+    finally:
+        a.kill()
+        b.kill()
+
+
+# ---------------------------------------------------------------------------- lifecycle
+
+
+async def start_cli(tmp: Path, sections: dict[str, dict[str, Any]]) -> asyncio.subprocess.Process:
+    path = write_config(tmp / "cli.toml", sections)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "switchboard.cli",
+        "router",
+        "--config",
+        str(path),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return proc
+
+
+async def wait_http(url: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if loop.time() > deadline:
+                raise AssertionError(f"{url} did not come up")
+            await asyncio.sleep(0.1)
+
+
+async def test_sigterm_drains_in_flight_and_refuses_new_invites(workdir: Path) -> None:
+    slow = await Sipp.start(workdir, "router_uas_slow.xml", "-aa", port=(pa := free_port()))
+    rport = free_port()
+    sections = router_sections(rport, [f"sip:127.0.0.1:{pa}"], dispatcher={"failover_timeout": 3.0})
+    proc = await start_cli(workdir, sections)
+    try:
+        await wait_http(f"http://{sections['router']['admin']}/health")
+        in_flight = await Sipp.start(workdir, expect_scenario(workdir, 200), *uac_args(rport, 1))
+        await asyncio.sleep(0.5)  # ringing: the INVITE transaction is in flight
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        refused = await Sipp.start(workdir, expect_scenario(workdir, 503), *uac_args(rport, 1))
+        await refused.ok(10)  # a new INVITE during the drain gets 503
+        await in_flight.ok(10)  # the in-flight call got its 200
+        rc = await asyncio.wait_for(proc.wait(), 10)
+        assert rc == 0
+    finally:
+        slow.kill()
+        if proc.returncode is None:
+            proc.kill()
+
+
+async def test_second_signal_forces_exit(workdir: Path) -> None:
+    slow = await Sipp.start(workdir, "router_uas_slow.xml", "-aa", port=(pa := free_port()))
+    rport = free_port()
+    sections = router_sections(rport, [f"sip:127.0.0.1:{pa}"], router={"drain_timeout": 30.0})
+    proc = await start_cli(workdir, sections)
+    try:
+        await wait_http(f"http://{sections['router']['admin']}/health")
+        caller = await Sipp.start(workdir, expect_scenario(workdir, 200), *uac_args(rport, 1))
+        await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        assert proc.returncode is None  # draining
+        proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.wait_for(proc.wait(), 5)
+        assert rc == 1
+        caller.kill()
+    finally:
+        slow.kill()
+        if proc.returncode is None:
+            proc.kill()
+
+
+async def test_cli_exit_codes(workdir: Path) -> None:
+    bad = write_config(workdir / "bad.toml", {"dispatcher": {"algorithm": 7}})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "switchboard.cli",
+        "router",
+        "--config",
+        str(bad),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 2 and b"dispatcher.algorithm" in err
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        sections = router_sections(port, ["sip:127.0.0.1:5"])
+        sections["router"]["listen"] = [f"udp:127.0.0.1:{port}"]
+        proc = await start_cli(workdir, sections)
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 3 and b"cannot bind" in err
