@@ -421,3 +421,37 @@ async def test_tls(switch: Switch, tmp_path: Path) -> None:
         data = await asyncio.wait_for(reader.read(), 5)
         assert b"auth/request" not in data and b"accepted" not in data
         writer.close()
+
+
+async def test_100_concurrent_originates_over_10_connections(
+    server: EventSocketServer, switch: Switch
+) -> None:
+    clients = [await EslClient.connect(server.port) for _ in range(10)]
+    for c in clients:
+        await c.command("event plain BACKGROUND_JOB")
+    jobs: dict[str, EslClient] = {}
+    for i, c in enumerate(clients):
+        for j in range(10):
+            job = f"job-{i}-{j}"
+            jobs[job] = c
+            c.send("bgapi originate sofia/gateway/carrier/slow300 &park", {"Job-UUID": job})
+    results: dict[str, str] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    for c in clients:
+        while sum(1 for j, cc in jobs.items() if cc is c and j in results) < 10:
+            assert loop.time() < deadline, f"only {len(results)} of 100 jobs finished"
+            frame = await c.read(deadline - loop.time())
+            if frame.content_type == "command/reply":
+                assert frame.headers["Reply-Text"].startswith("+OK Job-UUID: job-")
+                continue
+            ev = frame.event()
+            results[ev["Job-UUID"]] = ev["_body"]
+    assert set(results) == set(jobs)
+    uuids = {body[4:].strip() for body in results.values()}
+    assert all(body.startswith("+OK ") for body in results.values()) and len(uuids) == 100
+    assert len(switch.channels) == 100  # all 100 parked at once: they were concurrent
+    assert await clients[0].api("show channels count") == "\n100 total.\n"
+    assert (await clients[0].api("hupall")).startswith("+OK")
+    for c in clients:
+        await c.close()
