@@ -284,3 +284,27 @@ async def test_garbage_and_truncated_packets_never_break_the_endpoint() -> None:
     finally:
         ep.close()
         peer.close()
+
+
+async def test_g722_wideband_stream_records_at_16khz() -> None:
+    from switchboard.rtp.codec import G722
+
+    a = await RtpEndpoint.open(codec=G722())
+    b = await RtpEndpoint.open(codec=G722())
+    try:
+        a.set_remote(b.local_address)
+        b.set_remote(a.local_address)
+        out = io.BytesIO()
+        rec = WavRecorder(out, rate=16000)
+        b.record(rec)
+        # 5 kHz is above the narrowband limit: only a real wideband path carries it.
+        await asyncio.wait_for(a.play(tone_prompt([5000], rate=16000, on_ms=400)), 5)
+        await wait_for(lambda: rec.frames_written >= 6400)
+        b.record(None)
+        rec.close()
+        pcm, rate = decode_wav(out.getvalue())
+        assert rate == 16000 and abs(dominant_hz(pcm[:6400], 16000) - 5000) < 10
+        assert b.stats is not None and b.stats.lost == 0
+    finally:
+        a.close()
+        b.close()

@@ -11,13 +11,14 @@ uint16. The tables are built from the bit-exact algorithm of the ITU-T reference
 ``audioop`` use): µ-law on a 14-bit magnitude with bias 0x84, A-law on 13 bits with
 even-bit inversion (XOR 0x55).
 
-Opus and G.722 (decision, see also the README of this package in the report):
+Opus and G.722 (decision):
 
-* **G.722** uses the ``g722`` package (Sippy Labs, 1.2.x, released 2026) when it is
-  installed: a small C extension of the ITU-T reference, actively maintained by the
-  sippy/b2bua authors. It is optional (``pip install switchboard[g722]``); without it
-  :func:`codec_by_name` simply does not offer G.722. RTP clock 8000, audio 16 kHz
-  (RFC 3551 §4.5.2).
+* **G.722** uses the ``G722`` package (PyPI ``g722`` 1.2.x, Sippy Labs, released 2026):
+  a small C extension of the ITU-T reference that is bit-exact and passes the ITU test
+  vectors, maintained by the sippy/b2bua authors and used by their RTP stack. It is a
+  declared dependency. RTP clock 8000, audio 16 kHz (RFC 3551 §4.5.2). Its optional
+  8 kHz linear mode (``G722(sample_rate=8000)``) talks to wideband terminals while the
+  PCM side stays at 8 kHz, so a G.722↔G.711 relay needs no resampler.
 * **Opus** is not provided: ``opuslib`` (last release 2018) and ``PyOgg`` (2020) are
   unmaintained; ``opuslib-next`` is a months-old fork that needs a system libopus via
   ctypes; PyAV bundles libopus but is a ~30 MB FFmpeg wheel whose per-frame wrapper costs
@@ -202,29 +203,38 @@ class L16:
 
 
 class G722:
-    """G.722 via the ``g722`` package (RFC 3551 §4.5.2: RTP clock 8000, audio 16 kHz, 64 kb/s).
+    """G.722 at 64 kb/s via the ``G722`` package (RFC 3551 §4.5.2: RTP clock 8000).
 
-    One encoder and one decoder state per instance: G.722 is ADPCM, so each stream needs
-    its own ``G722`` object (``codec_by_name`` returns a fresh one).
+    ``sample_rate`` is the PCM side: 16000 (wideband) or 8000 (the library's narrowband
+    interworking mode; the RTP payload is still standard G.722). G.722 is ADPCM with
+    state, so every stream needs its own object (:meth:`new_state`; ``codec_by_name``
+    returns a fresh one).
     """
 
     name = "G722"
     payload_type = PT_G722
     clock_rate = 8000
-    sample_rate = 16000
     channels = 1
 
-    def __init__(self) -> None:
-        import G722 as _g722  # the g722 package installs module "G722"
+    def __init__(self, sample_rate: int = 16000, bit_rate: int = 64000) -> None:
+        import G722 as _g722
 
-        self._enc: Any = _g722.G722(16000, 64000)
-        self._dec: Any = _g722.G722(16000, 64000)
+        if sample_rate not in (8000, 16000):
+            raise CodecError("G.722 PCM side is 16000 Hz (or 8000 Hz narrowband mode)")
+        self.sample_rate = sample_rate
+        self.bit_rate = bit_rate
+        self._enc: Any = _g722.G722(sample_rate, bit_rate)
+        self._dec: Any = _g722.G722(sample_rate, bit_rate)
+
+    def new_state(self) -> G722:
+        """A codec with fresh encoder/decoder state and the same parameters."""
+        return G722(self.sample_rate, self.bit_rate)
 
     def encode(self, pcm: PCM) -> bytes:
         return bytes(self._enc.encode(_as_pcm(pcm)))
 
     def decode(self, payload: bytes) -> PCM:
-        return np.asarray(self._dec.decode(payload), dtype=np.int16)
+        return np.frombuffer(self._dec.decode(payload), dtype=np.int16).copy()
 
 
 PCMU = G711("PCMU", PT_PCMU)
@@ -254,7 +264,7 @@ def codec_by_name(
             raise CodecError("L16 needs a (dynamic) payload type")
         return L16(payload_type, sample_rate or 8000)
     if key == "G722" and g722_available():
-        return G722()
+        return G722(sample_rate or 16000)
     raise CodecError(f"unsupported codec {name!r}")
 
 

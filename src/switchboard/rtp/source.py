@@ -83,8 +83,10 @@ class Prompt:
                 blob = codec.encode(np.concatenate(self.pcm_frames))
                 n = len(self.pcm_frames[0])
                 frames = tuple(blob[i : i + n] for i in range(0, len(blob), n))
-            else:  # stateful codecs (G.722) encode frame by frame, in order
-                frames = tuple(codec.encode(f) for f in self.pcm_frames)
+            else:  # stateful codecs (G.722): a private encoder, frame by frame, in order
+                fresh = getattr(codec, "new_state", None)
+                encoder: Codec = fresh() if callable(fresh) else codec
+                frames = tuple(encoder.encode(f) for f in self.pcm_frames)
             self._encoded[key] = frames
         return frames
 
