@@ -150,7 +150,7 @@ class StatusSection(Section):
 class EslSection(Section):
     """[esl] — the media node's Event Socket, FreeSWITCH inbound ESL compatible (docs/esl.md)."""
 
-    listen: str = "127.0.0.1:8021"
+    listen: str = ""  # HOST:PORT; "" → 127.0.0.1:802N for node media-N (DESIGN.md §2)
     password: str = "ClueCon"
     allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # [] = anyone
     tls_cert: str = ""  # PEM; set → the port speaks TLS only
@@ -162,7 +162,7 @@ class EslSection(Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        return _check_address(v)
+        return _check_address(v) if v else v
 
     @field_validator("allow")
     @classmethod

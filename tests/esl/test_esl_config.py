@@ -13,6 +13,7 @@ def test_defaults_are_freeswitch_vanilla_but_loopback() -> None:
     assert (s.host, s.port, s.password) == ("127.0.0.1", 8021, "ClueCon")
     assert s.allow == ("127.0.0.0/8", "::1/128") and s.ssl is None
     assert s.heartbeat == 20.0 and s.auth_timeout == 25.0
+    assert EslSettings.from_config(load(environ={}).esl, node_number=2).port == 8022
 
 
 def test_toml_and_env(tmp_path) -> None:  # type: ignore[no-untyped-def]

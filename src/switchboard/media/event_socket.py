@@ -132,9 +132,11 @@ class EslSettings:
     max_body_bytes: int = MAX_CONTENT_LENGTH
 
     @classmethod
-    def from_config(cls, section: Any) -> EslSettings:
-        """From :class:`switchboard.config.EslSection` (``[esl]``)."""
-        host, _, port = section.listen.rpartition(":")
+    def from_config(cls, section: Any, node_number: int = 1) -> EslSettings:
+        """From :class:`switchboard.config.EslSection` (``[esl]``); an empty ``listen``
+        means 127.0.0.1:802N for node ``media-N`` (DESIGN.md §2)."""
+        listen = section.listen or f"127.0.0.1:{DEFAULT_PORT - 1 + node_number}"
+        host, _, port = listen.rpartition(":")
         context = None
         if section.tls_cert:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
