@@ -12,10 +12,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from switchboard.sip.errors import SipParseError
-from switchboard.sip.uri import _TOKEN_RE, format_params, parse_params, split_commas
+from switchboard.sip.uri import (
+    _FAST_PARAMS_RE,
+    _TOKEN_RE,
+    format_params,
+    parse_params,
+    split_commas,
+)
 
 #: Compact forms (RFC 3261 §7.3.3 and the extensions that registered one).
 COMPACT_FORMS: dict[str, str] = {
@@ -173,118 +179,152 @@ def header_key(name: str) -> str:
     return key
 
 
+for _name in [*CANONICAL_NAMES.values(), *COMPACT_FORMS]:
+    for _spelling in {_name, _name.lower(), _name.upper()}:
+        header_key(_spelling)
+
+
 def canonical_name(name: str) -> str:
     """Preferred long spelling: ``"i"`` → ``"Call-ID"``, ``"x-foo"`` → ``"x-foo"``."""
     key = header_key(name)
     return CANONICAL_NAMES.get(key, name if len(name) > 1 else key)
 
 
-_Entry = list[Any]  # [name, value, key, raw_line]; raw_line None once modified
-
-
 class Headers:
     """Ordered header fields with case-insensitive, compact-form-aware lookup.
 
-    Each entry is one header field *line* as received.  Values are raw strings;
+    Each field is one header *line* as received, kept in four parallel lists (name
+    as spelled, stripped value, lower-case full-name key, original line text — or
+    ``None`` once modified) so the parser can fill them with C-level list
+    operations instead of a Python loop per line.  Values are raw strings;
     :meth:`get_all` splits comma-joined values for list headers (§7.3.1).  Mutating
     methods clear :attr:`cache`, which :class:`~switchboard.sip.message.Message`
     uses for its lazily parsed properties.
     """
 
-    __slots__ = ("_entries", "_index", "cache")
+    __slots__ = ("_first", "_keys", "_names", "_raws", "_values", "cache")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._entries: list[_Entry] = []
-        self._index: dict[str, list[int]] | None = None
+        self._names: list[str] = []
+        self._values: list[str] = []
+        self._keys: list[str] = []
+        self._raws: list[str | None] = []
+        self._first: dict[str, int] | None = None
         self.cache: dict[str, Any] = {}
         for name, value in items:
             self.add(name, value)
 
     @classmethod
-    def _from_parsed(cls, entries: list[_Entry]) -> Headers:
+    def _from_parsed(
+        cls,
+        names: list[str],
+        values: list[str],
+        keys: list[str],
+        raws: list[str | None],
+    ) -> Headers:
         h = cls.__new__(cls)
-        h._entries = entries
-        h._index = None
+        h._names = names
+        h._values = values
+        h._keys = keys
+        h._raws = raws
+        h._first = None
         h.cache = {}
         return h
 
     # -- lookup ---------------------------------------------------------------
-    def _idx(self) -> dict[str, list[int]]:
-        index = self._index
-        if index is None:
-            index = {}
-            for i, e in enumerate(self._entries):
-                k = e[2]
-                if k in index:
-                    index[k].append(i)
-                else:
-                    index[k] = [i]
-            self._index = index
-        return index
+    def _index(self) -> dict[str, int]:
+        """key -> position of its first line, built in C (later duplicates are
+        overwritten by earlier lines because the pairs are fed in reverse)."""
+        first = self._first
+        if first is None:
+            keys = self._keys
+            first = self._first = dict(
+                zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=False)
+            )
+        return first
+
+    def _positions(self, key: str) -> list[int]:
+        keys = self._keys
+        n = keys.count(key)
+        if n == 0:
+            return []
+        if n == 1:
+            return [self._index()[key]]
+        return [i for i, k in enumerate(keys) if k == key]
 
     def _changed(self) -> None:
-        self._index = None
+        self._first = None
         if self.cache:
             self.cache = {}
+
+    def first_value(self, key: str) -> str | None:
+        """Value of the first *line* with lower-case full name ``key`` (no comma
+        splitting, no name normalisation): the hot path of Message properties."""
+        first = self._first
+        if first is None:
+            first = self._index()
+        i = first.get(key)
+        return None if i is None else self._values[i]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """First value of ``name``: for list headers the first comma-separated element,
         otherwise the first line's value.  ``default`` when absent."""
-        key = header_key(name)
-        pos = self._idx().get(key)
-        if not pos:
+        key = _KEYS.get(name) or header_key(name)
+        first = self._first
+        if first is None:
+            first = self._index()
+        i = first.get(key)
+        if i is None:
             return default
-        value: str = self._entries[pos[0]][1]
-        if key in LIST_HEADERS and ("," in value):
+        value = self._values[i]
+        if "," in value and key in LIST_HEADERS:
             parts = split_commas(value)
             return parts[0] if parts else default
         return value
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order, comma-splitting list headers (§7.3.1)."""
-        key = header_key(name)
-        pos = self._idx().get(key)
-        if not pos:
-            return []
-        entries = self._entries
+        key = _KEYS.get(name) or header_key(name)
+        values = self._values
+        pos = self._positions(key)
         if key in LIST_HEADERS:
             out: list[str] = []
             for i in pos:
-                v = entries[i][1]
+                v = values[i]
                 if "," in v:
                     out.extend(split_commas(v))
                 elif v:
                     out.append(v)
             return out
-        return [entries[i][1] for i in pos]
+        return [values[i] for i in pos]
 
     def get_lines(self, name: str) -> list[str]:
         """Values of every line named ``name``, without comma splitting."""
-        pos = self._idx().get(header_key(name))
-        return [self._entries[i][1] for i in pos] if pos else []
+        values = self._values
+        return [values[i] for i in self._positions(_KEYS.get(name) or header_key(name))]
 
     def count(self, name: str) -> int:
         """Number of header field lines named ``name``."""
-        pos = self._idx().get(header_key(name))
-        return len(pos) if pos else 0
+        return self._keys.count(_KEYS.get(name) or header_key(name))
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and header_key(name) in self._idx()
+        return isinstance(name, str) and (_KEYS.get(name) or header_key(name)) in self._index()
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        for e in self._entries:
-            yield e[0], e[1]
+        return zip(self._names, self._values, strict=True)
 
     def items(self) -> list[tuple[str, str]]:
-        return [(e[0], e[1]) for e in self._entries]
+        return list(zip(self._names, self._values, strict=True))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._names)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return self.items() == other.items()
+        return self._names == other._names and self._values == other._values
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"Headers({self.items()!r})"
@@ -297,10 +337,19 @@ class Headers:
         if "\r" in value or "\n" in value:
             raise ValueError(f"CR/LF in value of {name}")
 
+    def _put(self, at: int, name: str, value: str, key: str) -> None:
+        self._names.insert(at, name)
+        self._values.insert(at, value)
+        self._keys.insert(at, key)
+        self._raws.insert(at, None)
+
+    def _delete(self, i: int) -> None:
+        del self._names[i], self._values[i], self._keys[i], self._raws[i]
+
     def add(self, name: str, value: str) -> None:
         """Append a header field line at the bottom."""
         self._check(name, value)
-        self._entries.append([name, value, header_key(name), None])
+        self._put(len(self._names), name, value, header_key(name))
         self._changed()
 
     def insert(self, name: str, value: str) -> None:
@@ -308,9 +357,7 @@ class Headers:
         there is none (Via, Record-Route: RFC 3261 §16.6 steps 4 and 8)."""
         self._check(name, value)
         key = header_key(name)
-        pos = self._idx().get(key)
-        at = pos[0] if pos else 0
-        self._entries.insert(at, [name, value, key, None])
+        self._put(self._index().get(key, 0), name, value, key)
         self._changed()
 
     def set(self, name: str, value: str) -> None:
@@ -318,24 +365,23 @@ class Headers:
         keeping the name as it was spelled there), or append it."""
         self._check(name, value)
         key = header_key(name)
-        pos = self._idx().get(key)
+        pos = self._positions(key)
         if not pos:
-            self._entries.append([name, value, key, None])
+            self._put(len(self._names), name, value, key)
         else:
-            first = self._entries[pos[0]]
-            self._entries[pos[0]] = [first[0], value, key, None]
+            self._values[pos[0]] = value
+            self._raws[pos[0]] = None
             for i in reversed(pos[1:]):
-                del self._entries[i]
+                self._delete(i)
         self._changed()
 
     def remove(self, name: str) -> int:
         """Remove every line of ``name``; returns how many were removed."""
-        pos = self._idx().get(header_key(name))
-        if not pos:
-            return 0
+        pos = self._positions(header_key(name))
         for i in reversed(pos):
-            del self._entries[i]
-        self._changed()
+            self._delete(i)
+        if pos:
+            self._changed()
         return len(pos)
 
     def remove_first(self, name: str) -> str | None:
@@ -343,33 +389,43 @@ class Headers:
         comma-joined list line (Route on loose routing §16.4, Via on responses §16.7).
         Returns the removed value, ``None`` when absent."""
         key = header_key(name)
-        pos = self._idx().get(key)
-        if not pos:
+        i = self._index().get(key)
+        if i is None:
             return None
-        i = pos[0]
-        entry = self._entries[i]
-        value: str = entry[1]
-        if key in LIST_HEADERS and "," in value:
+        value = self._values[i]
+        if "," in value and key in LIST_HEADERS:
             parts = split_commas(value)
             if len(parts) > 1:
-                self._entries[i] = [entry[0], ", ".join(parts[1:]), key, None]
+                self._values[i] = ", ".join(parts[1:])
+                self._raws[i] = None
                 self._changed()
                 return parts[0]
-        del self._entries[i]
+        self._delete(i)
         self._changed()
         return value
 
     def copy(self) -> Headers:
-        return Headers._from_parsed([list(e) for e in self._entries])
+        return Headers._from_parsed(
+            list(self._names), list(self._values), list(self._keys), list(self._raws)
+        )
 
     # -- serialisation --------------------------------------------------------
     def lines(self) -> list[str]:
         """Header field lines, original text for untouched ones."""
-        return [e[3] if e[3] is not None else f"{e[0]}: {e[1]}" for e in self._entries]
+        raws = self._raws
+        if None not in raws:
+            return list(raws)  # type: ignore[arg-type]
+        return [
+            r if r is not None else f"{n}: {v}"
+            for n, v, r in zip(self._names, self._values, raws, strict=True)
+        ]
 
 
 # --- Via (RFC 3261 §20.42, §18.2.1, RFC 3581) ----------------------------------------
 
+_HOSTPORT_FULL_RE = re.compile(
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?)(?::([0-9]{1,5}))?"
+)
 _VIA_RE = re.compile(
     r"[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*"
     r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+"
@@ -392,6 +448,33 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         """Parse one via-parm (no commas); raises :class:`SipParseError`."""
+        if text.startswith("SIP/2.0/"):
+            # Fast path for the canonical form every modern element sends.
+            sp = text.find(" ", 8)
+            transport = text[8:sp]
+            semi = text.find(";", sp)
+            hostport = text[sp + 1 :] if semi < 0 else text[sp + 1 : semi]
+            m = _HOSTPORT_FULL_RE.fullmatch(hostport) if sp > 8 else None
+            if m is not None and transport.isalnum() and transport.isascii():
+                params: dict[str, str | None] = {}
+                if semi >= 0:
+                    ptext = text[semi:]
+                    if _FAST_PARAMS_RE.fullmatch(ptext) is None:
+                        params = parse_params(ptext)
+                    else:
+                        for part in ptext[1:].split(";"):
+                            name, eq, val = part.partition("=")
+                            params[name.lower()] = val if eq else None
+                port = m.group(2)
+                if port is not None and int(port) > 65535:
+                    raise SipParseError(f"Via port out of range in {text!r}")
+                if "ttl" in params:
+                    ttl = params["ttl"]
+                    if ttl is None or not ttl.isdigit() or int(ttl) > 255:
+                        raise SipParseError(f"bad Via ttl in {text!r}")
+                return cls(
+                    transport.upper(), m.group(1), None if port is None else int(port), params
+                )
         m = _VIA_RE.match(text)
         if m is None:
             raise SipParseError(f"bad Via {text!r}")
@@ -461,18 +544,45 @@ def parse_vias(value: str) -> list[Via]:
 # --- CSeq (RFC 3261 §20.16) ----------------------------------------------------------
 
 _CSEQ_RE = re.compile(r"[ \t]*([0-9]+)[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*")
-CSEQ_MAX = 2**31 - 1  # §8.1.1.5: the sequence number MUST be less than 2**31
+CSEQ_MAX = 2**31 - 1
+_KNOWN_METHODS = frozenset(
+    [
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    ]
+)  # §8.1.1.5: the sequence number MUST be less than 2**31
 
 
-@dataclass(frozen=True, slots=True)
-class CSeq:
-    """``CSeq: 4711 INVITE`` — sequence number and method (case-sensitive)."""
+class CSeq(NamedTuple):
+    """``CSeq: 4711 INVITE`` — sequence number and method (case-sensitive).
+
+    A NamedTuple rather than a frozen dataclass: immutable, hashable and several
+    times cheaper to build on the proxy hot path.
+    """
 
     seq: int
     method: str
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
+        num, sp, method = text.partition(" ")
+        if sp and 0 < len(num) <= 10 and num.isdigit() and num.isascii():
+            # Fast path: "4711 INVITE".
+            seq = int(num)
+            if seq <= CSEQ_MAX and (method in _KNOWN_METHODS or _TOKEN_RE.fullmatch(method)):
+                return cls(seq, method)
         m = _CSEQ_RE.fullmatch(text)
         if m is None:
             raise SipParseError(f"bad CSeq {text!r}")

@@ -36,10 +36,29 @@ _HOSTPORT_RE = re.compile(
 )
 # paramchar = param-unreserved / unreserved / escaped; param-unreserved = [ ] / : & + $
 _URI_PARAM_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+")
+_URI_PARAMS_RE = re.compile(
+    r"(?:;(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+"
+    r"(?:=(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+)?)+"
+)
+_PCHAR = r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})"
+_HCHAR = r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})"
+_USERINFO_RE = re.compile(
+    r"((?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+)"
+    r"(?::((?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*))?"
+)
+_SIP_REST_RE = re.compile(
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?)"
+    r"(?::([0-9]{1,5}))?"
+    rf"((?:;{_PCHAR}+(?:={_PCHAR}+)?)*)"
+    rf"(?:\?({_HCHAR}+={_HCHAR}*(?:&{_HCHAR}+={_HCHAR}*)*))?"
+)
 # hname/hvalue = *( hnv-unreserved / unreserved / escaped ); hnv-unreserved = [ ] / ? : + $
 _URI_HEADER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
 # telephone-subscriber (RFC 3966 §3), loosely: digits, hex, * # + and visual separators.
 _TEL_RE = re.compile(r"\+?(?:[0-9A-Fa-f*#\-.()]|%[0-9A-Fa-f]{2})+")
+# ;name[=value] lists without LWS or quotes, validated in one C-level match.
+_FAST_PARAMS_RE = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;\s\"<>,=]+)?)+")
+_BAD_PARAM_VALUE_RE = re.compile(r'[ \t"<>,]')
 _ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 _WS = " \t"
 
@@ -178,6 +197,12 @@ def parse_params(text: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     if not text:
         return params
+    if _FAST_PARAMS_RE.fullmatch(text) is not None:
+        # Common case: no LWS, no quotes; the regex validated names and values.
+        for part in text[1:].split(";"):
+            name, eq, val = part.partition("=")
+            params[name.lower()] = val if eq else None
+        return params
     parts = split_semicolons(text)
     if parts[0].strip():
         raise SipParseError(f"garbage before parameters: {parts[0]!r}")
@@ -193,7 +218,7 @@ def parse_params(text: str) -> dict[str, str | None]:
             if val[0] == '"':
                 if _quoted_end(val, 0) != len(val):
                     raise SipParseError(f"bad quoted value for parameter {name!r}")
-            elif any(c in val for c in ' \t"<>,'):
+            elif _BAD_PARAM_VALUE_RE.search(val):
                 raise SipParseError(f"bad value for parameter {name!r}")
             params[name.lower()] = val
         else:
@@ -340,50 +365,34 @@ class SipUri:
 def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
     user: str | None = None
     password: str | None = None
-    at = rest.find("@")
+    at = rest.find("@")  # '@' cannot appear unescaped after the userinfo
     if at >= 0:
-        userinfo = rest[:at]
-        hp = rest[at + 1 :]
-        user, colon, pw = userinfo.partition(":")
-        if not _USER_RE.fullmatch(user):
-            raise SipParseError(f"bad user part in URI {text!r}")
-        if colon:
-            if not _PASSWORD_RE.fullmatch(pw):
-                raise SipParseError(f"bad password in URI {text!r}")
-            password = pw
-    else:
-        hp = rest
-    m = _HOSTPORT_RE.match(hp)
+        ui = _USERINFO_RE.fullmatch(rest, 0, at)
+        if ui is None:
+            raise SipParseError(f"bad userinfo in URI {text!r}")
+        user, password = ui.group(1), ui.group(2)
+    # host, port, ;params and ?headers in one unambiguous, linear-time match
+    m = _SIP_REST_RE.fullmatch(rest, at + 1)
     if m is None:
-        raise SipParseError(f"bad host in URI {text!r}")
-    host = m.group(1)
+        raise SipParseError(f"bad URI {text!r}")
+    host, port_text, ptext, htext = m.groups()
     port: int | None = None
-    if m.group(2) is not None:
-        port = int(m.group(2))
+    if port_text is not None:
+        port = int(port_text)
         if port > 65535:
             raise SipParseError(f"port out of range in URI {text!r}")
-    tail = hp[m.end() :]
     params: dict[str, str | None] = {}
+    if ptext:
+        for part in ptext[1:].split(";"):
+            name, eq, val = part.partition("=")
+            params[name.lower()] = val if eq else None
     headers: dict[str, str] = {}
-    if tail:
-        q = tail.find("?")
-        ptext = tail if q < 0 else tail[:q]
-        if ptext:
-            if ptext[0] != ";":
-                raise SipParseError(f"bad URI {text!r}")
-            for part in ptext[1:].split(";"):
-                name, eq, val = part.partition("=")
-                if not _URI_PARAM_RE.fullmatch(name) or (eq and not _URI_PARAM_RE.fullmatch(val)):
-                    raise SipParseError(f"bad URI parameter {part!r} in {text!r}")
-                params[name.lower()] = val if eq else None
-        if q >= 0:
-            for part in tail[q + 1 :].split("&"):
-                name, eq, val = part.partition("=")
-                if not name or not eq:
-                    raise SipParseError(f"bad URI header {part!r} in {text!r}")
-                if not _URI_HEADER_RE.fullmatch(name) or not _URI_HEADER_RE.fullmatch(val):
-                    raise SipParseError(f"bad URI header {part!r} in {text!r}")
-                headers[name] = val
+    if htext is not None:
+        for part in htext.split("&"):
+            name, eq, val = part.partition("=")
+            if not name or not eq:
+                raise SipParseError(f"bad URI header {part!r} in {text!r}")
+            headers[name] = val
     return SipUri(scheme, user, password, host, port, params, headers)
 
 
@@ -419,6 +428,11 @@ class NameAddr:
     @classmethod
     def parse(cls, text: str) -> NameAddr:
         """Parse one From/To/Contact/Route element; raises :class:`SipParseError`."""
+        if text[:1] == "<" and text[-1:] == ">" and text.count(">") == 1:
+            # Fast path: "<uri>" (Route, Record-Route, most Contacts).
+            uri_text = text[1:-1]
+            if uri_text and uri_text[0] not in _WS and uri_text[-1] not in _WS:
+                return cls(None, SipUri.parse(uri_text, allow_other=True), {})
         text = text.strip(_WS)
         display: str | None = None
         if not text:
