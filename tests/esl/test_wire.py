@@ -160,3 +160,23 @@ def test_encoded_event_serialises_once_per_format() -> None:
     assert enc.frame("plain") is enc.frame("plain")
     assert enc.frame("json").endswith(b'{"Event-Name":"HEARTBEAT"}')
     assert enc.frame("xml").startswith(b"Content-Length: ")
+
+
+def _reference_encoder(value: str) -> str:
+    """The byte-wise encoder printed in the reference (§1.3), for differential testing."""
+    unsafe = frozenset(b'\r\n #%&+:;<=>?@[\\]^`{|}"')
+    hexd = b"0123456789ABCDEF"
+    data = value.encode("utf-8", "surrogateescape")
+    out = []
+    for i, b in enumerate(data):
+        already = b == 0x25 and i + 2 < len(data) and data[i + 1] in hexd and data[i + 2] in hexd
+        if not already and (b < 0x20 or b > 0x7E or b in unsafe):
+            out.append(f"%{b:02X}")
+        else:
+            out.append(chr(b))
+    return "".join(out)
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from("%AF09afé+ \r\n")))
+def test_urlencode_matches_the_reference_encoder(value: str) -> None:
+    assert wire.fs_urlencode(value) == _reference_encoder(value)

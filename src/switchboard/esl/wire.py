@@ -18,14 +18,13 @@ esl-and-media.md §1.1). FreeSWITCH never sends ``\\r\\n``; neither do we.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 # §1.3: characters FreeSWITCH always escapes (switch_utils.h:47, SWITCH_URL_UNSAFE).
 _UNSAFE = frozenset(b'\r\n #%&+:;<=>?@[\\]^`{|}"')
-_UPPER_HEX = frozenset(b"0123456789ABCDEF")
 _ESCAPE = [f"%{b:02X}" if (b < 0x20 or b > 0x7E or b in _UNSAFE) else chr(b) for b in range(256)]
-_SAFE_ASCII = frozenset(chr(b) for b in range(0x20, 0x7F) if b not in _UNSAFE)
 
 UNDEF = "_undef_"
 FORMATS = ("plain", "json", "xml")
@@ -53,17 +52,32 @@ class EventLike(Protocol):
 
 def fs_urlencode(value: str) -> str:
     """URL-encode a header value exactly as FreeSWITCH does (§1.3)."""
-    if all(c in _SAFE_ASCII for c in value):  # fast path: nothing to escape
+    if _NEEDS_ESCAPE.search(value) is None:  # fast path: most values need nothing
         return value
-    data = value.encode("utf-8", "surrogateescape")
-    out: list[str] = []
-    n = len(data)
-    for i, b in enumerate(data):
-        if b == 0x25 and i + 2 < n and data[i + 1] in _UPPER_HEX and data[i + 2] in _UPPER_HEX:
-            out.append("%")  # already encoded: pass through, no double encoding
-        else:
-            out.append(_ESCAPE[b])
-    return "".join(out)
+    return _NEEDS_ESCAPE.sub(_escape_match, value)
+
+
+# One character that FreeSWITCH escapes: a byte outside 0x20-0x7E (so every non-ASCII
+# character), a character of the unsafe set, or a '%' that does not start an uppercase
+# %XX sequence (an existing one passes through: no double encoding).
+_NEEDS_ESCAPE = re.compile(r'[^\x20-\x7e]|[ #&+:;<=>?@\[\\\]^`{|}"]|%(?![0-9A-F]{2})')
+
+
+class _EscapeTable(dict[str, str]):
+    """Character → its %XX form, computed once per character (bounded)."""
+
+    def __missing__(self, ch: str) -> str:
+        escaped = "".join(_ESCAPE[b] for b in ch.encode("utf-8", "surrogateescape"))
+        if len(self) < 4096:
+            self[ch] = escaped
+        return escaped
+
+
+_ESCAPED = _EscapeTable()
+
+
+def _escape_match(m: re.Match[str]) -> str:
+    return _ESCAPED[m.group()]
 
 
 def _value_text(value: str | Sequence[str]) -> str:
@@ -73,9 +87,12 @@ def _value_text(value: str | Sequence[str]) -> str:
     return "ARRAY::" + "|:".join(value)
 
 
+_BAD_NAME = re.compile(r"[ :\r\n\t]")
+
+
 def _safe_name(name: str) -> bool:
     """Header names must be MIME tokens: go-eventsocket rejects spaces, colons, CR/LF."""
-    return bool(name) and not any(c in name for c in " :\r\n\t")
+    return bool(name) and _BAD_NAME.search(name) is None
 
 
 def plain_event(headers: Mapping[str, str], body: str | None = None) -> bytes:
