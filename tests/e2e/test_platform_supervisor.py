@@ -42,7 +42,7 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
 
 
-async def wait_for(cond, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(cond, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
@@ -73,9 +73,9 @@ async def test_start_restart_after_crash_and_clean_stop(tmp_path: Path) -> None:
     t0 = time.monotonic()
     sup.request_stop()
     assert await asyncio.wait_for(run, 15) == 0
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 8  # SIGTERM honoured: far below the 10 s SIGKILL bound
     pids = [*first, sup.children[0].proc.pid, grandchild]
-    await wait_for(lambda: not any(alive(p) for p in pids), 5)
+    await wait_for(lambda: not any(alive(p) for p in pids), 10)
 
 
 async def test_sigterm_ignored_means_sigkill_after_the_bound(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ async def test_crash_loop_backs_off(tmp_path: Path) -> None:
     )
     await sup.start()
     run = asyncio.create_task(sup.run())
-    await wait_for(lambda: sup.children[0].restarts >= 2, 10)
+    await wait_for(lambda: sup.children[0].restarts >= 2)
     # 1 s then 2 s between restarts: the backoff grew
     assert sup.children[0].backoff >= 4
     sup.request_stop()
