@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from switchboard.media.ports import PortAllocator
-from switchboard.media.rtp_endpoint import RtpEndpoint, bridge, unbridge
-from switchboard.rtp.codec import PCMA
+from switchboard.media.rtp_endpoint import ConferenceRoom, RtpEndpoint, bridge, unbridge
+from switchboard.rtp.codec import PCMA, PCMU
 from switchboard.rtp.dtmf import DtmfEnd, DtmfError, DtmfEvent, dtmf_tone
 from switchboard.rtp.packet import RtpPacket
 from switchboard.rtp.source import Prompt, WavRecorder, tone_prompt
@@ -308,3 +308,60 @@ async def test_g722_wideband_stream_records_at_16khz() -> None:
     finally:
         a.close()
         b.close()
+
+
+def band_energy(pcm: np.ndarray, freq: float, rate: int = 8000) -> float:
+    """Share of the signal's power within ±5 Hz of ``freq``."""
+    power = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm)))) ** 2
+    k = round(freq * len(pcm) / rate)
+    width = max(round(5 * len(pcm) / rate), 2)
+    return float(power[k - width : k + width + 1].sum() / power.sum())
+
+
+async def test_conference_each_member_hears_the_others_not_itself() -> None:
+    freqs = {"a": 500.0, "b": 1100.0, "c": 1700.0}
+    phones: dict[str, RtpEndpoint] = {}
+    legs: dict[str, RtpEndpoint] = {}
+    recs: dict[str, WavRecorder] = {}
+    outs: dict[str, io.BytesIO] = {}
+    room = ConferenceRoom(energy_level=50)
+    try:
+        for m in freqs:
+            codec = PCMA if m == "b" else PCMU  # mixed codecs in one room
+            phones[m] = await RtpEndpoint.open(codec=codec)
+            legs[m] = await RtpEndpoint.open(codec=codec)
+            phones[m].set_remote(legs[m].local_address)
+            legs[m].set_remote(phones[m].local_address)
+            outs[m] = io.BytesIO()
+            recs[m] = WavRecorder(outs[m])
+            phones[m].record(recs[m])
+            room.join(m, legs[m])
+        for m, f in freqs.items():
+            phones[m].play(tone_prompt([f], on_ms=1000), loops=0)
+        await wait_for(lambda: all(r.frames_written >= 8000 for r in recs.values()))
+        room.mute("b")
+        for r in recs.values():
+            r.close()
+        heard = {m: decode_wav(o.getvalue())[0][1600:8000] for m, o in outs.items()}
+        for m, pcm in heard.items():
+            for other, f in freqs.items():
+                if other == m:
+                    assert band_energy(pcm, f) < 0.01, f"{m} hears itself"
+                else:
+                    assert band_energy(pcm, f) > 0.3, f"{m} does not hear {other}"
+        # Muted b: a now hears only c.
+        out = io.BytesIO()
+        rec = WavRecorder(out)
+        phones["a"].record(rec)
+        await wait_for(lambda: rec.frames_written >= 4000)
+        phones["a"].record(None)
+        rec.close()
+        pcm = decode_wav(out.getvalue())[0][800:]
+        assert band_energy(pcm, freqs["b"]) < 0.01 and band_energy(pcm, freqs["c"]) > 0.8
+        room.leave("a")
+        assert "a" not in room.members
+    finally:
+        for m in list(room.members):
+            room.leave(m)
+        for ep in (*phones.values(), *legs.values()):
+            ep.close()

@@ -47,6 +47,7 @@ from switchboard.rtp.dtmf import (
     digit_code,
 )
 from switchboard.rtp.jitter import JitterBuffer
+from switchboard.rtp.mixer import ConferenceMixer
 from switchboard.rtp.packet import MalformedPacket, RtpHeaderWriter, peek_header
 from switchboard.rtp.relay import RelayPath
 from switchboard.rtp.rtcp import Bye, RtcpSession, SenderState
@@ -132,10 +133,12 @@ class RtpEndpoint:
         self._marker_next = True  # RFC 3551 §4.1: marker on the first packet of a talkspurt
         self._sink: FrameSink | None = None
         self._jb: JitterBuffer | None = None
+        self._external = False  # a conference pulls received audio itself
         self._silence: PCM = np.zeros(codec.sample_rate // 50, np.int16)
         self.on_packet: PacketHook | None = None
         self.on_dtmf: DtmfHook | None = None
         self._dtmf_rx = DtmfReceiver()
+        self._dtmf_rx_open = False  # an RFC 4733 event is open: check its timeout per tick
         self._inband: InbandDtmfDetector | None = None
         self._dtmf_tx: deque[str] = deque()
         self._dtmf_packets: deque[tuple[bytes, bool, int]] = deque()
@@ -353,15 +356,13 @@ class RtpEndpoint:
 
     def on_tick(self, frames: int, skipped: int) -> None:
         """Called by the scheduler: send ``frames`` packets after skipping ``skipped`` frames."""
-        if self._jb is not None:
+        if self._jb is not None and not self._external:
             self._playout(frames + skipped)
         now = self._scheduler.now
         if now >= self._rtcp_due:
             self._send_rtcp(now)
-        dtmf_deadline = self._dtmf_rx.get_timer()
-        if dtmf_deadline is not None and now >= dtmf_deadline:
-            for event in self._dtmf_rx.handle_timer(now):
-                self._emit_dtmf(event)
+        if self._dtmf_rx_open:
+            self._dtmf_timeout(now)
         if (self._dtmf_tx or self._dtmf_packets) and self._dtmf_tick(frames, skipped):
             return
         source = self._source
@@ -390,6 +391,12 @@ class RtpEndpoint:
                 sock.sendto(pkt, remote)
             except OSError:
                 self.send_errors += 1
+
+    def _dtmf_timeout(self, now: float) -> None:
+        rx = self._dtmf_rx
+        for event in rx.handle_timer(now):
+            self._emit_dtmf(event)
+        self._dtmf_rx_open = rx.open
 
     def _dtmf_tick(self, frames: int, skipped: int) -> bool:
         """Send this tick's telephone-event packet; True when it replaced the audio frame."""
@@ -465,6 +472,40 @@ class RtpEndpoint:
     @property
     def jitter_buffer(self) -> JitterBuffer | None:
         return self._jb
+
+    def pull_pcm(self) -> PCM | None:
+        """Take the frame due now from the jitter buffer, decoded (None: nothing to play).
+
+        For a tick owner that pulls audio itself (a conference); the endpoint then stops
+        its own playout to the sink (see :meth:`external_playout`).
+        """
+        jb = self._jb
+        if jb is None:
+            return None
+        payload = jb.get()
+        if payload is None:
+            return None
+        try:
+            pcm = self.codec.decode(payload)
+        except CodecError:
+            self.malformed += 1
+            return None
+        if self._inband is not None:
+            self._inband_feed(pcm)
+        return pcm
+
+    def external_playout(self, enabled: bool = True) -> None:
+        """Let another tick owner pull received audio with :meth:`pull_pcm`."""
+        self._external = enabled
+        if enabled:
+            self._ensure_jitter_buffer()
+
+    def send_pcm(self, pcm: PCM) -> None:
+        """Encode and send one frame now (the conference's per-tick output)."""
+        if self.remote is None or self._closed:
+            return
+        self._sendto(self.writer.packet(self.codec.encode(pcm), self._ts_step, self._marker_next))
+        self._marker_next = False
 
     def detect_inband_dtmf(self, enabled: bool = True) -> None:
         """Run the Goertzel detector on received audio (carriers without telephone-event)."""
@@ -547,6 +588,7 @@ class RtpEndpoint:
             except DtmfError:
                 self.malformed += 1
                 return
+            self._dtmf_rx_open = self._dtmf_rx.open
             for event in events:
                 self._emit_dtmf(event)
         hook = self.on_packet
@@ -612,3 +654,65 @@ def bridge(a: RtpEndpoint, b: RtpEndpoint) -> tuple[RelayPath, RelayPath]:
 def unbridge(a: RtpEndpoint, b: RtpEndpoint) -> None:
     a.on_packet = None
     b.on_packet = None
+
+
+class ConferenceRoom:
+    """A conference on the process tick: pull every member's frame, mix N−1, send.
+
+    Members are :class:`RtpEndpoint` legs (any codec at 8 kHz audio); each tick the room
+    takes one jitter-buffered frame from every member, mixes with
+    :class:`~switchboard.rtp.mixer.ConferenceMixer` (energy gate, mute, deaf, clipping)
+    and sends each member its mix. Members who are not speaking all get the same
+    total mix, encoded once per codec.
+    """
+
+    def __init__(self, scheduler: MediaScheduler | None = None, energy_level: int = 100) -> None:
+        self._scheduler = scheduler or get_scheduler()
+        self.mixer = ConferenceMixer(energy_level=energy_level)
+        self.members: dict[str, RtpEndpoint] = {}
+
+    def join(
+        self, member_id: str, endpoint: RtpEndpoint, muted: bool = False, deaf: bool = False
+    ) -> None:
+        if endpoint.codec.sample_rate != 8000:
+            raise CodecError("the conference mixes at 8 kHz; use a narrowband codec for this leg")
+        endpoint.stop_playback()
+        endpoint.external_playout(True)
+        self.members[member_id] = endpoint
+        self.mixer.add(member_id, muted, deaf)
+        if len(self.members) == 1:
+            self._scheduler.add(self)
+
+    def leave(self, member_id: str) -> None:
+        endpoint = self.members.pop(member_id, None)
+        self.mixer.remove(member_id)
+        if endpoint is not None:
+            endpoint.external_playout(False)
+        if not self.members:
+            self._scheduler.remove(self)
+
+    def mute(self, member_id: str, muted: bool = True) -> None:
+        self.mixer.set_mute(member_id, muted)
+
+    def deaf(self, member_id: str, deaf: bool = True) -> None:
+        self.mixer.set_deaf(member_id, deaf)
+
+    def on_tick(self, frames: int, skipped: int) -> None:
+        members = self.members
+        if skipped:  # stall: keep every member's RTP clock on wall-clock time
+            for ep in members.values():
+                ep.writer.skip(ep._ts_step * skipped)
+        for _ in range(frames):
+            inputs = {m: ep.pull_pcm() for m, ep in members.items()}
+            outputs = self.mixer.mix(inputs)
+            encoded: dict[tuple[int, str], bytes] = {}
+            for m, ep in members.items():
+                if ep.closed or ep.remote is None:
+                    continue
+                pcm = outputs[m]
+                key = (id(pcm), ep.codec.name)
+                payload = encoded.get(key)
+                if payload is None:
+                    payload = encoded[key] = ep.codec.encode(pcm)
+                ep._sendto(ep.writer.packet(payload, ep._ts_step, ep._marker_next))
+                ep._marker_next = False

@@ -131,7 +131,12 @@ class DtmfReceiver:
         return event
 
     def get_timer(self) -> float | None:
+        """When an open event times out (None when no event is open)."""
         return self._last_seen + self.timeout if self._ts is not None else None
+
+    @property
+    def open(self) -> bool:
+        return self._ts is not None
 
     def handle_timer(self, now: float) -> list[DtmfEvent]:
         """End an event whose packets stopped arriving (end packets lost, sender gone)."""

@@ -124,6 +124,10 @@ class Player:
         return c is not None and c.name == codec.name and c.sample_rate == codec.sample_rate
 
     def read_payload(self) -> bytes | None:
+        pos = self._pos
+        if pos < self._n:  # fast path inside the prompt: one compare, one index
+            self._pos = pos + 1
+            return self._payloads[pos]
         i = self._advance()
         return None if i is None else self._payloads[i]
 

@@ -62,7 +62,15 @@ class ReceiverStats:
 
     def update(self, seq: int, timestamp: int, arrival: float) -> bool:
         """Account one packet; False when it is not (yet) valid (probation, jump, duplicate)."""
-        ok = self._update_seq(seq)
+        # Fast path: the next packet in order from a validated source (the common case).
+        if seq == ((self.max_seq + 1) & 0xFFFF) and not self.probation:
+            if seq == 0:
+                self.cycles += SEQ_MOD
+            self.max_seq = seq
+            self.received += 1
+            ok = True
+        else:
+            ok = self._update_seq(seq)
         if ok:
             # A.8: transit in timestamp units; jitter is a 1/16 running mean of |ΔD|.
             transit = arrival * self.clock_rate - timestamp
