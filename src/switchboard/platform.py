@@ -116,7 +116,13 @@ def _sip_listens(items: Sequence[str]) -> tuple[Listen, ...]:
 
 @dataclass(frozen=True, slots=True)
 class MediaNodeAddresses:
-    """Where media node ``index`` (1-based) listens: DESIGN.md §2's numbering."""
+    """Where media node ``index`` (1-based) listens.
+
+    DESIGN.md §2's numbering by default (SIP 508N, ESL 802N, admin 808N, RTP 16384 +
+    (N−1)·8192). When the config sets node 1's addresses (``[media] listen``/``admin``/
+    ``rtp_port_start``, ``[esl] listen``), node N takes each of them plus N−1 (RTP: plus
+    (N−1) ranges), so one platform config places every node.
+    """
 
     name: str
     sip: str
@@ -126,15 +132,54 @@ class MediaNodeAddresses:
 
     @classmethod
     def default(cls, index: int, host: str = "127.0.0.1") -> MediaNodeAddresses:
-        rtp_span = 8192
-        first = 16384 + (index - 1) * rtp_span
+        return cls.for_node(index, sip=f"{host}:5081", esl=f"{host}:8021", admin=f"{host}:8081")
+
+    @classmethod
+    def for_node(
+        cls, index: int, *, sip: str, esl: str, admin: str, rtp: tuple[int, int] = (16384, 24575)
+    ) -> MediaNodeAddresses:
+        def shift(address: str) -> str:
+            host, port = split_address(address)
+            return f"{host}:{port + index - 1}"
+
+        span = rtp[1] - rtp[0] + 1
+        first = rtp[0] + (index - 1) * span
         return cls(
             name=f"media-{index}",
-            sip=f"{host}:{5080 + index}",
-            esl=f"{host}:{8020 + index}",
-            admin=f"{host}:{8080 + index}",
-            rtp=(first, first + rtp_span - 1),
+            sip=shift(sip),
+            esl=shift(esl),
+            admin=shift(admin),
+            rtp=(first, first + span - 1),
         )
+
+    @classmethod
+    def from_config(cls, cfg: Config, index: int) -> MediaNodeAddresses:
+        media = getattr(cfg, "media", None)
+        esl = getattr(cfg, "esl", None)
+        sip = "127.0.0.1:5081"
+        if media is not None and media.listen:
+            sip = media.listen[0].partition(":")[2]
+        rtp = (16384, 24575)
+        if media is not None and media.rtp_port_start:
+            end = media.rtp_port_end or media.rtp_port_start + 8191
+            rtp = (media.rtp_port_start, end)
+        return cls.for_node(
+            index,
+            sip=sip,
+            esl=(esl.listen if esl is not None and esl.listen else "127.0.0.1:8021"),
+            admin=(media.admin if media is not None and media.admin else "127.0.0.1:8081"),
+            rtp=rtp,
+        )
+
+    def env(self) -> dict[str, str]:
+        """Per-process overrides that put this node on its addresses (config.py env rules)."""
+        return {
+            "SWITCHBOARD_MEDIA__LISTEN": _json([f"udp:{self.sip}", f"tcp:{self.sip}"]),
+            "SWITCHBOARD_MEDIA__ADMIN": _json(self.admin),
+            "SWITCHBOARD_MEDIA__RTP_PORT_START": str(self.rtp[0]),
+            "SWITCHBOARD_MEDIA__RTP_PORT_END": str(self.rtp[1]),
+            "SWITCHBOARD_ESL__LISTEN": _json(self.esl),
+        }
 
 
 def plan(
@@ -164,7 +209,7 @@ def plan(
             )
         )
 
-    nodes = [MediaNodeAddresses.default(i) for i in range(1, media_nodes + 1)]
+    nodes = [MediaNodeAddresses.from_config(cfg, i) for i in range(1, media_nodes + 1)]
     if "media" in available:
         for node in nodes:
             host, port = split_address(node.sip)
@@ -181,7 +226,7 @@ def plan(
                         Listen("tcp", ahost, aport, "admin"),
                     ),
                     ready=(ahost, aport),
-                    env=env,
+                    env={**env, **node.env()},
                     env_files=env_files,
                     summary=(
                         ("SIP", f"udp+tcp {node.sip}"),

@@ -63,3 +63,23 @@ def test_only_services_in_this_build_are_planned(tmp_path: Path) -> None:
     specs = plan(cfg, config_path=None, media_nodes=2, state_dir=tmp_path, available=set())
     assert [s.name for s in specs] == ["database"]
     assert "up" in available_services()
+
+
+def test_node_one_addresses_from_config_place_the_others(tmp_path: Path) -> None:
+    f = tmp_path / "sb.toml"
+    f.write_text('[esl]\nlisten = "127.0.0.1:9021"\n')
+    cfg = config.load(f, environ={})
+    specs = plan(cfg, config_path=f, media_nodes=3, state_dir=tmp_path, available=ALL)
+    media = [s for s in specs if s.name.startswith("media-")]
+    assert [json.loads(s.env["SWITCHBOARD_ESL__LISTEN"]) for s in media] == [
+        "127.0.0.1:9021",
+        "127.0.0.1:9022",
+        "127.0.0.1:9023",
+    ]
+    # SIP/admin/RTP keep DESIGN.md's numbering when not configured
+    assert json.loads(media[2].env["SWITCHBOARD_MEDIA__LISTEN"]) == [
+        "udp:127.0.0.1:5083",
+        "tcp:127.0.0.1:5083",
+    ]
+    assert media[2].env["SWITCHBOARD_MEDIA__RTP_PORT_START"] == str(16384 + 2 * 8192)
+    assert json.loads(media[1].env["SWITCHBOARD_MEDIA__ADMIN"]) == "127.0.0.1:8082"
