@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
+import wave
 
 import numpy as np
 import pytest
@@ -364,4 +365,38 @@ async def test_conference_each_member_hears_the_others_not_itself() -> None:
         for m in list(room.members):
             room.leave(m)
         for ep in (*phones.values(), *legs.values()):
+            ep.close()
+
+
+async def test_recording_a_bridged_call_one_channel_per_leg() -> None:
+    caller = await RtpEndpoint.open()
+    leg_a = await RtpEndpoint.open()
+    leg_b = await RtpEndpoint.open(codec=PCMA)
+    callee = await RtpEndpoint.open(codec=PCMA)
+    eps = (caller, leg_a, leg_b, callee)
+    try:
+        caller.set_remote(leg_a.local_address)
+        leg_a.set_remote(caller.local_address)
+        leg_b.set_remote(callee.local_address)
+        callee.set_remote(leg_b.local_address)
+        bridge(leg_a, leg_b)
+        out = io.BytesIO()
+        rec = WavRecorder(out, legs=2, split=True)
+        leg_a.record(rec.leg(0))  # what the caller says
+        leg_b.record(rec.leg(1))  # what the callee says
+        caller.play(tone_prompt([600], on_ms=1000), loops=0)
+        callee.play(tone_prompt([1400], on_ms=1000), loops=0)
+        await wait_for(lambda: rec.frames_written >= 4000)
+        leg_a.record(None)
+        leg_b.record(None)
+        rec.close()
+        with wave.open(io.BytesIO(out.getvalue())) as w:
+            assert w.getnchannels() == 2
+            frames = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
+        assert abs(dominant_hz(frames[400:4000, 0]) - 600) < 5
+        assert abs(dominant_hz(frames[400:4000, 1]) - 1400) < 5
+        # The relay kept working while being recorded.
+        assert callee.packets_received >= 20 and caller.packets_received >= 20
+    finally:
+        for ep in eps:
             ep.close()

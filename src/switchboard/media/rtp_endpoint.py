@@ -594,7 +594,8 @@ class RtpEndpoint:
         hook = self.on_packet
         if hook is not None:
             hook(self, pt, marker, seq, ts, ssrc, data[off:])
-            return
+            if self._jb is None and self._sink is None:
+                return  # pure relay; otherwise also tap it (recording a bridged call)
         if pt != self.codec.payload_type:
             return
         jb = self._jb
