@@ -795,13 +795,14 @@ class Proxy:
     def _on_response(self, m: Message, now: float) -> list[Send]:
         if not m.vias:
             return []
-        try:
-            via = Via(m.top_via())
-        except BadMessage:
-            self.stats.bad_messages += 1
-            return []
-        br = self.branches.get(via.branch)
+        branch = wire.branch_of(m.top_via())
+        br = self.branches.get(branch)
         if br is None:
+            try:
+                via = Via(m.top_via())
+            except BadMessage:
+                self.stats.bad_messages += 1
+                return []
             pid = self.probes.pop(via.branch, None)
             if pid is not None:
                 ch = self.dispatcher.probe_answered(pid, m.status, now)
@@ -879,9 +880,12 @@ class Proxy:
     def _strip(self, m: Message) -> bytes:
         """§16.7 step 3: remove the topmost Via (ours)."""
         i = m.vias[0]
-        _, rest = wire.first_value(m.value(i))
-        if rest:
-            m.lines[i] = wire.header_name(m.lines[i]) + b": " + rest
+        if b"," in m.lines[i]:
+            _, rest = wire.first_value(m.value(i))
+            if rest:
+                m.lines[i] = wire.header_name(m.lines[i]) + b": " + rest
+            else:
+                del m.lines[i]
         else:
             del m.lines[i]
         return wire.build(m.lines, m.body)
@@ -1070,6 +1074,10 @@ class Proxy:
                 del self.txns[txn.key]
                 for b in txn.branches:
                     self.branches.pop(b.id, None)
+                # Break the txn <-> branch cycle so reference counting frees both at
+                # once: no garbage-collector pauses under load.
+                txn.branches = []
+                txn.branch = None
             return []
         if kind == _CANCEL_RETRANS:
             br = obj

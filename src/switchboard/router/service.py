@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -51,6 +52,8 @@ EXIT_OK = 0
 EXIT_FORCED = 1
 EXIT_START_FAILED = 3
 UDP_BUFFER = 4 << 20
+# A timer that fires this late means the loop stalled; see Router._on_timer.
+LATE_TIMER = 0.05
 
 
 class StartError(Exception):
@@ -177,6 +180,7 @@ class Router:
         self.latency = LatencyHistogram()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._deferred = False
         self._admin: _AdminServer | None = None
         self._admin_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -245,6 +249,11 @@ class Router:
         self._admin = _AdminServer(ucfg)
         self._admin_task = self.loop.create_task(self._admin.serve(sockets=[admin_sock]))
         self._arm()
+        # Long-lived startup objects out of the collector's way; transactions break their
+        # own reference cycles, so collections stay rare and short under load.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         log.info(
             "router listening on %s, admin on http://%s:%d, %d destination(s), algorithm %d",
             ", ".join(f"{i.transport}:{i.host}:{i.port}" for i in interfaces),
@@ -406,8 +415,18 @@ class Router:
         self._timer = self.loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
+        late = self.loop.time() - self._timer_at
         self._timer = None
         self._timer_at = math.inf
+        if late > LATE_TIMER and not self._deferred:
+            # The loop was stalled (CPU starvation, a long GC): libuv runs timers before
+            # polling sockets, so answers that arrived meanwhile are still unread. Let one
+            # poll happen first, or every pending branch would "time out" at once.
+            self._deferred = True
+            self._timer_at = self.loop.time() + 0.001
+            self._timer = self.loop.call_at(self._timer_at, self._on_timer)
+            return
+        self._deferred = False
         try:
             sends = self.proxy.handle_timer(self.loop.time())
             if sends:

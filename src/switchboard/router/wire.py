@@ -25,6 +25,27 @@ COMPACT = {
     b"m": b"contact",
 }
 MAX_MESSAGE = 65535
+# The headers the proxy looks at, full and compact names, to one small int each so the
+# per-line work is one slice, one lower() and one dict lookup (most lines are skipped).
+_VIA, _ROUTE, _RR, _CALL_ID, _CSEQ, _MAXFWD, _TO, _FROM, _CL, _PROXY_REQUIRE = range(10)
+_KIND = {
+    b"via": _VIA,
+    b"v": _VIA,
+    b"route": _ROUTE,
+    b"record-route": _RR,
+    b"call-id": _CALL_ID,
+    b"i": _CALL_ID,
+    b"cseq": _CSEQ,
+    b"max-forwards": _MAXFWD,
+    b"to": _TO,
+    b"t": _TO,
+    b"from": _FROM,
+    b"f": _FROM,
+    b"content-length": _CL,
+    b"l": _CL,
+    b"proxy-require": _PROXY_REQUIRE,
+}
+_FOLD = b" \t"
 _TOKEN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~")
 _DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
@@ -139,44 +160,52 @@ def parse(data: bytes, *, stream: bool = False) -> Message:
             raise BadMessage(400, "Bad Method")
         m.method = parts[0]
         m.ruri = parts[1]
+    kind_of = _KIND.get
     i = 1
     n = len(lines)
     while i < n:
         line = lines[i]
-        if line[:1] in (b" ", b"\t"):
-            # Folded continuation (§7.3.1): join it to the previous header line.
-            if i == 1:
-                raise BadMessage(400, "Bad Header Folding")
-            lines[i - 1] = lines[i - 1] + b" " + line.strip()
-            del lines[i]
-            n -= 1
-            continue
         c = line.find(b":")
-        if c <= 0:
+        if c <= 0 or line[0] in _FOLD:
+            if line and line[0] in _FOLD:
+                # Folded continuation (§7.3.1): join it to the previous header line.
+                if i == 1:
+                    raise BadMessage(400, "Bad Header Folding")
+                lines[i - 1] = lines[i - 1] + b" " + line.strip()
+                del lines[i]
+                n -= 1
+                continue
             raise BadMessage(400, "Malformed Header Line")
-        name = line[:c].rstrip().lower()
-        name = COMPACT.get(name, name)
-        if name == b"via":
+        kind = kind_of(line[:c].lower())
+        if kind is None:
+            if line[c - 1] not in _FOLD:
+                i += 1
+                continue
+            kind = kind_of(line[:c].rstrip().lower())
+            if kind is None:
+                i += 1
+                continue
+        if kind == _VIA:
             m.vias.append(i)
-        elif name == b"route":
+        elif kind == _ROUTE:
             m.routes.append(i)
-        elif name == b"record-route":
+        elif kind == _RR:
             m.rrs.append(i)
-        elif name == b"call-id":
+        elif kind == _CALL_ID:
             m.call_id = line[c + 1 :].strip()
-        elif name == b"cseq":
+        elif kind == _CSEQ:
             num, _, meth = line[c + 1 :].strip().partition(b" ")
             m.cseq_num = num
             m.cseq_method = meth.strip()
-        elif name == b"max-forwards":
+        elif kind == _MAXFWD:
             m.maxfwd = i
-        elif name == b"to":
+        elif kind == _TO:
             m.to = i
-        elif name == b"from":
+        elif kind == _FROM:
             m.from_ = i
-        elif name == b"content-length":
+        elif kind == _CL:
             m.cl = i
-        elif name == b"proxy-require":
+        else:
             m.proxy_require = i
         i += 1
     m.lines = lines
@@ -348,6 +377,22 @@ def first_value(value: bytes) -> tuple[bytes, bytes]:
     return value.strip(), b""
 
 
+def branch_of(via_value: bytes) -> bytes:
+    """The branch parameter of one Via value (fast path for response matching)."""
+    i = via_value.find(b"branch=")
+    if i < 0:
+        i = via_value.lower().find(b"branch=")
+        if i < 0:
+            return b""
+    j = i + 7
+    end = len(via_value)
+    for stop in (b";", b",", b" "):
+        k = via_value.find(stop, j)
+        if 0 <= k < end:
+            end = k
+    return via_value[j:end]
+
+
 def header_name(line: bytes) -> bytes:
     return line[: line.find(b":")].rstrip()
 
@@ -359,8 +404,9 @@ def loop_hash(m: Message) -> str:
     h = zlib.crc32(m.ruri)
     h = zlib.crc32(m.call_id, h)
     h = zlib.crc32(m.cseq_num, h)
-    h = zlib.crc32(m.from_tag(), h)
-    h = zlib.crc32(m.to_tag(), h)
+    # the raw From/To values carry the tags and never change hop by hop
+    h = zlib.crc32(m.lines[m.from_], h)
+    h = zlib.crc32(m.lines[m.to], h)
     if m.proxy_require >= 0:
         h = zlib.crc32(m.lines[m.proxy_require], h)
     return f"{h:08x}"
