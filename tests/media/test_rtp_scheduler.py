@@ -79,3 +79,23 @@ async def test_scheduler_drives_streams_on_20ms_grid() -> None:
 
 async def test_one_scheduler_per_loop() -> None:
     assert get_scheduler() is get_scheduler()
+
+
+async def test_tick_stops_when_the_last_stream_leaves_and_restarts() -> None:
+    loop = asyncio.get_running_loop()
+    sched = MediaScheduler(loop)
+    rec = Recorder(loop)
+    sched.add(rec)
+    deadline = loop.time() + 2.0
+    while len(rec.calls) < 3 and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    sched.remove(rec)
+    assert sched._handle is None and not sched._running
+    ticks = sched.ticks
+    await asyncio.sleep(0.08)
+    assert sched.ticks == ticks  # no idle wake-ups
+    sched.add(rec)
+    while sched.ticks == ticks and loop.time() < deadline + 2.0:
+        await asyncio.sleep(0.01)
+    assert sched.ticks > ticks
+    sched.remove(rec)

@@ -87,6 +87,7 @@ class MediaScheduler:
         self._calls: tuple[Callable[[int, int], None], ...] = ()
         self._clock: TickClock | None = None
         self._handle: asyncio.TimerHandle | None = None
+        self._running = False
         self.ticks = 0
         self.now = 0.0  # loop time of the current/last tick, for streams' own timers
         self.late_frames = 0
@@ -106,8 +107,11 @@ class MediaScheduler:
             self.start()
 
     def remove(self, stream: Tickable) -> None:
+        """Stop driving ``stream``; the tick itself stops when nothing is left."""
         if self._streams.pop(id(stream), None) is not None:
             self._calls = tuple(self._streams.values())
+        if not self._streams:
+            self.stop()
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -121,8 +125,10 @@ class MediaScheduler:
             return
         self._clock = TickClock(loop.time(), self.interval, self.max_catchup)
         self._handle = loop.call_at(self._clock.deadline, self._tick)
+        self._running = True
 
     def stop(self) -> None:
+        self._running = False
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -150,7 +156,11 @@ class MediaScheduler:
                     log.exception("media stream failed in tick; removing it")
                     self._remove_call(call)
             self._busy[i] = loop.time() - now
-        self._handle = loop.call_at(clock.deadline, self._tick)
+        if self._running and self._streams:
+            self._handle = loop.call_at(clock.deadline, self._tick)
+        else:
+            self._running = False
+            self._handle = None
 
     def _remove_call(self, call: Callable[[int, int], None]) -> None:
         for key, value in list(self._streams.items()):
@@ -177,6 +187,9 @@ def get_scheduler() -> MediaScheduler:
     loop = asyncio.get_running_loop()
     sched = _schedulers.get(id(loop))
     if sched is None or sched._loop is not loop:
+        for key, old in list(_schedulers.items()):  # forget schedulers of closed loops
+            if old._loop is None or old._loop.is_closed():
+                del _schedulers[key]
         sched = MediaScheduler(loop)
         _schedulers[id(loop)] = sched
     return sched
