@@ -400,3 +400,23 @@ async def test_recording_a_bridged_call_one_channel_per_leg() -> None:
     finally:
         for ep in eps:
             ep.close()
+
+
+async def test_codec_change_mid_call_keeps_playing() -> None:
+    a = await RtpEndpoint.open()
+    b = await RtpEndpoint.open()
+    seen: list[int] = []
+    try:
+        a.set_remote(b.local_address)
+        b.set_remote(a.local_address)
+        b.on_packet = lambda ep, pt, m, seq, ts, ssrc, payload: seen.append(pt)
+        a.play(tone_prompt([800], on_ms=1000), loops=0)
+        await wait_for(lambda: len(seen) >= 5)
+        a.set_codec(PCMA)  # re-INVITE answered with PCMA
+        await wait_for(lambda: seen.count(8) >= 5)
+        first_pcma = seen.index(8)
+        assert set(seen[:first_pcma]) == {0} and set(seen[first_pcma:]) == {8}
+        assert a.playing
+    finally:
+        a.close()
+        b.close()

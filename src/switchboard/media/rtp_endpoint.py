@@ -272,6 +272,27 @@ class RtpEndpoint:
             self.rtcp.start(self._loop.time(), random.random())
             self._rtcp_due = self.rtcp.next_time or float("inf")
 
+    def set_codec(self, codec: Codec, event_pt: int | None = DEFAULT_EVENT_PT) -> None:
+        """Switch codec (re-INVITE with a new answer). The SSRC and clock continue.
+
+        A prompt being played is re-encoded for the new codec from its current position;
+        the jitter buffer restarts (old-codec payloads in it are dropped).
+        """
+        self.codec = codec
+        self.event_pt = event_pt
+        self.writer.payload_type = codec.payload_type
+        self._ts_step = codec.clock_rate // 50
+        self._silence = np.zeros(codec.sample_rate // 50, np.int16)
+        source = self._source
+        if isinstance(source, Player) and source.codec is not None:
+            fresh = source.with_codec(codec)
+            self._source = fresh
+            self._send_pcm = not fresh.encoded_for(codec)
+        if self._jb is not None:
+            self._jb = None
+            self._ensure_jitter_buffer()
+        self._marker_next = True
+
     def relatch(self) -> None:
         """Accept the next source seen as the new remote (after a re-INVITE)."""
         self.latched = False

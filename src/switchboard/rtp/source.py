@@ -118,6 +118,13 @@ class Player:
         self._pos = pos + 1
         return pos
 
+    def with_codec(self, codec: Codec) -> Player:
+        """The same playback (position, loops left) with frames for another codec."""
+        other = Player(self.prompt, codec, self._loops_left)
+        other._pos = self._pos
+        other.finished = self.finished
+        return other
+
     def encoded_for(self, codec: Codec) -> bool:
         """True when this player has ``codec``'s pre-encoded frames (the fast send path)."""
         c = self.codec
