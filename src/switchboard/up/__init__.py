@@ -1,0 +1,1 @@
+"""`switchboard up` helpers: the demo carrier simulator and call mix."""

@@ -1,0 +1,232 @@
+"""A carrier's SIP server for ``switchboard up --demo``: answers what the gateway sends.
+
+It stands where the upstream carrier would (``[gateways.carrier] proxy``, 127.0.0.1:5090 by
+default) so a newcomer's first transit calls have somewhere to go. It behaves like a
+termination carrier with a realistic mix, decided by the dialled number so results are
+reproducible: numbers ending in 9 are busy (486), in 8 ring and go unanswered (480 after
+the ring time), in 7 are not routable (404); the others ring for a post-dial delay and
+answer with SDP (RFC 3264) pointing at an RTP sink. BYE and CANCEL (RFC 3261 §9.2) are
+honoured; OPTIONS probes are answered. UDP only; a datagram that does not parse is dropped
+(the simulator never dies on a peer's bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+from dataclasses import dataclass, field
+
+from switchboard.sip.errors import SipError
+from switchboard.sip.message import Request, make_response, parse_message
+
+log = logging.getLogger(__name__)
+
+BUSY, NO_ANSWER, NOT_FOUND = "9", "8", "7"
+
+
+@dataclass
+class _Call:
+    invite: Request
+    to_tag: str
+    last: bytes = b""  # last response sent, resent on a retransmitted INVITE
+    task: asyncio.Task[None] | None = None
+    answered: bool = False
+
+
+@dataclass
+class CarrierStats:
+    invites: int = 0
+    answered: int = 0
+    busy: int = 0
+    no_answer: int = 0
+    not_found: int = 0
+    cancelled: int = 0
+    byes: int = 0
+    calls: dict[str, str] = field(default_factory=dict)  # call-id → outcome
+
+
+class CarrierSimulator(asyncio.DatagramProtocol):
+    """The demo carrier. ``pdd`` (seconds, range) is the ring delay before 180 → 200."""
+
+    def __init__(
+        self,
+        *,
+        pdd: tuple[float, float] = (0.2, 0.8),
+        no_answer_after: float = 3.0,
+        seed: int = 5090,
+    ) -> None:
+        self.pdd = pdd
+        self.no_answer_after = no_answer_after
+        self.rng = random.Random(seed)
+        self.calls: dict[str, _Call] = {}
+        self.stats = CarrierStats()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.rtp: asyncio.DatagramTransport | None = None
+        self.rtp_port = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, host: str, port: int, **kwargs: object) -> CarrierSimulator:
+        loop = asyncio.get_running_loop()
+        sim = cls(**kwargs)  # type: ignore[arg-type]
+        await loop.create_datagram_endpoint(lambda: sim, local_addr=(host, port))
+        # one RTP sink for every call: the carrier's media is not the point of the demo
+        rtp, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=(host, 0))
+        sim.rtp = rtp
+        sim.rtp_port = rtp.get_extra_info("sockname")[1]
+        return sim
+
+    def close(self) -> None:
+        for call in self.calls.values():
+            if call.task:
+                call.task.cancel()
+        if self.transport:
+            self.transport.close()
+        if self.rtp:
+            self.rtp.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    # -- SIP --------------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not data.strip():
+            return  # keep-alive
+        try:
+            msg = parse_message(data)
+            if not isinstance(msg, Request):
+                return
+            call_id = msg.call_id
+            method = msg.method
+        except (SipError, ValueError) as exc:
+            log.debug("carrier simulator: dropped unparsable datagram from %s: %s", addr, exc)
+            return
+        match method:
+            case "INVITE":
+                self._invite(msg, call_id, addr)
+            case "ACK":
+                pass  # 2xx/non-2xx handshake complete; nothing to retransmit on loopback
+            case "BYE":
+                self.stats.byes += 1
+                call = self.calls.pop(call_id, None)
+                self._send(make_response(msg, 200, "OK").to_bytes(), addr)
+                if call and call.task:
+                    call.task.cancel()
+            case "CANCEL":
+                self._send(make_response(msg, 200, "OK").to_bytes(), addr)
+                call = self.calls.get(call_id)
+                if call and not call.answered:
+                    if call.task:
+                        call.task.cancel()
+                    self.stats.cancelled += 1
+                    self.stats.calls[call_id] = "cancelled"
+                    self._reply(call, 487, "Request Terminated", addr)
+            case "OPTIONS":
+                self._send(make_response(msg, 200, "OK", to_tag=_tag()).to_bytes(), addr)
+            case _:
+                self._send(
+                    make_response(msg, 405, "Method Not Allowed", to_tag=_tag()).to_bytes(), addr
+                )
+
+    def _invite(self, req: Request, call_id: str, addr: tuple[str, int]) -> None:
+        known = self.calls.get(call_id)
+        if known is not None:  # retransmission (§17.2.1): repeat the last response
+            if known.last:
+                self._send(known.last, addr)
+            return
+        if req.to_tag:  # re-INVITE (hold, codec change): accept with the same answer
+            self._send(self._ok(req, req.to_tag), addr)
+            return
+        self.stats.invites += 1
+        call = _Call(req, _tag())
+        self.calls[call_id] = call
+        self._send(make_response(req, 100, "Trying").to_bytes(), addr)
+        call.task = asyncio.get_running_loop().create_task(self._progress(call, call_id, addr))
+
+    async def _progress(self, call: _Call, call_id: str, addr: tuple[str, int]) -> None:
+        number = call.invite.ruri.user or ""
+        last = number[-1:] if number else ""
+        if last == NOT_FOUND:
+            self.stats.not_found += 1
+            self.stats.calls[call_id] = "not_found"
+            self._reply(call, 404, "Not Found", addr)
+            return
+        await asyncio.sleep(self.rng.uniform(*self.pdd))  # post-dial delay
+        self._reply(call, 180, "Ringing", addr)
+        if last == BUSY:
+            self.stats.busy += 1
+            self.stats.calls[call_id] = "busy"
+            self._reply(call, 486, "Busy Here", addr)
+            return
+        if last == NO_ANSWER:
+            await asyncio.sleep(self.no_answer_after)
+            self.stats.no_answer += 1
+            self.stats.calls[call_id] = "no_answer"
+            self._reply(call, 480, "Temporarily Unavailable", addr)
+            return
+        await asyncio.sleep(self.rng.uniform(0.1, 0.4))
+        call.answered = True
+        self.stats.answered += 1
+        self.stats.calls[call_id] = "answered"
+        call.last = self._ok(call.invite, call.to_tag)
+        self._send(call.last, addr)
+
+    def _ok(self, req: Request, to_tag: str) -> bytes:
+        host = self.transport.get_extra_info("sockname")[0] if self.transport else "127.0.0.1"
+        pt = _offered_payload(req.body)
+        sdp = (
+            "v=0\r\n"
+            f"o=carrier 1 1 IN IP4 {host}\r\n"
+            "s=carrier\r\n"
+            f"c=IN IP4 {host}\r\n"
+            "t=0 0\r\n"
+            f"m=audio {self.rtp_port} RTP/AVP {pt} 101\r\n"
+            f"a=rtpmap:{pt} {'PCMA' if pt == 8 else 'PCMU'}/8000\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\n"
+            "a=fmtp:101 0-16\r\n"
+            "a=sendrecv\r\n"
+        ).encode()
+        port = self.transport.get_extra_info("sockname")[1] if self.transport else 5090
+        return make_response(
+            req,
+            200,
+            "OK",
+            to_tag=to_tag,
+            headers=[
+                ("Contact", f"<sip:carrier@{host}:{port}>"),
+                ("Content-Type", "application/sdp"),
+            ],
+            body=sdp,
+        ).to_bytes()
+
+    def _reply(self, call: _Call, status: int, reason: str, addr: tuple[str, int]) -> None:
+        data = make_response(call.invite, status, reason, to_tag=call.to_tag).to_bytes()
+        if status >= 300:
+            call.last = data
+            # the dialog never forms: forget it once the ACK had time to arrive
+            asyncio.get_running_loop().call_later(32.0, self.calls.pop, call.invite.call_id, None)
+        self._send(data, addr)
+
+    def _send(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is not None:
+            with contextlib.suppress(OSError):
+                self.transport.sendto(data, addr)
+
+
+def _tag() -> str:
+    return secrets.token_hex(5)
+
+
+def _offered_payload(body: bytes) -> int:
+    """The first of PCMU (0) / PCMA (8) in the offer's m=audio line; PCMU otherwise."""
+    for line in body.decode("ascii", "replace").splitlines():
+        if line.startswith("m=audio"):
+            for fmt in line.split()[3:]:
+                if fmt in ("0", "8"):
+                    return int(fmt)
+    return 0
