@@ -173,14 +173,19 @@ def load_sippy() -> dict[str, Callable[[bytes], object]] | None:
     return {"full": full, "proxy": proxy, "serialise": serialise, "forward": forward}
 
 
-def rate(fn: Callable[[bytes], object], seconds: float = 0.4, rounds: int = 3) -> float:
-    """Best-of-``rounds`` calls per second, each round about ``seconds`` long."""
+# CPU time of this process, not wall time: the figure is "messages per second on
+# one core", and other processes sharing the machine do not distort it as much.
+clock = time.process_time
+
+
+def rate(fn: Callable[[bytes], object], seconds: float = 0.4, rounds: int = 5) -> float:
+    """Best-of-``rounds`` calls per CPU-second, each round about ``seconds`` long."""
     n = 64
     while True:  # calibrate the batch size
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(n):
             fn(DATA)
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         if dt > seconds / 4:
             break
         n *= 2
@@ -188,10 +193,10 @@ def rate(fn: Callable[[bytes], object], seconds: float = 0.4, rounds: int = 3) -
     best = 0.0
     for _ in range(rounds):
         gc.collect()
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(batch):
             fn(DATA)
-        best = max(best, batch / (time.perf_counter() - t0))
+        best = max(best, batch / (clock() - t0))
     return best
 
 

@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 
 from switchboard.sip.errors import SipParseError
 from switchboard.sip.uri import (
-    _FAST_PARAMS_RE,
     _TOKEN_RE,
     format_params,
     parse_params,
@@ -423,8 +422,10 @@ class Headers:
 
 # --- Via (RFC 3261 §20.42, §18.2.1, RFC 3581) ----------------------------------------
 
-_HOSTPORT_FULL_RE = re.compile(
+_VIA_FAST_RE = re.compile(
+    r"SIP/2\.0/([A-Za-z0-9]+) "
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;\s\"<>,=]+)?)*)"
 )
 _VIA_RE = re.compile(
     r"[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*"
@@ -448,33 +449,23 @@ class Via:
     @classmethod
     def parse(cls, text: str) -> Via:
         """Parse one via-parm (no commas); raises :class:`SipParseError`."""
-        if text.startswith("SIP/2.0/"):
+        f = _VIA_FAST_RE.fullmatch(text)
+        if f is not None:
             # Fast path for the canonical form every modern element sends.
-            sp = text.find(" ", 8)
-            transport = text[8:sp]
-            semi = text.find(";", sp)
-            hostport = text[sp + 1 :] if semi < 0 else text[sp + 1 : semi]
-            m = _HOSTPORT_FULL_RE.fullmatch(hostport) if sp > 8 else None
-            if m is not None and transport.isalnum() and transport.isascii():
-                params: dict[str, str | None] = {}
-                if semi >= 0:
-                    ptext = text[semi:]
-                    if _FAST_PARAMS_RE.fullmatch(ptext) is None:
-                        params = parse_params(ptext)
-                    else:
-                        for part in ptext[1:].split(";"):
-                            name, eq, val = part.partition("=")
-                            params[name.lower()] = val if eq else None
-                port = m.group(2)
-                if port is not None and int(port) > 65535:
-                    raise SipParseError(f"Via port out of range in {text!r}")
+            transport, host, port_text, ptext = f.groups()
+            params: dict[str, str | None] = {}
+            if ptext:
+                for part in ptext[1:].split(";"):
+                    name, eq, val = part.partition("=")
+                    params[name.lower()] = val if eq else None
                 if "ttl" in params:
                     ttl = params["ttl"]
                     if ttl is None or not ttl.isdigit() or int(ttl) > 255:
                         raise SipParseError(f"bad Via ttl in {text!r}")
-                return cls(
-                    transport.upper(), m.group(1), None if port is None else int(port), params
-                )
+            port = None if port_text is None else int(port_text)
+            if port is not None and port > 65535:
+                raise SipParseError(f"Via port out of range in {text!r}")
+            return cls(transport.upper(), host, port, params)
         m = _VIA_RE.match(text)
         if m is None:
             raise SipParseError(f"bad Via {text!r}")

@@ -76,7 +76,7 @@ _DATE_RE = re.compile(
     r"([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT"
 )
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
+_FOLD_RE = re.compile(rb"[ \t]*\r\n[ \t]+")
 _MISSING: Any = object()
 
 
@@ -217,7 +217,7 @@ class Message:
         c = self.headers.cache
         v = c.get("max_forwards", _MISSING)
         if v is _MISSING:
-            raw = self.headers.get("max-forwards")
+            raw = self.headers.first_value("max-forwards")
             if raw is None:
                 v = None
             else:
@@ -543,13 +543,24 @@ def parse_message(data: bytes, *, strict: bool = False) -> Request | Response:
 def _parse(data: bytes) -> Request | Response:
     if data[:2] == b"\r\n":
         data = data.lstrip(b"\r\n")  # §7.5: ignore CRLFs before the start line
+    try:
+        return _parse_unfolded(data)
+    except SipParseError:
+        # Folded lines (§7.3.1) always fail the fast split (a continuation line has
+        # no token name before a colon), so unfolding is only paid for when needed.
+        end = data.find(b"\r\n\r\n")
+        head = data[:end]
+        if end > 0 and (b"\r\n " in head or b"\r\n\t" in head):
+            return _parse_unfolded(_FOLD_RE.sub(b" ", head) + data[end:])
+        raise
+
+
+def _parse_unfolded(data: bytes) -> Request | Response:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         raise SipParseError("no blank line after headers (truncated message?)")
     head = data[:end].decode("utf-8", "surrogateescape")
     body_start = end + 4
-    if "\r\n " in head or "\r\n\t" in head:
-        head = _FOLD_RE.sub(" ", head)  # §7.3.1: LWS folding is one SP
     lines = head.split("\r\n")
     nlines = len(lines)
     if head.count("\n") != nlines - 1 or head.count("\r") != nlines - 1:
