@@ -33,7 +33,7 @@ esl-node-deps:
 	@test -d tests/esl/node/node_modules/modesl || (cd tests/esl/node && npm ci --no-audit --no-fund --silent)
 
 run: deps
-	$(BIN)/switchboard up
+	$(BIN)/switchboard up --demo
 
 test: deps system-deps esl-node-deps
 	$(BIN)/python -m pytest -q

@@ -189,6 +189,7 @@ def plan(
     media_nodes: int,
     state_dir: Path,
     available: set[str],
+    demo: bool = False,
 ) -> list[ServiceSpec]:
     """The processes ``switchboard up`` runs for this config, in start order (pure)."""
     base = ("--config", str(config_path)) if config_path else ()
@@ -246,6 +247,9 @@ def plan(
         ):
             uris = [f"sip:{n.sip}" for n in nodes]
             router_env["SWITCHBOARD_DISPATCHER__DESTINATIONS"] = _json(uris)
+        if demo and "127.0.0.1" not in cfg.pike.allow:
+            # the demo's calls all come from loopback, like one trusted carrier
+            router_env["SWITCHBOARD_PIKE__ALLOW"] = _json([*cfg.pike.allow, "127.0.0.1"])
         if "media" in available and not cfg.status.metrics_urls:
             router_env["SWITCHBOARD_STATUS__METRICS_URLS"] = _json(
                 [f"http://{n.admin}/metrics" for n in nodes]
@@ -502,6 +506,7 @@ async def up(
     state_dir: Path,
     on_ready: Callable[[Supervisor, list[ServiceSpec]], None] | None = None,
     specs: list[ServiceSpec] | None = None,
+    demo: bool = False,
 ) -> int:
     """Run the platform until SIGINT/SIGTERM; StartError if it cannot start."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -514,6 +519,7 @@ async def up(
             media_nodes=media_nodes,
             state_dir=state_dir.resolve(),
             available=available_services(),
+            demo=demo,
         )
     )
     if not specs:
@@ -568,10 +574,17 @@ def main(cfg: Config, *, config_path: Path | None, demo: bool = False) -> int:
     setup_logging("up")
     state_dir = Path(cfg.platform.state_dir).resolve()
 
+    demo_task: list[asyncio.Task[Any]] = []
+
     def ready(sup: Supervisor, specs: list[ServiceSpec]) -> None:
         print_summary(specs, state_dir)
         if demo:
-            log.warning("the --demo call mix is not available in this build yet")
+            if not any(s.name.startswith("media-") for s in specs) or not any(
+                s.name == "router" for s in specs
+            ):
+                log.warning("--demo needs the router and media nodes, not in this build yet")
+                return
+            demo_task.append(asyncio.get_running_loop().create_task(_demo(cfg, state_dir)))
 
     try:
         return _run(
@@ -581,11 +594,41 @@ def main(cfg: Config, *, config_path: Path | None, demo: bool = False) -> int:
                 media_nodes=cfg.platform.media_nodes,
                 state_dir=state_dir,
                 on_ready=ready,
+                demo=demo,
             )
         )
     except StartError as exc:
         print(f"switchboard up: {exc}", file=sys.stderr)
         return EXIT_START_FAILED
+
+
+async def _demo(cfg: Config, state_dir: Path) -> None:
+    """Run the demo call mix against the running platform (errors are logged, not fatal)."""
+    from switchboard.up.demo import run_demo
+
+    node = MediaNodeAddresses.from_config(cfg, 1)
+    gateways = getattr(cfg, "gateways", {})
+    gateway = gateways["carrier"].proxy if "carrier" in gateways else "127.0.0.1:5090"
+    udp = [x.partition(":")[2] for x in cfg.router.listen if x.startswith("udp:")]
+    router = (udp or [cfg.router.listen[0].partition(":")[2]])[0].replace("0.0.0.0", "127.0.0.1")
+    uri_file = state_dir / "postgres.uri"
+    database_url = cfg.database.url or (uri_file.read_text().strip() if uri_file.exists() else "")
+    esl_password = getattr(getattr(cfg, "esl", None), "password", "ClueCon")
+    media_urls = [
+        f"http://{MediaNodeAddresses.from_config(cfg, i).admin}/metrics"
+        for i in range(1, cfg.platform.media_nodes + 1)
+    ]
+    try:
+        await run_demo(
+            gateway=split_address(gateway),
+            esl=split_address(node.esl),
+            esl_password=esl_password,
+            router=router,
+            database_url=database_url,
+            metrics_urls=media_urls,
+        )
+    except Exception:
+        log.exception("the demo failed; the platform keeps running")
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
