@@ -184,3 +184,33 @@ class TestCSeq:
     def test_bad(self, text: str) -> None:
         with pytest.raises(SipParseError):
             CSeq.parse(text)
+
+
+class TestIds:
+    """Branch/tag/Call-ID generation (ids.py) is pure: entropy comes from the caller."""
+
+    def test_branch_has_magic_cookie_and_parses_in_a_via(self) -> None:
+        from switchboard.sip.ids import new_branch
+
+        b = new_branch(bytes(range(16)))
+        assert b.startswith("z9hG4bK") and len(b) > 7 + 16
+        assert b == new_branch(bytes(range(16)))  # deterministic for the same bytes
+        assert b != new_branch(bytes(range(1, 17)))
+        v = Via.parse(f"SIP/2.0/UDP 10.0.0.1:5060;branch={b}")
+        assert v.branch == b and v.is_rfc3261_branch
+
+    def test_tag_and_call_id_are_tokens(self) -> None:
+        from switchboard.sip.ids import new_call_id, new_tag
+        from switchboard.sip.uri import is_token
+
+        tag = new_tag(b"\xff" * 8)
+        assert is_token(tag)
+        cid = new_call_id(b"\x00" * 12, "switchboard.example.net")
+        assert cid.endswith("@switchboard.example.net") and is_token(cid.split("@")[0])
+        assert "@" not in new_call_id(b"\x01" * 12)
+
+    def test_too_little_entropy_is_refused(self) -> None:
+        from switchboard.sip.ids import new_tag
+
+        with pytest.raises(ValueError):
+            new_tag(b"1234")

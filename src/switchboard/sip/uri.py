@@ -26,20 +26,8 @@ from switchboard.sip.errors import SipParseError, UnsupportedUriScheme
 TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
-# user = 1*( unreserved / escaped / user-unreserved ); user-unreserved = & = + $ , ; ? /
-_USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
-# password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
-_PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*")
-# host = hostname / IPv4address / IPv6reference; hostname labels allow "_" in practice.
-_HOSTPORT_RE = re.compile(
-    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9.])?)(?::([0-9]{1,5}))?"
-)
 # paramchar = param-unreserved / unreserved / escaped; param-unreserved = [ ] / : & + $
 _URI_PARAM_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+")
-_URI_PARAMS_RE = re.compile(
-    r"(?:;(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+"
-    r"(?:=(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+)?)+"
-)
 # The hot regexes use plain character classes that include '%' (one sre opcode per
 # run instead of an alternation per character); escapes are then checked once with
 # _BAD_ESCAPE_RE when the text contains a '%'.
@@ -53,7 +41,6 @@ _SIP_REST_RE = re.compile(
     rf"(?:\?({_HCHAR}+={_HCHAR}*(?:&{_HCHAR}+={_HCHAR}*)*))?"
 )
 _BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_URI_HEADER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})*")
 # telephone-subscriber (RFC 3966 §3), loosely: digits, hex, * # + and visual separators.
 _TEL_RE = re.compile(r"\+?(?:[0-9A-Fa-f*#\-.()]|%[0-9A-Fa-f]{2})+")
 # ;name[=value] lists without LWS or quotes, validated in one C-level match.
