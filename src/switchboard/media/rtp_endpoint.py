@@ -97,6 +97,58 @@ class RtpEndpoint:
     (see :func:`bridge` and :meth:`echo`).
     """
 
+    # Slots: a node holds thousands of these and the tick touches each one every 20 ms;
+    # compact objects keep that walk cache-friendly and attribute access fast.
+    __slots__ = (
+        "_allocator",
+        "_closed",
+        "_dtmf_done",
+        "_dtmf_duration_ms",
+        "_dtmf_gap",
+        "_dtmf_gap_ticks",
+        "_dtmf_packets",
+        "_dtmf_rx",
+        "_dtmf_rx_open",
+        "_dtmf_tx",
+        "_external",
+        "_inband",
+        "_jb",
+        "_loop",
+        "_marker_next",
+        "_playback_done",
+        "_rtcp_due",
+        "_rtcp_sock",
+        "_rtcp_transport",
+        "_scheduler",
+        "_send_pcm",
+        "_silence",
+        "_sink",
+        "_sock",
+        "_source",
+        "_transport",
+        "_ts_step",
+        "codec",
+        "event_pt",
+        "foreign",
+        "latched",
+        "local_address",
+        "malformed",
+        "on_dtmf",
+        "on_packet",
+        "packets_received",
+        "remote",
+        "remote_rtcp",
+        "remote_ssrc",
+        "rtcp",
+        "rtcp_bye",
+        "rtcp_received",
+        "rtcp_sent",
+        "send_errors",
+        "stats",
+        "symmetric",
+        "writer",
+    )
+
     def __init__(
         self,
         rtp_sock: socket.socket,
@@ -143,6 +195,8 @@ class RtpEndpoint:
         self._dtmf_tx: deque[str] = deque()
         self._dtmf_packets: deque[tuple[bytes, bool, int]] = deque()
         self._dtmf_gap = 0
+        self._dtmf_gap_ticks = 3
+        self._dtmf_duration_ms = 100
         self._dtmf_done: asyncio.Future[None] | None = None
         self.stats: ReceiverStats | None = None
         self.remote_ssrc: int | None = None

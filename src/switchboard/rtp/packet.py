@@ -237,10 +237,12 @@ class RtpHeaderWriter:
         self.timestamp = (self.timestamp + samples) & 0xFFFFFFFF
         self.packets_sent += 1
         self.octets_sent += n
+        # Reuse the packet-sized view while payloads keep their size (always, for G.711):
+        # no allocation per packet.
         view = self._view
-        if view is None:
-            self._view = view = memoryview(buf)
-        return view[: RTP_HEADER_SIZE + n]
+        if view is None or len(view) != RTP_HEADER_SIZE + n:
+            self._view = view = memoryview(buf)[: RTP_HEADER_SIZE + n]
+        return view
 
     def skip(self, samples: int) -> None:
         """Advance the timestamp without sending (frames skipped after a scheduler stall)."""

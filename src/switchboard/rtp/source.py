@@ -94,6 +94,8 @@ class Prompt:
 class Player:
     """Plays a :class:`Prompt` for one stream; optional looping (``loops=0`` = forever)."""
 
+    __slots__ = ("_loops_left", "_n", "_payloads", "_pcm", "_pos", "codec", "finished", "prompt")
+
     def __init__(self, prompt: Prompt, codec: Codec | None = None, loops: int = 1) -> None:
         self.prompt = prompt
         self.codec = codec
