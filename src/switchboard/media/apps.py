@@ -103,9 +103,6 @@ def register_all(sw: Switch) -> None:
             "export": export,
         }
     )
-    try:
-        from switchboard.media import media_apps
-    except ImportError:  # the media engine is not available in this build
-        log.debug("media applications unavailable")
-    else:
-        media_apps.register(sw)
+    from switchboard.media import media_apps
+
+    media_apps.register(sw)

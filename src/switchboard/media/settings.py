@@ -1,0 +1,175 @@
+"""Typed configuration sections of the media node: ``[media]``, ``[limits]``,
+``[gateways.<name>]``, ``[users.<id>]``, ``[dialplan]`` (composed by ``switchboard.config``).
+
+Every key has a working default; the per-node addresses follow DESIGN.md §2 from the
+node's number (``media-N``): SIP udp+tcp 127.0.0.1:508N, ESL 802N, admin/metrics 808N,
+RTP ports 16384 + (N-1)·8192 … +8191. Documented key by key in docs/media.md.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+RTP_BASE = 16384
+RTP_SPAN = 8192
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_hostport(value: str) -> str:
+    """HOST:PORT; port 0 means "any free port" (tests)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+class MediaSection(_Section):
+    """[media] — one media node's addresses, codecs and files (empty = derived default)."""
+
+    listen: list[str] = Field(default_factory=list)  # ["udp:H:P", "tcp:H:P"]; [] → 127.0.0.1:508N
+    admin: str = ""  # HOST:PORT for /metrics and the admin API; "" → 127.0.0.1:808N
+    rtp_ip: str = "127.0.0.1"  # address RTP sockets bind to
+    sdp_ip: str = ""  # address written in SDP (NAT/public); "" → rtp_ip
+    rtp_port_start: int = Field(default=0, ge=0, le=65534)  # 0 → 16384 + (N-1)·8192
+    rtp_port_end: int = Field(default=0, ge=0, le=65535)  # 0 → start + 8191
+    codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA"])  # preference order
+    sounds_dir: str = ""  # where playback looks up relative names; "" → bundled sounds
+    recordings_dir: str = (
+        ""  # where record/record_session put relative paths; "" → state/recordings
+    )
+    cdr_file: str = ""  # JSON-lines CDR sink until billing is wired; "" → state/cdr/<name>.jsonl
+    realm: str = "switchboard"  # digest realm of the registrar
+    originate_timeout: float = Field(default=60.0, gt=0)  # default ring time of bridge/originate
+    conference_energy_level: int = Field(default=100, ge=0)  # mod_conference energy-level
+    user_agent: str = "Switchboard"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: list[str]) -> list[str]:
+        for item in v:
+            proto, sep, addr = item.partition(":")
+            if not sep or proto not in ("udp", "tcp"):
+                raise ValueError(f"expected udp:HOST:PORT or tcp:HOST:PORT, got {item!r}")
+            _check_hostport(addr)
+        return v
+
+    @field_validator("admin")
+    @classmethod
+    def _admin(cls, v: str) -> str:
+        return _check_hostport(v) if v else v
+
+    @field_validator("codecs")
+    @classmethod
+    def _codecs(cls, v: list[str]) -> list[str]:
+        known = {"PCMU", "PCMA", "G722", "L16"}
+        bad = [c for c in v if c.upper() not in known]
+        if bad or not v:
+            raise ValueError(f"codecs must be a non-empty list of {sorted(known)}, got {v!r}")
+        return [c.upper() for c in v]
+
+
+class LimitsSection(_Section):
+    """[limits] — FreeSWITCH switch.conf ``max-sessions`` / ``sessions-per-second``."""
+
+    max_sessions: int = Field(default=1000, ge=1)
+    sessions_per_second: int = Field(default=30, ge=1)  # exact sliding 1 s window
+    retry_after: int = Field(default=300, ge=0)  # Retry-After on the 503 (sofia.c)
+
+
+class GatewaySection(_Section):
+    """[gateways.<name>] — an outbound trunk to a carrier."""
+
+    proxy: str = "127.0.0.1:5090"  # HOST:PORT of the carrier's SIP server
+    transport: str = "udp"
+    registration: bool = False  # REGISTER to the carrier (then digest credentials are needed)
+    username: str = ""
+    password: str = ""
+    realm: str = ""  # accept challenges only for this realm ("" = any)
+    from_user: str = ""  # user in From; "" → the caller-id number
+    from_domain: str = ""  # host in From; "" → proxy host
+    caller_id_number: str = ""  # force this caller-id number (caller-id rule)
+    caller_id_name: str = ""
+    caller_id_prefix: str = ""  # prepended to the caller-id number
+    prefix: str = ""  # prepended to the dialled number
+    strip: int = Field(default=0, ge=0)  # leading digits removed from the dialled number
+    max_calls: int = Field(default=0, ge=0)  # concurrent-call limit; 0 = unlimited
+    expires: int = Field(default=3600, ge=60)  # registration period
+    codecs: list[str] = Field(default_factory=list)  # offer order; [] → [media].codecs
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, v: str) -> str:
+        return _check_hostport(v)
+
+    @field_validator("transport")
+    @classmethod
+    def _transport(cls, v: str) -> str:
+        if v.lower() not in ("udp", "tcp"):
+            raise ValueError("transport must be udp or tcp")
+        return v.lower()
+
+
+class UserSection(_Section):
+    """[users.<id>] — a user allowed to REGISTER; ``user/<id>`` rings its contacts."""
+
+    password: str
+    caller_id_name: str = ""
+    caller_id_number: str = ""  # "" → the id
+    context: str = "default"
+
+
+class IvrMenuSection(_Section):
+    """[dialplan.ivr.<menu>] — an IVR menu (mod_ivr's ivr.conf.xml, simplified)."""
+
+    greeting: str = "prompt"  # played (and repeated) while waiting for a digit
+    invalid: str = ""  # played on a digit with no entry ("" → a short error tone)
+    timeout: float = Field(default=5.0, gt=0)  # seconds to wait for a digit after the greeting
+    max_failures: int = Field(default=3, ge=1)  # timeouts + invalid digits before exit
+    exit_action: str = "hangup NORMAL_CLEARING"  # run after too many failures
+    entries: dict[str, str] = Field(default_factory=dict)  # digit → "app arg"
+
+    @field_validator("entries")
+    @classmethod
+    def _entries(cls, v: dict[str, str]) -> dict[str, str]:
+        for digit in v:
+            if not re.fullmatch(r"[0-9*#A-D]{1,8}", digit):
+                raise ValueError(f"IVR entry key must be DTMF digits, got {digit!r}")
+        return v
+
+
+def _default_ivr() -> dict[str, IvrMenuSection]:
+    return {
+        "demo": IvrMenuSection(
+            entries={
+                "1": "playback prompt",
+                "2": "transfer echo",
+                "3": "transfer conf-demo",
+                "9": "hangup NORMAL_CLEARING",
+            }
+        )
+    }
+
+
+class DialplanSection(_Section):
+    """[dialplan] — ordered rules (see media/dialplan.py) and IVR menus."""
+
+    file: str = ""  # a TOML file with [[rules]] (and [ivr.*]) re-read on reloadxml/SIGHUP
+    rules: list[dict[str, Any]] = Field(default_factory=list)  # [] → DESIGN.md §2 defaults
+    ivr: dict[str, IvrMenuSection] = Field(default_factory=_default_ivr)
+
+
+def default_gateways() -> dict[str, GatewaySection]:
+    """DESIGN.md §2: gateway ``carrier`` → udp 127.0.0.1:5090."""
+    return {"carrier": GatewaySection()}
+
+
+def node_number(name: str) -> int:
+    """``media-2`` → 2 (1 when the name has no trailing number)."""
+    m = re.search(r"(\d+)$", name)
+    return max(1, int(m[1])) if m else 1
