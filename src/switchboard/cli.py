@@ -73,12 +73,6 @@ def up(
     raise typer.Exit(platform.main(cfg, config_path=config, demo=demo))
 
 
-# Billing: db, rates, accounts, cdr, report, invoice (switchboard.billing.cli).
-from switchboard.billing.cli import register as _register_billing  # noqa: E402
-
-_register_billing(app, load_config)
-
-
 @app.command()
 def router(config: ConfigOpt = None) -> None:
     """Run the edge router only (SIP proxy, dispatcher, ACL, pike, admin API)."""
@@ -90,6 +84,32 @@ def router(config: ConfigOpt = None) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     raise typer.Exit(service.run(cfg, config))
+
+
+@app.command()
+def media(
+    config: ConfigOpt = None,
+    name: Annotated[str, typer.Option("--name", help="Node name; media-N takes DESIGN.md §2's addresses for N.")] = "media-1",
+) -> None:
+    """Run one media node (SIP UA/B2BUA, RTP, dialplan, Event Socket, /metrics)."""
+    import logging
+
+    from switchboard.media import node
+
+    cfg = load_config(config)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise typer.Exit(node.run(cfg, name))
+
+
+# Billing: db, rates, accounts, cdr, report, invoice (switchboard.billing.cli).
+from switchboard.billing.cli import register as _register_billing  # noqa: E402
+
+_register_billing(app, load_config)
+
+from switchboard.dialer.cli import register as _register_dialer  # noqa: E402
+
+_register_dialer(app, load_config)
 
 
 def main() -> None:
