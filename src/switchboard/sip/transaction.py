@@ -531,6 +531,8 @@ class TransactionLayer:
             a provisional or final response within 200 ms").
         retransmit_2xx: this layer serves a UAS core, which retransmits its 2xx to
             INVITE until the ACK arrives (§13.3.1.4).  A proxy leaves this False.
+        stamp_received: add ``received``/``rport`` to the top Via of each new request
+            (§18.2.1, RFC 3581 §4), so responses and forwarded requests carry them.
     """
 
     def __init__(
@@ -539,8 +541,10 @@ class TransactionLayer:
         timers: TimerValues = DEFAULT_TIMERS,
         send_trying: bool = True,
         retransmit_2xx: bool = False,
+        stamp_received: bool = True,
     ) -> None:
         self.timers = timers
+        self.stamp_received = stamp_received
         self.send_trying = send_trying
         self.retransmit_2xx = retransmit_2xx
         self.clients: dict[tuple[Any, ...], ClientTransaction] = {}
@@ -676,7 +680,10 @@ class TransactionLayer:
         if request.cseq.method != method:
             raise SipParseError("CSeq method does not match the request method (§8.1.1.5)")
         kind = Kind.INVITE_SERVER if method == "INVITE" else Kind.NON_INVITE_SERVER
-        stxn = ServerTransaction(kind, key, request, response_peer(request.top_via, peer))
+        via = request.top_via
+        stxn = ServerTransaction(kind, key, request, response_peer(via, peer))
+        if self.stamp_received and (via.rport == "" or via.host != peer.host):
+            stamp_via(request, peer)  # responses copy it (§18.2.1, RFC 3581 §4)
         self.servers[key] = stxn
         if kind is Kind.INVITE_SERVER and self.send_trying:
             self._fire(stxn, Input.TU_1XX, now, out, make_response(request, 100))

@@ -1,0 +1,252 @@
+"""The asyncio adapter between sockets and a pure SIP core (aioquic's protocol.py model).
+
+A *core* is any object with ``receive(message, peer, now)``, ``get_timer()`` and
+``handle_timer(now)`` returning outputs — a
+:class:`~switchboard.sip.transaction.TransactionLayer`, or a UA/proxy core wrapping
+one.  :class:`SipEndpoint` owns the UDP and TCP sockets of one core and
+
+* parses what arrives and feeds the core with ``loop.time()``;
+* sends every :class:`~switchboard.sip.transaction.Transmit` the core returns and hands
+  every other output to ``on_event``;
+* keeps ONE timer for the core, re-armed at ``core.get_timer()`` after every feed;
+* reports delivery failures back with ``core.transport_failed(transaction, now)``
+  (§17.1.4, §17.2.4) when the core has that method.
+
+A peer's bytes never take the process down: unparseable requests are answered with
+400 when enough of them is readable (§8.2, §16.3) and otherwise dropped with a debug
+log; anything else unexpected is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from switchboard.net.tcp import DEFAULT_IDLE_TIMEOUT, DEFAULT_WRITE_BUFFER_LIMIT, TcpTransport
+from switchboard.net.udp import UdpTransport, open_udp
+from switchboard.sip.errors import SipError
+from switchboard.sip.headers import header_key
+from switchboard.sip.message import Request, Response, make_response, parse_message
+from switchboard.sip.transaction import Peer, Transmit
+
+log = logging.getLogger(__name__)
+
+
+class SipCore(Protocol):
+    """What :class:`SipEndpoint` drives."""
+
+    def receive(self, message: Request | Response, peer: Peer, now: float) -> Iterable[Any]: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> Iterable[Any]: ...
+
+
+EventHandler = Callable[[Any], None]
+
+_REJECT_COPY = frozenset({"via", "from", "to", "call-id", "cseq"})
+
+
+def stateless_reject(data: bytes, status: int, reason: str) -> bytes | None:
+    """A response to an unparseable request built from its raw header lines.
+
+    §8.2.6.2 needs Via, From, To, Call-ID and CSeq copied; when the request line or the
+    Via is unreadable, or it is an ACK or a response, there is nothing to answer (None).
+    """
+    head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head.decode("latin-1")
+    lines = text.replace("\r\n", "\n").split("\n")
+    first = lines[0].split(" ")
+    if len(first) != 3 or first[2].strip() != "SIP/2.0" or first[0] in ("ACK", "SIP/2.0"):
+        return None
+    copied: list[str] = []
+    has_via = False
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name[0] in " \t":
+            continue
+        key = header_key(name.strip())
+        if key in _REJECT_COPY:
+            has_via = has_via or key == "via"
+            copied.append(f"{name.strip()}: {value.strip()}")
+    if not has_via:
+        return None
+    body = "\r\n".join([f"SIP/2.0 {status} {reason}", *copied, "Content-Length: 0"])
+    return (body + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+class SipEndpoint:
+    """Sockets, parsing and the single timer for one SIP core.
+
+    Args:
+        core: the pure core to drive.
+        on_event: called with every non-:class:`Transmit` output, in order.
+        tcp_idle_timeout: seconds before an idle TCP connection is closed.
+        max_message_size: cap of one message on a TCP stream (the framer's bound).
+    """
+
+    def __init__(
+        self,
+        core: SipCore,
+        *,
+        on_event: EventHandler | None = None,
+        tcp_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_message_size: int = 65535,
+        write_buffer_limit: int = DEFAULT_WRITE_BUFFER_LIMIT,
+    ) -> None:
+        self.core = core
+        self.on_event = on_event
+        self.loop = asyncio.get_running_loop()
+        self.udp: list[UdpTransport] = []
+        self.tcp = TcpTransport(
+            self._on_message,
+            self._on_send_failed,
+            idle_timeout=tcp_idle_timeout,
+            max_message_size=max_message_size,
+            write_buffer_limit=write_buffer_limit,
+        )
+        self.tcp_addresses: list[tuple[str, int]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        self._closed = False
+
+    # ----------------------------------------------------------------- sockets
+
+    async def listen_udp(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        """Bind UDP at ``host:port``; returns the bound address.  Port 0 = any free."""
+        udp = await open_udp(host, port, self._on_message)
+        self.udp.append(udp)
+        return udp.local
+
+    async def listen_tcp(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        """Accept TCP at ``host:port``; returns the bound address."""
+        address = await self.tcp.listen(host, port)
+        self.tcp_addresses.append(address)
+        return address
+
+    @property
+    def udp_address(self) -> tuple[str, int] | None:
+        return self.udp[0].local if self.udp else None
+
+    @property
+    def tcp_address(self) -> tuple[str, int] | None:
+        return self.tcp_addresses[0] if self.tcp_addresses else None
+
+    async def close(self) -> None:
+        """Stop the timer, close every socket."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for udp in self.udp:
+            udp.close()
+        await self.tcp.close()
+        for udp in self.udp:
+            await udp.closed
+
+    # ----------------------------------------------------------------- feeding the core
+
+    def feed(self, call: Callable[[float], Iterable[Any]]) -> None:
+        """Run ``call(now)`` on the core and process what it returns.
+
+        This is how the TU side acts too::
+
+            endpoint.feed(lambda now: layer.send_response(txn, response, now))
+        """
+        self.process(call(self.loop.time()))
+
+    def process(self, outputs: Iterable[Any]) -> None:
+        """Send the transmits, deliver the events, re-arm the core's timer."""
+        for output in outputs:
+            if type(output) is Transmit:
+                self.transmit(output)
+            elif self.on_event is not None:
+                try:
+                    self.on_event(output)
+                except Exception:
+                    log.exception("event handler failed on %r", output)
+        self._rearm()
+
+    def transmit(self, output: Transmit) -> None:
+        """Send one :class:`Transmit` on the transport its peer names."""
+        peer = output.peer
+        if peer.transport == "UDP":
+            if not self.udp:
+                self._on_send_failed(output.transaction)
+                return
+            try:
+                self.udp[0].sendto(output.data, peer)
+            except (OSError, ValueError) as exc:
+                log.debug("UDP send to %s:%s failed: %s", peer.host, peer.port, exc)
+                self._on_send_failed(output.transaction)
+        elif peer.transport == "TCP":
+            self.tcp.send(output.data, peer, output.transaction)
+        else:
+            log.warning("no %s transport; dropping message to %s:%s", peer.transport, *peer[1:])
+            self._on_send_failed(output.transaction)
+
+    def _rearm(self) -> None:
+        if self._closed:
+            return
+        deadline = self.core.get_timer()
+        if deadline == self._deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadline = deadline
+        if deadline is not None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._deadline = None
+        try:
+            self.feed(self.core.handle_timer)
+        except Exception:
+            log.exception("core timer handling failed")
+            self._rearm()
+
+    def _on_send_failed(self, transaction: Any) -> None:
+        failed = getattr(self.core, "transport_failed", None)
+        if transaction is None or failed is None or self._closed:
+            return
+        # Deferred: a failure may surface inside process() for the same core.
+        self.loop.call_soon(self._report_failure, failed, transaction)
+
+    def _report_failure(self, failed: Callable[[Any, float], Iterable[Any]], txn: Any) -> None:
+        if not self._closed:
+            self.feed(lambda now: failed(txn, now))
+
+    def _on_message(self, data: bytes, peer: Peer) -> None:
+        if not data.strip():
+            return  # CRLF keep-alives on UDP (RFC 5626 §4.4.1 is for streams; be lenient)
+        try:
+            message = parse_message(data)
+        except SipError as exc:
+            log.debug("unparseable message from %s:%s: %s", peer.host, peer.port, exc)
+            reply = stateless_reject(data, exc.status, exc.reason)
+            if reply is not None:
+                self.transmit(Transmit(reply, peer))
+            return
+        try:
+            self.feed(lambda now: self.core.receive(message, peer, now))
+        except SipError as exc:
+            self._reject(message, data, peer, exc)
+
+    def _reject(self, message: Request | Response, data: bytes, peer: Peer, exc: SipError) -> None:
+        log.debug("rejecting message from %s:%s: %s", peer.host, peer.port, exc)
+        if not isinstance(message, Request) or message.method == "ACK":
+            return
+        try:
+            response = make_response(message, exc.status, exc.reason, headers=exc.headers)
+            reply: bytes | None = response.to_bytes()
+        except SipError:
+            reply = stateless_reject(data, exc.status, exc.reason)
+        if reply is not None:
+            self.transmit(Transmit(reply, peer))

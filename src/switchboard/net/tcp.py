@@ -1,0 +1,213 @@
+"""SIP over TCP (RFC 3261 §18): framed streams, connection reuse, idle timeout.
+
+Connections are keyed by the remote (host, port).  An accepted connection is keyed by
+its source address, which is the peer a request read from it carries, so the
+response to that request leaves on the same connection (§18.2.2).  Sending to a peer
+with no connection opens one (§18.1.1) and queues the bytes until it is up.
+
+Buffers are bounded on both sides: the :class:`~switchboard.sip.framer.StreamFramer`
+caps an incoming message (a stream that overflows it cannot be resynchronised and is
+closed), and a connection whose peer stops reading is closed once its write buffer
+passes ``write_buffer_limit``.  A CRLFCRLF keep-alive ping is answered with CRLF
+(RFC 5626 §4.4.1).  Connections idle for ``idle_timeout`` seconds are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+from switchboard.net.udp import unbracket
+from switchboard.sip.errors import FramingError
+from switchboard.sip.framer import StreamFramer
+from switchboard.sip.transaction import Peer
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[bytes, Peer], None]
+SendFailedHandler = Callable[[Any], None]
+
+DEFAULT_IDLE_TIMEOUT = 120.0
+"""Seconds without traffic before a connection is closed (Kamailio's tcp_connection_lifetime)."""
+DEFAULT_WRITE_BUFFER_LIMIT = 1 << 20
+"""Bytes queued to a peer that does not read before its connection is dropped."""
+CONNECT_TIMEOUT = 5.0
+"""Seconds to establish an outgoing connection before reporting a transport error."""
+
+Key = tuple[str, int]
+
+
+class TcpConnection(asyncio.Protocol):
+    """One SIP-carrying TCP connection, in either direction."""
+
+    def __init__(self, owner: TcpTransport, *, outbound: bool) -> None:
+        self.owner = owner
+        self.outbound = outbound
+        self.framer = StreamFramer(max_size=owner.max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.peer = Peer("TCP", "", 0)
+        self.last_activity = owner.loop.time()
+
+    @property
+    def key(self) -> Key:
+        return (self.peer.host, self.peer.port)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        host, port = transport.get_extra_info("peername")[:2]
+        host = f"[{host}]" if ":" in host else host
+        self.peer = Peer("TCP", host, int(port))
+        self.last_activity = self.owner.loop.time()
+        self.owner._register(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.owner.loop.time()
+        framer = self.framer
+        try:
+            messages = framer.feed(data)
+        except FramingError as exc:
+            # The stream cannot be resynchronised (§18.3): drop the connection.
+            log.debug("TCP %s:%s framing error (%s); closing", *self.key, exc)
+            self.close()
+            return
+        if framer.pings:
+            # RFC 5626 §4.4.1: each CRLFCRLF ping is answered with a CRLF pong.
+            self.write(b"\r\n" * framer.take_pings())
+        for message in messages:
+            try:
+                self.owner.on_message(message, self.peer)
+            except Exception:  # the process never dies on a peer's bytes
+                log.exception("TCP message from %s:%s crashed the handler; dropped", *self.key)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._unregister(self)
+
+    def write(self, data: bytes) -> bool:
+        """Queue ``data``; False (and the connection closed) if it cannot be sent."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        transport.write(data)
+        self.last_activity = self.owner.loop.time()
+        if transport.get_write_buffer_size() > self.owner.write_buffer_limit:
+            log.warning("TCP %s:%s does not read; write buffer over limit, closing", *self.key)
+            transport.abort()
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+class TcpTransport:
+    """Every TCP connection of one SIP endpoint, plus its listening sockets."""
+
+    def __init__(
+        self,
+        on_message: MessageHandler,
+        on_send_failed: SendFailedHandler,
+        *,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_message_size: int = 65535,
+        write_buffer_limit: int = DEFAULT_WRITE_BUFFER_LIMIT,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.on_message = on_message
+        self.on_send_failed = on_send_failed
+        self.idle_timeout = idle_timeout
+        self.max_message_size = max_message_size
+        self.write_buffer_limit = write_buffer_limit
+        self.connections: dict[Key, TcpConnection] = {}
+        self._connecting: dict[Key, list[tuple[bytes, Any]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    async def listen(self, host: str, port: int) -> tuple[str, int]:
+        """Accept connections on ``host:port`` (0 picks a free port)."""
+        server = await self.loop.create_server(
+            lambda: TcpConnection(self, outbound=False), unbracket(host), port
+        )
+        self._servers.append(server)
+        self._arm_sweeper()
+        sockname = server.sockets[0].getsockname()
+        return (sockname[0], sockname[1])
+
+    def send(self, data: bytes, peer: Peer, token: Any = None) -> None:
+        """Send on the connection to ``peer``, opening one if needed.  ``token`` is
+        handed to ``on_send_failed`` when the bytes cannot be delivered."""
+        key = (peer.host, peer.port)
+        conn = self.connections.get(key)
+        if conn is not None:
+            if not conn.write(data):
+                self.on_send_failed(token)
+            return
+        pending = self._connecting.get(key)
+        if pending is not None:
+            pending.append((data, token))
+            return
+        if self._closed:
+            self.on_send_failed(token)
+            return
+        self._connecting[key] = [(data, token)]
+        task = self.loop.create_task(self._connect(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, key: Key) -> None:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                _, conn = await self.loop.create_connection(
+                    lambda: TcpConnection(self, outbound=True), unbracket(key[0]), key[1]
+                )
+        except (OSError, TimeoutError) as exc:
+            log.debug("TCP connect to %s:%s failed: %s", *key, exc)
+            for _, token in self._connecting.pop(key, []):
+                self.on_send_failed(token)
+            return
+        # Register under the address we dialled: that is the peer the core names.
+        self.connections[key] = conn
+        for data, token in self._connecting.pop(key, []):
+            if not conn.write(data):
+                self.on_send_failed(token)
+        self._arm_sweeper()
+
+    def _register(self, conn: TcpConnection) -> None:
+        self.connections.setdefault(conn.key, conn)
+
+    def _unregister(self, conn: TcpConnection) -> None:
+        for key in [k for k, c in self.connections.items() if c is conn]:
+            del self.connections[key]
+
+    def _arm_sweeper(self) -> None:
+        if self._sweeper is None and not self._closed:
+            self._sweeper = self.loop.call_later(self.idle_timeout / 4, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        deadline = self.loop.time() - self.idle_timeout
+        for conn in list(self.connections.values()):
+            if conn.last_activity < deadline:
+                log.debug("TCP %s:%s idle for %.0f s; closing", *conn.key, self.idle_timeout)
+                conn.close()
+        if self.connections or self._servers:
+            self._arm_sweeper()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections.values()):
+            conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
