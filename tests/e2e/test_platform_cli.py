@@ -19,6 +19,14 @@ from switchboard.platform import available_services
 SWITCHBOARD = [sys.executable, "-m", "switchboard.cli"]
 
 
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
+        t.bind(("127.0.0.1", 0))
+        port = t.getsockname()[1]
+        u.bind(("127.0.0.1", port))  # free for UDP too (SIP listens on both)
+        return port
+
+
 def run_up(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*SWITCHBOARD, "up", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
@@ -91,10 +99,14 @@ def postmaster_pid(state: Path) -> int | None:
     return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
 
 
-def test_up_starts_the_database_prints_addresses_and_stops_on_ctrl_c(state_dir: Path) -> None:
-    if available_services() & {"router", "media"}:
-        pytest.skip("covered by the full-platform e2e test once services exist")
-    (state_dir / "sb.toml").write_text(f'[platform]\nstate_dir = "{state_dir / "state"}"\n')
+def test_up_starts_what_exists_prints_addresses_and_stops_on_ctrl_c(state_dir: Path) -> None:
+    if {"router", "media"} <= available_services():
+        pytest.skip("covered by tests/e2e/test_platform_up.py once media nodes exist")
+    sip, admin = free_port(), free_port()
+    (state_dir / "sb.toml").write_text(
+        f'[platform]\nstate_dir = "{state_dir / "state"}"\n'
+        f'[router]\nlisten = ["udp:127.0.0.1:{sip}"]\nadmin = "127.0.0.1:{admin}"\n'
+    )
     proc = subprocess.Popen(
         [*SWITCHBOARD, "up", "--config", "sb.toml"],
         cwd=state_dir,
@@ -117,6 +129,9 @@ def test_up_starts_the_database_prints_addresses_and_stops_on_ctrl_c(state_dir: 
         out = "".join(lines)
         assert "Switchboard is up" in out, out
         assert "PostgreSQL" in out
+        if "router" in available_services():
+            assert f"udp:127.0.0.1:{sip}" in out
+            assert f"http://127.0.0.1:{admin}/status" in out
         pg = postmaster_pid(state_dir / "state")
         assert pg is not None
         assert alive(pg)
@@ -129,6 +144,8 @@ def test_up_starts_the_database_prints_addresses_and_stops_on_ctrl_c(state_dir: 
             proc.kill()
     assert proc.returncode == 0, rest
     assert "database stopped" in rest
+    if "router" in available_services():
+        assert "router stopped (exit code 0)" in rest
     deadline = time.monotonic() + 10
     while alive(pg) and time.monotonic() < deadline:
         time.sleep(0.05)  # postmaster exits a moment after pg_ctl stop returns
