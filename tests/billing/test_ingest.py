@@ -244,3 +244,104 @@ def test_rerate_after_a_deck_change_adjusts_debited_balances(conn: psycopg.Conne
     assert (again.changed, again.adjustments) == (0, 0)
     (version,) = conn.execute("SELECT rating_version FROM cdr WHERE call_id = 'r1'").fetchone()  # type: ignore[misc]
     assert version == 2
+
+
+RATING_COLUMNS = (
+    "rate, cost, cost_exact, billed_seconds, sell_prefix, buy_rate, buy_cost, buy_cost_exact,"
+    " buy_prefix, rating_status, carrier_id, account_id"
+)
+
+
+def test_batch_pricing_equals_the_trigger_row_by_row(conn: psycopg.Connection) -> None:
+    """The set-based pricing of the ingest path and the BEFORE INSERT trigger (used by any
+    other insert) give identical results: decks with fallback, effective dates, carriers with
+    and without a deck, accounts with and without their own deck, internal destinations."""
+    rng = random.Random(11)
+    old = (NOW - timedelta(days=20)).isoformat()
+    new = (NOW - timedelta(days=2)).isoformat()
+    sell = ["prefix,rate,connect_fee,increment,min_duration,effective_from\n"]
+    for p in ("3", "33", "331", "3312", "34", "349", "44", "447"):
+        for when in (old, new):
+            sell.append(
+                f"{p},0.{rng.randint(1000, 9999)},0.0{rng.randint(0, 9)},{rng.choice(['1/1', '60/60', '30/6'])},{rng.choice([0, 20])},{when}\n"
+            )
+    import_deck(conn, sell)
+    create_account(conn, "own")
+    import_deck(
+        conn, ["prefix,rate,increment\n", "33,0.0100,6/6\n", "4471,0.9,1/1\n"], account="own"
+    )
+    create_account(conn, "plain")
+    import_deck(conn, ["prefix,rate\n", "33,0.20\n", "3312,0.25\n", "44,0.10\n"], carrier="acme")
+    create_carrier(conn, "nodeck")
+    conn.execute("UPDATE carrier SET deck_id = NULL WHERE name = 'nodeck'")
+    calls = []
+    for i in range(1200):
+        dest = rng.choice(["3", "33", "331", "3312", "34", "349", "44", "447", "4471", "5", "+33"])
+        dest += str(rng.randint(0, 999999)) if rng.random() < 0.95 else "x"
+        if rng.random() < 0.03:
+            dest = rng.choice(["echo", "conf-1", ""])
+        start = NOW - timedelta(days=rng.choice([1, 10, 30]), seconds=rng.randint(0, 999))
+        calls.append(
+            cdr(
+                f"p{i}",
+                dest,
+                rng.choice([0, 1, 6, 19, 29, 31, 60, 61, 3600]),
+                start=start,
+                account=rng.choice(["", "own", "plain", "ghost"]),
+                carrier=rng.choice(["", "acme", "nodeck"]),
+            )
+        )
+    write_batch_sync(conn, calls)  # hash-join path
+    write_batch_sync(conn, [cdr("small", "33123", 61, account="own", carrier="acme")])
+    batch = conn.execute(f"SELECT call_id, {RATING_COLUMNS} FROM cdr ORDER BY call_id").fetchall()
+    # The same CDRs inserted one by one through the trigger, as psql would.
+    conn.execute("TRUNCATE cdr, cdr_seen")
+    with conn.transaction():
+        for c in [*calls, cdr("small", "33123", 61, account="own", carrier="acme")]:
+            conn.execute(
+                "INSERT INTO cdr (call_id, destination, start_time, billsec, duration,"
+                " carrier_id, account_id) VALUES (%s, %s, %s, %s, %s,"
+                " (SELECT id FROM carrier WHERE name = %s), (SELECT id FROM account WHERE name = %s))",
+                (
+                    c.call_id,
+                    c.destination,
+                    c.start_time,
+                    c.billsec,
+                    c.duration,
+                    c.carrier,
+                    c.account,
+                ),
+            )
+    trigger = conn.execute(f"SELECT call_id, {RATING_COLUMNS} FROM cdr ORDER BY call_id").fetchall()
+    assert len(batch) == len(trigger) == 1201
+    assert batch == trigger
+    statuses = {r[10] for r in batch}
+    assert statuses == {"rated", "unmatched", "internal"}
+
+
+def test_a_cdr_inserted_by_hand_is_priced_by_the_trigger(conn: psycopg.Connection) -> None:
+    import_deck(conn, ["prefix,rate\n", "44,0.60\n"])
+    conn.execute(
+        "INSERT INTO cdr (call_id, destination, start_time, billsec) VALUES ('psql', '4420', now(), 90)"
+    )
+    assert row(conn, "psql")["cost"] == D("0.9000")
+
+
+def test_copy_escaping_round_trips_awkward_text(conn: psycopg.Connection) -> None:
+    awkward = 'tab\there\nnew\\line "q" ünï ☎ \\N'
+    c = Cdr(
+        call_id="odd\tid\\1",
+        start_time=NOW,
+        caller_id=awkward,
+        destination="+4420",
+        hangup_cause="NORMAL_CLEARING",
+        codec="PCMU",
+        node="media-1",
+        sip_code=None,
+        pdd_ms=None,
+    )
+    assert write_batch_sync(conn, [c]).inserted == 1
+    got = conn.execute(
+        "SELECT call_id, caller_id, sip_code, pdd_ms, codec, node FROM cdr"
+    ).fetchone()
+    assert got == ("odd\tid\\1", awkward, None, None, "PCMU", "media-1")

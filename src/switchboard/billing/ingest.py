@@ -7,7 +7,12 @@ Per batch, in one transaction (billing-dialer-monitoring.md §4.4, §4.7):
    can reference them;
 3. ``INSERT INTO cdr_seen ... ON CONFLICT DO NOTHING RETURNING call_id`` keeps only call_ids
    never stored before; ``DISTINCT ON (call_id)`` also drops duplicates inside the batch;
-4. those rows go into ``cdr``; its BEFORE INSERT trigger prices each one.
+4. those rows go into ``cdr``, priced in the same statement: every prefix of every number
+   is joined to the rate rows of the CDR's decks at once and the longest match per side
+   kept, with the same SQL functions as the ``before_cdr_insert`` trigger (which prices
+   any row inserted unpriced by other means, and which this statement's rows skip because
+   they arrive with ``rated_at`` set). One set-based lookup per batch instead of two
+   PL/pgSQL lookups per row is what lets ingest exceed 20,000 CDRs/s.
 
 ``cdr_seen`` is not partitioned, so its primary key is call_id alone: a CDR re-sent with a
 different start_time is still recognised (a unique key on the partitioned ``cdr`` would have
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 
@@ -47,7 +53,7 @@ STAGE_COLUMNS = (
 
 CREATE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS cdr_stage (
-    seq integer, call_id text, caller_id text, destination text, start_time timestamptz,
+    seq integer, call_id text COLLATE "C", caller_id text, destination text, start_time timestamptz,
     answer_time timestamptz, end_time timestamptz, duration integer, billsec integer,
     disposition text, sip_code smallint, hangup_cause text, pdd_ms integer, account text,
     carrier text, direction text, codec text, node text
@@ -69,20 +75,92 @@ WITH fresh AS (
     SELECT DISTINCT ON (call_id) call_id, start_time FROM cdr_stage ORDER BY call_id, seq
     ON CONFLICT (call_id) DO NOTHING
     RETURNING call_id, start_time
+),
+batch AS MATERIALIZED (
+    SELECT DISTINCT ON (s.call_id) s.*, c.id AS carrier_id, c.deck_id AS buy_deck,
+           a.id AS account_id, a.deck_id AS own_deck,
+           (SELECT id FROM rate_deck WHERE name = 'default') AS default_deck,
+           sb_number(s.destination) IS NULL AS internal,
+           sb_prefixes(s.destination, (SELECT min(length(prefix)) FROM rate_table),
+                       (SELECT max(length(prefix)) FROM rate_table)) AS prefixes
+    FROM cdr_stage AS s
+    JOIN fresh AS f ON f.call_id = s.call_id AND f.start_time = s.start_time
+    LEFT JOIN carrier AS c ON c.name = s.carrier AND s.carrier <> ''
+    LEFT JOIN account AS a ON a.name = s.account AND s.account <> ''
+    ORDER BY s.call_id, s.seq
+),
+-- Every (CDR, prefix of its number) pair joined to every rate row in one of its decks:
+-- the longest-prefix match of the whole batch in one join (cdr_apply_rating's rules).
+-- CDRs are keyed by their integer seq from here on: cheaper to hash and sort than call_id.
+candidates AS MATERIALIZED (
+    SELECT b.seq, b.start_time, b.own_deck, b.default_deck, b.buy_deck, p.prefix
+    FROM batch AS b CROSS JOIN LATERAL unnest(b.prefixes) AS p(prefix)
+),
+matches AS MATERIALIZED (
+    SELECT c.seq, r.prefix, r.rate, r.connect_fee, r.increment_initial,
+           r.increment, r.min_duration, r.effective_from,
+           coalesce(r.deck_id = c.buy_deck, false) AS is_buy,
+           (r.deck_id IS DISTINCT FROM c.own_deck) AS is_fallback
+    FROM candidates AS c
+    JOIN rate_table AS r ON r.prefix = c.prefix
+    WHERE r.deck_id IN (c.own_deck, c.default_deck, c.buy_deck)
+      AND r.effective_from <= c.start_time
+      AND (r.effective_to IS NULL OR r.effective_to > c.start_time)
+),
+sell AS (
+    SELECT DISTINCT ON (seq) * FROM matches WHERE NOT is_buy
+    ORDER BY seq, is_fallback, length(prefix) DESC, effective_from DESC
+),
+buy AS (
+    SELECT DISTINCT ON (seq) * FROM matches WHERE is_buy
+    ORDER BY seq, length(prefix) DESC, effective_from DESC
+),
+priced AS (
+    SELECT b.*,
+           sr.prefix AS s_prefix, sr.rate AS s_rate,
+           CASE WHEN sr.prefix IS NOT NULL THEN sb_call_cost(sr.rate, sr.connect_fee,
+               sb_billable_seconds(b.billsec, sr.increment_initial, sr.increment, sr.min_duration)
+           ) END AS s_exact,
+           sb_billable_seconds(b.billsec, sr.increment_initial, sr.increment, sr.min_duration)
+               AS s_billed,
+           br.prefix AS b_prefix, br.rate AS b_rate,
+           CASE WHEN br.prefix IS NOT NULL THEN sb_call_cost(br.rate, br.connect_fee,
+               sb_billable_seconds(b.billsec, br.increment_initial, br.increment, br.min_duration)
+           ) END AS b_exact
+    FROM batch AS b
+    LEFT JOIN sell AS sr ON sr.seq = b.seq
+    LEFT JOIN buy AS br ON br.seq = b.seq
 )
 INSERT INTO cdr (call_id, caller_id, destination, start_time, answer_time, end_time, duration,
                  billsec, disposition, carrier_id, sip_code, hangup_cause, pdd_ms, account_id,
-                 direction, codec, node)
-SELECT DISTINCT ON (s.call_id)
-       s.call_id, s.caller_id, s.destination, s.start_time, s.answer_time, s.end_time,
-       s.duration, s.billsec, s.disposition, c.id, s.sip_code, s.hangup_cause, s.pdd_ms, a.id,
-       s.direction, s.codec, s.node
-FROM cdr_stage AS s
-JOIN fresh AS f ON f.call_id = s.call_id AND f.start_time = s.start_time
-LEFT JOIN carrier AS c ON c.name = s.carrier AND s.carrier <> ''
-LEFT JOIN account AS a ON a.name = s.account AND s.account <> ''
-ORDER BY s.call_id, s.seq
+                 direction, codec, node, rate, cost, cost_exact, billed_seconds, sell_prefix,
+                 buy_rate, buy_cost, buy_cost_exact, buy_prefix, rating_status, rated_at)
+SELECT p.call_id, p.caller_id, p.destination, p.start_time, p.answer_time, p.end_time,
+       p.duration, p.billsec, p.disposition, p.carrier_id, p.sip_code, p.hangup_cause,
+       p.pdd_ms, p.account_id, p.direction, p.codec, p.node,
+       CASE WHEN internal THEN NULL ELSE p.s_rate END,
+       CASE WHEN internal THEN 0 ELSE round(p.s_exact, 4) END,
+       CASE WHEN internal THEN 0 ELSE p.s_exact END,
+       CASE WHEN internal OR p.s_prefix IS NULL THEN 0 ELSE p.s_billed END,
+       CASE WHEN internal THEN NULL ELSE p.s_prefix END,
+       CASE WHEN internal THEN NULL ELSE p.b_rate END,
+       CASE WHEN internal THEN 0 ELSE round(p.b_exact, 4) END,
+       CASE WHEN internal THEN 0 ELSE p.b_exact END,
+       CASE WHEN internal THEN NULL ELSE p.b_prefix END,
+       CASE WHEN internal THEN 'internal'
+            WHEN p.s_prefix IS NULL OR (p.carrier_id IS NOT NULL AND p.b_prefix IS NULL)
+                THEN 'unmatched'
+            ELSE 'rated' END,
+       now()
+FROM priced AS p
 """
+
+# Above this many rows a hash join of the batch's prefixes against the rate table beats
+# one index probe per prefix (measured: ~3x at 5,000 rows against a 100,000-prefix deck).
+HASH_JOIN_ROWS = 500
+# ... and the hash and sorts of a 10,000-CDR batch (~70,000 candidate prefixes) must stay
+# in memory: the default 4 MB work_mem spills them to disk.
+LARGE_BATCH_SETTINGS = "SET LOCAL enable_nestloop = off; SET LOCAL work_mem = '64MB'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,27 +171,52 @@ class BatchResult:
     duplicates: int
 
 
-def _row(seq: int, c: Cdr) -> tuple[object, ...]:
-    return (
-        seq,
-        c.call_id,
-        c.caller_id,
-        c.destination,
-        c.start_time,
-        c.answer_time,
-        c.end_time,
-        c.duration,
-        c.billsec,
-        c.disposition,
-        c.sip_code,
-        c.hangup_cause,
-        c.pdd_ms,
-        c.account,
-        c.carrier,
-        c.direction,
-        c.codec,
-        c.node,
-    )
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _text(value: str) -> str:
+    """A text field in COPY text format (PostgreSQL docs, COPY "Text Format")."""
+    return value.translate(_ESCAPES) if value else ""
+
+
+def _opt(value: object) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def copy_text(cdrs: Sequence[Cdr]) -> bytes:
+    """The whole batch as COPY text in one buffer: ~5x faster than a write_row per CDR."""
+    lines = []
+    for seq, c in enumerate(cdrs):
+        lines.append(
+            "\t".join(
+                (
+                    str(seq),
+                    _text(c.call_id),
+                    _text(c.caller_id),
+                    _text(c.destination),
+                    c.start_time.isoformat(),
+                    _opt(c.answer_time),
+                    _opt(c.end_time),
+                    str(int(c.duration)),
+                    str(int(c.billsec)),
+                    _text(c.disposition),
+                    _opt(c.sip_code),
+                    _text(c.hangup_cause),
+                    _opt(c.pdd_ms),
+                    _text(c.account),
+                    _text(c.carrier),
+                    _text(c.direction),
+                    _text(c.codec),
+                    _text(c.node),
+                )
+            )
+        )
+    lines.append("")
+    return "\n".join(lines).encode()
 
 
 async def write_batch(conn: psycopg.AsyncConnection, cdrs: Sequence[Cdr]) -> BatchResult:
@@ -124,9 +227,10 @@ async def write_batch(conn: psycopg.AsyncConnection, cdrs: Sequence[Cdr]) -> Bat
         await conn.execute(CREATE_STAGE)
         async with conn.cursor() as cur:
             async with cur.copy(COPY_STAGE) as copy:
-                for seq, cdr in enumerate(cdrs):
-                    await copy.write_row(_row(seq, cdr))
+                await copy.write(copy_text(cdrs))
             await cur.execute(NEW_CARRIERS)
+            if len(cdrs) >= HASH_JOIN_ROWS:
+                await cur.execute(LARGE_BATCH_SETTINGS)
             await cur.execute(INSERT_NEW)
             inserted = cur.rowcount
     return BatchResult(inserted, len(cdrs) - inserted)
@@ -140,9 +244,10 @@ def write_batch_sync(conn: psycopg.Connection, cdrs: Sequence[Cdr]) -> BatchResu
         conn.execute(CREATE_STAGE)
         with conn.cursor() as cur:
             with cur.copy(COPY_STAGE) as copy:
-                for seq, cdr in enumerate(cdrs):
-                    copy.write_row(_row(seq, cdr))
+                copy.write(copy_text(cdrs))
             cur.execute(NEW_CARRIERS)
+            if len(cdrs) >= HASH_JOIN_ROWS:
+                cur.execute(LARGE_BATCH_SETTINGS)
             cur.execute(INSERT_NEW)
             inserted = cur.rowcount
     return BatchResult(inserted, len(cdrs) - inserted)
