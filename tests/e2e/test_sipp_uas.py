@@ -1,0 +1,67 @@
+"""SIPp (a real, independent SIP implementation) against the minimal UAS built on the core:
+full INVITE/ACK/BYE dialogs and OPTIONS, over UDP and over TCP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sipp_runner import SCENARIOS, Sipp, free_port
+from uas import Uas, start_uas
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+CALLS = 20
+TRANSPORTS = {"UDP": "u1", "TCP": "t1"}
+
+
+@pytest.fixture
+async def uas() -> AsyncIterator[tuple[Uas, str]]:
+    core, endpoint = await start_uas("127.0.0.1", 0)
+    host, port = endpoint.udp_address or ("", 0)
+    try:
+        yield core, f"{host}:{port}"
+    finally:
+        await endpoint.close()
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+async def test_sipp_uac_calls_complete_invite_ack_bye(
+    uas: tuple[Uas, str], sipp: Sipp, transport: str
+) -> None:
+    core, target = uas
+    result = await sipp.arun(
+        target, scenario="uac", transport=TRANSPORTS[transport], calls=CALLS, rate=50
+    )
+    assert result.returncode == 0, result
+    assert (result.successful, result.failed, result.created) == (CALLS, 0, CALLS), result
+    # Our side saw every call through: INVITE, ACK for the 2xx, BYE.
+    assert (core.stats.invites, core.stats.acks, core.stats.byes) == (CALLS, CALLS, CALLS)
+    assert core.stats.rejected == 0 and core.stats.ack_timeouts == 0
+    assert core.stats.transports == {transport}
+    assert core.dialogs == {}  # every dialog ended by its BYE
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+async def test_sipp_options_answered_with_allow(
+    uas: tuple[Uas, str], sipp: Sipp, transport: str
+) -> None:
+    core, target = uas
+    result = await sipp.arun(
+        target,
+        scenario=SCENARIOS / "options.xml",
+        transport=TRANSPORTS[transport],
+        calls=CALLS,
+        rate=100,
+    )
+    assert result.returncode == 0, result
+    assert (result.successful, result.failed) == (CALLS, 0), result
+    assert core.stats.options == CALLS
+    assert core.stats.transports == {transport}
+
+
+async def test_sipp_reports_failure_when_nobody_answers(sipp: Sipp) -> None:
+    # The runner must not report success for a dead target: one INVITE, nobody there.
+    result = await sipp.arun(f"127.0.0.1:{free_port()}", scenario="uac", calls=1, timeout=3)
+    assert result.returncode != 0
+    assert result.successful == 0
