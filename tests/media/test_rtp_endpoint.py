@@ -15,7 +15,7 @@ from switchboard.media.rtp_endpoint import ConferenceRoom, RtpEndpoint, bridge, 
 from switchboard.rtp.codec import PCMA, PCMU
 from switchboard.rtp.dtmf import DtmfEnd, DtmfError, DtmfEvent, dtmf_tone
 from switchboard.rtp.packet import RtpPacket
-from switchboard.rtp.source import Prompt, WavRecorder, tone_prompt
+from switchboard.rtp.source import Player, Prompt, WavRecorder, tone_prompt
 from switchboard.rtp.wav import decode_wav, encode_wav
 
 
@@ -426,3 +426,45 @@ async def test_codec_change_mid_call_keeps_playing() -> None:
     finally:
         a.close()
         b.close()
+
+
+class FakeScheduler:
+    """Stands in for the process tick: the test decides when ticks happen."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.streams: list[object] = []
+
+    def add(self, stream: object) -> None:
+        self.streams.append(stream)
+
+    def remove(self, stream: object) -> None:
+        self.streams.remove(stream)
+
+
+async def test_pacing_catch_up_and_skip_on_rtp_timestamps() -> None:
+    fake = FakeScheduler()
+    ep = await RtpEndpoint.open(scheduler=fake, rtcp=False)  # type: ignore[arg-type]
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(2)
+    try:
+        assert fake.streams == [ep]
+        ep.set_remote(peer.getsockname())
+        ep.play(tone_prompt([1000], on_ms=1000))
+        ep.on_tick(1, 0)  # on time
+        ep.on_tick(3, 0)  # woke 40 ms late: catch up with a burst of 3
+        ep.on_tick(1, 9)  # stalled 200 ms: skip 9 frames, send the current one
+        pkts = [RtpPacket.parse(peer.recv(2048)) for _ in range(5)]
+        seqs = [(p.sequence_number - pkts[0].sequence_number) & 0xFFFF for p in pkts]
+        tss = [(p.timestamp - pkts[0].timestamp) & 0xFFFFFFFF for p in pkts]
+        assert seqs == [0, 1, 2, 3, 4]  # no sequence gap: nothing was lost
+        assert tss == [0, 160, 320, 480, 160 * 13]  # frames 4..12 skipped: clock on wall time
+        assert pkts[0].marker and not any(p.marker for p in pkts[1:])
+        # The prompt also advanced past the skipped frames (audio stays in real time).
+        player = ep._source
+        assert isinstance(player, Player) and player._pos == 14
+    finally:
+        ep.close()
+        peer.close()
+    assert fake.streams == []
