@@ -168,7 +168,7 @@ async def test_inband_dtmf_detected_from_received_audio() -> None:
         await asyncio.wait_for(a.play(Prompt(tones)), 5)
         await wait_for(lambda: sum(isinstance(e, DtmfEnd) for e in got) == 2)
         assert [e.digit for e in got if isinstance(e, DtmfEnd)] == ["4", "2"]
-        assert all(e.source == "inband" for e in got)
+        assert all(e.source == "INBAND_AUDIO" for e in got)
         with pytest.raises(RuntimeError):
             a.send_dtmf("1")  # no telephone-event negotiated
     finally:

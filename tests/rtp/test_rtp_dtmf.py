@@ -91,14 +91,14 @@ def test_lost_end_packets_end_the_event_on_the_next_digit_or_timeout() -> None:
     events = []
     for i, (payload, _m, ts) in enumerate(first):
         events += rx.feed(payload, ts, now=i * 0.02)
-    assert events == [DtmfStart("7", 0, "rfc4733")]
+    assert events == [DtmfStart("7", 0, "RTP")]
     assert rx.handle_timer(now=0.1) == []
     second = DtmfSender("8", 2000).packets()
     events = rx.feed(second[0][0], 2000, now=0.3)
-    assert events == [DtmfEnd("7", 0, 640, "rfc4733"), DtmfStart("8", 2000, "rfc4733")]
+    assert events == [DtmfEnd("7", 0, 640, "RTP"), DtmfStart("8", 2000, "RTP")]
     rx.feed(second[1][0], 2000, now=0.32)
     assert rx.get_timer() == pytest.approx(0.82)
-    assert rx.handle_timer(now=0.9) == [DtmfEnd("8", 2000, 320, "rfc4733")]
+    assert rx.handle_timer(now=0.9) == [DtmfEnd("8", 2000, 320, "RTP")]
     assert rx.get_timer() is None
 
 
@@ -147,7 +147,7 @@ def test_inband_all_sixteen_digits_in_noise() -> None:
     sig = noisy_sequence("0123456789*#ABCD", tone_ms=70, gap_ms=60, level_dbfs=-20, snr_db=15)
     events = feed_in_frames(InbandDtmfDetector(), sig)
     assert digits_of(events) == "0123456789*#ABCD"
-    assert all(e.source == "inband" for e in events)
+    assert all(e.source == "INBAND_AUDIO" for e in events)
     for e in events:
         if isinstance(e, DtmfEnd):
             assert 8 * 40 <= e.duration <= 8 * 110

@@ -64,7 +64,7 @@ class TelephoneEvent:
 class DtmfStart:
     digit: str
     timestamp: int  # RTP timestamp (RFC 4733) or sample index (in-band) of the start
-    source: str  # "rfc4733" or "inband", as FreeSWITCH's DTMF-Source
+    source: str  # "RTP" or "INBAND_AUDIO", as FreeSWITCH's DTMF-Source
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +72,7 @@ class DtmfEnd:
     digit: str
     timestamp: int
     duration: int  # samples at the event clock
-    source: str
+    source: str  # FreeSWITCH DTMF-Source value
 
 
 DtmfEvent = DtmfStart | DtmfEnd
@@ -112,7 +112,7 @@ class DtmfReceiver:
             self._ts = timestamp
             self._digit = DIGITS[te.event]
             self._duration = 0
-            out.append(DtmfStart(self._digit, timestamp, "rfc4733"))
+            out.append(DtmfStart(self._digit, timestamp, "RTP"))
         elif te.duration < self._duration and not te.end:
             self.duplicates += 1  # reordered older update
             return out
@@ -124,7 +124,7 @@ class DtmfReceiver:
 
     def _close(self) -> DtmfEnd:
         assert self._ts is not None
-        event = DtmfEnd(self._digit, self._ts, self._duration, "rfc4733")
+        event = DtmfEnd(self._digit, self._ts, self._duration, "RTP")
         self._done.append(self._ts)
         del self._done[:-8]
         self._ts = None
@@ -271,7 +271,7 @@ class InbandDtmfDetector:
                             self._current,
                             self._current_start,
                             end_pos - self._current_start,
-                            "inband",
+                            "INBAND_AUDIO",
                         )
                     )
                     self._current = ""
@@ -280,7 +280,7 @@ class InbandDtmfDetector:
                 self._current = digit
                 self._current_start = pos - BLOCK
                 self._misses = 0
-                out.append(DtmfStart(digit, self._current_start, "inband"))
+                out.append(DtmfStart(digit, self._current_start, "INBAND_AUDIO"))
         return out
 
 
