@@ -36,10 +36,13 @@ import psycopg
 
 from switchboard.billing import metrics
 from switchboard.billing.cdr import Cdr
+from switchboard.billing.database import PARTITION_MONTHS_AHEAD, PARTITION_MONTHS_BACK
 from switchboard.billing.ingest import write_batch
 from switchboard.billing.spool import FsyncPolicy, Spool
 
 log = logging.getLogger(__name__)
+
+PARTITION_CHECK = 6 * 3600.0  # seconds between checks that next months' partitions exist
 
 # psycopg errors that mean "the database is not there right now", not "this data is bad".
 UNREACHABLE: tuple[type[BaseException], ...] = (
@@ -83,6 +86,7 @@ class CdrWriter:
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._partitions_checked: float | None = None
         self._update_spool_metrics()
 
     # -- public API ----------------------------------------------------------------------
@@ -201,6 +205,18 @@ class CdrWriter:
             )
             metrics.DB_UP.set(1)
             log.info("CDR writer connected to the database")
+            self._partitions_checked = None
+        now = self.clock()
+        if self._partitions_checked is None or now - self._partitions_checked > PARTITION_CHECK:
+            # Monthly partitions ahead of time, also for processes that run for months.
+            self._partitions_checked = now
+            try:
+                await self._conn.execute(
+                    "SELECT cdr_ensure_partitions(%s, %s)",
+                    (PARTITION_MONTHS_BACK, PARTITION_MONTHS_AHEAD),
+                )
+            except (psycopg.errors.UndefinedFunction, psycopg.errors.LockNotAvailable) as exc:
+                log.warning("CDR partitions not checked: %s", exc)
         return self._conn
 
     async def _drop_connection(self) -> None:
