@@ -92,3 +92,9 @@ def test_garbage_never_raises_anything_but_framing_errors(data: bytes) -> None:
 
     with contextlib.suppress(FramingError):
         PacketReader(max_header_bytes=128).feed(data)
+
+
+def test_packets_before_a_framing_error_are_kept() -> None:
+    with pytest.raises(BadContentLength) as info:
+        PacketReader().feed(b"api status\n\nsendmsg x\ncontent-length: -1\n\n")
+    assert info.value.packets == [Packet("api status")]

@@ -29,7 +29,18 @@ _END_OF_BLOCK = re.compile(rb"\n\r*\n")
 
 
 class FramingError(Exception):
-    """The peer's bytes cannot be framed; the connection is dropped without a reply."""
+    """The peer's bytes cannot be framed; the connection is dropped without a reply.
+
+    ``packets`` holds the whole packets that preceded the bad bytes in the same feed:
+    they are still processed (and answered) before the drop, as FreeSWITCH reads one
+    packet at a time.
+    """
+
+    packets: list[Packet]
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.packets = []
 
 
 class HeaderBlockTooLarge(FramingError):
@@ -99,11 +110,19 @@ class PacketReader:
         """Add bytes; return every packet they complete, in order."""
         self._buf += data
         out: list[Packet] = []
+        try:
+            self._parse(out)
+        except FramingError as exc:
+            exc.packets = out
+            raise
+        return out
+
+    def _parse(self, out: list[Packet]) -> None:
         while True:
             if self._pending is not None:
                 command, headers, length = self._pending
                 if len(self._buf) < length:
-                    return out
+                    return
                 body = bytes(self._buf[:length])
                 del self._buf[:length]
                 self._pending = None
@@ -117,7 +136,7 @@ class PacketReader:
                 del self._buf[:start]
                 self._scan_from = 0
             if not self._buf:
-                return out
+                return
             match = _END_OF_BLOCK.search(self._buf, self._scan_from)
             if match is None:
                 if len(self._buf) > self._max_header:
@@ -126,7 +145,7 @@ class PacketReader:
                     )
                 # An unfinished terminator can only start at the last LF: rescan from there.
                 self._scan_from = max(0, self._buf.rfind(b"\n"))
-                return out
+                return
             if match.start() > self._max_header:
                 raise HeaderBlockTooLarge(f"header block exceeds {self._max_header} bytes")
             block = bytes(self._buf[: match.start()])

@@ -727,12 +727,11 @@ class EslConnection:
                     break
                 if not data:
                     break
+                error: FramingError | None = None
                 try:
                     packets = self.packets.feed(data)
                 except FramingError as exc:
-                    # FreeSWITCH drops such a connection without a reply (§1.1).
-                    log.warning("ESL %s: dropping connection: %s", self.peer, exc)
-                    break
+                    packets, error = exc.packets, exc
                 for packet in packets:
                     self.busy = True
                     try:
@@ -740,6 +739,10 @@ class EslConnection:
                     finally:
                         self.busy = False
                         self.wake.set()
+                if error is not None:
+                    # FreeSWITCH drops such a connection without a reply (§1.1).
+                    log.warning("ESL %s: dropping connection: %s", self.peer, error)
+                    break
         except _Closed:
             pass
         except (ConnectionError, OSError) as exc:
