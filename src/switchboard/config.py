@@ -20,6 +20,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from switchboard.media.settings import (  # media node sections (docs/media.md)
+    DialplanSection,
+    GatewaySection,
+    LimitsSection,
+    MediaSection,
+    UserSection,
+    default_gateways,
+)
+
 ENV_PREFIX = "SWITCHBOARD_"
 
 
@@ -177,6 +186,25 @@ class EslSection(Section):
         return v
 
 
+class DialerSection(Section):
+    """[dialer] — campaign defaults; `switchboard campaign run` flags override them (docs/dialer.md)."""
+
+    esl: list[str] = Field(default_factory=list)  # HOST:PORT Event Sockets; [] → every media node's
+    password: str = ""  # "" → [esl].password
+    cps: float = Field(default=30.0, gt=0, le=1000)
+    max_concurrent: int = Field(default=100, ge=1)
+    caller_id: str = "0000000000"  # for contacts without a caller_id column
+    timezone: str = "UTC"  # for contacts without a timezone column
+    window: str = "00:00-24:00"  # local calling hours in each contact's zone, e.g. "08:00-21:00"
+    weekdays: str = ""  # "" = every day; "mon-fri", "1,2,3"
+    retries: str = ""  # per outcome ATTEMPTS/DELAY_S over the defaults: "busy=3/120,noanswer=3/300"
+    max_attempts: int = Field(default=3, ge=1)  # per contact, whatever the outcome
+    originate_timeout: int = Field(default=30, ge=1)  # ring time, seconds
+    max_failed_ratio: float = Field(default=0.5, gt=0, le=1)  # failed/finished above this → pause
+    failed_ratio_min_attempts: int = Field(default=20, ge=1)  # ... once this many have finished
+    dnc_file: str = ""  # do-not-call list: one number or pattern (201XXXXXXX) per line
+
+
 class Config(Section):
     """The whole platform's configuration."""
 
@@ -189,6 +217,12 @@ class Config(Section):
     billing: BillingSection = Field(default_factory=BillingSection)
     status: StatusSection = Field(default_factory=StatusSection)
     esl: EslSection = Field(default_factory=EslSection)
+    media: MediaSection = Field(default_factory=MediaSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
+    gateways: dict[str, GatewaySection] = Field(default_factory=default_gateways)
+    users: dict[str, UserSection] = Field(default_factory=dict)
+    dialplan: DialplanSection = Field(default_factory=DialplanSection)
+    dialer: DialerSection = Field(default_factory=DialerSection)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
