@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from switchboard.rtp.codec import PCMA, PCMU
-from switchboard.rtp.resample import resample, to_mono
+from switchboard.rtp.resample import StreamResampler, resample, to_mono
 from switchboard.rtp.source import Echo, Player, Prompt, WavRecorder, silence_prompt, tone_prompt
 from switchboard.rtp.wav import WavError, decode_wav, encode_wav
 
@@ -197,3 +197,19 @@ def test_recorder_split_legs_and_mix_with_a_silent_leg() -> None:
     mix.close()
     pcm, _ = decode_wav(buf.getvalue())
     assert len(pcm) == 1600 and abs(dominant_hz(pcm, 8000) - 500) < 5
+
+
+@pytest.mark.parametrize(
+    ("rate_in", "rate_out", "frame"), [(16000, 8000, 320), (8000, 16000, 160), (44100, 8000, 882)]
+)
+def test_stream_resampler_matches_the_batch_filter(rate_in: int, rate_out: int, frame: int) -> None:
+    rng = np.random.default_rng(2)
+    x = np.rint(rng.normal(0, 3000, rate_in)).astype(np.int16)
+    sr = StreamResampler(rate_in, rate_out)
+    outs = [sr.process(x[i : i + frame]) for i in range(0, len(x), frame)]
+    streamed = np.concatenate(outs)
+    batch = resample(x, rate_in, rate_out)
+    # Same samples, just produced once their filter window is complete.
+    assert np.array_equal(streamed, batch[: len(streamed)])
+    assert len(batch) - len(streamed) < 64
+    assert {len(o) for o in outs[1:-1]} == {frame * rate_out // rate_in}

@@ -5,7 +5,8 @@ timing (reference §8.5). :class:`RelayPath` decides, for one direction, what a 
 received on the A leg becomes on the B leg:
 
 * audio in A's codec → the same payload (same codec) or transcoded through linear PCM
-  (:func:`~switchboard.rtp.codec.transcode`; PCMU↔PCMA by direct table);
+  (:func:`~switchboard.rtp.codec.transcode`; PCMU↔PCMA by direct table); between
+  audio rates (wideband G.722/L16 ↔ G.711) through a streaming band-limited resampler;
 * telephone-event (RFC 4733) → passed as telephone-event with B's negotiated payload
   type, untouched (DTMF is never decoded and re-generated on a relay);
 * comfort noise (PT 13, RFC 3389) → passed when B negotiated CN, else dropped;
@@ -20,7 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from switchboard.rtp.codec import PT_CN, Codec, CodecError, transcode
+from switchboard.rtp.resample import StreamResampler
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +48,14 @@ class RelayPath:
         dst_event_pt: int | None = 101,
         dst_cn: bool = False,
     ) -> None:
-        if src.sample_rate != dst.sample_rate:
-            raise CodecError(
-                f"relay {src.name}/{src.sample_rate} → {dst.name}/{dst.sample_rate} needs resampling; not supported"
-            )
         self.src, self.dst = src, dst
+        # Different audio rates (G.722 or L16 wideband ↔ G.711): decode, resample with
+        # history across frames, re-frame to 20 ms, encode.
+        self._resampler: StreamResampler | None = None
+        self._pending = np.zeros(0, np.int16)
+        self._frame_out = dst.sample_rate // 50
+        if src.sample_rate != dst.sample_rate:
+            self._resampler = StreamResampler(src.sample_rate, dst.sample_rate)
         self.src_event_pt, self.dst_event_pt = src_event_pt, dst_event_pt
         self.dst_cn = dst_cn
         self._same = src.name == dst.name and src.payload_type == dst.payload_type
@@ -82,6 +89,11 @@ class RelayPath:
         if payload_type == self.src.payload_type:
             if self._same:
                 out = payload
+            elif self._resampler is not None:
+                resampled = self._resample(payload)
+                if resampled is None:
+                    return None
+                out = resampled
             else:
                 try:
                     out = transcode(payload, self.src, self.dst)
@@ -102,3 +114,25 @@ class RelayPath:
             return Relayed(PT_CN, payload, out_ts, marker)
         self.dropped += 1
         return None
+
+    def _resample(self, payload: bytes) -> bytes | None:
+        """Decode, resample, re-frame to 20 ms at the destination rate; None if not a whole frame yet."""
+        assert self._resampler is not None
+        try:
+            pcm = self.src.decode(payload)
+        except CodecError:
+            self.dropped += 1
+            return None
+        self._pending = np.concatenate([self._pending, self._resampler.process(pcm)])
+        n = self._frame_out
+        if len(self._pending) < n:
+            if self.transcoded:
+                return None  # a short frame from the peer: wait for the rest
+            # First packet: the filter's start-up delay leaves a few ms missing; pad the
+            # front with silence so every later frame comes out whole, with no backlog.
+            self._pending = np.concatenate(
+                [np.zeros(n - len(self._pending), np.int16), self._pending]
+            )
+        frame, self._pending = self._pending[:n], self._pending[n:]
+        self.transcoded += 1
+        return self.dst.encode(frame)

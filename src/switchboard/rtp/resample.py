@@ -75,6 +75,59 @@ def resample(samples: npt.ArrayLike, rate_in: int, rate_out: int) -> npt.NDArray
     return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
 
 
+class StreamResampler:
+    """The same filter as :func:`resample`, fed frame by frame (a call's audio, a relay).
+
+    Keeps the last input samples as filter history, so consecutive frames join without
+    clicks. Output sample ``k`` is produced once its whole tap window has arrived, which
+    delays the stream by half the filter (2 ms for 16 → 8 kHz); the number of output
+    samples per call can therefore differ by one from ``len(frame)·out/in``.
+    """
+
+    def __init__(self, rate_in: int, rate_out: int) -> None:
+        if rate_in <= 0 or rate_out <= 0:
+            raise ValueError("sample rates must be positive")
+        g = gcd(rate_in, rate_out)
+        self.up, self.down = rate_out // g, rate_in // g
+        self.rate_in, self.rate_out = rate_in, rate_out
+        self._bank = _polyphase(self.up, self.down)
+        self._taps = self._bank.shape[1]
+        self._half = self._taps // 2
+        self._offsets = np.arange(self._taps)
+        # History starts as `taps` zeros; _origin is the absolute index of _buf[0].
+        self._buf = np.zeros(self._taps, np.float64)
+        self._origin = -self._taps
+        self._consumed = 0  # input samples received so far
+        self._k = 0  # next output index
+
+    def process(self, frame: npt.ArrayLike) -> npt.NDArray[np.int16]:
+        """Feed int16 samples; return every output sample that is now complete."""
+        x = np.asarray(frame, dtype=np.float64)
+        if self.up == self.down:
+            return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+        self._buf = np.concatenate([self._buf, x])
+        self._consumed += len(x)
+        # Output k needs input up to index (k·down)//up + half.
+        last_in = self._consumed - 1 - self._half
+        k_end = (last_in * self.up) // self.down + 1 if last_in >= 0 else 0
+        if k_end <= self._k:
+            return np.zeros(0, np.int16)
+        k = np.arange(self._k, k_end, dtype=np.int64)
+        pos = k * self.down
+        base = pos // self.up
+        phase = pos % self.up
+        idx = (base + self._half - self._origin)[:, None] - self._offsets[None, :]
+        out = np.einsum("ij,ij->i", self._buf[idx], self._bank[phase])
+        self._k = k_end
+        # Keep only the history the next output can still reach.
+        next_base = (self._k * self.down) // self.up
+        keep_from = next_base + self._half - (self._taps - 1) - self._origin
+        if keep_from > 0:
+            self._buf = self._buf[keep_from:]
+            self._origin += keep_from
+        return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
+
+
 def to_mono(interleaved: npt.NDArray[np.int16], channels: int) -> npt.NDArray[np.int16]:
     """Average interleaved channels into one (int32 accumulation, no overflow)."""
     if channels == 1:
