@@ -28,6 +28,7 @@ import logging
 import random
 import secrets
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -60,6 +61,8 @@ Address = tuple[str, int]
 # (endpoint, payload_type, marker, seq, timestamp, ssrc, payload): relays and custom consumers.
 PacketHook = Callable[["RtpEndpoint", int, bool, int, int, int, bytes], None]
 DtmfHook = Callable[["RtpEndpoint", DtmfEvent], None]
+
+_REST_OF_HEADER = struct.Struct("!BHII")  # RFC 3550 §5.1 after the first octet
 
 DEFAULT_EVENT_PT = 101  # the usual dynamic PT for telephone-event (reference §8.1)
 
@@ -629,11 +632,16 @@ class RtpEndpoint:
             hook(self, event)
 
     def _on_rtp(self, data: bytes, addr: Any) -> None:
-        try:
-            pt, marker, seq, ts, ssrc, off = peek_header(data)
-        except MalformedPacket:
-            self.malformed += 1
-            return
+        if len(data) >= 12 and data[0] == 0x80:
+            # Fast path: version 2, no padding, extension or CSRCs (every G.711 phone).
+            b1, seq, ts, ssrc = _REST_OF_HEADER.unpack_from(data, 1)
+            pt, marker, off = b1 & 0x7F, b1 > 0x7F, 12
+        else:
+            try:
+                pt, marker, seq, ts, ssrc, off = peek_header(data)
+            except MalformedPacket:
+                self.malformed += 1
+                return
         if self.symmetric:
             remote = self.remote
             if not self.latched:
