@@ -468,3 +468,30 @@ async def test_pacing_catch_up_and_skip_on_rtp_timestamps() -> None:
         ep.close()
         peer.close()
     assert fake.streams == []
+
+
+async def test_packets_with_csrcs_and_header_extension_are_decoded() -> None:
+    ep = await RtpEndpoint.open(rtcp=False)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    frames: list[np.ndarray] = []
+
+    class Sink:
+        def write_pcm(self, pcm: np.ndarray) -> None:
+            frames.append(pcm)
+
+    ep.record(Sink(), jitter_buffer=False)
+    try:
+        payload = PCMU.encode(np.full(160, 1000, np.int16))
+        plain = RtpPacket(0, 1, 160, 9, payload)
+        mixed = RtpPacket(
+            0, 2, 320, 9, payload, csrc=(1, 2), extension=(0xBEDE, b"\x10\x01\x00\x00")
+        )
+        for pkt in (plain, mixed):
+            peer.sendto(bytes(pkt), ep.local_address)
+        await wait_for(lambda: len(frames) == 2)
+        assert all(np.array_equal(f, PCMU.decode(payload)) for f in frames)
+        assert ep.malformed == 0 and ep.stats is not None and ep.stats.max_seq == 2
+    finally:
+        ep.close()
+        peer.close()
