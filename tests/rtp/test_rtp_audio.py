@@ -213,3 +213,21 @@ def test_stream_resampler_matches_the_batch_filter(rate_in: int, rate_out: int, 
     assert np.array_equal(streamed, batch[: len(streamed)])
     assert len(batch) - len(streamed) < 64
     assert {len(o) for o in outs[1:-1]} == {frame * rate_out // rate_in}
+
+
+def test_prompt_plays_on_a_codec_of_another_rate() -> None:
+    from switchboard.rtp.codec import G722
+
+    narrow = tone_prompt([1000], rate=8000, on_ms=400)
+    wide_codec = G722(16000)
+    frames = narrow.frames_for(wide_codec)
+    assert len(frames) == len(narrow) and all(len(f) == 160 for f in frames)
+    assert narrow.at_rate(16000) is narrow.at_rate(16000) and narrow.at_rate(8000) is narrow
+    player = Player(narrow, wide_codec)
+    pcm = player.read_pcm()
+    assert pcm is not None and len(pcm) == 320  # PCM at the codec's rate
+    decoder = G722(16000)
+    wide = np.concatenate([decoder.decode(f) for f in frames])
+    assert abs(dominant_hz(wide[320:], 16000) - 1000) < 5
+    # And the other way: a 16 kHz recording played on G.711.
+    assert len(tone_prompt([500], rate=16000, on_ms=200).frames_for(PCMU)[0]) == 160

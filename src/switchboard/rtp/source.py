@@ -19,6 +19,7 @@ from typing import BinaryIO, Protocol
 import numpy as np
 
 from switchboard.rtp.codec import PCM, Codec
+from switchboard.rtp.resample import resample
 from switchboard.rtp.wav import WavWriter, decode_wav
 
 PTIME_MS = 20
@@ -56,6 +57,17 @@ class Prompt:
         self.rate = rate
         self.pcm_frames: tuple[PCM, ...] = tuple(full.reshape(-1, n))
         self._encoded: dict[tuple[str, int], tuple[bytes, ...]] = {}
+        self._rates: dict[int, Prompt] = {rate: self}
+
+    def at_rate(self, rate: int) -> Prompt:
+        """This prompt resampled to ``rate`` (computed once, cached): an 8 kHz prompt on a
+        G.722 call, a 16 kHz one on G.711."""
+        other = self._rates.get(rate)
+        if other is None:
+            other = self._rates[rate] = Prompt(
+                resample(np.concatenate(self.pcm_frames), self.rate, rate), rate
+            )
+        return other
 
     @classmethod
     def from_wav(cls, data: bytes, rate: int = 8000) -> Prompt:
@@ -76,9 +88,9 @@ class Prompt:
         frames = self._encoded.get(key)
         if frames is None:
             if codec.sample_rate != self.rate:
-                raise ValueError(
-                    f"prompt is {self.rate} Hz, codec {codec.name} wants {codec.sample_rate}"
-                )
+                frames = self.at_rate(codec.sample_rate).frames_for(codec)
+                self._encoded[key] = frames
+                return frames
             if codec.name in ("PCMU", "PCMA"):
                 blob = codec.encode(np.concatenate(self.pcm_frames))
                 n = len(self.pcm_frames[0])
@@ -97,6 +109,8 @@ class Player:
     __slots__ = ("_loops_left", "_n", "_payloads", "_pcm", "_pos", "codec", "finished", "prompt")
 
     def __init__(self, prompt: Prompt, codec: Codec | None = None, loops: int = 1) -> None:
+        if codec is not None and codec.sample_rate != prompt.rate:
+            prompt = prompt.at_rate(codec.sample_rate)
         self.prompt = prompt
         self.codec = codec
         self._payloads: Sequence[bytes] = prompt.frames_for(codec) if codec is not None else ()
