@@ -1,0 +1,125 @@
+"""The campaign dialer against `switchboard up` (two media nodes, real ESL) and a SIPp carrier
+that answers, answers busy (486) or never answers, by dialed number."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import struct
+import subprocess
+import sys
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from platform_harness import Platform, free_run
+
+SCENARIO = Path(__file__).parent / "sipp" / "dialer_carrier_uas.xml"
+pytestmark = pytest.mark.skipif(
+    shutil.which("sipp") is None, reason="sipp (Debian sip-tester) not installed"
+)
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[Platform]:
+    p = Platform(media_nodes=2)
+    p.start()
+    yield p
+    p.cleanup()
+
+
+@pytest.fixture
+def carrier(platform: Platform, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """SIPp UAS on the `carrier` gateway's address, bounded in time."""
+    proc = subprocess.Popen(
+        [shutil.which("sipp") or "sipp", "-sf", str(SCENARIO), "-i", "127.0.0.1", "-p", str(platform.carrier),
+         "-mi", "127.0.0.1", "-mp", str(free_run(2, 40000, 60000)), "-nostdin", "-timeout", "120s",
+         "-trace_stat", "-stf", str(tmp_path / "carrier.csv")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def short_wav(path: Path, seconds: float = 0.5) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        n = int(8000 * seconds)
+        w.writeframes(
+            b"".join(
+                struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / 8000)))
+                for i in range(n)
+            )
+        )
+    return path
+
+
+def campaign(
+    platform: Platform, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    cfg = platform.state / "sb.toml"
+    return subprocess.run(
+        [sys.executable, "-m", "switchboard.cli", "campaign", *args, "--config", str(cfg)],
+        capture_output=True, text=True, timeout=timeout, cwd=platform.state,
+    )  # fmt: skip
+
+
+def test_campaign_outcomes_retries_and_dnc(
+    platform: Platform, carrier: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    answer = [f"1{i:09d}" for i in range(6)]
+    busy = [f"2{i:09d}" for i in range(3)]
+    noans = [f"3{i:09d}" for i in range(3)]
+    dnc_number = "1999999999"
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text(
+        "number,caller_id\n"
+        + "".join(f"{n},5551000\n" for n in [*answer, *busy, *noans, dnc_number])
+    )
+    dnc = tmp_path / "dnc.txt"
+    dnc.write_text(dnc_number + "\n")
+    wav = short_wav(tmp_path / "message.wav")
+    esl = [
+        a for i in range(platform.media_nodes) for a in ("--esl", f"127.0.0.1:{platform.esl + i}")
+    ]
+    run = campaign(platform, "run", str(contacts), "--gateway", "carrier", "--cps", "10", "--play", str(wav),
+                   *esl, "--retry", "busy=2/0.5,noanswer=2/0.5", "--originate-timeout", "2", "--dnc", str(dnc),
+                   "--no-live")  # fmt: skip
+    assert run.returncode == 0, run.stderr + run.stdout
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "done"
+    assert summary["contacts"] == 13
+    assert summary["answered"] == 6
+    assert summary["busy"] == 6  # 3 contacts × 2 attempts
+    assert summary["noanswer"] == 6
+    assert summary["failed"] == 0 and summary["unknown"] == 0
+    assert summary["dnc"] == 1
+    assert summary["dialed"] == 18
+    assert summary["achieved_cps"] <= 10 * 1.02
+
+    report = campaign(platform, "report", "contacts", "--json")
+    assert report.returncode == 0, report.stderr
+    rep = json.loads(report.stdout)
+    assert rep["attempts"]["answered"] == 6
+    assert rep["asr_pct"] == pytest.approx(100 * 6 / 18, abs=0.01)
+    assert rep["acd_s"] is not None and rep["acd_s"] >= 0
+
+    # Running the same campaign again dials nobody: it is done.
+    again = campaign(
+        platform,
+        "run",
+        str(contacts),
+        "--gateway",
+        "carrier",
+        "--play",
+        str(wav),
+        *esl,
+        "--no-live",
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1])["dialed"] == 0
