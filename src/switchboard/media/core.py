@@ -225,6 +225,9 @@ class Switch:
         self._started_mono = time.monotonic()
         self._sessions: dict[str, Session] = {}
         self._sequence = 0
+        self._date_second = -1
+        self._date_local = ""
+        self._date_gmt = ""
         self._channels_view: dict[str, Channel] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self.apps: dict[str, App] = {}
@@ -345,6 +348,11 @@ class Switch:
         channel is given (with ``variable_*`` for verbose event types), then ``headers``."""
         self._sequence += 1
         now = time.time()
+        second = int(now)
+        if second != self._date_second:  # strftime once per second, not per event
+            self._date_second = second
+            self._date_local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+            self._date_gmt = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
         h: dict[str, str] = {
             "Event-Name": name,
             "Core-UUID": self.core_uuid,
@@ -352,8 +360,8 @@ class Switch:
             "FreeSWITCH-Switchname": self.name,
             "FreeSWITCH-IPv4": self.ipv4,
             "FreeSWITCH-IPv6": "::1",
-            "Event-Date-Local": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)),
-            "Event-Date-GMT": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)),
+            "Event-Date-Local": self._date_local,
+            "Event-Date-GMT": self._date_gmt,
             "Event-Date-Timestamp": str(int(now * 1_000_000)),
             "Event-Calling-File": "switch_core.c",
             "Event-Calling-Function": "switchboard",
@@ -397,6 +405,7 @@ class Switch:
         variables: Mapping[str, str] | None = None,
         uuid: str | None = None,
         admitted: bool = True,
+        other_leg: str | None = None,
     ) -> Session:
         """Register a new channel (already admitted by the limiter) and fire CHANNEL_CREATE."""
         uid = uuid or str(uuid_mod.uuid4())
@@ -415,6 +424,7 @@ class Switch:
         )
         if variables:
             ch.variables.update(variables)
+        ch.other_leg = other_leg
         s = Session(switch=self, channel=ch, admitted=admitted)
         self._sessions[uid] = s
         self._channels_view[uid] = ch
@@ -835,12 +845,12 @@ class Switch:
                 profile=prof,
                 variables=variables,
                 uuid=variables.get("origination_uuid"),
+                other_leg=a_leg.uuid if a_leg is not None else None,
             )
         except OriginateError:
             self.limits.release()
             raise
         if a_leg is not None:
-            s.channel.other_leg = a_leg.uuid
             for k, v in a_leg.data.get("exported", {}).items():
                 s.channel.set_var(k, v)
         self._fire(ev.CHANNEL_OUTGOING, s)

@@ -1,0 +1,1029 @@
+"""The media node's SIP user agent and B2BUA legs (RFC 3261 UA core over the SIP stack).
+
+Inbound: an INVITE (UDP or TCP) is checked (SDP parse → 400, no common codec → 488,
+session limits → 503 ``Maximum Calls In Progress`` + Retry-After), gets an RTP endpoint
+and a channel, and runs the dialplan; applications drive 180/183/200 through
+:class:`InboundLeg`. CANCEL → 200 + 487 (cause ORIGINATOR_CANCEL); BYE → 200
+(NORMAL_CLEARING, or the Reason header's cause, RFC 3326); re-INVITE → hold/unhold,
+codec change, address change (RFC 3264 §8); INFO ``application/dtmf-relay`` → DTMF;
+OPTIONS → 200 with ``X-Switchboard-Calls: <live channels>`` (for the router's
+call-load dispatching); REGISTER → the registrar.
+
+Outbound (bridge/originate): :meth:`UserAgent.place` sends an INVITE with our offer to
+a gateway (``sofia/gateway/<gw>/<number>``), a registered user (``user/<id>``) or a SIP
+URI, answers digest challenges for gateways with credentials, maps the final response
+to a cause (reference §5.3), ACKs 2xx, and CANCELs/BYEs when told to.
+
+The SIP stack is the pure :class:`~switchboard.sip.transaction.TransactionLayer`
+driven by one :class:`~switchboard.net.endpoint.SipEndpoint`; this module is the TU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from switchboard.media.causes import Cause, cause_to_sip, reason_header, sip_to_cause
+from switchboard.media.channel import CallerProfile
+from switchboard.media.core import OriginateError, Session, Switch
+from switchboard.media.dialstring import DialLeg
+from switchboard.media.digest import authorization
+from switchboard.media.ports import PortAllocator, PortsExhausted
+from switchboard.media.registrar import Registrar
+from switchboard.media.rtp_endpoint import RtpEndpoint
+from switchboard.net.endpoint import SipEndpoint
+from switchboard.rtp.codec import Codec, CodecError, codec_by_name
+from switchboard.sdp import (
+    CodecSpec,
+    Negotiated,
+    NegotiationError,
+    SdpError,
+    SessionDescription,
+    answer_offer,
+    create_offer,
+    parse_sdp,
+    process_answer,
+)
+from switchboard.sip.dialog import Dialog, build_cancel
+from switchboard.sip.errors import SipError
+from switchboard.sip.ids import new_branch, new_call_id, new_tag
+from switchboard.sip.message import Request, Response, make_response
+from switchboard.sip.transaction import (
+    AckReceived,
+    ClientTransaction,
+    Peer,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    TimedOut,
+    TransactionLayer,
+    Transmit,
+    TransportFailed,
+)
+from switchboard.sip.uri import NameAddr, SipUri
+
+if TYPE_CHECKING:
+    from switchboard.media.settings import GatewaySection, UserSection
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REGISTER, UPDATE"
+CALLS_HEADER = "X-Switchboard-Calls"  # live channel count on OPTIONS answers (router call-load)
+ACK_WAIT = 2.0  # seconds a UAS waits for the ACK of its 2xx before sending BYE anyway
+
+
+def _rand() -> bytes:
+    return os.urandom(10)
+
+
+def codec_specs(names: Sequence[str]) -> list[CodecSpec]:
+    """SDP codec specs for configured codec names (preference order)."""
+    table = {
+        "PCMU": CodecSpec("PCMU", 8000, 0),
+        "PCMA": CodecSpec("PCMA", 8000, 8),
+        "G722": CodecSpec("G722", 8000, 9),
+        "L16": CodecSpec("L16", 8000, 118),
+    }
+    return [table[n.upper()] for n in names if n.upper() in table]
+
+
+def engine_codec(neg: Negotiated) -> Codec:
+    return codec_by_name(neg.codec, neg.payload_type, neg.clock_rate)
+
+
+def set_stream_codec(ep: RtpEndpoint, codec: Codec, event_pt: int | None) -> None:
+    """Switch an open RTP stream to ``codec`` (SDP answer or re-INVITE changed it)."""
+    if ep.codec is codec and ep.event_pt == event_pt:
+        return
+    ep.set_codec(codec, event_pt)
+
+
+def peer_for_uri(uri: SipUri, default_transport: str = "UDP") -> Peer:
+    transport = (uri.params.get("transport") or default_transport).upper()
+    host = uri.host.strip("[]")
+    port = uri.port or 5060
+    return Peer(transport, host, port)
+
+
+@dataclass(eq=False)
+class SipLeg:
+    """SIP state of one channel (shared by inbound and outbound legs)."""
+
+    ua: UserAgent
+    session: Session
+    peer: Peer
+    call_id: str
+    local_tag: str
+    rtp: RtpEndpoint
+    codecs: list[CodecSpec]
+    dialog: Dialog | None = None
+    negotiated: Negotiated | None = None
+    sdp_session_id: str = field(default_factory=lambda: str(int(time.time())))
+    sdp_version: int = 1
+    local_sdp: SessionDescription | None = None
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
+    bye_sent: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.call_id, self.local_tag)
+
+    def apply_negotiated(self, neg: Negotiated) -> None:
+        """Point the RTP stream at the negotiated codec and address (RFC 3264 §8)."""
+        old = self.negotiated
+        self.negotiated = neg
+        try:
+            set_stream_codec(self.rtp, engine_codec(neg), neg.event_pt)
+        except CodecError as exc:  # only codecs we offered/accepted reach here
+            log.error("negotiated codec unusable: %s", exc)
+        if old is None or (old.remote_address, old.remote_port) != (
+            neg.remote_address,
+            neg.remote_port,
+        ):
+            rtcp = (neg.remote_address, neg.remote_rtcp_port) if neg.remote_rtcp_port else None
+            if neg.remote_address not in ("0.0.0.0", "::"):
+                self.rtp.set_remote((neg.remote_address, neg.remote_port), rtcp)
+                if old is not None:
+                    self.rtp.relatch()
+        ch = self.session.channel
+        ch.read_codec = neg.codec
+        ch.codec_rate = neg.clock_rate
+        ch.set_var("read_codec", neg.codec)
+        ch.set_var("write_codec", neg.codec)
+        ch.set_var("remote_media_ip", neg.remote_address)
+        ch.set_var("remote_media_port", str(neg.remote_port))
+
+    def in_dialog_peer(self) -> Peer:
+        """Where in-dialog requests go: the route set / remote target (§12.2.1.1); over
+        TCP the connection the dialog came in on."""
+        if self.peer.transport == "TCP" or self.dialog is None:
+            return self.peer
+        ruri, routes = self.dialog.request_uri_and_routes()
+        try:
+            target = NameAddr.parse(routes[0]).uri if routes else SipUri.parse(ruri)
+        except SipError:
+            return self.peer
+        return peer_for_uri(target, self.peer.transport)
+
+    def send_in_dialog(self, method: str, **kw: Any) -> ClientTransaction | None:
+        if self.dialog is None:
+            return None
+        peer = self.in_dialog_peer()
+        req = self.dialog.create_request(method, self.ua.via(peer), **kw)
+        return self.ua.send_request(req, peer, context=("in-dialog", self))
+
+    def bye(self, cause: Cause) -> None:
+        if self.bye_sent or self.dialog is None:
+            return
+        self.bye_sent = True
+        self.send_in_dialog("BYE", headers=[("Reason", reason_header(cause))])
+        self.session.channel.hangup_disposition = "send_bye"
+
+    async def send_dtmf(self, digits: str, duration_ms: int) -> None:
+        """RFC 4733 when telephone-event was negotiated, else SIP INFO (dtmf-relay)."""
+        if self.rtp.event_pt is not None:
+            await self.rtp.send_dtmf(digits, duration_ms)
+            return
+        for d in digits:
+            body = f"Signal={d}\r\nDuration={duration_ms}\r\n".encode()
+            self.send_in_dialog("INFO", body=body, content_type="application/dtmf-relay")
+
+    async def hold(self, on: bool) -> None:
+        """Re-INVITE with ``sendonly`` (hold) or ``sendrecv`` (resume), RFC 3264 §8.4."""
+        if self.dialog is None or self.local_sdp is None:
+            return
+        self.sdp_version += 1
+        offer = create_offer(
+            codecs=self.codecs,
+            address=self.ua.sdp_ip,
+            port=self.rtp.port,
+            session_id=self.sdp_session_id,
+            version=self.sdp_version,
+            direction="sendonly" if on else "sendrecv",
+        )
+        self.local_sdp = offer
+        self.send_in_dialog("INVITE", body=offer.to_bytes(), content_type="application/sdp")
+        self.session.channel.held = on
+        self.ua.switch._fire("CHANNEL_HOLD" if on else "CHANNEL_UNHOLD", self.session)
+
+    def close(self) -> None:
+        self.ua.legs.pop(self.key, None)
+
+
+@dataclass(eq=False)
+class InboundLeg(SipLeg):
+    """The UAS side of a call that reached the node."""
+
+    invite: Request | None = None
+    txn: ServerTransaction | None = None
+    final_sent: bool = False
+    answered: bool = False
+    received_at: float = 0.0
+    contact: str = ""
+
+    def _respond(self, status: int, *, body: bytes = b"", reason: str | None = None,
+                 extra: Sequence[tuple[str, str]] = ()) -> None:  # fmt: skip
+        assert self.invite is not None and self.txn is not None
+        headers: list[tuple[str, str]] = list(extra)
+        if status < 300 and status > 100:
+            headers.append(("Contact", self.contact))
+            headers.append(("Allow", ALLOW))
+        if body:
+            headers.append(("Content-Type", "application/sdp"))
+        headers.append(("User-Agent", self.ua.user_agent))
+        resp = make_response(
+            self.invite, status, reason, to_tag=self.local_tag, headers=headers, body=body
+        )
+        if 100 < status < 300 and self.dialog is None:
+            self.dialog = Dialog.from_request(self.invite, resp)
+            self.ua.legs[self.key] = self
+        if status >= 200:
+            self.final_sent = True
+        self.ua.send_response(self.txn, resp)
+
+    def _answer_sdp(self) -> bytes:
+        assert self.local_sdp is not None
+        return self.local_sdp.to_bytes()
+
+    async def ring(self) -> None:
+        if not self.final_sent:
+            self._respond(180)
+
+    async def pre_answer(self) -> None:
+        if not self.final_sent:
+            self._respond(183, body=self._answer_sdp())
+
+    async def answer(self) -> None:
+        if self.final_sent:
+            return
+        self._respond(200, body=self._answer_sdp())
+        self.answered = True
+        if self.dialog is not None:
+            self.dialog.confirm()
+        self.ua.observe_setup(time.monotonic() - self.received_at)
+
+    async def terminate(self, cause: Cause) -> None:
+        ch = self.session.channel
+        if not self.final_sent:
+            status = cause_to_sip(cause)
+            ch.sip_status = status
+            ch.hangup_disposition = "send_refuse"
+            self._respond(status, extra=[("Reason", reason_header(cause))])
+        elif self.answered:
+            if not self.acked.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.acked.wait(), ACK_WAIT)
+            self.bye(cause)
+        self.close()
+
+
+@dataclass(eq=False)
+class OutboundLeg(SipLeg):
+    """The UAC side of a call the node places (bridge B-leg, originate)."""
+
+    invite: Request | None = None
+    txn: ClientTransaction | None = None
+    provisional: bool = False
+    cancel_wanted: bool = False
+    answered: bool = False
+    gateway: str = ""
+    credentials: tuple[str, str] | None = None
+    auth_tries: int = 0
+    sent_at: float = 0.0
+    pdd_observed: bool = False
+
+    async def ring(self) -> None:  # only inbound legs send provisional responses
+        return None
+
+    async def pre_answer(self) -> None:
+        return None
+
+    async def answer(self) -> None:
+        return None
+
+    async def terminate(self, cause: Cause) -> None:
+        if self.answered:
+            self.bye(cause)
+        elif self.provisional:
+            self._cancel(cause)
+        else:
+            self.cancel_wanted = True  # §9.1: CANCEL only after a provisional response
+        self.session.channel.hangup_disposition = "send_bye" if self.answered else "send_cancel"
+        if not self.cancel_wanted:
+            self.close()
+
+    def _cancel(self, cause: Cause) -> None:
+        if self.invite is None:
+            return
+        cancel = build_cancel(self.invite)
+        cancel.headers.add("Reason", reason_header(cause))
+        self.ua.send_request(cancel, self.peer, context=("cancel", self))
+
+
+class UserAgent:
+    """The SIP side of one media node. ``await start()`` binds; it registers itself as
+    the switch's endpoint for ``sofia/gateway/``, ``user/``, ``sofia/`` and ``sip:`` legs."""
+
+    def __init__(
+        self,
+        switch: Switch,
+        *,
+        host: str = "127.0.0.1",
+        rtp_ip: str = "127.0.0.1",
+        sdp_ip: str = "",
+        ports: PortAllocator | None = None,
+        codecs: Sequence[str] = ("PCMU", "PCMA"),
+        gateways: Mapping[str, GatewaySection] | None = None,
+        users: Mapping[str, UserSection] | None = None,
+        realm: str = "switchboard",
+        retry_after: int = 300,
+        user_agent: str = "Switchboard",
+        metrics: Any = None,
+    ) -> None:
+        self.switch = switch
+        self.host = host
+        self.rtp_ip = rtp_ip
+        self.sdp_ip = sdp_ip or rtp_ip
+        self.ports = ports
+        self.codecs = codec_specs(codecs)
+        self.gateways = dict(gateways or {})
+        self.users = dict(users or {})
+        self.registrar = Registrar({k: u.password for k, u in self.users.items()}, realm)
+        self.retry_after = retry_after
+        self.user_agent = user_agent
+        self.metrics = metrics
+        self.layer = TransactionLayer(retransmit_2xx=True, send_trying=True)
+        self.endpoint: SipEndpoint | None = None
+        self.legs: dict[tuple[str, str], SipLeg] = {}
+        self.gateway_calls: dict[str, int] = dict.fromkeys(self.gateways, 0)
+        self.udp_port = 0
+        self.tcp_port = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        for kind in ("gateway", "user", "sofia", "sip"):
+            switch.endpoints[kind] = self
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, listen: Sequence[str]) -> None:
+        """Bind every ``udp:H:P`` / ``tcp:H:P`` address (port 0 = any free)."""
+        self.endpoint = SipEndpoint(self.layer, on_event=self._on_event)
+        for item in listen:
+            proto, _, addr = item.partition(":")
+            h, _, p = addr.rpartition(":")
+            if proto == "udp":
+                _, self.udp_port = await self.endpoint.listen_udp(h, int(p))
+            else:
+                _, self.tcp_port = await self.endpoint.listen_tcp(h, int(p))
+            self.host = h
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self.endpoint is not None:
+            await self.endpoint.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("SIP handler failed", exc_info=task.exception())
+
+    # ------------------------------------------------------------------ sending
+    def port_for(self, transport: str) -> int:
+        return self.tcp_port if transport == "TCP" and self.tcp_port else self.udp_port
+
+    def via(self, peer: Peer) -> str:
+        return (
+            f"SIP/2.0/{peer.transport} {self.host}:{self.port_for(peer.transport)}"
+            f";branch={new_branch(_rand())};rport"
+        )
+
+    def contact(self, transport: str, user: str = "switchboard") -> str:
+        t = ";transport=tcp" if transport == "TCP" else ""
+        return f"<sip:{user}@{self.host}:{self.port_for(transport)}{t}>"
+
+    def send_request(self, req: Request, peer: Peer, *, context: Any = None) -> ClientTransaction:
+        assert self.endpoint is not None
+        txn, out = self.layer.send_request(req, peer, self.endpoint.loop.time(), context=context)
+        self.endpoint.process(out)
+        return txn
+
+    def send_response(self, txn: ServerTransaction, resp: Response) -> None:
+        assert self.endpoint is not None
+        try:
+            self.endpoint.feed(lambda now: self.layer.send_response(txn, resp, now))
+        except SipError as exc:  # the transaction moved on (e.g. CANCEL raced a 200)
+            log.debug("response %s not sent: %s", resp.status, exc)
+
+    def respond(
+        self, txn: ServerTransaction, req: Request, status: int, reason: str | None = None,
+        headers: Sequence[tuple[str, str]] = (), body: bytes = b"", to_tag: str | None = None,
+    ) -> None:  # fmt: skip
+        tag = to_tag if to_tag is not None else (None if req.to_tag else new_tag(_rand()))
+        extra = [*headers, ("User-Agent", self.user_agent)]
+        self.send_response(
+            txn, make_response(req, status, reason, to_tag=tag, headers=extra, body=body)
+        )
+
+    def observe_setup(self, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.setup_latency.observe(seconds)
+
+    # ------------------------------------------------------------------ events from the stack
+    def _on_event(self, ev: Any) -> None:
+        match ev:
+            case RequestReceived(request=req, transaction=txn, peer=peer):
+                self._on_request(req, txn, peer)
+            case ResponseReceived(response=resp, transaction=txn, peer=peer):
+                self._on_response(resp, txn, peer)
+            case AckReceived(request=req):
+                leg = self.legs.get((req.call_id, req.to_tag or ""))
+                if leg is not None:
+                    leg.acked.set()
+                    if leg.dialog is not None:
+                        leg.dialog.confirm()
+            case TimedOut(transaction=txn, timer=timer):
+                self._on_timeout(txn, timer)
+            case TransportFailed(transaction=txn):
+                self._on_transport_failed(txn)
+            case _:
+                pass
+
+    def _on_request(self, req: Request, txn: ServerTransaction, peer: Peer) -> None:
+        method = req.method
+        if req.to_tag:
+            leg = self.legs.get((req.call_id, req.to_tag))
+            if leg is None:
+                if method == "OPTIONS":
+                    self._options(req, txn)
+                else:
+                    self.respond(txn, req, 481, "Call/Transaction Does Not Exist")
+                return
+            self._in_dialog(leg, req, txn)
+            return
+        match method:
+            case "INVITE":
+                leg_ctx = InboundPending(req, txn, peer)
+                txn.context = leg_ctx
+                self._spawn(self._on_invite(leg_ctx))
+            case "CANCEL":
+                self._on_cancel(req, txn)
+            case "OPTIONS":
+                self._options(req, txn)
+            case "REGISTER":
+                resp = self.registrar.handle(
+                    req,
+                    (peer.transport, peer.host, peer.port),
+                    time.time(),
+                    to_tag=new_tag(_rand()),
+                )
+                self.send_response(txn, resp)
+            case "BYE" | "INFO" | "UPDATE":
+                self.respond(txn, req, 481, "Call/Transaction Does Not Exist")
+            case _:
+                self.respond(txn, req, 405, "Method Not Allowed", headers=[("Allow", ALLOW)])
+
+    def _options(self, req: Request, txn: ServerTransaction) -> None:
+        self.respond(
+            txn,
+            req,
+            200,
+            "OK",
+            headers=[
+                ("Allow", ALLOW),
+                ("Accept", "application/sdp, application/dtmf-relay"),
+                (CALLS_HEADER, str(self.switch.active_calls)),
+            ],
+        )
+
+    # ------------------------------------------------------------------ inbound INVITE
+    async def _on_invite(self, pending: InboundPending) -> None:
+        req, txn, peer = pending.request, pending.txn, pending.peer
+        received = time.monotonic()
+        offer: SessionDescription | None = None
+        ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if req.body:
+            if ctype != "application/sdp":
+                self.respond(
+                    txn, req, 415, "Unsupported Media Type", headers=[("Accept", "application/sdp")]
+                )
+                return
+            try:
+                offer = parse_sdp(req.body)
+            except SdpError as exc:
+                log.info("INVITE %s: malformed SDP: %s", req.call_id, exc)
+                self.respond(txn, req, 400, f"Bad Request (SDP: {exc})"[:120])
+                return
+        neg: Negotiated | None = None
+        if offer is not None:
+            try:
+                _, neg = answer_offer(offer, codecs=self.codecs, address=self.sdp_ip, port=9,
+                                      session_id="0", version=0)  # fmt: skip
+            except NegotiationError:
+                self.respond(txn, req, 488, "Not Acceptable Here",
+                             headers=[("Reason", reason_header(Cause.INCOMPATIBLE_DESTINATION))])  # fmt: skip
+                self._count_refused("failed")
+                return
+        refusal = self.switch.admit()
+        if refusal is not None:
+            log.warning("INVITE %s refused: %s", req.call_id, refusal.value)
+            self.respond(txn, req, 503, "Maximum Calls In Progress",
+                         headers=[("Retry-After", str(self.retry_after)),
+                                  ("Reason", reason_header(Cause.NORMAL_CIRCUIT_CONGESTION))])  # fmt: skip
+            if self.metrics is not None:
+                reason = "sessions_per_second" if refusal.name == "THROTTLE" else "max_sessions"
+                self.metrics.sessions_rejected.labels(reason=reason).inc()
+            self._count_refused("failed")
+            return
+        try:
+            codec = engine_codec(neg) if neg else codec_by_name(self.codecs[0].name)
+            rtp = await RtpEndpoint.open(
+                self.rtp_ip, allocator=self.ports, codec=codec,
+                event_pt=neg.event_pt if neg else None,
+            )  # fmt: skip
+        except (PortsExhausted, OSError, CodecError) as exc:
+            log.error("INVITE %s: no RTP port: %s", req.call_id, exc)
+            self.switch.limits.release()
+            self.respond(txn, req, 503, "Service Unavailable")
+            return
+        if pending.cancelled:
+            rtp.close()
+            self.switch.limits.release()
+            return
+        frm, to, ruri = req.from_, req.to, req.ruri
+        profile = CallerProfile(
+            caller_id_name=frm.display or frm.uri.user or "",
+            caller_id_number=frm.uri.user or "",
+            destination_number=ruri.user or to.uri.user or "",
+            network_addr=peer.host,
+            username=frm.uri.user or "",
+        )
+        variables = {
+            "sip_call_id": req.call_id,
+            "sip_from_user": frm.uri.user or "",
+            "sip_from_host": frm.uri.host,
+            "sip_to_user": to.uri.user or "",
+            "sip_req_uri": req.uri,
+            "sip_network_ip": peer.host,
+            "sip_network_port": str(peer.port),
+            "sip_transport": peer.transport.lower(),
+            "sip_user_agent": req.headers.get("User-Agent") or "",
+            "switch_r_sdp": req.body.decode("utf-8", "replace") if req.body else "",
+        }
+        session = self.switch.create_session(
+            direction="inbound",
+            name=f"sofia/internal/{frm.uri.user or 'anonymous'}@{peer.host}:{peer.port}",
+            profile=profile,
+            variables=variables,
+        )
+        leg = InboundLeg(
+            ua=self, session=session, peer=peer, call_id=req.call_id,
+            local_tag=new_tag(_rand()), rtp=rtp, codecs=self.codecs, invite=req, txn=txn,
+            received_at=received, contact=self.contact(peer.transport),
+        )  # fmt: skip
+        pending.leg = leg
+        session.leg = leg
+        session.media = rtp
+        self._wire_media(leg)
+        if offer is not None:
+            assert neg is not None
+            leg.local_sdp, neg = answer_offer(
+                offer, codecs=self.codecs, address=self.sdp_ip, port=rtp.port,
+                session_id=leg.sdp_session_id, version=leg.sdp_version,
+            )  # fmt: skip
+            leg.apply_negotiated(neg)
+        else:  # late offer (RFC 3261 §13.2.1): we offer in the 2xx, the ACK answers
+            leg.local_sdp = create_offer(
+                codecs=self.codecs, address=self.sdp_ip, port=rtp.port,
+                session_id=leg.sdp_session_id, version=leg.sdp_version,
+            )  # fmt: skip
+        session.channel.set_var("switch_l_sdp", leg.local_sdp.to_bytes().decode())
+        if self.metrics is not None:
+            self.metrics.call_attempts.labels(direction="inbound").inc()
+        self.switch.start_inbound(session)
+
+    def _wire_media(self, leg: SipLeg) -> None:
+        sw, s = self.switch, leg.session
+
+        def on_dtmf(ep: RtpEndpoint, event: Any) -> None:
+            if type(event).__name__ == "DtmfEnd" or getattr(event, "duration", None) is not None:
+                src = "INBAND_AUDIO" if getattr(event, "source", "") == "inband" else "RTP"
+                sw.on_dtmf(s, event.digit, int(getattr(event, "duration", 0) or 0), src)
+
+        leg.rtp.on_dtmf = on_dtmf
+
+    def _count_refused(self, disposition: str) -> None:
+        if self.metrics is not None:
+            self.metrics.call_ended("inbound", disposition, 0.0)
+
+    def _on_cancel(self, req: Request, txn: ServerTransaction) -> None:
+        inv = self.layer.find_invite_for_cancel(req)
+        if inv is None:
+            self.respond(txn, req, 481, "Call/Transaction Does Not Exist")
+            return
+        self.respond(txn, req, 200, "OK", to_tag=None)
+        pending = inv.context
+        if not isinstance(pending, InboundPending):
+            return
+        pending.cancelled = True
+        leg = pending.leg
+        if leg is None:
+            self.respond(inv, pending.request, 487, "Request Terminated")
+            return
+        if leg.final_sent:
+            return
+        leg._respond(487, reason="Request Terminated")
+        cause = sip_to_cause(487, req.headers.get("Reason"))
+        self.switch.on_remote_hangup(leg.session, cause, sip_status=487, disposition="recv_cancel")
+        leg.close()
+
+    # ------------------------------------------------------------------ in-dialog requests
+    def _in_dialog(self, leg: SipLeg, req: Request, txn: ServerTransaction) -> None:
+        if leg.dialog is not None:
+            try:
+                leg.dialog.on_request(req)
+            except SipError as exc:
+                self.respond(txn, req, exc.status, exc.reason, to_tag=None)
+                return
+        match req.method:
+            case "BYE":
+                self.respond(txn, req, 200, "OK", to_tag=None)
+                cause = sip_to_cause(200, req.headers.get("Reason"))
+                leg.bye_sent = True
+                self.switch.on_remote_hangup(leg.session, cause, disposition="recv_bye")
+                leg.close()
+            case "INVITE" | "UPDATE":
+                self._reinvite(leg, req, txn)
+            case "INFO":
+                self._info(leg, req, txn)
+            case "OPTIONS":
+                self._options(req, txn)
+            case _:
+                self.respond(
+                    txn, req, 405, "Method Not Allowed", headers=[("Allow", ALLOW)], to_tag=None
+                )
+
+    def _reinvite(self, leg: SipLeg, req: Request, txn: ServerTransaction) -> None:
+        """RFC 3264 §8: hold/unhold, codec change, address change; 488 keeps the old session."""
+        if not req.body:
+            body = leg.local_sdp.to_bytes() if leg.local_sdp else b""
+            self.respond(txn, req, 200, "OK", body=body, to_tag=None,
+                         headers=[("Contact", self.contact(leg.peer.transport)), ("Content-Type", "application/sdp")])  # fmt: skip
+            return
+        try:
+            offer = parse_sdp(req.body)
+            leg.sdp_version += 1
+            answer, neg = answer_offer(
+                offer, codecs=self.codecs, address=self.sdp_ip, port=leg.rtp.port,
+                session_id=leg.sdp_session_id, version=leg.sdp_version,
+            )  # fmt: skip
+        except SdpError as exc:
+            self.respond(txn, req, 400, f"Bad Request (SDP: {exc})"[:120], to_tag=None)
+            return
+        except NegotiationError:
+            self.respond(txn, req, 488, "Not Acceptable Here", to_tag=None)
+            return
+        was_held = leg.negotiated.remote_hold if leg.negotiated else False
+        leg.apply_negotiated(neg)
+        leg.local_sdp = answer
+        self.respond(txn, req, 200, "OK", body=answer.to_bytes(), to_tag=None,
+                     headers=[("Contact", self.contact(leg.peer.transport)), ("Content-Type", "application/sdp")])  # fmt: skip
+        ch = leg.session.channel
+        if neg.remote_hold != was_held:
+            ch.held = neg.remote_hold
+            self.switch._fire("CHANNEL_HOLD" if neg.remote_hold else "CHANNEL_UNHOLD", leg.session)
+        self.switch._fire("CALL_UPDATE", leg.session)
+
+    def _info(self, leg: SipLeg, req: Request, txn: ServerTransaction) -> None:
+        ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        text = req.body.decode("utf-8", "replace")
+        digit, duration = "", 160
+        if ctype == "application/dtmf-relay":
+            for line in text.splitlines():
+                k, _, v = line.partition("=")
+                if k.strip().lower() == "signal":
+                    digit = v.strip()
+                elif k.strip().lower() == "duration" and v.strip().isdigit():
+                    duration = int(v.strip()) * 8  # ms → samples at 8 kHz
+        elif ctype == "application/dtmf":
+            digit = text.strip()
+        if digit and digit.upper() in set("0123456789*#ABCD"):
+            self.respond(txn, req, 200, "OK", to_tag=None)
+            self.switch.on_dtmf(leg.session, digit.upper(), duration, "ENDPOINT")
+        elif req.body:
+            self.respond(txn, req, 415, "Unsupported Media Type", to_tag=None)
+        else:
+            self.respond(txn, req, 200, "OK", to_tag=None)
+
+    # ------------------------------------------------------------------ outbound legs
+    async def place(self, session: Session, leg: DialLeg) -> None:
+        """Endpoint.place for ``sofia/gateway/``, ``user/``, ``sofia/<profile>/`` and ``sip:``."""
+        ep = leg.endpoint
+        gateway = ""
+        creds: tuple[str, str] | None = None
+        from_user = session.channel.profile.caller_id_number or "switchboard"
+        from_display = session.channel.profile.caller_id_name
+        from_host = self.host
+        match leg.kind:
+            case "gateway":
+                parts = ep.split("/", 3)
+                if len(parts) != 4 or not parts[3]:
+                    raise OriginateError(Cause.INVALID_URL, ep)
+                gateway, number = parts[2], parts[3]
+                gw = self.gateways.get(gateway)
+                if gw is None:
+                    raise OriginateError(Cause.INVALID_GATEWAY, gateway)
+                if gw.max_calls and self.gateway_calls.get(gateway, 0) >= gw.max_calls:
+                    if self.metrics is not None:
+                        self.metrics.sessions_rejected.labels(reason="gateway_limit").inc()
+                    raise OriginateError(Cause.NORMAL_CIRCUIT_CONGESTION, f"{gateway} at max_calls")
+                number = gw.prefix + number[gw.strip :]
+                transport = ";transport=tcp" if gw.transport == "tcp" else ""
+                target = SipUri.parse(f"sip:{number}@{gw.proxy}{transport}")
+                if gw.caller_id_number:
+                    from_user = gw.caller_id_number
+                from_user = gw.caller_id_prefix + from_user
+                if gw.caller_id_name:
+                    from_display = gw.caller_id_name
+                if gw.from_user:
+                    from_user = gw.from_user
+                from_host = gw.from_domain or gw.proxy.rpartition(":")[0]
+                if gw.username:
+                    creds = (gw.username, gw.password)
+                session.channel.set_var("sip_gateway_name", gateway)
+            case "user":
+                uid = ep[5:].split("@")[0]
+                if uid not in self.users:
+                    raise OriginateError(Cause.SUBSCRIBER_ABSENT, uid)
+                bindings = self.registrar.contacts(uid, time.time())
+                if not bindings:
+                    raise OriginateError(Cause.USER_NOT_REGISTERED, uid)
+                target = max(bindings, key=lambda b: b.expires_at).contact.uri
+            case "sofia":
+                parts = ep.split("/", 2)
+                if len(parts) != 3:
+                    raise OriginateError(Cause.INVALID_URL, ep)
+                text = parts[2] if parts[2].startswith("sip") else f"sip:{parts[2]}"
+                try:
+                    target = SipUri.parse(text)
+                except SipError:
+                    raise OriginateError(Cause.INVALID_URL, ep) from None
+            case "sip":
+                try:
+                    target = SipUri.parse(ep)
+                except SipError:
+                    raise OriginateError(Cause.INVALID_URL, ep) from None
+            case _:
+                raise OriginateError(Cause.INVALID_URL, ep)
+        await self._invite(session, target, from_user, from_display, from_host, gateway, creds)
+
+    async def _invite(
+        self, session: Session, target: SipUri, from_user: str, from_display: str,
+        from_host: str, gateway: str, creds: tuple[str, str] | None,
+    ) -> None:  # fmt: skip
+        peer = peer_for_uri(target)
+        if peer.transport == "TCP" and not self.tcp_port:
+            raise OriginateError(Cause.INVALID_URL, "no TCP listener")
+        codecs = self.codecs
+        gw = self.gateways.get(gateway)
+        if gw is not None and gw.codecs:
+            codecs = codec_specs(gw.codecs) or codecs
+        try:
+            rtp = await RtpEndpoint.open(self.rtp_ip, allocator=self.ports,
+                                         codec=codec_by_name(codecs[0].name))  # fmt: skip
+        except (PortsExhausted, OSError) as exc:
+            raise OriginateError(Cause.DESTINATION_OUT_OF_ORDER, f"RTP: {exc}") from None
+        call_id = new_call_id(_rand(), self.host)
+        leg = OutboundLeg(
+            ua=self, session=session, peer=peer, call_id=call_id, local_tag=new_tag(_rand()),
+            rtp=rtp, codecs=list(codecs), gateway=gateway, credentials=creds,
+        )  # fmt: skip
+        session.leg = leg
+        session.media = rtp
+        self._wire_media(leg)
+        offer = create_offer(codecs=codecs, address=self.sdp_ip, port=rtp.port,
+                             session_id=leg.sdp_session_id, version=leg.sdp_version)  # fmt: skip
+        leg.local_sdp = offer
+        disp = f'"{from_display}" ' if from_display else ""
+        from_ = f"{disp}<sip:{from_user}@{from_host}>;tag={leg.local_tag}"
+        invite = Request.build(
+            "INVITE", str(target), via=self.via(peer), from_=from_, to=f"<{target}>",
+            call_id=call_id, cseq=1, contact=self.contact(peer.transport),
+            content_type="application/sdp",
+            headers=[("Allow", ALLOW), ("User-Agent", self.user_agent)],
+            body=offer.to_bytes(),
+        )  # fmt: skip
+        session.channel.set_var("sip_call_id", call_id)
+        session.channel.set_var("switch_l_sdp", offer.to_bytes().decode())
+        session.channel.profile.destination_number = target.user or ""
+        leg.invite = invite
+        leg.sent_at = time.monotonic()
+        if gateway:
+            self.gateway_calls[gateway] = self.gateway_calls.get(gateway, 0) + 1
+            if self.metrics is not None:
+                self.metrics.gateway_calls.labels(gateway=gateway).set(self.gateway_calls[gateway])
+            session.data["gateway"] = gateway
+            self.switch.hangup_hooks.append(self._gateway_release_hook(session, gateway))
+        if self.metrics is not None:
+            self.metrics.call_attempts.labels(direction="outbound").inc()
+        self.legs[leg.key] = leg
+        leg.txn = self.send_request(invite, peer, context=leg)
+
+    def _gateway_release_hook(self, session: Session, gateway: str) -> Any:
+        def hook(s: Session) -> None:
+            if s is session:
+                self.gateway_calls[gateway] = max(0, self.gateway_calls.get(gateway, 1) - 1)
+                if self.metrics is not None:
+                    self.metrics.gateway_calls.labels(gateway=gateway).set(
+                        self.gateway_calls[gateway]
+                    )
+                with contextlib.suppress(ValueError):
+                    self.switch.hangup_hooks.remove(hook)
+
+        return hook
+
+    def _on_response(self, resp: Response, txn: ClientTransaction | None, peer: Peer) -> None:
+        ctx = txn.context if txn is not None else None
+        if isinstance(ctx, OutboundLeg):
+            self._invite_response(ctx, resp)
+            return
+        if isinstance(ctx, tuple) and ctx[0] == "in-dialog":
+            leg = ctx[1]
+            if leg.dialog is not None and txn is not None:
+                leg.dialog.on_response(txn.request, resp)
+                if txn.request.method == "INVITE" and resp.status >= 200:
+                    self._ack_reinvite(leg, txn.request, resp)
+            return
+        if txn is None and 200 <= resp.status < 300 and resp.cseq.method == "INVITE":
+            # §13.2.2.4: a retransmitted 2xx (our ACK was lost) is ACKed again
+            leg = self.legs.get((resp.call_id, resp.from_tag or ""))
+            if isinstance(leg, OutboundLeg) and leg.dialog is not None:
+                self._send_ack(leg)
+
+    def _ack_reinvite(self, leg: SipLeg, req: Request, resp: Response) -> None:
+        if 200 <= resp.status < 300 and leg.dialog is not None:
+            peer = leg.in_dialog_peer()
+            ack = leg.dialog.ack(self.via(peer))
+            assert self.endpoint is not None
+            self.endpoint.transmit(Transmit(ack.to_bytes(), peer))
+            if resp.body and leg.local_sdp is not None:
+                try:
+                    leg.apply_negotiated(
+                        process_answer(leg.local_sdp, parse_sdp(resp.body), codecs=leg.codecs)
+                    )
+                except (SdpError, NegotiationError) as exc:
+                    log.warning("re-INVITE answer unusable: %s", exc)
+
+    def _send_ack(self, leg: OutboundLeg) -> None:
+        assert leg.dialog is not None and self.endpoint is not None
+        peer = leg.in_dialog_peer()
+        ack = leg.dialog.ack(self.via(peer))
+        self.endpoint.transmit(Transmit(ack.to_bytes(), peer))
+
+    def _observe_pdd(self, leg: OutboundLeg) -> None:
+        if not leg.pdd_observed:
+            leg.pdd_observed = True
+            pdd = time.monotonic() - leg.sent_at
+            leg.session.channel.set_var("pdd_ms", str(int(pdd * 1000)))
+            if self.metrics is not None and leg.gateway:
+                self.metrics.pdd.labels(gateway=leg.gateway).observe(pdd)
+
+    def _answer_from(self, leg: OutboundLeg, resp: Response) -> bool:
+        if not resp.body or leg.local_sdp is None:
+            return leg.negotiated is not None
+        try:
+            neg = process_answer(leg.local_sdp, parse_sdp(resp.body), codecs=leg.codecs)
+        except (SdpError, NegotiationError) as exc:
+            log.warning("call %s: unusable SDP answer: %s", leg.call_id, exc)
+            return False
+        leg.apply_negotiated(neg)
+        leg.session.channel.set_var("switch_r_sdp", resp.body.decode("utf-8", "replace"))
+        return True
+
+    def _invite_response(self, leg: OutboundLeg, resp: Response) -> None:
+        status = resp.status
+        s = leg.session
+        sw = self.switch
+        if status == 100:
+            return
+        if status < 200:
+            leg.provisional = True
+            self._observe_pdd(leg)
+            if leg.cancel_wanted:
+                leg.cancel_wanted = False
+                leg._cancel(s.channel.hangup_cause or Cause.NORMAL_CLEARING)
+                leg.close()
+                return
+            if s.is_hungup:
+                return
+            if resp.body and self._answer_from(leg, resp):
+                sw.on_early(s)
+            else:
+                sw.on_ringing(s)
+            return
+        if status < 300:
+            assert leg.invite is not None
+            if leg.dialog is None:
+                leg.dialog = Dialog.from_response(leg.invite, resp)
+            else:
+                leg.dialog.on_response(leg.invite, resp)
+            self.legs[leg.key] = leg
+            self._send_ack(leg)
+            leg.acked.set()
+            self._observe_pdd(leg)
+            if s.is_hungup or leg.cancel_wanted:
+                leg.answered = True
+                leg.bye(s.channel.hangup_cause or Cause.NORMAL_CLEARING)
+                leg.close()
+                return
+            if not self._answer_from(leg, resp):
+                leg.answered = True
+                leg.bye(Cause.INCOMPATIBLE_DESTINATION)
+                sw.on_remote_hangup(s, Cause.INCOMPATIBLE_DESTINATION, sip_status=488,
+                                    disposition="send_bye")  # fmt: skip
+                leg.close()
+                return
+            leg.answered = True
+            s.channel.sip_status = status
+            sw.on_answer(s)
+            return
+        # final failure
+        if (
+            status in (401, 407)
+            and leg.credentials
+            and leg.auth_tries == 0
+            and not s.is_hungup
+            and self._retry_with_auth(leg, resp)
+        ):
+            return
+        self._observe_pdd(leg)
+        cause = sip_to_cause(status, resp.headers.get("Reason"))
+        sw.on_remote_hangup(s, cause, sip_status=status, disposition="recv_refuse")
+        leg.cancel_wanted = False
+        leg.close()
+
+    def _retry_with_auth(self, leg: OutboundLeg, resp: Response) -> bool:
+        """Answer a 401/407 once with digest credentials (RFC 3261 §22.2)."""
+        assert leg.invite is not None and leg.credentials is not None
+        hdr = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
+        out_hdr = "Authorization" if resp.status == 401 else "Proxy-Authorization"
+        user, password = leg.credentials
+        for value in resp.headers.get_all(hdr):
+            auth = authorization(value, method="INVITE", uri=leg.invite.uri, username=user,
+                                 password=password, cnonce=os.urandom(8).hex())  # fmt: skip
+            if auth is None:
+                continue
+            old = leg.invite
+            invite = Request.build(
+                "INVITE", old.uri, via=self.via(leg.peer), from_=old.headers.get("From"),
+                to=old.headers.get("To"), call_id=old.call_id, cseq=old.cseq.seq + 1,
+                contact=old.headers.get("Contact"), content_type="application/sdp",
+                headers=[("Allow", ALLOW), ("User-Agent", self.user_agent), (out_hdr, auth)],
+                body=old.body,
+            )  # fmt: skip
+            leg.auth_tries += 1
+            leg.invite = invite
+            leg.txn = self.send_request(invite, leg.peer, context=leg)
+            return True
+        return False
+
+    def _on_timeout(self, txn: Any, timer: str) -> None:
+        ctx = txn.context
+        if isinstance(ctx, OutboundLeg):
+            ctx.cancel_wanted = False
+            self.switch.on_remote_hangup(ctx.session, Cause.RECOVERY_ON_TIMER_EXPIRE,
+                                         sip_status=408, disposition="recv_refuse")  # fmt: skip
+            ctx.close()
+        elif isinstance(ctx, InboundPending) and ctx.leg is not None and timer in ("L", "H"):
+            # 2xx never ACKed (§13.3.1.4) or failure never ACKed: end the call
+            leg = ctx.leg
+            if not leg.session.is_hungup:
+                self.switch.hangup(leg.session.uuid, Cause.RECOVERY_ON_TIMER_EXPIRE)
+
+    def _on_transport_failed(self, txn: Any) -> None:
+        ctx = txn.context
+        if isinstance(ctx, OutboundLeg):
+            ctx.cancel_wanted = False
+            self.switch.on_remote_hangup(ctx.session, Cause.NORMAL_TEMPORARY_FAILURE,
+                                         sip_status=503, disposition="recv_refuse")  # fmt: skip
+            ctx.close()
+
+
+@dataclass(eq=False)
+class InboundPending:
+    """The server transaction's context while an inbound INVITE is being set up."""
+
+    request: Request
+    txn: ServerTransaction
+    peer: Peer
+    leg: InboundLeg | None = None
+    cancelled: bool = False

@@ -1,0 +1,319 @@
+"""Media node end to end: SIPp callers and carriers, test RTP sockets, a real node.
+
+Each test starts an in-process node on free ports, drives it with SIPp (signalling) and a
+test RTP socket (the caller's audio), and checks what a caller would see: the SIP
+responses, the audio that comes back (decoded, frequency-checked), the recordings, the
+CDRs and hangup causes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_media_support import (
+    HAVE_SIPP,
+    RtpPeer,
+    SippResult,
+    dominant_frequency,
+    finish_sipp,
+    free_port,
+    run_sipp,
+    start_node,
+    wait_until,
+)
+
+from switchboard.media.core import Session
+from switchboard.media.events import Event
+from switchboard.rtp.codec import ulaw_decode, ulaw_encode
+from switchboard.rtp.wav import decode_wav
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(not HAVE_SIPP, reason="sipp (Debian sip-tester) not installed"),
+]
+
+
+def inbound(node) -> list[Session]:  # type: ignore[no-untyped-def]
+    return [s for s in node.switch.sessions if s.channel.direction == "inbound"]
+
+
+def events(node) -> list[Event]:  # type: ignore[no-untyped-def]
+    got: list[Event] = []
+    node.switch.events.subscribe(got.append)
+    return got
+
+
+def ok(result: SippResult | asyncio.subprocess.Process) -> None:
+    assert isinstance(result, SippResult)
+    assert result.returncode == 0, result.output[-3000:] + result.errors[-3000:]
+
+
+async def caller_port(node) -> int:  # type: ignore[no-untyped-def]
+    await wait_until(lambda: any(s.media is not None for s in inbound(node)), what="inbound call")
+    return int(inbound(node)[0].media.port)
+
+
+async def test_playback_sends_the_prompt_and_hangs_up(tmp_path: Path) -> None:
+    node, cdrs = await start_node(tmp_path)
+    peer = await RtpPeer.open()
+    try:
+        sipp = await run_sipp("media_call_wait_bye.xml", node.sip_port, tmp_path, service="playback",
+                              keys={"rtp_port": peer.port}, background=True)  # fmt: skip
+        port = await caller_port(node)
+        peer.send_tone(("127.0.0.1", port), 700, 2.0)  # the caller talks meanwhile
+        ok(await finish_sipp(sipp))  # SIPp got the node's BYE after the prompt
+        from switchboard.media.sounds import bundled_prompt
+
+        prompt = np.concatenate(bundled_prompt().pcm_frames)
+        expected = ulaw_decode(ulaw_encode(prompt))
+        got = peer.audio(pt=0)
+        assert abs(len(got) - len(expected)) <= 160 * 5
+        n = min(len(got), len(expected))
+        matching = np.mean(got[:n] == expected[:n])
+        assert matching > 0.95, f"only {matching:.1%} of the prompt samples arrived intact"
+        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        cdr = cdrs.records[0]
+        assert (cdr.disposition, cdr.hangup_cause, cdr.direction) == (
+            "ANSWERED",
+            "NORMAL_CLEARING",
+            "inbound",
+        )
+        assert cdr.destination == "playback" and cdr.codec == "PCMU" and cdr.node == "media-1"
+    finally:
+        peer.close()
+        await node.stop()
+
+
+async def test_echo_returns_the_callers_audio(tmp_path: Path) -> None:
+    node, cdrs = await start_node(tmp_path)
+    peer = await RtpPeer.open()
+    try:
+        sipp = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service="echo",
+                              keys={"rtp_port": peer.port}, pause_ms=2500, background=True)  # fmt: skip
+        port = await caller_port(node)
+        peer.send_tone(("127.0.0.1", port), 1000, 1.5)
+        await peer.wait_sent()
+        ok(await finish_sipp(sipp))
+        audio = peer.audio(pt=0)
+        assert len(audio) >= 160 * 60, f"echoed {len(audio) // 160} frames"
+        assert abs(dominant_frequency(audio) - 1000) < 20
+        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        assert cdrs.records[0].billsec >= 2
+    finally:
+        peer.close()
+        await node.stop()
+
+
+async def test_ivr_digit_sent_as_rfc4733_runs_the_menu_entry(tmp_path: Path) -> None:
+    node, cdrs = await start_node(
+        tmp_path,
+        {"dialplan": {"ivr": {"demo": {"greeting": "prompt", "timeout": 10,
+                                       "entries": {"2": "hangup CALL_REJECTED"}}}}},
+    )  # fmt: skip
+    got = events(node)
+    try:
+        ok(await run_sipp("media_call_dtmf.xml", node.sip_port, tmp_path, service="ivr"))
+        digits = [
+            (e.headers["DTMF-Digit"], e.headers["DTMF-Source"]) for e in got if e.name == "DTMF"
+        ]
+        assert digits == [("2", "RTP")]
+        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        assert cdrs.records[0].hangup_cause == "CALL_REJECTED"
+        hangup = next(e for e in got if e.name == "CHANNEL_HANGUP_COMPLETE")
+        assert hangup.headers["variable_ivr_selection"] == "2"
+        assert hangup.headers["variable_hangup_cause_q850"] == "21"
+    finally:
+        await node.stop()
+
+
+async def test_record_writes_the_callers_audio(tmp_path: Path) -> None:
+    rec = tmp_path / "rec" / "caller.wav"
+    node, _cdrs = await start_node(
+        tmp_path,
+        {"dialplan": {"rules": [{"name": "rec", "destination": "^rec$",
+                                 "actions": ["answer", f"record {rec} 2", "hangup"]}]}},
+    )  # fmt: skip
+    peer = await RtpPeer.open()
+    try:
+        sipp = await run_sipp("media_call_wait_bye.xml", node.sip_port, tmp_path, service="rec",
+                              keys={"rtp_port": peer.port}, background=True)  # fmt: skip
+        port = await caller_port(node)
+        peer.send_tone(("127.0.0.1", port), 1000, 3.0)
+        ok(await finish_sipp(sipp))
+        pcm, rate = decode_wav(rec.read_bytes())
+        assert rate == 8000
+        assert 1.6 <= len(pcm) / rate <= 2.2
+        assert abs(dominant_frequency(pcm) - 1000) < 20
+        with wave.open(str(rec)) as w:
+            assert w.getnchannels() == 1 and w.getsampwidth() == 2
+    finally:
+        peer.close()
+        await node.stop()
+
+
+async def test_conference_three_legs_hear_each_other_but_not_themselves(tmp_path: Path) -> None:
+    node, _cdrs = await start_node(tmp_path)
+    peers = [await RtpPeer.open() for _ in range(3)]
+    csv = tmp_path / "ports.csv"
+    csv.write_text("SEQUENTIAL\n" + "".join(f"{p.port}\n" for p in peers))
+    try:
+        sipp = await run_sipp("media_conf_member.xml", node.sip_port, tmp_path, service="conf-room1",
+                              calls=3, rate=10, pause_ms=4000, background=True,
+                              extra=["-inf", str(csv)])  # fmt: skip
+        await wait_until(lambda: len(getattr(node.switch, "conference_rooms", {}).get("room1", type("x", (), {"members": {}})).members) == 3,
+                         what="3 members")  # fmt: skip
+        # map peers to node ports through the SDP each call offered
+        by_remote = {}
+        for s in inbound(node):
+            by_remote[s.media.remote[1]] = s.media.port
+        await asyncio.sleep(0.5)  # join tones are over
+        loop = asyncio.get_running_loop()
+        talker = peers[0]
+        talker.send_tone(("127.0.0.1", by_remote[talker.port]), 1000, 1.5)
+        await asyncio.sleep(0.5)
+        since = loop.time()
+        await talker.wait_sent()
+        ok(await finish_sipp(sipp))
+        for listener in peers[1:]:
+            audio = listener.audio(since=since)
+            assert len(audio) > 160 * 20
+            assert abs(dominant_frequency(audio) - 1000) < 20
+            assert np.abs(audio.astype(np.int32)).mean() > 1000
+        own = talker.audio(since=since)
+        assert np.abs(own.astype(np.int32)).mean() < 200, "the talker hears itself"
+        assert "room1" not in getattr(node.switch, "conference_rooms", {})  # destroyed when empty
+    finally:
+        for p in peers:
+            p.close()
+        await node.stop()
+
+
+async def test_bridge_through_gateway_transcodes_pcmu_to_pcma(tmp_path: Path) -> None:
+    carrier_port = free_port()
+    node, cdrs = await start_node(
+        tmp_path, {"gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier_port}"}}}
+    )
+    caller, carrier = await RtpPeer.open(), await RtpPeer.open()
+    try:
+        uas = await asyncio.create_subprocess_exec(
+            "sipp", "-sf", str(Path(__file__).parent / "sipp" / "media_carrier_uas.xml"),
+            "-i", "127.0.0.1", "-p", str(carrier_port), "-m", "1", "-nostdin",
+            "-timeout", "30s", "-key", "rtp_port", str(carrier.port), "-key", "codecs", "8",
+            cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        await asyncio.sleep(0.3)
+        sipp = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service="15551230000",
+                              keys={"rtp_port": caller.port, "codecs": "0"}, pause_ms=3000,
+                              background=True)  # fmt: skip
+        await wait_until(
+            lambda: any(s.bridged_to is not None for s in node.switch.sessions), what="bridge"
+        )
+        a = inbound(node)[0]
+        b = a.bridged_to
+        assert b is not None and (a.channel.read_codec, b.channel.read_codec) == ("PCMU", "PCMA")
+        caller.send_tone(("127.0.0.1", a.media.port), 1000, 1.0, pt=0)
+        carrier.send_tone(("127.0.0.1", b.media.port), 500, 1.0, pt=8)
+        await caller.wait_sent()
+        await carrier.wait_sent()
+        ok(await finish_sipp(sipp))
+        ok(await finish_sipp(uas))
+        assert carrier.payload_types() == {8}
+        assert abs(dominant_frequency(carrier.audio(pt=8)) - 1000) < 20
+        assert abs(dominant_frequency(caller.audio(pt=0)) - 500) < 20
+        await wait_until(lambda: len(cdrs.records) == 2, what="2 CDRs")
+        legs = {c.direction: c for c in cdrs.records}
+        assert legs["outbound"].carrier == "carrier" and legs["outbound"].codec == "PCMA"
+        assert legs["outbound"].destination == "15551230000"
+        assert legs["outbound"].pdd_ms is not None
+        assert legs["inbound"].disposition == legs["outbound"].disposition == "ANSWERED"
+    finally:
+        caller.close()
+        carrier.close()
+        await node.stop()
+
+
+async def test_cancel_during_ringing(tmp_path: Path) -> None:
+    node, cdrs = await start_node(
+        tmp_path,
+        {"dialplan": {"rules": [{"name": "ring", "destination": "^ring$",
+                                 "actions": ["ring_ready", "sleep 10000", "answer", "echo"]}]}},
+    )  # fmt: skip
+    try:
+        ok(await run_sipp("media_call_cancel.xml", node.sip_port, tmp_path, service="ring",
+                          keys={"rtp_port": free_port()}))  # fmt: skip
+        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        cdr = cdrs.records[0]
+        assert (cdr.disposition, cdr.hangup_cause, cdr.sip_code) == (
+            "CANCEL",
+            "ORIGINATOR_CANCEL",
+            487,
+        )
+        assert not node.switch.channels and node.switch.limits.active == 0
+    finally:
+        await node.stop()
+
+
+async def test_caller_hangs_up_during_ivr(tmp_path: Path) -> None:
+    node, cdrs = await start_node(tmp_path)
+    got = events(node)
+    try:
+        ok(await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service="ivr",
+                          keys={"rtp_port": free_port()}, pause_ms=1000))  # fmt: skip
+        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        assert cdrs.records[0].hangup_cause == "NORMAL_CLEARING"
+        done = [
+            e
+            for e in got
+            if e.name == "CHANNEL_EXECUTE_COMPLETE" and e.headers["Application"] == "ivr"
+        ]
+        assert len(done) == 1
+        assert [e.name for e in got][-1] == "CHANNEL_DESTROY"
+        assert not node.switch.channels and node.switch.limits.active == 0
+    finally:
+        await node.stop()
+
+
+async def test_sessions_per_second_30_admits_exactly_30_of_35(tmp_path: Path) -> None:
+    node, cdrs = await start_node(
+        tmp_path, {"limits": {"sessions_per_second": 30, "max_sessions": 1000}}
+    )
+    try:
+        result = await run_sipp("media_call_limit.xml", node.sip_port, tmp_path, service="echo",
+                                keys={"rtp_port": free_port()}, calls=35, rate=500,
+                                pause_ms=300, timeout=30)  # fmt: skip
+        assert isinstance(result, SippResult)
+        await wait_until(
+            lambda: len(cdrs.records) == 30 and not node.switch.channels, what="30 CDRs"
+        )
+        answered = [c for c in cdrs.records if c.disposition == "ANSWERED"]
+        assert len(answered) == 30
+        rejected = node.metrics.sessions_rejected.labels(reason="sessions_per_second")._value.get()
+        assert rejected == 5
+    finally:
+        await node.stop()
+
+
+async def test_malformed_sdp_gets_400_no_codec_488_and_disturbs_nothing(tmp_path: Path) -> None:
+    node, cdrs = await start_node(tmp_path)
+    peer = await RtpPeer.open()
+    try:
+        call = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service="echo",
+                              keys={"rtp_port": peer.port}, pause_ms=3000, background=True)  # fmt: skip
+        port = await caller_port(node)
+        peer.send_tone(("127.0.0.1", port), 1000, 2.5)
+        ok(await run_sipp("media_call_bad_sdp.xml", node.sip_port, tmp_path, service="echo"))
+        ok(await run_sipp("media_call_no_codec.xml", node.sip_port, tmp_path, service="echo"))
+        assert len(node.switch.channels) == 1  # only the good call
+        ok(await finish_sipp(call))
+        assert abs(dominant_frequency(peer.audio(pt=0)) - 1000) < 20
+        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        assert cdrs.records[0].disposition == "ANSWERED"
+        assert node.switch.limits.active == 0
+    finally:
+        peer.close()
+        await node.stop()
