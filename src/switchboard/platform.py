@@ -90,15 +90,29 @@ def split_address(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+# A service is in this build when its CLI command exists and its module is there.
+SERVICE_MODULES = {"router": "switchboard.router.service", "media": "switchboard.media.node"}
+
+
 def available_services() -> set[str]:
-    """The service commands this build's CLI offers (``router``, ``media``, ``db``)."""
+    """The service commands this build offers (``router``, ``media``, ``campaign``, ...)."""
+    import importlib.util
+
     from switchboard import cli
 
     names = {
         c.name or (c.callback.__name__ if c.callback else "") for c in cli.app.registered_commands
     }
     names |= {g.name or "" for g in cli.app.registered_groups}
-    return {n.replace("_", "-") for n in names if n}
+    out = set()
+    for name in (n.replace("_", "-") for n in names if n):
+        module = SERVICE_MODULES.get(name)
+        try:
+            if module is None or importlib.util.find_spec(module) is not None:
+                out.add(name)
+        except ImportError:
+            pass
+    return out
 
 
 def _cli(*args: str) -> tuple[str, ...]:

@@ -57,6 +57,7 @@ PROMQL_WORDS = {
     "absent",
     "group_left",
     "group_right",
+    "vector",
 }
 
 

@@ -190,9 +190,21 @@ class Platform:
                 self.proc.wait()
         return self.proc.returncode
 
+    def start_carrier(self) -> None:
+        """The demo's carrier simulator on the `carrier` gateway address (transit calls)."""
+        self.carrier_proc = subprocess.Popen(
+            [sys.executable, "-m", "switchboard.up.carrier", f"127.0.0.1:{self.carrier}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
+        carrier = getattr(self, "carrier_proc", None)
+        if carrier is not None:
+            carrier.terminate()
+            carrier.wait(10)
         shutil.rmtree(self.state, ignore_errors=True)
 
 
@@ -268,13 +280,15 @@ def sipp_calls(
     duration_ms: int = 1000,
     timeout: float = 60.0,
 ) -> subprocess.CompletedProcess[str]:
-    """SIPp's built-in UAC: ``calls`` calls to ``service`` at ``rate``/s, bounded in time."""
+    """SIPp calls through the router (``tests/e2e/sipp/router_uac.xml``: ACK and BYE follow
+    the Record-Route set, as a carrier's switch does): ``calls`` calls to ``service`` at
+    ``rate``/s, bounded in time."""
     port = free_run(1)
     return subprocess.run(
         [
             shutil.which("sipp") or "sipp",
             target,
-            "-sn", "uac",
+            "-sf", str(ROOT / "tests" / "e2e" / "sipp" / "router_uac.xml"),
             "-s", service,
             "-m", str(calls),
             "-r", str(rate),

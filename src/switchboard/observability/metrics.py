@@ -320,6 +320,7 @@ class RouterMetrics:
 
 
 DISPOSITIONS = ("answered", "busy", "no_answer", "failed", "cancelled")
+SESSION_REJECT_REASONS = ("max_sessions", "sessions_per_second", "gateway_limit", "credit")
 DIRECTIONS = ("inbound", "outbound")
 
 
@@ -375,6 +376,8 @@ class MediaMetrics:
                 m.calls.labels(direction=d, disposition=disp)
         for d in ("rx", "tx"):
             m.rtp_packets.labels(direction=d)
+        for reason in SESSION_REJECT_REASONS:
+            m.sessions_rejected.labels(reason=reason)
         return m
 
     def call_ended(self, direction: str, disposition: str, billsec: float) -> None:

@@ -230,3 +230,28 @@ def _offered_payload(body: bytes) -> int:
                 if fmt in ("0", "8"):
                     return int(fmt)
     return 0
+
+
+async def _serve(host: str, port: int) -> None:
+    sim = await CarrierSimulator.start(host, port)
+    log.info("carrier simulator on udp %s:%d (RTP sink %d)", host, port, sim.rtp_port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        sim.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m switchboard.up.carrier [HOST:PORT]``: a lab carrier (default 127.0.0.1:5090)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    host, _, port = (args[0] if args else "127.0.0.1:5090").rpartition(":")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(host or "127.0.0.1", int(port)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
