@@ -176,6 +176,10 @@ class TransactionStateError(SipError):
 
 
 class Kind(Enum):
+    # Members are singletons: identity hashing keeps table lookups in C (Enum's
+    # own __hash__ is a Python function).
+    __hash__ = object.__hash__
+
     INVITE_CLIENT = "INVITE client"
     NON_INVITE_CLIENT = "non-INVITE client"
     INVITE_SERVER = "INVITE server"
@@ -183,6 +187,8 @@ class Kind(Enum):
 
 
 class State(Enum):
+    __hash__ = object.__hash__
+
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -193,6 +199,8 @@ class State(Enum):
 
 
 class Input(Enum):
+    __hash__ = object.__hash__
+
     RECV_1XX = "1xx received"
     RECV_2XX = "2xx received"
     RECV_FAILURE = "300-699 received"
@@ -221,6 +229,8 @@ TU_INPUTS = frozenset({Input.TU_1XX, Input.TU_2XX, Input.TU_FAILURE})
 
 
 class Act(Enum):
+    __hash__ = object.__hash__
+
     PASS_RESPONSE = "pass response to TU"
     SEND_ACK = "send ACK (§17.1.1.3)"
     RETRANSMIT_REQUEST = "retransmit request"
@@ -384,6 +394,7 @@ class Transaction:
         "peer",
         "request",
         "state",
+        "table",
     )
 
     def __init__(self, kind: Kind, key: tuple[Any, ...], request: Request, peer: Peer) -> None:
@@ -392,6 +403,7 @@ class Transaction:
         self.request = request
         self.peer = peer
         self.state = INITIAL_STATE[kind]
+        self.table = TABLES[kind]
         self.data = b""
         self.last_response: Response | None = None
         self.last_response_data = b""
@@ -757,7 +769,7 @@ class TransactionLayer:
         data: bytes | None = None,
         ack: Request | None = None,
     ) -> None:
-        entry = TABLES[txn.kind].get((txn.state, inp))
+        entry = txn.table.get((txn.state, inp))
         if entry is None:
             if inp in TU_INPUTS:
                 raise TransactionStateError(
