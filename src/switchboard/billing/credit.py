@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -252,7 +253,7 @@ class CreditControl:
 
     async def _find_account(
         self,
-        cur: psycopg.AsyncCursor,
+        cur: psycopg.AsyncCursor[dict[str, Any]],
         account: str | None,
         gateway: str | None,
         source_ip: str | None,

@@ -99,7 +99,7 @@ def stop_embedded(state_dir: Path) -> bool:
         return False
     user = "pgserver" if os.name == "posix" and os.geteuid() == 0 else None
     try:
-        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)  # type: ignore[attr-defined]
     except subprocess.CalledProcessError:
         return False
     return True

@@ -80,9 +80,7 @@ batch AS MATERIALIZED (
     SELECT DISTINCT ON (s.call_id) s.*, c.id AS carrier_id, c.deck_id AS buy_deck,
            a.id AS account_id, a.deck_id AS own_deck,
            (SELECT id FROM rate_deck WHERE name = 'default') AS default_deck,
-           sb_number(s.destination) IS NULL AS internal,
-           sb_prefixes(s.destination, (SELECT min(length(prefix)) FROM rate_table),
-                       (SELECT max(length(prefix)) FROM rate_table)) AS prefixes
+           sb_number(s.destination) AS number
     FROM cdr_stage AS s
     JOIN fresh AS f ON f.call_id = s.call_id AND f.start_time = s.start_time
     LEFT JOIN carrier AS c ON c.name = s.carrier AND s.carrier <> ''
@@ -92,9 +90,14 @@ batch AS MATERIALIZED (
 -- Every (CDR, prefix of its number) pair joined to every rate row in one of its decks:
 -- the longest-prefix match of the whole batch in one join (cdr_apply_rating's rules).
 -- CDRs are keyed by their integer seq from here on: cheaper to hash and sort than call_id.
+-- Only prefix lengths some deck has are tried (min/max length: one index probe each).
 candidates AS MATERIALIZED (
-    SELECT b.seq, b.start_time, b.own_deck, b.default_deck, b.buy_deck, p.prefix
-    FROM batch AS b CROSS JOIN LATERAL unnest(b.prefixes) AS p(prefix)
+    SELECT b.seq, b.start_time, b.own_deck, b.default_deck, b.buy_deck, left(b.number, n) AS prefix
+    FROM batch AS b
+    CROSS JOIN LATERAL generate_series(
+        greatest((SELECT min(length(prefix)) FROM rate_table), 1),
+        least(length(b.number), (SELECT max(length(prefix)) FROM rate_table), 16)) AS n
+    WHERE b.number IS NOT NULL
 ),
 matches AS MATERIALIZED (
     SELECT c.seq, r.prefix, r.rate, r.connect_fee, r.increment_initial,
@@ -138,16 +141,16 @@ INSERT INTO cdr (call_id, caller_id, destination, start_time, answer_time, end_t
 SELECT p.call_id, p.caller_id, p.destination, p.start_time, p.answer_time, p.end_time,
        p.duration, p.billsec, p.disposition, p.carrier_id, p.sip_code, p.hangup_cause,
        p.pdd_ms, p.account_id, p.direction, p.codec, p.node,
-       CASE WHEN internal THEN NULL ELSE p.s_rate END,
-       CASE WHEN internal THEN 0 ELSE round(p.s_exact, 4) END,
-       CASE WHEN internal THEN 0 ELSE p.s_exact END,
-       CASE WHEN internal OR p.s_prefix IS NULL THEN 0 ELSE p.s_billed END,
-       CASE WHEN internal THEN NULL ELSE p.s_prefix END,
-       CASE WHEN internal THEN NULL ELSE p.b_rate END,
-       CASE WHEN internal THEN 0 ELSE round(p.b_exact, 4) END,
-       CASE WHEN internal THEN 0 ELSE p.b_exact END,
-       CASE WHEN internal THEN NULL ELSE p.b_prefix END,
-       CASE WHEN internal THEN 'internal'
+       CASE WHEN p.number IS NULL THEN NULL ELSE p.s_rate END,
+       CASE WHEN p.number IS NULL THEN 0 ELSE round(p.s_exact, 4) END,
+       CASE WHEN p.number IS NULL THEN 0 ELSE p.s_exact END,
+       CASE WHEN p.number IS NULL OR p.s_prefix IS NULL THEN 0 ELSE p.s_billed END,
+       CASE WHEN p.number IS NULL THEN NULL ELSE p.s_prefix END,
+       CASE WHEN p.number IS NULL THEN NULL ELSE p.b_rate END,
+       CASE WHEN p.number IS NULL THEN 0 ELSE round(p.b_exact, 4) END,
+       CASE WHEN p.number IS NULL THEN 0 ELSE p.b_exact END,
+       CASE WHEN p.number IS NULL THEN NULL ELSE p.b_prefix END,
+       CASE WHEN p.number IS NULL THEN 'internal'
             WHEN p.s_prefix IS NULL OR (p.carrier_id IS NOT NULL AND p.b_prefix IS NULL)
                 THEN 'unmatched'
             ELSE 'rated' END,

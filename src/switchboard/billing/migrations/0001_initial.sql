@@ -82,12 +82,11 @@ CREATE TABLE rate_table (
 CREATE INDEX rate_table_prefix_length ON rate_table (length(prefix));
 
 -- Digits a rate deck is matched against: a leading '+' dropped; NULL for non-numbers
--- (echo, conf-1). Mirrors switchboard.rating.deck.normalise_number.
+-- (echo, conf-1). Mirrors switchboard.rating.deck.normalise_number. One expression, so
+-- the planner inlines it (a SQL function with a FROM clause is re-planned on every call).
 CREATE FUNCTION sb_number(destination text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN d ~ '^[0-9]+$' THEN d END
-    FROM (SELECT CASE WHEN left(btrim(destination), 1) = '+' THEN substr(btrim(destination), 2)
-                      ELSE btrim(destination) END AS d) AS s
+    SELECT CASE WHEN btrim(destination) ~ '^\+?[0-9]+$' THEN ltrim(btrim(destination), '+') END
 $$;
 
 -- Every prefix of a dialled number from `longest` down to `shortest` digits, longest
