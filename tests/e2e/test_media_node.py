@@ -317,3 +317,75 @@ async def test_malformed_sdp_gets_400_no_codec_488_and_disturbs_nothing(tmp_path
     finally:
         peer.close()
         await node.stop()
+
+
+async def test_gateway_registers_with_digest_and_user_endpoint_rings_the_contact(
+    tmp_path: Path,
+) -> None:
+    """Node B registers to node A as user 1000 (gateway with registration + digest);
+    a caller on A dials ``user/1000`` and reaches B's echo: audio goes A → B → A."""
+    a, a_cdrs = await start_node(
+        tmp_path / "a",
+        {
+            "users": {"1000": {"password": "s3cret"}},
+            "dialplan": {
+                "rules": [
+                    {"name": "u", "destination": "^call-1000$", "actions": ["bridge user/1000"]}
+                ]
+            },
+        },
+    )
+    b, b_cdrs = await start_node(
+        tmp_path / "b",
+        {
+            "gateways": {"a": {"proxy": f"127.0.0.1:{a.sip_port}", "registration": True,
+                               "username": "1000", "password": "s3cret"}},
+            "dialplan": {"rules": [{"name": "echo", "destination": "^1000$", "actions": ["answer", "echo"]}]},
+        },
+    )  # fmt: skip
+    peer = await RtpPeer.open()
+    try:
+        await wait_until(lambda: b.switch.gateways["a"].state == "REGED", what="registration")
+        assert a.ua.registrar.contacts("1000", __import__("time").time())
+        sipp = await run_sipp("media_call_hangup.xml", a.sip_port, tmp_path, service="call-1000",
+                              keys={"rtp_port": peer.port}, pause_ms=2500, background=True)  # fmt: skip
+        port = await caller_port(a)
+        await wait_until(
+            lambda: any(s.bridged_to is not None for s in a.switch.sessions), what="bridge"
+        )
+        peer.send_tone(("127.0.0.1", port), 1000, 1.2)
+        await peer.wait_sent()
+        ok(await finish_sipp(sipp))
+        assert abs(dominant_frequency(peer.audio(pt=0)) - 1000) < 20
+        await wait_until(lambda: len(b_cdrs.records) == 1 and len(a_cdrs.records) == 2, what="CDRs")
+        assert b_cdrs.records[0].destination == "1000"
+        assert b_cdrs.records[0].disposition == "ANSWERED"
+    finally:
+        peer.close()
+        await b.stop()
+        await a.stop()
+
+
+async def test_unregistered_user_and_unknown_gateway_give_fs_causes(tmp_path: Path) -> None:
+    node, cdrs = await start_node(
+        tmp_path,
+        {
+            "users": {"1000": {"password": "x"}},
+            "dialplan": {"rules": [
+                {"name": "u", "destination": "^u$", "actions": ["bridge user/1000"]},
+                {"name": "g", "destination": "^g$", "actions": ["bridge sofia/gateway/nope/123"]},
+            ]},
+        },
+    )  # fmt: skip
+    try:
+        for service, status in (("u", 480), ("g", 484)):
+            res = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service=service,
+                                 keys={"rtp_port": free_port()})  # fmt: skip
+            assert isinstance(res, SippResult) and f"{status}" in res.errors + res.output
+        # every leg has a CDR: the callers' and the B-legs that could not be placed
+        await wait_until(lambda: len(cdrs.records) == 4, what="CDRs")
+        callers = [c for c in cdrs.records if c.direction == "inbound"]
+        assert sorted(c.hangup_cause for c in callers) == ["INVALID_GATEWAY", "USER_NOT_REGISTERED"]
+        assert sorted(c.sip_code for c in callers) == [480, 484]  # type: ignore[type-var]
+    finally:
+        await node.stop()

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from switchboard.media.causes import Cause, cause_to_sip, reason_header, sip_to_cause
 from switchboard.media.channel import CallerProfile
-from switchboard.media.core import OriginateError, Session, Switch
+from switchboard.media.core import GatewayInfo, OriginateError, Session, Switch
 from switchboard.media.dialstring import DialLeg
 from switchboard.media.digest import authorization
 from switchboard.media.ports import PortAllocator, PortsExhausted
@@ -362,6 +362,7 @@ class UserAgent:
         self.endpoint: SipEndpoint | None = None
         self.legs: dict[tuple[str, str], SipLeg] = {}
         self.gateway_calls: dict[str, int] = dict.fromkeys(self.gateways, 0)
+        self.gateway_state: dict[str, str] = {}
         self.udp_port = 0
         self.tcp_port = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -380,6 +381,75 @@ class UserAgent:
             else:
                 _, self.tcp_port = await self.endpoint.listen_tcp(h, int(p))
             self.host = h
+        self.switch._gateway_source = self.gateway_info
+        for name, gw in self.gateways.items():
+            if gw.registration:
+                self._spawn(self._register_loop(name, gw))
+
+    def gateway_info(self) -> dict[str, GatewayInfo]:
+        """``sofia status`` rows: NOREG (IP trunk), REGED, TRYING, FAIL_WAIT."""
+        out = {}
+        for name, gw in self.gateways.items():
+            state = self.gateway_state.get(name, "NOREG" if not gw.registration else "TRYING")
+            out[name] = GatewayInfo(name, f"sip:{gw.username or 'gw'}@{gw.proxy}", state,
+                                    self.gateway_calls.get(name, 0))  # fmt: skip
+        return out
+
+    async def _register_loop(self, name: str, gw: GatewaySection) -> None:
+        """Keep a registration with the carrier (RFC 3261 §10.2), digest on 401/407;
+        re-register at 90 % of the granted expiry, retry after 30 s on failure."""
+        call_id = new_call_id(_rand(), self.host)
+        tag = new_tag(_rand())
+        seq = 0
+        host = gw.proxy.rpartition(":")[0]
+        transport = ";transport=tcp" if gw.transport == "tcp" else ""
+        ruri = f"sip:{host}{transport}"
+        peer = peer_for_uri(SipUri.parse(f"sip:{gw.proxy}{transport}"))
+        aor = f"<sip:{gw.username}@{host}>"
+        while True:
+            auth: tuple[str, str] | None = None
+            granted = 0
+            for _ in range(2):
+                seq += 1
+                headers = [("Expires", str(gw.expires)), ("User-Agent", self.user_agent)]
+                if auth:
+                    headers.append(auth)
+                req = Request.build(
+                    "REGISTER", ruri, via=self.via(peer), from_=f"{aor};tag={tag}", to=aor,
+                    call_id=call_id, cseq=seq, contact=self.contact(peer.transport, gw.username or "gw"),
+                    headers=headers,
+                )  # fmt: skip
+                fut: asyncio.Future[Response | None] = asyncio.get_running_loop().create_future()
+                self.send_request(req, peer, context=("register", fut))
+                try:
+                    resp = await asyncio.wait_for(fut, 40.0)
+                except TimeoutError:
+                    resp = None
+                if resp is None:
+                    break
+                if resp.status in (401, 407) and auth is None and gw.username:
+                    hdr = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
+                    out = "Authorization" if resp.status == 401 else "Proxy-Authorization"
+                    for value in resp.headers.get_all(hdr):
+                        a = authorization(value, method="REGISTER", uri=ruri, username=gw.username,
+                                          password=gw.password, cnonce=os.urandom(8).hex())  # fmt: skip
+                        if a is not None:
+                            auth = (out, a)
+                            break
+                    if auth is not None:
+                        continue
+                if 200 <= resp.status < 300:
+                    granted = gw.expires
+                    for c in resp.contacts:
+                        if c.expires is not None:
+                            granted = c.expires
+                    v = resp.headers.get("Expires")
+                    if v and v.strip().isdigit() and not resp.contacts:
+                        granted = int(v)
+                break
+            self.gateway_state[name] = "REGED" if granted else "FAIL_WAIT"
+            log.info("gateway %s registration: %s", name, self.gateway_state[name])
+            await asyncio.sleep(max(5.0, granted * 0.9) if granted else 30.0)
 
     async def close(self) -> None:
         for t in list(self._tasks):
@@ -856,6 +926,10 @@ class UserAgent:
         if isinstance(ctx, OutboundLeg):
             self._invite_response(ctx, resp)
             return
+        if isinstance(ctx, tuple) and ctx[0] == "register":
+            if resp.status >= 200 and not ctx[1].done():
+                ctx[1].set_result(resp)
+            return
         if isinstance(ctx, tuple) and ctx[0] == "in-dialog":
             leg = ctx[1]
             if leg.dialog is not None and txn is not None:
@@ -998,6 +1072,9 @@ class UserAgent:
 
     def _on_timeout(self, txn: Any, timer: str) -> None:
         ctx = txn.context
+        if isinstance(ctx, tuple) and ctx[0] == "register" and not ctx[1].done():
+            ctx[1].set_result(None)
+            return
         if isinstance(ctx, OutboundLeg):
             ctx.cancel_wanted = False
             self.switch.on_remote_hangup(ctx.session, Cause.RECOVERY_ON_TIMER_EXPIRE,
@@ -1011,6 +1088,9 @@ class UserAgent:
 
     def _on_transport_failed(self, txn: Any) -> None:
         ctx = txn.context
+        if isinstance(ctx, tuple) and ctx[0] == "register" and not ctx[1].done():
+            ctx[1].set_result(None)
+            return
         if isinstance(ctx, OutboundLeg):
             ctx.cancel_wanted = False
             self.switch.on_remote_hangup(ctx.session, Cause.NORMAL_TEMPORARY_FAILURE,
