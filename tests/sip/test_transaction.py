@@ -3,7 +3,11 @@ path, on UDP and TCP; matching rules of §17.1.3/§17.2.3 including RFC 2543."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from switchboard.sip.errors import SipParseError
 from switchboard.sip.message import Request, Response, make_response, parse_message
@@ -625,3 +629,113 @@ def test_stamp_via_adds_received_and_rport() -> None:
     before = same.to_bytes()
     stamp_via(same, Peer("UDP", "203.0.113.7", 5060))
     assert same.to_bytes() == before  # nothing to add
+
+
+# --------------------------------------------------------------------------- Timer C, CANCEL
+
+
+def test_proxy_timer_c_reset_by_provisionals_but_not_by_100() -> None:
+    layer = TransactionLayer(timer_c=181.0)
+    inv = request()
+    txn, _ = layer.send_request(inv, UDP, now=0.0)
+    layer.receive(reply(inv, 100, to_tag=None), UDP, now=1.0)  # 100 keeps C running
+    layer.receive(reply(inv, 180), UDP, now=100.0)  # 180 restarts C
+    fired = run_until(layer, 1000.0)
+    assert fired == [(281.0, [TimedOut(txn, "C")])]
+    assert txn.state is State.PROCEEDING  # the proxy decides: it CANCELs (§16.8)
+    layer.cancel_sent(txn, now=281.0)
+    fired = run_until(layer, 1000.0)
+    assert fired == [(281.0 + 64 * T1, [TimedOut(txn, "CANCEL sent 64*T1 ago"), Terminated(txn)])]
+
+
+def test_cancelled_invite_ends_on_487_or_after_64_t1() -> None:
+    layer = TransactionLayer()
+    inv = request()
+    txn, _ = layer.send_request(inv, UDP, now=0.0)
+    layer.receive(reply(inv, 180), UDP, now=0.1)
+    assert layer.get_timer() is None  # a UA's Proceeding INVITE waits for ever...
+    layer.cancel_sent(txn, now=5.0)  # ...until it CANCELs (§9.1)
+    assert layer.get_timer() == 5.0 + 64 * T1
+    terminated = reply(inv, 487)
+    out = layer.receive(terminated, UDP, now=5.2)
+    assert events(out) == [ResponseReceived(terminated, txn, UDP)]
+    assert txn.state is State.COMPLETED and layer.get_timer() == 5.2 + 32.0  # D only
+
+
+# --------------------------------------------------------------------------- properties
+
+SERVER_STEPS = ["retransmit", "ack", "tu_1xx", "tu_2xx", "tu_4xx", "transport_error", "tick"]
+CLIENT_STEPS = ["r100", "r180", "r200", "r486", "transport_error", "tick"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    method=st.sampled_from(["INVITE", "OPTIONS"]),
+    transport=st.sampled_from(["UDP", "TCP"]),
+    server_steps=st.lists(st.sampled_from(SERVER_STEPS), max_size=12),
+    client_steps=st.lists(st.sampled_from(CLIENT_STEPS), max_size=12),
+    ticks=st.lists(st.floats(0.0, 40.0), min_size=12, max_size=12),
+)
+def test_any_event_sequence_ends_with_an_empty_layer(
+    method: str,
+    transport: str,
+    server_steps: list[str],
+    client_steps: list[str],
+    ticks: list[float],
+) -> None:
+    """Liveness and containment: whatever arrives in whatever order, only the typed
+    state error escapes, and once the TU has answered (server) or cancelled (client)
+    every transaction terminates when its timers run out: nothing leaks."""
+    peer = UDP if transport == "UDP" else TCP
+    layer = TransactionLayer()
+    now = 0.0
+    servers: list[Any] = []  # every server transaction the TU was handed
+
+    def feed(outputs: list[Output]) -> None:
+        servers.extend(e.transaction for e in outputs if isinstance(e, RequestReceived))
+
+    inv = request(method, transport=transport)
+    feed(layer.receive(inv, peer, now))
+    stxn = servers[0]
+    out_req = request(method, branch="z9hG4bKout", transport=transport)
+    ctxn, _ = layer.send_request(out_req, peer, now)
+    for i, step in enumerate(server_steps):
+        try:
+            match step:
+                case "retransmit":
+                    feed(layer.receive(request(method, transport=transport), peer, now))
+                case "ack":
+                    layer.receive(request("ACK", transport=transport, to_tag="t"), peer, now)
+                case "tu_1xx":
+                    layer.send_response(stxn, make_response(inv, 183, to_tag="t"), now)
+                case "tu_2xx":
+                    layer.send_response(stxn, make_response(inv, 200, to_tag="t"), now)
+                case "tu_4xx":
+                    layer.send_response(stxn, make_response(inv, 486, to_tag="t"), now)
+                case "transport_error":
+                    layer.transport_failed(stxn, now)
+                case "tick":
+                    now += ticks[i]
+                    layer.handle_timer(now)
+        except TransactionStateError:
+            assert stxn.state is not State.PROCEEDING or method != "INVITE"
+    for i, step in enumerate(client_steps):
+        match step:
+            case "r100":
+                layer.receive(reply(out_req, 100, to_tag=None), peer, now)
+            case "r180" | "r200" | "r486":
+                layer.receive(reply(out_req, int(step[1:])), peer, now)
+            case "transport_error":
+                layer.transport_failed(ctxn, now)
+            case "tick":
+                now += ticks[-1 - i]
+                layer.handle_timer(now)
+    # The TU's duties: answer what it got, CANCEL what it sent.
+    for txn in servers:
+        if txn.state in (State.TRYING, State.PROCEEDING):
+            layer.send_response(txn, make_response(txn.request, 500, to_tag="t"), now)
+    if ctxn.state is State.PROCEEDING and method == "INVITE":
+        layer.cancel_sent(ctxn, now)
+    run_until(layer, now + 1000.0)
+    assert len(layer) == 0 and layer.get_timer() is None
+    assert all(txn.state is State.TERMINATED for txn in [*servers, ctxn])

@@ -132,8 +132,10 @@ class AckReceived:
 @dataclass(frozen=True, slots=True)
 class TimedOut:
     """Timer B/F (no final response: act as if 408 arrived, §8.1.3.1), Timer H (no
-    ACK for a non-2xx, §17.2.1) or, for a retransmitting UAS, no ACK for its 2xx
-    within 64·T1 (§13.3.1.4: send BYE)."""
+    ACK for a non-2xx, §17.2.1), no final response 64·T1 after a CANCEL (§9.1) or, for
+    a retransmitting UAS, no ACK for its 2xx within 64·T1 (§13.3.1.4: send BYE) — the
+    transaction is terminated.  Timer C (§16.8) alone leaves it running: the proxy
+    should CANCEL it now."""
 
     transaction: Transaction
     timer: str
@@ -211,6 +213,7 @@ class Input(Enum):
     TU_FAILURE = "TU sends 300-699"
     TIMER_A = "A"
     TIMER_B = "B"
+    TIMER_C = "C"
     TIMER_D = "D"
     TIMER_E = "E"
     TIMER_F = "F"
@@ -222,6 +225,7 @@ class Input(Enum):
     TIMER_L = "L"
     TIMER_M = "M"
     TIMER_2XX = "2xx retransmit"
+    TIMER_CANCEL = "CANCEL sent 64*T1 ago"
     TRANSPORT_ERROR = "transport error"
 
 
@@ -242,6 +246,8 @@ class Act(Enum):
     REPORT_ACK_TIMEOUT = "inform TU if its 2xx was never ACKed"
     STOP_TIMERS = "stop running timers"
     STOP_2XX = "stop 2xx retransmission"
+    STOP_A_B = "stop Timers A and B"
+    RESET_C = "restart Timer C on 101-199, keep it on 100 (§16.7 step 2)"
     BACKOFF_A = "restart A at twice its interval"
     BACKOFF_E = "restart E at min(2E, T2)"
     RESET_E_T2 = "restart E at T2"
@@ -267,16 +273,23 @@ INVITE_CLIENT: Table = {
     (S.CALLING, In.TIMER_A): (S.CALLING, (A.RETRANSMIT_REQUEST, A.BACKOFF_A)),
     (S.CALLING, In.TIMER_B): (S.TERMINATED, (A.REPORT_TIMEOUT,)),
     (S.CALLING, In.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
-    (S.CALLING, In.RECV_1XX): (S.PROCEEDING, (A.STOP_TIMERS, A.PASS_RESPONSE)),
+    (S.CALLING, In.RECV_1XX): (S.PROCEEDING, (A.STOP_A_B, A.PASS_RESPONSE, A.RESET_C)),
     (S.CALLING, In.RECV_2XX): (S.ACCEPTED, (A.STOP_TIMERS, A.PASS_RESPONSE, A.START_M)),
     (S.CALLING, In.RECV_FAILURE): (
         S.COMPLETED,
         (A.STOP_TIMERS, A.SEND_ACK, A.PASS_RESPONSE, A.START_D),
     ),
-    (S.PROCEEDING, In.RECV_1XX): (S.PROCEEDING, (A.PASS_RESPONSE,)),
-    (S.PROCEEDING, In.RECV_2XX): (S.ACCEPTED, (A.PASS_RESPONSE, A.START_M)),
-    (S.PROCEEDING, In.RECV_FAILURE): (S.COMPLETED, (A.SEND_ACK, A.PASS_RESPONSE, A.START_D)),
+    (S.PROCEEDING, In.RECV_1XX): (S.PROCEEDING, (A.PASS_RESPONSE, A.RESET_C)),
+    (S.PROCEEDING, In.RECV_2XX): (S.ACCEPTED, (A.STOP_TIMERS, A.PASS_RESPONSE, A.START_M)),
+    (S.PROCEEDING, In.RECV_FAILURE): (
+        S.COMPLETED,
+        (A.STOP_TIMERS, A.SEND_ACK, A.PASS_RESPONSE, A.START_D),
+    ),
     (S.PROCEEDING, In.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
+    # §16.8: Timer C (proxies only) tells the TU to CANCEL; the transaction stays.
+    (S.PROCEEDING, In.TIMER_C): (S.PROCEEDING, (A.REPORT_TIMEOUT,)),
+    # §9.1: no final response 64*T1 after the CANCEL: consider the INVITE cancelled.
+    (S.PROCEEDING, In.TIMER_CANCEL): (S.TERMINATED, (A.REPORT_TIMEOUT,)),
     # §17.1.1.2: a retransmitted final response is answered with the same ACK, not passed up.
     (S.COMPLETED, In.RECV_FAILURE): (S.COMPLETED, (A.SEND_ACK,)),
     (S.COMPLETED, In.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
@@ -545,6 +558,9 @@ class TransactionLayer:
             INVITE until the ACK arrives (§13.3.1.4).  A proxy leaves this False.
         stamp_received: add ``received``/``rport`` to the top Via of each new request
             (§18.2.1, RFC 3581 §4), so responses and forwarded requests carry them.
+        timer_c: a proxy's Timer C (§16.6 item 11: more than 3 minutes,
+            :data:`~switchboard.sip.timers.TIMER_C`) for INVITE client transactions;
+            when it fires the TU gets ``TimedOut(txn, "C")`` and should CANCEL (§16.8).
     """
 
     def __init__(
@@ -554,9 +570,11 @@ class TransactionLayer:
         send_trying: bool = True,
         retransmit_2xx: bool = False,
         stamp_received: bool = True,
+        timer_c: float | None = None,
     ) -> None:
         self.timers = timers
         self.stamp_received = stamp_received
+        self.timer_c = timer_c
         self.send_trying = send_trying
         self.retransmit_2xx = retransmit_2xx
         self.clients: dict[tuple[Any, ...], ClientTransaction] = {}
@@ -609,6 +627,8 @@ class TransactionLayer:
             if not reliable:
                 self._start(txn, Input.TIMER_A, t.t1, now)
             self._start(txn, Input.TIMER_B, t.b, now)
+            if self.timer_c is not None:
+                self._start(txn, Input.TIMER_C, self.timer_c, now)
         else:
             if not reliable:
                 self._start(txn, Input.TIMER_E, t.t1, now)
@@ -630,6 +650,18 @@ class TransactionLayer:
         inp = _response_input(response.status, tu=True)
         self._fire(transaction, inp, now, out, response, data)
         return out
+
+    def cancel_sent(self, transaction: ClientTransaction, now: float) -> None:
+        """The TU sent a CANCEL for this INVITE (§9.1): if no final response arrives
+        within 64*T1 the transaction ends with ``TimedOut(txn, "CANCEL sent 64*T1 ago")``
+        (the INVITE counts as cancelled); Timer C stops."""
+        if transaction.kind is Kind.INVITE_CLIENT and transaction.state in (
+            State.CALLING,
+            State.PROCEEDING,
+        ):
+            self._stop(transaction, Input.TIMER_C)
+            if Input.TIMER_CANCEL not in transaction._timers:
+                self._start(transaction, Input.TIMER_CANCEL, 64 * self.timers.t1, now)
 
     def transport_failed(self, transaction: Transaction, now: float) -> list[Output]:
         """The adapter could not send for ``transaction`` (§17.1.4, §17.2.4)."""
@@ -817,6 +849,18 @@ class TransactionLayer:
                     self._stop_all(txn)
                 case Act.STOP_2XX:
                     self._stop(txn, Input.TIMER_2XX)
+                case Act.STOP_A_B:
+                    self._stop(txn, Input.TIMER_A)
+                    self._stop(txn, Input.TIMER_B)
+                case Act.RESET_C:
+                    assert response is not None
+                    timers = txn._timers
+                    if (
+                        self.timer_c is not None
+                        and Input.TIMER_CANCEL not in timers
+                        and (response.status != 100 or Input.TIMER_C not in timers)
+                    ):
+                        self._start(txn, Input.TIMER_C, self.timer_c, now)
                 case Act.BACKOFF_A:
                     self._start(txn, Input.TIMER_A, 2 * txn._intervals[Input.TIMER_A], now)
                 case Act.BACKOFF_E:
