@@ -63,9 +63,14 @@ def test_rates_import_100k_rows_in_seconds(
     assert "imported 100000 rates into default (100000)" in result.stdout
     assert count(conn, "rate_table") == 100_000
     assert elapsed < 30, f"import took {elapsed:.1f}s"
-    # Importing again replaces the same rows (same prefix and effective_from), no growth.
-    run(cli, "rates", "import", str(deck))
+    # Re-importing rows with the same prefix and effective_from replaces them, no growth.
+    again = tmp_path / "again.csv"
+    again.write_text("prefix,rate,effective_from\n1000000,0.9,2026-01-01\n1000001,0.8,2026-01-01\n")
+    run(cli, "rates", "import", str(again))
     assert count(conn, "rate_table") == 100_000
+    assert conn.execute(
+        "SELECT rate, increment_initial FROM rate_table WHERE prefix = '1000000'"
+    ).fetchone() == (D("0.9"), 1)
 
 
 def test_rates_import_bad_rows_change_nothing(

@@ -122,6 +122,8 @@ async def test_outage_spools_then_replays_exactly_once(server: Server, writer: C
         assert metric("switchboard_cdr_spool_records") == 1100
         assert metric("switchboard_cdr_spool_bytes") == writer.spool.path.stat().st_size > 0
         assert metric("switchboard_cdr_database_up") == 0
+        lag = metric("switchboard_cdr_write_lag_seconds")
+        await until(lambda: metric("switchboard_cdr_write_lag_seconds") > lag)  # still growing
         # Later CDRs keep their place behind the spooled ones.
         writer.submit(make(1500))
         await until(lambda: writer.spool.records == 1101)
@@ -133,6 +135,7 @@ async def test_outage_spools_then_replays_exactly_once(server: Server, writer: C
     assert server.count() == (1501, 1501)
     assert metric("switchboard_cdr_spool_records") == 0
     assert metric("switchboard_cdr_spool_bytes") == 0
+    assert metric("switchboard_cdr_write_lag_seconds") == 0
     assert metric("switchboard_cdr_written_total") - written_before == 1001
     assert writer.duplicates >= 100
     assert not writer.spool.path.exists()

@@ -87,6 +87,7 @@ class CdrWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._partitions_checked: float | None = None
+        self._spool_since: float | None = None
         self._update_spool_metrics()
 
     # -- public API ----------------------------------------------------------------------
@@ -144,7 +145,7 @@ class CdrWriter:
         while True:
             if not self._pending and not self.spool:
                 self._idle.set()
-                metrics.CDR_WRITE_LAG.set(0)
+                self._update_lag()
                 if self._closing:
                     return
                 self._wake.clear()
@@ -188,12 +189,11 @@ class CdrWriter:
 
     def _take(self, limit: int | None = None) -> list[Cdr]:
         n = min(len(self._pending), limit or self.batch_size)
-        if n and self._pending:
-            metrics.CDR_WRITE_LAG.set(max(0.0, self.clock() - self._pending[0][1]))
         return [self._pending.popleft()[0] for _ in range(n)]
 
     async def _pause(self) -> None:
         """Back off before the next attempt; a close() request cuts the wait short."""
+        self._update_lag()
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.retry_interval)
@@ -286,3 +286,15 @@ class CdrWriter:
     def _update_spool_metrics(self) -> None:
         metrics.CDR_SPOOL_BYTES.set(self.spool.size)
         metrics.CDR_SPOOL_RECORDS.set(self.spool.records)
+        if not self.spool:
+            self._spool_since = None
+        elif self._spool_since is None:
+            self._spool_since = self.clock()
+        self._update_lag()
+
+    def _update_lag(self) -> None:
+        """Age of the oldest CDR not in the database: spooled ones first, then queued."""
+        oldest = [t for t in (self._spool_since,) if t is not None]
+        if self._pending:
+            oldest.append(self._pending[0][1])
+        metrics.CDR_WRITE_LAG.set(max(0.0, self.clock() - min(oldest)) if oldest else 0.0)
