@@ -455,3 +455,35 @@ async def test_100_concurrent_originates_over_10_connections(
     assert (await clients[0].api("hupall")).startswith("+OK")
     for c in clients:
         await c.close()
+
+
+@pytest.mark.parametrize("settings", [EslSettings(port=0, heartbeat=0, write_buffer_limit=8192)])
+async def test_pipelining_client_that_never_reads_stays_bounded(server: EventSocketServer) -> None:
+    import socket
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a stalled reader
+    sock.connect(("127.0.0.1", server.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    n = 20_000
+    writer.write(b"auth ClueCon\n\n" + b"api status\n\n" * n)  # ~8 MB of replies owed
+    loop = asyncio.get_running_loop()
+    peak = 0
+    deadline = loop.time() + 5
+    while loop.time() < deadline:
+        for conn in server.connections:
+            peak = max(peak, conn.writer.transport.get_write_buffer_size())
+        if peak > 8192:  # backed up: keep watching a little while it stays blocked
+            deadline = min(deadline, loop.time() + 0.3)
+        await asyncio.sleep(0.005)
+    assert 8192 < peak <= 8192 + 1024  # it did back up, by at most one reply past the limit
+    marker = b"Content-Type: api/response"
+    seen, tail = 0, b""  # now read everything: every command got its reply
+    while seen < n:
+        chunk = await asyncio.wait_for(reader.read(1 << 20), 10)
+        assert chunk
+        buf = tail + chunk
+        seen += buf.count(marker)
+        tail = buf[-(len(marker) - 1) :]
+    assert seen == n
+    writer.close()

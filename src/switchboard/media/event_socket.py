@@ -736,6 +736,9 @@ class EslConnection:
                     self.busy = True
                     try:
                         await self.handle(parse_command(packet), packet.command)
+                        # A client that pipelines commands but never reads its replies
+                        # must not grow our buffer: wait for it like for events.
+                        await self._drain()
                     finally:
                         self.busy = False
                         self.wake.set()
@@ -771,7 +774,6 @@ class EslConnection:
             case Api(command=name, args=args):
                 body = await self.server.run_api(name, args)
                 self.writer.write(wire.api_response(body))
-                await self._drain()
             case BgApi(command=name, args=args, job_uuid=job):
                 job_uuid = job or new_uuid()
                 self.writer.write(wire.bgapi_reply(job_uuid))
@@ -942,6 +944,7 @@ class EventSocketServer:
         self.connections: set[EslConnection] = set()
         self.lost_events = 0
         self.jobs: set[asyncio.Task[Any]] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -977,6 +980,8 @@ class EventSocketServer:
             self._server.close()
         for conn in list(self.connections):
             conn.kill(wire.SHUTDOWN)
+        if self._handlers:  # let every connection's task finish its cleanup
+            await asyncio.wait(list(self._handlers), timeout=3.0)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 3.0)
@@ -1016,10 +1021,15 @@ class EventSocketServer:
         transport.set_write_buffer_limits(high=self.settings.write_buffer_limit)
         conn = EslConnection(self, reader, writer, peer=f"{host}:{peername[1]}")
         self.connections.add(conn)
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
         try:
             await conn.run()
         finally:
             self.connections.discard(conn)
+            if task is not None:
+                self._handlers.discard(task)
 
     def _on_event(self, event: Event) -> None:
         if not self.connections:
