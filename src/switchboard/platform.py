@@ -332,6 +332,7 @@ class _Child:
     backoff: float = BACKOFF_FIRST
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=OUTPUT_TAIL))
     pump: asyncio.Task[None] | None = None
+    stopped: asyncio.subprocess.Process | None = None  # the process already stopped and logged
 
 
 class Supervisor:
@@ -349,7 +350,8 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self.ready_timeout = ready_timeout
         self.output = output or (lambda name, line: print(f"[{name}] {line}", file=sys.stderr))
-        self._stopping = asyncio.Event()
+        self._stopping = asyncio.Event()  # set when stopping for any reason
+        self.signalled = asyncio.Event()  # set by request_stop (Ctrl-C, SIGTERM)
         self._force = False
         self.ready = asyncio.Event()
 
@@ -378,10 +380,11 @@ class Supervisor:
 
     def request_stop(self) -> None:
         """First call: graceful stop. Second call: kill what is left now."""
-        if self._stopping.is_set():
+        if self.signalled.is_set():
             self._force = True
             for child in self.children:
                 self._signal(child, signal.SIGKILL)
+        self.signalled.set()
         self._stopping.set()
 
     async def stop(self) -> None:
@@ -487,7 +490,7 @@ class Supervisor:
 
     async def _stop_child(self, child: _Child) -> None:
         proc = child.proc
-        if proc is None:
+        if proc is None or child.stopped is proc:
             return
         if proc.returncode is None:
             self._signal(child, signal.SIGKILL if self._force else signal.SIGTERM)
@@ -504,6 +507,7 @@ class Supervisor:
             os.killpg(proc.pid, signal.SIGKILL)
         if child.pump:
             await asyncio.wait([child.pump], timeout=2)
+        child.stopped = proc
         log.info("%s stopped (exit code %s)", child.spec.name, proc.returncode)
 
 
@@ -545,7 +549,7 @@ async def up(
         loop.add_signal_handler(sig, sup.request_stop)
     try:
         start = asyncio.create_task(sup.start())
-        stop_wait = asyncio.create_task(sup._stopping.wait())
+        stop_wait = asyncio.create_task(sup.signalled.wait())
         done, _ = await asyncio.wait({start, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if start not in done:  # Ctrl-C while starting
             start.cancel()

@@ -145,3 +145,30 @@ def test_addresses_in_use_are_named_before_anything_starts() -> None:
         StartError, match=r"media-2 SIP udp:127\.0\.0\.1:\d+ is also used by media-1"
     ):
         check_addresses([a, b])
+
+
+async def test_up_reports_a_service_that_fails_to_start(tmp_path: Path) -> None:
+    from switchboard import config
+    from switchboard.platform import up
+
+    ok = child("media-1", free_port(), tmp_path)
+    bad = ServiceSpec(
+        name="router",
+        argv=(
+            sys.executable,
+            "-c",
+            "import sys; print('cannot bind: address in use'); sys.exit(3)",
+        ),
+        ready=("127.0.0.1", free_port()),
+    )
+    with pytest.raises(StartError, match="router exited with code 3 while starting"):
+        await up(
+            config.load(environ={}),
+            config_path=None,
+            media_nodes=1,
+            state_dir=tmp_path / "state",
+            specs=[ok, bad],
+        )
+    # media-1 was stopped again: nothing of the platform is left
+    started = [int(p.name.split(".")[0]) for p in tmp_path.glob("*.started")]
+    assert started and not any(alive(p) for p in started)
