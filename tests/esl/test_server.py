@@ -487,3 +487,44 @@ async def test_pipelining_client_that_never_reads_stays_bounded(server: EventSoc
         tail = buf[-(len(marker) - 1) :]
     assert seen == n
     writer.close()
+
+
+async def test_every_frame_satisfies_go_eventsocket_rules(server: EventSocketServer) -> None:
+    """go-eventsocket exits on an unknown Content-Type, panics on an empty Reply-Text or a
+    short ``-E`` text, and QueryUnescapes values (a raw '+' would become a space) — §10.1."""
+    import re
+
+    c = await EslClient.connect(server.port)
+    await c.command("event plain ALL")
+    for cmd in ["api originate {x=a+b c%,y=100%25}sofia/gateway/carrier/1 &park", "api bogus",
+                "api uuid_kill nope", "api originate", "bgapi status", "filter X", "linger",
+                "myevents nope", "sendmsg nope", "api global_getvar nope", "nixevent FOO",
+                "api hupall", "log", "nolog", "api show calls as json"]:  # fmt: skip
+        c.send(cmd)
+    await asyncio.sleep(0.5)
+    c.send("exit")
+    data = await read_until_eof(c)
+    allowed = {"command/reply", "api/response", "text/event-plain", "text/disconnect-notice"}
+    frames = 0
+    while data:
+        head, _, rest = data.partition(b"\n\n")
+        headers = dict(line.split(": ", 1) for line in head.decode().split("\n"))
+        length = int(headers.get("Content-Length", "0"))
+        body, data = rest[:length], rest[length:]
+        frames += 1
+        kind = headers["Content-Type"]
+        assert kind in allowed, kind
+        if kind == "command/reply":
+            text = headers["Reply-Text"]
+            assert text and (not text.startswith("-E") or len(text) >= 5), text
+        if kind == "api/response":
+            assert len(body) >= 2 and (not body.startswith(b"-E") or len(body) >= 5), body
+        if kind == "text/event-plain":
+            inner, sep, _ = body.partition(b"\n\n")
+            assert sep
+            for line in inner.decode("ascii").split("\n"):
+                name, value = line.split(": ", 1)
+                assert re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name), name
+                assert "+" not in value and " " not in value, line
+                assert not re.search(r"%(?![0-9A-F]{2})", value), line
+    assert frames > 30
