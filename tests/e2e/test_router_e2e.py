@@ -653,3 +653,38 @@ async def test_cli_exit_codes(workdir: Path) -> None:
         proc = await start_cli(workdir, sections)
         _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 3 and b"cannot bind" in err
+
+
+async def test_sighup_reloads_the_destination_list(workdir: Path) -> None:
+    rport = free_port()
+    sections = router_sections(rport, ["sip:127.0.0.1:5"])
+    proc = await start_cli(workdir, sections)
+    admin = f"http://{sections['router']['admin']}"
+    try:
+        await wait_http(f"{admin}/health")
+        sections["dispatcher"]["destinations"] = ["sip:127.0.0.1:5", "sip:127.0.0.1:7"]
+        write_config(workdir / "cli.toml", sections)
+        proc.send_signal(signal.SIGHUP)
+        async with httpx.AsyncClient(base_url=admin) as http:
+
+            async def uris() -> list[str]:
+                return [d["uri"] for d in (await http.get("/destinations")).json()]
+
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while await uris() != ["sip:127.0.0.1:5", "sip:127.0.0.1:7"]:
+                assert loop.time() < deadline, "SIGHUP did not reload"
+                await asyncio.sleep(0.1)
+            (workdir / "cli.toml").write_text("[dispatcher]\nalgorithm = 7\n")  # broken
+            proc.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.5)
+            assert proc.returncode is None  # still running, old configuration kept
+            assert await uris() == ["sip:127.0.0.1:5", "sip:127.0.0.1:7"]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        assert proc.stderr is not None
+        err = (await proc.stderr.read()).decode()
+        assert "reload failed, keeping the running configuration" in err and "algorithm" in err
+    finally:
+        if proc.returncode is None:
+            proc.kill()

@@ -433,3 +433,15 @@ def test_call_load_released_on_failure_and_bye() -> None:
     p.receive(response_to(fwd, 486, "Busy Here"), "udp", M1, None, 0.1)
     again = p.receive(invite(call_id="c3", branch="z9hG4bK-3"), "udp", UAC, None, 0.2)
     assert [s.addr for s in again if s.addr != UAC] == [M1]
+
+
+def test_timer_c_cancels_a_branch_that_rings_forever() -> None:
+    p = make_proxy("1 sip:127.0.0.1:5081\n", settings=ProxySettings(timer_c=180.0))
+    fwd = one(p.receive(invite(), "udp", UAC, None, 0.0), M1)
+    p.receive(response_to(fwd, 180, "Ringing"), "udp", M1, None, 0.1)
+    p.handle_timer(100.0)
+    p.receive(response_to(fwd, 183, "Session Progress"), "udp", M1, None, 100.0)  # resets C
+    assert [s for s in p.handle_timer(181.0) if s.addr == M1] == []
+    out = p.handle_timer(281.0)
+    assert [start_line(s.data).split()[0] for s in out if s.addr == M1] == ["CANCEL"]
+    assert to_uac(out) == ["SIP/2.0 408 Request Timeout"]

@@ -478,6 +478,7 @@ class Dispatcher:
         out counts toward its probing failures)."""
         dest.timeouts += 1
         old = dest.state
+        new: DestinationState
         match old:
             case DestinationState.ACTIVE | DestinationState.TRYING:
                 dest.failures += 1
@@ -497,6 +498,7 @@ class Dispatcher:
 
     def report_success(self, dest: Destination) -> StateChanged | None:
         old = dest.state
+        new: DestinationState
         match old:
             case DestinationState.ACTIVE:
                 dest.failures = 0

@@ -137,7 +137,7 @@ class RouterCollector:
 
 def make_registry(proxy: Proxy, latency: LatencyHistogram) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RouterCollector(proxy, latency))  # type: ignore[arg-type]
+    registry.register(RouterCollector(proxy, latency))
     return registry
 
 

@@ -86,7 +86,7 @@ _REASONS = {
 }
 
 # Timer kinds in the heap.
-_RETRANS, _FAILOVER, _TIMER_C, _RESP_RETRANS, _CLEANUP, _CANCEL_GIVEUP, _CANCEL_RETRANS = range(7)
+_RETRANS, _FAILOVER, _RESP_RETRANS, _CLEANUP, _CANCEL_GIVEUP, _CANCEL_RETRANS = range(6)
 
 
 class Send(NamedTuple):
@@ -186,11 +186,23 @@ class ServerTxn:
         "record_route",
         "reply_addr",
         "responses",
-        "route_lines",
         "transport",
     )
 
     def __init__(self) -> None:
+        self.key: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+        self.method = b""
+        self.is_invite = False
+        self.msg = Message()
+        self.transport = "udp"
+        self.reply_addr: tuple[str, int] = ("", 0)
+        self.call_id = b""
+        self.loop = b""
+        self.in_iface: Interface | None = None
+        self.record_route = False
+        self.first = b""
+        self.fwd: list[bytes] = []
+        self.no_cl = False
         self.branch: Branch | None = None
         self.branches: list[Branch] = []
         self.acked = False
@@ -313,6 +325,8 @@ class Proxy:
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
         self._next_sweep = 0.0
+        self._next_c_sweep = 0.0
+        self._ringing: dict[Branch, None] = {}
         self.on_state_change: Callable[[StateChanged], None] = _log_state_change
 
     # ------------------------------------------------------------------ helpers
@@ -615,7 +629,6 @@ class Proxy:
         txn.first = m.lines[0]
         txn.fwd = self._prepare(m, kept if n_own else None)
         txn.no_cl = m.cl < 0
-        txn.route_lines = [ln for ln in txn.fwd if ln[:6].lower() == b"route:"]
         self.txns[key] = txn
         self.stats.transactions_total += 1
         out: list[Send] = []
@@ -761,7 +774,7 @@ class Proxy:
         lines = [
             b"CANCEL " + m.ruri + b" SIP/2.0",
             br.via_line,
-            *txn.route_lines,
+            *_route_lines(txn),
             m.lines[m.from_],
             m.lines[m.to],
             b"Call-ID: " + m.call_id,
@@ -781,7 +794,7 @@ class Proxy:
         lines = [
             b"ACK " + m.ruri + b" SIP/2.0",
             br.via_line,
-            *br.txn.route_lines,
+            *_route_lines(br.txn),
             m.lines[m.from_],
             resp.lines[resp.to] if resp.to >= 0 else m.lines[m.to],
             b"Call-ID: " + m.call_id,
@@ -872,9 +885,11 @@ class Proxy:
             txn.last = data
             out.extend(self._upstream(txn, data, m.status, count=True))
         if txn.is_invite:
+            # Timer C lives in a small dict swept once a second, not in the heap: a heap
+            # entry would pin the transaction in memory for its full 3 minutes.
             br.timer_c_at = now + self.settings.timer_c
             if first:
-                self._at(br.timer_c_at, _TIMER_C, br)
+                self._ringing[br] = None
         return out
 
     def _strip(self, m: Message) -> bytes:
@@ -1004,6 +1019,8 @@ class Proxy:
     def get_timer(self) -> float:
         """The next instant :meth:`handle_timer` must run."""
         t = min(self.dispatcher.get_timer(), self._next_sweep)
+        if self._ringing and self._next_c_sweep < t:
+            t = self._next_c_sweep
         if self._heap and self._heap[0][0] < t:
             return self._heap[0][0]
         return t
@@ -1026,6 +1043,17 @@ class Proxy:
                 self.probes = {
                     b: p for b, p in self.probes.items() if self.dispatcher.is_pending(p)
                 }
+        if self._ringing and now >= self._next_c_sweep:
+            self._next_c_sweep = now + 1.0
+            for br in list(self._ringing):
+                if br.final or br.txn.dead:
+                    del self._ringing[br]
+                elif br.timer_c_at <= now:
+                    del self._ringing[br]
+                    # §16.8: Timer C fired after a provisional: CANCEL, then as on 408.
+                    if br.cancel is None:
+                        out.extend(self._send_cancel(br, now))
+                    out.extend(self._branch_failed(br, 408, now, None))
         if now >= self._next_sweep:
             self._next_sweep = now + 60.0
             cutoff = now - self.settings.dialog_expire
@@ -1050,16 +1078,6 @@ class Proxy:
                 return []
             self.stats.branch_timeouts += 1
             return self._branch_failed(br, 408, now, "no answer" if br.dest is not None else None)
-        if kind == _TIMER_C:
-            br = obj
-            if br.final or br.txn.dead:
-                return []
-            if br.timer_c_at > now:
-                self._at(br.timer_c_at, _TIMER_C, br)
-                return []
-            # §16.8: Timer C fired after a provisional: CANCEL and behave as on 408.
-            out = self._send_cancel(br, now) if br.cancel is None else []
-            return out + self._branch_failed(br, 408, now, None)
         if kind == _RESP_RETRANS:
             txn: ServerTxn = obj
             if txn.acked or txn.dead or txn.last is None:
@@ -1074,6 +1092,7 @@ class Proxy:
                 del self.txns[txn.key]
                 for b in txn.branches:
                     self.branches.pop(b.id, None)
+                    self._ringing.pop(b, None)
                 # Break the txn <-> branch cycle so reference counting frees both at
                 # once: no garbage-collector pauses under load.
                 txn.branches = []
@@ -1132,6 +1151,11 @@ class Proxy:
     def pending_transactions(self) -> int:
         """Transactions still waiting for a final response (drain waits for these)."""
         return sum(1 for t in self.txns.values() if not t.final)
+
+
+def _route_lines(txn: ServerTxn) -> list[bytes]:
+    """The Route header lines the request was forwarded with (for CANCEL and ACK, §9.1)."""
+    return [ln for ln in txn.fwd if ln[:6].lower() == b"route:"]
 
 
 def _set_param(params: bytes, name: bytes, value: bytes) -> bytes:
