@@ -112,19 +112,6 @@ from switchboard.dialer.cli import register as _register_dialer  # noqa: E402
 _register_dialer(app, load_config)
 
 
-@app.command()
-def router(config: ConfigOpt = None) -> None:
-    """Run the edge router only (SIP proxy, dispatcher, ACL, pike, admin API)."""
-    import logging
-
-    from switchboard.router import service
-
-    cfg = load_config(config)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    raise typer.Exit(service.run(cfg, config))
-
-
 def main() -> None:
     """Console-script entry point."""
     try:
