@@ -1,0 +1,316 @@
+"""Event Socket against a real media node: SIP to SIPp, third-party ESL clients.
+
+The node (switch core + SIP UA + ESL server) runs in the test's event loop on free
+loopback ports; SIPp plays the carrier (gateway ``carrier``) and user 1000's phone.
+genesis, greenswitch and modesl drive it exactly as operators' programs do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import wave
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ → the esl helpers
+
+from esl.client import EslClient
+from esl.thirdparty import CLIENTS
+from switchboard.config import load
+from switchboard.media.cdr import MemoryCdrSink
+from switchboard.media.node import MediaNode
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed (APT_PACKAGES)"),
+]
+SIPP_DIR = Path(__file__).resolve().parents[1] / "esl" / "sipp"
+PLAY_SECONDS = 2.5  # the prompt the carrier hears; billsec is its whole seconds: 2
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tone(path: Path, seconds: float) -> Path:
+    """A 8 kHz mono 16-bit WAV of a 440 Hz tone (made here: no fixture files needed)."""
+    import math
+
+    n = int(8000 * seconds)
+    frames = b"".join(
+        int(8000 * math.sin(2 * math.pi * 440 * i / 8000)).to_bytes(2, "little", signed=True)
+        for i in range(n)
+    )
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(frames)
+    return path
+
+
+class Sipp:
+    """One SIPp process on a free UDP port; stopped (and reaped) by the fixture."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.proc = proc
+        self.port = port
+
+    async def stop(self) -> str:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        try:
+            _, err = await asyncio.wait_for(self.proc.communicate(), 10)
+        except TimeoutError:
+            self.proc.kill()
+            _, err = await self.proc.communicate()
+        return (err or b"").decode(errors="replace")[-2000:]
+
+
+@pytest.fixture
+async def sipp(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Sipp] = []
+
+    async def start(scenario: str, *args: str, remote: str | None = None) -> Sipp:
+        port = free_udp_port()
+        cmd = ["sipp", "-sf", str(SIPP_DIR / scenario), "-i", "127.0.0.1", "-p", str(port),
+               "-mp", str(free_udp_port()), "-nostdin", "-trace_err", *args]  # fmt: skip
+        if remote:
+            cmd.append(remote)
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        s = Sipp(proc, port)
+        started.append(s)
+        await asyncio.sleep(0.2)  # bound its socket
+        return s
+
+    yield start
+    for s in started:
+        await s.stop()
+
+
+@pytest.fixture
+async def carrier(sipp: Callable[..., Any]) -> Sipp:
+    return await sipp("esl_uas.xml", "-d", "100", "-l", "200")
+
+
+@pytest.fixture
+async def node(tmp_path: Path, carrier: Sipp) -> AsyncIterator[MediaNode]:
+    rtp = random.randrange(20000, 60000, 2000)
+    cfg = load(
+        environ={},
+        overrides={
+            "media": {
+                "listen": ["udp:127.0.0.1:0"],
+                "rtp_port_start": rtp,
+                "rtp_port_end": rtp + 1999,
+            },
+            "esl": {"listen": "127.0.0.1:0", "heartbeat": 0},
+            "gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier.port}"}},
+            "users": {"1000": {"password": "secret1000"}, "1002": {"password": "x"}},
+            "limits": {"max_sessions": 1000, "sessions_per_second": 1000},
+        },
+    )
+    sink = MemoryCdrSink()
+    n = MediaNode(cfg, "media-1", state_dir=tmp_path, cdr_sink=sink, admin=False)
+    await n.start()
+    n.cdrs = sink  # type: ignore[attr-defined]
+    yield n
+    await n.stop()
+
+
+def esl_port(node: MediaNode) -> int:
+    return int(node.esl.port)
+
+
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+async def test_playback_call_via_gateway_with_third_party_client(
+    node: MediaNode, client: str, tmp_path: Path
+) -> None:
+    wav = tone(tmp_path / "message.wav", PLAY_SECONDS)
+    cid = str(random.randrange(10**9, 10**10))
+    out = await CLIENTS[client](
+        esl_port(node), cid, "sofia/gateway/carrier/15551230000", f"&playback({wav})", False
+    )
+    assert out.get("returncode", 0) == 0, out
+    names = [e["name"] for e in out["events"]]
+    assert names == ["CHANNEL_ANSWER", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"], out
+    done = out["events"][-1]
+    assert done["cause"] == "NORMAL_CLEARING", out  # the one-app extension ran out
+    assert done["billsec"] == "2", out  # 2.5 s of audio → 2 whole seconds, as FS counts
+    assert int(done["duration"]) >= 2
+    result = out.get("originate") or out.get("bgapi")
+    assert result == f"+OK {done['uuid']}\n", out
+    (cdr,) = [c for c in node.cdrs.records if c.caller_id == cid]  # type: ignore[attr-defined]
+    assert (cdr.billsec, cdr.disposition, cdr.carrier) == (2, "ANSWERED", "carrier")
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.inbox.put_nowait(data)
+
+
+async def register(node_port: int, user: str, password: str, contact_port: int) -> str:
+    """REGISTER ``user`` with its Contact on ``contact_port`` (RFC 3261 §10.2), answering
+    the MD5 digest challenge (RFC 2617 qop=auth). Done here on behalf of the SIPp phone:
+    SIPp 3.6 only does MD5 and takes the first challenge, which is SHA-256 (RFC 8760)."""
+    import hashlib
+    import re
+
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(_Udp, local_addr=("127.0.0.1", 0))
+    lport = transport.get_extra_info("sockname")[1]
+    uri = f"sip:127.0.0.1:{node_port}"
+    call_id = f"{random.getrandbits(64):x}@127.0.0.1"
+
+    def request(cseq: int, auth: str = "") -> bytes:
+        return (
+            f"REGISTER {uri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{random.getrandbits(48):x};rport\r\n"
+            f"From: <sip:{user}@127.0.0.1>;tag={random.getrandbits(32):x}\r\n"
+            f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
+            f"Contact: <sip:{user}@127.0.0.1:{contact_port}>\r\nExpires: 300\r\n{auth}"
+            "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    try:
+        transport.sendto(request(1), ("127.0.0.1", node_port))
+        challenge = (await asyncio.wait_for(proto.inbox.get(), 5)).decode()
+        line = next(ln for ln in challenge.split("\r\n") if "algorithm=MD5" in ln)
+        realm = re.search(r'realm="([^"]*)"', line)[1]  # type: ignore[index]
+        nonce = re.search(r'nonce="([^"]*)"', line)[1]  # type: ignore[index]
+        cnonce, nc = "0a4f113b", "00000001"
+        ha1, ha2 = md5(f"{user}:{realm}:{password}"), md5(f"REGISTER:{uri}")
+        response = md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
+        auth = (
+            f'Authorization: Digest username="{user}", realm="{realm}", nonce="{nonce}", '
+            f'uri="{uri}", response="{response}", algorithm=MD5, qop=auth, nc={nc}, '
+            f'cnonce="{cnonce}"\r\n'
+        )
+        transport.sendto(request(2, auth), ("127.0.0.1", node_port))
+        return (await asyncio.wait_for(proto.inbox.get(), 5)).decode().split("\r\n", 1)[0]
+    finally:
+        transport.close()
+
+
+async def test_user_park_to_registered_sipp_phone(
+    node: MediaNode, sipp: Callable[..., Any]
+) -> None:
+    c = await EslClient.connect(esl_port(node))
+    assert await c.api("originate user/1000 &park") == "-ERR USER_NOT_REGISTERED\n"
+    phone = await sipp("esl_uas.xml", "-m", "1")
+    assert await register(node.sip_port, "1000", "secret1000", phone.port) == "SIP/2.0 200 OK"
+    await c.command("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE")
+    body = await c.api("originate {origination_caller_id_number=4444}user/1000 &park")
+    assert body.startswith("+OK "), body
+    uuid = body[4:].strip()
+    answer = await c.event("CHANNEL_ANSWER", Unique_ID=uuid)
+    assert answer["Caller-Caller-ID-Number"] == "4444"
+    assert answer["Caller-Destination-Number"] == "1000"
+    assert await c.api(f"uuid_kill {uuid}") == "+OK\n"
+    ev = await c.event("CHANNEL_HANGUP_COMPLETE", Unique_ID=uuid)
+    assert ev["Hangup-Cause"] == "NORMAL_CLEARING"
+    assert await c.api("originate user/1001 &park") == "-ERR SUBSCRIBER_ABSENT\n"
+    assert await c.api("originate user/1002 &park") == "-ERR USER_NOT_REGISTERED\n"
+    await c.close()
+    err = await phone.stop()
+    assert phone.proc.returncode == 0, err  # the phone saw INVITE, ACK, BYE: one call done
+
+
+async def test_100_concurrent_originates_over_10_connections(node: MediaNode) -> None:
+    clients = [await EslClient.connect(esl_port(node)) for _ in range(10)]
+    for c in clients:
+        await c.command("event plain BACKGROUND_JOB")
+    for i, c in enumerate(clients):
+        for j in range(10):
+            c.send(f"bgapi originate sofia/gateway/carrier/1555{i}{j:03d} &park",
+                   {"Job-UUID": f"job-{i}-{j}"})  # fmt: skip
+    bodies: dict[str, str] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    for i, c in enumerate(clients):
+        while sum(1 for k in bodies if k.startswith(f"job-{i}-")) < 10:
+            assert loop.time() < deadline, f"{len(bodies)} of 100 jobs finished"
+            frame = await c.read(deadline - loop.time())
+            if frame.content_type.startswith("text/event"):
+                ev = frame.event()
+                bodies[ev["Job-UUID"]] = ev["_body"]
+    assert len(bodies) == 100
+    assert all(b.startswith("+OK ") for b in bodies.values()), sorted(set(bodies.values()))[:5]
+    assert await clients[0].api("show channels count") == "\n100 total.\n"
+    assert (await clients[0].api("hupall")).startswith("+OK hangup all channels")
+    for c in clients:
+        await c.close()
+
+
+async def test_client_disconnecting_mid_originate_call_completes_and_is_recorded(
+    node: MediaNode, tmp_path: Path
+) -> None:
+    wav = tone(tmp_path / "short.wav", 0.5)
+    watcher = await EslClient.connect(esl_port(node))
+    await watcher.command("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE")
+    await watcher.command("filter Caller-Caller-ID-Number 5550001")
+    quitter = await EslClient.connect(esl_port(node))
+    quitter.send(
+        f"api originate {{origination_caller_id_number=5550001}}sofia/gateway/carrier/1777 "
+        f"&playback({wav})"
+    )
+    await asyncio.sleep(0.05)
+    quitter.writer.transport.abort()  # gone before the carrier answers (-d 100)
+    answer = await watcher.event("CHANNEL_ANSWER", timeout=10)
+    done = await watcher.event("CHANNEL_HANGUP_COMPLETE", timeout=10)
+    assert done["Unique-ID"] == answer["Unique-ID"] and done["Hangup-Cause"] == "NORMAL_CLEARING"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while not [c for c in node.cdrs.records if c.caller_id == "5550001"]:  # type: ignore[attr-defined]
+        assert loop.time() < deadline, "no CDR for the call"
+        await asyncio.sleep(0.02)
+    await watcher.close()
+
+
+async def test_garbage_and_oversized_input_leave_the_node_serving(node: MediaNode) -> None:
+    r, w = await asyncio.open_connection("127.0.0.1", esl_port(node))
+    await r.readuntil(b"\n\n")
+    w.write(bytes(range(256)) * 4 + b"\n\n" + b"sendmsg\ncontent-length: 999999999\n\n")
+    rest = await asyncio.wait_for(r.read(), 5)
+    assert rest.count(b"Reply-Text: -ERR command not found") >= 1
+    c = await EslClient.connect(esl_port(node))
+    assert (await c.api("status")).startswith("UP ")
+    await c.close()
+
+
+async def test_record_and_conference_events(node: MediaNode, tmp_path: Path) -> None:
+    c = await EslClient.connect(esl_port(node))
+    await c.command("event json RECORD_START RECORD_STOP CUSTOM conference::maintenance")
+    uuid = (await c.api("originate sofia/gateway/carrier/1888 &park"))[4:].strip()
+    path = tmp_path / "rec.wav"
+    assert await c.api(f"uuid_record {uuid} start {path}") == "+OK Success\n"
+    start = await c.event("RECORD_START", Unique_ID=uuid)
+    assert start["Record-File-Path"] == str(path)
+    assert await c.api(f"uuid_kill {uuid}") == "+OK\n"
+    stop = await c.event("RECORD_STOP", Unique_ID=uuid)
+    assert stop["Record-File-Path"] == str(path) and path.exists()
+    member = (await c.api("originate sofia/gateway/carrier/1999 &conference(sales)"))[4:].strip()
+    ev = await c.event("CUSTOM", Unique_ID=member)
+    assert ev["Event-Subclass"] == "conference::maintenance"
+    assert ev["Conference-Name"] == "sales" and ev["Action"] == "add-member"
+    assert (await c.api("hupall")).startswith("+OK")
+    await c.close()
