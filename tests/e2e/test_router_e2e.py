@@ -688,3 +688,80 @@ async def test_sighup_reloads_the_destination_list(workdir: Path) -> None:
     finally:
         if proc.returncode is None:
             proc.kill()
+
+
+async def test_workers_share_the_port_and_keep_transactions_consistent(workdir: Path) -> None:
+    a, b, pa, pb = await uas_pair(workdir, "router_uas.xml", "router_uas.xml")
+    rport = free_port()
+    while True:  # two consecutive free admin ports (worker i serves admin port + i)
+        admin = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                t.bind(("127.0.0.1", admin + 1))
+                break
+            except OSError:
+                continue
+    sections = router_sections(
+        rport,
+        [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"],
+        router={"listen": [f"udp:127.0.0.1:{rport}"], "admin": f"127.0.0.1:{admin}", "workers": 2},
+    )
+    proc = await start_cli(workdir, sections)
+    urls = [f"http://127.0.0.1:{admin}", f"http://127.0.0.1:{admin + 1}"]
+    try:
+        for url in urls:
+            await wait_http(f"{url}/health")
+        async with httpx.AsyncClient() as http:
+
+            async def all_active() -> bool:
+                for url in urls:
+                    dests = (await http.get(f"{url}/destinations")).json()
+                    if not all(d["state"] == "active" for d in dests):
+                        return False
+                return True
+
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not await all_active():
+                assert loop.time() < deadline, "workers' destinations never became active"
+                await asyncio.sleep(0.1)
+            # calls from two carriers complete: each transaction stays on one worker
+            uacs = [
+                await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 10)) for _ in range(2)
+            ]
+            for uac in uacs:
+                await uac.ok()
+            # 32 sources spread over both workers (OPTIONS answered by the router itself)
+            socks = []
+            for n in range(32):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(("127.0.0.1", 0))
+                s.settimeout(2)
+                s.sendto(
+                    (
+                        f"OPTIONS sip:127.0.0.1:{rport} SIP/2.0\r\n"
+                        f"Via: SIP/2.0/UDP 127.0.0.1:{s.getsockname()[1]};branch=z9hG4bK-w{n}\r\n"
+                        f"From: <sip:x@127.0.0.1>;tag=w{n}\r\nTo: <sip:y@127.0.0.1>\r\n"
+                        f"Call-ID: w-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                    ).encode(),
+                    ("127.0.0.1", rport),
+                )
+                socks.append(s)
+            for s in socks:
+                assert (await loop.run_in_executor(None, s.recv, 65535)).startswith(
+                    b"SIP/2.0 200 OK"
+                )
+                s.close()
+            stats = [(await http.get(f"{url}/stats")).json() for url in urls]
+        assert sum(st["requests"].get("INVITE", 0) for st in stats) == 20
+        assert sum(st["requests"].get("BYE", 0) for st in stats) == 20
+        options = [st["requests"].get("OPTIONS", 0) for st in stats]
+        assert sum(options) == 32 and all(n > 0 for n in options), options
+        await b.wait_received("INVITE", 10)  # round-robin per worker still alternates overall
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        a.kill()
+        b.kill()
+        if proc.returncode is None:
+            proc.kill()

@@ -302,12 +302,18 @@ class Proxy:
         secret: bytes = b"\x00" * 8,
         resolve: Callable[[str], str | None] = default_resolve,
         aliases: tuple[tuple[str, int], ...] = (),
+        via_interfaces: list[Interface] | None = None,
     ) -> None:
         if not interfaces:
             raise ValueError("the proxy needs at least one interface")
+        # Record-Route names the shared listening sockets; the Via may name a private
+        # per-worker socket so responses come back to the worker holding the transaction.
         self.interfaces = {i.transport: i for i in interfaces}
-        self.local = {(i.host.lower(), i.port) for i in interfaces} | set(aliases)
-        self._sent_by = [i.hostport for i in interfaces]
+        self.via_interfaces = dict(self.interfaces)
+        self.via_interfaces.update({i.transport: i for i in via_interfaces or ()})
+        vias = list(self.via_interfaces.values())
+        self.local = {(i.host.lower(), i.port) for i in [*interfaces, *vias]} | set(aliases)
+        self._sent_by = list({i.hostport for i in [*interfaces, *vias]})
         self.dispatcher = dispatcher
         self.acl = acl or Acl(["0.0.0.0/0", "::/0"])
         self.pike = pike
@@ -657,12 +663,13 @@ class Proxy:
     ) -> list[Send]:
         """§16.6 steps 7–11: own Via with a unique branch, Record-Route, new client branch."""
         iface = self.interfaces.get(transport)
-        if iface is None:
+        via_iface = self.via_interfaces.get(transport)
+        if iface is None or via_iface is None:
             br = Branch(b"", txn, transport, addr)
             br.dest = dest
             return self._branch_failed(br, 503, now, None)
         bid = self._prefix + txn.loop + b"." + self._token()
-        via_line = iface.via + bid
+        via_line = via_iface.via + bid
         lines = [txn.first, via_line]
         if txn.record_route:
             lines.append(iface.record_route)
@@ -730,7 +737,7 @@ class Proxy:
         except BadMessage:
             return []
         addr = self.resolve(host)
-        iface = self.interfaces.get(transport)
+        iface = self.via_interfaces.get(transport)
         if addr is None or iface is None:
             return []
         # §16.11: a stateless branch is a function of the incoming one, so a
@@ -1117,7 +1124,7 @@ class Proxy:
 
     def _probe(self, req: ProbeRequest) -> Send | None:
         dest = req.destination
-        iface = self.interfaces.get(dest.transport)
+        iface = self.via_interfaces.get(dest.transport)
         addr = self.resolve(dest.spec.host)
         if iface is None or addr is None:
             ch = self.dispatcher.probe_failed(req.probe_id)

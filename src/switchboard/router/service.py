@@ -22,6 +22,7 @@ import math
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -170,9 +171,19 @@ class _UdpSocket(asyncio.DatagramProtocol):
 class Router:
     """One router process (single worker)."""
 
-    def __init__(self, cfg: config_mod.Config, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        cfg: config_mod.Config,
+        config_path: Path | None = None,
+        *,
+        worker: int = 0,
+        workers: int = 1,
+    ) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        self.worker = worker
+        self.workers = workers
+        self.udp_private: _UdpSocket | None = None
         self.loop = asyncio.get_running_loop()
         self.udp: list[_UdpSocket] = []
         self.tcp: TcpTransport | None = None
@@ -204,22 +215,48 @@ class Router:
         except (ValueError, DispatcherError) as exc:
             raise StartError(str(exc)) from None
         interfaces: list[Interface] = []
+        via_interfaces: list[Interface] = []
+        sharded = self.workers > 1
         try:
             for item in cfg.router.listen:
                 proto, _, addr = item.partition(":")
                 host, _, port = addr.rpartition(":")
                 if proto == "udp":
-                    _, u = await self.loop.create_datagram_endpoint(
-                        lambda: _UdpSocket(self), local_addr=(unbracket(host), int(port))
-                    )
+                    if sharded:
+                        # SO_REUSEPORT: the kernel spreads sources over the workers by
+                        # 4-tuple, so one source's retransmissions, ACK and CANCEL reach
+                        # the worker holding its transaction.
+                        _, u = await self.loop.create_datagram_endpoint(
+                            lambda: _UdpSocket(self),
+                            sock=_reuseport_udp(unbracket(host), int(port)),
+                        )
+                    else:
+                        _, u = await self.loop.create_datagram_endpoint(
+                            lambda: _UdpSocket(self), local_addr=(unbracket(host), int(port))
+                        )
                     self.udp.append(u)
                     interfaces.append(Interface("udp", host, u.local[1]))
+                    if sharded and self.udp_private is None:
+                        # The worker's own downstream socket: its Via names it, so the
+                        # responses come back to this worker (not to whichever the
+                        # kernel would pick on the shared port).
+                        _, priv = await self.loop.create_datagram_endpoint(
+                            lambda: _UdpSocket(self), local_addr=(unbracket(host), 0)
+                        )
+                        self.udp_private = priv
+                        via_interfaces.append(Interface("udp", host, priv.local[1]))
                 else:
                     if self.tcp is None:
                         self.tcp = TcpTransport(self._on_tcp, self._on_send_failed)
-                    bound = await self.tcp.listen(host, int(port))
-                    interfaces.append(Interface("tcp", host, bound[1]))
-            admin_sock = self._bind_admin(cfg.router.admin)
+                    if self.worker == 0:
+                        # TCP is accepted by worker 0 only (connections are long-lived
+                        # and stay with the worker that accepted them).
+                        bound = await self.tcp.listen(host, int(port))
+                        interfaces.append(Interface("tcp", host, bound[1]))
+                    else:
+                        interfaces.append(Interface("tcp", host, int(port)))
+            admin_host, _, admin_port = cfg.router.admin.rpartition(":")
+            admin_sock = self._bind_admin(f"{admin_host}:{int(admin_port) + self.worker}")
         except OSError as exc:
             await self._close_sockets()
             raise StartError(f"cannot bind: {exc.strerror or exc}") from None
@@ -241,6 +278,7 @@ class Router:
             secret=os.urandom(8),
             resolve=_Resolver(),
             aliases=tuple((i.host, i.port) for i in interfaces),
+            via_interfaces=via_interfaces,
         )
         self.registry = make_registry(self.proxy, self.latency)
         self.interfaces = interfaces
@@ -255,7 +293,8 @@ class Router:
         gc.collect()
         gc.freeze()
         log.info(
-            "router listening on %s, admin on http://%s:%d, %d destination(s), algorithm %d",
+            "router%s listening on %s, admin on http://%s:%d, %d destination(s), algorithm %d",
+            f" worker {self.worker}/{self.workers}" if sharded else "",
             ", ".join(f"{i.transport}:{i.host}:{i.port}" for i in interfaces),
             *self.admin_address,
             len(specs),
@@ -280,6 +319,8 @@ class Router:
     async def _close_sockets(self) -> None:
         for u in self.udp:
             u.close()
+        if self.udp_private is not None:
+            self.udp_private.close()
         if self.tcp is not None:
             await self.tcp.close()
 
@@ -377,9 +418,12 @@ class Router:
             self._arm()
 
     def _transmit(self, sends: list[Send]) -> None:
+        private = self.udp_private.transport if self.udp_private is not None else None
         for s in sends:
             if s.transport == "udp":
                 udp = self.udp[0].transport if self.udp else None
+                if private is not None and not s.data.startswith(b"SIP/2.0 "):
+                    udp = private  # requests leave from the worker's own socket
                 if udp is None:
                     continue
                 try:
@@ -436,9 +480,62 @@ class Router:
         self._arm()
 
 
+def _reuseport_udp(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+WORKER_ENV = "SWITCHBOARD_ROUTER_WORKER"
+
+
+async def supervise(cfg: config_mod.Config, config_path: Path) -> int:
+    """``[router] workers`` > 1: run that many worker processes sharing the listening
+    ports (SO_REUSEPORT), forward SIGTERM/SIGINT/SIGHUP to them, exit when all exited."""
+    loop = asyncio.get_running_loop()
+    procs = []
+    for i in range(cfg.router.workers):
+        env = dict(os.environ, **{WORKER_ENV: str(i)})
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "switchboard.cli",
+                "router",
+                "--config",
+                str(config_path),
+                env=env,
+                # Own session: a terminal's Ctrl-C reaches the supervisor only, which
+                # forwards it once (a second copy would force the workers' exit).
+                start_new_session=True,
+            )
+        )
+
+    def forward(sig: signal.Signals) -> None:
+        for p in procs:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, forward, sig)
+    codes = await asyncio.gather(*(p.wait() for p in procs))
+    log.info("router workers exited: %s", codes)
+    return max((c for c in codes if c is not None), default=0)
+
+
 async def serve(cfg: config_mod.Config, config_path: Path | None = None) -> int:
     """Start the router and run it until a signal; returns the exit code."""
-    router = Router(cfg, config_path)
+    workers = cfg.router.workers
+    worker = os.environ.get(WORKER_ENV)
+    if workers > 1 and worker is None:
+        if config_path is None:
+            log.error("[router] workers > 1 needs --config FILE (each worker reads it)")
+            return EXIT_START_FAILED
+        return await supervise(cfg, config_path)
+    router = Router(cfg, config_path, worker=int(worker or 0), workers=workers)
     try:
         await router.start()
     except StartError as exc:
