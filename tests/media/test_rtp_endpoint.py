@@ -24,7 +24,7 @@ def dominant_hz(pcm: np.ndarray, rate: int = 8000) -> float:
     return float(np.argmax(spec) * rate / len(pcm))
 
 
-async def wait_for(cond, timeout: float = 3.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(cond, timeout: float = 6.0) -> None:  # type: ignore[no-untyped-def]
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
