@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from switchboard.net import loop as sbloop
 from switchboard.net.endpoint import SipEndpoint, stateless_reject
@@ -286,6 +289,51 @@ async def test_tcp_connect_failure_is_a_transport_error() -> None:
         await endpoint.close()
 
 
+async def test_tcp_response_falls_back_to_sent_by_when_connection_closed() -> None:
+    # §18.2.2: the client hung up before the answer; the response goes to the port in
+    # its Via sent-by on a new connection.
+    layer = TransactionLayer()
+    received: list[RequestReceived] = []
+    arrived = asyncio.Event()
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, RequestReceived):
+            received.append(event)
+            arrived.set()
+
+    endpoint = SipEndpoint(layer, on_event=on_event)
+    responses: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def sent_by(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        responses.put_nowait(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    listener = await asyncio.start_server(sent_by, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        address = await endpoint.listen_tcp()
+        _, writer = await asyncio.open_connection(*address)
+        writer.write(options("z9hG4bKgone", "TCP", sent_by=f"127.0.0.1:{port}"))
+        async with asyncio.timeout(DEADLINE):
+            await arrived.wait()
+        writer.close()
+        async with asyncio.timeout(DEADLINE):
+            while endpoint.tcp.connections:
+                await asyncio.sleep(0.01)
+        event = received[0]
+        ok = make_response(event.request, 200, to_tag="late")
+        endpoint.feed(lambda now: layer.send_response(event.transaction, ok, now))
+        async with asyncio.timeout(DEADLINE):
+            data = await responses.get()
+        reply = parse_message(data)
+        assert isinstance(reply, Response) and reply.status == 200
+        assert reply.top_via.branch == "z9hG4bKgone"
+    finally:
+        await endpoint.close()
+        listener.close()
+        await listener.wait_closed()
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -307,3 +355,67 @@ def test_run_uses_uvloop_when_installed() -> None:
 
     module = sbloop.run(kind())
     assert module.startswith("uvloop") == sbloop.uvloop_available()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=400)
+    | st.builds(
+        lambda cut, b: options("z9hG4bKf")[:cut] + b, st.integers(0, 300), st.binary(max_size=40)
+    )
+)
+def test_stateless_reject_never_raises(data: bytes) -> None:
+    reply = stateless_reject(data, 400, "Bad Request")
+    if reply is not None:
+        parsed = parse_message(reply)
+        assert isinstance(parsed, Response) and parsed.status == 400
+
+
+async def test_endpoint_survives_mutated_datagrams() -> None:
+    """Thousands of truncated, bit-flipped and spliced messages: nothing escapes, the
+    endpoint keeps answering afterwards (the process never dies on a peer's bytes)."""
+    tu = Answering()
+    endpoint = SipEndpoint(tu.layer, on_event=tu.on_event)
+    tu.endpoint = endpoint
+    await endpoint.listen_udp()
+    seeds = [
+        options("z9hG4bKm1"),
+        options("z9hG4bKm2", cseq=7)
+        .replace(b"OPTIONS sip", b"INVITE sip")
+        .replace(b"7 OPTIONS", b"7 INVITE"),
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\nCSeq: 1 OPTIONS\r\n"
+        b"Call-ID: a\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nContent-Length: 0\r\n\r\n",
+    ]
+    rng = random.Random(2604)
+    sent: list[bytes] = []
+    endpoint.transmit = lambda output: sent.append(output.data)  # type: ignore[method-assign]
+    peer = Peer("UDP", "127.0.0.1", 9)
+    try:
+        for _ in range(3000):
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(1, 4)):
+                op = rng.randrange(3)
+                pos = rng.randrange(len(data) + 1)
+                if op == 0:
+                    del data[pos:]
+                elif op == 1 and pos < len(data):
+                    data[pos] = rng.randrange(256)
+                else:
+                    data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+            endpoint._on_message(bytes(data), peer)
+        del endpoint.transmit  # back to the real sockets
+        statuses = []
+        for data in sent:  # everything we answered is a well-formed, routable response
+            reply = parse_message(data)
+            assert isinstance(reply, Response) and reply.top_via.host
+            statuses.append(reply.status)
+        assert 400 in statuses  # mangled-but-readable requests were answered, not ignored
+        transport, client = await udp_client()
+        try:
+            transport.sendto(options("z9hG4bKalive"), endpoint.udp_address)
+            alive = parse_message(await client.recv())
+            assert isinstance(alive, Response) and alive.status == 200
+        finally:
+            transport.close()
+    finally:
+        await endpoint.close()

@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from switchboard.net.tcp import DEFAULT_IDLE_TIMEOUT, DEFAULT_WRITE_BUFFER_LIMIT, TcpTransport
 from switchboard.net.udp import UdpTransport, open_udp
 from switchboard.sip.errors import SipError
-from switchboard.sip.headers import header_key
+from switchboard.sip.headers import header_key, parse_vias
 from switchboard.sip.message import Request, Response, make_response, parse_message
-from switchboard.sip.transaction import Peer, Transmit
+from switchboard.sip.transaction import Peer, ServerTransaction, Transmit
+from switchboard.sip.uri import is_token
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class SipCore(Protocol):
 EventHandler = Callable[[Any], None]
 
 _REJECT_COPY = frozenset({"via", "from", "to", "call-id", "cseq"})
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def stateless_reject(data: bytes, status: int, reason: str) -> bytes | None:
@@ -62,18 +65,26 @@ def stateless_reject(data: bytes, status: int, reason: str) -> bytes | None:
         text = head.decode("latin-1")
     lines = text.replace("\r\n", "\n").split("\n")
     first = lines[0].split(" ")
-    if len(first) != 3 or first[2].strip() != "SIP/2.0" or first[0] in ("ACK", "SIP/2.0"):
+    if len(first) != 3 or first[2] != "SIP/2.0" or not is_token(first[0]) or not first[1]:
+        return None
+    if first[0] == "ACK" or _CONTROL.search(first[1]):
         return None
     copied: list[str] = []
     has_via = False
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        if not sep or not name or name[0] in " \t":
-            continue
-        key = header_key(name.strip())
+        name, value = name.strip(" \t"), value.strip(" \t")
+        if not sep or not is_token(name) or not value or _CONTROL.search(value):
+            continue  # never echo bytes that would make our own reply unparseable
+        key = header_key(name)
         if key in _REJECT_COPY:
-            has_via = has_via or key == "via"
-            copied.append(f"{name.strip()}: {value.strip()}")
+            if key == "via" and not has_via:
+                try:  # the response follows the top Via back (§18.2.2): it must parse
+                    parse_vias(value)
+                except SipError:
+                    return None
+                has_via = True
+            copied.append(f"{name}: {value}")
     if not has_via:
         return None
     body = "\r\n".join([f"SIP/2.0 {status} {reason}", *copied, "Content-Length: 0"])
@@ -185,7 +196,16 @@ class SipEndpoint:
                 log.debug("UDP send to %s:%s failed: %s", peer.host, peer.port, exc)
                 self._on_send_failed(output.transaction)
         elif peer.transport == "TCP":
-            self.tcp.send(output.data, peer, output.transaction)
+            txn = output.transaction
+            if (
+                type(txn) is ServerTransaction
+                and (peer.host, peer.port) not in self.tcp.connections
+            ):
+                # §18.2.2: the request's connection is gone; open one to the received
+                # address and the sent-by port instead of the peer's ephemeral port.
+                via = txn.request.top_via
+                peer = Peer(peer.transport, peer.host, via.port or 5060)
+            self.tcp.send(output.data, peer, txn)
         else:
             log.warning("no %s transport; dropping message to %s:%s", peer.transport, *peer[1:])
             self._on_send_failed(output.transaction)
@@ -244,6 +264,7 @@ class SipEndpoint:
         if not isinstance(message, Request) or message.method == "ACK":
             return
         try:
+            _ = message.top_via  # a response must be able to follow it back (§18.2.2)
             response = make_response(message, exc.status, exc.reason, headers=exc.headers)
             reply: bytes | None = response.to_bytes()
         except SipError:
