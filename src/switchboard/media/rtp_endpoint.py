@@ -537,7 +537,7 @@ class RtpEndpoint:
         the sink sees a steady 50 frames/s. Without it, each packet is decoded on arrival.
         """
         self._sink = sink
-        if (sink is not None and jitter_buffer) or self._inband is not None:
+        if (sink is not None and jitter_buffer) or self._inband is not None or self._external:
             self._ensure_jitter_buffer(max_delay_ms)
         else:
             self._jb = None
