@@ -495,3 +495,11 @@ async def test_packets_with_csrcs_and_header_extension_are_decoded() -> None:
     finally:
         ep.close()
         peer.close()
+
+
+async def test_play_and_dtmf_on_a_closed_endpoint_complete_at_once() -> None:
+    ep = await RtpEndpoint.open()
+    ep.close()
+    assert ep.play(tone_prompt([400], on_ms=100)).done()
+    assert ep.send_dtmf("1").done()
+    assert not ep.playing

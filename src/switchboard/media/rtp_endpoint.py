@@ -365,6 +365,10 @@ class RtpEndpoint:
         per frame (tones, mixers, queues).
         """
         self._finish_playback()
+        if self._closed:  # nothing will ever tick it: report it finished at once
+            done: asyncio.Future[None] = self._loop.create_future()
+            done.set_result(None)
+            return done
         if isinstance(source, Prompt):
             source = Player(source, self.codec, loops)
         self._source = source
@@ -399,6 +403,10 @@ class RtpEndpoint:
             raise RuntimeError("telephone-event was not negotiated on this stream")
         for d in digits:
             digit_code(d)
+        if self._closed:
+            done: asyncio.Future[None] = self._loop.create_future()
+            done.set_result(None)
+            return done
         self._dtmf_duration_ms = duration_ms
         self._dtmf_gap_ticks = max(gap_ms // 20, 0)
         self._dtmf_tx.extend(digits)
