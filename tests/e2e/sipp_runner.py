@@ -60,7 +60,7 @@ def free_port(kind: str = "both", host: str = HOST) -> int:
     raise RuntimeError("no free port found")
 
 
-@dataclass
+@dataclass(repr=False)
 class SippResult:
     """What SIPp reported: exit code, final statistics row, output and error log."""
 
@@ -94,6 +94,8 @@ class SippResult:
             f"command: {' '.join(self.command)}\n"
             f"stderr: {self.stderr[-2000:]}\nerrors: {self.errors[-3000:]}"
         )
+
+    __repr__ = __str__  # what pytest prints for ``assert ..., result``
 
 
 def read_stats(path: Path) -> dict[str, str]:

@@ -60,6 +60,33 @@ async def test_sipp_options_answered_with_allow(
     assert core.stats.transports == {transport}
 
 
+async def test_uas_retransmits_2xx_until_the_late_ack_over_udp(
+    uas: tuple[Uas, str], sipp: Sipp
+) -> None:
+    # SIPp holds its ACK for 1.2 s; the UAS's 200 retransmissions (§13.3.1.4) are
+    # driven by the endpoint's single timer on the real clock.  SIPp's message log
+    # shows what arrived.
+    core, target = uas
+    calls = 4
+    log = sipp.workdir / "late_ack_messages.log"
+    result = await sipp.arun(
+        target,
+        scenario=SCENARIOS / "uac_late_ack.xml",
+        transport="u1",
+        calls=calls,
+        rate=20,
+        extra=["-trace_msg", "-message_file", str(log)],
+    )
+    assert result.returncode == 0, result
+    assert (result.successful, result.failed) == (calls, 0), result
+    assert (core.stats.invites, core.stats.acks, core.stats.byes) == (calls, calls, calls)
+    received = log.read_text().split("message received")[1:]
+    ok_to_invite = [b for b in received if "SIP/2.0 200" in b and "CSeq: 1 INVITE" in b]
+    # Per call: the 200 at 0 s, again at 0.5 s and 1.5 s... the ACK at 1.2 s stops it.
+    assert len(ok_to_invite) >= 2 * calls, len(ok_to_invite)
+    assert len(ok_to_invite) <= 3 * calls, len(ok_to_invite)
+
+
 async def test_sipp_reports_failure_when_nobody_answers(sipp: Sipp) -> None:
     # The runner must not report success for a dead target: one INVITE, nobody there.
     result = await sipp.arun(f"127.0.0.1:{free_port()}", scenario="uac", calls=1, timeout=3)
