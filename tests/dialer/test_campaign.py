@@ -102,11 +102,9 @@ async def test_dnc_and_calling_window(db_uri: str) -> None:
     d2.stop()
     await asyncio.wait_for(task, 10)
     assert "15550009" not in [n for n, _, _ in peer.originates]
-    row = await (
-        await store2.conn.execute(
-            "SELECT next_attempt_at, attempts FROM dialer_contact WHERE campaign_id=%s", (camp2.id,)
-        )
-    ).fetchone()
+    row = await store2.fetchone(
+        "SELECT next_attempt_at, attempts FROM dialer_contact WHERE campaign_id=%s", (camp2.id,)
+    )
     assert row["attempts"] == 0 and row["next_attempt_at"] > now
     await peer.stop()
     await store.close()
@@ -214,7 +212,9 @@ async def _spawn_run(
 
 async def test_sigkill_mid_campaign_then_resume_dials_nobody_twice(db_uri: str, tmp_path) -> None:
     import json
+    import os
     import signal
+    import sys
 
     numbers = [f"1555600{i:02d}" for i in range(30)]
     csv_path = tmp_path / "crash.csv"
@@ -237,11 +237,30 @@ async def test_sigkill_mid_campaign_then_resume_dials_nobody_twice(db_uri: str, 
     summary = json.loads(stdout.decode().strip().splitlines()[-1])
     dialed = Counter(n for n, _, _ in peer.originates)
     assert max(dialed.values()) == 1, "a contact was dialed twice"
-    assert set(dialed) == set(numbers)
-    assert len(peer.originates) == 30 and dialed_before >= 10
+    assert dialed_before >= 10
     assert summary["status"] == "done" and summary["contacts"] == 30
-    # Calls in flight at the kill were followed to their end (still up) or closed as unknown.
+    # Calls in flight at the kill were followed to their end (still up) or closed as unknown;
+    # contacts claimed into the hopper but not yet sent are unknown too, never dialed: at most
+    # one hopper (0.1 s at 40 cps = 4 contacts).
+    never = set(numbers) - set(dialed)
+    assert len(never) <= 4
     assert summary["answered"] + summary["unknown"] == 30
+    assert summary["unknown"] >= len(never)
+
+    # The operator may put the unknown ones back deliberately; then they are dialed.
+    requeue = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "switchboard.cli", "campaign", "requeue-unknown", "crash",
+        env={**os.environ, "SWITCHBOARD_DATABASE__URL": db_uri}, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await requeue.communicate()
+    assert (
+        requeue.returncode == 0
+        and f"{summary['unknown']} contact(s) of crash put back" in out.decode()
+    )
+    proc3 = await _spawn_run(csv_path, [peer.port], db_uri, "--cps", "40")
+    stdout, stderr = await asyncio.wait_for(proc3.communicate(), 60)
+    assert proc3.returncode == 0, stderr.decode()
+    assert set(numbers) == {n for n, _, _ in peer.originates}
     await peer.stop()
 
 

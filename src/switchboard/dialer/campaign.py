@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from switchboard.dialer.contacts import escape_var
-from switchboard.dialer.esl_client import EslClient, EslError, EslEvent
+from switchboard.dialer.esl_client import EslClient, EslError, EslEvent, Frame
 from switchboard.dialer.pacing import Pacer
 from switchboard.dialer.policy import (
     CallingWindow,
@@ -392,37 +394,52 @@ class Dialer:
         return self.progress
 
     async def _dial_loop(self) -> None:
-        while not self._stop.is_set():
-            if self._pause_reason:
-                await self.store.set_status(self.campaign_id, "paused", self._pause_reason)
-                self.progress.status = "paused"
-                return
-            if len(self.in_flight) >= self.s.max_concurrent:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
-            now = self.clock()
-            due = self.pacer.next_due(now)
-            if due > now:
-                await asyncio.sleep(due - now)
-                continue
-            ep = self._pick()
-            if ep is None:
-                self._slot_freed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_freed.wait(), 1.0)
-                continue
-            claims = await self.store.claim(
-                self.campaign_id, self.wallclock(), self._decide, endpoint=ep.label
-            )
-            if not claims:
-                if await self._finished_or_paused():
+        """Pace originates from a small hopper of claimed contacts (0.1 s worth, at least one),
+        so a slow database round trip does not delay a send. Claims are committed before
+        anything is sent: a graceful stop gives unsent ones back; a crash leaves them to be
+        closed as ``unknown`` on resume (never dialed twice; ``campaign requeue-unknown``
+        puts them back deliberately)."""
+        hopper: deque[Claim] = deque()
+        size = max(1, math.ceil(self.s.cps * 0.1))
+        try:
+            while not self._stop.is_set():
+                if self._pause_reason:
+                    await self.store.set_status(self.campaign_id, "paused", self._pause_reason)
+                    self.progress.status = "paused"
                     return
-                continue
-            self.pacer.take(self.clock())
-            await self._send(ep, claims[0])
+                if len(self.in_flight) >= self.s.max_concurrent:
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+                    continue
+                ep = self._pick()
+                if ep is None:
+                    self._slot_freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(), 1.0)
+                    continue
+                if not hopper:
+                    hopper.extend(
+                        await self.store.claim(
+                            self.campaign_id, self.wallclock(), self._decide, limit=size
+                        )
+                    )
+                    if not hopper:
+                        if await self._finished_or_paused():
+                            return
+                        continue
+                now = self.clock()
+                due = self.pacer.next_due(now)
+                if due > now:
+                    await asyncio.sleep(due - now)
+                    continue
+                self.pacer.take(self.clock())
+                self._send(ep, hopper.popleft())
+        finally:
+            for claim in hopper:  # claimed, never sent: give them back
+                with contextlib.suppress(Exception):
+                    await self.store.release(claim.uuid)
 
-    async def _send(self, ep: Endpoint, claim: Claim) -> None:
+    def _send(self, ep: Endpoint, claim: Claim) -> None:
         f = InFlight(claim, ep, self.clock())
         self.in_flight[claim.uuid] = f
         IN_PROGRESS.labels(self.name).set(len(self.in_flight))
@@ -431,14 +448,24 @@ class Dialer:
         self.send_times.append(t)
         ORIGINATES.labels(self.name).inc()
         assert ep.client is not None
+        # The command is written now; its reply is awaited off the pacing path.
         try:
-            reply = await ep.client.bgapi(
+            reply = ep.client.bgapi_start(
                 build_originate(self.s, claim, self.campaign_id), claim.uuid
             )
         except EslError:
+            return  # closed just now: the watcher closes it as unknown
+        self._spawn(self._sent(ep, claim, reply))
+
+    async def _sent(self, ep: Endpoint, claim: Claim, reply: Awaitable[Frame]) -> None:
+        try:
+            text = (await reply).headers.get("Reply-Text", "")
+        except EslError:
             return  # the watcher closes it as unknown: it may have been sent
-        if not reply.startswith("+OK"):
-            await self._finish(claim.uuid, Outcome.FAILED.value, reply or "BGAPI_REFUSED", 0)
+        if not text.startswith("+OK"):
+            await self._finish(claim.uuid, Outcome.FAILED.value, text or "BGAPI_REFUSED", 0)
+        elif ep.label:
+            await self.store.set_endpoint(claim.uuid, ep.label)
 
     async def _finished_or_paused(self) -> bool:
         """No contact due now: done, or wait for the next retry, window or a call to end."""

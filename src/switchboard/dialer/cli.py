@@ -395,12 +395,11 @@ def report(
                 "status": row["status"],
                 **_report_rows(await store.counts(row["id"])),
             }
-            cur = await store.conn.execute(
+            agg = await store.fetchone(
                 "SELECT count(*) AS contacts, coalesce(avg(attempts), 0)::float AS per_contact "
                 "FROM dialer_contact WHERE campaign_id=%s",
                 (row["id"],),
             )
-            agg = await cur.fetchone()
             rep["attempts_per_contact"] = round(agg["per_contact"], 2) if agg else None
             return rep
         finally:
@@ -420,3 +419,26 @@ def report(
         f"ASR {rep['asr_pct']}%  ACD {rep['acd_s']} s  attempts/contact {rep['attempts_per_contact']}  "
         f"DNC {rep['dnc']}"
     )
+
+
+@campaign_app.command("requeue-unknown")
+def requeue_unknown(
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Put back contacts whose attempt ended ``unknown`` (dialer or Event Socket lost while the
+    call was up, or claimed when the dialer crashed). They MAY have been dialed: this is the
+    operator's decision. Then run the campaign again."""
+    url = _db_url(_config(config))
+
+    async def go() -> int:
+        store = await CampaignStore.connect(url)
+        try:
+            row = await store.campaign(name)
+            if row is None:
+                raise _fail(f"no campaign named {name!r}", EXIT_INPUT)
+            return await store.requeue_unknown(row["id"])
+        finally:
+            await store.close()
+
+    print(f"{asyncio.run(go())} contact(s) of {name} put back to pending")

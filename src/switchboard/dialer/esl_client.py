@@ -122,6 +122,10 @@ class EslClient:
 
     async def command(self, line: str, headers: dict[str, str] | None = None) -> Frame:
         """Send one command (with optional extra header lines) and return its reply."""
+        return await self.send(line, headers)
+
+    def send(self, line: str, headers: dict[str, str] | None = None) -> asyncio.Future[Frame]:
+        """Write one command now; the returned future gets its reply (replies come in order)."""
         extra = "".join(f"\n{k}: {v}" for k, v in (headers or {}).items())
         if (
             "\n" in line
@@ -134,15 +138,19 @@ class EslClient:
         fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._pending.append(fut)
         self._writer.write((line + extra).encode() + b"\n\n")
-        return await fut
+        return fut
 
     async def api(self, cmd: str) -> str:
         return (await self.command(f"api {cmd}")).body
 
     async def bgapi(self, cmd: str, job_uuid: str) -> str:
         """Start a background job; returns the Reply-Text (``+OK Job-UUID: ...``)."""
-        reply = await self.command(f"bgapi {cmd}", {"Job-UUID": job_uuid})
-        return reply.headers.get("Reply-Text", "")
+        return (await self.bgapi_start(cmd, job_uuid)).headers.get("Reply-Text", "")
+
+    def bgapi_start(self, cmd: str, job_uuid: str) -> asyncio.Future[Frame]:
+        """Write ``bgapi`` now; the future gets its command/reply. The result comes later as a
+        BACKGROUND_JOB event with this Job-UUID."""
+        return self.send(f"bgapi {cmd}", {"Job-UUID": job_uuid})
 
     async def _read_frame(self) -> Frame:
         block = await self._reader.readuntil(b"\n\n")
