@@ -52,7 +52,7 @@ def test_register_challenge_then_bind(algorithm: str) -> None:
     algs = [
         v.split("algorithm=")[1].split(",")[0] for v in first.headers.get_all("WWW-Authenticate")
     ]
-    assert algs == ["SHA-256", "MD5"]  # RFC 8760 §2.4: strongest first
+    assert algs == ["SHA-256", "MD5"]  # RFC 8760 §2.4 order (the default of Registrar)
     ok = reg.handle(
         register(auth=answer(first, algorithm)), ("UDP", "127.0.0.1", 5070), 101.0, to_tag="t"
     )

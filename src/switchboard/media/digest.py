@@ -47,12 +47,15 @@ def nonce_valid(secret: bytes, nonce: str, now: float, lifetime: float = NONCE_L
     return hmac.compare_digest(good, mac) and 0 <= now - issued <= lifetime
 
 
-def challenge(realm: str, nonce: str, *, stale: bool = False) -> list[str]:
-    """``WWW-Authenticate`` values, SHA-256 first then MD5 (RFC 8760 §2.4)."""
+def challenge(
+    realm: str, nonce: str, *, stale: bool = False, algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+) -> list[str]:
+    """``WWW-Authenticate`` values, one per algorithm in the given order (RFC 8760 §2.4
+    says strongest first; some clients only ever answer the first one)."""
     st = ", stale=TRUE" if stale else ""
     return [
         f'Digest realm="{realm}", nonce="{nonce}", algorithm={alg}, qop="auth"{st}'
-        for alg in ("SHA-256", "MD5")
+        for alg in algorithms
     ]
 
 

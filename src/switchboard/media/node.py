@@ -157,6 +157,7 @@ class MediaNode:
             gateways=self.cfg.gateways,
             users=self.cfg.users,
             realm=m.realm,
+            digest_algorithms=m.digest_algorithms,
             retry_after=self.cfg.limits.retry_after,
             user_agent=m.user_agent,
             metrics=self.metrics,

@@ -43,6 +43,7 @@ class Registrar:
     secret: bytes = field(default_factory=lambda: os.urandom(16))
     min_expires: int = MIN_EXPIRES
     max_expires: int = MAX_EXPIRES
+    algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     bindings: dict[str, dict[str, Binding]] = field(default_factory=dict)
 
     def contacts(self, user: str, now: float) -> list[Binding]:
@@ -103,6 +104,7 @@ class Registrar:
 
     def _challenge(self, request: Request, now: float, to_tag: str, *, stale: bool) -> Response:
         resp = make_response(request, 401, "Unauthorized", to_tag=to_tag)
-        for value in digest.challenge(self.realm, digest.make_nonce(self.secret, now), stale=stale):
+        nonce = digest.make_nonce(self.secret, now)
+        for value in digest.challenge(self.realm, nonce, stale=stale, algorithms=self.algorithms):
             resp.headers.add("WWW-Authenticate", value)
         return resp

@@ -45,6 +45,10 @@ class MediaSection(_Section):
     )
     cdr_file: str = ""  # JSON-lines CDR sink until billing is wired; "" → state/cdr/<name>.jsonl
     realm: str = "switchboard"  # digest realm of the registrar
+    # Challenges the registrar sends, in order. Both MD5 and SHA-256 answers are verified
+    # whatever was offered; offering SHA-256 is opt-in (["SHA-256", "MD5"], RFC 8760 order)
+    # because common clients (baresip/libre, older phones) fail on any algorithm they lack.
+    digest_algorithms: list[str] = Field(default_factory=lambda: ["MD5"])
     originate_timeout: float = Field(default=60.0, gt=0)  # default ring time of bridge/originate
     conference_energy_level: int = Field(default=100, ge=0)  # mod_conference energy-level
     user_agent: str = "Switchboard"
@@ -63,6 +67,14 @@ class MediaSection(_Section):
     @classmethod
     def _admin(cls, v: str) -> str:
         return _check_hostport(v) if v else v
+
+    @field_validator("digest_algorithms")
+    @classmethod
+    def _algorithms(cls, v: list[str]) -> list[str]:
+        out = [a.upper() for a in v]
+        if not out or any(a not in ("MD5", "SHA-256") for a in out):
+            raise ValueError("digest_algorithms: a non-empty list of MD5 and/or SHA-256")
+        return out
 
     @field_validator("codecs")
     @classmethod

@@ -342,6 +342,7 @@ class UserAgent:
         gateways: Mapping[str, GatewaySection] | None = None,
         users: Mapping[str, UserSection] | None = None,
         realm: str = "switchboard",
+        digest_algorithms: Sequence[str] = ("MD5",),
         retry_after: int = 300,
         user_agent: str = "Switchboard",
         metrics: Any = None,
@@ -354,7 +355,11 @@ class UserAgent:
         self.codecs = codec_specs(codecs)
         self.gateways = dict(gateways or {})
         self.users = dict(users or {})
-        self.registrar = Registrar({k: u.password for k, u in self.users.items()}, realm)
+        self.registrar = Registrar(
+            {k: u.password for k, u in self.users.items()},
+            realm,
+            algorithms=tuple(digest_algorithms),
+        )
         self.retry_after = retry_after
         self.user_agent = user_agent
         self.metrics = metrics

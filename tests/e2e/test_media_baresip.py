@@ -1,0 +1,153 @@
+"""baresip (Debian ``baresip-core``) as a real user: registers with digest, is called
+through ``user/1000`` and calls in; audio is verified both ways by the frequency of known
+tones — baresip's ``ausine`` source (700 Hz), our test caller's 1 kHz tone and the node's
+600 Hz ``tone_stream`` — in baresip's decoder dumps (``sndfile``) and the node's recording."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from test_media_support import (
+    RtpPeer,
+    SippResult,
+    dominant_frequency,
+    finish_sipp,
+    free_port,
+    run_sipp,
+    start_node,
+    wait_until,
+)
+
+from switchboard.rtp.wav import decode_wav
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(
+        shutil.which("baresip") is None, reason="baresip (baresip-core) not installed"
+    ),
+]
+
+BARESIP_TONE = 700
+
+
+def baresip_config(conf: Path, snd: Path, node_port: int) -> int:
+    """Write baresip's config/accounts; returns the ctrl_tcp port."""
+    ctrl = free_port(socket.SOCK_STREAM)
+    conf.mkdir(parents=True, exist_ok=True)
+    snd.mkdir(parents=True, exist_ok=True)
+    (conf / "config").write_text(
+        f"""poll_method epoll
+net_interface 127.0.0.1
+sip_listen 127.0.0.1:{free_port()}
+audio_player aubridge,nowhere
+audio_source ausine,{BARESIP_TONE}
+ausrc_srate 48000
+ausrc_channels 2
+module_path /usr/lib/baresip/modules
+module g711.so
+module ausine.so
+module aubridge.so
+module sndfile.so
+snd_path {snd}
+module_app account.so
+module_app menu.so
+module_app ctrl_tcp.so
+ctrl_tcp_listen 127.0.0.1:{ctrl}
+"""
+    )
+    (conf / "accounts").write_text(
+        f"<sip:1000@127.0.0.1:{node_port};transport=udp>;auth_pass=pw;answermode=auto;"
+        "regint=60;audio_codecs=PCMU/8000/1\n"
+    )
+    return ctrl
+
+
+async def ctrl_command(port: int, command: str, params: str) -> None:
+    """baresip ctrl_tcp: a netstring-framed JSON command."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = json.dumps({"command": command, "params": params, "token": "t1"}).encode()
+    writer.write(str(len(body)).encode() + b":" + body + b",")
+    await writer.drain()
+    await asyncio.wait_for(reader.read(1), 5)  # the response
+    writer.close()
+
+
+def dumps(snd: Path, kind: str) -> list[Path]:
+    return sorted(snd.glob(f"dump-*-{kind}.wav"))
+
+
+async def test_baresip_registers_is_called_via_user_and_calls_in(tmp_path: Path) -> None:
+    rec = tmp_path / "rec" / "from-baresip.wav"
+    node, cdrs = await start_node(
+        tmp_path,
+        {
+            "users": {"1000": {"password": "pw"}},
+            "dialplan": {"rules": [
+                {"name": "u", "destination": "^call-1000$", "actions": ["bridge user/1000"]},
+                {"name": "rec", "destination": "^rec$", "actions": [
+                    "answer", f"record_session {rec}", "playback tone_stream://%(2500,0,600)", "hangup"]},
+            ]},
+        },
+    )  # fmt: skip
+    snd = tmp_path / "snd"
+    ctrl = baresip_config(tmp_path / "baresip", snd, node.sip_port)
+    log = (tmp_path / "baresip.log").open("wb")
+    proc = subprocess.Popen(
+        ["baresip", "-f", str(tmp_path / "baresip"), "-v"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    peer = await RtpPeer.open()
+    try:
+        assert node.ua is not None
+        await wait_until(
+            lambda: bool(node.ua.registrar.contacts("1000", time.time())), 15, "REGISTER"
+        )
+
+        # 1. called through user/1000: a caller (SIPp + test RTP socket) reaches baresip
+        sipp = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service="call-1000",
+                              keys={"rtp_port": peer.port}, pause_ms=3000, background=True)  # fmt: skip
+        await wait_until(
+            lambda: any(s.bridged_to is not None for s in node.switch.sessions), 15, "bridge"
+        )
+        a = next(s for s in node.switch.sessions if s.channel.direction == "inbound")
+        peer.send_tone(("127.0.0.1", a.media.port), 1000, 2.0)
+        await peer.wait_sent()
+        result = await finish_sipp(sipp)
+        assert isinstance(result, SippResult) and result.returncode == 0, result.output[-2000:]
+        heard = peer.audio(pt=0)
+        assert len(heard) > 8000 and abs(dominant_frequency(heard) - BARESIP_TONE) < 20
+        await wait_until(lambda: len(dumps(snd, "dec")) == 1, 10, "baresip's dump")
+        await wait_until(lambda: not node.switch.channels, 10, "call end")
+        got, _ = decode_wav(dumps(snd, "dec")[0].read_bytes(), 8000)
+        assert abs(dominant_frequency(got) - 1000) < 20  # baresip heard our caller
+
+        # 2. baresip calls in: the node records it and plays 600 Hz back
+        await ctrl_command(ctrl, "dial", f"sip:rec@127.0.0.1:{node.sip_port}")
+        await wait_until(lambda: len(cdrs.records) == 3, 20, "the inbound call's CDR")
+        pcm, rate = decode_wav(rec.read_bytes())
+        assert rate == 8000 and len(pcm) > 8000
+        assert abs(dominant_frequency(pcm) - BARESIP_TONE) < 20
+        await wait_until(lambda: len(dumps(snd, "dec")) == 2, 10, "baresip's second dump")
+        await asyncio.sleep(0.5)  # baresip closes the dump at hangup
+        got, _ = decode_wav(dumps(snd, "dec")[-1].read_bytes(), 8000)
+        assert abs(dominant_frequency(got) - 600) < 20
+        baresip_in = [c for c in cdrs.records if c.destination == "rec"]
+        assert baresip_in and baresip_in[0].disposition == "ANSWERED"
+        assert baresip_in[0].caller_id == "1000"
+    finally:
+        peer.close()
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        await node.stop()
