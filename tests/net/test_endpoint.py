@@ -87,8 +87,10 @@ async def uas() -> AsyncIterator[tuple[Answering, SipEndpoint]]:
 class DatagramClient(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.sources: list[tuple[str, int]] = []
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.sources.append((addr[0], addr[1]))
         self.queue.put_nowait(data)
 
     async def recv(self, timeout: float = DEADLINE) -> bytes:
@@ -142,6 +144,26 @@ async def test_udp_garbage_is_dropped_and_bad_request_gets_400(uas: Any) -> None
         assert tu.answered == 1
     finally:
         transport.close()
+
+
+async def test_udp_answer_leaves_from_the_socket_the_request_reached() -> None:
+    tu = Answering()
+    endpoint = SipEndpoint(tu.layer, on_event=tu.on_event)
+    tu.endpoint = endpoint
+    try:
+        first = await endpoint.listen_udp("127.0.0.1")
+        second = await endpoint.listen_udp("127.0.0.2")
+        transport, client = await udp_client()
+        try:
+            for i, target in enumerate([second, first, second]):
+                transport.sendto(options(f"z9hG4bKsock{i}"), target)
+                reply = parse_message(await client.recv())
+                assert isinstance(reply, Response) and reply.status == 200
+                assert client.sources[-1] == target
+        finally:
+            transport.close()
+    finally:
+        await endpoint.close()
 
 
 async def test_udp_client_transaction_retransmits_on_the_real_clock() -> None:

@@ -48,6 +48,9 @@ class SipCore(Protocol):
 
 EventHandler = Callable[[Any], None]
 
+UDP_ROUTES_MAX = 65536
+"""Peers remembered for choosing the UDP socket to answer from (cleared when full)."""
+
 _REJECT_COPY = frozenset({"via", "from", "to", "call-id", "cseq"})
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -122,6 +125,7 @@ class SipEndpoint:
             write_buffer_limit=write_buffer_limit,
         )
         self.tcp_addresses: list[tuple[str, int]] = []
+        self._udp_routes: dict[tuple[str, int], UdpTransport] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
         self._closed = False
@@ -130,9 +134,24 @@ class SipEndpoint:
 
     async def listen_udp(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Bind UDP at ``host:port``; returns the bound address.  Port 0 = any free."""
-        udp = await open_udp(host, port, self._on_message)
+        cell: list[UdpTransport] = []
+        udp = await open_udp(host, port, self._udp_receiver(cell))
+        cell.append(udp)
         self.udp.append(udp)
         return udp.local
+
+    def _udp_receiver(self, cell: list[UdpTransport]) -> Callable[[bytes, Peer], None]:
+        def on_datagram(data: bytes, peer: Peer) -> None:
+            if len(self.udp) > 1:
+                # Several sockets: answer each peer from the one it last sent to (NATs
+                # and firewalls only let that 5-tuple back in).
+                routes = self._udp_routes
+                if len(routes) >= UDP_ROUTES_MAX:
+                    routes.clear()
+                routes[(peer.host, peer.port)] = cell[0]
+            self._on_message(data, peer)
+
+        return on_datagram
 
     async def listen_tcp(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Accept TCP at ``host:port``; returns the bound address."""
@@ -191,7 +210,8 @@ class SipEndpoint:
                 self._on_send_failed(output.transaction)
                 return
             try:
-                self.udp[0].sendto(output.data, peer)
+                udp = self._udp_routes.get((peer.host, peer.port), self.udp[0])
+                udp.sendto(output.data, peer)
             except (OSError, ValueError) as exc:
                 log.debug("UDP send to %s:%s failed: %s", peer.host, peer.port, exc)
                 self._on_send_failed(output.transaction)
