@@ -328,6 +328,7 @@ async def test_gateway_registers_with_digest_and_user_endpoint_rings_the_contact
         tmp_path / "a",
         {
             "users": {"1000": {"password": "s3cret"}},
+            "media": {"digest_algorithms": ["SHA-256", "MD5"]},  # B answers the SHA-256 one
             "dialplan": {
                 "rules": [
                     {"name": "u", "destination": "^call-1000$", "actions": ["bridge user/1000"]}
