@@ -390,3 +390,52 @@ async def test_unregistered_user_and_unknown_gateway_give_fs_causes(tmp_path: Pa
         assert sorted(c.sip_code for c in callers) == [480, 484]  # type: ignore[type-var]
     finally:
         await node.stop()
+
+
+async def test_bridge_passes_early_media_and_gateway_max_calls(tmp_path: Path) -> None:
+    carrier_port = free_port()
+    node, cdrs = await start_node(
+        tmp_path, {"gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier_port}", "max_calls": 1}}}
+    )
+    got = events(node)
+    caller, carrier = await RtpPeer.open(), await RtpPeer.open()
+    try:
+        uas = await asyncio.create_subprocess_exec(
+            "sipp", "-sf", str(Path(__file__).parent / "sipp" / "media_carrier_early.xml"),
+            "-i", "127.0.0.1", "-p", str(carrier_port), "-m", "1", "-nostdin",
+            "-timeout", "30s", "-key", "rtp_port", str(carrier.port), "-key", "codecs", "0",
+            cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        await asyncio.sleep(0.3)
+        sipp = await run_sipp("media_call_early.xml", node.sip_port, tmp_path, service="4930123",
+                              keys={"rtp_port": caller.port, "codecs": "0"}, pause_ms=1000,
+                              background=True)  # fmt: skip
+        await wait_until(lambda: any(e.name == "CHANNEL_PROGRESS_MEDIA" for e in got), what="183")
+        b = next(s for s in node.switch.sessions if s.channel.direction == "outbound")
+        carrier.send_tone(("127.0.0.1", b.media.port), 500, 1.0)  # ringback/announcement
+        # the gateway is at max_calls: a second call fails at once (503, congestion)
+        busy = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service="4930124",
+                              keys={"rtp_port": free_port()})  # fmt: skip
+        assert isinstance(busy, SippResult) and "503" in busy.errors + busy.output
+        loop = asyncio.get_running_loop()
+        await wait_until(lambda: any(e.name == "CHANNEL_ANSWER" and e.headers["Call-Direction"] == "inbound"
+                                     for e in got), what="answer")  # fmt: skip
+        answered_at = loop.time()
+        early = [d for t, d in caller.received if t < answered_at - 0.2]
+        assert len(early) > 20, "no early media reached the caller before the answer"
+        ok(await finish_sipp(sipp))
+        ok(await finish_sipp(uas))
+        assert abs(dominant_frequency(caller.audio(pt=0)) - 500) < 20
+        await wait_until(lambda: len(cdrs.records) == 4, what="CDRs")
+        causes = sorted(c.hangup_cause for c in cdrs.records if c.destination == "4930124")
+        assert "NORMAL_CIRCUIT_CONGESTION" in causes
+        from switchboard.observability.metrics import render
+
+        text = render(node.registry).decode()
+        assert 'voip_calls_total{direction="outbound",disposition="answered"} 1.0' in text
+        assert 'switchboard_media_pdd_seconds_count{gateway="carrier"} 1.0' in text
+        assert 'switchboard_media_sessions_rejected_total{reason="gateway_limit"} 1.0' in text
+    finally:
+        caller.close()
+        carrier.close()
+        await node.stop()
