@@ -276,3 +276,31 @@ async def test_cli_rejects_bad_contacts_and_flags(db_uri: str, tmp_path) -> None
     proc = await _spawn_run(good, [1], db_uri, "--window", "21:00-09:00")
     _, stderr = await proc.communicate()
     assert proc.returncode == 2 and "end must be after start" in stderr.decode()
+
+
+async def test_metrics_served_while_running(db_uri: str, tmp_path) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        mport = s.getsockname()[1]
+    numbers = [f"1555700{i:02d}" for i in range(6)]
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text(contacts_csv(numbers))
+    peer = await EslPeer(Script(default=("answer", 1.0))).start()
+    proc = await _spawn_run(
+        csv_path, [peer.port], db_uri, "--cps", "20", "--metrics", f"127.0.0.1:{mport}"
+    )
+    while len(peer.originates) < 6:
+        assert proc.returncode is None
+        await asyncio.sleep(0.01)
+    text = await asyncio.to_thread(
+        lambda: urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics").read().decode()
+    )
+    assert 'switchboard_dialer_originates_total{campaign="metrics"} 6.0' in text
+    assert 'switchboard_dialer_target_cps{campaign="metrics"} 20.0' in text
+    assert 'switchboard_dialer_calls_in_progress{campaign="metrics"}' in text
+    await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    await peer.stop()

@@ -48,6 +48,19 @@ OUTCOMES = Counter(
     ["campaign", "outcome"],
 )
 IN_PROGRESS = Gauge("switchboard_dialer_calls_in_progress", "Dialer calls in flight", ["campaign"])
+REMAINING = Gauge(
+    "switchboard_dialer_contacts_remaining",
+    "Contacts still to dial (incl. scheduled retries)",
+    ["campaign"],
+)
+TARGET_CPS = Gauge(
+    "switchboard_dialer_target_cps", "Configured calls-per-second pace", ["campaign"]
+)
+BLOCKED = Counter(
+    "switchboard_dialer_blocked_total",
+    "Contacts not dialed now, by reason (dnc, window)",
+    ["campaign", "reason"],
+)
 UNKNOWN = "unknown"  # outcome of an attempt whose fate was lost (Event Socket or dialer died)
 
 
@@ -174,6 +187,7 @@ class Dialer:
         self.clock, self.wallclock = clock, wallclock
         self.in_flight: dict[str, InFlight] = {}
         self.pacer = Pacer(settings.cps)
+        TARGET_CPS.labels(name).set(settings.cps)
         self.progress = Progress()
         self.send_times: list[float] = []
         self._rr = 0
@@ -315,11 +329,13 @@ class Dialer:
     # -- main loop ---------------------------------------------------------------------------
     def _decide(self, row: dict[str, Any]) -> tuple[str, datetime | None]:
         if row["number"] in self.dnc:
+            BLOCKED.labels(self.name, "dnc").inc()
             return SKIP_DNC, None
         tz = zone(row["timezone"] or self.s.timezone)
         now = self.wallclock()
         if self.window.allows(now.astimezone(tz)):
             return DIAL, None
+        BLOCKED.labels(self.name, "window").inc()
         return "later", self.window.next_open(now, tz)
 
     async def resolve_unresolved(self) -> int:
@@ -509,6 +525,7 @@ class Dialer:
         p.dnc = c.get("dnc", 0)
         p.in_progress = len(self.in_flight)
         p.remaining = c.get("contacts_pending", 0)
+        REMAINING.labels(self.name).set(p.remaining)
         if self._first_send is not None and len(self.send_times) > 1:
             span = self.send_times[-1] - self._first_send
             p.achieved_cps = (len(self.send_times) - 1) / span if span > 0 else 0.0

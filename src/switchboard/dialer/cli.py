@@ -159,6 +159,9 @@ def run(
     live: Annotated[
         bool, typer.Option(help="Live progress display (default: when a terminal).")
     ] = sys.stdout.isatty(),
+    metrics: Annotated[
+        str, typer.Option(help="Serve Prometheus /metrics on HOST:PORT while running.")
+    ] = "",
     config: ConfigOpt = None,
 ) -> None:
     """Run (or resume) a campaign: paced originates, retries, calling windows, DNC."""
@@ -205,6 +208,18 @@ def run(
     pw = password if password is not None else (d.password or cfg.esl.password)
     camp_name = name or contacts.stem
     sha = hashlib.sha256(text.encode()).hexdigest()
+    if metrics:
+        host, sep, port = metrics.rpartition(":")
+        if not sep or not port.isdigit():
+            raise _fail(f"bad --metrics {metrics!r}: expected HOST:PORT", EXIT_INPUT)
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1")
+        except OSError as exc:
+            raise _fail(
+                f"cannot serve metrics on {metrics}: {exc.strerror}", EXIT_UNREACHABLE
+            ) from None
     url = _db_url(cfg)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
