@@ -176,6 +176,23 @@ async def test_a_record_the_database_refuses_does_not_block_the_others(
     assert "smallint" in rejected[0]["_error"] or "range" in rejected[0]["_error"]
 
 
+async def test_backlog_is_written_on_parallel_connections_exactly_once(
+    server: Server, writer: CdrWriter, tmp_path: Path
+) -> None:
+    fast = CdrWriter(server.url, tmp_path / "par", batch_size=200, connections=2)
+    await fast.start()
+    try:
+        for i in range(2000):
+            fast.submit(make(i, "par"))
+        for i in range(0, 2000, 7):  # duplicates landing in batches written concurrently
+            fast.submit(make(i, "par"))
+        await fast.flush(timeout=30)
+    finally:
+        await fast.close()
+    assert server.count() == (2000, 2000)
+    assert (fast.written, fast.duplicates) == (2000, len(range(0, 2000, 7)))
+
+
 def test_spool_cuts_a_torn_last_line(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     spool.append([make(1), make(2)])

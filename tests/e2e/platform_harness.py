@@ -190,21 +190,9 @@ class Platform:
                 self.proc.wait()
         return self.proc.returncode
 
-    def start_carrier(self) -> None:
-        """The demo's carrier simulator on the `carrier` gateway address (transit calls)."""
-        self.carrier_proc = subprocess.Popen(
-            [sys.executable, "-m", "switchboard.up.carrier", f"127.0.0.1:{self.carrier}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
-        carrier = getattr(self, "carrier_proc", None)
-        if carrier is not None:
-            carrier.terminate()
-            carrier.wait(10)
         shutil.rmtree(self.state, ignore_errors=True)
 
 

@@ -43,3 +43,23 @@ async def test_answers_busy_and_unroutable_by_number() -> None:
     s = sim.stats
     assert (s.answered, s.busy, s.not_found, s.byes) == (3, 1, 1, 3)
     assert sorted(s.calls.values()) == ["answered"] * 3 + ["busy", "not_found"]
+
+
+async def test_places_calls_and_follows_the_dialog() -> None:
+    a_port, b_port = free_run(1), free_run(1)
+    a = await CarrierSimulator.start("127.0.0.1", a_port)
+    b = await CarrierSimulator.start("127.0.0.1", b_port, pdd=(0.05, 0.1), no_answer_after=0.3)
+    try:
+        answered, busy = await asyncio.gather(
+            a.call(("127.0.0.1", b_port), "4420794601", hold=0.2),
+            a.call(("127.0.0.1", b_port), "4915112345679", hold=0.2),
+        )
+    finally:
+        a.close()
+        b.close()
+    assert answered.status == 200 and busy.status == 486
+    assert answered.pdd is not None and 0.04 < answered.pdd < 1.0
+    # the far end saw the whole dialog: answered, ACKed, and our BYE
+    assert b.stats.answered == 1 and b.stats.busy == 1 and b.stats.byes == 1
+    assert b.stats.calls[answered.call_id] == "answered"
+    assert not b.calls or answered.call_id not in b.calls

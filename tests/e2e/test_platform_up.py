@@ -1,5 +1,7 @@
-"""`switchboard up` end to end, one platform for the module, tests in order:
+"""`switchboard up --demo` end to end, one platform for the module, tests in order:
 
+0. the demo: the carrier simulator sends a call mix in through the router, one call goes
+   out over the Event Socket, and the summary shows the calls and priced CDRs;
 1. calls flow through the router to both media nodes;
 2. a real Prometheus scrapes it under SIPp load: every dashboard query and recording rule
    returns data, every alert rule evaluates without error;
@@ -106,11 +108,26 @@ def wait_until(cond, timeout: float = 30.0, what: str = "") -> None:  # type: ig
 @pytest.fixture(scope="module")
 def platform() -> Iterator[Platform]:
     p = Platform(media_nodes=2)
-    p.start_carrier()
-    p.start()
+    # --demo: the carrier simulator on the gateway address stays up for the transit tests
+    p.start("--demo")
+    wait_until(lambda: "The platform keeps running" in p.text(), 90, "the demo's summary")
     wait_until(lambda: set(destinations(p).values()) == {"active"}, 30, "both media nodes active")
     yield p
     p.cleanup()
+
+
+def test_demo_places_the_call_mix_and_prints_the_summary(platform: Platform) -> None:
+    out = " ".join(platform.text().split())  # the tables wrap: compare whitespace-free runs
+    flat = out.replace("│", " ").replace("┃", " ")
+    flat = " ".join(flat.split())
+    # the calls the carrier sent in through the router, and the ESL originate
+    for expected in ("transit, answered 442079460001", "200 answered", "486 busy", "404 not found"):
+        assert expected in flat, expected
+    assert "ESL originate 4930901820" in flat and "+OK" in flat
+    # CDRs with prices from the demo deck (4420 → 0.0090 per minute, billed per minute)
+    assert re.search(r"442079460001 inbound 1 100 % [\d.]+ s – 0\.0090", flat), flat[-3000:]
+    assert re.search(r"conf-demo inbound 2 100 %", flat)
+    assert "11 calls" in flat
 
 
 def test_calls_flow_through_the_router_to_both_media_nodes(platform: Platform) -> None:

@@ -16,6 +16,9 @@ Theory of operation:
 * A batch the database refuses for its content (not connectivity) is retried row by row;
   rows still refused go to ``cdr-rejected.jsonl`` next to the spool and are counted, so one
   bad record never blocks the others.
+* Under a backlog, up to ``connections`` full batches are written at once, each on its own
+  connection, so the database works on them in parallel (ingest is idempotent and the
+  rows' order in the table carries no meaning); spool replay is sequential, in order.
 * ``close()`` drains: everything submitted is in the database or the spool on return.
 
 Spool file IO runs in a worker thread so an fsync never stalls the event loop.
@@ -66,6 +69,7 @@ class CdrWriter:
         retry_interval: float = 1.0,
         connect_timeout: float = 3.0,
         fsync: FsyncPolicy = "batch",
+        connections: int = 2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
@@ -81,7 +85,9 @@ class CdrWriter:
         self.rejected = 0
         self._pending: deque[tuple[Cdr, float]] = deque()
         self._wake = asyncio.Event()
-        self._conn: psycopg.AsyncConnection | None = None
+        # Under a backlog, up to this many full batches are written at once on their own
+        # connections (ingest is idempotent and order-free); spool replay stays sequential.
+        self._conns: list[psycopg.AsyncConnection | None] = [None] * max(1, connections)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._idle = asyncio.Event()
@@ -127,9 +133,8 @@ class CdrWriter:
             self._pending.clear()
             await asyncio.to_thread(self.spool.append, batch)
             self._update_spool_metrics()
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        for slot in range(len(self._conns)):
+            await self._drop_connection(slot)
 
     @property
     def queued(self) -> int:
@@ -138,7 +143,7 @@ class CdrWriter:
 
     @property
     def database_up(self) -> bool:
-        return self._conn is not None and not self._conn.closed
+        return any(c is not None and not c.closed for c in self._conns)
 
     # -- the task ------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -165,11 +170,16 @@ class CdrWriter:
                     self._update_spool_metrics()
                     return
                 continue
-            if not await self._store(batch):
-                await asyncio.to_thread(self.spool.append, batch)
+            batches = [batch]
+            while len(batches) < len(self._conns) and len(self._pending) >= self.batch_size:
+                batches.append(self._take())
+            stored = await asyncio.gather(*(self._store(b, slot) for slot, b in enumerate(batches)))
+            failed = [c for b, ok in zip(batches, stored, strict=True) if not ok for c in b]
+            if failed:
+                await asyncio.to_thread(self.spool.append, failed)
                 self._update_spool_metrics()
                 log.warning(
-                    "CDR database unreachable: %d CDRs spooled to %s", len(batch), self.spool.path
+                    "CDR database unreachable: %d CDRs spooled to %s", len(failed), self.spool.path
                 )
                 if not self._closing:
                     await self._pause()
@@ -198,58 +208,62 @@ class CdrWriter:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.retry_interval)
 
-    async def _connection(self) -> psycopg.AsyncConnection:
-        if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
+    async def _connection(self, slot: int = 0) -> psycopg.AsyncConnection:
+        conn = self._conns[slot]
+        if conn is None or conn.closed:
+            conn = self._conns[slot] = await psycopg.AsyncConnection.connect(
                 self.url, autocommit=True, connect_timeout=max(1, round(self.connect_timeout))
             )
             metrics.DB_UP.set(1)
             log.info("CDR writer connected to the database")
-            self._partitions_checked = None
+            if slot == 0:
+                self._partitions_checked = None
         now = self.clock()
-        if self._partitions_checked is None or now - self._partitions_checked > PARTITION_CHECK:
+        if slot == 0 and (
+            self._partitions_checked is None or now - self._partitions_checked > PARTITION_CHECK
+        ):
             # Monthly partitions ahead of time, also for processes that run for months.
             self._partitions_checked = now
             try:
-                await self._conn.execute(
+                await conn.execute(
                     "SELECT cdr_ensure_partitions(%s, %s)",
                     (PARTITION_MONTHS_BACK, PARTITION_MONTHS_AHEAD),
                 )
             except (psycopg.errors.UndefinedFunction, psycopg.errors.LockNotAvailable) as exc:
                 log.warning("CDR partitions not checked: %s", exc)
-        return self._conn
+        return conn
 
-    async def _drop_connection(self) -> None:
+    async def _drop_connection(self, slot: int = 0) -> None:
         metrics.DB_UP.set(0)
-        if self._conn is not None:
+        conn, self._conns[slot] = self._conns[slot], None
+        if conn is not None:
             with contextlib.suppress(Exception):
-                await self._conn.close()
-        self._conn = None
+                await conn.close()
 
-    async def _store(self, batch: Sequence[Cdr]) -> bool:
+    async def _store(self, batch: Sequence[Cdr], slot: int = 0) -> bool:
         """Write one batch; False when the database is unreachable (nothing was stored)."""
         if not batch:
             return True
         try:
-            conn = await self._connection()
+            conn = await self._connection(slot)
             result = await asyncio.wait_for(write_batch(conn, batch), self.connect_timeout * 10)
         except UNREACHABLE as exc:
             log.debug("CDR batch not stored: %s", exc)
-            await self._drop_connection()
+            await self._drop_connection(slot)
             return False
         except psycopg.Error as exc:
             log.error("CDR batch refused (%s); retrying row by row", exc)
-            return await self._store_one_by_one(batch)
+            return await self._store_one_by_one(batch, slot)
         self._count(result.inserted, result.duplicates)
         return True
 
-    async def _store_one_by_one(self, batch: Sequence[Cdr]) -> bool:
+    async def _store_one_by_one(self, batch: Sequence[Cdr], slot: int = 0) -> bool:
         for cdr in batch:
             try:
-                conn = await self._connection()
+                conn = await self._connection(slot)
                 result = await write_batch(conn, [cdr])
             except UNREACHABLE:
-                await self._drop_connection()
+                await self._drop_connection(slot)
                 return False  # whole batch goes to the spool; stored rows dedupe on replay
             except psycopg.Error as exc:
                 log.error("CDR %s rejected by the database: %s", cdr.call_id, exc)

@@ -8,6 +8,10 @@ the ring time), in 7 are not routable (404); the others ring for a post-dial del
 answer with SDP (RFC 3264) pointing at an RTP sink. BYE and CANCEL (RFC 3261 §9.2) are
 honoured; OPTIONS probes are answered. UDP only; a datagram that does not parse is dropped
 (the simulator never dies on a peer's bytes).
+
+It also originates, as a carrier sending traffic in: :meth:`CarrierSimulator.call` places
+an INVITE at the router, follows the dialog's route set from Record-Route for ACK and BYE
+(RFC 3261 §12.1.2, loose routing §16.12) and reports the outcome and post-dial delay.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from switchboard.sip.errors import SipError
-from switchboard.sip.message import Request, make_response, parse_message
+from switchboard.sip.message import Request, Response, make_response, parse_message
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,16 @@ class CarrierStats:
     calls: dict[str, str] = field(default_factory=dict)  # call-id → outcome
 
 
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """What a call the simulator placed came to."""
+
+    number: str
+    status: int  # final response code (0: no final response)
+    pdd: float | None  # INVITE → first 18x or final response, seconds
+    call_id: str
+
+
 class CarrierSimulator(asyncio.DatagramProtocol):
     """The demo carrier. ``pdd`` (seconds, range) is the ring delay before 180 → 200."""
 
@@ -66,6 +80,7 @@ class CarrierSimulator(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.rtp: asyncio.DatagramTransport | None = None
         self.rtp_port = 0
+        self._dialing: dict[str, asyncio.Queue[Response]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -99,9 +114,12 @@ class CarrierSimulator(asyncio.DatagramProtocol):
             return  # keep-alive
         try:
             msg = parse_message(data)
-            if not isinstance(msg, Request):
-                return
             call_id = msg.call_id
+            if not isinstance(msg, Request):
+                queue = self._dialing.get(call_id)
+                if queue is not None:
+                    queue.put_nowait(msg)
+                return
             method = msg.method
         except (SipError, ValueError) as exc:
             log.debug("carrier simulator: dropped unparsable datagram from %s: %s", addr, exc)
@@ -211,6 +229,95 @@ class CarrierSimulator(asyncio.DatagramProtocol):
             # the dialog never forms: forget it once the ACK had time to arrive
             asyncio.get_running_loop().call_later(32.0, self.calls.pop, call.invite.call_id, None)
         self._send(data, addr)
+
+    # -- placing calls (UAC) -----------------------------------------------------------------
+
+    async def call(
+        self, router: tuple[str, int], number: str, *, hold: float, caller: str = "+15550100"
+    ) -> CallResult:
+        """Call ``number`` through ``router``; stay ``hold`` seconds after answer, then BYE."""
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        call_id = f"{secrets.token_hex(8)}@{host}"
+        tag = _tag()
+        target = f"sip:{number}@{router[0]}:{router[1]}"
+        sdp = (
+            f"v=0\r\no=carrier 1 1 IN IP4 {host}\r\ns=carrier\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
+            f"m=audio {self.rtp_port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\n"
+            "a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+        )
+        common = (
+            f"From: <sip:{caller}@{host}:{port}>;tag={tag}\r\n"
+            f"Call-ID: {call_id}\r\nMax-Forwards: 70\r\n"
+            f"Contact: <sip:carrier@{host}:{port}>\r\n"
+        )
+        branch = "z9hG4bK" + secrets.token_hex(8)
+        invite = (
+            f"INVITE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {host}:{port};branch={branch};rport\r\n"
+            f"{common}To: <{target}>\r\nCSeq: 1 INVITE\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}"
+        )
+        queue: asyncio.Queue[Response] = asyncio.Queue()
+        self._dialing[call_id] = queue
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        pdd: float | None = None
+        try:
+            self._send(invite.encode(), router)
+            while True:
+                resp = await asyncio.wait_for(queue.get(), 32.0)  # Timer B: 64·T1
+                if resp.cseq.method != "INVITE":
+                    continue
+                if pdd is None and resp.status >= 180:
+                    pdd = loop.time() - sent
+                if resp.status < 200:
+                    continue
+                to = resp.headers.get("To") or f"<{target}>"
+                if resp.status >= 300:  # §17.1.1.3: ACK hop-by-hop, same branch
+                    self._send(
+                        (
+                            f"ACK {target} SIP/2.0\r\nVia: SIP/2.0/UDP {host}:{port};branch={branch};rport\r\n"
+                            f"{common}To: {to}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+                        ).encode(),
+                        router,
+                    )
+                    return CallResult(number, resp.status, pdd, call_id)
+                # 2xx: the dialog's route set is the Record-Route list reversed (§12.1.2)
+                routes = [str(r.uri) for r in reversed(resp.record_routes)]
+                contacts = resp.contacts
+                remote = str(contacts[0].uri) if contacts else target
+                hop = router
+                if routes:
+                    first = resp.record_routes[-1].uri
+                    hop = (first.host, first.port or 5060)
+                route_hdr = "".join(f"Route: <{r}>\r\n" for r in routes)
+
+                def in_dialog(
+                    method: str,
+                    cseq: int,
+                    remote: str = remote,
+                    to: str = to,
+                    route_hdr: str = route_hdr,
+                ) -> bytes:
+                    via = f"SIP/2.0/UDP {host}:{port};branch=z9hG4bK{secrets.token_hex(8)};rport"
+                    return (
+                        f"{method} {remote} SIP/2.0\r\nVia: {via}\r\n{route_hdr}{common}"
+                        f"To: {to}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+                    ).encode()
+
+                self._send(in_dialog("ACK", 1), hop)
+                await asyncio.sleep(hold)
+                self._send(in_dialog("BYE", 2), hop)
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        bye = await asyncio.wait_for(queue.get(), 8.0)
+                        if bye.cseq.method == "BYE" and bye.status >= 200:
+                            break
+                return CallResult(number, resp.status, pdd, call_id)
+        except TimeoutError:
+            return CallResult(number, 0, pdd, call_id)
+        finally:
+            del self._dialing[call_id]
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.transport is not None:

@@ -1,18 +1,19 @@
 """``switchboard up --demo``: a carrier on the gateway address and a short mix of calls.
 
-What a newcomer sees within seconds of ``make run``: the carrier simulator takes the
-gateway's calls, then the demo places, over the Event Socket of media-1 exactly as an
-operator's ESL program would (``api originate``, one connection per call, as the original
-Go campaign did):
+What a newcomer sees within seconds of ``make run``. The carrier simulator
+(:mod:`switchboard.up.carrier`) stands on the ``carrier`` gateway's address and plays both
+sides of an upstream carrier:
 
-* inbound transit: calls into the router (``sofia/external/<number>@<router>``) that the
-  router spreads over the media nodes, whose dialplan bridges them to the carrier —
-  answered, busy and unanswered numbers, billed by prefix;
-* the IVR and a conference with two participants, through the router;
-* a direct ESL originate to ``sofia/gateway/carrier/<number>``.
+* inbound transit: it sends calls into the router, which spreads them over the media
+  nodes, whose dialplan bridges them back out through the gateway to the carrier —
+  answered, busy, unanswered and unroutable numbers, priced by prefix (a small demo deck
+  is installed when the rate table is empty);
+* the IVR, a conference with two participants and the echo test, through the router;
+* and one call placed over media-1's Event Socket, as an operator's ESL program would
+  (``api originate sofia/gateway/carrier/<number> &playback(prompt)``).
 
-It then prints calls, ASR, ACD, PDD and cost by destination from the CDRs, and leaves the
-platform running.
+It then prints the calls and, from the CDRs, legs, ASR, ACD, PDD and cost by destination,
+and leaves the platform running.
 """
 
 from __future__ import annotations
@@ -44,20 +45,23 @@ DEMO_RATES = """prefix,rate,connect_fee,increment,description
 @dataclass(frozen=True, slots=True)
 class DemoCall:
     label: str
-    dial: str  # dial string; {router} is the router's SIP address
-    app: str
+    destination: str
+    hold: float = 3.0  # seconds the caller stays after answer
+    esl: bool = False  # placed with `api originate` on media-1 instead of by the carrier
 
 
 DEMO_CALLS: tuple[DemoCall, ...] = (
-    DemoCall("transit, answered", "sofia/external/442079460001@{router}", "&playback(prompt)"),
-    DemoCall("transit, answered", "sofia/external/33612345670@{router}", "&playback(prompt)"),
-    DemoCall("transit, answered", "sofia/external/12125550100@{router}", "&playback(prompt)"),
-    DemoCall("transit, busy", "sofia/external/4915112345679@{router}", "&playback(prompt)"),
-    DemoCall("transit, no answer", "sofia/external/442079460008@{router}", "&playback(prompt)"),
-    DemoCall("IVR", "sofia/external/ivr@{router}", "&sleep(3000)"),
-    DemoCall("conference", "sofia/external/conf-demo@{router}", "&sleep(4000)"),
-    DemoCall("conference", "sofia/external/conf-demo@{router}", "&sleep(4000)"),
-    DemoCall("ESL originate", "sofia/gateway/carrier/4930901820", "&playback(prompt)"),
+    DemoCall("transit, answered", "442079460001", 4.0),
+    DemoCall("transit, answered", "33612345670", 3.0),
+    DemoCall("transit, answered", "12125550100", 5.0),
+    DemoCall("transit, busy", "4915112345679"),
+    DemoCall("transit, no answer", "442079460008"),
+    DemoCall("transit, unroutable", "3312347"),
+    DemoCall("IVR", "ivr", 3.0),
+    DemoCall("conference", "conf-demo", 4.0),
+    DemoCall("conference", "conf-demo", 4.0),
+    DemoCall("echo", "echo", 2.0),
+    DemoCall("ESL originate", "4930901820", esl=True),
 )
 
 
@@ -97,13 +101,10 @@ class _Esl:
         self.writer.close()
 
 
-async def _originate(
-    esl_addr: tuple[str, int], password: str, call: DemoCall, router: str, n: int
-) -> str:
-    dial = call.dial.format(router=router)
+async def _originate(esl_addr: tuple[str, int], password: str, call: DemoCall, n: int) -> str:
     cmd = (
         f"api originate {{origination_caller_id_number=+1555010{n:04d},originate_timeout=10}}"
-        f"{dial} {call.app}"
+        f"sofia/gateway/carrier/{call.destination} &playback(prompt)"
     )
     try:
         esl = await _Esl.connect(*esl_addr, password)
@@ -134,21 +135,21 @@ def _install_rates(database_url: str) -> None:
 
 
 SUMMARY_SQL = """
-SELECT destination,
+SELECT destination, direction,
        count(*) AS calls,
        count(*) FILTER (WHERE disposition = 'ANSWERED') AS answered,
        avg(billsec) FILTER (WHERE disposition = 'ANSWERED') AS acd,
        avg(pdd_ms) AS pdd_ms,
        sum(cost) AS cost
 FROM cdr
-WHERE start_time >= %s AND direction = 'inbound'
-GROUP BY destination
-ORDER BY destination
+WHERE start_time >= %s
+GROUP BY destination, direction
+ORDER BY destination, direction
 """
 
 
 def cdr_summary(database_url: str, since: datetime) -> list[dict[str, Any]]:
-    """Per destination: calls, answered, ACD, PDD, cost of the legs the platform received."""
+    """Per destination and direction: legs, answered, ACD, PDD, cost (from the cdr table)."""
     import psycopg
     from psycopg.rows import dict_row
 
@@ -161,25 +162,26 @@ def print_summary(rows: Sequence[dict[str, Any]], outcomes: Sequence[tuple[DemoC
     from rich.table import Table
 
     console = Console()
-    placed = Table(title="Demo calls placed over the Event Socket", title_justify="left")
+    placed = Table(title="Demo calls", title_justify="left")
     placed.add_column("call")
-    placed.add_column("dial string")
-    placed.add_column("originate reply")
-    for call, reply in outcomes:
-        placed.add_row(call.label, call.dial.split("@")[0], reply[:60])
+    placed.add_column("destination")
+    placed.add_column("how")
+    placed.add_column("result")
+    for call, result in outcomes:
+        how = "ESL api originate on media-1" if call.esl else "carrier → router → media node"
+        placed.add_row(call.label, call.destination, how, result)
     console.print(placed)
 
-    table = Table(
-        title="CDRs by destination (legs received by the media nodes)", title_justify="left"
-    )
-    for col in ("destination", "calls", "ASR", "ACD", "PDD", "cost"):
-        table.add_column(col, justify="left" if col == "destination" else "right")
-    total = answered = 0
+    table = Table(title="CDRs by destination (one row per direction)", title_justify="left")
+    for col in ("destination", "direction", "legs", "ASR", "ACD", "PDD", "cost"):
+        table.add_column(col, justify="left" if col in ("destination", "direction") else "right")
+    legs = answered = 0
     for r in rows:
-        total += r["calls"]
+        legs += r["calls"]
         answered += r["answered"]
         table.add_row(
             r["destination"],
+            r["direction"],
             str(r["calls"]),
             f"{100 * r['answered'] / r['calls']:.0f} %" if r["calls"] else "–",
             f"{r['acd']:.1f} s" if r["acd"] is not None else "–",
@@ -187,8 +189,29 @@ def print_summary(rows: Sequence[dict[str, Any]], outcomes: Sequence[tuple[DemoC
             f"{r['cost']}" if r["cost"] is not None else "–",
         )
     console.print(table)
-    asr = f"{100 * answered / total:.0f} %" if total else "–"
-    console.print(f"{total} legs, ASR {asr}. The platform keeps running: see the status page.")
+    asr = f"{100 * answered / legs:.0f} %" if legs else "–"
+    console.print(
+        f"{len(outcomes)} calls, {legs} CDR legs, ASR {asr}. "
+        "The platform keeps running: see the status page."
+    )
+
+
+async def _place(
+    carrier: CarrierSimulator | None,
+    router: tuple[str, int],
+    esl: tuple[str, int],
+    password: str,
+    call: DemoCall,
+    n: int,
+) -> str:
+    if call.esl:
+        return await _originate(esl, password, call, n)
+    if carrier is None:
+        return "no carrier simulator"
+    r = await carrier.call(router, call.destination, hold=call.hold, caller=f"+1555020{n:04d}")
+    text = {200: "200 answered", 486: "486 busy", 480: "480 no answer", 404: "404 not found"}
+    result = text.get(r.status, f"{r.status or 'no'} final response")
+    return result + (f", PDD {1000 * r.pdd:.0f} ms" if r.pdd is not None else "")
 
 
 async def run_demo(
@@ -196,7 +219,7 @@ async def run_demo(
     gateway: tuple[str, int],
     esl: tuple[str, int],
     esl_password: str,
-    router: str,
+    router: str,  # HOST:PORT of the router's UDP SIP listener
     database_url: str,
     metrics_urls: Sequence[str] = (),
     calls: Sequence[DemoCall] = DEMO_CALLS,
@@ -217,9 +240,12 @@ async def run_demo(
     if database_url:
         await asyncio.to_thread(_install_rates, database_url)
     since = datetime.now(UTC)
+    host, _, port = router.rpartition(":")
     tasks = []
     for n, call in enumerate(calls):
-        tasks.append(asyncio.create_task(_originate(esl, esl_password, call, router, n)))
+        tasks.append(
+            asyncio.create_task(_place(carrier, (host, int(port)), esl, esl_password, call, n))
+        )
         await asyncio.sleep(pace)  # a few calls per second: a carrier's trickle, not a flood
     replies = await asyncio.gather(*tasks)
     outcomes = list(zip(calls, replies, strict=True))
