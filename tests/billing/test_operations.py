@@ -89,6 +89,22 @@ def test_rates_import_bad_rows_change_nothing(
     assert "exclusive" in result.stderr
 
 
+def test_rates_import_per_row_owners(
+    cli: CliRunner, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    run(cli, "accounts", "create", "alice")
+    deck = tmp_path / "mixed.csv"
+    deck.write_text("prefix,rate,carrier,account\n44,0.3,acme,\n44,0.6,,alice\n1,0.05,,\n")
+    result = run(cli, "rates", "import", str(deck))
+    assert "account:alice (1)" in result.stdout and "carrier:acme (1)" in result.stdout
+    assert "default (1)" in result.stdout
+    bad = tmp_path / "ghost.csv"
+    bad.write_text("prefix,rate,account\n44,0.6,alice\n45,0.6,ghost\n")
+    result = run(cli, "rates", "import", str(bad), code=2)
+    assert "line 3: no account named 'ghost'" in result.stderr
+    assert count(conn, "rate_table") == 3  # the good row of the bad file was not kept
+
+
 def test_rates_import_for_a_carrier_then_rerate(
     cli: CliRunner, conn: psycopg.Connection, tmp_path: Path
 ) -> None:

@@ -235,7 +235,7 @@ def rates_import(
     ] = False,
 ) -> None:
     """Import a CSV rate deck; any bad row rejects the whole file (errors name the lines)."""
-    from switchboard.billing.rates import ImportError_, import_deck
+    from switchboard.billing.rates import DeckImportError, import_deck
     from switchboard.rating import DeckError
 
     if carrier and account:
@@ -249,7 +249,7 @@ def rates_import(
             result = import_deck(
                 conn, fh, carrier=carrier, account=account, deck=deck, replace=replace
             )
-        except (DeckError, ImportError_) as exc:
+        except (DeckError, DeckImportError) as exc:
             raise fail(f"{file}: {exc}") from None
         except UnicodeDecodeError as exc:
             raise fail(f"{file}: not UTF-8 text: {exc}") from None

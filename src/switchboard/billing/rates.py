@@ -22,7 +22,7 @@ from switchboard.rating import DeckRow, Increment, Rate, RateDeck, parse_deck
 DEFAULT_DECK = "default"
 
 
-class ImportError_(ValueError):
+class DeckImportError(ValueError):
     """The import cannot proceed (unknown account, wrong deck kind); nothing was written."""
 
 
@@ -58,7 +58,7 @@ def _deck_for(
             (owner_account,),
         ).fetchone()
         if found is None:
-            raise ImportError_(f"line {row.line}: no account named {owner_account!r}")
+            raise DeckImportError(f"line {row.line}: no account named {owner_account!r}")
         if found[1] is not None:
             return str(found[1])
         name = f"account:{owner_account}"
@@ -88,7 +88,7 @@ def import_deck(
     deck: str | None = None,
     replace: bool = False,
 ) -> ImportResult:
-    """Import a CSV deck (see module docstring). Raises DeckError / ImportError_."""
+    """Import a CSV deck (see module docstring). Raises DeckError / DeckImportError."""
     rows = parse_deck(lines)  # raises DeckError listing bad lines; nothing touched yet
     owners: dict[tuple[str, str], str] = {}
     counts: dict[str, int] = {}
