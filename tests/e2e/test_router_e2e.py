@@ -484,6 +484,7 @@ async def test_admin_api_drain_reload_stats_metrics(workdir: Path) -> None:
             running_router(workdir, sections) as router,
             httpx.AsyncClient(base_url=admin_url(router)) as http,
         ):
+            assert (await http.get("/status")).status_code == 200  # the platform status page
             spec = (await http.get("/openapi.json")).json()
             assert "/destinations/state" in spec["paths"] and "/reload" in spec["paths"]
             # reload adding a destination, without dropping anything

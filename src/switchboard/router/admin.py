@@ -6,6 +6,7 @@ proxy's state directly, between two SIP messages, without locks.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Literal
 
 from fastapi import FastAPI, HTTPException
@@ -17,6 +18,8 @@ from switchboard.router.metrics import render
 
 if TYPE_CHECKING:
     from switchboard.router.service import Router
+
+log = logging.getLogger(__name__)
 
 
 class DestinationView(BaseModel):
@@ -134,4 +137,12 @@ def create_app(router: Router) -> FastAPI:
             render(router.registry), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
+    try:
+        # The platform's status page (observability/) lives on the router's admin address
+        # and drives the endpoints above for its Drain/Enable buttons.
+        from switchboard.observability.status import status_router_from_config
+
+        app.include_router(status_router_from_config(router.cfg))
+    except Exception:  # the router must run even if the status page cannot be built
+        log.exception("status page unavailable")
     return app
