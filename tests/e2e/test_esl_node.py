@@ -145,8 +145,11 @@ async def test_playback_call_via_gateway_with_third_party_client(
         esl_port(node), cid, "sofia/gateway/carrier/15551230000", f"&playback({wav})", False
     )
     assert out.get("returncode", 0) == 0, out
+    assert out["bad_auth"] and "accepted" not in str(out["bad_auth"]), out  # wrong password
+    assert out["status"].startswith("UP 0 years, 0 days, "), out
     names = [e["name"] for e in out["events"]]
     assert names == ["CHANNEL_ANSWER", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE"], out
+    assert {e["cid"] for e in out["events"]} == {cid}  # the client's filter held
     done = out["events"][-1]
     assert done["cause"] == "NORMAL_CLEARING", out  # the one-app extension ran out
     assert done["billsec"] == "2", out  # 2.5 s of audio → 2 whole seconds, as FS counts

@@ -180,3 +180,10 @@ def _reference_encoder(value: str) -> str:
 @given(st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from("%AF09afé+ \r\n")))
 def test_urlencode_matches_the_reference_encoder(value: str) -> None:
     assert wire.fs_urlencode(value) == _reference_encoder(value)
+
+
+@given(st.dictionaries(st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,12}", fullmatch=True), st.text()))
+def test_plain_block_escapes_each_value_like_the_reference(headers: dict[str, str]) -> None:
+    headers.pop("Content-Length", None)
+    expected = "".join(f"{k}: {_reference_encoder(v) or '_undef_'}\n" for k, v in headers.items())
+    assert wire.plain_event(headers) == (expected + "\n").encode()

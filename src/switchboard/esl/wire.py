@@ -61,6 +61,8 @@ def fs_urlencode(value: str) -> str:
 # character), a character of the unsafe set, or a '%' that does not start an uppercase
 # %XX sequence (an existing one passes through: no double encoding).
 _NEEDS_ESCAPE = re.compile(r'[^\x20-\x7e]|[ #&+:;<=>?@\[\\\]^`{|}"]|%(?![0-9A-F]{2})')
+# The same set minus NUL: the separator of :func:`plain_event`'s one-pass escaping.
+_NEEDS_ESCAPE_BULK = re.compile(r'[^\x00\x20-\x7e]|[ #&+:;<=>?@\[\\\]^`{|}"]|%(?![0-9A-F]{2})')
 
 
 class _EscapeTable(dict[str, str]):
@@ -90,19 +92,36 @@ def _value_text(value: str | Sequence[str]) -> str:
 _BAD_NAME = re.compile(r"[ :\r\n\t]")
 
 
+_NAME_OK: dict[str, bool] = {}
+
+
 def _safe_name(name: str) -> bool:
     """Header names must be MIME tokens: go-eventsocket rejects spaces, colons, CR/LF."""
-    return bool(name) and _BAD_NAME.search(name) is None
+    ok = _NAME_OK.get(name)
+    if ok is None:
+        ok = bool(name) and _BAD_NAME.search(name) is None
+        if len(_NAME_OK) < 8192:  # names repeat; variable names are bounded by this cap
+            _NAME_OK[name] = ok
+    return ok
 
 
 def plain_event(headers: Mapping[str, str], body: str | None = None) -> bytes:
     """The inner ``text/event-plain`` block: headers, then ``Content-Length`` + body or
-    one more ``\\n`` so the block always ends with a blank line (switch_event.c:1528-1640)."""
-    lines = [
-        f"{name}: {fs_urlencode(_value_text(value)) or UNDEF}\n"
-        for name, value in headers.items()
-        if _safe_name(name) and name != "Content-Length"
-    ]
+    one more ``\n`` so the block always ends with a blank line (switch_event.c:1528-1640)."""
+    names: list[str] = []
+    values: list[str] = []
+    for name, value in headers.items():
+        if name != "Content-Length" and _safe_name(name):
+            names.append(name)
+            values.append(value if isinstance(value, str) else _value_text(value))
+    # Escape every value in one regex pass over the NUL-joined values (NUL never occurs in
+    # header values; if one does, fall back to value by value).
+    joined = "\x00".join(values)
+    if joined.count("\x00") == len(values) - 1:
+        escaped = _NEEDS_ESCAPE_BULK.sub(_escape_match, joined).split("\x00")
+    else:
+        escaped = [fs_urlencode(v) for v in values]
+    lines = [f"{n}: {v or UNDEF}\n" for n, v in zip(names, escaped, strict=True)]
     if body:
         raw = body.encode("utf-8", "surrogateescape")
         return (
