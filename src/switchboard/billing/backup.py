@@ -61,6 +61,10 @@ def backup(
     else:
         out.mkdir(parents=True, exist_ok=True)
         target = out / f"switchboard-{moment:%Y%m%d-%H%M%S}.sql.gz"
+        n = 1
+        while target.exists():  # two backups in one second: never overwrite the first
+            n += 1
+            target = out / f"switchboard-{moment:%Y%m%d-%H%M%S}-{n}.sql.gz"
     partial = target.with_name(target.name + ".partial")
     cmd = [_binary("pg_dump", bin_dir), "--dbname", url, "--no-owner", "--schema", "public"]
     with tempfile.TemporaryFile() as errors, gzip.open(partial, "wb") as gz:
@@ -76,7 +80,8 @@ def backup(
     partial.replace(target)  # a backup file is complete or absent
     log.info("backup written to %s", target)
     if out.suffix != ".gz" and keep > 0:
-        for old in sorted(out.glob(BACKUP_GLOB))[:-keep]:
+        by_age = sorted(out.glob(BACKUP_GLOB), key=lambda p: (p.stat().st_mtime_ns, p.name))
+        for old in by_age[:-keep]:
             old.unlink()
             log.info("retention: removed %s", old)
     return target
