@@ -535,19 +535,18 @@ class Proxy:
     def _prepare(self, m: Message, kept: list[bytes] | None) -> list[bytes]:
         """The forwarded header lines after the start line (§16.6 steps 1–6): own Route
         entries gone, Max-Forwards decremented (or 70 added)."""
-        lines = m.lines
+        out = m.lines[1:]  # a C-level copy; then edit the few lines that change
         mf = m.maxfwd
-        drop = set(m.routes) if kept is not None else ()
-        out: list[bytes] = []
-        for i in range(1, len(lines)):
-            if i == mf:
-                value = m.value(mf)
-                out.append(b"Max-Forwards: %d" % (int(value) - 1))
-            elif i in drop:
-                if kept and i == m.routes[0]:
-                    out.append(b"Route: " + b", ".join(kept))
+        if mf > 0:
+            out[mf - 1] = b"Max-Forwards: %d" % (int(m.value(mf)) - 1)
+        if kept is not None and m.routes:
+            first = m.routes[0] - 1
+            for i in reversed(m.routes[1:]):
+                del out[i - 1]
+            if kept:
+                out[first] = b"Route: " + b", ".join(kept)
             else:
-                out.append(lines[i])
+                del out[first]
         if mf < 0:
             out.append(b"Max-Forwards: 70")
         return out

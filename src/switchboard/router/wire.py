@@ -361,6 +361,8 @@ def first_value(value: bytes) -> tuple[bytes, bytes]:
 
     Commas inside ``<…>`` or quotes do not separate values.
     """
+    if b"," not in value:
+        return value.strip(), b""
     depth = 0
     quoted = False
     for i, ch in enumerate(value):
