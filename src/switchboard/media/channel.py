@@ -231,6 +231,15 @@ class Channel:
         }
 
     # --- event headers (reference §3.3) ----------------------------------------------
+    def snapshot(self, with_variables: bool) -> Channel:
+        """A frozen-in-time copy for an event rendered later (cheap: no header strings)."""
+        snap = object.__new__(Channel)
+        snap.__dict__.update(self.__dict__)
+        snap.profile = object.__new__(CallerProfile)
+        snap.profile.__dict__.update(self.profile.__dict__)
+        snap.variables = dict(self.variables) if with_variables else {}
+        return snap
+
     def event_headers(self, *, with_variables: bool) -> dict[str, str]:
         """Channel headers, ``Caller-*`` profile, and ``variable_*`` when ``with_variables``."""
         p = self.profile

@@ -370,11 +370,21 @@ class Switch:
         }
         if subclass:
             h["Event-Subclass"] = subclass
-        if channel is not None:
-            h.update(channel.event_headers(with_variables=name in ev.VERBOSE_EVENTS))
-        if headers:
-            h.update(headers)
-        return ev.Event(name, h, body, channel.uuid if channel else None)
+        if channel is None:
+            if headers:
+                h.update(headers)
+            return ev.Event(name, h, body, None)
+        verbose = name in ev.VERBOSE_EVENTS
+        snap = channel.snapshot(verbose)
+        extra = dict(headers) if headers else None
+
+        def build() -> dict[str, str]:
+            h.update(snap.event_headers(with_variables=verbose))
+            if extra:
+                h.update(extra)
+            return h
+
+        return ev.Event(name, None, body, channel.uuid, build=build)
 
     def fire(self, event: ev.Event) -> None:
         self.events.publish(event)

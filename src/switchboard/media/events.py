@@ -66,7 +66,6 @@ VERBOSE_EVENTS = frozenset(
 )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
     """One event. ``headers`` is ordered: standard headers first (§3.2), then specific ones.
 
@@ -74,16 +73,44 @@ class Event:
     ``body`` is the optional event body (BACKGROUND_JOB output, CDR XML …), without framing.
     ``channel_uuid`` is the Unique-ID of the channel the event is about, or None
     (used by ESL ``myevents`` and ``filter Unique-ID``).
+
+    Channel events are built lazily: the switch snapshots the channel when the event is
+    fired and renders the ~70 headers only when a subscriber first reads ``headers`` — a
+    node without Event Socket clients never pays for them. Treat events as immutable.
     """
 
-    name: str
-    headers: Mapping[str, str]
-    body: str | None = None
-    channel_uuid: str | None = None
+    __slots__ = ("_build", "_headers", "body", "channel_uuid", "name")
+
+    def __init__(
+        self,
+        name: str,
+        headers: Mapping[str, str] | None = None,
+        body: str | None = None,
+        channel_uuid: str | None = None,
+        *,
+        build: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
+        self.name = name
+        self._headers = headers
+        self._build = build
+        self.body = body
+        self.channel_uuid = channel_uuid
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        h = self._headers
+        if h is None:
+            build = self._build
+            h = self._headers = build() if build is not None else {"Event-Name": self.name}
+            self._build = None
+        return h
 
     @property
     def subclass(self) -> str | None:
         return self.headers.get("Event-Subclass")
+
+    def __repr__(self) -> str:
+        return f"Event({self.name!r}, channel_uuid={self.channel_uuid!r})"
 
 
 Subscriber = Callable[[Event], None]

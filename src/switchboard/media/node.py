@@ -212,8 +212,8 @@ class MediaNode:
             return
         self._channels += delta
         self.metrics.active_channels.set(self._channels)
-        h = ev.headers
-        if h.get("Call-Direction") == "inbound" or "Other-Leg-Unique-ID" not in h:
+        ch = self.switch.channel(ev.channel_uuid) if self.switch is not None else None
+        if ch is not None and (ch.direction == "inbound" or ch.other_leg is None):
             self._calls += delta
             self.metrics.active_calls.set(self._calls)
 
