@@ -28,7 +28,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "switchboard"
-MIGRATION_LOCK = 0x5B_B111  # pg_advisory_xact_lock key for migrations
+MIGRATION_LOCK = (
+    0x5B_B111  # pg_advisory_xact_lock key, migrations and partitions (= 6009105 in SQL)
+)
 PARTITION_MONTHS_BACK = 1
 PARTITION_MONTHS_AHEAD = 3
 

@@ -229,7 +229,9 @@ class CdrWriter:
                     "SELECT cdr_ensure_partitions(%s, %s)",
                     (PARTITION_MONTHS_BACK, PARTITION_MONTHS_AHEAD),
                 )
-            except (psycopg.errors.UndefinedFunction, psycopg.errors.LockNotAvailable) as exc:
+            except psycopg.OperationalError:
+                raise  # the connection is gone: the caller spools
+            except psycopg.Error as exc:  # e.g. schema not migrated yet: CDRs still go in
                 log.warning("CDR partitions not checked: %s", exc)
         return conn
 

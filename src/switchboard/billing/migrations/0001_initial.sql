@@ -286,6 +286,8 @@ DECLARE
     name text;
     created integer := 0;
 BEGIN
+    -- Several writers may call this at once: one at a time (the migrations' lock key).
+    PERFORM pg_advisory_xact_lock(6009105);
     FOR i IN -months_back .. months_ahead LOOP
         m := (first_month + make_interval(months => i))::date;
         name := format('cdr_%s', to_char(m, 'YYYY_MM'));
