@@ -157,7 +157,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_low_balance_events_total", "counter", "billing", (), "Accounts whose balance fell below their low-balance mark."),
     # -- campaign dialer --------------------------------------------------------------------
     _spec("switchboard_dialer_originates_total", "counter", "dialer", ("campaign",), "Originates sent over the Event Socket."),
-    _spec("switchboard_dialer_outcomes_total", "counter", "dialer", ("campaign", "outcome"), "Finished attempts by outcome (answered, busy, no_answer, failed)."),
+    _spec("switchboard_dialer_outcomes_total", "counter", "dialer", ("campaign", "outcome"), "Finished attempts by outcome (answered, busy, noanswer, congestion, failed, unknown)."),
     _spec("switchboard_dialer_calls_in_progress", "gauge", "dialer", ("campaign",), "Attempts originated and not yet finished."),
     _spec("switchboard_dialer_contacts_remaining", "gauge", "dialer", ("campaign",), "Contacts still to dial (including scheduled retries)."),
     _spec("switchboard_dialer_target_cps", "gauge", "dialer", ("campaign",), "Configured calls-per-second pace."),
