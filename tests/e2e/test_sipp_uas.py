@@ -87,6 +87,33 @@ async def test_uas_retransmits_2xx_until_the_late_ack_over_udp(
     assert len(ok_to_invite) <= 3 * calls, len(ok_to_invite)
 
 
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+async def test_sipp_cancels_a_ringing_call(
+    uas: tuple[Uas, str], sipp: Sipp, transport: str
+) -> None:
+    # CANCEL finds its INVITE (§9.2): 200 to the CANCEL, 487 to the INVITE, whose ACK
+    # the INVITE server transaction absorbs (Completed -> Confirmed, §17.2.1).
+    core, target = uas
+    calls = 5
+    result = await sipp.arun(
+        target,
+        scenario=SCENARIOS / "uac_cancel.xml",
+        transport=TRANSPORTS[transport],
+        calls=calls,
+        rate=20,
+        service="ring",
+    )
+    assert result.returncode == 0, result
+    assert (result.successful, result.failed) == (calls, 0), result
+    assert (core.stats.invites, core.stats.cancels, core.stats.acks) == (calls, calls, 0)
+    invites = [t for t in core.layer.servers.values() if t.method == "INVITE"]
+    if transport == "UDP":  # Timer I (T4) keeps them in Confirmed a while
+        assert [t.state.value for t in invites] == ["Confirmed"] * calls
+        assert all(t.last_response.status == 487 for t in invites)  # type: ignore[union-attr]
+    else:  # Timer I is zero on TCP
+        assert invites == []
+
+
 async def test_sipp_reports_failure_when_nobody_answers(sipp: Sipp) -> None:
     # The runner must not report success for a dead target: one INVITE, nobody there.
     result = await sipp.arun(f"127.0.0.1:{free_port()}", scenario="uac", calls=1, timeout=3)

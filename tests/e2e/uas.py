@@ -1,6 +1,7 @@
 """A minimal UAS built on the SIP core: transaction layer + dialogs + net adapter.
 
-It answers OPTIONS with 200, INVITE with 180 then 200 (SDP answer), confirms the
+It answers OPTIONS with 200, INVITE with 180 then 200 (SDP answer) — only 180 for
+``sip:ring@...`` —, confirms the
 dialog on ACK, ends it on BYE (200), answers CANCEL (200 + 487), anything else with
 405, and in-dialog requests for unknown dialogs with 481 (§12.2.2).  The core
 (:class:`Uas`) is pure — entropy is injected — and is driven by
@@ -41,6 +42,8 @@ from switchboard.sip.transaction import (
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+RING_ONLY = "ring"
+"""Request-URI user for which the UAS rings and never answers (to be CANCELled)."""
 SDP_ANSWER = (
     b"v=0\r\n"
     b"o=switchboard 1 1 IN IP4 127.0.0.1\r\n"
@@ -163,6 +166,8 @@ class Uas:
         tag = self._tag()
         contact = [("Contact", f"<{self.contacts[peer.transport]}>")]
         out = self._respond(txn, request, 180, now, to_tag=tag, headers=contact)
+        if request.ruri.user == RING_ONLY:
+            return out  # ring until the caller CANCELs (§9.2)
         ok = make_response(
             request,
             200,
