@@ -116,6 +116,6 @@ async def test_sipp_cancels_a_ringing_call(
 
 async def test_sipp_reports_failure_when_nobody_answers(sipp: Sipp) -> None:
     # The runner must not report success for a dead target: one INVITE, nobody there.
-    result = await sipp.arun(f"127.0.0.1:{free_port()}", scenario="uac", calls=1, timeout=3)
+    result = await sipp.arun(f"127.0.0.1:{free_port()}", scenario="uac", calls=1, timeout=2)
     assert result.returncode != 0
     assert result.successful == 0
