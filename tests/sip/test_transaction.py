@@ -662,6 +662,30 @@ def test_cancelled_invite_ends_on_487_or_after_64_t1() -> None:
     assert txn.state is State.COMPLETED and layer.get_timer() == 5.2 + 32.0  # D only
 
 
+def test_send_cancel_only_after_a_provisional() -> None:
+    layer = TransactionLayer()
+    inv = request(extra="Route: <sip:edge.example.com;lr>\r\n")
+    txn, _ = layer.send_request(inv, UDP, now=0.0)
+    with pytest.raises(TransactionStateError):
+        layer.send_cancel(txn, now=0.1)  # §9.1: wait for a 1xx first
+    assert len(layer) == 1
+    layer.receive(reply(inv, 180), UDP, now=0.2)
+    cancel_txn, out = layer.send_cancel(txn, now=0.3)
+    (wire,) = sent(out)
+    cancel = parse_message(wire)
+    assert isinstance(cancel, Request) and cancel.method == "CANCEL"
+    assert cancel.top_via.branch == inv.top_via.branch and cancel.cseq.seq == inv.cseq.seq
+    assert [str(r.uri) for r in cancel.routes] == ["sip:edge.example.com;lr"]
+    assert cancel_txn.peer == txn.peer and cancel_txn.method == "CANCEL"
+    # The CANCEL's 200 and the INVITE's 487 each reach their own transaction.
+    ok = reply(cancel, 200)
+    assert layer.receive(ok, UDP, now=0.4) == [ResponseReceived(ok, cancel_txn, UDP)]
+    gone = reply(inv, 487)
+    assert events(layer.receive(gone, UDP, now=0.5)) == [ResponseReceived(gone, txn, UDP)]
+    with pytest.raises(TransactionStateError):
+        layer.send_cancel(txn, now=0.6)  # already completed
+
+
 # --------------------------------------------------------------------------- properties
 
 SERVER_STEPS = ["retransmit", "ack", "tu_1xx", "tu_2xx", "tu_4xx", "transport_error", "tick"]

@@ -55,6 +55,7 @@ from enum import Enum
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
+from switchboard.sip.dialog import build_cancel
 from switchboard.sip.errors import SipError, SipParseError
 from switchboard.sip.headers import Via
 from switchboard.sip.message import Request, Response, make_response
@@ -660,6 +661,22 @@ class TransactionLayer:
         inp = _response_input(response.status, tu=True)
         self._fire(transaction, inp, now, out, response, data)
         return out
+
+    def send_cancel(
+        self, invite: ClientTransaction, now: float
+    ) -> tuple[ClientTransaction, list[Output]]:
+        """CANCEL a pending INVITE (§9.1): build the CANCEL from the INVITE, send it in
+        its own client transaction to the same peer, and arm the 64·T1 guard
+        (:meth:`cancel_sent`).  Only after a provisional response arrived — before that
+        the CANCEL "MUST NOT be sent" — so Calling raises :class:`TransactionStateError`
+        (wait for the 1xx); so does an INVITE that already has its final response."""
+        if invite.kind is not _K.INVITE_CLIENT or invite.state is not _S.PROCEEDING:
+            raise TransactionStateError(
+                f"cannot CANCEL a {invite.kind.value} transaction in {invite.state.value} (§9.1)"
+            )
+        cancel, out = self.send_request(build_cancel(invite.request), invite.peer, now)
+        self.cancel_sent(invite, now)
+        return cancel, out
 
     def cancel_sent(self, transaction: ClientTransaction, now: float) -> None:
         """The TU sent a CANCEL for this INVITE (§9.1): if no final response arrives
