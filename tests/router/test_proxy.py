@@ -445,3 +445,19 @@ def test_timer_c_cancels_a_branch_that_rings_forever() -> None:
     out = p.handle_timer(281.0)
     assert [start_line(s.data).split()[0] for s in out if s.addr == M1] == ["CANCEL"]
     assert to_uac(out) == ["SIP/2.0 408 Request Timeout"]
+
+
+def test_an_answered_call_clears_earlier_silences() -> None:
+    # probing_threshold=2 here: one silence, then an answered call, then one more
+    # silence must leave the destination selectable (failures are consecutive only).
+    p = make_proxy("1 sip:127.0.0.1:5081\n1 sip:127.0.0.1:5082\n")
+    d1 = p.dispatcher.find(1, "sip:127.0.0.1:5081")
+    assert d1 is not None
+    p.receive(invite(call_id="a", branch="z9hG4bK-a"), "udp", UAC, None, 0.0)  # → M1, silent
+    p.handle_timer(2.0)
+    assert d1.state is DestinationState.TRYING and d1.failures == 1
+    p.receive(invite(call_id="b", branch="z9hG4bK-b"), "udp", UAC, None, 3.0)  # → M2
+    out = p.receive(invite(call_id="c", branch="z9hG4bK-c"), "udp", UAC, None, 3.0)
+    fwd = next(s.data for s in out if s.addr == M1)
+    p.receive(response_to(fwd, 180, "Ringing"), "udp", M1, None, 3.01)
+    assert d1.state is DestinationState.ACTIVE and d1.failures == 0

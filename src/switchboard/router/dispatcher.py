@@ -497,6 +497,7 @@ class Dispatcher:
         return StateChanged(dest, old, new, reason) if new is not old else None
 
     def report_success(self, dest: Destination) -> StateChanged | None:
+        """A probe was answered, or the destination answered a call it was sent."""
         old = dest.state
         new: DestinationState
         match old:

@@ -833,6 +833,13 @@ class Proxy:
             if m.cseq_method == b"CANCEL":
                 br.cancel_answered = True
             return []
+        dest = br.dest
+        if dest is not None and dest.failures and not br.responded:
+            # The destination answers calls: earlier silences were not "consecutive"
+            # failures (a busy moment must not mark a working media node inactive).
+            ch = self.dispatcher.report_success(dest)
+            if ch is not None:
+                self.on_state_change(ch)
         txn = br.txn
         status = m.status
         if status < 200:

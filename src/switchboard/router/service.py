@@ -192,6 +192,7 @@ class Router:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._deferred = False
+        self._stopped = False
         self._admin: _AdminServer | None = None
         self._admin_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -325,8 +326,10 @@ class Router:
             await self.tcp.close()
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         if self._admin is not None:
             self._admin.should_exit = True
             if self._admin_task is not None:
@@ -418,6 +421,8 @@ class Router:
             self._arm()
 
     def _transmit(self, sends: list[Send]) -> None:
+        if self._stopped:
+            return
         private = self.udp_private.transport if self.udp_private is not None else None
         for s in sends:
             if s.transport == "udp":
@@ -446,6 +451,8 @@ class Router:
             self._arm()
 
     def _arm(self) -> None:
+        if self._stopped:
+            return
         when = self.proxy.get_timer()
         if self._timer is not None:
             if self._timer_at <= when:
