@@ -1,7 +1,7 @@
 """A process for supervisor tests: serves /metrics on a port, behaves as told.
 
 usage: platform_child.py PORT MARKER_DIR [--ignore-term] [--grandchild] [--crash-after S]
-Writes MARKER_DIR/<pid>.started when listening; a grandchild's pid into MARKER_DIR/<pid>.grandchild.
+Writes MARKER_DIR/<pid>.started just before listening; a grandchild's pid into MARKER_DIR/<pid>.grandchild.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ async def main() -> None:
     flags = sys.argv[3:]
     if "--ignore-term" in flags:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    server = await serve_metrics("127.0.0.1", port, new_registry("child"))
+    # markers first, then listen: once the supervisor sees the port, the markers exist
     if "--grandchild" in flags:
         gc = subprocess.Popen(["sleep", "600"])
         (marker / f"{gc.pid}.grandchild").write_text(str(gc.pid))
     from os import getpid
 
     (marker / f"{getpid()}.started").write_text("")
+    server = await serve_metrics("127.0.0.1", port, new_registry("child"))
     if "--crash-after" in flags:
         await asyncio.sleep(float(flags[flags.index("--crash-after") + 1]))
         sys.exit(7)

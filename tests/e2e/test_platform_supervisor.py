@@ -59,6 +59,8 @@ async def test_start_restart_after_crash_and_clean_stop(tmp_path: Path) -> None:
     await sup.start()
     run = asyncio.create_task(sup.run())
     first = [c.proc.pid for c in sup.children if c.proc]
+    # the child writes its marker files just after it starts listening: wait for them
+    await wait_for(lambda: any(tmp_path.glob("*.grandchild")))
     grandchild = int(next(tmp_path.glob("*.grandchild")).read_text())
     assert all(alive(p) for p in [*first, grandchild])
 
