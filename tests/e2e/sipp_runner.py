@@ -118,15 +118,22 @@ class SippProcess:
         self.name = name
         self.command = command
 
-    def stop(self, timeout: float = 5.0) -> SippResult:
-        if self.proc.poll() is None:
-            self.proc.terminate()
+    def wait(self, timeout: float) -> SippResult:
+        """Let SIPp finish by itself (``-m`` calls done, including a UAS scenario's
+        closing timewait); killed after ``timeout`` seconds."""
         try:
             out, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, err = self.proc.communicate()
         return self.sipp._result(self.name, self.proc.returncode, out, err, self.command)
+
+    def stop(self, timeout: float = 5.0) -> SippResult:
+        """End SIPp now (SIGTERM, then SIGKILL); calls still in progress — e.g. in a
+        UAS scenario's closing timewait — count as current, not successful."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.wait(timeout)
 
 
 class Sipp:

@@ -119,3 +119,14 @@ async def test_sipp_reports_failure_when_nobody_answers(sipp: Sipp) -> None:
     result = await sipp.arun(f"127.0.0.1:{free_port()}", scenario="uac", calls=1, timeout=2)
     assert result.returncode != 0
     assert result.successful == 0
+
+
+async def test_runner_background_sipp_uas_serves_a_sipp_uac(sipp: Sipp) -> None:
+    # The shared runner as other e2e tests use it: SIPp as a stand-in UAS in the
+    # background, a second SIPp calling it, both results read back.
+    port = free_port()
+    server = sipp.start(None, scenario="uas", local_port=port, calls=3, timeout=20)
+    client = await sipp.arun(f"127.0.0.1:{port}", scenario="uac", calls=3, rate=30, timeout=15)
+    assert client.returncode == 0 and client.successful == 3, client
+    served = server.stop(timeout=10)  # its calls sit in the closing timewait: stop now
+    assert served.count("IncomingCall(C)") == 3 and served.failed == 0, served
