@@ -549,6 +549,16 @@ def test_rfc2543_matching_without_branch() -> None:
     assert [type(e) for e in layer.receive(other, UDP, now=0.2)] == [RequestReceived]
 
 
+def test_bare_magic_cookie_branch_uses_rfc2543_matching() -> None:
+    # RFC 4475 §3.2.1: "z9hG4bK" alone identifies nothing; two different requests
+    # carrying it must not be taken for retransmissions of each other.
+    layer = TransactionLayer(send_trying=False)
+    first = layer.receive(request("OPTIONS", branch="z9hG4bK", cseq=1), UDP, now=0.0)
+    other = layer.receive(request("OPTIONS", branch="z9hG4bK", cseq=2), UDP, now=0.1)
+    assert [type(e) for e in first + other] == [RequestReceived, RequestReceived]
+    assert layer.receive(request("OPTIONS", branch="z9hG4bK", cseq=2), UDP, now=0.2) == []
+
+
 def test_malformed_requests_raise_typed_error_and_change_nothing() -> None:
     layer = TransactionLayer()
     no_via = parse_message(

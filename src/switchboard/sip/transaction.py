@@ -486,7 +486,8 @@ def server_key(request: Request) -> tuple[Any, ...]:
     if method == "ACK":
         method = "INVITE"
     branch = via.branch
-    if branch is not None and branch.startswith(MAGIC_COOKIE):
+    # A bare cookie identifies nothing: RFC 2543 rules (RFC 4475 §3.2.1 "badbranch").
+    if branch is not None and len(branch) > 7 and branch.startswith(MAGIC_COOKIE):
         return (branch, sent_by(via), method)
     return (
         "rfc2543",
