@@ -386,6 +386,14 @@ class Proxy:
         """One datagram or one framed stream message from ``src``."""
         if not data.strip(b"\r\n"):
             return []  # CRLF keep-alive (RFC 5626 §4.4.1); the adapter answers pings
+        if data.startswith(b"SIP/2.0 "):
+            # Fast path for the common response (1xx/2xx to a branch of ours): three
+            # regex scans and one slice instead of a full parse.
+            q = wire.quick_response(data)
+            if q is not None:
+                br = self.branches.get(q.branch)
+                if br is not None:
+                    return self._on_branch_response(q, br, now)
         try:
             m = wire.parse(data, stream=transport != "udp")
         except BadMessage as exc:
@@ -829,6 +837,12 @@ class Proxy:
                     self.on_state_change(ch)
                 return []
             return self._stateless_response(m, via)
+        return self._on_branch_response(m, br, now)
+
+    def _on_branch_response(
+        self, m: Message | wire.QuickResponse, br: Branch, now: float
+    ) -> list[Send]:
+        """§16.7 for a response that matched one of our client branches."""
         if m.cseq_method != br.method:
             if m.cseq_method == b"CANCEL":
                 br.cancel_answered = True
@@ -847,6 +861,7 @@ class Proxy:
         if br.final:
             # A retransmitted final: re-ACK a non-2xx, pass a 2xx on (the UAC ACKs it).
             if status >= 300:
+                assert isinstance(m, Message)  # the fast path stops at 299
                 return [self._ack_for(br, m)] if br.is_invite else []
             if br.is_invite and 200 <= br.final < 300:
                 return self._upstream(txn, self._strip(m), status, count=True)
@@ -866,6 +881,7 @@ class Proxy:
             elif txn.method == b"BYE":
                 self._end_dialog(txn.call_id)
             return self._upstream(txn, data, status, count=True)
+        assert isinstance(m, Message)  # the fast path stops at 299
         out: list[Send] = [self._ack_for(br, m)] if br.is_invite else []
         if txn.final:
             return out
@@ -880,7 +896,9 @@ class Proxy:
             return out + self._next_destination(txn, now)
         return out + self._finish(txn, 0, None, now)
 
-    def _provisional(self, br: Branch, txn: ServerTxn, m: Message, now: float) -> list[Send]:
+    def _provisional(
+        self, br: Branch, txn: ServerTxn, m: Message | wire.QuickResponse, now: float
+    ) -> list[Send]:
         out: list[Send] = []
         first = not br.responded
         br.responded = True
@@ -905,8 +923,10 @@ class Proxy:
                 self._ringing[br] = None
         return out
 
-    def _strip(self, m: Message) -> bytes:
+    def _strip(self, m: Message | wire.QuickResponse) -> bytes:
         """§16.7 step 3: remove the topmost Via (ours)."""
+        if isinstance(m, wire.QuickResponse):
+            return m.strip_top_via()
         i = m.vias[0]
         if b"," in m.lines[i]:
             _, rest = wire.first_value(m.value(i))

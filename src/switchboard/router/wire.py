@@ -13,6 +13,7 @@ Pure: no sockets, no clock.
 
 from __future__ import annotations
 
+import re
 import zlib
 
 # Compact header forms (RFC 3261 §7.3.3, §20) that matter to a proxy.
@@ -46,6 +47,7 @@ _KIND = {
     b"proxy-require": _PROXY_REQUIRE,
 }
 _FOLD = b" \t"
+_UNFOLD = re.compile(rb"[ \t]*\r\n[ \t]+")
 _TOKEN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~")
 _DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
@@ -141,7 +143,11 @@ def parse(data: bytes, *, stream: bool = False) -> Message:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         raise BadMessage(400, "Missing Empty Line After Headers")
-    lines = data[:end].split(b"\r\n")
+    head = data[:end]
+    if b"\r\n " in head or b"\r\n\t" in head:
+        # Folded continuation lines (§7.3.1) are joined before anything reads a value.
+        head = _UNFOLD.sub(b" ", head)
+    lines = head.split(b"\r\n")
     m = Message()
     first = lines[0]
     if first.startswith(b"SIP/2.0 "):
@@ -166,15 +172,7 @@ def parse(data: bytes, *, stream: bool = False) -> Message:
     while i < n:
         line = lines[i]
         c = line.find(b":")
-        if c <= 0 or line[0] in _FOLD:
-            if line and line[0] in _FOLD:
-                # Folded continuation (§7.3.1): join it to the previous header line.
-                if i == 1:
-                    raise BadMessage(400, "Bad Header Folding")
-                lines[i - 1] = lines[i - 1] + b" " + line.strip()
-                del lines[i]
-                n -= 1
-                continue
+        if c <= 0:
             raise BadMessage(400, "Malformed Header Line")
         kind = kind_of(line[:c].lower())
         if kind is None:
@@ -222,6 +220,50 @@ def parse(data: bytes, *, stream: bool = False) -> Message:
         raise BadMessage(400, "Missing Content-Length")
     m.body = body
     return m
+
+
+_TOP_VIA = re.compile(rb"\r\n(?:via|v)[ \t]*:[ \t]*([^\r\n]*)(?=\r\n)", re.IGNORECASE)
+_CSEQ_RE = re.compile(rb"\r\ncseq[ \t]*:[ \t]*\d+[ \t]+([A-Za-z]+)", re.IGNORECASE)
+
+
+class QuickResponse:
+    """The parts of a response the proxy needs to relay it (status, top Via branch, CSeq
+    method), found by regex without splitting the message; ``strip_top_via`` returns the
+    bytes without the first Via line (§16.7 step 3)."""
+
+    __slots__ = ("branch", "cseq_method", "data", "end", "start", "status")
+
+    def __init__(
+        self, data: bytes, status: int, branch: bytes, method: bytes, start: int, end: int
+    ) -> None:
+        self.data = data
+        self.status = status
+        self.branch = branch
+        self.cseq_method = method
+        self.start = start
+        self.end = end
+
+    def strip_top_via(self) -> bytes:
+        return self.data[: self.start] + self.data[self.end :]
+
+
+def quick_response(data: bytes) -> QuickResponse | None:
+    """A 1xx/2xx datagram in the plain shape (one Via value on the first Via line, no
+    folding) → QuickResponse; anything else → None (use :func:`parse`)."""
+    code = data[8:11]
+    if not code.isdigit() or code[0] > 0x32:  # only 1xx and 2xx take the fast path
+        return None
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    v = _TOP_VIA.search(data, 0, end + 2)
+    c = _CSEQ_RE.search(data, 0, end + 2)
+    if v is None or c is None:
+        return None
+    value = v.group(1)
+    if b"," in value or data[v.end() + 2 : v.end() + 3] in (b" ", b"\t"):
+        return None  # several values or a folded line: the full parser handles it
+    return QuickResponse(data, int(code), branch_of(value), c.group(1), v.start(), v.end())
 
 
 def check_mandatory(m: Message) -> None:
