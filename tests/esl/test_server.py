@@ -528,3 +528,17 @@ async def test_every_frame_satisfies_go_eventsocket_rules(server: EventSocketSer
                 assert "+" not in value and " " not in value, line
                 assert not re.search(r"%(?![0-9A-F]{2})", value), line
     assert frames > 30
+
+
+async def test_originate_returns_on_early_media_unless_ignore_early_media(
+    server: EventSocketServer,
+) -> None:
+    c = await EslClient.connect(server.port)
+    body = await c.api("originate sofia/gateway/carrier/early &park")
+    assert body.startswith("+OK ")  # 183 with SDP counts as success by default (§4.2)
+    assert await c.api(f"uuid_getvar {body[4:].strip()} uuid") == body[4:].strip()
+    body = await c.api(
+        "originate {ignore_early_media=true,originate_timeout=1}sofia/gateway/carrier/early &park"
+    )
+    assert body == "-ERR NO_ANSWER\n"
+    await c.close()
