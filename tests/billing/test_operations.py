@@ -62,7 +62,7 @@ def test_rates_import_100k_rows_in_seconds(
     elapsed = time.perf_counter() - started
     assert "imported 100000 rates into default (100000)" in result.stdout
     assert count(conn, "rate_table") == 100_000
-    assert elapsed < 30, f"import took {elapsed:.1f}s"
+    assert elapsed < 60, f"import took {elapsed:.1f}s"  # ~3 s on an idle 2-core machine
     # Re-importing rows with the same prefix and effective_from replaces them, no growth.
     again = tmp_path / "again.csv"
     again.write_text("prefix,rate,effective_from\n1000000,0.9,2026-01-01\n1000001,0.8,2026-01-01\n")
