@@ -280,8 +280,8 @@ class Dialer:
                 return
             billsec = _int(ev.get("variable_billsec"))
             answered = billsec > 0 or ev.get("variable_answer_epoch", "0") not in ("", "0")
-            cause = ev.get("Hangup-Cause") or ev.get("variable_hangup_cause") or None
-            self._spawn(self._finish(u, classify(cause, answered=answered).value, cause, billsec))
+            hangup = ev.get("Hangup-Cause") or ev.get("variable_hangup_cause") or None
+            self._spawn(self._finish(u, classify(hangup, answered=answered).value, hangup, billsec))
 
     async def _finish(
         self, call_uuid: str, outcome: str, cause: str | None, billsec: int | None

@@ -81,7 +81,7 @@ class CampaignStore:
 
     async def fetchone(self, query: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
         async with self.pool.connection() as conn:
-            cur = await conn.execute(query, params)  # type: ignore[arg-type]
+            cur = await conn.execute(query.encode(), params)
             return await cur.fetchone()
 
     async def close(self) -> None:
