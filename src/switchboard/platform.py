@@ -83,6 +83,7 @@ class ServiceSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     env_files: Mapping[str, Path] = field(default_factory=dict)  # env var ← file content at spawn
     summary: tuple[tuple[str, str], ...] = ()  # (what, where) lines for the address table
+    stage: int = 0  # start order: every service of a stage starts at once, stages in turn
 
 
 def split_address(value: str) -> tuple[str, int]:
@@ -220,6 +221,7 @@ def plan(
                 argv=(sys.executable, "-m", "switchboard.platform", "postgres", str(state_dir)),
                 ready_file=uri_file,
                 env=env,
+                stage=0,
                 summary=(("PostgreSQL", f"embedded, data in {state_dir / 'pgdata'}"),),
             )
         )
@@ -241,6 +243,7 @@ def plan(
                         Listen("tcp", ahost, aport, "admin"),
                     ),
                     ready=(ahost, aport),
+                    stage=1,
                     env={**env, **node.env()},
                     env_files=env_files,
                     summary=(
@@ -276,6 +279,7 @@ def plan(
                 argv=_cli("router", *base),
                 listens=(*_sip_listens(cfg.router.listen), Listen("tcp", ahost, aport, "admin")),
                 ready=(ahost, aport),
+                stage=2,
                 env=router_env,
                 env_files=env_files,
                 summary=(
@@ -358,14 +362,22 @@ class Supervisor:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start every child in order and wait until each is ready; StartError otherwise."""
-        for child in self.children:
-            await self._spawn(child)
-            try:
-                await self._wait_ready(child)
-            except StartError:
+        """Start the children stage by stage — those of one stage at once (media nodes do
+        not wait for each other) — and wait until each is ready; StartError otherwise."""
+        stages = sorted({c.spec.stage for c in self.children})
+        for stage in stages:
+            group = [c for c in self.children if c.spec.stage == stage]
+            for child in group:
+                await self._spawn(child)
+            results = await asyncio.gather(
+                *(self._wait_ready(c) for c in group), return_exceptions=True
+            )
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
                 await self.stop()
-                raise
+                if all(isinstance(e, StartError) for e in errors):
+                    raise StartError("\n".join(str(e) for e in errors))
+                raise next(e for e in errors if not isinstance(e, StartError))
         self.ready.set()
 
     async def run(self) -> int:

@@ -15,6 +15,8 @@ def test_full_platform_in_start_order_with_design_addresses(tmp_path: Path) -> N
     cfg = config.load(environ={})
     specs = plan(cfg, config_path=None, media_nodes=2, state_dir=tmp_path, available=ALL)
     assert [s.name for s in specs] == ["database", "media-1", "media-2", "router"]
+    # the database first, media nodes together, the router last (its probes find them up)
+    assert [s.stage for s in specs] == [0, 1, 1, 2]
     media1, media2, router = specs[1], specs[2], specs[3]
     assert {str(x) for x in media1.listens} == {
         "udp:127.0.0.1:5081",
