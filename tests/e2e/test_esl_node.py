@@ -8,6 +8,7 @@ genesis, greenswitch and modesl drive it exactly as operators' programs do.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
 import socket
@@ -316,4 +317,29 @@ async def test_record_and_conference_events(node: MediaNode, tmp_path: Path) -> 
     assert ev["Event-Subclass"] == "conference::maintenance"
     assert ev["Conference-Name"] == "sales" and ev["Action"] == "add-member"
     assert (await c.api("hupall")).startswith("+OK")
+    await c.close()
+
+
+async def test_loopback_originate_runs_the_dialplan_on_the_b_leg(node: MediaNode) -> None:
+    c = await EslClient.connect(esl_port(node))
+    await c.command("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE DTMF")
+    body = await c.api("originate {origination_caller_id_number=321}loopback/echo &park")
+    assert body.startswith("+OK "), body
+    a = body[4:].strip()
+    answer = await c.event("CHANNEL_ANSWER", Unique_ID=a)
+    assert answer["Channel-Name"] == "loopback/echo-a"
+    rows = json.loads(await c.api("show channels as json"))["rows"]
+    b = next(r for r in rows if r["name"] == "loopback/echo-b")
+    assert b["dest"] == "echo" and b["cid_num"] == "321" and b["application"] == "echo"
+    assert await c.api(f"uuid_send_dtmf {a} 5") == f"+OK {a} sent DTMF 5.\n"
+    dtmf = await c.event("DTMF", Unique_ID=b["uuid"])  # the b-leg hears the a-leg's digit
+    assert dtmf["DTMF-Digit"] == "5"
+    assert await c.api(f"uuid_kill {a}") == "+OK\n"
+    ended = {(await c.event("CHANNEL_HANGUP_COMPLETE"))["Unique-ID"] for _ in range(2)}
+    assert ended == {a, b["uuid"]}
+    # b-leg: answer, play the bundled prompt, hang up → the a-leg is hung up with it
+    body = await c.api("originate loopback/playback &park")
+    assert body.startswith("+OK "), body
+    done = await c.event("CHANNEL_HANGUP_COMPLETE", timeout=15, Unique_ID=body[4:].strip())
+    assert done["Hangup-Cause"] == "NORMAL_CLEARING" and int(done["variable_billsec"]) >= 1
     await c.close()
