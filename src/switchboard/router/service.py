@@ -236,7 +236,7 @@ class Router:
                             lambda: _UdpSocket(self), local_addr=(unbracket(host), int(port))
                         )
                     self.udp.append(u)
-                    interfaces.append(Interface("udp", host, u.local[1]))
+                    interfaces.append(Interface("udp", advertised(host), u.local[1]))
                     if sharded and self.udp_private is None:
                         # The worker's own downstream socket: its Via names it, so the
                         # responses come back to this worker (not to whichever the
@@ -245,7 +245,7 @@ class Router:
                             lambda: _UdpSocket(self), local_addr=(unbracket(host), 0)
                         )
                         self.udp_private = priv
-                        via_interfaces.append(Interface("udp", host, priv.local[1]))
+                        via_interfaces.append(Interface("udp", advertised(host), priv.local[1]))
                 else:
                     if self.tcp is None:
                         self.tcp = TcpTransport(self._on_tcp, self._on_send_failed)
@@ -253,9 +253,9 @@ class Router:
                         # TCP is accepted by worker 0 only (connections are long-lived
                         # and stay with the worker that accepted them).
                         bound = await self.tcp.listen(host, int(port))
-                        interfaces.append(Interface("tcp", host, bound[1]))
+                        interfaces.append(Interface("tcp", advertised(host), bound[1]))
                     else:
-                        interfaces.append(Interface("tcp", host, int(port)))
+                        interfaces.append(Interface("tcp", advertised(host), int(port)))
             admin_host, _, admin_port = cfg.router.admin.rpartition(":")
             admin_sock = self._bind_admin(f"{admin_host}:{int(admin_port) + self.worker}")
         except OSError as exc:
@@ -485,6 +485,22 @@ class Router:
         except Exception:  # a timer bug must not stop the router's clock
             log.exception("router timer failed")
         self._arm()
+
+
+def advertised(host: str) -> str:
+    """The address to put in Via and Record-Route for a listen host: a wildcard bind
+    (0.0.0.0, ::) is advertised as the address of the default route's interface."""
+    if host not in ("0.0.0.0", "::", "[::]"):
+        return host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))  # UDP connect sends nothing; it only picks a route
+            ip = s.getsockname()[0]
+    except OSError:
+        ip = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    return f"[{ip}]" if family == socket.AF_INET6 else ip
 
 
 def _reuseport_udp(host: str, port: int) -> socket.socket:
