@@ -343,3 +343,38 @@ async def test_loopback_originate_runs_the_dialplan_on_the_b_leg(node: MediaNode
     done = await c.event("CHANNEL_HANGUP_COMPLETE", timeout=15, Unique_ID=body[4:].strip())
     assert done["Hangup-Cause"] == "NORMAL_CLEARING" and int(done["variable_billsec"]) >= 1
     await c.close()
+
+
+async def test_reloadxml_rereads_the_dialplan_file(tmp_path: Path) -> None:
+    plan = tmp_path / "dialplan.toml"
+    plan.write_text(
+        '[[rules]]\nname = "old"\ndestination = "^old$"\nactions = ["answer", "park"]\n'
+    )
+    rtp = random.randrange(20000, 60000, 2000)
+    cfg = load(
+        environ={},
+        overrides={
+            "media": {
+                "listen": ["udp:127.0.0.1:0"],
+                "rtp_port_start": rtp,
+                "rtp_port_end": rtp + 999,
+            },
+            "esl": {"listen": "127.0.0.1:0", "heartbeat": 0},
+            "dialplan": {"file": str(plan)},
+        },
+    )
+    n = MediaNode(cfg, "media-1", state_dir=tmp_path, cdr_sink=MemoryCdrSink(), admin=False)
+    await n.start()
+    try:
+        c = await EslClient.connect(esl_port(n))
+        assert (await c.api("originate loopback/old &park")).startswith("+OK ")
+        assert await c.api("originate loopback/new &park") == "-ERR NO_ROUTE_DESTINATION\n"
+        plan.write_text(
+            '[[rules]]\nname = "new"\ndestination = "^new$"\nactions = ["answer", "park"]\n'
+        )
+        assert await c.api("reloadxml") == "+OK [Success]\n"
+        assert (await c.api("originate loopback/new &park")).startswith("+OK ")
+        assert await c.api("originate loopback/old &park") == "-ERR NO_ROUTE_DESTINATION\n"
+        await c.close()
+    finally:
+        await n.stop()
