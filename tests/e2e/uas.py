@@ -61,6 +61,9 @@ class UasStats:
 
     invites: int = 0
     acks: int = 0
+    """ACK requests passed up (a peer may repeat its ACK for a retransmitted 2xx)."""
+    acked: set[str] = field(default_factory=set)
+    """Call-IDs whose 2xx was acknowledged."""
     byes: int = 0
     options: int = 0
     cancels: int = 0
@@ -110,6 +113,7 @@ class Uas:
                     result.extend(self._on_request(request, txn, peer, now))
                 case AckReceived(request=ack):
                     self.stats.acks += 1
+                    self.stats.acked.add(ack.call_id)
                     dialog = self.dialogs.get(uas_dialog_id(ack))
                     if dialog is not None:
                         dialog.confirm()
