@@ -180,7 +180,9 @@ async def test_udp_client_transaction_retransmits_on_the_real_clock() -> None:
         (timeout,) = await tu.wait_for(TimedOut)
         assert timeout.timer == "F"
         copies = sink.queue.qsize()
-        assert copies == 4  # sent at 0, then E at 0.05, 0.15, 0.35; F at 0.5
+        # Sent at 0, then E at 0.05, 0.15, 0.35; F at 0.5.  A loaded machine may wake
+        # late and push one E past F (exact counts are the fake-clock tests' job).
+        assert 3 <= copies <= 4, copies
         assert len(tu.layer) == 0
     finally:
         silent.close()
