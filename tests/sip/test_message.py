@@ -148,6 +148,9 @@ def test_star_contact() -> None:
         (b"SIP/2.0 20 OK\r\n\r\n", 400),
         (b"SIP/2.0 099 OK\r\n\r\n", 400),
         (b"OPTIONS sip:a@b SIP/2.0\r\nNo colon here\r\n\r\n", 400),
+        (b"OPTIONS sip:a@b SIP/2.0\r\nVia\r\n\r\n", 400),  # a known name, no colon
+        (b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x\r\nFromx\r\n\r\n", 400),
+        (b"OPTIONS sip:a@b SIP/2.0\r\n: no name\r\n\r\n", 400),
         (b"OPTIONS sip:a@b SIP/2.0\r\nBad Name: x\r\n\r\n", 400),
         (b"OPTIONS sip:a@b SIP/2.0\r\nX: a\nY: b\r\n\r\n", 400),
         (b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n", 400),

@@ -193,22 +193,23 @@ class Headers:
     """Ordered header fields with case-insensitive, compact-form-aware lookup.
 
     Each field is one header *line* as received, kept in four parallel lists (name
-    as spelled, stripped value, lower-case full-name key, original line text — or
-    ``None`` once modified) so the parser can fill them with C-level list
-    operations instead of a Python loop per line.  Values are raw strings;
+    as spelled, value, lower-case full-name key, original line text — or ``None``
+    once modified) so the parser can fill them with C-level list operations instead
+    of a Python loop per line.  A parsed line's value is cut out of its original
+    text only when first read (a proxy reads 6 of ~15 headers); ``None`` in
+    ``_values`` means "not cut yet", and the original text is then always there.  Values are raw strings;
     :meth:`get_all` splits comma-joined values for list headers (§7.3.1).  Mutating
     methods clear :attr:`cache`, which :class:`~switchboard.sip.message.Message`
     uses for its lazily parsed properties.
     """
 
-    __slots__ = ("_first", "_keys", "_names", "_raws", "_values", "cache")
+    __slots__ = ("_keys", "_names", "_raws", "_values", "cache")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._names: list[str] = []
-        self._values: list[str] = []
+        self._values: list[str | None] = []
         self._keys: list[str] = []
         self._raws: list[str | None] = []
-        self._first: dict[str, int] | None = None
         self.cache: dict[str, Any] = {}
         for name, value in items:
             self.add(name, value)
@@ -217,7 +218,7 @@ class Headers:
     def _from_parsed(
         cls,
         names: list[str],
-        values: list[str],
+        values: list[str | None],
         keys: list[str],
         raws: list[str | None],
     ) -> Headers:
@@ -226,21 +227,15 @@ class Headers:
         h._values = values
         h._keys = keys
         h._raws = raws
-        h._first = None
         h.cache = {}
         return h
 
     # -- lookup ---------------------------------------------------------------
-    def _index(self) -> dict[str, int]:
-        """key -> position of its first line, built in C (later duplicates are
-        overwritten by earlier lines because the pairs are fed in reverse)."""
-        first = self._first
-        if first is None:
-            keys = self._keys
-            first = self._first = dict(
-                zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=False)
-            )
-        return first
+    # Lookups scan the key list in C (list.index/count): for ~20 headers that is
+    # cheaper than building a dict per message, and mutations need no upkeep.
+    def _find(self, key: str) -> int | None:
+        keys = self._keys
+        return keys.index(key) if key in keys else None
 
     def _positions(self, key: str) -> list[int]:
         keys = self._keys
@@ -248,34 +243,49 @@ class Headers:
         if n == 0:
             return []
         if n == 1:
-            return [self._index()[key]]
+            return [keys.index(key)]
         return [i for i, k in enumerate(keys) if k == key]
 
+    def _value(self, i: int) -> str:
+        v = self._values[i]
+        if v is None:
+            raw: str = self._raws[i]  # type: ignore[assignment]
+            v = self._values[i] = raw[raw.find(":") + 1 :].strip(" \t")
+        return v
+
+    def _all_values(self) -> list[str]:
+        values = self._values
+        if None in values:
+            for i, v in enumerate(values):
+                if v is None:
+                    self._value(i)
+        return values  # type: ignore[return-value]
+
     def _changed(self) -> None:
-        self._first = None
         if self.cache:
             self.cache = {}
 
     def first_value(self, key: str) -> str | None:
         """Value of the first *line* with lower-case full name ``key`` (no comma
         splitting, no name normalisation): the hot path of Message properties."""
-        first = self._first
-        if first is None:
-            first = self._index()
-        i = first.get(key)
-        return None if i is None else self._values[i]
+        keys = self._keys
+        if key not in keys:
+            return None
+        i = keys.index(key)
+        v = self._values[i]
+        return self._value(i) if v is None else v
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """First value of ``name``: for list headers the first comma-separated element,
         otherwise the first line's value.  ``default`` when absent."""
         key = _KEYS.get(name) or header_key(name)
-        first = self._first
-        if first is None:
-            first = self._index()
-        i = first.get(key)
-        if i is None:
+        keys = self._keys
+        if key not in keys:
             return default
+        i = keys.index(key)
         value = self._values[i]
+        if value is None:
+            value = self._value(i)
         if "," in value and key in LIST_HEADERS:
             parts = split_commas(value)
             return parts[0] if parts else default
@@ -284,36 +294,36 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order, comma-splitting list headers (§7.3.1)."""
         key = _KEYS.get(name) or header_key(name)
-        values = self._values
+        value = self._value
         pos = self._positions(key)
         if key in LIST_HEADERS:
             out: list[str] = []
             for i in pos:
-                v = values[i]
+                v = value(i)
                 if "," in v:
                     out.extend(split_commas(v))
                 elif v:
                     out.append(v)
             return out
-        return [values[i] for i in pos]
+        return [value(i) for i in pos]
 
     def get_lines(self, name: str) -> list[str]:
         """Values of every line named ``name``, without comma splitting."""
-        values = self._values
-        return [values[i] for i in self._positions(_KEYS.get(name) or header_key(name))]
+        value = self._value
+        return [value(i) for i in self._positions(_KEYS.get(name) or header_key(name))]
 
     def count(self, name: str) -> int:
         """Number of header field lines named ``name``."""
         return self._keys.count(_KEYS.get(name) or header_key(name))
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and (_KEYS.get(name) or header_key(name)) in self._index()
+        return isinstance(name, str) and (_KEYS.get(name) or header_key(name)) in self._keys
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return zip(self._names, self._values, strict=True)
+        return zip(self._names, self._all_values(), strict=True)
 
     def items(self) -> list[tuple[str, str]]:
-        return list(zip(self._names, self._values, strict=True))
+        return list(zip(self._names, self._all_values(), strict=True))
 
     def __len__(self) -> int:
         return len(self._names)
@@ -321,7 +331,7 @@ class Headers:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return self._names == other._names and self._values == other._values
+        return self._names == other._names and self._all_values() == other._all_values()
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -356,7 +366,8 @@ class Headers:
         there is none (Via, Record-Route: RFC 3261 §16.6 steps 4 and 8)."""
         self._check(name, value)
         key = header_key(name)
-        self._put(self._index().get(key, 0), name, value, key)
+        i = self._find(key)
+        self._put(0 if i is None else i, name, value, key)
         self._changed()
 
     def set(self, name: str, value: str) -> None:
@@ -388,10 +399,10 @@ class Headers:
         comma-joined list line (Route on loose routing §16.4, Via on responses §16.7).
         Returns the removed value, ``None`` when absent."""
         key = header_key(name)
-        i = self._index().get(key)
+        i = self._find(key)
         if i is None:
             return None
-        value = self._values[i]
+        value = self._value(i)
         if "," in value and key in LIST_HEADERS:
             parts = split_commas(value)
             if len(parts) > 1:
@@ -573,7 +584,7 @@ class CSeq(NamedTuple):
             # Fast path: "4711 INVITE".
             seq = int(num)
             if seq <= CSEQ_MAX and (method in _KNOWN_METHODS or _TOKEN_RE.fullmatch(method)):
-                return cls(seq, method)
+                return tuple.__new__(cls, (seq, method))  # skips the generated __new__
         m = _CSEQ_RE.fullmatch(text)
         if m is None:
             raise SipParseError(f"bad CSeq {text!r}")

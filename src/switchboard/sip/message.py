@@ -19,6 +19,7 @@ it was received, so forwarding a message changes only what the proxy changed.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -101,7 +102,7 @@ class Message:
         pos = h._positions("content-length")
         if not pos:
             lines.append(f"Content-Length: {n}")
-        elif len(pos) > 1 or h._values[pos[0]] != n:
+        elif len(pos) > 1 or h._value(pos[0]) != n:
             for i in reversed(pos[1:]):
                 del lines[i]
             lines[pos[0]] = f"{h._names[pos[0]]}: {n}"
@@ -127,10 +128,13 @@ class Message:
 
     # -- lazily parsed header properties ----------------------------------
     def _required(self, key: str) -> str:
-        v = self.headers.first_value(key)
-        if v is None:
+        h = self.headers
+        keys = h._keys
+        if key not in keys:
             raise SipParseError(f"missing {key} header")
-        return v
+        i = keys.index(key)
+        v = h._values[i]
+        return h._value(i) if v is None else v
 
     @property
     def call_id(self) -> str:
@@ -170,9 +174,7 @@ class Message:
         c = self.headers.cache
         v = c.get("top_via")
         if v is None:
-            first = self.headers.first_value("via")
-            if first is None:
-                raise SipParseError("missing Via header")
+            first = self._required("via")
             if "," in first:
                 first = split_commas(first)[0]
             v = c["top_via"] = Via.parse(first)
@@ -230,10 +232,19 @@ class Message:
         return v
 
     def _addresses(self, key: str) -> list[NameAddr]:
-        c = self.headers.cache
+        h = self.headers
+        c = h.cache
         v = c.get(key)
         if v is None:
-            v = c[key] = [NameAddr.parse(x) for x in self.headers.get_all(key)]
+            keys = h._keys
+            n = keys.count(key)
+            if n == 0:
+                v = []
+            elif n == 1 and "," not in (one := h._value(keys.index(key))):
+                v = [NameAddr.parse(one)]  # the usual single Route / Record-Route
+            else:
+                v = [NameAddr.parse(x) for x in h.get_all(key)]
+            c[key] = v
         return v
 
     @property
@@ -336,15 +347,16 @@ class Message:
         malformed: the "full parse" a UAS does before acting on a request.
         """
         h = self.headers
-        idx = h._index()
+        keys = h._keys
         for key in SINGLE_HEADERS:
-            pos = h._positions(key)
-            if pos and (
-                len(pos) > 1 or (key in ("to", "from") and len(split_commas(h._values[pos[0]])) > 1)
-            ):
+            if keys.count(key) > 1:
                 raise SipParseError(f"more than one {key} header")
+        for key in ("to", "from"):
+            i = h._find(key)
+            if i is not None and len(split_commas(h._value(i))) > 1:
+                raise SipParseError(f"more than one {key} value")
         for key in ("to", "from", "call-id", "cseq", "via"):
-            if key not in idx:
+            if key not in keys:
                 raise SipParseError(f"missing mandatory {key} header")
         _ = self.vias, self.call_id, self.cseq, self.from_, self.to, self.max_forwards
         _ = self.routes, self.record_routes, self.contacts, self.content_length
@@ -562,8 +574,10 @@ def _parse_unfolded(data: bytes) -> Request | Response:
     head = data[:end].decode("utf-8", "surrogateescape")
     body_start = end + 4
     lines = head.split("\r\n")
-    nlines = len(lines)
-    if head.count("\n") != nlines - 1 or head.count("\r") != nlines - 1:
+    # A CR or LF outside CRLF would let a header smuggle a line break through to
+    # whoever receives the re-serialised message; find() on one char is a memchr.
+    joined = "".join(lines)
+    if joined.find("\n") >= 0 or joined.find("\r") >= 0:
         raise SipParseError("bare CR or LF in header block")
     first = lines[0]
     msg: Request | Response
@@ -600,34 +614,36 @@ def _parse_unfolded(data: bytes) -> Request | Response:
         req._ruri_text = None
         msg = req
 
-    # Header lines, split with C-level list operations (a Python loop per line
-    # costs more than the whole rest of the parse on a 1 kB INVITE).
+    # Header lines: names cut and looked up with C-level list operations (a Python
+    # loop per line costs more than the rest of the parse); values are cut out of
+    # the line only when a header is read (Headers._value).
     del lines[0]
-    if lines:
-        names_t, colons, values_t = zip(*[line.partition(":") for line in lines], strict=False)
-        if "" in colons:
-            raise SipParseError(f"header line without ':' {lines[colons.index('')]!r}")
-        names = list(names_t)
-        keys = list(map(_KEYS.get, names))
-        if None in keys:
-            for i, key in enumerate(keys):
-                if key is None:
-                    name = names[i].rstrip(" \t")
-                    if not name or not _TOKEN_RE.fullmatch(name):
-                        raise SipParseError(f"bad header name in {lines[i]!r}")
-                    names[i] = name
-                    keys[i] = header_key(name)
-        values = [v.strip(" \t") for v in values_t]
-    else:
-        names, keys, values = [], [], []
-    msg.headers = Headers._from_parsed(names, values, keys, lines)  # type: ignore[arg-type]
+    names = [line.partition(":")[0] for line in lines]
+    if any(map(operator.is_, names, lines)):
+        # partition() hands back the line itself when it has no colon.
+        raise SipParseError("header line without ':'")
+    keys: list[str | None] = list(map(_KEYS.get, names))
+    if None in keys:
+        for i, key in enumerate(keys):
+            if key is None:
+                line = lines[i]
+                name = names[i].rstrip(" \t")
+                if not name or not _TOKEN_RE.fullmatch(name):
+                    raise SipParseError(f"bad header line {line!r}")
+                names[i] = name
+                keys[i] = header_key(name)
+    headers = msg.headers = Headers._from_parsed(
+        names,
+        [None] * len(names),
+        keys,  # type: ignore[arg-type]
+        lines,  # type: ignore[arg-type]
+    )
     cl: str | None = None
     ncl = keys.count("content-length")
     if ncl:
-        cl = values[keys.index("content-length")]
-        if ncl > 1 and any(
-            v != cl for k, v in zip(keys, values, strict=True) if k == "content-length"
-        ):
+        pos = [i for i, k in enumerate(keys) if k == "content-length"] if ncl > 1 else None
+        cl = headers._value(keys.index("content-length"))
+        if pos and any(headers._value(i) != cl for i in pos):
             raise SipParseError("conflicting Content-Length headers")
 
     if cl is None:
@@ -671,7 +687,7 @@ def make_response(
         copied.append("timestamp")
     for key in copied:
         for i in src._positions(key):
-            value = src._values[i]
+            value = src._value(i)
             raw = src._raws[i]
             if key == "to" and to_tag is not None and status != 100 and _tag_of(value) is None:
                 value = f"{value};tag={to_tag}"
@@ -680,7 +696,7 @@ def make_response(
             values.append(value)
             keys.append(key)
             raws.append(raw)
-    h = Headers._from_parsed(names, values, keys, raws)
+    h = Headers._from_parsed(names, values, keys, raws)  # type: ignore[arg-type]
     for name, value in headers:
         h.add(name, value)
     return Response(status, reason, h, body, request.version)
