@@ -80,7 +80,9 @@ from switchboard.esl.originate import (
     AppDestination,
     ErrorEndpoint,
     ExtensionDestination,
+    LoopbackEndpoint,
     OriginateUsageError,
+    parse_endpoint,
     parse_originate,
 )
 from switchboard.esl.output import (
@@ -94,8 +96,10 @@ from switchboard.esl.output import (
 )
 from switchboard.esl.subscription import Subscription, event_id
 from switchboard.media.causes import Cause, parse_cause
+from switchboard.media.channel import CallerProfile
 from switchboard.media.core import VERSION, NoSuchChannel, OriginateError, Switch, new_uuid
 from switchboard.media.events import Event
+from switchboard.media.rtp_endpoint import RtpEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -619,10 +623,6 @@ class LoopbackChannels:
         self.switch = switch
 
     async def place(self, session: Any, leg: Any) -> None:
-        from switchboard.esl.originate import LoopbackEndpoint, parse_endpoint
-        from switchboard.media.channel import CallerProfile
-        from switchboard.media.rtp_endpoint import RtpEndpoint
-
         sw = self.switch
         target = parse_endpoint(leg.endpoint)
         if not isinstance(target, LoopbackEndpoint):
@@ -642,12 +642,16 @@ class LoopbackChannels:
         b = sw.create_session(
             direction="inbound", name=f"loopback/{target.exten}-b", profile=profile
         )
+        opened: list[RtpEndpoint] = []
         try:
-            a_rtp = await RtpEndpoint.open("127.0.0.1", rtcp=False)
-            b_rtp = await RtpEndpoint.open("127.0.0.1", rtcp=False)
+            for _ in range(2):
+                opened.append(await RtpEndpoint.open("127.0.0.1", rtcp=False))
         except OSError as exc:
+            for ep in opened:
+                ep.close()
             sw.hangup(b.uuid, Cause.DESTINATION_OUT_OF_ORDER)
             raise OriginateError(Cause.DESTINATION_OUT_OF_ORDER, f"RTP: {exc}") from None
+        a_rtp, b_rtp = opened
         a_rtp.set_remote(b_rtp.local_address)
         b_rtp.set_remote(a_rtp.local_address)
         session.media, b.media = a_rtp, b_rtp
