@@ -181,7 +181,7 @@ def router_sections(
         "dispatcher": {
             "destinations": destinations,
             "ping_interval": 0.5,
-            "ping_timeout": 0.4,
+            "ping_timeout": 1.0,
             "probing_threshold": 2,
             "inactive_threshold": 1,
             "failover_timeout": 1.0,
@@ -205,7 +205,7 @@ async def running_router(tmp: Path, sections: dict[str, dict[str, Any]]) -> Asyn
         await router.stop()
 
 
-async def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
+async def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
     """Poll with a bounded deadline (state changes driven by probing timers)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
