@@ -264,6 +264,12 @@ def test_status_page_shows_the_platform_and_drain_changes_routing(platform: Plat
             "Number(document.getElementById('kpi-calls').textContent) >= 20 && document.getElementById('kpi-calls').textContent"
         )
         assert int(calls) >= 20
+        # recent CDRs from PostgreSQL, and the dialer campaign of the Prometheus test
+        browser.wait_js("document.querySelectorAll('#cdrs tbody tr').length === 20")
+        browser.wait_js(
+            "[...document.querySelectorAll('#campaigns tbody tr')].some("
+            "r => r.cells[0].textContent === 'e2e' && Number(r.cells[4].textContent) > 0)"
+        )
 
         browser.click(f'#destinations tr[data-uri="{first}"] button')
         wait_until(lambda: destinations(platform)[first] == "disabled", 10, "drain")
