@@ -228,3 +228,33 @@ async def test_call_over_tcp_and_node_hangup_sends_bye(tmp_path: Path) -> None:
     finally:
         peer.close()
         await node.stop()
+
+
+async def test_late_offer_invite_without_sdp_gets_our_offer_and_the_ack_answers(
+    tmp_path: Path,
+) -> None:
+    node, cdrs = await start_node(tmp_path)
+    peer = await Peer.udp()
+    port = node.sip_port
+    try:
+        peer.send(request(peer, "INVITE", port, call_id="l1", cseq=1, branch="l1"), port)
+        r = await peer.expect(final)
+        assert isinstance(r, Response) and r.status == 200
+        offer = parse_sdp(r.body)
+        assert offer.media[0].formats[:2] == ["0", "8"]  # our codecs, in preference order
+        answer = SDP.format(ver=1, port=40010, fmt="8", dir="sendrecv")
+        peer.send(request(peer, "ACK", port, call_id="l1", cseq=1, branch="l2", to_tag=r.to_tag or "",
+                          body=answer), port)  # fmt: skip
+        await wait_until(lambda: any(s.media is not None and s.media.remote == ("127.0.0.1", 40010)
+                                     for s in node.switch.sessions), what="answer applied")  # fmt: skip
+        [s] = list(node.switch.sessions)
+        assert s.media.codec.name == "PCMA"
+        peer.send(
+            request(peer, "BYE", port, call_id="l1", cseq=2, branch="l3", to_tag=r.to_tag or ""),
+            port,
+        )
+        assert isinstance(await peer.expect(final), Response)
+        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+    finally:
+        peer.close()
+        await node.stop()

@@ -20,7 +20,7 @@ import threading
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from switchboard.billing.cdr import Cdr
 from switchboard.media.causes import Cause
@@ -158,7 +158,7 @@ class MemoryCdrSink:
         self.records.append(cdr)
 
 
-def install(switch: object, sink: CdrSink, node: str, metrics: object | None = None) -> None:
+def install(switch: object, sink: CdrSink, node: str, metrics: Any = None) -> None:
     """Produce a CDR (and the call metrics) for every leg at hangup."""
     from switchboard.media.core import Switch
 
@@ -173,10 +173,9 @@ def install(switch: object, sink: CdrSink, node: str, metrics: object | None = N
         with contextlib.suppress(Exception):
             sink.submit(cdr)
         if metrics is not None:
-            m = metrics
-            m.call_ended(
+            metrics.call_ended(
                 s.channel.direction, METRIC_DISPOSITION[cdr.disposition], float(cdr.billsec)
-            )  # type: ignore[attr-defined]
-            m.hangups.labels(cause=cdr.hangup_cause).inc()  # type: ignore[attr-defined]
+            )
+            metrics.hangups.labels(cause=cdr.hangup_cause).inc()
 
     switch.hangup_hooks.append(on_hangup)

@@ -49,7 +49,9 @@ class DialLeg:
 
 
 def _split_escaped(text: str, sep: str) -> list[str]:
-    out, cur, i = [], [], 0
+    out: list[str] = []
+    cur: list[str] = []
+    i = 0
     while i < len(text):
         c = text[i]
         if c == "\\" and i + 1 < len(text) and text[i + 1] == sep:
@@ -99,7 +101,9 @@ def _take_block(text: str, open_: str, close: str) -> tuple[str, str]:
 
 def _split_top(text: str, sep: str) -> list[str]:
     """Split on ``sep`` outside ``{}``/``[]`` blocks."""
-    out, cur, depth = [], [], 0
+    out: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for c in text:
         if c in "{[":
             depth += 1

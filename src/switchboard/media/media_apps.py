@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from switchboard.media.causes import Cause, parse_cause
+from switchboard.media.causes import Cause
 from switchboard.media.core import OriginateError
 from switchboard.media.dialplan import parse_action
 from switchboard.media.rtp_endpoint import RtpEndpoint, unbridge
@@ -163,7 +163,8 @@ async def play(s: Session, name: str, *, terminators: str = "", interrupt: bool 
                 await asyncio.shield(done)
                 break
             getter = asyncio.ensure_future(next_digit(s, None))
-            finished, _ = await asyncio.wait({done, getter}, return_when=asyncio.FIRST_COMPLETED)
+            waits: set[asyncio.Future[Any]] = {done, getter}
+            finished, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             if getter in finished:
                 digit = getter.result()
                 if digit is None:
@@ -781,6 +782,5 @@ REGISTRY: Mapping[str, Callable[[Session, str], Any]] = {
 
 
 def register(sw: Switch) -> None:
-    sw.apps.update(REGISTRY)  # type: ignore[arg-type]
+    sw.apps.update(REGISTRY)
     config_of(sw)
-    _ = parse_cause

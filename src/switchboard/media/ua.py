@@ -526,6 +526,8 @@ class UserAgent:
                     leg.acked.set()
                     if leg.dialog is not None:
                         leg.dialog.confirm()
+                    if leg.negotiated is None and req.body and leg.local_sdp is not None:
+                        self._late_answer(leg, req.body)
             case TimedOut(transaction=txn, timer=timer):
                 self._on_timeout(txn, timer)
             case TransportFailed(transaction=txn):
@@ -685,6 +687,15 @@ class UserAgent:
         if self.metrics is not None:
             self.metrics.call_attempts.labels(direction="inbound").inc()
         self.switch.start_inbound(session)
+
+    def _late_answer(self, leg: SipLeg, body: bytes) -> None:
+        """The answer to the offer we put in our 2xx (late offer, RFC 3261 §13.2.1)."""
+        assert leg.local_sdp is not None
+        try:
+            leg.apply_negotiated(process_answer(leg.local_sdp, parse_sdp(body), codecs=leg.codecs))
+        except (SdpError, NegotiationError) as exc:
+            log.warning("call %s: unusable SDP in ACK: %s", leg.call_id, exc)
+            self.switch.hangup(leg.session.uuid, Cause.INCOMPATIBLE_DESTINATION)
 
     def _wire_media(self, leg: SipLeg) -> None:
         sw, s = self.switch, leg.session
