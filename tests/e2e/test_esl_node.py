@@ -240,29 +240,44 @@ async def test_user_park_to_registered_sipp_phone(
 
 
 async def test_100_concurrent_originates_over_10_connections(node: MediaNode) -> None:
-    clients = [await EslClient.connect(esl_port(node)) for _ in range(10)]
-    for c in clients:
-        await c.command("event plain BACKGROUND_JOB")
-    for i, c in enumerate(clients):
-        for j in range(10):
-            c.send(f"bgapi originate sofia/gateway/carrier/1555{i}{j:03d} &park",
-                   {"Job-UUID": f"job-{i}-{j}"})  # fmt: skip
-    bodies: dict[str, str] = {}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    for i, c in enumerate(clients):
-        while sum(1 for k in bodies if k.startswith(f"job-{i}-")) < 10:
-            assert loop.time() < deadline, f"{len(bodies)} of 100 jobs finished"
-            frame = await c.read(deadline - loop.time())
-            if frame.content_type.startswith("text/event"):
-                ev = frame.event()
-                bodies[ev["Job-UUID"]] = ev["_body"]
-    assert len(bodies) == 100
-    assert all(b.startswith("+OK ") for b in bodies.values()), sorted(set(bodies.values()))[:5]
-    assert await clients[0].api("show channels count") == "\n100 total.\n"
-    assert (await clients[0].api("hupall")).startswith("+OK hangup all channels")
-    for c in clients:
-        await c.close()
+    """Ten genesis connections, ten ``bgapi originate`` each, all in flight at once."""
+    from genesis import Inbound
+
+    results: dict[str, str] = {}
+    all_done = asyncio.Event()
+
+    async def on_job(ev: Any) -> None:
+        results[ev.get("Job-UUID")] = ev.body or ""
+        if len(results) == 100:
+            all_done.set()
+
+    clients = [Inbound("127.0.0.1", esl_port(node), "ClueCon") for _ in range(10)]
+    for client in clients:
+        await client.start()
+        client.on("BACKGROUND_JOB", on_job)
+        await client.send("events plain BACKGROUND_JOB")
+    try:
+        replies = await asyncio.gather(
+            *(
+                client.send(f"bgapi originate sofia/gateway/carrier/1555{i}{j:03d} &park")
+                for i, client in enumerate(clients)
+                for j in range(10)
+            )
+        )
+        jobs = {r["Job-UUID"] for r in replies}
+        assert len(jobs) == 100 and all(
+            r["Reply-Text"].startswith("+OK Job-UUID: ") for r in replies
+        )
+        await asyncio.wait_for(all_done.wait(), 30)
+        assert set(results) == jobs
+        bad = sorted({b for b in results.values() if not b.startswith("+OK ")})
+        assert not bad, bad[:5]
+        count = (await clients[0].send("api show channels count")).body
+        assert count == "\n100 total.\n"
+        assert (await clients[0].send("api hupall")).body.startswith("+OK hangup all channels")
+    finally:
+        for client in clients:
+            await client.stop()
 
 
 async def test_client_disconnecting_mid_originate_call_completes_and_is_recorded(
