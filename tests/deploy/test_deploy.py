@@ -296,3 +296,28 @@ def test_systemd_units_parse() -> None:
             or "Unknown section" in ln
         ]
         assert not syntax, f"{unit.name}: {syntax}"
+
+
+@needs_promtool
+def test_alerts_fire_on_the_failures_they_are_for() -> None:
+    """promtool's rule unit tests: synthetic series for each failure, exact alerts expected."""
+    tests = DEPLOY / "prometheus" / "alerts_test.yml"
+    covered = {
+        t["alertname"]
+        for case in yaml.safe_load(tests.read_text())["tests"]
+        for t in case["alert_rule_test"]
+        if t.get("exp_alerts")
+    }
+    assert {
+        "SwitchboardASRDrop",
+        "SwitchboardPDDHigh",
+        "SwitchboardNoActiveDestination",
+        "SwitchboardSessionsNearLimit",
+        "SwitchboardCDRSpoolGrowing",
+        "SwitchboardNodeDown",
+    } <= covered
+    r = subprocess.run(
+        [PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True, cwd=tests.parent
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS" in r.stdout
