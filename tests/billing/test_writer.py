@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -191,6 +192,46 @@ async def test_backlog_is_written_on_parallel_connections_exactly_once(
         await fast.close()
     assert server.count() == (2000, 2000)
     assert (fast.written, fast.duplicates) == (2000, len(range(0, 2000, 7)))
+
+
+async def test_a_database_that_hangs_never_blocks_submit_or_the_loop(tmp_path: Path) -> None:
+    """A server that accepts TCP but never answers (a black hole): submit() stays O(1),
+    the event loop keeps running, and the CDRs end up in the spool after connect_timeout."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)  # never accepted, never answered
+    port = hole.getsockname()[1]
+    writer = CdrWriter(
+        f"host=127.0.0.1 port={port} dbname=x user=x",
+        tmp_path / "hole",
+        flush_interval=0.01,
+        retry_interval=30,
+        connect_timeout=1,
+    )
+    await writer.start()
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        for _ in range(150):
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    try:
+        started = time.perf_counter()
+        for i in range(2000):
+            writer.submit(make(i, "hole"))
+        submit_s = time.perf_counter() - started
+        await until(lambda: writer.spool.records == 2000, timeout=15)
+        await tick
+    finally:
+        await writer.close(timeout=5)
+        hole.close()
+    assert submit_s < 0.5, f"2000 submits took {submit_s:.3f}s"
+    assert max(gaps) < 0.5, f"event loop stalled for {max(gaps):.2f}s"
 
 
 def test_spool_cuts_a_torn_last_line(tmp_path: Path) -> None:
