@@ -194,10 +194,17 @@ async def test_conference_three_legs_hear_each_other_but_not_themselves(tmp_path
 
 
 async def test_bridge_through_gateway_transcodes_pcmu_to_pcma(tmp_path: Path) -> None:
+    """Also records the bridged call with record_session (stereo: caller left, carrier right)."""
     carrier_port = free_port()
+    rec = tmp_path / "calls" / "bridged.wav"
     node, cdrs = await start_node(
-        tmp_path, {"gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier_port}"}}}
-    )
+        tmp_path,
+        {
+            "gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier_port}"}},
+            "dialplan": {"rules": [{"name": "transit", "destination": r"^(\+?\d{3,})$", "actions": [
+                "set RECORD_STEREO=true", f"record_session {rec}", "bridge sofia/gateway/carrier/$1"]}]},
+        },
+    )  # fmt: skip
     caller, carrier = await RtpPeer.open(), await RtpPeer.open()
     try:
         uas = await asyncio.create_subprocess_exec(
@@ -231,6 +238,12 @@ async def test_bridge_through_gateway_transcodes_pcmu_to_pcma(tmp_path: Path) ->
         assert legs["outbound"].destination == "15551230000"
         assert legs["outbound"].pdd_ms is not None
         assert legs["inbound"].disposition == legs["outbound"].disposition == "ANSWERED"
+        with wave.open(str(rec)) as w:
+            assert w.getnchannels() == 2
+            frames = np.frombuffer(w.readframes(w.getnframes()), np.int16).reshape(-1, 2)
+        left, right = frames[:, 0], frames[:, 1]
+        assert abs(dominant_frequency(left) - 1000) < 20  # what the caller said
+        assert abs(dominant_frequency(right) - 500) < 20  # what the carrier said
     finally:
         caller.close()
         carrier.close()
@@ -438,4 +451,43 @@ async def test_bridge_passes_early_media_and_gateway_max_calls(tmp_path: Path) -
     finally:
         caller.close()
         carrier.close()
+        await node.stop()
+
+
+async def test_conference_muted_member_is_not_heard_but_hears(tmp_path: Path) -> None:
+    node, _cdrs = await start_node(
+        tmp_path,
+        {"dialplan": {"rules": [
+            {"name": "muted", "destination": "^muted$", "actions": ["answer", "conference r2+flags{mute}"]},
+            {"name": "plain", "destination": "^plain$", "actions": ["answer", "conference r2"]},
+        ]}},
+    )  # fmt: skip
+    muted, plain = await RtpPeer.open(), await RtpPeer.open()
+    try:
+        calls = [
+            await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service=name,
+                           keys={"rtp_port": peer.port}, pause_ms=3500, background=True)
+            for name, peer in (("muted", muted), ("plain", plain))
+        ]  # fmt: skip
+        rooms = lambda: getattr(node.switch, "conference_rooms", {})  # noqa: E731
+        await wait_until(
+            lambda: "r2" in rooms() and len(rooms()["r2"].members) == 2, what="2 members"
+        )
+        port = {s.media.remote[1]: s.media.port for s in inbound(node)}
+        await asyncio.sleep(0.4)  # join tone over
+        loop = asyncio.get_running_loop()
+        muted.send_tone(("127.0.0.1", port[muted.port]), 1000, 1.0)
+        plain.send_tone(("127.0.0.1", port[plain.port]), 700, 1.0)
+        await asyncio.sleep(0.3)
+        since = loop.time()
+        await muted.wait_sent()
+        for c in calls:
+            ok(await finish_sipp(c))
+        heard_by_plain = plain.audio(since=since)
+        heard_by_muted = muted.audio(since=since)
+        assert np.abs(heard_by_plain.astype(np.int32)).mean() < 200, "the muted member was heard"
+        assert abs(dominant_frequency(heard_by_muted) - 700) < 20
+    finally:
+        muted.close()
+        plain.close()
         await node.stop()

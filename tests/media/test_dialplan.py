@@ -66,3 +66,15 @@ def test_dial_string_grammar() -> None:
         parse_dial_string("{a=1")
     with pytest.raises(DialStringError):
         parse_dial_string("")
+
+
+def test_conference_argument_syntax() -> None:
+    from switchboard.media.media_apps import parse_conference_arg
+
+    assert parse_conference_arg("sales@default+1234+flags{mute|deaf}") == (
+        "sales",
+        "1234",
+        {"mute", "deaf"},
+    )
+    assert parse_conference_arg("room1") == ("room1", None, set())
+    assert parse_conference_arg("r+flags{moderator}") == ("r", None, {"moderator"})
