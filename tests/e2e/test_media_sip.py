@@ -258,3 +258,41 @@ async def test_late_offer_invite_without_sdp_gets_our_offer_and_the_ack_answers(
     finally:
         peer.close()
         await node.stop()
+
+
+async def test_bad_headers_and_garbage_get_errors_and_leave_the_node_working(
+    tmp_path: Path,
+) -> None:
+    node, cdrs = await start_node(tmp_path)
+    peer = await Peer.udp()
+    port = node.sip_port
+    try:
+        good = request(peer, "INVITE", port, call_id="g1", cseq=1, branch="g1",
+                       body=SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv"))  # fmt: skip
+        bad_from = good.replace("From: <sip:alice@127.0.0.1", "From: <sip:@").replace(
+            "z9hG4bKg1", "z9hG4bKb1"
+        )
+        peer.send(bad_from, port)
+        r = await peer.expect(final)
+        assert isinstance(r, Response) and r.status == 400
+        assert peer.transport is not None
+        for junk in (b"\x00\xff" * 50, b"INVITE sip:x SIP/2.0\r\n\r\n", b"SIP/2.0 200 OK\r\n\r\n"):
+            peer.transport.sendto(junk, ("127.0.0.1", port))
+        peer.send(good, port)
+        r = await peer.expect(lambda m: final(m) and m.call_id == "g1")  # type: ignore[attr-defined]
+        assert isinstance(r, Response) and r.status == 200
+        assert node.switch.limits.active == 1 and len(node.switch.channels) == 1
+        peer.send(
+            request(peer, "ACK", port, call_id="g1", cseq=1, branch="g2", to_tag=r.to_tag or ""),
+            port,
+        )
+        peer.send(
+            request(peer, "BYE", port, call_id="g1", cseq=2, branch="g3", to_tag=r.to_tag or ""),
+            port,
+        )
+        await wait_until(
+            lambda: len(cdrs.records) == 1 and node.switch.limits.active == 0, what="clean end"
+        )
+    finally:
+        peer.close()
+        await node.stop()

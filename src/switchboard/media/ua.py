@@ -586,6 +586,11 @@ class UserAgent:
     async def _on_invite(self, pending: InboundPending) -> None:
         req, txn, peer = pending.request, pending.txn, pending.peer
         received = time.monotonic()
+        try:  # headers are parsed lazily: a bad From/To/R-URI is the peer's 400, not our crash
+            frm, to, ruri = req.from_, req.to, req.ruri
+        except SipError as exc:
+            self.respond(txn, req, exc.status, exc.reason)
+            return
         offer: SessionDescription | None = None
         ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if req.body:
@@ -636,7 +641,6 @@ class UserAgent:
             rtp.close()
             self.switch.limits.release()
             return
-        frm, to, ruri = req.from_, req.to, req.ruri
         profile = CallerProfile(
             caller_id_name=frm.display or frm.uri.user or "",
             caller_id_number=frm.uri.user or "",
