@@ -34,7 +34,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed (APT_PACKAGES)"),
 ]
 SIPP_DIR = Path(__file__).resolve().parents[1] / "esl" / "sipp"
-PLAY_SECONDS = 2.5  # the prompt the carrier hears; billsec is its whole seconds: 2
+PLAY_SECONDS = 2.2  # the prompt the carrier hears; billsec counts whole seconds: 2
 
 
 def free_udp_port() -> int:
@@ -153,7 +153,7 @@ async def test_playback_call_via_gateway_with_third_party_client(
     assert {e["cid"] for e in out["events"]} == {cid}  # the client's filter held
     done = out["events"][-1]
     assert done["cause"] == "NORMAL_CLEARING", out  # the one-app extension ran out
-    assert done["billsec"] == "2", out  # 2.5 s of audio → 2 whole seconds, as FS counts
+    assert done["billsec"] == "2", out  # 2.2 s of audio → 2 whole seconds, as FS counts
     assert int(done["duration"]) >= 2
     result = out.get("originate") or out.get("bgapi")
     assert result == f"+OK {done['uuid']}\n", out
