@@ -436,7 +436,7 @@ class ApiCommands:
         words = args.split()
         if not words or words[0].lower() not in ("channels", "calls"):
             return "-USAGE: calls [count|as json|as xml|as delim <c>]|channels [count|like <match string>] [as json|as xml|as delim <c>]\n"
-        item, rest = words[0].lower(), [w for w in words[1:]]
+        item, rest = words[0].lower(), words[1:]
         fmt, delim = "delim", ","
         if len(rest) >= 2 and rest[-2].lower() == "as":
             fmt = rest[-1].lower()
