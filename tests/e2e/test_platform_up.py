@@ -238,6 +238,19 @@ def test_prometheus_sees_every_dashboard_query_and_rule(platform: Platform) -> N
         prom.stop()
 
 
+def test_every_exported_metric_is_documented(platform: Platform) -> None:
+    """docs/metrics.md (the catalogue) lists every metric the running processes export."""
+    exported: dict[str, str] = {}
+    for url in [platform.admin_url, *platform.media_admin_urls()]:
+        for fam in text_string_to_metric_families(http_text(url + "/metrics")):
+            name = fam.name + ("_total" if fam.type == "counter" else "")
+            if name.startswith(("switchboard_", "voip_")):
+                exported[name] = url
+    assert len(exported) > 30
+    undocumented = {n: u for n, u in exported.items() if n not in CATALOGUE}
+    assert not undocumented, f"exported but not in docs/metrics.md: {undocumented}"
+
+
 def test_status_page_shows_the_platform_and_drain_changes_routing(platform: Platform) -> None:
     if shutil.which("chromium") is None:
         pytest.skip("Debian chromium missing")

@@ -159,3 +159,11 @@ def test_module_level_metrics_of_embedded_libraries_are_served() -> None:
     assert "switchboard_test_embedded_written_total" not in isolated
     # the global registry's process collector is not served twice
     assert text.count("# TYPE process_cpu_seconds_total counter") == 1
+
+
+def test_no_created_series() -> None:
+    reg = new_registry("media")
+    MediaMetrics.create(reg).call_ended("inbound", "answered", 12)
+    text = render(reg).decode()
+    assert "voip_calls_total{" in text
+    assert "_created" not in text  # reference §7.5: they double the series for nothing
