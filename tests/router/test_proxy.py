@@ -461,3 +461,10 @@ def test_an_answered_call_clears_earlier_silences() -> None:
     fwd = next(s.data for s in out if s.addr == M1)
     p.receive(response_to(fwd, 180, "Ringing"), "udp", M1, None, 3.01)
     assert d1.state is DestinationState.ACTIVE and d1.failures == 0
+
+
+def test_invented_methods_are_counted_as_other() -> None:
+    p = make_proxy()
+    for i in range(50):
+        p.receive(invite(method=f"X{i}", branch=f"z9hG4bK-x{i}", body=""), "udp", UAC, None, 0.0)
+    assert p.stats.requests == {"OTHER": 50}

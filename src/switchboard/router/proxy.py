@@ -41,6 +41,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,25 @@ MAGIC = b"z9hG4bK"
 # §16.7 step 6: within 4xx these are preferred because the caller can act on them.
 _PREFERRED_4XX = frozenset((401, 407, 415, 420, 484))
 _DIALOG_CREATING = frozenset((b"INVITE", b"SUBSCRIBE", b"REFER"))
+_METHOD_NAMES = {
+    m.encode(): m
+    for m in [
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "INFO",
+        "PRACK",
+        "UPDATE",
+        "REFER",
+        "MESSAGE",
+        "PUBLISH",
+    ]
+}
 
 _REASONS = {
     100: b"Trying",
@@ -451,7 +471,9 @@ class Proxy:
     ) -> list[Send]:
         method = m.method
         req = self.stats.requests
-        name = method.decode("ascii", "replace")
+        # Known methods by name; anything else under OTHER, so a peer inventing method
+        # names cannot grow the table (or the metric's label set) without bound.
+        name = _METHOD_NAMES.get(method, "OTHER")
         req[name] = req.get(name, 0) + 1
         ip = src[0]
         if self.pike is not None:
@@ -1057,6 +1079,11 @@ class Proxy:
         if self._heap and self._heap[0][0] < t:
             return self._heap[0][0]
         return t
+
+    def heap_deadline(self) -> float:
+        """The earliest transaction timer (the only deadline :meth:`receive` can move
+        earlier); cheaper than :meth:`get_timer` for a per-message check."""
+        return self._heap[0][0] if self._heap else math.inf
 
     def handle_timer(self, now: float) -> list[Send]:
         out: list[Send] = []
