@@ -233,3 +233,20 @@ def test_non_utf8_bytes_round_trip() -> None:
     m = parse_message(data)
     assert m.to_bytes() == data
     assert m.from_.display is not None
+
+
+def test_lookups_after_non_ascii_text_whose_lower_case_is_longer() -> None:
+    # "İ".lower() is two characters; lookups must not depend on lower-casing the text.
+    data = INVITE.replace(b"To: Bob", '"İİİ"'.join(["To: ", ""]).encode())
+    m = parse_message(data)
+    assert m.to.display == "İİİ" and m.call_id.startswith("a84b4c76")
+    assert m.cseq == CSeq(314159, "INVITE") and m.to_bytes() == data
+
+
+def test_lookup_handles_lws_before_colon_and_name_prefixes() -> None:
+    data = INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards-Extra: 1\r\nMAX-FORWARDS \t: 9")
+    m = parse_message(data)
+    assert m.max_forwards == 9
+    assert m.headers.get("max-forwards-extra") == "1"
+    assert "Max-Forwards" in m.headers and "Max" not in m.headers
+    assert m.to_bytes() == data
