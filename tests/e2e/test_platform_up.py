@@ -194,6 +194,17 @@ def test_prometheus_sees_every_dashboard_query_and_rule(platform: Platform) -> N
         r = sipp_calls(f"127.0.0.1:{platform.router_sip}", "4420794601", calls=10, rate=5)
         assert r.returncode == 0, r.stdout[-3000:]
         assert campaign.poll() is None, campaign.communicate()[0][-3000:]
+        dialer_names = {
+            fam.name + ("_total" if fam.type == "counter" else "")
+            for fam in text_string_to_metric_families(
+                http_text(f"http://127.0.0.1:{dialer_port}/metrics")
+            )
+        }
+        # (prometheus_client's `_created` companions are not metrics of their own)
+        undocumented = {
+            n for n in dialer_names if n.startswith("switchboard_") and not n.endswith("_created")
+        } - set(CATALOGUE)
+        assert not undocumented, f"dialer metrics not in docs/metrics.md: {undocumented}"
 
         def scraped_enough() -> bool:
             got = prom.query("count_over_time(switchboard_router_requests_total[1m])")
