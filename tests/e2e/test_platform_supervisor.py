@@ -174,3 +174,22 @@ async def test_up_reports_a_service_that_fails_to_start(tmp_path: Path) -> None:
     # media-1 was stopped again: nothing of the platform is left
     started = [int(p.name.split(".")[0]) for p in tmp_path.glob("*.started")]
     assert started and not any(alive(p) for p in started)
+
+
+async def test_second_stop_request_kills_at_once(tmp_path: Path) -> None:
+    port = free_port()
+    sup = Supervisor(
+        [child("stubborn", port, tmp_path, "--ignore-term")],
+        stop_timeout=30.0,
+        output=lambda name, line: None,
+    )
+    await sup.start()
+    run = asyncio.create_task(sup.run())
+    t0 = time.monotonic()
+    sup.request_stop()  # first Ctrl-C: SIGTERM, which this child ignores
+    await asyncio.sleep(0.5)
+    assert not run.done()
+    sup.request_stop()  # second Ctrl-C: SIGKILL now, not after the 30 s bound
+    assert await asyncio.wait_for(run, 10) == 0
+    assert time.monotonic() - t0 < 5
+    assert sup.children[0].proc.returncode == -9
