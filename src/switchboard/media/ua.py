@@ -551,7 +551,7 @@ class UserAgent:
             case "INVITE":
                 leg_ctx = InboundPending(req, txn, peer)
                 txn.context = leg_ctx
-                self._spawn(self._on_invite(leg_ctx))
+                self._spawn(self._on_invite_guarded(leg_ctx))
             case "CANCEL":
                 self._on_cancel(req, txn)
             case "OPTIONS":
@@ -583,6 +583,18 @@ class UserAgent:
         )
 
     # ------------------------------------------------------------------ inbound INVITE
+    async def _on_invite_guarded(self, pending: InboundPending) -> None:
+        """Our bug must not leave the caller without a final response (or the channel up)."""
+        try:
+            await self._on_invite(pending)
+        except Exception:
+            log.exception("INVITE %s: setup failed", pending.request.call_id)
+            leg = pending.leg
+            if leg is not None:
+                self.switch.hangup(leg.session.uuid, Cause.NORMAL_TEMPORARY_FAILURE)
+            else:
+                self.respond(pending.txn, pending.request, 500, "Server Internal Error")
+
     async def _on_invite(self, pending: InboundPending) -> None:
         req, txn, peer = pending.request, pending.txn, pending.peer
         received = time.monotonic()
