@@ -134,7 +134,10 @@ class Message:
             raise SipParseError(f"missing {key} header")
         i = keys.index(key)
         v = h._values[i]
-        return h._value(i) if v is None else v
+        if v is None:  # Headers._value, inlined: this is the proxy's hot path
+            raw: str = h._raws[i]  # type: ignore[assignment]
+            v = h._values[i] = raw[raw.find(":") + 1 :].strip(" \t")
+        return v
 
     @property
     def call_id(self) -> str:
@@ -219,10 +222,10 @@ class Message:
         c = self.headers.cache
         v = c.get("max_forwards", _MISSING)
         if v is _MISSING:
-            raw = self.headers.first_value("max-forwards")
-            if raw is None:
+            if "max-forwards" not in self.headers._keys:
                 v = None
             else:
+                raw = self._required("max-forwards")
                 if not raw.isdigit() or not raw.isascii():
                     raise SipParseError(f"bad Max-Forwards {raw!r}")
                 v = int(raw) if len(raw) < 6 else 1 << 20
