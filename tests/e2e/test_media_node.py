@@ -491,3 +491,40 @@ async def test_conference_muted_member_is_not_heard_but_hears(tmp_path: Path) ->
         muted.close()
         plain.close()
         await node.stop()
+
+
+async def test_uuid_bridge_joins_two_parked_calls(tmp_path: Path) -> None:
+    """What an ESL program does: two callers parked, then ``uuid_bridge`` (Switch.bridge)."""
+    node, cdrs = await start_node(
+        tmp_path,
+        {
+            "dialplan": {
+                "rules": [{"name": "park", "destination": "^park$", "actions": ["answer", "park"]}]
+            }
+        },
+    )
+    p1, p2 = await RtpPeer.open(), await RtpPeer.open()
+    try:
+        calls = [
+            await run_sipp(scenario, node.sip_port, tmp_path, service="park",
+                           keys={"rtp_port": p.port}, pause_ms=3000, background=True)
+            for scenario, p in (("media_call_hangup.xml", p1), ("media_call_wait_bye.xml", p2))
+        ]  # fmt: skip
+        await wait_until(lambda: len([c for c in node.switch.channels.values() if c.state.name == "CS_PARK"]) == 2,
+                         what="2 parked")  # fmt: skip
+        by_peer = {s.media.remote[1]: s for s in inbound(node)}
+        a, b = by_peer[p1.port], by_peer[p2.port]
+        assert await node.switch.bridge(a.uuid, b.uuid)
+        await wait_until(lambda: a.bridged_to is b, what="bridged")
+        p1.send_tone(("127.0.0.1", a.media.port), 1000, 1.0)
+        p2.send_tone(("127.0.0.1", b.media.port), 600, 1.0)
+        await p1.wait_sent()
+        ok(await finish_sipp(calls[0]))  # caller 1 hangs up first ...
+        ok(await finish_sipp(calls[1], timeout=10))  # ... so the node hangs up caller 2 (BYE)
+        assert abs(dominant_frequency(p2.audio(pt=0)) - 1000) < 20
+        assert abs(dominant_frequency(p1.audio(pt=0)) - 600) < 20
+        await wait_until(lambda: len(cdrs.records) == 2, what="CDRs")
+    finally:
+        p1.close()
+        p2.close()
+        await node.stop()
