@@ -296,3 +296,54 @@ async def test_bad_headers_and_garbage_get_errors_and_leave_the_node_working(
     finally:
         peer.close()
         await node.stop()
+
+
+async def test_play_and_get_digits_collects_info_dtmf_and_the_dialplan_file_reloads(
+    tmp_path: Path,
+) -> None:
+    plan = tmp_path / "dialplan.toml"
+    plan.write_text(
+        "[[rules]]\nname = 'pagd'\ndestination = '^echo$'\nactions = ['answer', "
+        "'play_and_get_digits 2 4 2 3000 # silence_stream://200 silence_stream://100 mydigits \\d+', "
+        "'hangup']\n"
+    )
+    node, _cdrs = await start_node(tmp_path, {"dialplan": {"file": str(plan)}})
+    got: list[Event] = []
+    node.switch.events.subscribe(got.append)
+    peer = await Peer.udp()
+    port = node.sip_port
+    try:
+        peer.send(request(peer, "INVITE", port, call_id="d1", cseq=1, branch="d1",
+                          body=SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")), port)  # fmt: skip
+        r = await peer.expect(final)
+        assert isinstance(r, Response) and r.status == 200
+        tag = r.to_tag or ""
+        peer.send(request(peer, "ACK", port, call_id="d1", cseq=1, branch="d2", to_tag=tag), port)
+        for i, digit in enumerate("42#"):
+            peer.send(request(peer, "INFO", port, call_id="d1", cseq=2 + i, branch=f"n{i}", to_tag=tag,
+                              body=f"Signal={digit}\nDuration=100\n", ctype="application/dtmf-relay"), port)  # fmt: skip
+            await peer.expect(final)
+        bye = await peer.expect(lambda m: not isinstance(m, Response))
+        assert bye.method == "BYE"  # type: ignore[attr-defined]
+        await wait_until(
+            lambda: any(e.name == "CHANNEL_HANGUP_COMPLETE" for e in got), what="hangup"
+        )
+        done = next(e for e in got if e.name == "CHANNEL_HANGUP_COMPLETE")
+        assert done.headers["variable_mydigits"] == "42"
+        assert done.headers["variable_read_result"] == "success"
+
+        # reload: the same destination now goes to another rule
+        plan.write_text(
+            "[[rules]]\nname = 'other'\ndestination = '^echo$'\nactions = ['hangup USER_BUSY']\n"
+        )
+        node.reload()
+        assert node.switch.dialplan is not None
+        m = node.switch.dialplan.match(destination="echo")
+        assert m is not None and m.rule == "other"
+        plan.write_text("[[rules]]\nname = 'broken'\ndestination = '('\nactions = ['echo']\n")
+        node.reload()  # a broken file is refused and the previous dialplan stays
+        m = node.switch.dialplan.match(destination="echo")
+        assert m is not None and m.rule == "other"
+    finally:
+        peer.close()
+        await node.stop()
