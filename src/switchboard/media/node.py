@@ -18,6 +18,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from switchboard.config import Config
 from switchboard.media import cdr as cdr_mod
 from switchboard.media.core import Switch
@@ -47,7 +49,10 @@ def load_dialplan(cfg: Config) -> tuple[Dialplan, dict[str, IvrMenuSection]]:
             raise DialplanError(f"dialplan file {section.file}: {exc}") from None
         rules = list(data.get("rules", []))
         for name, menu in data.get("ivr", {}).items():
-            menus[name] = IvrMenuSection.model_validate(menu)
+            try:
+                menus[name] = IvrMenuSection.model_validate(menu)
+            except ValidationError as exc:
+                raise DialplanError(f"dialplan file {section.file}: ivr.{name}: {exc}") from None
     dp = Dialplan.from_config(rules) if rules else Dialplan.default()
     return dp, menus
 
