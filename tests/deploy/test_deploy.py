@@ -321,3 +321,23 @@ def test_alerts_fire_on_the_failures_they_are_for() -> None:
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout
+
+
+def test_each_media_container_listens_where_the_routers_send() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    from switchboard.router.dispatcher import parse_list
+
+    targets = {
+        (s.host, s.port) for s in parse_list((DEPLOY / "config" / "dispatcher.list").read_text())
+    }
+    toml = DEPLOY / "config" / "switchboard.toml"
+    scraped = set(config.load(toml, environ={}).status.metrics_urls)
+    for n in range(1, 5):
+        svc = compose["services"][f"media{n}"]
+        ip = svc["networks"]["voip"]["ipv4_address"]
+        cfg = config.load(toml, environ={k: str(v) for k, v in svc["environment"].items()})
+        port = int(cfg.media.listen[0].rpartition(":")[2])
+        assert (ip, port) in targets, f"media{n}: {ip}:{port} not in dispatcher.list"
+        assert cfg.media.sdp_ip == ip
+        assert f"http://{ip}:{cfg.media.admin.rpartition(':')[2]}/metrics" in scraped
+        assert "172.28.0.0/24" in cfg.esl.allow
