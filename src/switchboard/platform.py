@@ -15,6 +15,8 @@ systemd/runit on one box and of uvicorn's lifecycle (STYLE.md):
 * **supervise** — a child that exits unexpectedly is restarted with exponential backoff
   (1 s → 30 s), its death and restart logged; the router sees a restarted media node come
   back through OPTIONS probing;
+* **reload** — SIGHUP is passed to the router and media nodes (config, dispatcher list,
+  dialplan), so ``kill -HUP`` works on the platform as on each service;
 * **stop** — the first SIGINT/SIGTERM stops children in reverse order: SIGTERM to each
   process group, SIGKILL to what is left after ``stop_timeout``; a second signal kills at
   once. Nothing is left running.
@@ -84,6 +86,7 @@ class ServiceSpec:
     env_files: Mapping[str, Path] = field(default_factory=dict)  # env var ← file content at spawn
     summary: tuple[tuple[str, str], ...] = ()  # (what, where) lines for the address table
     stage: int = 0  # start order: every service of a stage starts at once, stages in turn
+    reloads: bool = False  # handles SIGHUP as "reload" (forwarded by the supervisor)
 
 
 def split_address(value: str) -> tuple[str, int]:
@@ -244,6 +247,7 @@ def plan(
                     ),
                     ready=(ahost, aport),
                     stage=1,
+                    reloads=True,
                     env={**env, **node.env()},
                     env_files=env_files,
                     summary=(
@@ -280,6 +284,7 @@ def plan(
                 listens=(*_sip_listens(cfg.router.listen), Listen("tcp", ahost, aport, "admin")),
                 ready=(ahost, aport),
                 stage=2,
+                reloads=True,
                 env=router_env,
                 env_files=env_files,
                 summary=(
@@ -389,6 +394,16 @@ class Supervisor:
         await asyncio.gather(*watchers, return_exceptions=True)
         await self.stop()
         return 0
+
+    def reload(self) -> None:
+        """SIGHUP to every running child: the router reloads its config and dispatcher
+        list, media nodes their dialplan (each service's own SIGHUP handling)."""
+        for child in self.children:
+            if child.spec.reloads:
+                self._signal(child, signal.SIGHUP)
+        log.info(
+            "SIGHUP passed to %s", ", ".join(c.spec.name for c in self.children if c.spec.reloads)
+        )
 
     def request_stop(self) -> None:
         """First call: graceful stop. Second call: kill what is left now."""
@@ -559,6 +574,7 @@ async def up(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, sup.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, sup.reload)
     try:
         start = asyncio.create_task(sup.start())
         stop_wait = asyncio.create_task(sup.signalled.wait())
@@ -575,7 +591,7 @@ async def up(
             on_ready(sup, specs)
         return await sup.run()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 

@@ -20,12 +20,16 @@ async def main() -> None:
     flags = sys.argv[3:]
     if "--ignore-term" in flags:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from os import getpid
+
+    def hup(signum: int, frame: object) -> None:
+        (marker / f"{getpid()}.reloaded").write_text("")
+
+    signal.signal(signal.SIGHUP, hup)
     # markers first, then listen: once the supervisor sees the port, the markers exist
     if "--grandchild" in flags:
         gc = subprocess.Popen(["sleep", "600"])
         (marker / f"{gc.pid}.grandchild").write_text(str(gc.pid))
-    from os import getpid
-
     (marker / f"{getpid()}.started").write_text("")
     server = await serve_metrics("127.0.0.1", port, new_registry("child"))
     if "--crash-after" in flags:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import sys
@@ -193,3 +194,18 @@ async def test_second_stop_request_kills_at_once(tmp_path: Path) -> None:
     assert await asyncio.wait_for(run, 10) == 0
     assert time.monotonic() - t0 < 5
     assert sup.children[0].proc.returncode == -9
+
+
+async def test_sighup_reaches_the_services_that_reload(tmp_path: Path) -> None:
+    reloading = dataclasses.replace(child("router", free_port(), tmp_path), reloads=True)
+    other = child("database", free_port(), tmp_path)
+    sup = Supervisor([other, reloading], output=lambda name, line: None)
+    await sup.start()
+    try:
+        sup.reload()
+        router_pid = sup.children[1].proc.pid
+        await wait_for(lambda: (tmp_path / f"{router_pid}.reloaded").exists(), 10)
+        assert not (tmp_path / f"{sup.children[0].proc.pid}.reloaded").exists()
+        assert sup.children[1].proc.returncode is None  # reloaded, not killed
+    finally:
+        await sup.stop()

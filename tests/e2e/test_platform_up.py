@@ -329,6 +329,16 @@ def test_killed_media_node_comes_back(platform: Platform) -> None:
     assert attempts(platform)[0] > before[0]
 
 
+def test_sighup_reloads_the_services_without_restarting_them(platform: Platform) -> None:
+    assert platform.proc is not None
+    before = platform.pids()
+    platform.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded: 2 destination(s)" in platform.text(), 15, "router reload")
+    wait_until(lambda: platform.text().count("dialplan reloaded") >= 2, 15, "media reloads")
+    assert platform.pids() == before
+    assert set(destinations(platform).values()) == {"active"}
+
+
 def test_ctrl_c_leaves_nothing_running(platform: Platform) -> None:
     assert platform.proc is not None
     tree = descendants(platform.proc.pid)
