@@ -528,3 +528,35 @@ async def test_uuid_bridge_joins_two_parked_calls(tmp_path: Path) -> None:
         p1.close()
         p2.close()
         await node.stop()
+
+
+async def test_gateway_number_and_caller_id_rules(tmp_path: Path) -> None:
+    """Node A's gateway strips/prefixes the dialled number and rewrites the caller-id;
+    node B (the 'carrier') sees the result."""
+    b, b_cdrs = await start_node(
+        tmp_path / "b",
+        {
+            "dialplan": {
+                "rules": [{"name": "in", "destination": "^00", "actions": ["answer", "echo"]}]
+            }
+        },
+    )
+    a, _a_cdrs = await start_node(
+        tmp_path / "a",
+        {
+            "gateways": {"b": {"proxy": f"127.0.0.1:{b.sip_port}", "strip": 1, "prefix": "00",
+                               "caller_id_prefix": "+49", "caller_id_name": "Switchboard"}},
+            "dialplan": {"rules": [{"name": "out", "destination": r"^x(\d+)$",
+                                    "actions": ["bridge sofia/gateway/b/$1"]}]},
+        },
+    )  # fmt: skip
+    try:
+        ok(await run_sipp("media_call_hangup.xml", a.sip_port, tmp_path, service="x14155550100",
+                          keys={"rtp_port": free_port()}, pause_ms=500))  # fmt: skip
+        await wait_until(lambda: len(b_cdrs.records) == 1, what="carrier CDR")
+        cdr = b_cdrs.records[0]
+        assert cdr.destination == "004155550100"
+        assert cdr.caller_id == "+491001"  # SIPp's From user is 100<call_number>
+    finally:
+        await a.stop()
+        await b.stop()
