@@ -560,3 +560,20 @@ async def test_gateway_number_and_caller_id_rules(tmp_path: Path) -> None:
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_max_sessions_refuses_with_503(tmp_path: Path) -> None:
+    node, cdrs = await start_node(tmp_path, {"limits": {"max_sessions": 1}})
+    try:
+        first = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service="echo",
+                               keys={"rtp_port": free_port()}, pause_ms=2000, background=True)  # fmt: skip
+        await wait_until(lambda: len(node.switch.channels) == 1, what="first call")
+        second = await run_sipp("media_call_limit.xml", node.sip_port, tmp_path, service="echo",
+                                keys={"rtp_port": free_port()})  # fmt: skip
+        ok(second)  # the 503 path of the scenario
+        ok(await finish_sipp(first))
+        rejected = node.metrics.sessions_rejected.labels(reason="max_sessions")._value.get()
+        assert rejected == 1
+        await wait_until(lambda: len(cdrs.records) == 1, what="one CDR")
+    finally:
+        await node.stop()
