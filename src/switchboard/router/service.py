@@ -9,7 +9,9 @@
   ``proxy.get_timer()``;
 * SIGTERM/SIGINT: new INVITEs get 503 while in-flight transactions finish (bounded by
   ``[router] drain_timeout``), then exit 0; a second signal exits at once (code 1);
-* SIGHUP (and ``POST /reload``): re-read the configuration and the list file.
+* SIGHUP (and ``POST /reload``): re-read the configuration and the list file;
+* ``[router] workers`` > 1: a supervisor runs that many worker processes sharing the UDP
+  port with SO_REUSEPORT, each with its own downstream socket named in its Via.
 """
 
 from __future__ import annotations
