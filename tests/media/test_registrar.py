@@ -100,3 +100,12 @@ def test_digest_response_known_vector() -> None:
         qop="auth", nc="00000001", cnonce="0a4f113b",
     )  # fmt: skip
     assert value == "6629fae49393a05397450978507c4ef1"
+
+
+def test_client_answers_only_the_configured_realm() -> None:
+    ch = 'Digest realm="carrier.example", nonce="n1", algorithm=MD5, qop="auth"'
+    kw = {"method": "INVITE", "uri": "sip:1@c", "username": "u", "password": "p", "cnonce": "c"}
+    assert digest.authorization(ch, realm="other.example", **kw) is None  # type: ignore[arg-type]
+    auth = digest.authorization(ch, realm="carrier.example", **kw)  # type: ignore[arg-type]
+    assert auth is not None and 'realm="carrier.example"' in auth and "qop=auth" in auth
+    assert digest.authorization(ch.replace("MD5", "SHA-512"), **kw) is None  # type: ignore[arg-type]

@@ -129,12 +129,22 @@ def verify(creds: Credentials, *, method: str, password: str) -> bool:
 
 
 def authorization(
-    challenge_value: str, *, method: str, uri: str, username: str, password: str, cnonce: str
+    challenge_value: str,
+    *,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    cnonce: str,
+    realm: str = "",
 ) -> str | None:
     """The ``Authorization``/``Proxy-Authorization`` value answering one challenge, or
-    None when the challenge uses an algorithm we do not know."""
+    None when the challenge uses an algorithm we do not know or (``realm`` given) comes
+    from another realm — credentials are not handed to whoever asks."""
     scheme, p = parse_auth_params(challenge_value)
     if scheme.lower() != "digest" or "nonce" not in p:
+        return None
+    if realm and p.get("realm", "") != realm:
         return None
     alg = p.get("algorithm", "MD5").upper()
     if alg not in ALGORITHMS:

@@ -102,7 +102,7 @@ class GatewaySection(_Section):
     registration: bool = False  # REGISTER to the carrier (then digest credentials are needed)
     username: str = ""
     password: str = ""
-    realm: str = ""  # accept challenges only for this realm ("" = any)
+    realm: str = ""  # answer digest challenges of this realm only ("" = any)
     from_user: str = ""  # user in From; "" → the caller-id number
     from_domain: str = ""  # host in From; "" → proxy host
     caller_id_number: str = ""  # force this caller-id number (caller-id rule)

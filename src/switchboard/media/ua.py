@@ -437,7 +437,7 @@ class UserAgent:
                     out = "Authorization" if resp.status == 401 else "Proxy-Authorization"
                     for value in resp.headers.get_all(hdr):
                         a = authorization(value, method="REGISTER", uri=ruri, username=gw.username,
-                                          password=gw.password, cnonce=os.urandom(8).hex())  # fmt: skip
+                                          password=gw.password, cnonce=os.urandom(8).hex(), realm=gw.realm)  # fmt: skip
                         if a is not None:
                             auth = (out, a)
                             break
@@ -1083,9 +1083,11 @@ class UserAgent:
         hdr = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
         out_hdr = "Authorization" if resp.status == 401 else "Proxy-Authorization"
         user, password = leg.credentials
+        gw = self.gateways.get(leg.gateway)
         for value in resp.headers.get_all(hdr):
             auth = authorization(value, method="INVITE", uri=leg.invite.uri, username=user,
-                                 password=password, cnonce=os.urandom(8).hex())  # fmt: skip
+                                 password=password, cnonce=os.urandom(8).hex(),
+                                 realm=gw.realm if gw is not None else "")  # fmt: skip
             if auth is None:
                 continue
             old = leg.invite
