@@ -347,3 +347,37 @@ async def test_play_and_get_digits_collects_info_dtmf_and_the_dialplan_file_relo
     finally:
         peer.close()
         await node.stop()
+
+
+async def test_ivr_invalid_digit_and_timeouts_lead_to_the_exit_action(tmp_path: Path) -> None:
+    menu = {"greeting": "silence_stream://200", "invalid": "silence_stream://100", "timeout": 0.4,
+            "max_failures": 3, "exit_action": "hangup CALL_REJECTED", "entries": {"1": "hangup USER_BUSY"}}  # fmt: skip
+    node, cdrs = await start_node(tmp_path, {"dialplan": {"ivr": {"demo": menu}, "rules": [
+        {"name": "ivr", "destination": "^echo$", "actions": ["ivr demo"]}]}})  # fmt: skip
+    got: list[Event] = []
+    node.switch.events.subscribe(got.append)
+    peer = await Peer.udp()
+    port = node.sip_port
+    try:
+        peer.send(request(peer, "INVITE", port, call_id="v1", cseq=1, branch="v1",
+                          body=SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")), port)  # fmt: skip
+        r = await peer.expect(final)
+        assert isinstance(r, Response) and r.status == 200
+        tag = r.to_tag or ""
+        peer.send(request(peer, "ACK", port, call_id="v1", cseq=1, branch="v2", to_tag=tag), port)
+        peer.send(request(peer, "INFO", port, call_id="v1", cseq=2, branch="v3", to_tag=tag,
+                          body="Signal=5\nDuration=100\n", ctype="application/dtmf-relay"), port)  # fmt: skip
+        await peer.expect(final)
+        bye = await peer.expect(lambda m: not isinstance(m, Response), timeout=10)
+        assert bye.method == "BYE"  # type: ignore[attr-defined]
+        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        assert cdrs.records[0].hangup_cause == "CALL_REJECTED"
+        done = next(e for e in got if e.name == "CHANNEL_HANGUP_COMPLETE")
+        assert done.headers["variable_ivr_invalid_digits"] == "5"
+        assert done.headers["variable_ivr_menu_status"] == "failure"
+        plays = [e for e in got if e.name == "PLAYBACK_START"]
+        assert [e.headers["Playback-File-Path"] for e in plays].count("silence_stream://100") == 1
+        assert [e.headers["Playback-File-Path"] for e in plays].count("silence_stream://200") == 3
+    finally:
+        peer.close()
+        await node.stop()
