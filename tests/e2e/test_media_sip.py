@@ -381,3 +381,44 @@ async def test_ivr_invalid_digit_and_timeouts_lead_to_the_exit_action(tmp_path: 
     finally:
         peer.close()
         await node.stop()
+
+
+@pytest.mark.parametrize(("pin", "joined"), [("1234", True), ("9999", False)])
+async def test_conference_pin(tmp_path: Path, pin: str, joined: bool) -> None:
+    node, cdrs = await start_node(tmp_path, {"dialplan": {"rules": [
+        {"name": "c", "destination": "^echo$", "actions": ["conference pinroom+1234"]}]}})  # fmt: skip
+    peer = await Peer.udp()
+    port = node.sip_port
+    try:
+        peer.send(request(peer, "INVITE", port, call_id="k1", cseq=1, branch="k1",
+                          body=SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")), port)  # fmt: skip
+        r = await peer.expect(final)
+        assert isinstance(r, Response) and r.status == 200
+        tag = r.to_tag or ""
+        peer.send(request(peer, "ACK", port, call_id="k1", cseq=1, branch="k2", to_tag=tag), port)
+        seq = 2
+        for _attempt in range(1 if joined else 3):
+            for digit in pin + "#":
+                peer.send(request(peer, "INFO", port, call_id="k1", cseq=seq, branch=f"k{seq}", to_tag=tag,
+                                  body=f"Signal={digit}\nDuration=100\n", ctype="application/dtmf-relay"), port)  # fmt: skip
+                seq += 1
+                await peer.expect(final)
+            await asyncio.sleep(0.3)
+        rooms = getattr(node.switch, "conference_rooms", {})
+        if joined:
+            await wait_until(
+                lambda: "pinroom" in rooms and len(rooms["pinroom"].members) == 1, what="member"
+            )
+            peer.send(
+                request(peer, "BYE", port, call_id="k1", cseq=seq, branch="kb", to_tag=tag), port
+            )
+            await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+            assert "pinroom" not in rooms
+        else:
+            bye = await peer.expect(lambda m: not isinstance(m, Response), timeout=10)
+            assert bye.method == "BYE"  # type: ignore[attr-defined]
+            await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+            assert cdrs.records[0].hangup_cause == "CALL_REJECTED" and "pinroom" not in rooms
+    finally:
+        peer.close()
+        await node.stop()
