@@ -41,8 +41,11 @@ def port_free(port: int) -> bool:
     return True
 
 
-def free_run(n: int, lo: int = 20000, hi: int = 40000) -> int:
-    """First port of ``n`` consecutive ports free for both TCP and UDP on 127.0.0.1."""
+def free_run(n: int, lo: int = 20000, hi: int = 32000) -> int:
+    """First port of ``n`` consecutive ports free for both TCP and UDP on 127.0.0.1.
+
+    Below Linux's ephemeral range (32768+) by default, so a port found free is not taken
+    by some process's outgoing connection before the service binds it."""
     for _ in range(200):
         base = random.randrange(lo, hi - n)
         if all(port_free(base + i) for i in range(n)):
@@ -110,7 +113,7 @@ class Platform:
         self.media_admin = free_run(n)
         self.esl = free_run(n)
         self.carrier = free_run(1)
-        self.rtp = free_run(200 * n, 40000, 60000)
+        self.rtp = free_run(200 * n, 10000, 20000)
 
     @property
     def admin_url(self) -> str:
