@@ -137,6 +137,7 @@ class BillingSection(Section):
     credit_control: bool = False  # authorise calls against account balances
     max_call_seconds: int = Field(default=14400, ge=1)  # cap of one authorisation
     reservation_grace: int = Field(default=120, ge=0)  # seconds before a lost call's funds return
+    reserve_seconds: int = Field(default=0, ge=0)  # 0: reserve the whole call; N: chunks, renewed
     backup_dir: str = ""  # empty: <state_dir>/backups
     backup_keep: int = Field(default=14, ge=1)
     pg_bin_dir: str = ""  # empty: the pg_dump/psql inside the pgserver wheel

@@ -196,3 +196,37 @@ async def test_billing_database_down_fails_closed() -> None:
         assert isinstance(info.value, CreditDenied) and info.value.status == 503
     finally:
         await dead.close()
+
+
+async def test_chunked_reservations_share_a_balance_and_extend_to_the_limit(
+    conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
+) -> None:
+    create_account(conn, "shared", gateways=["gw"])
+    topup(conn, "shared", "3.00")  # 300 s at 0.01/s
+    cc = CreditControl(pool, reserve_seconds=60)
+    a = await cc.authorise("a", "4420", gateway="gw", now=NOW)
+    b = await cc.authorise("b", "4420", gateway="gw", now=NOW)
+    # Both calls get a minute, not the first one the whole balance.
+    assert (a.max_seconds, a.renewable, b.max_seconds, b.renewable) == (60, True, 60, True)
+    assert balance(conn, "shared") == (D("3.00"), D("1.20"))
+
+    async def talk(call: str) -> int:
+        limit = 60
+        for _ in range(10):  # bounded: the funds end well before
+            auth = await cc.extend(call, now=NOW)
+            assert auth.max_seconds >= limit
+            limit = auth.max_seconds
+            if not auth.renewable:
+                break
+        return limit
+
+    limits = await asyncio.gather(talk("a"), talk("b"))
+    assert sum(limits) == 300  # every second of the balance, and not one more
+    assert balance(conn, "shared") == (D("3.00"), D("3.00"))
+    for call, limit in zip(("a", "b"), limits, strict=True):
+        await cc.settle(call, limit, now=NOW)
+    assert balance(conn, "shared") == (D("0.00"), D("0"))
+    again = await cc.extend("a", now=NOW)  # settled: nothing more
+    assert not again.renewable
+    with pytest.raises(UnknownAccount):
+        await cc.extend("never", now=NOW)

@@ -97,6 +97,9 @@ class Authorisation:
     max_seconds: int
     reserved: Decimal
     rate: Rate
+    # True when max_seconds is one reservation chunk and the funds allow more: ask
+    # extend() before it runs out. False: max_seconds is the limit of the call.
+    renewable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +140,27 @@ class CreditControl:
         *,
         max_call_seconds: int = DEFAULT_MAX_CALL_SECONDS,
         grace_seconds: int = DEFAULT_GRACE_SECONDS,
+        reserve_seconds: int = 0,
         on_low_balance: Callable[[LowBalance], None] | None = None,
     ) -> None:
         self.pool = pool
         self.max_call_seconds = max_call_seconds
         self.grace_seconds = grace_seconds
+        # 0: reserve the whole allowed call up front. N: reserve about N seconds at a time,
+        # so parallel calls share a balance; the media node renews with extend().
+        self.reserve_seconds = reserve_seconds
         self.on_low_balance = on_low_balance
+
+    def _chunk(self, rate: Rate, start: int, allowed: int) -> tuple[int, bool]:
+        """The reservation end after ``start`` seconds: ``start + reserve_seconds`` rounded
+        up to an increment boundary, or ``allowed`` when that is sooner (not renewable)."""
+        if not self.reserve_seconds or allowed <= start + self.reserve_seconds:
+            return allowed, False
+        wanted = start + self.reserve_seconds
+        boundary = max_duration(rate, price(rate, wanted).cost, self.max_call_seconds)
+        if boundary >= allowed:
+            return allowed, False
+        return boundary, True
 
     async def authorise(
         self,
@@ -204,6 +222,7 @@ class CreditControl:
                     existing["max_seconds"],
                     existing["amount"],
                     _rate_from_row(existing),
+                    existing["max_seconds"] < self.max_call_seconds and bool(self.reserve_seconds),
                 )
             await cur.execute(
                 "SELECT id, prefix, rate, connect_fee, increment_initial, increment, min_duration"
@@ -222,6 +241,7 @@ class CreditControl:
                     f"account {acct['name']}: {available} available, first increment costs"
                     f" {price(rate, 1).cost}"
                 )
+            seconds, renewable = self._chunk(rate, 0, seconds)
             amount = price(rate, seconds).cost
             await cur.execute(
                 "INSERT INTO reservation (account_id, call_id, destination, amount, max_seconds,"
@@ -249,7 +269,72 @@ class CreditControl:
             await cur.execute(
                 "UPDATE account SET reserved = reserved + %s WHERE id = %s", (amount, acct["id"])
             )
-            return Authorisation(call_id, acct["name"], acct["id"], seconds, amount, rate)
+            return Authorisation(
+                call_id, acct["name"], acct["id"], seconds, amount, rate, renewable
+            )
+
+    async def extend(self, call_id: str, *, now: datetime) -> Authorisation:
+        """Reserve the next chunk of an authorised call (``reserve_seconds`` mode).
+
+        Returns the call's new ``max_seconds`` (unchanged and ``renewable=False`` when the
+        funds allow no more: hang up at it). Same locking as authorise(), so calls sharing an
+        account still cannot overspend it.
+        """
+        try:
+            return await self._extend(call_id, now)
+        except CreditDenied:
+            raise
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            log.error("credit extension for %s failed closed: %s", call_id, exc)
+            raise BillingUnavailable(str(exc)) from exc
+
+    async def _extend(self, call_id: str, now: datetime) -> Authorisation:
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute("SELECT account_id FROM reservation WHERE call_id = %s", (call_id,))
+            found = await cur.fetchone()
+            if found is None:
+                raise UnknownAccount(f"call {call_id} was never authorised")
+            await cur.execute(
+                "SELECT id, name, balance, credit_limit, reserved FROM account"
+                " WHERE id = %s FOR UPDATE",
+                (found["account_id"],),
+            )
+            acct = await cur.fetchone()
+            assert acct is not None
+            await cur.execute("SELECT * FROM reservation WHERE call_id = %s FOR UPDATE", (call_id,))
+            res = await cur.fetchone()
+            assert res is not None
+            rate = _rate_from_row(res)
+            if res["state"] != "open":
+                return Authorisation(
+                    call_id, acct["name"], acct["id"], res["max_seconds"], res["amount"], rate
+                )
+            # What this call holds already counts as available to it.
+            available = acct["balance"] + acct["credit_limit"] - acct["reserved"] + res["amount"]
+            allowed = max(res["max_seconds"], max_duration(rate, available, self.max_call_seconds))
+            seconds, renewable = self._chunk(rate, res["max_seconds"], allowed)
+            amount = price(rate, seconds).cost
+            if seconds > res["max_seconds"]:
+                await cur.execute(
+                    "UPDATE reservation SET max_seconds = %s, amount = %s, expires_at = %s"
+                    " WHERE id = %s",
+                    (
+                        seconds,
+                        amount,
+                        res["created_at"] + timedelta(seconds=seconds + self.grace_seconds),
+                        res["id"],
+                    ),
+                )
+                await cur.execute(
+                    "UPDATE account SET reserved = reserved + %s WHERE id = %s",
+                    (amount - res["amount"], acct["id"]),
+                )
+            else:
+                amount = res["amount"]
+            return Authorisation(
+                call_id, acct["name"], acct["id"], seconds, amount, rate, renewable
+            )
 
     async def _find_account(
         self,

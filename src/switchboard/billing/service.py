@@ -92,6 +92,7 @@ class BillingService:
                 pool,
                 max_call_seconds=b.max_call_seconds,
                 grace_seconds=b.reservation_grace,
+                reserve_seconds=b.reserve_seconds,
                 on_low_balance=on_low_balance,
             )
         return cls(url, writer, credit, pool)
