@@ -20,6 +20,7 @@ from test_media_support import (
     SippResult,
     dominant_frequency,
     finish_sipp,
+    finished_wav,
     free_port,
     run_sipp,
     start_node,
@@ -238,6 +239,7 @@ async def test_bridge_through_gateway_transcodes_pcmu_to_pcma(tmp_path: Path) ->
         assert legs["outbound"].destination == "15551230000"
         assert legs["outbound"].pdd_ms is not None
         assert legs["inbound"].disposition == legs["outbound"].disposition == "ANSWERED"
+        await finished_wav(rec)  # record_session closes the file as the call ends
         with wave.open(str(rec)) as w:
             assert w.getnchannels() == 2
             frames = np.frombuffer(w.readframes(w.getnframes()), np.int16).reshape(-1, 2)

@@ -25,6 +25,7 @@ from switchboard import config
 from switchboard.media.cdr import MemoryCdrSink
 from switchboard.media.node import MediaNode
 from switchboard.rtp.codec import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from switchboard.rtp.wav import WavError, decode_wav
 
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 HAVE_SIPP = shutil.which("sipp") is not None
@@ -219,3 +220,20 @@ async def wait_until(pred: Any, timeout: float = 10.0, what: str = "condition") 
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+async def finished_wav(path: Path, timeout: float = 10.0) -> np.ndarray:
+    """The audio of a WAV its writer (baresip, or the node at hangup) has finalised."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            pcm, _ = decode_wav(path.read_bytes(), 8000)
+            if len(pcm):  # a header not yet finalised reads as empty
+                return pcm
+        except (WavError, OSError):
+            if loop.time() > deadline:
+                raise
+        if loop.time() > deadline:
+            raise AssertionError(f"{path} stayed empty")
+        await asyncio.sleep(0.1)
