@@ -43,6 +43,11 @@ def inbound(node) -> list[Session]:  # type: ignore[no-untyped-def]
     return [s for s in node.switch.sessions if s.channel.direction == "inbound"]
 
 
+def room_size(node, name: str) -> int:  # type: ignore[no-untyped-def]
+    room = getattr(node.switch, "conference_rooms", {}).get(name)
+    return 0 if room is None else len(room.members)
+
+
 def events(node) -> list[Event]:  # type: ignore[no-untyped-def]
     got: list[Event] = []
     node.switch.events.subscribe(got.append)
@@ -166,8 +171,7 @@ async def test_conference_three_legs_hear_each_other_but_not_themselves(tmp_path
         sipp = await run_sipp("media_conf_member.xml", node.sip_port, tmp_path, service="conf-room1",
                               calls=3, rate=10, pause_ms=4000, background=True,
                               extra=["-inf", str(csv)])  # fmt: skip
-        await wait_until(lambda: len(getattr(node.switch, "conference_rooms", {}).get("room1", type("x", (), {"members": {}})).members) == 3,
-                         what="3 members")  # fmt: skip
+        await wait_until(lambda: room_size(node, "room1") == 3, what="3 members")
         # map peers to node ports through the SDP each call offered
         by_remote = {}
         for s in inbound(node):
