@@ -20,8 +20,9 @@ Quick reference (every coroutine must be awaited on the node's event loop)::
                        caller_id_name=None, caller_id_number=None) -> Channel
         # raises OriginateError(cause); returns on answer, or on early media unless
         # ignore_early_media=true (reference §4.2). Then runs the app / the extension.
-    sw.execute(uuid, app, arg="", *, event_uuid=None, loops=1) -> None
-        # queue an application (ESL sendmsg execute); raises NoSuchChannel
+    sw.execute(uuid, app, arg="", *, event_uuid=None, loops=1) -> asyncio.Future[str]
+        # queue an application (ESL sendmsg execute); the future resolves to its
+        # Application-Response; raises NoSuchChannel
     await sw.execute_wait(uuid, app, arg="", *, event_uuid=None) -> str   # Application-Response
     sw.hangup(uuid, cause=Cause.NORMAL_CLEARING) -> bool      # False: no such channel
     sw.hupall(cause=Cause.MANAGER_REQUEST, var=None, value=None) -> int
@@ -36,8 +37,11 @@ Quick reference (every coroutine must be awaited on the node's event loop)::
     sw.status() -> SwitchStatus
     sw.limits                           # SessionLimiter: max_sessions / sessions_per_second
                                         # may be assigned at runtime (fsctl)
-    sw.reload() -> None                 # re-read the dialplan (reloadxml)
+    sw.reload() -> None                 # re-read the dialplan (reloadxml); raises DialplanError
     sw.gateways -> Mapping[str, GatewayInfo]   # ``sofia status``
+    sw.endpoints[kind] = Endpoint       # "gateway", "user", "sofia", "sip" (the SIP UA),
+                                        # "loopback" (the Event Socket's), ...
+    sw.active_calls -> int              # live channels (X-Switchboard-Calls on OPTIONS)
 
 Events fired (FreeSWITCH names, headers per reference §3): CHANNEL_CREATE,
 CHANNEL_OUTGOING (outbound legs), CHANNEL_ORIGINATE, CHANNEL_STATE, CHANNEL_CALLSTATE,
