@@ -228,6 +228,8 @@ async def test_bridge_through_gateway_transcodes_pcmu_to_pcma(tmp_path: Path) ->
         a = inbound(node)[0]
         b = a.bridged_to
         assert b is not None and (a.channel.read_codec, b.channel.read_codec) == ("PCMU", "PCMA")
+        assert (a.channel.state.name, b.channel.state.name) == ("CS_EXECUTE", "CS_EXCHANGE_MEDIA")
+        assert a.channel.other_leg == b.uuid and b.channel.other_leg == a.uuid
         caller.send_tone(("127.0.0.1", a.media.port), 1000, 1.0, pt=0)
         carrier.send_tone(("127.0.0.1", b.media.port), 500, 1.0, pt=8)
         await caller.wait_sent()

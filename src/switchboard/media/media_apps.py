@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from switchboard.media.causes import Cause
+from switchboard.media.channel import ChannelState
 from switchboard.media.core import OriginateError
 from switchboard.media.dialplan import parse_action
 from switchboard.media.rtp_endpoint import RtpEndpoint, unbridge
@@ -610,6 +611,10 @@ def _mark_bridged(a: Session, b: Session) -> None:
     b.channel.set_var("bridge_uuid", a.uuid)
     a.channel.set_var("last_bridge_to", b.uuid)
     extra = {"Bridge-A-Unique-ID": a.uuid, "Bridge-B-Unique-ID": b.uuid}
+    # FreeSWITCH: the A-leg keeps running its bridge application (CS_EXECUTE), the
+    # B-leg exchanges media (CS_EXCHANGE_MEDIA).
+    if not b.is_hungup:
+        sw._set_state(b, ChannelState.CS_EXCHANGE_MEDIA)
     sw._fire("CHANNEL_BRIDGE", a, extra)
 
 
