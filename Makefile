@@ -32,10 +32,26 @@ system-deps:
 esl-node-deps:
 	@test -d tests/esl/node/node_modules/modesl || (cd tests/esl/node && npm ci --no-audit --no-fund --silent)
 
+# Python ESL clients (genesis: asyncio, greenswitch: gevent) for the Event Socket compatibility
+# tests, in their own venv so their pins never reach the project's dependencies; the tests run
+# them as subprocesses (tests/esl/*_probe.py). The stamp holds the requirements: a change reinstalls.
+ESL_CLIENTS_VENV := .venv-esl-clients
+ESL_CLIENTS_REQS := genesis>=2026.10.18,<2028 greenswitch>=0.0.19,<0.1
+.PHONY: esl-client-deps
+esl-client-deps:
+	@stamp=$(ESL_CLIENTS_VENV)/requirements.stamp; want='$(ESL_CLIENTS_REQS)'; \
+	if [ -x $(ESL_CLIENTS_VENV)/bin/python ] && [ "$$(cat $$stamp 2>/dev/null)" = "$$want" ]; then exit 0; fi; \
+	echo "installing ESL test clients into $(ESL_CLIENTS_VENV): $$want"; \
+	rm -f $$stamp; \
+	{ test -x $(ESL_CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(ESL_CLIENTS_VENV); } && \
+	$(ESL_CLIENTS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  $(foreach r,$(ESL_CLIENTS_REQS),'$(r)') && \
+	echo "$$want" > $$stamp
+
 run: deps
 	$(BIN)/switchboard up --demo
 
-test: deps system-deps esl-node-deps
+test: deps system-deps esl-node-deps esl-client-deps
 	$(BIN)/python -m pytest -q
 
 check: deps

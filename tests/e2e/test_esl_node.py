@@ -24,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ → the esl helpers
 
 from esl.client import EslClient
-from esl.thirdparty import CLIENTS
+from esl.thirdparty import CLIENTS, run_genesis_concurrent
 from switchboard.config import load
 from switchboard.media.cdr import MemoryCdrSink
 from switchboard.media.node import MediaNode
@@ -241,43 +241,20 @@ async def test_user_park_to_registered_sipp_phone(
 
 async def test_100_concurrent_originates_over_10_connections(node: MediaNode) -> None:
     """Ten genesis connections, ten ``bgapi originate`` each, all in flight at once."""
-    from genesis import Inbound
-
-    results: dict[str, str] = {}
-    all_done = asyncio.Event()
-
-    async def on_job(ev: Any) -> None:
-        results[ev.get("Job-UUID")] = ev.body or ""
-        if len(results) == 100:
-            all_done.set()
-
-    clients = [Inbound("127.0.0.1", esl_port(node), "ClueCon") for _ in range(10)]
-    for client in clients:
-        await client.start()
-        client.on("BACKGROUND_JOB", on_job)
-        await client.send("events plain BACKGROUND_JOB")
-    try:
-        replies = await asyncio.gather(
-            *(
-                client.send(f"bgapi originate sofia/gateway/carrier/1555{i}{j:03d} &park")
-                for i, client in enumerate(clients)
-                for j in range(10)
-            )
-        )
-        jobs = {r["Job-UUID"] for r in replies}
-        assert len(jobs) == 100 and all(
-            r["Reply-Text"].startswith("+OK Job-UUID: ") for r in replies
-        )
-        await asyncio.wait_for(all_done.wait(), 30)
-        assert set(results) == jobs
-        bad = sorted({b for b in results.values() if not b.startswith("+OK ")})
-        assert not bad, bad[:5]
-        count = (await clients[0].send("api show channels count")).body
-        assert count == "\n100 total.\n"
-        assert (await clients[0].send("api hupall")).body.startswith("+OK hangup all channels")
-    finally:
-        for client in clients:
-            await client.stop()
+    out = await run_genesis_concurrent(
+        esl_port(node), 10, 10, "sofia/gateway/carrier/1555", "&park"
+    )
+    assert out.get("returncode", 0) == 0, out
+    replies = out["replies"]
+    jobs = {r["job_uuid"] for r in replies}
+    assert len(replies) == 100 and len(jobs) == 100, replies
+    assert all(r["reply_text"].startswith("+OK Job-UUID: ") for r in replies), replies
+    results: dict[str, str] = out["results"]
+    assert not out["timed_out"] and set(results) == jobs, (len(results), out["stderr"])
+    bad = sorted({b for b in results.values() if not b.startswith("+OK ")})
+    assert not bad, bad[:5]
+    assert out["count"] == "\n100 total.\n", out["count"]
+    assert out["hupall"].startswith("+OK hangup all channels"), out["hupall"]
 
 
 async def test_client_disconnecting_mid_originate_call_completes_and_is_recorded(

@@ -1,6 +1,7 @@
 """Drive the Event Socket with greenswitch (gevent) and print one JSON summary line.
 
-Run in a subprocess so gevent never touches pytest's process:
+Run in a subprocess with the ESL clients' own venv (``make esl-client-deps``), so gevent
+never touches pytest's process and greenswitch's dependencies stay out of the project's:
     python greenswitch_probe.py <port> <caller-id> <dial string> <destination> <kill: 0|1>
 """
 
