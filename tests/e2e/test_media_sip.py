@@ -422,3 +422,41 @@ async def test_conference_pin(tmp_path: Path, pin: str, joined: bool) -> None:
     finally:
         peer.close()
         await node.stop()
+
+
+async def test_uuid_hold_sends_a_sendonly_reinvite_and_acks_the_answer(tmp_path: Path) -> None:
+    node, _cdrs = await start_node(tmp_path)
+    got: list[Event] = []
+    node.switch.events.subscribe(got.append)
+    peer = await Peer.udp()
+    port = node.sip_port
+    try:
+        peer.send(request(peer, "INVITE", port, call_id="h1", cseq=1, branch="h1",
+                          body=SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")), port)  # fmt: skip
+        r = await peer.expect(final)
+        assert isinstance(r, Response) and r.status == 200
+        tag = r.to_tag or ""
+        peer.send(request(peer, "ACK", port, call_id="h1", cseq=1, branch="h2", to_tag=tag), port)
+        [s] = list(node.switch.sessions)
+        await wait_until(lambda: s.channel.answered, what="answered")
+        assert node.switch.hold(s.uuid, True)
+        reinvite = await peer.expect(lambda m: not isinstance(m, Response))
+        assert reinvite.method == "INVITE"  # type: ignore[attr-defined]
+        offer = parse_sdp(reinvite.body)  # type: ignore[attr-defined]
+        assert offer.media[0].direction == "sendonly"
+        assert reinvite.to_tag == "alice1" and reinvite.from_tag == tag  # type: ignore[attr-defined]
+        ok = (
+            f"SIP/2.0 200 OK\nVia: {reinvite.headers.get('Via')}\nFrom: {reinvite.headers.get('From')}\n"  # type: ignore[attr-defined]
+            f"To: {reinvite.headers.get('To')}\nCall-ID: h1\nCSeq: {reinvite.headers.get('CSeq')}\n"  # type: ignore[attr-defined]
+            f"Contact: <sip:alice@127.0.0.1:{peer.port}>\nContent-Type: application/sdp\n"
+        )
+        body = SDP.format(ver=2, port=40000, fmt="0", dir="recvonly")
+        peer.send(
+            ok + f"Content-Length: {len(body.replace(chr(10), chr(13) + chr(10)))}\n\n{body}", port
+        )
+        ack = await peer.expect(lambda m: not isinstance(m, Response))
+        assert ack.method == "ACK"  # type: ignore[attr-defined]
+        assert any(e.name == "CHANNEL_HOLD" for e in got) and s.channel.held
+    finally:
+        peer.close()
+        await node.stop()
