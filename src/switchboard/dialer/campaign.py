@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from switchboard.dialer.contacts import escape_var
 from switchboard.dialer.esl_client import EslClient, EslError, EslEvent, Frame
@@ -36,31 +36,10 @@ from switchboard.dialer.policy import (
     zone,
 )
 from switchboard.dialer.store import DIAL, SKIP_DNC, CampaignStore, Claim, retry_time
+from switchboard.observability.metrics import DialerMetrics
 
 log = logging.getLogger(__name__)
 
-ORIGINATES = Counter(
-    "switchboard_dialer_originates_total", "Originates sent by the dialer", ["campaign"]
-)
-OUTCOMES = Counter(
-    "switchboard_dialer_outcomes_total",
-    "Finished dial attempts by outcome",
-    ["campaign", "outcome"],
-)
-IN_PROGRESS = Gauge("switchboard_dialer_calls_in_progress", "Dialer calls in flight", ["campaign"])
-REMAINING = Gauge(
-    "switchboard_dialer_contacts_remaining",
-    "Contacts still to dial (incl. scheduled retries)",
-    ["campaign"],
-)
-TARGET_CPS = Gauge(
-    "switchboard_dialer_target_cps", "Configured calls-per-second pace", ["campaign"]
-)
-BLOCKED = Counter(
-    "switchboard_dialer_blocked_total",
-    "Contacts not dialed now, by reason (dnc, window)",
-    ["campaign", "reason"],
-)
 UNKNOWN = "unknown"  # outcome of an attempt whose fate was lost (Event Socket or dialer died)
 
 
@@ -176,6 +155,7 @@ class Dialer:
         dnc: DoNotCall | None = None,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: DialerMetrics | None = None,
     ) -> None:
         settings.validate()
         self.store, self.campaign_id, self.name, self.s = store, campaign_id, name, settings
@@ -187,7 +167,9 @@ class Dialer:
         self.clock, self.wallclock = clock, wallclock
         self.in_flight: dict[str, InFlight] = {}
         self.pacer = Pacer(settings.cps)
-        TARGET_CPS.labels(name).set(settings.cps)
+        # switchboard_dialer_* (docs/metrics.md); a private registry unless the CLI serves one.
+        self.metrics = metrics or DialerMetrics.create(CollectorRegistry())
+        self.metrics.target_cps.labels(name).set(settings.cps)
         self.progress = Progress()
         self.send_times: list[float] = []
         self._rr = 0
@@ -306,9 +288,9 @@ class Dialer:
             answered_at=f.answered_at,
             retry_at=retry_time(now, delay),
         )
-        OUTCOMES.labels(self.name, outcome).inc()
+        self.metrics.outcomes.labels(self.name, outcome).inc()
         self._count(outcome)
-        IN_PROGRESS.labels(self.name).set(len(self.in_flight))
+        self.metrics.in_progress.labels(self.name).set(len(self.in_flight))
         self._slot_freed.set()
 
     def _count(self, outcome: str) -> None:
@@ -329,13 +311,13 @@ class Dialer:
     # -- main loop ---------------------------------------------------------------------------
     def _decide(self, row: dict[str, Any]) -> tuple[str, datetime | None]:
         if row["number"] in self.dnc:
-            BLOCKED.labels(self.name, "dnc").inc()
+            self.metrics.blocked.labels(self.name, "dnc").inc()
             return SKIP_DNC, None
         tz = zone(row["timezone"] or self.s.timezone)
         now = self.wallclock()
         if self.window.allows(now.astimezone(tz)):
             return DIAL, None
-        BLOCKED.labels(self.name, "window").inc()
+        self.metrics.blocked.labels(self.name, "window").inc()
         return "later", self.window.next_open(now, tz)
 
     async def resolve_unresolved(self) -> int:
@@ -458,11 +440,11 @@ class Dialer:
     def _send(self, ep: Endpoint, claim: Claim) -> None:
         f = InFlight(claim, ep, self.clock())
         self.in_flight[claim.uuid] = f
-        IN_PROGRESS.labels(self.name).set(len(self.in_flight))
+        self.metrics.in_progress.labels(self.name).set(len(self.in_flight))
         t = self.clock()
         self._first_send = self._first_send if self._first_send is not None else t
         self.send_times.append(t)
-        ORIGINATES.labels(self.name).inc()
+        self.metrics.originates.labels(self.name).inc()
         assert ep.client is not None
         # The command is written now; its reply is awaited off the pacing path.
         try:
@@ -525,7 +507,7 @@ class Dialer:
         p.dnc = c.get("dnc", 0)
         p.in_progress = len(self.in_flight)
         p.remaining = c.get("contacts_pending", 0)
-        REMAINING.labels(self.name).set(p.remaining)
+        self.metrics.contacts_remaining.labels(self.name).set(p.remaining)
         if self._first_send is not None and len(self.send_times) > 1:
             span = self.send_times[-1] - self._first_send
             p.achieved_cps = (len(self.send_times) - 1) / span if span > 0 else 0.0

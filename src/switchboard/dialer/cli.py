@@ -28,6 +28,7 @@ from switchboard.dialer.contacts import ContactsError, parse_contacts
 from switchboard.dialer.esl_client import EslError
 from switchboard.dialer.policy import DoNotCall
 from switchboard.dialer.store import CampaignMismatch, CampaignStore
+from switchboard.observability.metrics import DialerMetrics
 
 EXIT_INPUT, EXIT_UNREACHABLE, EXIT_PAUSED = 2, 3, 4
 
@@ -208,6 +209,10 @@ def run(
     pw = password if password is not None else (d.password or cfg.esl.password)
     camp_name = name or contacts.stem
     sha = hashlib.sha256(text.encode()).hexdigest()
+    from switchboard.observability.metrics import new_registry
+
+    registry = new_registry("dialer")
+    dialer_metrics = DialerMetrics.create(registry)
     if metrics:
         host, sep, port = metrics.rpartition(":")
         if not sep or not port.isdigit():
@@ -215,7 +220,7 @@ def run(
         from prometheus_client import start_http_server
 
         try:
-            start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1")
+            start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
         except OSError as exc:
             raise _fail(
                 f"cannot serve metrics on {metrics}: {exc.strerror}", EXIT_UNREACHABLE
@@ -224,7 +229,9 @@ def run(
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    code = asyncio.run(_run(url, camp_name, sha, settings, rows, endpoints, pw, dnc_list, live))
+    code = asyncio.run(
+        _run(url, camp_name, sha, settings, rows, endpoints, pw, dnc_list, live, dialer_metrics)
+    )
     raise typer.Exit(code)
 
 
@@ -238,6 +245,7 @@ async def _run(
     password: str,
     dnc: DoNotCall,
     live: bool,
+    metrics: DialerMetrics,
 ) -> int:
     try:
         store = await CampaignStore.connect(url)
@@ -253,7 +261,9 @@ async def _run(
         if camp.resumed:
             settings = Settings.from_dict({**camp.settings})
             err.print(f"resuming campaign {name} with its stored settings")
-        dialer = Dialer(store, camp.id, name, settings, endpoints, password, dnc=dnc)
+        dialer = Dialer(
+            store, camp.id, name, settings, endpoints, password, dnc=dnc, metrics=metrics
+        )
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         presses = 0
@@ -416,6 +426,12 @@ def report(
                 (row["id"],),
             )
             rep["attempts_per_contact"] = round(agg["per_contact"], 2) if agg else None
+            costs = await store.costs(row["id"])
+            rep["cdrs"] = costs["cdrs"]
+            rep["billed_minutes"] = round(costs["billsec"] / 60, 2)
+            rep["cost"] = str(costs["buy_cost"]) if costs["buy_cost"] is not None else None
+            rep["revenue"] = str(costs["sell_cost"]) if costs["sell_cost"] is not None else None
+            rep["unrated_cdrs"] = costs["unmatched"]
             return rep
         finally:
             await store.close()
@@ -430,6 +446,10 @@ def report(
     for k, v in sorted(rep["attempts"].items()):
         t.add_row(k, str(v))
     out.print(t)
+    out.print(
+        f"CDRs {rep['cdrs']}  minutes {rep['billed_minutes']}  cost {rep['cost'] or '-'}  "
+        f"revenue {rep['revenue'] or '-'}  unrated {rep['unrated_cdrs']}"
+    )
     out.print(
         f"ASR {rep['asr_pct']}%  ACD {rep['acd_s']} s  attempts/contact {rep['attempts_per_contact']}  "
         f"DNC {rep['dnc']}"

@@ -336,6 +336,22 @@ class CampaignStore:
             out["dnc"] = (await cur.fetchone())["n"]  # type: ignore[index]
             return out
 
+    async def costs(self, campaign_id: int) -> dict[str, Any]:
+        """Cost of the campaign's calls from the billing CDRs (a leg's CDR ``call_id`` is its
+        channel UUID, the attempt's key): buy cost (carrier), sell cost, billed minutes."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                """SELECT count(*) AS cdrs, sum(c.buy_cost) AS buy_cost, sum(c.cost) AS sell_cost,
+                          coalesce(sum(c.billsec), 0) AS billsec,
+                          count(*) FILTER (WHERE c.rating_status = 'unmatched') AS unmatched
+                     FROM cdr c JOIN dialer_attempt a ON c.call_id = a.uuid::text
+                    WHERE a.campaign_id = %s""",
+                (campaign_id,),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return row
+
     async def campaign(self, name: str) -> dict[str, Any] | None:
         async with self.pool.connection() as conn:
             cur = await conn.execute("SELECT * FROM dialer_campaign WHERE name=%s", (name,))
