@@ -64,4 +64,4 @@ format: deps
 	$(BIN)/ruff check --fix src tests
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-esl-clients build *.egg-info .pytest_cache .mypy_cache .ruff_cache

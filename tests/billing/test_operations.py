@@ -27,7 +27,6 @@ MONTH = f"{MONTH_START:%Y-%m}"
 @pytest.fixture
 def cli(db_url: str, tmp_path: Path) -> Iterator[CliRunner]:
     yield CliRunner(
-        mix_stderr=False,
         env={
             "SWITCHBOARD_DATABASE__URL": db_url,
             "SWITCHBOARD_PLATFORM__STATE_DIR": str(tmp_path / "state"),

@@ -81,7 +81,7 @@ def test_migrate_through_a_multi_host_url(db_url: str) -> None:
 def test_db_url_starts_the_embedded_server_and_db_stop_stops_it() -> None:
     root = new_server_dir("sb-cli-pg-")
     try:
-        cli = CliRunner(mix_stderr=False, env={"SWITCHBOARD_PLATFORM__STATE_DIR": str(root)})
+        cli = CliRunner(env={"SWITCHBOARD_PLATFORM__STATE_DIR": str(root)})
         result = cli.invoke(app, ["db", "url"])
         assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
         url = result.stdout.strip()
@@ -98,7 +98,6 @@ def test_db_url_starts_the_embedded_server_and_db_stop_stops_it() -> None:
 
 def test_unreachable_external_database_exits_3(tmp_path: Path) -> None:
     cli = CliRunner(
-        mix_stderr=False,
         env={"SWITCHBOARD_DATABASE__URL": "postgresql://127.0.0.1:1/x?connect_timeout=1"},
     )
     result = cli.invoke(app, ["cdr", "list"])
