@@ -8,11 +8,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 import psycopg
+from psycopg import sql
 
+from switchboard.billing import database
 from switchboard.billing.accounts import create_account, create_carrier, topup
 from switchboard.billing.cdr import Cdr
 from switchboard.billing.ingest import write_batch, write_batch_sync
 from switchboard.billing.rates import import_deck, load_deck, rerate
+from switchboard.billing.reports import list_cdrs
 from switchboard.rating import Increment, Rate, price
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -345,3 +348,74 @@ def test_copy_escaping_round_trips_awkward_text(conn: psycopg.Connection) -> Non
         "SELECT call_id, caller_id, sip_code, pdd_ms, codec, node FROM cdr"
     ).fetchone()
     assert got == ("odd\tid\\1", awkward, None, None, "PCMU", "media-1")
+
+
+def test_legs_sharing_a_sip_call_id_are_all_stored_and_replays_still_dropped(
+    conn: psycopg.Connection,
+) -> None:
+    """A call through the router to media-1, which bridges through media-2: one SIP
+    Call-ID, two legs, two CDRs (keyed by channel uuid). A spool replay of either leg
+    (the JSON line read back) is recognised and dropped."""
+    import_deck(conn, SELL.splitlines(keepends=True))
+    legs = [
+        cdr("6f1c0e2a-leg-a", "4420", 30, node="media-1", sip_call_id="abc@carrier"),
+        cdr("0b9d4c11-leg-b", "4420", 30, node="media-2", sip_call_id="abc@carrier"),
+    ]
+    assert write_batch_sync(conn, legs[:1]).inserted == 1
+    assert write_batch_sync(conn, legs[1:]).inserted == 1
+    replayed = [Cdr.from_json(c.to_json()) for c in legs]
+    res = write_batch_sync(conn, replayed)
+    assert (res.inserted, res.duplicates) == (0, 2)
+    stored = list_cdrs(conn)
+    assert sorted((r["call_id"], r["sip_call_id"], str(r["cost"])) for r in stored) == [
+        ("0b9d4c11-leg-b", "abc@carrier", "0.7000"),  # 0.10 + 0.60/min, 60/60
+        ("6f1c0e2a-leg-a", "abc@carrier", "0.7000"),
+    ]
+
+
+def test_rows_inserted_by_other_tools_keep_their_sip_call_id(conn: psycopg.Connection) -> None:
+    """The trigger path: a row in the original layout (call_id = the SIP Call-ID) gets it
+    copied into sip_call_id; a row that names its sip_call_id keeps it."""
+    conn.execute(
+        "INSERT INTO cdr (call_id, destination, start_time, billsec) VALUES"
+        " ('legacy@pbx', '4420', now(), 60)"
+    )
+    conn.execute(
+        "INSERT INTO cdr (call_id, sip_call_id, destination, start_time, billsec) VALUES"
+        " ('uuid-1', 'shared@pbx', '4420', now(), 60)"
+    )
+    got = dict(conn.execute("SELECT call_id, sip_call_id FROM cdr").fetchall())  # type: ignore[arg-type]
+    assert got == {"legacy@pbx": "legacy@pbx", "uuid-1": "shared@pbx"}
+
+
+def test_sip_call_id_migration_applies_to_an_already_migrated_database(admin_url: str) -> None:
+    """0002 lands after 0010 on a database migrated before it existed (versions are
+    applied by what schema_migrations lacks, not by the highest one)."""
+    name = f"sb_old_{random.getrandbits(32):x}"
+    with psycopg.connect(admin_url, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = database.with_dbname(admin_url, name)
+    try:
+        with psycopg.connect(url, autocommit=True) as c:  # the schema as it was before 0002
+            c.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for m in database.migrations():
+                if m.version != 2:
+                    c.execute(m.text.encode())
+                    c.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (m.version, m.name))
+            c.execute("SELECT cdr_ensure_partitions(1, 3)")
+            c.execute(
+                "INSERT INTO cdr (call_id, destination, start_time, billsec)"
+                " VALUES ('before@pbx', '4420', now(), 5)"
+            )
+        assert database.migrate(url) == [2]
+        assert database.migrate(url) == []
+        with psycopg.connect(url, autocommit=True) as c:
+            write_batch_sync(c, [cdr("after", "4420", 5, sip_call_id="x@y")])
+            got = dict(c.execute("SELECT call_id, sip_call_id FROM cdr").fetchall())  # type: ignore[arg-type]
+        assert got == {"before@pbx": "", "after": "x@y"}
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as c:
+            c.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -41,7 +41,9 @@ async def test_build_cdr_from_a_bridged_gateway_leg() -> None:
     ch.progress_at, ch.answered_at, ch.hangup_at = 1000.85, 1002.0, 1065.5
     ch.hangup_cause, ch.sip_status, ch.read_codec = Cause.NORMAL_CLEARING, 200, "PCMA"
     cdr = build_cdr(Session(switch=sw, channel=ch), "media-2")
-    assert (cdr.call_id, cdr.caller_id, cdr.destination) == ("abc@h", "1001", "4930")
+    # one CDR per leg: keyed by the channel uuid; the SIP Call-ID is kept alongside
+    assert (cdr.call_id, cdr.sip_call_id) == ("u1", "abc@h")
+    assert (cdr.caller_id, cdr.destination) == ("1001", "4930")
     assert (cdr.duration, cdr.billsec, cdr.disposition) == (65, 63, "ANSWERED")
     assert (cdr.pdd_ms, cdr.carrier, cdr.account, cdr.codec) == (850, "carrier", "acme", "PCMA")
     assert (cdr.sip_code, cdr.hangup_cause, cdr.node, cdr.direction) == (

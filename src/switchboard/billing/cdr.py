@@ -2,6 +2,7 @@
 
 Columns follow the original ``cdr`` table (call_id, caller_id, destination, start_time,
 answer_time, end_time, duration, billsec, disposition) plus what a carrier needs
+(``sip_call_id`` among them: ``call_id`` is one leg, the SIP Call-ID may span several)
 (billing-dialer-monitoring.md §4.2). Rate and cost are not part of the record: the database
 computes them at insert (trigger), as in the original system.
 
@@ -26,9 +27,12 @@ class CdrError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Cdr:
-    """One call leg. ``account`` and ``carrier`` are names (account name from the credit
-    authorisation, carrier = the gateway the call left on); ``hangup_cause`` is the Q.850
-    cause name (NORMAL_CLEARING, ALLOTTED_TIMEOUT, ...)."""
+    """One call leg. ``call_id`` identifies the leg (a media node uses the channel uuid):
+    it is the idempotency key, so two legs must never share it, while a re-sent (spooled)
+    record of the same leg must keep it. ``sip_call_id`` is the SIP Call-ID, shared by the
+    legs of one call across nodes. ``account`` and ``carrier`` are names (account name from
+    the credit authorisation, carrier = the gateway the call left on); ``hangup_cause`` is
+    the Q.850 cause name (NORMAL_CLEARING, ALLOTTED_TIMEOUT, ...)."""
 
     call_id: str
     start_time: datetime
@@ -47,6 +51,7 @@ class Cdr:
     direction: str = "outbound"
     codec: str = ""
     node: str = ""
+    sip_call_id: str = ""
 
     def __post_init__(self) -> None:
         if not self.call_id:

@@ -14,6 +14,8 @@ Per batch, in one transaction (billing-dialer-monitoring.md §4.4, §4.7):
    they arrive with ``rated_at`` set). One set-based lookup per batch instead of two
    PL/pgSQL lookups per row is what lets ingest exceed 20,000 CDRs/s.
 
+call_id is one call *leg* (a media node's channel uuid); the SIP Call-ID, which the legs of
+a call through two media nodes share, is stored in ``sip_call_id`` and is not a key.
 ``cdr_seen`` is not partitioned, so its primary key is call_id alone: a CDR re-sent with a
 different start_time is still recognised (a unique key on the partitioned ``cdr`` would have
 to include start_time). A crash between commit and the caller noting success only means
@@ -49,6 +51,7 @@ STAGE_COLUMNS = (
     "direction",
     "codec",
     "node",
+    "sip_call_id",
 )
 
 CREATE_STAGE = """
@@ -56,7 +59,7 @@ CREATE TEMP TABLE IF NOT EXISTS cdr_stage (
     seq integer, call_id text COLLATE "C", caller_id text, destination text, start_time timestamptz,
     answer_time timestamptz, end_time timestamptz, duration integer, billsec integer,
     disposition text, sip_code smallint, hangup_cause text, pdd_ms integer, account text,
-    carrier text, direction text, codec text, node text
+    carrier text, direction text, codec text, node text, sip_call_id text COLLATE "C"
 ) ON COMMIT DELETE ROWS
 """
 
@@ -137,7 +140,8 @@ priced AS (
 INSERT INTO cdr (call_id, caller_id, destination, start_time, answer_time, end_time, duration,
                  billsec, disposition, carrier_id, sip_code, hangup_cause, pdd_ms, account_id,
                  direction, codec, node, rate, cost, cost_exact, billed_seconds, sell_prefix,
-                 buy_rate, buy_cost, buy_cost_exact, buy_prefix, rating_status, rated_at)
+                 buy_rate, buy_cost, buy_cost_exact, buy_prefix, rating_status, rated_at,
+                 sip_call_id)
 SELECT p.call_id, p.caller_id, p.destination, p.start_time, p.answer_time, p.end_time,
        p.duration, p.billsec, p.disposition, p.carrier_id, p.sip_code, p.hangup_cause,
        p.pdd_ms, p.account_id, p.direction, p.codec, p.node,
@@ -154,7 +158,8 @@ SELECT p.call_id, p.caller_id, p.destination, p.start_time, p.answer_time, p.end
             WHEN p.s_prefix IS NULL OR (p.carrier_id IS NOT NULL AND p.b_prefix IS NULL)
                 THEN 'unmatched'
             ELSE 'rated' END,
-       now()
+       now(),
+       p.sip_call_id
 FROM priced AS p
 """
 
@@ -224,6 +229,7 @@ def copy_text(cdrs: Sequence[Cdr]) -> bytes:
                     _text(c.direction),
                     _text(c.codec),
                     _text(c.node),
+                    _text(c.sip_call_id),
                 )
             )
         )

@@ -128,6 +128,7 @@ def report(
 
 CDR_LIST_COLUMNS = (
     "call_id",
+    "sip_call_id",
     "start_time",
     "caller_id",
     "destination",
@@ -154,7 +155,7 @@ def list_cdrs(
 ) -> list[dict[str, Any]]:
     """The newest CDRs first (``switchboard cdr list``)."""
     rows = conn.cursor(row_factory=dict_row).execute(
-        "SELECT c.call_id, c.start_time, c.caller_id, c.destination, c.disposition, c.sip_code,"
+        "SELECT c.call_id, c.sip_call_id, c.start_time, c.caller_id, c.destination, c.disposition, c.sip_code,"
         " c.hangup_cause, c.duration, c.billsec, c.pdd_ms, a.name AS account,"
         " ca.name AS carrier, c.rate, c.cost, c.buy_cost, c.rating_status"
         " FROM cdr c LEFT JOIN account a ON a.id = c.account_id"

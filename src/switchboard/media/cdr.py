@@ -83,8 +83,10 @@ def build_cdr(s: Session, node: str) -> Cdr:
     pdd = v.get("pdd_ms")
     if pdd is None and ch.progress_at is not None:
         pdd = str(int((ch.progress_at - ch.created_at) * 1000))
+    # call_id = the channel uuid: unique per leg (a call through the router to two nodes
+    # has one SIP Call-ID on both), stable across spool replays (idempotent ingest).
     return Cdr.from_times(
-        v.get("sip_call_id") or ch.uuid,
+        ch.uuid,
         start,
         end,
         answer,
@@ -99,6 +101,7 @@ def build_cdr(s: Session, node: str) -> Cdr:
         direction=ch.direction,
         codec=ch.read_codec,
         node=node,
+        sip_call_id=v.get("sip_call_id", ""),
     )
 
 
