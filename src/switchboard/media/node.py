@@ -166,6 +166,8 @@ class MediaNode:
             retry_after=self.cfg.limits.retry_after,
             user_agent=m.user_agent,
             metrics=self.metrics,
+            sip_socket_buffer=m.sip_socket_buffer,
+            rtp_timeout=m.rtp_timeout,
         )
         self.ua = ua
         try:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from switchboard.media.digest import authorization
 from switchboard.media.ports import PortAllocator, PortsExhausted
 from switchboard.media.registrar import Registrar
 from switchboard.media.rtp_endpoint import RtpEndpoint
+from switchboard.media.rtp_timeout import RtpInactivity
 from switchboard.net.endpoint import SipEndpoint
 from switchboard.rtp.codec import Codec, CodecError, codec_by_name
 from switchboard.sdp import (
@@ -54,6 +56,7 @@ from switchboard.sip.dialog import Dialog, build_cancel
 from switchboard.sip.errors import SipError
 from switchboard.sip.ids import new_branch, new_call_id, new_tag
 from switchboard.sip.message import Request, Response, make_response
+from switchboard.sip.timers import DEFAULT_TIMERS, TIMER_C, TimerValues
 from switchboard.sip.transaction import (
     AckReceived,
     ClientTransaction,
@@ -61,6 +64,7 @@ from switchboard.sip.transaction import (
     RequestReceived,
     ResponseReceived,
     ServerTransaction,
+    State,
     TimedOut,
     TransactionLayer,
     Transmit,
@@ -76,6 +80,10 @@ log = logging.getLogger(__name__)
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REGISTER, UPDATE"
 CALLS_HEADER = "X-Switchboard-Calls"  # live channel count on OPTIONS answers (router call-load)
 ACK_WAIT = 2.0  # seconds a UAS waits for the ACK of its 2xx before sending BYE anyway
+SIP_SOCKET_BUFFER = 4 << 20
+"""SO_RCVBUF/SO_SNDBUF of the SIP UDP sockets ([media] sip_socket_buffer): a burst of
+hundreds of originates and their answers must queue in the kernel, not be dropped (the
+Linux default, ~200 KB, overflowed at ~250 simultaneous calls: half the legs timed out)."""
 
 
 def _rand() -> bytes:
@@ -319,11 +327,8 @@ class OutboundLeg(SipLeg):
             self.close()
 
     def _cancel(self, cause: Cause) -> None:
-        if self.invite is None:
-            return
-        cancel = build_cancel(self.invite)
-        cancel.headers.add("Reason", reason_header(cause))
-        self.ua.send_request(cancel, self.peer, context=("cancel", self))
+        if self.txn is not None:
+            self.ua.cancel_invite(self.txn, cause)
 
 
 class UserAgent:
@@ -346,7 +351,16 @@ class UserAgent:
         retry_after: int = 300,
         user_agent: str = "Switchboard",
         metrics: Any = None,
+        timers: TimerValues = DEFAULT_TIMERS,
+        timer_c: float | None = TIMER_C,
+        sip_socket_buffer: int = SIP_SOCKET_BUFFER,
+        rtp_timeout: float = 0.0,
     ) -> None:
+        """``timer_c``: no final response this long after the last provisional (§16.6
+        item 11, as sofia-sip's NTA applies it to a UA too) → CANCEL, the leg ends as
+        408; ``sip_socket_buffer``: SO_RCVBUF/SO_SNDBUF of the UDP sockets (0 = kernel
+        default); ``rtp_timeout``: hang up answered calls that receive no RTP this long
+        (MEDIA_TIMEOUT; 0 = off)."""
         self.switch = switch
         self.host = host
         self.rtp_ip = rtp_ip
@@ -363,7 +377,12 @@ class UserAgent:
         self.retry_after = retry_after
         self.user_agent = user_agent
         self.metrics = metrics
-        self.layer = TransactionLayer(retransmit_2xx=True, send_trying=True)
+        self.layer = TransactionLayer(
+            timers=timers, retransmit_2xx=True, send_trying=True, timer_c=timer_c
+        )
+        self.sip_socket_buffer = sip_socket_buffer
+        self.rtp_timeout = rtp_timeout
+        self.rtp_watch = RtpInactivity(rtp_timeout)
         self.endpoint: SipEndpoint | None = None
         self.legs: dict[tuple[str, str], SipLeg] = {}
         self.gateway_calls: dict[str, int] = dict.fromkeys(self.gateways, 0)
@@ -383,6 +402,7 @@ class UserAgent:
             h, _, p = addr.rpartition(":")
             if proto == "udp":
                 _, self.udp_port = await self.endpoint.listen_udp(h, int(p))
+                self._size_buffers(self.endpoint.udp[-1].transport)
             else:
                 _, self.tcp_port = await self.endpoint.listen_tcp(h, int(p))
             self.host = h
@@ -390,6 +410,49 @@ class UserAgent:
         for name, gw in self.gateways.items():
             if gw.registration:
                 self._spawn(self._register_loop(name, gw))
+        if self.rtp_timeout > 0:
+            self._spawn(self._watch_rtp())
+
+    def _size_buffers(self, transport: asyncio.BaseTransport | None) -> None:
+        """Enlarge the socket buffers (as the router does); the kernel caps SO_RCVBUF at
+        ``net.core.rmem_max`` (SO_SNDBUF at ``wmem_max``) — tolerated, and logged."""
+        size = self.sip_socket_buffer
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if size <= 0 or sock is None:
+            return
+        for opt, name in ((socket.SO_RCVBUF, "rmem_max"), (socket.SO_SNDBUF, "wmem_max")):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, size)
+                got = sock.getsockopt(socket.SOL_SOCKET, opt)
+            except OSError as exc:
+                log.warning("SIP UDP socket buffer not set: %s", exc)
+                continue
+            if got < size:  # Linux reports twice the value it granted
+                log.info("SIP UDP socket buffer capped by the kernel at %d bytes "
+                         "(raise net.core.%s for %d)", got, name, size)  # fmt: skip
+
+    async def _watch_rtp(self) -> None:
+        """FreeSWITCH ``rtp_timeout_sec``: an answered leg that received no RTP for
+        ``rtp_timeout`` seconds is hung up with MEDIA_TIMEOUT (checked a few times per
+        timeout; a leg on hold is not expected to send, so it is not counted)."""
+        loop = asyncio.get_running_loop()
+        period = min(1.0, self.rtp_timeout / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            live: set[tuple[str, str]] = set()
+            for key, leg in list(self.legs.items()):
+                answered = getattr(leg, "answered", False)
+                if not answered or leg.session.is_hungup or leg.rtp.closed:
+                    continue
+                live.add(key)
+                neg = leg.negotiated
+                paused = neg is None or neg.remote_hold or leg.session.channel.held
+                if self.rtp_watch.observe(key, leg.rtp.packets_received, paused, now):
+                    log.info("call %s: no RTP for %.0f s: MEDIA_TIMEOUT",
+                             leg.call_id, self.rtp_timeout)  # fmt: skip
+                    self.switch.hangup(leg.session.uuid, Cause.MEDIA_TIMEOUT)
+            self.rtp_watch.retain(live)
 
     def gateway_info(self) -> dict[str, GatewayInfo]:
         """``sofia status`` rows: NOREG (IP trunk), REGED, TRYING, FAIL_WAIT."""
@@ -491,6 +554,22 @@ class UserAgent:
         txn, out = self.layer.send_request(req, peer, self.endpoint.loop.time(), context=context)
         self.endpoint.process(out)
         return txn
+
+    def cancel_invite(self, txn: ClientTransaction, cause: Cause) -> bool:
+        """CANCEL a ringing INVITE (§9.1) with ``Reason`` (RFC 3326), and arm the
+        transaction layer's 64·T1 guard (:meth:`TransactionLayer.cancel_sent`, what
+        ``send_cancel`` does; built here to carry the Reason): if no final response
+        follows, the INVITE transaction ends with ``TimedOut`` and the leg with it.
+        False when §9.1 forbids a CANCEL now (no provisional yet, or already final)."""
+        if txn.state is not State.PROCEEDING or self.endpoint is None:
+            return False
+        cancel = build_cancel(txn.request)
+        cancel.headers.add("Reason", reason_header(cause))
+        now = self.endpoint.loop.time()
+        _, out = self.layer.send_request(cancel, txn.peer, now, context=("cancel", txn.context))
+        self.layer.cancel_sent(txn, now)
+        self.endpoint.process(out)
+        return True
 
     def send_response(self, txn: ServerTransaction, resp: Response) -> None:
         assert self.endpoint is not None
@@ -1109,10 +1188,17 @@ class UserAgent:
         if isinstance(ctx, tuple) and ctx[0] == "register" and not ctx[1].done():
             ctx[1].set_result(None)
             return
+        if timer == "C":
+            # §16.8: still no final response Timer C after the last provisional: CANCEL
+            # (the layer then ends the INVITE at the 487, or 64·T1 later, §9.1).
+            self.cancel_invite(txn, Cause.RECOVERY_ON_TIMER_EXPIRE)
         if isinstance(ctx, OutboundLeg):
+            # Timer B/C, or no final response 64·T1 after our CANCEL: act as if 408
+            # arrived (§8.1.3.1, §9.1) — unless the leg already ended (CANCEL guard).
             ctx.cancel_wanted = False
-            self.switch.on_remote_hangup(ctx.session, Cause.RECOVERY_ON_TIMER_EXPIRE,
-                                         sip_status=408, disposition="recv_refuse")  # fmt: skip
+            if txn is ctx.txn and not ctx.session.is_hungup:
+                self.switch.on_remote_hangup(ctx.session, Cause.RECOVERY_ON_TIMER_EXPIRE,
+                                             sip_status=408, disposition="recv_refuse")  # fmt: skip
             ctx.close()
         elif isinstance(ctx, InboundPending) and ctx.leg is not None and timer in ("L", "H"):
             # 2xx never ACKed (§13.3.1.4) or failure never ACKed: end the call
