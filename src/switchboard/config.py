@@ -86,6 +86,7 @@ class DispatcherSection(Section):
     inactive_threshold: int = Field(default=2, ge=1)
     failover_timeout: float = Field(default=2.0, gt=0)
     failover_codes: str = "408|5xx"
+    ping_reply_codes: str = "2xx"  # probe answers that prove a box alive (ds_ping_reply_codes)
     unavailable_reason: str = "No Media Server Available"
     retry_after: int = Field(default=5, ge=0)
 
@@ -138,6 +139,10 @@ class BillingSection(Section):
     max_call_seconds: int = Field(default=14400, ge=1)  # cap of one authorisation
     reservation_grace: int = Field(default=120, ge=0)  # seconds before a lost call's funds return
     reserve_seconds: int = Field(default=0, ge=0)  # 0: reserve the whole call; N: chunks, renewed
+    # credit control and a billable call no account matches: "allow" (not credit-controlled,
+    # still priced by the default deck in its CDR) or "refuse" (403, CALL_REJECTED)
+    unknown_account: str = Field(default="allow", pattern="^(allow|refuse)$")
+    extend_before: float = Field(default=5.0, gt=0)  # seconds before a chunk ends: extend()
     backup_dir: str = ""  # empty: <state_dir>/backups
     backup_keep: int = Field(default=14, ge=1)
     pg_bin_dir: str = ""  # empty: the pg_dump/psql inside the pgserver wheel

@@ -221,8 +221,17 @@ _REASON_RE = re.compile(
 )
 
 
-def cause_to_sip(cause: Cause) -> int:
-    """SIP status sent when refusing an unanswered inbound call with ``cause`` (§5.2)."""
+def cause_to_sip(cause: Cause, proto_specific: str | None = None) -> int:
+    """SIP status sent when refusing an unanswered inbound call with ``cause`` (§5.2).
+
+    ``proto_specific`` is the channel's ``proto_specific_hangup_cause`` variable: a
+    ``sip:NNN`` value there wins (mod_sofia's sofia_on_hangup does the same), e.g. credit
+    control refusing with ``sip:402`` and cause OUTGOING_CALL_BARRED.
+    """
+    if proto_specific and proto_specific[:4].lower() == "sip:":
+        code = proto_specific[4:].strip()
+        if code.isdigit() and 400 <= int(code) <= 699:
+            return int(code)
     return _CAUSE_TO_SIP.get(cause, DEFAULT_SIP_FOR_CAUSE)
 
 

@@ -42,6 +42,9 @@ Quick reference (every coroutine must be awaited on the node's event loop)::
     sw.endpoints[kind] = Endpoint       # "gateway", "user", "sofia", "sip" (the SIP UA),
                                         # "loopback" (the Event Socket's), ...
     sw.active_calls -> int              # live channels (X-Switchboard-Calls on OPTIONS)
+    sw.setup_hooks.append(async fn(session))   # awaited once when a channel is first routed,
+                                        # before its apps (credit control; may hang it up)
+    sw.hangup_hooks.append(fn(session)) # called in CS_REPORTING (CDRs, settlement)
 
 Events fired (FreeSWITCH names, headers per reference §3): CHANNEL_CREATE,
 CHANNEL_OUTGOING (outbound legs), CHANNEL_ORIGINATE, CHANNEL_STATE, CHANNEL_CALLSTATE,
@@ -240,6 +243,9 @@ class Switch:
         self._heartbeat: asyncio.Task[None] | None = None
         self.ready = True
         self.hangup_hooks: list[Callable[[Session], None]] = []
+        # awaited in order when a channel is first routed, before its applications run
+        # (credit control); a hook refuses the call by hanging it up
+        self.setup_hooks: list[Callable[[Session], Awaitable[None]]] = []
         self.dialplan_loader: Callable[[], Dialplan] | None = None
         from switchboard.media import apps as apps_mod
 
@@ -905,6 +911,12 @@ class Switch:
                     log.info("no dialplan match for %r", s.channel.profile.destination_number)
                     self._hangup(s, Cause.NO_ROUTE_DESTINATION, notify_leg=True)
                     return
+                if self.setup_hooks and not s.data.get("setup_done"):
+                    s.data["setup_done"] = True
+                    for hook in self.setup_hooks:
+                        await hook(s)
+                        if s.is_hungup:
+                            return
             self._set_state(s, ChannelState.CS_EXECUTE)
             cmd: Command | None = None
             if not s.queue.empty():

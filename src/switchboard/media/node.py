@@ -88,7 +88,8 @@ class MediaNode:
         self.metrics: Any = None
         self.registry: Any = None
         self._own_sink: Any = None
-        self._cdr_writer: Any = None
+        self.billing: Any = None  # BillingService when [database] url is set
+        self.call_credit: Any = None  # CallCredit when [billing] credit_control is on
         self._channels = 0
         self._calls = 0
 
@@ -151,6 +152,17 @@ class MediaNode:
         sw.events.subscribe(self._on_event)
         sink = self.cdr_sink or await self._default_sink()
         cdr_mod.install(sw, sink, self.name, self.metrics)
+        if self.billing is not None and self.billing.credit is not None:
+            from switchboard.media.credit import CallCredit
+
+            b = self.cfg.billing
+            self.call_credit = CallCredit(
+                sw,
+                self.billing.credit,
+                unknown_account=b.unknown_account,
+                extend_before=b.extend_before,
+            )
+            self.call_credit.install()
         sw.hangup_hooks.append(self._rtp_metrics)
         start, end = self.rtp_range
         ua = UserAgent(
@@ -192,12 +204,19 @@ class MediaNode:
 
     async def _default_sink(self) -> cdr_mod.CdrSink:
         url = self.cfg.database.url
-        if url:
-            from switchboard.billing.writer import CdrWriter
+        if url:  # [billing] settings: spool, batching, credit control
+            from switchboard.billing.service import BillingService
 
-            writer = CdrWriter(url, self.state_dir / "spool" / self.name)
-            await writer.start()
-            self._cdr_writer = writer
+            billing = BillingService.from_config(
+                self.cfg,
+                url,
+                node=self.name,
+                state_dir=self.state_dir,
+                on_low_balance=self._on_low_balance,
+            )
+            await billing.start()
+            self.billing = billing
+            writer: cdr_mod.CdrSink = billing.writer
             return writer
         path = (
             Path(self.cfg.media.cdr_file)
@@ -207,6 +226,13 @@ class MediaNode:
         sink = cdr_mod.JsonLinesCdrSink(path)
         self._own_sink = sink
         return sink
+
+    def _on_low_balance(self, low: Any) -> None:
+        """A settlement took an account below its mark: tell Event Socket clients."""
+        if self.switch is not None:
+            from switchboard.media.credit import low_balance_event
+
+            self.switch.fire(low_balance_event(self.switch, low))
 
     def _on_event(self, ev: Any) -> None:
         # O(1) per event: a call is an inbound leg or an originated leg with no A-leg.
@@ -261,8 +287,10 @@ class MediaNode:
                 await self.admin_server.wait_closed()
         if self._own_sink is not None:
             await self._own_sink.close()
-        if self._cdr_writer is not None:
-            await self._cdr_writer.close()
+        if self.call_credit is not None:
+            await self.call_credit.close()  # settlements of the calls just hung up
+        if self.billing is not None:
+            await self.billing.close()
 
 
 async def _serve(cfg: Config, name: str) -> int:

@@ -279,7 +279,7 @@ class InboundLeg(SipLeg):
     async def terminate(self, cause: Cause) -> None:
         ch = self.session.channel
         if not self.final_sent:
-            status = cause_to_sip(cause)
+            status = cause_to_sip(cause, ch.variables.get("proto_specific_hangup_cause"))
             ch.sip_status = status
             ch.hangup_disposition = "send_refuse"
             self._respond(status, extra=[("Reason", reason_header(cause))])

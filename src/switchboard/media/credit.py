@@ -1,0 +1,216 @@
+"""Credit control in the call path of a media node (docs/billing.md "Credit control").
+
+With ``[billing] credit_control = true`` the node asks billing about every **billable**
+call — an inbound leg whose destination is a number (what rating prices; ``echo``,
+``ivr``, ``conf-*`` are internal and free) — when the dialplan has routed it, before its
+applications run:
+
+* ``authorise()`` reserves funds; billing finds the account from the ``accountcode``
+  variable (when set before routing, e.g. by an originate), the gateway
+  (``sip_gateway_name``), the signalling source IP, then the caller id.
+  A :class:`~switchboard.billing.credit.CreditDenied` refuses the call with its Q.850
+  cause and SIP status (402 no funds, 404 no rate, 403 unknown account when
+  ``unknown_account = "refuse"``, 503 billing unreachable: fails closed). A call no
+  account matches goes ahead uncontrolled with ``unknown_account = "allow"`` (default).
+* The call is hung up with ``ALLOTTED_TIMEOUT`` when its talk time reaches
+  ``max_seconds`` (counted from answer, so billsec never exceeds what was reserved). A
+  renewable authorisation (``reserve_seconds`` > 0) is extended ``extend_before`` seconds
+  before each chunk runs out, until billing says it is the last one.
+* At hangup the call is settled with its billsec (whole seconds, as its CDR): debited once,
+  reservation released. The leg's CDR gets ``accountcode`` = the account, so the sell
+  side is priced with the account's deck.
+
+Timers are awaits on the session's own events (answered, ended) with a timeout: no
+polling. Low-balance notices become a ``CUSTOM`` event with ``Event-Subclass:
+switchboard::low_balance`` on the Event Socket (:func:`low_balance_event`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from switchboard.billing.credit import (
+    Authorisation,
+    CreditControl,
+    CreditDenied,
+    LowBalance,
+    UnknownAccount,
+)
+from switchboard.media.causes import Cause, parse_cause
+from switchboard.rating.deck import normalise_number
+
+if TYPE_CHECKING:
+    from switchboard.media.core import Session, Switch
+    from switchboard.media.events import Event
+
+log = logging.getLogger(__name__)
+
+LOW_BALANCE_SUBCLASS = "switchboard::low_balance"
+DEFAULT_EXTEND_BEFORE = 5.0  # seconds before a reservation chunk ends that extend() is asked
+
+
+def low_balance_event(switch: Switch, low: LowBalance) -> Event:
+    """The Event Socket notice of an account falling below its low-balance mark."""
+    return switch.make_event(
+        "CUSTOM",
+        {
+            "Account": low.account,
+            "Account-ID": str(low.account_id),
+            "Balance": str(low.balance),
+            "Threshold": str(low.threshold),
+        },
+        subclass=LOW_BALANCE_SUBCLASS,
+    )
+
+
+def billsec(s: Session) -> int:
+    """Whole seconds from answer to hangup, rounded down: the CDR's billsec."""
+    ch = s.channel
+    if ch.answered_at is None:
+        return 0
+    end = ch.hangup_at if ch.hangup_at is not None else time.time()
+    return max(0, math.floor(end - ch.answered_at))
+
+
+class CallCredit:
+    """Authorise, police and settle billable calls of one switch (module docstring)."""
+
+    def __init__(
+        self,
+        switch: Switch,
+        credit: CreditControl,
+        *,
+        unknown_account: str = "allow",
+        extend_before: float = DEFAULT_EXTEND_BEFORE,
+    ) -> None:
+        self.switch = switch
+        self.credit = credit
+        self.refuse_unknown = unknown_account == "refuse"
+        self.extend_before = extend_before
+        self._calls: dict[str, asyncio.Task[None]] = {}
+        self._settling: set[asyncio.Task[None]] = set()
+
+    def install(self) -> None:
+        self.switch.setup_hooks.append(self.on_setup)
+        self.switch.hangup_hooks.append(self.on_hangup)
+
+    # ------------------------------------------------------------------ setup
+    async def on_setup(self, s: Session) -> None:
+        ch = s.channel
+        destination = ch.profile.destination_number
+        if ch.direction != "inbound" or not normalise_number(destination):
+            return
+        v = ch.variables
+        try:
+            auth = await self.credit.authorise(
+                s.uuid,
+                destination,
+                now=datetime.now(UTC),
+                account=v.get("accountcode") or None,
+                gateway=v.get("sip_gateway_name") or None,
+                source_ip=ch.profile.network_addr or None,
+                caller=ch.profile.caller_id_number or None,
+            )
+        except UnknownAccount as exc:
+            if self.refuse_unknown:
+                self.refuse(s, exc)
+            return
+        except CreditDenied as exc:
+            self.refuse(s, exc)
+            return
+        if s.is_hungup:  # the caller gave up while we asked: release at once
+            self._settle_later(s.uuid, 0)
+            return
+        ch.set_var("accountcode", auth.account)
+        ch.set_var("credit_max_seconds", str(auth.max_seconds))
+        log.info(
+            "call %s: account %s authorised for %ds%s",
+            s.uuid, auth.account, auth.max_seconds, " (renewable)" if auth.renewable else "",
+        )  # fmt: skip
+        task = asyncio.get_running_loop().create_task(self._police(s, auth))
+        self._calls[s.uuid] = task
+
+    def refuse(self, s: Session, exc: CreditDenied) -> None:
+        """Hang the unanswered call up with the denial's cause; its SIP status travels in
+        ``proto_specific_hangup_cause`` (``sip:402``), which the SIP side answers with, as
+        FreeSWITCH's mod_sofia does."""
+        log.info("call %s refused by credit control: %s %s", s.uuid, exc.status, exc)
+        s.channel.set_var("proto_specific_hangup_cause", f"sip:{exc.status}")
+        s.channel.set_var("credit_denied", type(exc).__name__)
+        self.switch.hangup(s.uuid, parse_cause(exc.cause, Cause.CALL_REJECTED))
+
+    # ------------------------------------------------------------------ in call
+    async def _police(self, s: Session, auth: Authorisation) -> None:
+        answered = asyncio.ensure_future(s.answered.wait())
+        ended = asyncio.ensure_future(s.ended.wait())
+        try:
+            await asyncio.wait({answered, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            answered.cancel()
+            ended.cancel()
+        if s.is_hungup:
+            return
+        answered_at = s.channel.answered_at or time.time()
+        while True:
+            end = answered_at + auth.max_seconds
+            wake = end - self.extend_before if auth.renewable else end
+            if await self._ends_within(s, wake - time.time()):
+                return
+            if not auth.renewable:
+                break
+            try:
+                auth = await self.credit.extend(s.uuid, now=datetime.now(UTC))
+            except CreditDenied as exc:  # billing unreachable: keep the limit we have
+                log.warning("call %s: credit extension failed: %s", s.uuid, exc)
+                auth = replace(auth, renewable=False)
+            s.channel.set_var("credit_max_seconds", str(auth.max_seconds))
+        log.info("call %s: allotted %ds used up", s.uuid, auth.max_seconds)
+        self.switch.hangup(s.uuid, Cause.ALLOTTED_TIMEOUT)
+
+    @staticmethod
+    async def _ends_within(s: Session, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(s.ended.wait(), max(0.0, seconds))
+        except TimeoutError:
+            return s.is_hungup
+        return True
+
+    # ------------------------------------------------------------------ hangup
+    def on_hangup(self, s: Session) -> None:
+        task = self._calls.pop(s.uuid, None)
+        if task is None:
+            return
+        task.cancel()
+        self._settle_later(s.uuid, billsec(s))
+
+    def _settle_later(self, call_id: str, seconds: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(call_id, seconds))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, call_id: str, seconds: int) -> None:
+        try:
+            done = await self.credit.settle(call_id, seconds, now=datetime.now(UTC))
+        except Exception:  # the reservation expires after its grace: nothing is debited
+            log.exception("call %s: settlement of %ds failed", call_id, seconds)
+            return
+        if done is not None:
+            log.info(
+                "call %s: account %s debited %s for %ds, balance %s",
+                call_id, done.account, done.cost, done.billsec, done.balance,
+            )  # fmt: skip
+
+    async def close(self) -> None:
+        """Wait for settlements in flight (after the switch hung every call up)."""
+        for task in list(self._calls.values()):
+            task.cancel()
+        if self._settling:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._settling, return_exceptions=True)
