@@ -536,7 +536,8 @@ async def test_admin_api_drain_reload_stats_metrics(workdir: Path) -> None:
             for name in (
                 'switchboard_router_requests_total{method="INVITE"} 4.0',
                 'switchboard_router_replies_total{code="200"}',
-                "switchboard_router_transactions ",
+                "switchboard_router_transactions_current ",
+                "switchboard_router_transactions_total ",
                 f'switchboard_router_destination_up{{set="1",uri="sip:127.0.0.1:{pa}"}} 0.0',
                 f'switchboard_router_destination_state{{set="1",state="disabled",uri="sip:127.0.0.1:{pa}"}} 1.0',
                 "switchboard_router_failovers_total 0.0",

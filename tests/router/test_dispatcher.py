@@ -13,6 +13,7 @@ from switchboard.router.dispatcher import (
     DispatcherError,
     ProbingConfig,
     match_codes,
+    match_ping_codes,
     parse_line,
     parse_list,
 )
@@ -158,6 +159,30 @@ def test_weight_rules_of_kamailio() -> None:
     assert [x.weight for x in d.sets[1].destinations] == [70, 0, 0, 30]
 
 
+def test_call_load_uses_the_nodes_own_report_when_higher() -> None:
+    # b already carries 5 calls from elsewhere (another router, ESL originates)
+    d = Dispatcher(parse_list("1 sip:a 0 0 duid=a\n1 sip:b 0 0 duid=b;maxload=6\n"),
+                   algorithm=10, probing=PROBE)  # fmt: skip
+    a, b = d.destinations()
+    ids = {r.destination.spec.host: r.probe_id for r in d.handle_timer(0.0)[0]}
+    d.probe_answered(ids["a"], 200, 0.01, calls=0)
+    d.probe_answered(ids["b"], 200, 0.01, calls=5)
+    assert (a.load, b.load) == (0, 5)
+    picks = []
+    for i in range(6):
+        first = d.select(1, str(i))[0]
+        first.active_calls += 1  # the router's own count moves between probes
+        picks.append(first.spec.host)
+    assert picks.count("a") == 5 and picks.count("b") == 1  # b reached maxload 6
+    assert (a.load, b.load) == (5, 6)
+    b.active_calls -= 1  # our call on b ended: the estimate follows until the next probe
+    assert b.load == 5
+    # a node that reports fewer than the router knows of (report older than our calls)
+    ids = {r.destination.spec.host: r.probe_id for r in d.handle_timer(5.0)[0]}
+    d.probe_answered(ids["a"], 200, 5.01, calls=2)
+    assert a.load == 5  # never below the router's own count
+
+
 def test_call_load_picks_least_loaded_and_honours_maxload() -> None:
     d = make(10, "1 sip:a 0 0 duid=a;maxload=2\n1 sip:b 0 0 duid=b;maxload=1\n")
     a, b = d.sets[1].destinations
@@ -221,22 +246,51 @@ def test_trying_goes_back_to_active_on_one_success() -> None:
     assert ch is not None and (ch.old, ch.new) == (DestinationState.TRYING, DestinationState.ACTIVE)
 
 
-def test_probe_answered_408_or_5xx_is_a_failure_and_404_is_alive() -> None:
-    d = Dispatcher(parse_list("1 sip:a\n1 sip:b\n1 sip:c\n"), probing=PROBE)
-    a, b, c = d.destinations()
+def test_only_ping_reply_codes_prove_a_box_alive() -> None:
+    # Kamailio ds_ping_reply_codes: by default only class 2; a 404 is a failed probe
+    d = Dispatcher(parse_list("1 sip:a\n1 sip:b\n1 sip:c\n1 sip:d\n"), probing=PROBE)
+    a, b, c, e = d.destinations()
     reqs, _ = d.handle_timer(0.0)
     ids = {r.destination.spec.host: r.probe_id for r in reqs}
     assert d.probe_answered(ids["a"], 100, 0.1) is None  # provisional: still pending
     d.probe_answered(ids["a"], 408, 0.2)
     d.probe_answered(ids["b"], 503, 0.2)
     d.probe_answered(ids["c"], 404, 0.2)
-    assert (a.state, b.state, c.state) == (
+    d.probe_answered(ids["d"], 200, 0.2)
+    assert (a.state, b.state, c.state, e.state) == (
+        DestinationState.TRYING,
         DestinationState.TRYING,
         DestinationState.TRYING,
         DestinationState.ACTIVE,
     )
     assert d.pending_probes == 0
-    assert d.probe_answered(ids["c"], 200, 0.3) is None  # late duplicate ignored
+    assert d.probe_answered(ids["d"], 200, 0.3) is None  # late duplicate ignored
+
+
+def test_ping_reply_codes_widen_what_counts_as_alive() -> None:
+    probing = ProbingConfig(1.0, 0.5, 3, 2, match_ping_codes("2xx|404"))
+    d = Dispatcher(parse_list("1 sip:a\n1 sip:b\n"), probing=probing)
+    a, b = d.destinations()
+    for t in (0.0, 1.0):
+        ids = {r.destination.spec.host: r.probe_id for r in d.handle_timer(t)[0]}
+        d.probe_answered(ids["a"], 404, t + 0.1)
+        d.probe_answered(ids["b"], 405, t + 0.1)
+    assert (a.state, b.state) == (DestinationState.ACTIVE, DestinationState.TRYING)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "inside", "outside"),
+    [("2xx", [200, 202], [100, 404, 408, 503]), ("2xx|4xx", [200, 404, 488], [408, 500])],
+)
+def test_ping_reply_code_patterns(pattern: str, inside: list[int], outside: list[int]) -> None:
+    codes = match_ping_codes(pattern)
+    assert all(c in codes for c in inside) and not any(c in codes for c in outside)
+
+
+@pytest.mark.parametrize("bad", ["408", "2xx|408", "", "1xx", "2x"])
+def test_bad_ping_reply_codes(bad: str) -> None:
+    with pytest.raises(DispatcherError):
+        match_ping_codes(bad)
 
 
 def test_disabled_is_neither_selected_nor_probed_and_admin_can_restore() -> None:

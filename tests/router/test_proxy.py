@@ -325,10 +325,44 @@ def test_cancel_of_unanswered_branch_ends_with_487() -> None:
     assert [s.addr for s in out if s.addr == M2] == []  # no failover after CANCEL
 
 
-def test_unmatched_cancel_gets_481() -> None:
+def test_unmatched_cancel_to_a_rotating_dispatcher_gets_481() -> None:
+    # round-robin cannot say where the INVITE went: no stateless target (§16.11)
     p = make_proxy()
     out = p.receive(invite(method="CANCEL", body=""), "udp", UAC, None, 0.0)
     assert to_uac(out) == ["SIP/2.0 481 Call/Transaction Does Not Exist"]
+
+
+def test_unmatched_cancel_is_forwarded_statelessly_by_call_id_hash() -> None:
+    # §16.10: no response context → statelessly forward; alg 0 picks the INVITE's node
+    p = make_proxy(algorithm=0)
+    call = "ha-peer-call@carrier"
+    target = p.dispatcher.select(1, call)[0].address
+    cancel = invite(method="CANCEL", body="", call_id=call)
+    out = p.receive(cancel, "udp", UAC, None, 0.0)
+    assert to_uac(out) == [] and len(out) == 1 and out[0].addr == target
+    fwd = out[0].data
+    assert start_line(fwd) == "CANCEL sip:echo@127.0.0.1:5060 SIP/2.0"
+    assert header(fwd, "Max-Forwards") == ["69"]
+    assert len(header(fwd, "Via")) == 2 and p.transaction_count == 0  # stateless
+    again = p.receive(cancel, "udp", UAC, None, 0.5)  # retransmission: same branch
+    assert header(again[0].data, "Via") == header(fwd, "Via")
+    # the node's answer (481 here: it never saw this INVITE) goes back by the Via
+    back = p.receive(response_to(fwd, 481, "Call/Transaction Does Not Exist"), "udp",
+                     target, None, 0.6)  # fmt: skip
+    assert to_uac(back) == ["SIP/2.0 481 Call/Transaction Does Not Exist"]
+
+
+def test_unmatched_cancel_with_a_route_is_forwarded_and_acl_applies() -> None:
+    p = make_proxy(acl=Acl(["127.0.0.0/8"]))
+    cancel = invite(method="CANCEL", body="", ruri="sip:bob@10.9.9.9:5070",
+                    route="<sip:127.0.0.1:5060;lr>")  # fmt: skip
+    out = p.receive(cancel, "udp", UAC, None, 0.0)
+    assert [(s.addr, start_line(s.data)) for s in out] == [
+        (("10.9.9.9", 5070), "CANCEL sip:bob@10.9.9.9:5070 SIP/2.0")
+    ]
+    assert header(out[0].data, "Route") == []  # our own Route entry removed (§16.4)
+    stranger = p.receive(cancel, "udp", ("192.0.2.7", 5060), None, 0.1)
+    assert [start_line(s.data) for s in stranger] == ["SIP/2.0 403 Forbidden"]
 
 
 def test_draining_refuses_new_invites_but_not_in_dialog_requests() -> None:
@@ -414,6 +448,26 @@ def test_late_2xx_without_transaction_is_forwarded_statelessly() -> None:
     assert [(s.addr, start_line(s.data)) for s in again] == [(UAC, "SIP/2.0 200 OK")]
     # a response that does not carry our Via on top is dropped
     assert p.receive(response_to(invite(), 200), "udp", M1, None, 40.2) == []
+
+
+def test_probe_answer_carries_the_nodes_call_count_for_call_load() -> None:
+    p = make_proxy(algorithm=10)
+    p.dispatcher._next_round = 0.0
+    out = p.handle_timer(0.0)
+    for addr, calls in ((M1, "7"), (M2, "0")):
+        ok = response_to(one(out, addr), 200).replace(
+            b"Content-Length: 0", f"X-Switchboard-Calls: {calls}\r\nContent-Length: 0".encode()
+        )
+        p.receive(ok, "udp", addr, None, 0.003)
+    d1, d2 = p.dispatcher.destinations()
+    assert (d1.reported_calls, d1.load, d2.load) == (7, 7, 0)
+    # the node with 7 calls from elsewhere is not chosen until the other catches up
+    targets = [
+        next(s.addr for s in p.receive(invite(call_id=f"c{i}", branch=f"z9hG4bK-c{i}"),
+                                       "udp", UAC, None, 1.0) if s.addr != UAC)
+        for i in range(8)
+    ]  # fmt: skip
+    assert targets[:7] == [M2] * 7
 
 
 def test_options_to_the_router_itself_is_answered() -> None:

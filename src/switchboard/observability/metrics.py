@@ -112,8 +112,8 @@ _SPECS: tuple[MetricSpec, ...] = (
     # -- router (Kamailio role) --------------------------------------------------------------
     _spec("switchboard_router_requests_total", "counter", "router", ("method",), "SIP requests received (after retransmission absorption), by method."),
     _spec("switchboard_router_replies_total", "counter", "router", ("code",), "SIP responses sent or relayed upstream, by status code."),
-    _spec("switchboard_router_transactions", "gauge", "router", (), "Server transactions currently held by the proxy."),
-    _spec("switchboard_router_transactions_total", "counter", "router", (), "Server transactions created. (Shares its family name with the gauge above: exported by the router's own collector, not creatable next to it with prometheus_client.)"),
+    _spec("switchboard_router_transactions_current", "gauge", "router", (), "Server transactions currently held by the proxy (Kamailio tm.stats current)."),
+    _spec("switchboard_router_transactions_total", "counter", "router", (), "Server transactions created."),
     _spec("switchboard_router_pending_transactions", "gauge", "router", (), "Server transactions without a final response yet."),
     _spec("switchboard_router_dialogs", "gauge", "router", (), "Dialogs (answered calls) currently established through the router."),
     _spec("switchboard_router_destination_up", "gauge", "router", ("set", "uri"), "1 when the dispatcher destination takes new calls (active or trying), else 0."),
@@ -270,6 +270,7 @@ class RouterMetrics:
     requests: Counter
     replies: Counter
     transactions: Gauge
+    transactions_total: Counter
     dialogs: Gauge
     destination_up: Gauge
     destination_state: Gauge
@@ -295,7 +296,8 @@ class RouterMetrics:
         return cls(
             requests=_c(registry, p + "requests_total"),
             replies=_c(registry, p + "replies_total"),
-            transactions=_g(registry, p + "transactions"),
+            transactions=_g(registry, p + "transactions_current"),
+            transactions_total=_c(registry, p + "transactions_total"),
             dialogs=_g(registry, p + "dialogs"),
             destination_up=_g(registry, p + "destination_up"),
             destination_state=_g(registry, p + "destination_state"),

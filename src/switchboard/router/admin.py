@@ -29,7 +29,9 @@ class DestinationView(BaseModel):
     flags: str  # Kamailio dispatcher.list letters: AP, IP, TP, DX...
     probing: bool
     probe_latency_ms: float | None
-    active_calls: int
+    active_calls: int  # calls this router has on it
+    reported_calls: int | None  # the node's X-Switchboard-Calls at the last probe
+    load: int  # what algorithm 10 and maxload use (docs/router.md)
     timeouts: int
     priority: int
     weight: int
@@ -69,6 +71,8 @@ def _view(d: Destination) -> DestinationView:
         probing=d.probing,
         probe_latency_ms=None if d.latency_ms is None else round(d.latency_ms, 3),
         active_calls=d.active_calls,
+        reported_calls=d.reported_calls,
+        load=d.load,
         timeouts=d.timeouts,
         priority=d.spec.priority,
         weight=d.weight,

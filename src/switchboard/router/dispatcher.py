@@ -17,12 +17,17 @@ Theory of operation
   on the next entry (operators' first complaint, reference §12 item 1): algorithm 0 is a
   rendezvous (highest-random-weight) hash of the Call-ID, algorithm 4 rotates over the
   live destinations only, algorithm 9 renormalises the weights of the live destinations,
-  algorithm 10 picks the least loaded.
+  algorithm 10 picks the least loaded — by the router's own dialog count, or by what the
+  node itself reports (``X-Switchboard-Calls`` on its OPTIONS answers: its live channels,
+  calls from other routers included) when that is higher; see :attr:`Destination.load`.
 * Probing state machine (reference §3.5, ``ds_update_state``): a failed probe moves an
   active destination to *trying*; ``probing_threshold`` consecutive failures make it
   *inactive*; ``inactive_threshold`` consecutive successes make an inactive destination
   active again; one success makes a trying destination active. *Disabled* is set only by
   the operator (drain): never selected, never probed, existing dialogs continue.
+* A probe answer proves the box alive only when its code is in ``ping_reply_codes``
+  (Kamailio ``ds_ping_reply_codes``; default class 2). Anything else final — a 404, a
+  503, a 408 — counts as a failed probe.
 """
 
 from __future__ import annotations
@@ -216,6 +221,8 @@ class Destination:
     latency_ms: float | None = None  # EWMA of OPTIONS round-trip time
     timeouts: int = 0  # total probes or calls that got no answer
     active_calls: int = 0  # dialogs (and pending INVITEs) on this destination
+    reported_calls: int | None = None  # X-Switchboard-Calls of the last probe answer
+    own_at_report: int = 0  # active_calls when that answer arrived
     weight: int = 0  # normalised alg-9 weight
     _swrr: int = field(default=0, repr=False)  # smooth weighted round-robin credit
     _seed: int = field(default=0, repr=False)
@@ -243,6 +250,17 @@ class Destination:
     @property
     def up(self) -> bool:
         return self.selectable
+
+    @property
+    def load(self) -> int:
+        """Call load for algorithm 10 and ``maxload``: the router's own count, or the
+        node's last report plus the router's net change since it (calls the router
+        sent or ended after the probe), whichever is higher. The report covers calls
+        that did not come through this router (other routers, ESL originates); the
+        router's count is exact between probes and covers a node that does not report."""
+        if self.reported_calls is None:
+            return self.active_calls
+        return max(self.active_calls, self.reported_calls + self.active_calls - self.own_at_report)
 
 
 def _initial_state(flags: int) -> DestinationState:
@@ -361,14 +379,14 @@ class DestinationSet:
     def _by_load(self, live: list[Destination]) -> list[Destination]:
         # Fewest active calls first; destinations at their maxload are skipped (0 = no
         # cap). Ties rotate so equal destinations share new calls evenly.
-        room = [d for d in live if not d.spec.maxload or d.active_calls < d.spec.maxload]
+        room = [d for d in live if not d.spec.maxload or d.load < d.spec.maxload]
         if not room:
             return []
         n = len(room)
         k = self._rr % n
         self._rr += 1
         rotated = room[k:] + room[:k]
-        return sorted(rotated, key=lambda d: d.active_calls)
+        return sorted(rotated, key=lambda d: d.load)
 
 
 @dataclass(frozen=True)
@@ -402,6 +420,7 @@ class ProbingConfig:
     ping_timeout: float = 1.0
     probing_threshold: int = 3
     inactive_threshold: int = 2
+    reply_codes: frozenset[int] = frozenset(range(200, 300))  # ds_ping_reply_codes
 
 
 class Dispatcher:
@@ -441,6 +460,7 @@ class Dispatcher:
                 dest = Destination(spec, state=_initial_state(spec.flags))
                 dest.active_calls = prev.active_calls
                 dest.latency_ms = prev.latency_ms
+                dest.reported_calls, dest.own_at_report = prev.reported_calls, prev.own_at_report
             else:
                 dest = Destination(spec, state=_initial_state(spec.flags))
             dest.probing = not spec.flags & FLAG_NOPING
@@ -548,18 +568,23 @@ class Dispatcher:
                     requests.append(ProbeRequest(pid, d))
         return requests, changes
 
-    def probe_answered(self, probe_id: int, status: int, now: float) -> StateChanged | None:
-        """An OPTIONS reply arrived. Any final reply other than 408 proves the box is
-        alive and answering SIP (a 404/405/483 still means it is up); a locally generated
-        408 must never count as alive (reference §3.7)."""
+    def probe_answered(
+        self, probe_id: int, status: int, now: float, calls: int | None = None
+    ) -> StateChanged | None:
+        """An OPTIONS reply arrived. Only a code in ``reply_codes`` (Kamailio
+        ``ds_ping_reply_codes``, default class 2) proves the box alive; any other final
+        reply is a failed probe (reference §3.6). ``calls`` is the node's own
+        ``X-Switchboard-Calls`` figure, kept for algorithm 10 (:attr:`Destination.load`)."""
         p = self._probes.pop(probe_id, None)
         if p is None or status < 200:
             if p is not None:
                 self._probes[probe_id] = p  # provisional: keep waiting
             return None
         d = p.destination
-        if status == 408 or status >= 500:
+        if status not in self.probing.reply_codes:
             return self.report_failure(d, f"probe answered {status}")
+        if calls is not None:
+            d.reported_calls, d.own_at_report = calls, d.active_calls
         rtt = (now - p.sent_at) * 1000.0
         d.latency_ms = (
             rtt if d.latency_ms is None else d.latency_ms + LATENCY_ALPHA * (rtt - d.latency_ms)
@@ -579,21 +604,38 @@ class Dispatcher:
         return len(self._probes)
 
 
+def match_ping_codes(pattern: str) -> frozenset[int]:
+    """``[dispatcher] ping_reply_codes`` (same syntax as failover codes, e.g. ``"2xx"`` or
+    ``"2xx|404"``) → the final codes that prove a probed box alive. 408 never counts (a
+    class pattern skips it, naming it is an error): it is what a transaction layer
+    generates when nothing answered (reference §3.7)."""
+    if "408" in (item.strip() for item in pattern.split("|")):
+        raise DispatcherError("ping reply code 408: a timeout must never count as alive")
+    codes = frozenset(c for c in _expand(pattern, "ping reply code") if 200 <= c <= 699)
+    if not codes:
+        raise DispatcherError(f"ping reply codes {pattern!r}: no final response code")
+    return codes - {408}
+
+
 def match_codes(pattern: str) -> frozenset[int]:
     """Failover codes such as ``"408|5xx"`` or ``"408|500|503"`` → the set of codes.
 
     ``x`` is a digit wildcard, ``.`` too (Kamailio ``t_check_status("408|5[0-9][0-9]")``).
     """
+    return frozenset(c for c in _expand(pattern, "failover code") if 300 <= c <= 699)
+
+
+def _expand(pattern: str, what: str) -> set[int]:
     codes: set[int] = set()
     for raw in pattern.split("|"):
         item = raw.strip().lower()
         if not item:
             continue
         if len(item) != 3 or not all(c.isdigit() or c in "x." for c in item) or item[0] in "x.":
-            raise DispatcherError(f"failover code {raw!r}: expected e.g. 408, 5xx or 50x")
+            raise DispatcherError(f"{what} {raw!r}: expected e.g. 408, 5xx or 50x")
         lo = int(item.replace("x", "0").replace(".", "0"))
         for code in range(lo, lo + 100):
             s = str(code)
             if all(p in "x." or p == c for p, c in zip(item, s, strict=True)):
                 codes.add(code)
-    return frozenset(c for c in codes if 300 <= c <= 699)
+    return codes

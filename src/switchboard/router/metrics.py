@@ -73,7 +73,9 @@ class RouterCollector:
             c.add_metric([str(code)], n)
         yield c
         yield GaugeMetricFamily(
-            PREFIX + "transactions", "Current server transactions", value=p.transaction_count
+            PREFIX + "transactions_current",
+            "Current server transactions",
+            value=p.transaction_count,
         )
         yield GaugeMetricFamily(
             PREFIX + "pending_transactions",

@@ -30,6 +30,11 @@ Theory of operation
   forwarded statelessly by the next Via.
 * CANCEL (§16.10): answered 200 at once; sent to the pending branch once it has had a
   provisional response (§9.1), otherwise on the first provisional; the 487 is relayed.
+  A CANCEL matching no transaction is forwarded statelessly (§16.10 "MUST statelessly
+  forward") to where §16.11 would have sent its INVITE: the next Route / the R-URI, or,
+  addressed to the router, the dispatcher's choice when that is a function of the
+  message (algorithm 0, Call-ID hash). With any other algorithm there is no such target
+  and it gets 481 (what the INVITE's holder would answer, §9.2).
 
 Completed transactions are kept ``wait_time`` seconds (Kamailio ``wt_timer``, default
 T4 = 5 s) to absorb retransmissions; on UDP the router retransmits requests downstream
@@ -789,7 +794,7 @@ class Proxy:
         """§16.10: 200 at once, then CANCEL the pending branch."""
         inv = self.txns.get((via.branch, via.sent_by, b"INVITE"))
         if inv is None:
-            return [Send(transport, reply_addr, self._reply(m, 481), conn)]
+            return self._forward_unmatched_cancel(m, via, transport, reply_addr, conn)
         out = [Send(transport, reply_addr, self._reply(m, 200), conn)]
         if inv.final:
             return out
@@ -801,6 +806,61 @@ class Proxy:
             else:
                 br.cancel_pending = True  # §9.1: wait for a provisional response
         return out
+
+    def _forward_unmatched_cancel(
+        self, m: Message, via: Via, transport: str, reply_addr: tuple[str, int], conn: Any
+    ) -> list[Send]:
+        """§16.10: no response context — "It MUST statelessly forward the CANCEL request
+        (it may have statelessly forwarded the associated request previously)": e.g. the
+        INVITE went through the other router of a keepalived pair, or before a restart.
+        The target is chosen as §16.11 requires for the INVITE: only from the message."""
+
+        def reply(status: int) -> list[Send]:
+            return [Send(transport, reply_addr, self._reply(m, status), conn)]
+
+        if m.maxfwd >= 0:
+            mf = m.value(m.maxfwd)
+            if not mf.isdigit():
+                return reply(400)
+            if int(mf) == 0:
+                return reply(483)
+        try:
+            kept, popped, n_own = self._strip_own_routes(m) if m.routes else (None, "", 0)
+            if kept:
+                t, host, port, _ = wire.uri_target(kept[0])
+                out_transport = t or "udp"
+            else:
+                t, host, port, _ = wire.uri_target(m.ruri)
+                out_transport = t or popped or "udp"
+                if self.is_local(host, port):
+                    # Dispatched: deterministic only for the Call-ID hash (rendezvous:
+                    # the same live destination the INVITE got); round-robin, weight,
+                    # priority rotation and call-load cannot be replayed.
+                    if self.dispatcher.algorithm != 0:
+                        return reply(481)
+                    order = self.dispatcher.select(
+                        self.settings.setid, m.call_id.decode("utf-8", "replace")
+                    )
+                    if not order:
+                        return reply(481)
+                    dest = order[0]
+                    host, port, out_transport = dest.spec.host, dest.spec.port, dest.transport
+        except BadMessage as exc:
+            self.stats.bad_messages += 1
+            return reply(exc.status)
+        if not self.acl.allows(reply_addr[0]):  # not an open CANCEL relay either
+            self.stats.acl_rejects += 1
+            return reply(403)
+        addr = self.resolve(host)
+        iface = self.via_interfaces.get(out_transport)
+        if addr is None or iface is None:
+            return reply(481)
+        # §16.11: the branch is a function of the incoming one (retransmissions match).
+        bid = self._prefix + b"%08x" % zlib.crc32(via.branch + via.sent_by) + b".c"
+        lines = [m.lines[0], iface.via + bid, *self._prepare(m, kept if n_own else None)]
+        if m.cl < 0 and out_transport != "udp":
+            lines.append(b"Content-Length: %d" % len(m.body))
+        return [Send(out_transport, (addr, port), wire.build(lines, m.body))]
 
     def _send_cancel(self, br: Branch, now: float) -> list[Send]:
         """§9.1: same R-URI, Call-ID, From, To, CSeq number, Route and top Via branch."""
@@ -854,7 +914,8 @@ class Proxy:
                 return []
             pid = self.probes.pop(via.branch, None)
             if pid is not None:
-                ch = self.dispatcher.probe_answered(pid, m.status, now)
+                calls = reported_calls(m) if m.status < 300 else None
+                ch = self.dispatcher.probe_answered(pid, m.status, now, calls)
                 if ch is not None:
                     self.on_state_change(ch)
                 return []
@@ -1211,6 +1272,20 @@ class Proxy:
     def pending_transactions(self) -> int:
         """Transactions still waiting for a final response (drain waits for these)."""
         return sum(1 for t in self.txns.values() if not t.final)
+
+
+CALLS_HEADER = b"x-switchboard-calls:"
+"""A media node's live channel count on its OPTIONS answers (docs/media.md)."""
+
+
+def reported_calls(m: Message) -> int | None:
+    """The ``X-Switchboard-Calls`` value of a probe answer (None: absent or not a count)."""
+    n = len(CALLS_HEADER)
+    for line in m.lines[1:]:
+        if line[:n].lower() == CALLS_HEADER:
+            value = line[n:].strip()
+            return int(value) if value.isdigit() and len(value) < 10 else None
+    return None
 
 
 def _route_lines(txn: ServerTxn) -> list[bytes]:

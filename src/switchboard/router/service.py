@@ -41,6 +41,7 @@ from switchboard.router.dispatcher import (
     DispatcherError,
     ProbingConfig,
     match_codes,
+    match_ping_codes,
     parse_line,
     parse_list,
 )
@@ -59,6 +60,18 @@ UDP_BUFFER = 4 << 20
 LATE_TIMER = 0.05
 # One UDP message in this many is timed for the forwarding-latency histogram.
 LATENCY_SAMPLE = 8
+# Garbage collection. CPython's automatic collector runs whenever ~700 container objects
+# more were allocated than freed, anywhere on the hot path, and its generation-1/2 passes
+# scan every live transaction: 10-30 ms stalls of the one event loop at 500 calls/s,
+# which were the whole INVITE→200 p99 (bench/router). Transactions break their own
+# reference cycles (proxy._fire _CLEANUP), so reference counting frees nearly all of the
+# router's garbage; the router therefore turns automatic collection off after start-up
+# and runs a full collection itself, from its own timer, every GC_INTERVAL seconds, or
+# sooner once GC_ALLOCATIONS more container objects were allocated than freed (a safety
+# net for cycles made elsewhere, e.g. by the admin API).
+GC_INTERVAL = 60.0
+GC_CHECK = 1.0
+GC_ALLOCATIONS = 1_000_000
 
 
 class StartError(Exception):
@@ -102,8 +115,12 @@ def _settings(cfg: config_mod.Config) -> ProxySettings:
 
 
 def _probing(cfg: config_mod.DispatcherSection) -> ProbingConfig:
+    try:
+        codes = match_ping_codes(cfg.ping_reply_codes)
+    except DispatcherError as exc:
+        raise DispatcherError(f"dispatcher.ping_reply_codes: {exc}") from None
     return ProbingConfig(
-        cfg.ping_interval, cfg.ping_timeout, cfg.probing_threshold, cfg.inactive_threshold
+        cfg.ping_interval, cfg.ping_timeout, cfg.probing_threshold, cfg.inactive_threshold, codes
     )
 
 
@@ -199,6 +216,11 @@ class Router:
         self._seen = 0
         self._admin: _AdminServer | None = None
         self._admin_task: asyncio.Task[None] | None = None
+        self._gc_timer: asyncio.TimerHandle | None = None
+        self._gc_was_enabled = False
+        self._gc_next = math.inf
+        self.gc_collections = 0
+        self.gc_seconds = 0.0
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self.admin_address: tuple[str, int] = ("", 0)
@@ -210,6 +232,7 @@ class Router:
         try:
             specs = destination_specs(cfg.dispatcher, base)
             settings = _settings(cfg)
+            probing = _probing(cfg.dispatcher)
             acl = Acl(cfg.acl.allow, key="acl.allow")
             pike = Pike(
                 sampling_time_unit=cfg.pike.sampling_time_unit,
@@ -271,7 +294,7 @@ class Router:
         dispatcher = Dispatcher(
             specs,
             algorithm=cfg.dispatcher.algorithm,
-            probing=_probing(cfg.dispatcher),
+            probing=probing,
             now=self.loop.time(),
         )
         self.proxy = Proxy(
@@ -297,6 +320,7 @@ class Router:
         # set (what a full collection scans) stays small under load.
         gc.collect()
         gc.freeze()
+        self._gc_start()
         log.info(
             "router%s listening on %s, admin on http://%s:%d, %d destination(s), algorithm %d",
             f" worker {self.worker}/{self.workers}" if sharded else "",
@@ -305,6 +329,35 @@ class Router:
             len(specs),
             cfg.dispatcher.algorithm,
         )
+
+    # -- garbage collection (see GC_INTERVAL) ---------------------------------------
+    def _gc_start(self) -> None:
+        self._gc_was_enabled = gc.isenabled()
+        gc.disable()
+        self._gc_next = self.loop.time() + GC_INTERVAL
+        self._gc_timer = self.loop.call_later(GC_CHECK, self._gc_tick)
+
+    def _gc_tick(self) -> None:
+        self._gc_timer = None
+        if self._stopped:
+            return
+        now = self.loop.time()
+        if now >= self._gc_next or gc.get_count()[0] >= GC_ALLOCATIONS:
+            t0 = time.perf_counter()
+            found = gc.collect()
+            took = time.perf_counter() - t0
+            self.gc_collections += 1
+            self.gc_seconds += took
+            self._gc_next = now + GC_INTERVAL
+            log.debug("gc: %d unreachable object(s) collected in %.1f ms", found, took * 1e3)
+        self._gc_timer = self.loop.call_later(GC_CHECK, self._gc_tick)
+
+    def _gc_stop(self) -> None:
+        if self._gc_timer is not None:
+            self._gc_timer.cancel()
+            self._gc_timer = None
+        if self._gc_was_enabled:
+            gc.enable()
 
     def _bind_admin(self, address: str) -> socket.socket:
         host, _, port = address.rpartition(":")
@@ -334,6 +387,7 @@ class Router:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._gc_stop()
         if self._admin is not None:
             self._admin.should_exit = True
             if self._admin_task is not None:
@@ -381,13 +435,14 @@ class Router:
             base = self.config_path.parent if self.config_path else None
             specs = destination_specs(cfg.dispatcher, base)
             settings = _settings(cfg)
+            probing = _probing(cfg.dispatcher)
             acl = Acl(cfg.acl.allow, key="acl.allow")
             pike_allow = AddressList(cfg.pike.allow, key="pike.allow")
         except (config_mod.ConfigError, DispatcherError) as exc:
             raise ValueError(str(exc)) from None
         p = self.proxy
         p.dispatcher.algorithm = cfg.dispatcher.algorithm
-        p.dispatcher.probing = _probing(cfg.dispatcher)
+        p.dispatcher.probing = probing
         p.dispatcher.load(specs)
         p.settings = settings
         p.acl = acl
