@@ -6,8 +6,8 @@ call — an inbound leg whose destination is a number (what rating prices; ``ech
 applications run:
 
 * ``authorise()`` reserves funds; billing finds the account from the ``accountcode``
-  variable (when set before routing, e.g. by an originate), the gateway
-  (``sip_gateway_name``), the signalling source IP, then the caller id.
+  variable if the channel already has one, the gateway (``sip_gateway_name``) if set, the
+  signalling source IP (``account_identity`` CIDRs), then the caller id.
   A :class:`~switchboard.billing.credit.CreditDenied` refuses the call with its Q.850
   cause and SIP status (402 no funds, 404 no rate, 403 unknown account when
   ``unknown_account = "refuse"``, 503 billing unreachable: fails closed). A call no

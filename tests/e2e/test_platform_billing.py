@@ -1,0 +1,126 @@
+"""A priced CDR through `switchboard up`: a carrier rate deck imported with
+`switchboard rates import`, a transit call from SIPp through the router to a media node that
+bridges it to the `carrier` gateway (answered by SIPp), and `switchboard cdr list --json`
+showing both legs priced by longest prefix, to the exact Decimal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from decimal import ROUND_HALF_UP
+from decimal import Decimal as D
+from typing import Any
+
+import pytest
+from platform_harness import Platform, free_run, http_json, sipp_calls
+
+from switchboard.platform import available_services
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(
+        not {"router", "media"} <= available_services(), reason="router and media nodes needed"
+    ),
+    pytest.mark.skipif(shutil.which("sipp") is None, reason="Debian sip-tester missing"),
+]
+
+NUMBER = "442071234567"
+# Sell side (the default deck): 4420 is the longest match, 30/6 with a connect fee.
+SELL = "prefix,rate,connect_fee,increment\n44,0.50,0,60/60\n4420,0.60,0.02,30/6\n"
+# Buy side, the carrier's deck: 44207 beats 4420 and 44; per second.
+BUY = "prefix,rate,increment,description\n44,0.10,1/1,UK\n4420,0.20,1/1,London\n44207,0.30,1/1,London 7\n"
+
+
+def switchboard(p: Platform, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switchboard.cli", *args, "--config", str(p.state / "sb.toml")],
+        cwd=p.state,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def wait_until(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)  # polling other processes' state: nothing to await
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[Platform]:
+    p = Platform(media_nodes=1)
+    p.start()
+    try:
+        wait_until(
+            lambda: {d["state"] for d in http_json(p.admin_url + "/destinations")} == {"active"},
+            30,
+            "the media node active at the router",
+        )
+        yield p
+    finally:
+        p.cleanup()
+
+
+def cdrs(p: Platform) -> list[dict[str, Any]]:
+    out = switchboard(p, "cdr", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_transit_call_through_the_router_gets_a_cdr_per_leg_priced_by_longest_prefix(
+    platform: Platform,
+) -> None:
+    p = platform
+    (p.state / "sell.csv").write_text(SELL)
+    (p.state / "buy.csv").write_text(BUY)
+    for args in (("sell.csv",), ("buy.csv", "--carrier", "carrier")):
+        out = switchboard(p, "rates", "import", str(p.state / args[0]), *args[1:])
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    uas = subprocess.Popen(
+        [
+            shutil.which("sipp") or "sipp", "-sn", "uas", "-i", "127.0.0.1",
+            "-p", str(p.carrier), "-mp", str(free_run(2)), "-m", "1",
+            "-timeout", "30s", "-nostdin",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=p.state,
+    )  # fmt: skip
+    try:
+        call = sipp_calls(f"127.0.0.1:{p.router_sip}", NUMBER, calls=1, rate=1, duration_ms=2000)
+        assert call.returncode == 0, call.stdout[-2000:] + call.stderr[-2000:]
+        assert uas.wait(30) == 0
+    finally:
+        if uas.poll() is None:
+            uas.kill()
+            uas.wait()
+
+    wait_until(lambda: len(cdrs(p)) == 2, 20, "both legs' CDRs in the database")
+    rows = cdrs(p)
+    legs = {r["carrier"] or "caller": r for r in rows}
+    assert set(legs) == {"caller", "carrier"}, rows
+    # one CDR per leg: distinct call_ids (channel uuids), each with its own SIP Call-ID
+    assert len({r["call_id"] for r in rows}) == 2 and all(r["sip_call_id"] for r in rows)
+    for leg in rows:
+        assert (leg["destination"], leg["disposition"], leg["rating_status"]) == (
+            NUMBER,
+            "ANSWERED",
+            "rated",
+        ), leg
+        billsec = int(leg["billsec"])
+        assert 2 <= billsec <= 4, leg
+        # sell: 4420 (not 44), 30/6 → the first 30 s block: 0.02 + 0.60 × 30 / 60
+        assert (D(leg["rate"]), D(leg["cost"])) == (D("0.600000"), D("0.3200")), leg
+    # buy side, on the leg that left on the carrier gateway only: the carrier's 44207 (not
+    # 4420 or 44), per second, rounded once, half up
+    out_leg = legs["carrier"]
+    buy = (D("0.30") * int(out_leg["billsec"]) / 60).quantize(D("0.0001"), ROUND_HALF_UP)
+    assert D(out_leg["buy_cost"]) == buy, out_leg
+    assert legs["caller"]["buy_cost"] is None
