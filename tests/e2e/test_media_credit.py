@@ -265,3 +265,55 @@ async def test_calls_without_an_account_are_not_credit_controlled(
         assert conn.execute("SELECT count(*) FROM reservation").fetchone() == (0,)
         await wait_until(lambda: len(list_cdrs(conn)) == 3, what="three legs' CDRs")
         assert {r["disposition"] for r in list_cdrs(conn)} == {"ANSWERED"}
+
+
+@pytest.mark.parametrize("node", [{"reservation_grace": 60}], indirect=True)
+async def test_settlement_waits_out_a_database_outage_and_debits_once(
+    node: MediaNode, db_url: str, admin_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database goes away while the call is up: the hangup's settlement fails, is
+    retried, and lands once when the database is back (the CDR too, from the spool)."""
+    dbname = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        import_deck(conn, DECK)
+        create_account(conn, "prepaid", ips=["127.0.0.1/32"])
+        topup(conn, "prepaid", "1.00")
+    caller, carrier = await RtpPeer.open(), await RtpPeer.open()
+    admin = psycopg.connect(admin_url, autocommit=True)
+    try:
+        uas = await carrier_uas(node, tmp_path, carrier)
+        sipp = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path,
+                              service="442071234567", keys={"rtp_port": caller.port},
+                              pause_ms=1500, background=True)  # fmt: skip
+        await wait_until(lambda: any(s.channel.answered for s in node.switch.sessions),
+                         what="the call answered")  # fmt: skip
+        # the outage: no new connections, the pool's current ones cut
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(
+            sql.Identifier(dbname)))  # fmt: skip
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (dbname,),
+        )
+        result = await finish_sipp(sipp, 20)
+        assert result.returncode == 0, result.output[-2000:]
+        await finish_sipp(uas, 10)
+        await wait_until(lambda: "settlement failed, retrying" in caplog.text, timeout=15,
+                         what="a failed settlement attempt")  # fmt: skip
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
+            sql.Identifier(dbname)))  # fmt: skip
+    finally:
+        admin.close()
+        caller.close()
+        carrier.close()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        await wait_until(lambda: show(conn, "prepaid").reserved == D("0"), timeout=20,
+                         what="the settlement after the outage")  # fmt: skip
+        await wait_until(lambda: len(list_cdrs(conn)) == 2, timeout=20, what="both CDRs")
+        a_leg = next(r for r in list_cdrs(conn) if not r["carrier"])
+        billsec = a_leg["billsec"]
+        assert billsec >= 1 and a_leg["account"] == "prepaid"
+        debits = conn.execute(
+            "SELECT amount FROM account_transaction WHERE kind = 'call'"
+        ).fetchall()
+        assert debits == [(-D("0.01") * billsec,)]  # once, 0.01 a second
+        assert show(conn, "prepaid").balance == D("1.00") - D("0.01") * billsec

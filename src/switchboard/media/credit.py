@@ -17,7 +17,8 @@ applications run:
   renewable authorisation (``reserve_seconds`` > 0) is extended ``extend_before`` seconds
   before each chunk runs out, until billing says it is the last one.
 * At hangup the call is settled with its billsec (whole seconds, as its CDR): debited once,
-  reservation released. The leg's CDR gets ``accountcode`` = the account, so the sell
+  reservation released. A settlement the database refuses to take (down, failing over)
+  is retried with back-off for ``reservation_grace`` seconds — settling is idempotent. The leg's CDR gets ``accountcode`` = the account, so the sell
   side is priced with the account's deck.
 
 Timers are awaits on the session's own events (answered, ended) with a timeout: no
@@ -35,6 +36,8 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+import psycopg
 
 from switchboard.billing.credit import (
     Authorisation,
@@ -54,6 +57,9 @@ log = logging.getLogger(__name__)
 
 LOW_BALANCE_SUBCLASS = "switchboard::low_balance"
 DEFAULT_EXTEND_BEFORE = 5.0  # seconds before a reservation chunk ends that extend() is asked
+DEFAULT_SETTLE_RETRY_FOR = 120.0  # [billing] reservation_grace: an open reservation's life
+SETTLE_RETRY_FIRST = 0.5  # seconds before the first retry of a failed settlement, doubling
+SETTLE_RETRY_MAX = 10.0
 
 
 def low_balance_event(switch: Switch, low: LowBalance) -> Event:
@@ -89,8 +95,10 @@ class CallCredit:
         *,
         unknown_account: str = "allow",
         extend_before: float = DEFAULT_EXTEND_BEFORE,
+        settle_retry_for: float = DEFAULT_SETTLE_RETRY_FOR,
     ) -> None:
         self.switch = switch
+        self.settle_retry_for = settle_retry_for
         self.credit = credit
         self.refuse_unknown = unknown_account == "refuse"
         self.extend_before = extend_before
@@ -196,21 +204,40 @@ class CallCredit:
         task.add_done_callback(self._settling.discard)
 
     async def _settle(self, call_id: str, seconds: int) -> None:
-        try:
-            done = await self.credit.settle(call_id, seconds, now=datetime.now(UTC))
-        except Exception:  # the reservation expires after its grace: nothing is debited
-            log.exception("call %s: settlement of %ds failed", call_id, seconds)
-            return
+        """Settle, retrying while the database is unreachable (settling is idempotent) for
+        up to ``settle_retry_for`` seconds — after that the reservation expires unbilled."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.settle_retry_for
+        delay = SETTLE_RETRY_FIRST
+        while True:
+            try:
+                done = await self.credit.settle(call_id, seconds, now=datetime.now(UTC))
+                break
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                if loop.time() + delay > give_up:
+                    log.error("call %s: settlement of %ds abandoned: %s", call_id, seconds, exc)
+                    return
+                log.warning("call %s: settlement failed, retrying in %.1fs: %s",
+                            call_id, delay, exc)  # fmt: skip
+                await asyncio.sleep(delay)  # back-off between attempts, nothing to await
+                delay = min(delay * 2, SETTLE_RETRY_MAX)
         if done is not None:
             log.info(
                 "call %s: account %s debited %s for %ds, balance %s",
                 call_id, done.account, done.cost, done.billsec, done.balance,
             )  # fmt: skip
 
-    async def close(self) -> None:
-        """Wait for settlements in flight (after the switch hung every call up)."""
+    async def close(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) for settlements in flight, after the switch hung every call up."""
         for task in list(self._calls.values()):
             task.cancel()
-        if self._settling:
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*self._settling, return_exceptions=True)
+        if not self._settling:
+            return
+        _, pending = await asyncio.wait(set(self._settling), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.error("%d settlements still failing at shutdown: their reservations expire "
+                      "unbilled", len(pending))  # fmt: skip
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*pending, return_exceptions=True)

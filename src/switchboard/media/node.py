@@ -161,6 +161,7 @@ class MediaNode:
                 self.billing.credit,
                 unknown_account=b.unknown_account,
                 extend_before=b.extend_before,
+                settle_retry_for=float(b.reservation_grace),
             )
             self.call_credit.install()
         sw.hangup_hooks.append(self._rtp_metrics)
