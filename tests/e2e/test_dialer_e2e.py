@@ -9,8 +9,10 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import wave
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -83,7 +85,19 @@ def test_campaign_outcomes_retries_and_dnc(
     )
     dnc = tmp_path / "dnc.txt"
     dnc.write_text(dnc_number + "\n")
-    wav = short_wav(tmp_path / "message.wav")
+    # 2.2 s of prompt: each answered leg bills 2 whole seconds.
+    wav = short_wav(tmp_path / "message.wav", seconds=2.2)
+    (tmp_path / "buy.csv").write_text("prefix,rate,increment\n1,0.60,1/1\n2,0.60,1/1\n3,0.60,1/1\n")
+    (tmp_path / "sell.csv").write_text(
+        "prefix,rate,increment\n1,1.20,1/1\n2,1.20,1/1\n3,1.20,1/1\n"
+    )
+    for deck, owner in (("buy.csv", ["--carrier", "carrier"]), ("sell.csv", [])):
+        imported = subprocess.run(
+            [sys.executable, "-m", "switchboard.cli", "rates", "import", str(tmp_path / deck), *owner,
+             "--config", str(platform.state / "sb.toml")],
+            capture_output=True, text=True, timeout=60, cwd=platform.state,
+        )  # fmt: skip
+        assert imported.returncode == 0, imported.stdout + imported.stderr
     esl = [
         a for i in range(platform.media_nodes) for a in ("--esl", f"127.0.0.1:{platform.esl + i}")
     ]
@@ -102,12 +116,25 @@ def test_campaign_outcomes_retries_and_dnc(
     assert summary["dialed"] == 18
     assert summary["achieved_cps"] <= 10 * 1.02
 
-    report = campaign(platform, "report", "contacts", "--json")
-    assert report.returncode == 0, report.stderr
-    rep = json.loads(report.stdout)
+    # Cost from the CDRs (written in batches: wait for all 18 legs), joined on the channel UUID.
+    deadline = time.monotonic() + 30
+    while True:
+        report = campaign(platform, "report", "contacts", "--json")
+        assert report.returncode == 0, report.stderr
+        rep = json.loads(report.stdout)
+        if rep["cdrs"] == 18 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # another process's batched writes: nothing to await
+    assert rep["cdrs"] == 18
     assert rep["attempts"]["answered"] == 6
     assert rep["asr_pct"] == pytest.approx(100 * 6 / 18, abs=0.01)
-    assert rep["acd_s"] is not None and rep["acd_s"] >= 0
+    assert rep["acd_s"] is not None and rep["acd_s"] >= 2
+    # 6 answered legs × 2 s in 1 s increments: buy 0.60/min = 0.02 each, sell 1.20/min = 0.04
+    # each; busy and unanswered legs bill nothing.
+    assert Decimal(rep["cost"]) == Decimal("0.12")
+    assert Decimal(rep["revenue"]) == Decimal("0.24")
+    assert rep["billed_minutes"] == pytest.approx(12 / 60, abs=0.01)
+    assert rep["unrated_cdrs"] == 0
 
     # Running the same campaign again dials nobody: it is done.
     again = campaign(
