@@ -150,3 +150,97 @@ def test_campaign_outcomes_retries_and_dnc(
     )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout.strip().splitlines()[-1])["dialed"] == 0
+
+
+def db_rows(platform: Platform, query: str, params: tuple = ()) -> list[tuple]:
+    import psycopg
+
+    url = subprocess.run(
+        [sys.executable, "-m", "switchboard.cli", "db", "url", "--config", str(platform.state / "sb.toml")],
+        capture_output=True, text=True, timeout=60, cwd=platform.state, check=True,
+    ).stdout.strip()  # fmt: skip
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def test_sigkill_mid_campaign_and_resume_dial_nobody_twice(
+    platform: Platform, carrier: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    numbers = [f"4{i:09d}" for i in range(30)]
+    contacts = tmp_path / "crashme.csv"
+    contacts.write_text("number\n" + "".join(f"{n}\n" for n in numbers))
+    wav = short_wav(tmp_path / "m.wav", seconds=1.0)
+    esl = [
+        a for i in range(platform.media_nodes) for a in ("--esl", f"127.0.0.1:{platform.esl + i}")
+    ]
+    args = [sys.executable, "-m", "switchboard.cli", "campaign", "run", str(contacts), "--gateway", "carrier",
+            "--cps", "10", "--max-concurrent", "5", "--play", str(wav), *esl, "--no-live",
+            "--config", str(platform.state / "sb.toml")]  # fmt: skip
+    first = subprocess.Popen(
+        args, cwd=platform.state, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        sent = db_rows(
+            platform,
+            "SELECT count(*) FROM dialer_attempt a JOIN dialer_campaign c ON c.id = a.campaign_id "
+            "WHERE c.name = 'crashme'",
+        )
+        if sent and sent[0][0] >= 10:
+            break
+        assert first.poll() is None, first.stderr.read() if first.stderr else ""
+        assert time.monotonic() < deadline, "the campaign did not start dialing"
+        time.sleep(0.2)  # another process's progress: nothing to await
+    first.kill()  # SIGKILL with calls in flight
+    first.wait()
+
+    second = subprocess.run(args, cwd=platform.state, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "resuming campaign crashme" in second.stderr
+    summary = json.loads(second.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "done" and summary["contacts"] == 30
+    assert summary["answered"] + summary["unknown"] == 30
+
+    # What the carrier was sent, from the node's CDRs (one per outbound leg): nobody twice.
+    deadline = time.monotonic() + 30
+    while True:
+        legs = dict(
+            db_rows(
+                platform,
+                "SELECT destination, count(*) FROM cdr WHERE destination LIKE '4%%' GROUP BY 1",
+            )
+        )
+        attempts = db_rows(
+            platform,
+            "SELECT count(*) FROM dialer_attempt a JOIN dialer_campaign c ON c.id = a.campaign_id "
+            "WHERE c.name = 'crashme' AND a.outcome = 'answered'",
+        )[0][0]
+        if sum(legs.values()) >= attempts or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # batched CDR writes in another process
+    assert legs, "no CDRs for the campaign"
+    assert max(legs.values()) == 1, f"dialed twice: { {n: c for n, c in legs.items() if c > 1} }"
+    assert set(legs) <= set(numbers)
+    assert len(legs) >= 30 - summary["unknown"]
+
+    status = campaign(platform, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    by_name = {c["name"]: c for c in json.loads(status.stdout)}
+    assert by_name["crashme"]["status"] == "done"
+    assert sum(by_name["crashme"]["contacts"].values()) == 30
+
+
+def test_extension_and_live_display(
+    platform: Platform, carrier: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    contacts = tmp_path / "ext.csv"
+    contacts.write_text("number,name\n5000000001,Ann\n")
+    esl = ["--esl", f"127.0.0.1:{platform.esl}"]
+    # The answered leg runs the default dialplan's `playback` extension (prompt, then hang up).
+    run = campaign(platform, "run", str(contacts), "--gateway", "carrier", "--extension", "playback", *esl,
+                   "--live")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "campaign ext" in run.stdout and "done" in run.stdout
+    report = json.loads(campaign(platform, "report", "ext", "--json").stdout)
+    assert report["attempts"] == {"answered": 1}
+    assert report["acd_s"] >= 3  # the bundled prompt is 4.7 s
