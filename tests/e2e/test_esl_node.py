@@ -8,12 +8,14 @@ genesis, greenswitch and modesl drive it exactly as operators' programs do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import shutil
 import socket
 import subprocess
 import sys
+import time
 import wave
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -161,58 +163,15 @@ async def test_playback_call_via_gateway_with_third_party_client(
     assert (cdr.billsec, cdr.disposition, cdr.carrier) == (2, "ANSWERED", "carrier")
 
 
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.inbox.put_nowait(data)
-
-
-async def register(node_port: int, user: str, password: str, contact_port: int) -> str:
-    """REGISTER ``user`` with its Contact on ``contact_port`` (RFC 3261 §10.2), answering
-    the MD5 digest challenge (RFC 2617 qop=auth). Done here on behalf of the SIPp phone:
-    SIPp 3.6 only does MD5 and takes the first challenge, which is SHA-256 (RFC 8760)."""
-    import hashlib
-    import re
-
+async def registered_contacts(node: MediaNode, user: str, timeout: float = 5.0) -> list[str]:
+    """The Contacts the node's registrar holds for ``user``, once it holds any."""
+    assert node.ua is not None
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(_Udp, local_addr=("127.0.0.1", 0))
-    lport = transport.get_extra_info("sockname")[1]
-    uri = f"sip:127.0.0.1:{node_port}"
-    call_id = f"{random.getrandbits(64):x}@127.0.0.1"
-
-    def request(cseq: int, auth: str = "") -> bytes:
-        return (
-            f"REGISTER {uri} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{random.getrandbits(48):x};rport\r\n"
-            f"From: <sip:{user}@127.0.0.1>;tag={random.getrandbits(32):x}\r\n"
-            f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
-            f"Contact: <sip:{user}@127.0.0.1:{contact_port}>\r\nExpires: 300\r\n{auth}"
-            "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
-
-    def md5(text: str) -> str:
-        return hashlib.md5(text.encode()).hexdigest()
-
-    try:
-        transport.sendto(request(1), ("127.0.0.1", node_port))
-        challenge = (await asyncio.wait_for(proto.inbox.get(), 5)).decode()
-        line = next(ln for ln in challenge.split("\r\n") if "algorithm=MD5" in ln)
-        realm = re.search(r'realm="([^"]*)"', line)[1]  # type: ignore[index]
-        nonce = re.search(r'nonce="([^"]*)"', line)[1]  # type: ignore[index]
-        cnonce, nc = "0a4f113b", "00000001"
-        ha1, ha2 = md5(f"{user}:{realm}:{password}"), md5(f"REGISTER:{uri}")
-        response = md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
-        auth = (
-            f'Authorization: Digest username="{user}", realm="{realm}", nonce="{nonce}", '
-            f'uri="{uri}", response="{response}", algorithm=MD5, qop=auth, nc={nc}, '
-            f'cnonce="{cnonce}"\r\n'
-        )
-        transport.sendto(request(2, auth), ("127.0.0.1", node_port))
-        return (await asyncio.wait_for(proto.inbox.get(), 5)).decode().split("\r\n", 1)[0]
-    finally:
-        transport.close()
+    deadline = loop.time() + timeout
+    while not (bound := node.ua.registrar.contacts(user, time.time())):
+        assert loop.time() < deadline, f"{user} not registered within {timeout} s"
+        await asyncio.sleep(0.05)
+    return [str(b.contact.uri) for b in bound]
 
 
 async def test_user_park_to_registered_sipp_phone(
@@ -220,8 +179,15 @@ async def test_user_park_to_registered_sipp_phone(
 ) -> None:
     c = await EslClient.connect(esl_port(node))
     assert await c.api("originate user/1000 &park") == "-ERR USER_NOT_REGISTERED\n"
-    phone = await sipp("esl_uas.xml", "-m", "1")
-    assert await register(node.sip_port, "1000", "secret1000", phone.port) == "SIP/2.0 200 OK"
+    # SIPp registers itself as 1000 (401, then MD5 digest with the config's password) and
+    # takes the node's call in its out-of-call scenario; see phone_register.xml.
+    password = node.cfg.users["1000"].password
+    phone = await sipp(
+        "phone_register.xml", "-oocsf", str(SIPP_DIR / "phone_answer.xml"),
+        "-s", "1000", "-au", "1000", "-ap", password, "-m", "1", "-timeout", "40s",
+        remote=f"127.0.0.1:{node.sip_port}",
+    )  # fmt: skip
+    assert await registered_contacts(node, "1000") == [f"sip:1000@127.0.0.1:{phone.port}"]
     await c.command("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE")
     body = await c.api("originate {origination_caller_id_number=4444}user/1000 &park")
     assert body.startswith("+OK "), body
@@ -235,8 +201,10 @@ async def test_user_park_to_registered_sipp_phone(
     assert await c.api("originate user/1001 &park") == "-ERR SUBSCRIBER_ABSENT\n"
     assert await c.api("originate user/1002 &park") == "-ERR USER_NOT_REGISTERED\n"
     await c.close()
+    with contextlib.suppress(TimeoutError):  # the phone ends by itself after its call (-m 1)
+        await asyncio.wait_for(phone.proc.wait(), 10)
     err = await phone.stop()
-    assert phone.proc.returncode == 0, err  # the phone saw INVITE, ACK, BYE: one call done
+    assert phone.proc.returncode == 0, err  # registered, then INVITE, ACK, BYE: one call
 
 
 async def test_100_concurrent_originates_over_10_connections(node: MediaNode) -> None:
