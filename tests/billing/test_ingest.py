@@ -15,7 +15,7 @@ from switchboard.billing.accounts import create_account, create_carrier, topup
 from switchboard.billing.cdr import Cdr
 from switchboard.billing.ingest import write_batch, write_batch_sync
 from switchboard.billing.rates import import_deck, load_deck, rerate
-from switchboard.billing.reports import list_cdrs
+from switchboard.billing.reports import list_cdrs, report
 from switchboard.rating import Increment, Rate, price
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -251,7 +251,7 @@ def test_rerate_after_a_deck_change_adjusts_debited_balances(conn: psycopg.Conne
 
 RATING_COLUMNS = (
     "rate, cost, cost_exact, billed_seconds, sell_prefix, buy_rate, buy_cost, buy_cost_exact,"
-    " buy_prefix, rating_status, carrier_id, account_id"
+    " buy_prefix, rating_status, carrier_id, account_id, originating_leg"
 )
 
 
@@ -292,6 +292,8 @@ def test_batch_pricing_equals_the_trigger_row_by_row(conn: psycopg.Connection) -
                 start=start,
                 account=rng.choice(["", "own", "plain", "ghost"]),
                 carrier=rng.choice(["", "acme", "nodeck"]),
+                # a third are bridge B-legs: no sell side, the buy side as any leg
+                originating_leg=f"a{i}" if rng.random() < 0.33 else "",
             )
         )
     write_batch_sync(conn, calls)  # hash-join path
@@ -303,8 +305,9 @@ def test_batch_pricing_equals_the_trigger_row_by_row(conn: psycopg.Connection) -
         for c in [*calls, cdr("small", "33123", 61, account="own", carrier="acme")]:
             conn.execute(
                 "INSERT INTO cdr (call_id, destination, start_time, billsec, duration,"
-                " carrier_id, account_id) VALUES (%s, %s, %s, %s, %s,"
-                " (SELECT id FROM carrier WHERE name = %s), (SELECT id FROM account WHERE name = %s))",
+                " carrier_id, account_id, originating_leg) VALUES (%s, %s, %s, %s, %s,"
+                " (SELECT id FROM carrier WHERE name = %s), (SELECT id FROM account WHERE name = %s),"
+                " %s)",
                 (
                     c.call_id,
                     c.destination,
@@ -313,6 +316,7 @@ def test_batch_pricing_equals_the_trigger_row_by_row(conn: psycopg.Connection) -
                     c.duration,
                     c.carrier,
                     c.account,
+                    c.originating_leg,  # '' on A-legs: stored as NULL, as ingest does
                 ),
             )
     trigger = conn.execute(f"SELECT call_id, {RATING_COLUMNS} FROM cdr ORDER BY call_id").fetchall()
@@ -320,6 +324,10 @@ def test_batch_pricing_equals_the_trigger_row_by_row(conn: psycopg.Connection) -
     assert batch == trigger
     statuses = {r[10] for r in batch}
     assert statuses == {"rated", "unmatched", "internal"}
+    b_legs = [r for r in batch if r[13] is not None]
+    assert 300 < len(b_legs) < 500
+    assert all(r[1] is None and r[5] is None for r in b_legs if r[10] != "internal")
+    assert {r[10] for r in b_legs} == {"rated", "unmatched", "internal"}
 
 
 def test_a_cdr_inserted_by_hand_is_priced_by_the_trigger(conn: psycopg.Connection) -> None:
@@ -402,7 +410,7 @@ def test_sip_call_id_migration_applies_to_an_already_migrated_database(admin_url
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
             for m in database.migrations():
-                if m.version != 2:
+                if m.version in (1, 10):  # what existed before 0002
                     c.execute(m.text.encode())
                     c.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (m.version, m.name))
             c.execute("SELECT cdr_ensure_partitions(1, 3)")
@@ -410,12 +418,140 @@ def test_sip_call_id_migration_applies_to_an_already_migrated_database(admin_url
                 "INSERT INTO cdr (call_id, destination, start_time, billsec)"
                 " VALUES ('before@pbx', '4420', now(), 5)"
             )
-        assert database.migrate(url) == [2]
+        assert database.migrate(url) == [2, 3]
         assert database.migrate(url) == []
         with psycopg.connect(url, autocommit=True) as c:
             write_batch_sync(c, [cdr("after", "4420", 5, sip_call_id="x@y")])
             got = dict(c.execute("SELECT call_id, sip_call_id FROM cdr").fetchall())  # type: ignore[arg-type]
         assert got == {"before@pbx": "", "after": "x@y"}
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as c:
+            c.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_bridge_b_leg_is_priced_on_the_buy_side_only_by_both_paths(
+    conn: psycopg.Connection,
+) -> None:
+    """A transit call: the A-leg (inbound, the customer's) is sold, the B-leg that bridge
+    created out on the carrier gateway is bought, and the call is sold once. The same by the
+    batched ingest, by the BEFORE INSERT trigger and by re-rating."""
+    import_deck(conn, SELL.splitlines(keepends=True))  # 'default' sell deck
+    import_deck(conn, BUY.splitlines(keepends=True), carrier="acme")
+    create_carrier(conn, "nodeck")
+    legs = [
+        # the customer's A-leg: sell side (default deck), no carrier
+        cdr("a-leg", "447700900123", 31, direction="inbound", sip_call_id="x@customer"),
+        # its B-leg on the carrier: buy side only; rated (nothing due on the sell side)
+        cdr("b-leg", "447700900123", 31, carrier="acme", originating_leg="a-leg",
+            sip_call_id="y@media"),
+        # a B-leg on a carrier without a buy rate: unmatched for the buy side only
+        cdr("b-nobuy", "447700900123", 31, carrier="nodeck", originating_leg="a-leg"),
+        # a B-leg with no carrier (to a registered user): nothing to price, rated
+        cdr("b-user", "447700900123", 31, originating_leg="a-leg"),
+        # a B-leg to a non-number: internal, as any leg
+        cdr("b-echo", "echo", 31, originating_leg="a-leg"),
+        # an originated leg with no A-leg (the dialer's) is the customer's call: both sides
+        cdr("dialer", "447700900123", 31, carrier="acme"),
+    ]  # fmt: skip
+    write_batch_sync(conn, legs)
+    got_batch = {c.call_id: row(conn, c.call_id) for c in legs}
+    conn.execute("TRUNCATE cdr, cdr_seen")
+    for c in legs:
+        conn.execute(
+            "INSERT INTO cdr (call_id, destination, start_time, billsec, duration, carrier_id,"
+            " originating_leg) VALUES (%s, %s, %s, %s, %s,"
+            " (SELECT id FROM carrier WHERE name = %s), %s)",
+            (c.call_id, c.destination, c.start_time, c.billsec, c.duration, c.carrier,
+             c.originating_leg),
+        )  # fmt: skip
+    got_trigger = {c.call_id: row(conn, c.call_id) for c in legs}
+    assert got_batch == got_trigger
+    rerate(conn, NOW - timedelta(days=1))
+    assert {c.call_id: row(conn, c.call_id) for c in legs} == got_trigger
+
+    sell = (D("0.7200"), "447")  # 36 s (30/6) at 1.20/min
+    buy = (D("0.4650"), "447")  # 31 s at 0.90/min, 1/1
+    a, b = got_batch["a-leg"], got_batch["b-leg"]
+    assert ((a["cost"], a["sell_prefix"]), a["buy_cost"], a["rating_status"]) == (
+        sell, None, "rated",
+    )  # fmt: skip
+    assert (b["rate"], b["cost"], b["sell_prefix"], b["billed_seconds"]) == (None, None, None, 0)
+    assert ((b["buy_cost"], b["buy_prefix"]), b["rating_status"]) == (buy, "rated")
+    nobuy = got_batch["b-nobuy"]
+    assert (nobuy["cost"], nobuy["buy_cost"], nobuy["rating_status"]) == (None, None, "unmatched")
+    user = got_batch["b-user"]
+    assert (user["cost"], user["buy_cost"], user["rating_status"]) == (None, None, "rated")
+    assert (got_batch["b-echo"]["cost"], got_batch["b-echo"]["rating_status"]) == (
+        D("0.0000"), "internal",
+    )  # fmt: skip
+    dialer = got_batch["dialer"]
+    assert ((dialer["cost"], dialer["sell_prefix"]), (dialer["buy_cost"], dialer["buy_prefix"])) == (
+        sell, buy,
+    )  # fmt: skip
+    stored = {r["call_id"]: r["originating_leg"] for r in list_cdrs(conn)}
+    assert stored["b-leg"] == "a-leg" and stored["a-leg"] == "" and stored["dialer"] == ""
+
+
+def test_report_revenue_counts_a_bridged_call_once(conn: psycopg.Connection) -> None:
+    import_deck(conn, SELL.splitlines(keepends=True))
+    import_deck(conn, BUY.splitlines(keepends=True), carrier="acme")
+    write_batch_sync(
+        conn,
+        [
+            cdr("in", "447700900123", 31, direction="inbound"),
+            cdr("out", "447700900123", 31, carrier="acme", originating_leg="in"),
+        ],
+    )
+    (total,) = report(conn)
+    assert (total.seizures, total.revenue, total.cost) == (2, D("0.7200"), D("0.4650"))
+    assert (total.margin, total.unmatched) == (D("0.2550"), 0)
+
+
+def test_originating_leg_migration_applies_to_an_already_migrated_database(
+    admin_url: str,
+) -> None:
+    """0003 lands on a database migrated through 0010: CDRs stored before keep their
+    prices; B-legs stored after get no sell side, by ingest and by the trigger."""
+    name = f"sb_old_{random.getrandbits(32):x}"
+    with psycopg.connect(admin_url, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = database.with_dbname(admin_url, name)
+    try:
+        with psycopg.connect(url, autocommit=True) as c:  # the schema as it was before 0003
+            c.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for m in database.migrations():
+                if m.version in (1, 2, 10):
+                    c.execute(m.text.encode())
+                    c.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (m.version, m.name))
+            c.execute("SELECT cdr_ensure_partitions(1, 3)")
+            import_deck(c, ["prefix,rate\n", "44,0.60\n"])
+            c.execute(
+                "INSERT INTO cdr (call_id, destination, start_time, billsec)"
+                " VALUES ('before', '4420', now(), 60)"
+            )
+        assert database.migrate(url) == [3]
+        assert database.migrate(url) == []
+        with psycopg.connect(url, autocommit=True) as c:
+            write_batch_sync(c, [cdr("after-b", "4420", 60, originating_leg="x")])
+            c.execute(
+                "INSERT INTO cdr (call_id, destination, start_time, billsec, originating_leg)"
+                " VALUES ('psql-b', '4420', now(), 60, 'y'), ('psql-a', '4420', now(), 60, '')"
+            )
+            got = {
+                r[0]: r[1:]
+                for r in c.execute(
+                    "SELECT call_id, originating_leg, cost, rating_status FROM cdr"
+                ).fetchall()
+            }
+        assert got == {
+            "before": (None, D("0.6000"), "rated"),
+            "after-b": ("x", None, "rated"),
+            "psql-b": ("y", None, "rated"),
+            "psql-a": (None, D("0.6000"), "rated"),
+        }
     finally:
         with psycopg.connect(admin_url, autocommit=True) as c:
             c.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

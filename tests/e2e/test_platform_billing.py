@@ -1,7 +1,9 @@
 """A priced CDR through `switchboard up`: a carrier rate deck imported with
 `switchboard rates import`, a transit call from SIPp through the router to a media node that
-bridges it to the `carrier` gateway (answered by SIPp), and `switchboard cdr list --json`
-showing both legs priced by longest prefix, to the exact Decimal."""
+bridges it to the `carrier` gateway (answered by SIPp), `switchboard cdr list --json`
+showing a CDR per leg priced by longest prefix, to the exact Decimal — the sell side once, on
+the inbound (customer) leg, the buy side on the carrier leg, which names the inbound leg as
+its originating leg — and `switchboard report` counting the call's revenue once."""
 
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ def cdrs(p: Platform) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
-def test_transit_call_through_the_router_gets_a_cdr_per_leg_priced_by_longest_prefix(
+def test_transit_call_through_the_router_is_sold_once_and_bought_on_the_carrier_leg(
     platform: Platform,
 ) -> None:
     p = platform
@@ -116,11 +118,23 @@ def test_transit_call_through_the_router_gets_a_cdr_per_leg_priced_by_longest_pr
         ), leg
         billsec = int(leg["billsec"])
         assert 2 <= billsec <= 4, leg
-        # sell: 4420 (not 44), 30/6 → the first 30 s block: 0.02 + 0.60 × 30 / 60
-        assert (D(leg["rate"]), D(leg["cost"])) == (D("0.600000"), D("0.3200")), leg
+    in_leg, out_leg = legs["caller"], legs["carrier"]
+    # the carrier leg was created by the media node's bridge from the inbound leg
+    assert (in_leg["originating_leg"], out_leg["originating_leg"]) == ("", in_leg["call_id"])
+    # sell side, once, on the customer's (inbound) leg: the default deck's 4420 (not 44),
+    # 30/6 → the first 30 s block: 0.02 + 0.60 × 30 / 60
+    assert (D(in_leg["rate"]), D(in_leg["cost"])) == (D("0.600000"), D("0.3200")), in_leg
+    assert in_leg["buy_cost"] is None
     # buy side, on the leg that left on the carrier gateway only: the carrier's 44207 (not
-    # 4420 or 44), per second, rounded once, half up
-    out_leg = legs["carrier"]
+    # 4420 or 44), per second, rounded once, half up; no sell price on this B-leg
     buy = (D("0.30") * int(out_leg["billsec"]) / 60).quantize(D("0.0001"), ROUND_HALF_UP)
     assert D(out_leg["buy_cost"]) == buy, out_leg
-    assert legs["caller"]["buy_cost"] is None
+    assert (out_leg["rate"], out_leg["cost"]) == (None, None), out_leg
+
+    # the report counts the call's revenue once (it was 0.6400 with both legs sold)
+    out = switchboard(p, "report", "--json")
+    assert out.returncode == 0, out.stderr
+    (total,) = json.loads(out.stdout)
+    assert (total["seizures"], total["answered"], total["unmatched"]) == (2, 2, 0), total
+    assert (D(total["revenue"]), D(total["cost"])) == (D("0.3200"), buy), total
+    assert D(total["margin"]) == D("0.3200") - buy, total

@@ -167,3 +167,22 @@ async def test_outbound_limit_gives_destination_out_of_order() -> None:
         await sw.originate("sip:answer@h")
     assert err.value.cause is Cause.DESTINATION_OUT_OF_ORDER
     assert sw.hupall() == 1
+
+
+async def test_a_bridge_b_leg_carries_its_a_leg_and_an_originate_does_not(sw: Switch) -> None:
+    """FreeSWITCH's originating_leg_uuid: set by the switch on a leg placed for another
+    channel (what ``bridge`` does), never on an originate with no A-leg, even if asked to.
+    It reaches the leg's CDR as ``originating_leg`` (billing prices no sell side there)."""
+    from switchboard.media.cdr import build_cdr
+
+    a = await sw.originate("{originating_leg_uuid=spoofed}sip:answer@h", app="park")
+    assert "originating_leg_uuid" not in a.variables
+    a_session = sw.session(a.uuid)
+    assert a_session is not None
+    b = await sw.place_call("sip:answer@h", {}, timeout=1, a_leg=a_session)
+    assert b.channel.variables["originating_leg_uuid"] == a.uuid
+    assert build_cdr(b, "media-t").originating_leg == a.uuid
+    assert build_cdr(a_session, "media-t").originating_leg == ""
+    sw.hangup(b.uuid)
+    sw.hangup(a.uuid)
+    await wait_for(lambda: not sw.channels)

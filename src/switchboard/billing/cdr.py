@@ -32,7 +32,10 @@ class Cdr:
     record of the same leg must keep it. ``sip_call_id`` is the SIP Call-ID, shared by the
     legs of one call across nodes. ``account`` and ``carrier`` are names (account name from
     the credit authorisation, carrier = the gateway the call left on); ``hangup_cause`` is
-    the Q.850 cause name (NORMAL_CLEARING, ALLOTTED_TIMEOUT, ...)."""
+    the Q.850 cause name (NORMAL_CLEARING, ALLOTTED_TIMEOUT, ...). ``originating_leg`` is
+    set on a bridge's B-leg only: the ``call_id`` of the A-leg that created it (FreeSWITCH's
+    ``originating_leg_uuid``); empty on inbound legs and on legs originated with no A-leg.
+    The sell side of a call is charged once, on a leg without it (docs/billing.md)."""
 
     call_id: str
     start_time: datetime
@@ -52,6 +55,7 @@ class Cdr:
     codec: str = ""
     node: str = ""
     sip_call_id: str = ""
+    originating_leg: str = ""
 
     def __post_init__(self) -> None:
         if not self.call_id:

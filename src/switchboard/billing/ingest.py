@@ -12,7 +12,9 @@ Per batch, in one transaction (billing-dialer-monitoring.md §4.4, §4.7):
    kept, with the same SQL functions as the ``before_cdr_insert`` trigger (which prices
    any row inserted unpriced by other means, and which this statement's rows skip because
    they arrive with ``rated_at`` set). One set-based lookup per batch instead of two
-   PL/pgSQL lookups per row is what lets ingest exceed 20,000 CDRs/s.
+   PL/pgSQL lookups per row is what lets ingest exceed 20,000 CDRs/s. A bridge's B-leg
+   (``originating_leg`` set) gets no sell price, as in ``cdr_apply_rating``: the call's
+   sell side is charged on its A-leg (migration 0003).
 
 call_id is one call *leg* (a media node's channel uuid); the SIP Call-ID, which the legs of
 a call through two media nodes share, is stored in ``sip_call_id`` and is not a key.
@@ -52,6 +54,7 @@ STAGE_COLUMNS = (
     "codec",
     "node",
     "sip_call_id",
+    "originating_leg",
 )
 
 CREATE_STAGE = """
@@ -59,7 +62,8 @@ CREATE TEMP TABLE IF NOT EXISTS cdr_stage (
     seq integer, call_id text COLLATE "C", caller_id text, destination text, start_time timestamptz,
     answer_time timestamptz, end_time timestamptz, duration integer, billsec integer,
     disposition text, sip_code smallint, hangup_cause text, pdd_ms integer, account text,
-    carrier text, direction text, codec text, node text, sip_call_id text COLLATE "C"
+    carrier text, direction text, codec text, node text, sip_call_id text COLLATE "C",
+    originating_leg text COLLATE "C"
 ) ON COMMIT DELETE ROWS
 """
 
@@ -83,7 +87,8 @@ batch AS MATERIALIZED (
     SELECT DISTINCT ON (s.call_id) s.*, c.id AS carrier_id, c.deck_id AS buy_deck,
            a.id AS account_id, a.deck_id AS own_deck,
            (SELECT id FROM rate_deck WHERE name = 'default') AS default_deck,
-           sb_number(s.destination) AS number
+           sb_number(s.destination) AS number,
+           nullif(s.originating_leg, '') IS NOT NULL AS b_leg
     FROM cdr_stage AS s
     JOIN fresh AS f ON f.call_id = s.call_id AND f.start_time = s.start_time
     LEFT JOIN carrier AS c ON c.name = s.carrier AND s.carrier <> ''
@@ -94,13 +99,18 @@ batch AS MATERIALIZED (
 -- the longest-prefix match of the whole batch in one join (cdr_apply_rating's rules).
 -- CDRs are keyed by their integer seq from here on: cheaper to hash and sort than call_id.
 -- Only prefix lengths some deck has are tried (min/max length: one index probe each).
+-- A bridge's B-leg (originating_leg set) has no sell side (its A-leg is charged): its
+-- candidates see no sell deck, only its carrier's buy deck; with no carrier, none at all.
 candidates AS MATERIALIZED (
-    SELECT b.seq, b.start_time, b.own_deck, b.default_deck, b.buy_deck, left(b.number, n) AS prefix
+    SELECT b.seq, b.start_time,
+           CASE WHEN NOT b.b_leg THEN b.own_deck END AS own_deck,
+           CASE WHEN NOT b.b_leg THEN b.default_deck END AS default_deck,
+           b.buy_deck, left(b.number, n) AS prefix
     FROM batch AS b
     CROSS JOIN LATERAL generate_series(
         greatest((SELECT min(length(prefix)) FROM rate_table), 1),
         least(length(b.number), (SELECT max(length(prefix)) FROM rate_table), 16)) AS n
-    WHERE b.number IS NOT NULL
+    WHERE b.number IS NOT NULL AND (NOT b.b_leg OR b.buy_deck IS NOT NULL)
 ),
 matches AS MATERIALIZED (
     SELECT c.seq, r.prefix, r.rate, r.connect_fee, r.increment_initial,
@@ -141,7 +151,7 @@ INSERT INTO cdr (call_id, caller_id, destination, start_time, answer_time, end_t
                  billsec, disposition, carrier_id, sip_code, hangup_cause, pdd_ms, account_id,
                  direction, codec, node, rate, cost, cost_exact, billed_seconds, sell_prefix,
                  buy_rate, buy_cost, buy_cost_exact, buy_prefix, rating_status, rated_at,
-                 sip_call_id)
+                 sip_call_id, originating_leg)
 SELECT p.call_id, p.caller_id, p.destination, p.start_time, p.answer_time, p.end_time,
        p.duration, p.billsec, p.disposition, p.carrier_id, p.sip_code, p.hangup_cause,
        p.pdd_ms, p.account_id, p.direction, p.codec, p.node,
@@ -155,11 +165,13 @@ SELECT p.call_id, p.caller_id, p.destination, p.start_time, p.answer_time, p.end
        CASE WHEN p.number IS NULL THEN 0 ELSE p.b_exact END,
        CASE WHEN p.number IS NULL THEN NULL ELSE p.b_prefix END,
        CASE WHEN p.number IS NULL THEN 'internal'
-            WHEN p.s_prefix IS NULL OR (p.carrier_id IS NOT NULL AND p.b_prefix IS NULL)
+            WHEN (p.s_prefix IS NULL AND NOT p.b_leg)
+                 OR (p.carrier_id IS NOT NULL AND p.b_prefix IS NULL)
                 THEN 'unmatched'
             ELSE 'rated' END,
        now(),
-       p.sip_call_id
+       p.sip_call_id,
+       nullif(p.originating_leg, '')
 FROM priced AS p
 """
 
@@ -230,6 +242,7 @@ def copy_text(cdrs: Sequence[Cdr]) -> bytes:
                     _text(c.codec),
                     _text(c.node),
                     _text(c.sip_call_id),
+                    _text(c.originating_leg),
                 )
             )
         )

@@ -144,6 +144,7 @@ CDR_LIST_COLUMNS = (
     "cost",
     "buy_cost",
     "rating_status",
+    "originating_leg",
 )
 
 
@@ -157,7 +158,8 @@ def list_cdrs(
     rows = conn.cursor(row_factory=dict_row).execute(
         "SELECT c.call_id, c.sip_call_id, c.start_time, c.caller_id, c.destination, c.disposition, c.sip_code,"
         " c.hangup_cause, c.duration, c.billsec, c.pdd_ms, a.name AS account,"
-        " ca.name AS carrier, c.rate, c.cost, c.buy_cost, c.rating_status"
+        " ca.name AS carrier, c.rate, c.cost, c.buy_cost, c.rating_status,"
+        " coalesce(c.originating_leg, '') AS originating_leg"
         " FROM cdr c LEFT JOIN account a ON a.id = c.account_id"
         " LEFT JOIN carrier ca ON ca.id = c.carrier_id"
         " WHERE (%(since)s::timestamptz IS NULL OR c.start_time >= %(since)s)"

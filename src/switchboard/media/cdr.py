@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from switchboard.billing.cdr import Cdr
 from switchboard.media.causes import Cause
+from switchboard.media.channel import ORIGINATING_LEG_VAR
 
 if TYPE_CHECKING:
     from switchboard.media.core import Session
@@ -102,6 +103,8 @@ def build_cdr(s: Session, node: str) -> Cdr:
         codec=ch.read_codec,
         node=node,
         sip_call_id=v.get("sip_call_id", ""),
+        # a bridge's B-leg: the A-leg's uuid (billing charges the call's sell side there)
+        originating_leg=v.get(ORIGINATING_LEG_VAR, "") if ch.direction == "outbound" else "",
     )
 
 

@@ -21,6 +21,12 @@ from enum import Enum
 
 from switchboard.media.causes import Cause
 
+# Channel variable FreeSWITCH sets on a leg created by ``bridge`` from another channel: the
+# uuid of that channel (the A-leg). Set by the switch only (core.Switch._start_leg); an
+# originated leg with no A-leg (ESL ``originate``) never has it. The CDR's
+# ``originating_leg`` comes from it, and billing prices no sell side on such a B-leg.
+ORIGINATING_LEG_VAR = "originating_leg_uuid"
+
 
 class ChannelState(Enum):
     """``switch_channel_state_t`` with FreeSWITCH's numbering (``Channel-State-Number``)."""

@@ -76,7 +76,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from switchboard.media import events as ev
 from switchboard.media.causes import Cause, parse_cause
-from switchboard.media.channel import CallerProfile, CallState, Channel, ChannelState
+from switchboard.media.channel import (
+    ORIGINATING_LEG_VAR,
+    CallerProfile,
+    CallState,
+    Channel,
+    ChannelState,
+)
 from switchboard.media.dialstring import DialLeg, DialStringError, parse_dial_string
 from switchboard.media.limits import Refusal, SessionLimiter
 
@@ -858,6 +864,13 @@ class Switch:
             ),
             destination_number=leg.endpoint.rsplit("/", 1)[-1],
         )
+        # FreeSWITCH's originating_leg_uuid: on a leg created by ``bridge`` from another
+        # channel, that channel's uuid (the A-leg). The switch owns it: an originate with no
+        # A-leg never has one, whatever the dial string or the caller's variables say (billing
+        # prices the sell side on legs without it, docs/billing.md).
+        variables = {k: v for k, v in variables.items() if k != ORIGINATING_LEG_VAR}
+        if a_leg is not None:
+            variables[ORIGINATING_LEG_VAR] = a_leg.uuid
         try:
             s = self.create_session(
                 direction="outbound",
@@ -872,7 +885,8 @@ class Switch:
             raise
         if a_leg is not None:
             for k, v in a_leg.data.get("exported", {}).items():
-                s.channel.set_var(k, v)
+                if k != ORIGINATING_LEG_VAR:
+                    s.channel.set_var(k, v)
         self._fire(ev.CHANNEL_OUTGOING, s)
         try:
             await endpoint.place(s, leg)

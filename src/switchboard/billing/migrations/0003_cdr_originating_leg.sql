@@ -1,0 +1,91 @@
+-- The sell side of a call is charged once, on the customer's leg. A bridged call has two
+-- legs (two CDRs): the A-leg (inbound, or a leg originated with no A-leg, e.g. by the
+-- campaign dialer) and the B-leg that `bridge` created from it (e.g. out on the carrier
+-- gateway). Until now both were priced by the sell decks (the B-leg, with no account, by
+-- 'default'), so revenue counted the call twice.
+--
+-- originating_leg: on a B-leg, the call_id (channel uuid) of the A-leg that created it
+-- (FreeSWITCH's originating_leg_uuid); NULL on every other leg ('' is stored as NULL).
+-- A B-leg gets no sell price (rate, cost, cost_exact, sell_prefix NULL, billed_seconds 0)
+-- and is not 'unmatched' for lacking one; its buy side (carrier deck) is priced as before,
+-- so its rating_status is 'rated' (buy side priced, or no carrier: nothing to price),
+-- 'unmatched' (a carrier leg with no buy rate) or 'internal' (not a number).
+-- CDRs stored before this migration have no originating_leg and keep their prices.
+ALTER TABLE cdr ADD COLUMN originating_leg text COLLATE "C";
+
+-- Price one call on both sides (used by the insert trigger and by re-rating; the batched
+-- ingest in switchboard.billing.ingest applies the same rules set-based).
+CREATE OR REPLACE FUNCTION cdr_apply_rating(c cdr) RETURNS cdr LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    default_deck integer;
+    sell_deck integer;
+    buy_deck integer;
+    s rate_table;
+    b rate_table;
+    billed integer;
+    b_leg boolean := nullif(c.originating_leg, '') IS NOT NULL;
+BEGIN
+    c.rated_at := now();
+    IF sb_number(c.destination) IS NULL THEN
+        c.rating_status := 'internal';
+        c.rate := NULL; c.cost := 0; c.cost_exact := 0; c.billed_seconds := 0;
+        c.buy_rate := NULL; c.buy_cost := 0; c.buy_cost_exact := 0;
+        c.sell_prefix := NULL; c.buy_prefix := NULL;
+        RETURN c;
+    END IF;
+    -- A bridge's B-leg: the call's sell side is charged on its A-leg, not here.
+    IF NOT b_leg THEN
+        SELECT id INTO default_deck FROM rate_deck WHERE name = 'default';
+        IF c.account_id IS NOT NULL THEN
+            SELECT deck_id INTO sell_deck FROM account WHERE id = c.account_id;
+        END IF;
+        s := sb_find_rate(sell_deck, default_deck, c.destination, c.start_time);
+    END IF;
+    IF c.carrier_id IS NOT NULL THEN
+        SELECT deck_id INTO buy_deck FROM carrier WHERE id = c.carrier_id;
+        IF buy_deck IS NOT NULL THEN
+            b := sb_find_rate(buy_deck, NULL, c.destination, c.start_time);
+        END IF;
+    END IF;
+
+    IF s.id IS NULL THEN
+        c.rate := NULL; c.cost := NULL; c.cost_exact := NULL; c.sell_prefix := NULL;
+        c.billed_seconds := 0;
+    ELSE
+        billed := sb_billable_seconds(c.billsec, s.increment_initial, s.increment, s.min_duration);
+        c.rate := s.rate;
+        c.sell_prefix := s.prefix;
+        c.billed_seconds := billed;
+        c.cost_exact := sb_call_cost(s.rate, s.connect_fee, billed);
+        c.cost := round(c.cost_exact, 4);
+    END IF;
+    IF b.id IS NULL THEN
+        c.buy_rate := NULL; c.buy_cost := NULL; c.buy_cost_exact := NULL; c.buy_prefix := NULL;
+    ELSE
+        billed := sb_billable_seconds(c.billsec, b.increment_initial, b.increment, b.min_duration);
+        c.buy_rate := b.rate;
+        c.buy_prefix := b.prefix;
+        c.buy_cost_exact := sb_call_cost(b.rate, b.connect_fee, billed);
+        c.buy_cost := round(c.buy_cost_exact, 4);
+    END IF;
+    -- Unmatched CDRs are kept and flagged, never dropped: a sell side is expected on every
+    -- leg but a B-leg, a buy side whenever the call went to a carrier.
+    IF (s.id IS NULL AND NOT b_leg) OR (c.carrier_id IS NOT NULL AND b.id IS NULL) THEN
+        c.rating_status := 'unmatched';
+    ELSE
+        c.rating_status := 'rated';
+    END IF;
+    RETURN c;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION cdr_rate_before_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.sip_call_id IS NULL OR NEW.sip_call_id = '' THEN
+        NEW.sip_call_id := NEW.call_id;
+    END IF;
+    NEW.originating_leg := nullif(NEW.originating_leg, '');
+    NEW := cdr_apply_rating(NEW);
+    RETURN NEW;
+END
+$$;
