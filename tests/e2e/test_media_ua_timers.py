@@ -154,3 +154,24 @@ async def test_a_burst_of_250_originates_all_complete(tmp_path: Path, sipp: Sipp
         assert result.successful == 250, result
     finally:
         await node.stop()
+
+
+async def test_originated_call_answered_by_a_silent_carrier_ends_media_timeout(
+    tmp_path: Path, sipp: Sipp
+) -> None:
+    carrier = free_port("udp")
+    node, cdrs = await start_node(tmp_path, {
+        "media": {"rtp_timeout": 1.0},
+        "gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier}"}},
+    })  # fmt: skip
+    uas = sipp.start(scenario="uas", local_port=carrier, calls=1, timeout=20)  # answers, no RTP
+    try:
+        await wait_until(lambda: _taken(carrier), what="SIPp carrier bound")
+        ch = await node.switch.originate("sofia/gateway/carrier/4930123", app="park")
+        result = await asyncio.to_thread(uas.wait, 15.0)
+        assert result.successful == 1, result  # the carrier got our BYE
+        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        assert ch.hangup_cause is Cause.MEDIA_TIMEOUT
+        assert cdrs.records[0].hangup_cause == "MEDIA_TIMEOUT"
+    finally:
+        await node.stop()
