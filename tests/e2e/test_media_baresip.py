@@ -37,6 +37,24 @@ pytestmark = [
 BARESIP_TONE = 700
 
 
+def sip_listen_port() -> int:
+    """A port baresip can listen on: it binds SIP on UDP and TCP there and TLS on port + 1,
+    and fails to register at all when any of them is taken."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tls,
+            ):
+                tcp.bind(("127.0.0.1", port))
+                tls.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no port free for baresip on UDP and TCP")
+
+
 def baresip_config(conf: Path, snd: Path, node_port: int) -> int:
     """Write baresip's config/accounts; returns the ctrl_tcp port."""
     ctrl = free_port(socket.SOCK_STREAM)
@@ -45,7 +63,7 @@ def baresip_config(conf: Path, snd: Path, node_port: int) -> int:
     (conf / "config").write_text(
         f"""poll_method epoll
 net_interface 127.0.0.1
-sip_listen 127.0.0.1:{free_port()}
+sip_listen 127.0.0.1:{sip_listen_port()}
 audio_player aubridge,nowhere
 audio_source ausine,{BARESIP_TONE}
 ausrc_srate 48000
@@ -106,9 +124,14 @@ async def test_baresip_registers_is_called_via_user_and_calls_in(tmp_path: Path)
     peer = await RtpPeer.open()
     try:
         assert node.ua is not None
-        await wait_until(
-            lambda: bool(node.ua.registrar.contacts("1000", time.time())), 15, "REGISTER"
-        )
+        try:
+            await wait_until(
+                lambda: bool(node.ua.registrar.contacts("1000", time.time())), 15, "REGISTER"
+            )
+        except AssertionError:
+            log.flush()
+            tail = (tmp_path / "baresip.log").read_bytes()[-3000:].decode(errors="replace")
+            raise AssertionError(f"baresip did not register; its log ends:\n{tail}") from None
 
         # 1. called through user/1000: a caller (SIPp + test RTP socket) reaches baresip
         sipp = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service="call-1000",
