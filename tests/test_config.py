@@ -21,7 +21,9 @@ def test_defaults_match_design() -> None:
 
 def test_toml_then_env_then_overrides(tmp_path: Path) -> None:
     f = tmp_path / "sb.toml"
-    f.write_text('[pike]\nban_seconds = 60\nreqs_density_per_unit = 10\n[router]\nadmin = "127.0.0.1:9000"\n')
+    f.write_text(
+        '[pike]\nban_seconds = 60\nreqs_density_per_unit = 10\n[router]\nadmin = "127.0.0.1:9000"\n'
+    )
     env = {"SWITCHBOARD_PIKE__BAN_SECONDS": "30"}
     cfg = config.load(f, environ=env, overrides={"router": {"admin": "127.0.0.1:9001"}})
     assert cfg.pike.ban_seconds == 30

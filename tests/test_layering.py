@@ -11,9 +11,25 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "switchboard"
 PURE = ["sip", "sdp", "rtp", "esl", "rating"]
 # Modules whose presence in a pure core would mean IO, a clock, threads or a database.
 FORBIDDEN = {
-    "asyncio", "socket", "ssl", "select", "selectors", "time", "threading", "multiprocessing",
-    "subprocess", "uvloop", "psycopg", "psycopg_pool", "pgserver", "sqlite3", "urllib.request",
-    "http", "fastapi", "uvicorn", "random",
+    "asyncio",
+    "socket",
+    "ssl",
+    "select",
+    "selectors",
+    "time",
+    "threading",
+    "multiprocessing",
+    "subprocess",
+    "uvloop",
+    "psycopg",
+    "psycopg_pool",
+    "pgserver",
+    "sqlite3",
+    "urllib.request",
+    "http",
+    "fastapi",
+    "uvicorn",
+    "random",
 }
 SERVICES = {"net", "router", "media", "billing", "dialer", "observability", "cli", "config"}
 

@@ -40,7 +40,9 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> c
 
 def not_built(what: str) -> None:
     """Exit 2 for a documented command whose service is not in this build yet."""
-    err.print(f"[yellow]{what}[/yellow] is not available in this build of Switchboard {__version__}.")
+    err.print(
+        f"[yellow]{what}[/yellow] is not available in this build of Switchboard {__version__}."
+    )
     raise typer.Exit(EXIT_CONFIG)
 
 
@@ -82,14 +84,18 @@ def router(config: ConfigOpt = None) -> None:
 
     cfg = load_config(config)
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     raise typer.Exit(service.run(cfg, config))
 
 
 @app.command()
 def media(
     config: ConfigOpt = None,
-    name: Annotated[str, typer.Option("--name", help="Node name; media-N takes DESIGN.md §2's addresses for N.")] = "media-1",
+    name: Annotated[
+        str, typer.Option("--name", help="Node name; media-N takes DESIGN.md §2's addresses for N.")
+    ] = "media-1",
 ) -> None:
     """Run one media node (SIP UA/B2BUA, RTP, dialplan, Event Socket, /metrics)."""
     import logging
@@ -98,7 +104,9 @@ def media(
 
     cfg = load_config(config)
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     raise typer.Exit(node.run(cfg, name))
 
 

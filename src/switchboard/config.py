@@ -55,7 +55,9 @@ class RouterSection(Section):
     listen: list[str] = Field(default_factory=lambda: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"])
     admin: str = "127.0.0.1:8080"
     workers: int = Field(default=1, ge=1, le=64)
-    drain_timeout: float = Field(default=32.0, gt=0)  # SIGTERM: wait this long for in-flight transactions
+    drain_timeout: float = Field(
+        default=32.0, gt=0
+    )  # SIGTERM: wait this long for in-flight transactions
 
     @field_validator("listen")
     @classmethod
@@ -158,7 +160,9 @@ class PlatformSection(Section):
 class StatusSection(Section):
     """[status] — the status page at the router's admin address (/status)."""
 
-    metrics_urls: list[str] = Field(default_factory=list)  # other processes' /metrics; `up` fills it
+    metrics_urls: list[str] = Field(
+        default_factory=list
+    )  # other processes' /metrics; `up` fills it
     title: str = "Switchboard"
 
 

@@ -355,7 +355,11 @@ class Router:
         self._gc_start()
         # The receive-queue probe goes to the socket new calls arrive on (a worker's own
         # socket when sharded: the shared port may hash the probe to another worker).
-        probed = self.udp_private if self.udp_private is not None else (self.udp or [None])[0]
+        probed = (
+            self.udp_private
+            if self.udp_private is not None
+            else (self.udp[0] if self.udp else None)
+        )
         if probed is not None:
             self._queue_probe_start(probed)
         log.info(
