@@ -547,7 +547,9 @@ def parse_vias(value: str) -> list[Via]:
 
 _CSEQ_RE = re.compile(r"[ \t]*([0-9]+)[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*")
 CSEQ_MAX = 2**31 - 1
-_KNOWN_METHODS = frozenset(
+#: Methods of RFC 3261 and the extensions a carrier sees (3262, 3265/6665, 3311,
+#: 3428, 3515, 3903, 6086).
+KNOWN_METHODS = frozenset(
     [
         "INVITE",
         "ACK",
@@ -583,7 +585,7 @@ class CSeq(NamedTuple):
         if sp and 0 < len(num) <= 10 and num.isdigit() and num.isascii():
             # Fast path: "4711 INVITE".
             seq = int(num)
-            if seq <= CSEQ_MAX and (method in _KNOWN_METHODS or _TOKEN_RE.fullmatch(method)):
+            if seq <= CSEQ_MAX and (method in KNOWN_METHODS or _TOKEN_RE.fullmatch(method)):
                 return tuple.__new__(cls, (seq, method))  # skips the generated __new__
         m = _CSEQ_RE.fullmatch(text)
         if m is None:

@@ -28,6 +28,7 @@ from typing import Any
 from switchboard.sip.errors import SipParseError, VersionNotSupported
 from switchboard.sip.headers import (
     _KEYS,
+    KNOWN_METHODS,
     CSeq,
     Headers,
     Via,
@@ -51,26 +52,6 @@ SIP_VERSION = "SIP/2.0"
 EXPIRES_MAX = 2**32 - 1
 #: Headers that may appear at most once (§20; RFC 4475 §3.3.8 "multi01").
 SINGLE_HEADERS = ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type")
-#: Methods of RFC 3261 and the extensions a carrier sees (3262, 3265/6665, 3311,
-#: 3428, 3515, 3903, 6086).
-KNOWN_METHODS = frozenset(
-    [
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "OPTIONS",
-        "REGISTER",
-        "PRACK",
-        "SUBSCRIBE",
-        "NOTIFY",
-        "PUBLISH",
-        "INFO",
-        "REFER",
-        "MESSAGE",
-        "UPDATE",
-    ]
-)
 _DATE_RE = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{2}) "
     r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([0-9]{4}) "
