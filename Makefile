@@ -8,7 +8,7 @@ APT_PACKAGES := sip-tester baresip-core sox prometheus chromium
 # Debian packages only the benchmarks need.
 BENCH_APT_PACKAGES := kamailio sip-tester
 
-.PHONY: run test check lint format deps system-deps esl-node-deps bench clean
+.PHONY: run test check lint format deps system-deps bench-deps esl-node-deps bench clean
 
 $(BIN)/switchboard: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,15 +18,22 @@ $(BIN)/switchboard: pyproject.toml
 
 deps: $(BIN)/switchboard
 
-# Install missing Debian packages when we are root; otherwise say what is missing.
-system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Install missing Debian packages ($(1)) when we are root; otherwise say what is missing.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else echo "missing Debian packages (run as root or install them):$$missing" >&2; exit 1; fi; \
 	fi
+endef
+
+system-deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+bench-deps:
+	$(call apt_install,$(BENCH_APT_PACKAGES))
 
 # npm ESL client (modesl) for the Event Socket compatibility tests, from its package-lock.json.
 esl-node-deps:
@@ -54,10 +61,23 @@ run: deps
 test: deps system-deps esl-node-deps esl-client-deps
 	$(BIN)/python -m pytest -q
 
-check: deps
+lint: deps
 	$(BIN)/ruff check src tests bench
+
+check: lint
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
+
+# Every benchmark in bench/ in turn (the executables; _*.py are their helpers), each printing
+# its RESULT line last; a failing one is named at the end and makes the target fail.
+BENCHES := $(sort $(filter-out bench/_%,$(wildcard bench/*)))
+bench: deps bench-deps
+	@echo "benchmarks: $(notdir $(BENCHES))"; failed=""; \
+	for b in $(BENCHES); do \
+	  echo "== $$b (load average $$(cut -d' ' -f1-3 /proc/loadavg))"; \
+	  ./$$b || failed="$$failed $$b"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
 
 format: deps
 	$(BIN)/ruff format src tests
