@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from switchboard.media.applications import new_switch
 from switchboard.media.causes import Cause
 from switchboard.media.core import Session, Switch
 from switchboard.media.dialstring import DialLeg
@@ -78,7 +79,7 @@ class ScriptedEndpoint:
 
 @pytest.fixture
 def switch() -> Switch:
-    sw = Switch(name="media-t", hostname="mediasrv1",
+    sw = new_switch(name="media-t", hostname="mediasrv1",
                 limits=SessionLimiter(max_sessions=1000, sessions_per_second=1000))  # fmt: skip
     endpoint = ScriptedEndpoint(sw)
     for kind in ("gateway", "user", "sofia", "sip", "loopback"):

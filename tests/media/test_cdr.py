@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from switchboard.billing.cdr import Cdr
+from switchboard.media.applications import new_switch
 from switchboard.media.causes import Cause
 from switchboard.media.cdr import JsonLinesCdrSink, build_cdr, disposition
 from switchboard.media.channel import CallerProfile, Channel
-from switchboard.media.core import Session, Switch
+from switchboard.media.core import Session
 from switchboard.media.settings import MediaSection, node_number
 
 
@@ -31,7 +32,7 @@ def test_disposition(answered: bool, cause: Cause, expected: str) -> None:
 
 
 async def test_build_cdr_from_a_bridged_gateway_leg() -> None:
-    sw = Switch(name="media-2")
+    sw = new_switch(name="media-2")
     ch = Channel(
         uuid="u1", name="sofia/gateway/carrier/4930", direction="outbound", created_at=1000.0
     )

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from switchboard.media.applications import new_switch
 from switchboard.media.causes import Cause
 from switchboard.media.core import OriginateError, Session, Switch
 from switchboard.media.dialstring import DialLeg
@@ -64,7 +65,7 @@ class ScriptedEndpoint:
 
 @pytest.fixture
 def sw() -> Switch:
-    s = Switch(name="media-t", limits=SessionLimiter(max_sessions=10, sessions_per_second=100))
+    s = new_switch(name="media-t", limits=SessionLimiter(max_sessions=10, sessions_per_second=100))
     s.endpoints["sip"] = ScriptedEndpoint(s)
     return s
 
@@ -160,7 +161,7 @@ async def test_one_app_extension_ends_with_normal_clearing(sw: Switch) -> None:
 
 
 async def test_outbound_limit_gives_destination_out_of_order() -> None:
-    sw = Switch(limits=SessionLimiter(max_sessions=1, sessions_per_second=100))
+    sw = new_switch(limits=SessionLimiter(max_sessions=1, sessions_per_second=100))
     sw.endpoints["sip"] = ScriptedEndpoint(sw)
     await sw.originate("sip:answer@h")
     with pytest.raises(OriginateError) as err:

@@ -69,7 +69,7 @@ def test_dial_string_grammar() -> None:
 
 
 def test_conference_argument_syntax() -> None:
-    from switchboard.media.media_apps import parse_conference_arg
+    from switchboard.media.applications.conference import parse_conference_arg
 
     assert parse_conference_arg("sales@default+1234+flags{mute|deaf}") == (
         "sales",

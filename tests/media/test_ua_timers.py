@@ -7,6 +7,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+from switchboard.media.applications import new_switch
 from switchboard.media.causes import Cause
 from switchboard.media.channel import CallerProfile
 from switchboard.media.core import Switch
@@ -58,7 +59,7 @@ async def settle() -> None:
 
 
 async def ringing_leg(timer_c: float | None) -> tuple[Switch, UserAgent, FakeEndpoint, Any]:
-    sw = Switch()
+    sw = new_switch()
     ua = UserAgent(sw, timers=TimerValues(t1=0.5), timer_c=timer_c,
                    gateways={"carrier": GatewaySection()})  # fmt: skip
     ep = FakeEndpoint(ua)

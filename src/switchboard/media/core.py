@@ -253,9 +253,6 @@ class Switch:
         # (credit control); a hook refuses the call by hanging it up
         self.setup_hooks: list[Callable[[Session], Awaitable[None]]] = []
         self.dialplan_loader: Callable[[], Dialplan] | None = None
-        from switchboard.media import apps as apps_mod
-
-        apps_mod.register_all(self)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:

@@ -22,10 +22,11 @@ from pydantic import ValidationError
 
 from switchboard.config import Config
 from switchboard.media import cdr as cdr_mod
+from switchboard.media.applications import new_switch
+from switchboard.media.applications.media import AppConfig, IvrMenu
 from switchboard.media.core import Switch
 from switchboard.media.dialplan import Dialplan, DialplanError
 from switchboard.media.limits import SessionLimiter
-from switchboard.media.media_apps import AppConfig, IvrMenu
 from switchboard.media.ports import PortAllocator
 from switchboard.media.settings import RTP_BASE, RTP_SPAN, IvrMenuSection, node_number
 from switchboard.media.ua import UserAgent
@@ -127,7 +128,7 @@ class MediaNode:
             max_sessions=self.cfg.limits.max_sessions,
             sessions_per_second=self.cfg.limits.sessions_per_second,
         )
-        sw = Switch(name=self.name, limits=limits, dialplan=dialplan, ipv4=m.rtp_ip)
+        sw = new_switch(name=self.name, limits=limits, dialplan=dialplan, ipv4=m.rtp_ip)
         self.switch = sw
 
         def reload_dialplan() -> Dialplan:

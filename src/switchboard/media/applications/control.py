@@ -1,10 +1,5 @@
-"""Dialplan applications (mod_dptools names and argument syntax, reference §7.1).
-
-Each application is ``async def app(session, arg) -> str | None``; the return value is
-the ``Application-Response`` of CHANNEL_EXECUTE_COMPLETE (None → ``_none_``). An
-application that must stop when the caller hangs up is simply cancelled by the core.
-Media applications live in :mod:`switchboard.media.media_apps` and register here too.
-"""
+"""Call-control applications: answer, pre_answer, ring_ready, hangup, park, sleep, set, export
+(mod_dptools names and argument syntax)."""
 
 from __future__ import annotations
 
@@ -15,7 +10,7 @@ from typing import TYPE_CHECKING
 from switchboard.media.causes import parse_cause
 
 if TYPE_CHECKING:
-    from switchboard.media.core import Session, Switch
+    from switchboard.media.core import Session
 
 log = logging.getLogger(__name__)
 
@@ -87,22 +82,3 @@ async def export(s: Session, arg: str) -> str | None:
         s.channel.set_var(name, value)
     s.data.setdefault("exported", {})[name] = value
     return None
-
-
-def register_all(sw: Switch) -> None:
-    """Register every built-in application on ``sw.apps``."""
-    sw.apps.update(
-        {
-            "answer": answer,
-            "pre_answer": pre_answer,
-            "ring_ready": ring_ready,
-            "hangup": hangup,
-            "park": park,
-            "sleep": sleep,
-            "set": set_,
-            "export": export,
-        }
-    )
-    from switchboard.media import media_apps
-
-    media_apps.register(sw)

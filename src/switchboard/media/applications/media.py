@@ -1,10 +1,9 @@
-"""Media applications: playback, record, record_session, echo, play_and_get_digits, ivr,
-conference, bridge, transfer (mod_dptools / mod_conference / mod_ivr names, reference §7).
+"""Media applications on a channel's RTP stream: playback, echo, record, record_session,
+play_and_get_digits, ivr, transfer, DTMF and tones (mod_dptools / mod_ivr names).
 
-Each runs on a channel's RTP stream (``session.media``, an
-:class:`~switchboard.media.rtp_endpoint.RtpEndpoint`) and DTMF queue (``session.dtmf``,
-fed from RFC 4733, SIP INFO and in-band detection). A hangup cancels the running
-application; ``finally`` blocks leave the stream idle and files closed.
+Each runs on ``session.media`` (an :class:`~switchboard.media.rtp_endpoint.RtpEndpoint`) and
+the DTMF queue ``session.dtmf`` (fed from RFC 4733, SIP INFO and in-band detection). A hangup
+cancels the running application; ``finally`` blocks leave the stream idle and files closed.
 
 Sound names: ``prompt`` (the bundled prompt), a path (absolute, or relative to
 ``[media] sounds_dir``), ``tone_stream://%(on_ms,off_ms,freq[,freq2])`` and
@@ -18,28 +17,21 @@ import contextlib
 import logging
 import re
 from collections import deque
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from switchboard.media.causes import Cause
-from switchboard.media.channel import ChannelState
-from switchboard.media.core import OriginateError
 from switchboard.media.dialplan import parse_action
 from switchboard.media.rtp_endpoint import RtpEndpoint, unbridge
-from switchboard.media.rtp_endpoint import bridge as rtp_bridge
-from switchboard.media.scheduler import get_scheduler
 from switchboard.media.sounds import PROMPT_PATH
-from switchboard.rtp.codec import PCM
-from switchboard.rtp.mixer import ConferenceMixer
 from switchboard.rtp.source import Prompt, WavRecorder, silence_prompt, tone_prompt
 from switchboard.rtp.wav import WavError
 
 if TYPE_CHECKING:
     from switchboard.media.core import Session, Switch
+
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +129,7 @@ def flush_digits(s: Session) -> None:
         s.dtmf.get_nowait()
 
 
-def _ep(s: Session) -> RtpEndpoint:
+def endpoint_of(s: Session) -> RtpEndpoint:
     if s.media is None:
         raise RuntimeError("channel has no media")
     ep: RtpEndpoint = s.media
@@ -152,7 +144,7 @@ async def play(s: Session, name: str, *, terminators: str = "", interrupt: bool 
     """
     sw = s.switch
     cfg = config_of(sw)
-    ep = _ep(s)
+    ep = endpoint_of(s)
     prompt = load_prompt(name, cfg)
     done = ep.play(prompt)
     headers = {"Playback-File-Path": name}
@@ -208,7 +200,7 @@ async def playback(s: Session, arg: str) -> str | None:
 
 async def echo(s: Session, arg: str) -> str | None:
     """``echo``: every received packet is sent back (RFC 4733 events included)."""
-    ep = _ep(s)
+    ep = endpoint_of(s)
     ep.echo()
     try:
         await s.ended.wait()
@@ -234,7 +226,7 @@ async def record(s: Session, arg: str) -> str | None:
     path = _recordings_path(s, parts[0])
     limit = float(parts[1]) if len(parts) > 1 and parts[1].replace(".", "", 1).isdigit() else None
     terms = s.channel.variables.get("playback_terminators", DEFAULT_TERMINATORS)
-    ep = _ep(s)
+    ep = endpoint_of(s)
     f = path.open("wb")
     rec = WavRecorder(f, rate=ep.codec.sample_rate)
     ep.record(rec)
@@ -268,7 +260,7 @@ async def record_session(s: Session, arg: str) -> str | None:
     stops at hangup or ``stop_record_session``. Uses the stream's receive sink, so it is
     not combined with ``record`` or ``conference`` on the same channel."""
     path = _recordings_path(s, arg.split()[0] if arg.strip() else f"{s.uuid}.wav")
-    ep = _ep(s)
+    ep = endpoint_of(s)
     f = path.open("wb")
     split = s.channel.var_true("RECORD_STEREO")
     rec = WavRecorder(f, rate=ep.codec.sample_rate, legs=2, split=split)
@@ -425,318 +417,6 @@ async def transfer(s: Session, arg: str) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------------------- conference
-class _MemberSource:
-    """What one member hears: the room's N−1 mix for this tick (plus room tones)."""
-
-    def __init__(self, room: ConferenceRoom, member_id: str) -> None:
-        self.room = room
-        self.member_id = member_id
-
-    def read_payload(self) -> bytes | None:
-        return None
-
-    def read_pcm(self) -> PCM | None:
-        return self.room.frame_for(self.member_id)
-
-
-class _MemberSink:
-    def __init__(self, room: ConferenceRoom, member_id: str) -> None:
-        self.room = room
-        self.member_id = member_id
-
-    def write_pcm(self, pcm: PCM) -> None:
-        q = self.room.inputs.get(self.member_id)
-        if q is not None:
-            q.append(pcm)
-
-
-class ConferenceRoom:
-    """One mod_conference room: members, an N−1 mixer run once per media tick, tones."""
-
-    def __init__(self, name: str, energy_level: int, rate: int = 8000) -> None:
-        self.name = name
-        self.mixer = ConferenceMixer(rate // 50, energy_level)
-        self.inputs: dict[str, deque[PCM]] = {}
-        self.members: dict[str, Session] = {}
-        self._tick = -1
-        self._out: dict[str, PCM] = {}
-        self.tones: deque[PCM] = deque()
-        self._silence = np.zeros(rate // 50, np.int16)
-        self.sched = get_scheduler()
-
-    def frame_for(self, member_id: str) -> PCM:
-        tick = self.sched.ticks
-        if tick != self._tick:
-            self._tick = tick
-            frames = {m: (q.popleft() if q else None) for m, q in self.inputs.items()}
-            out = self.mixer.mix(frames)
-            if self.tones:
-                tone = self.tones.popleft().astype(np.int32)
-                out = {
-                    m: np.clip(f.astype(np.int32) + tone, -32768, 32767).astype(np.int16)
-                    for m, f in out.items()
-                }
-            self._out = out
-        return self._out.get(member_id, self._silence)
-
-    def add_tone(self, prompt: Prompt) -> None:
-        self.tones.extend(prompt.pcm_frames)
-
-    def join(self, s: Session, *, muted: bool, deaf: bool) -> None:
-        mid = s.uuid
-        self.members[mid] = s
-        self.inputs[mid] = deque(maxlen=3)
-        self.mixer.add(mid, muted=muted, deaf=deaf)
-        ep = _ep(s)
-        ep.record(_MemberSink(self, mid), jitter_buffer=True)
-        ep.play(_MemberSource(self, mid))
-
-    def leave(self, s: Session) -> None:
-        mid = s.uuid
-        self.members.pop(mid, None)
-        self.inputs.pop(mid, None)
-        self.mixer.remove(mid)
-        if s.media is not None and not s.media.closed:
-            s.media.record(None)
-            s.media.stop_playback()
-
-
-def _rooms(sw: Switch) -> dict[str, ConferenceRoom]:
-    rooms = getattr(sw, "conference_rooms", None)
-    if rooms is None:
-        rooms = {}
-        sw.conference_rooms = rooms  # type: ignore[attr-defined]
-    return rooms
-
-
-JOIN_TONE = "tone_stream://%(200,0,880)"
-LEAVE_TONE = "tone_stream://%(200,0,440)"
-
-
-def parse_conference_arg(arg: str) -> tuple[str, str | None, set[str]]:
-    """``room[@profile][+pin][+flags{mute|deaf|...}]`` → (room, pin, flags)."""
-    flags: set[str] = set()
-    m = re.search(r"\+flags\{([^}]*)\}", arg)
-    if m:
-        flags = {f.strip() for f in m[1].split("|") if f.strip()}
-        arg = arg[: m.start()] + arg[m.end() :]
-    name, _, pin = arg.strip().partition("+")
-    name = name.split("@")[0]
-    return name, pin or None, flags
-
-
-async def conference(s: Session, arg: str) -> str | None:
-    """``conference <room>[@profile][+<pin>][+flags{mute|deaf}]``: join (creating the room),
-    stay until hangup; the room is destroyed when its last member leaves."""
-    sw = s.switch
-    name, pin, flags = parse_conference_arg(arg)
-    if not name:
-        return "-ERR usage: conference <room>"
-    if not s.channel.answered:
-        await sw.do_answer(s)
-    if pin:
-        for _ in range(3):
-            await play(s, "prompt", interrupt=True)
-            digits = ""
-            while True:
-                d = await next_digit(s, 5.0)
-                if d is None or d == "#":
-                    break
-                digits += d
-            if digits == pin:
-                break
-            with contextlib.suppress(OSError, WavError, ValueError):
-                await play(s, "tone_stream://%(300,0,480,620)")
-        else:
-            sw.hangup(s.uuid, Cause.CALL_REJECTED)
-            return "-ERR wrong pin"
-    rooms = _rooms(sw)
-    room = rooms.get(name)
-    if room is None:
-        room = rooms[name] = ConferenceRoom(
-            name, config_of(sw).energy_level, _ep(s).codec.sample_rate
-        )
-    cfg = config_of(sw)
-    if room.members:
-        room.add_tone(load_prompt(JOIN_TONE, cfg))
-    room.join(s, muted="mute" in flags, deaf="deaf" in flags)
-    s.channel.set_var("conference_name", name)
-    sw._fire("CUSTOM", s, {"Event-Subclass": "conference::maintenance", "Conference-Name": name,
-                           "Action": "add-member", "Conference-Size": str(len(room.members))})  # fmt: skip
-    try:
-        await s.ended.wait()
-    finally:
-        room.leave(s)
-        sw._fire("CUSTOM", s, {"Event-Subclass": "conference::maintenance", "Conference-Name": name,
-                               "Action": "del-member", "Conference-Size": str(len(room.members))})  # fmt: skip
-        if room.members:
-            room.add_tone(load_prompt(LEAVE_TONE, cfg))
-        else:
-            rooms.pop(name, None)
-    return None
-
-
-# ---------------------------------------------------------------------------- bridge
-def _link(a: Session, b: Session) -> None:
-    """Relay media both ways (transcoding when the codecs differ); a running
-    ``record_session`` on ``a`` also records ``b``'s audio."""
-    ea, eb = _ep(a), _ep(b)
-    ea.stop_playback()
-    eb.stop_playback()
-    if "record_session" not in a.data:
-        ea.record(None)
-    else:
-        eb.record(a.data["record_session"].leg(1))
-    if "record_session" not in b.data and "record_session" not in a.data:
-        eb.record(None)
-    rtp_bridge(ea, eb)
-
-
-def _unlink(a: Session, b: Session) -> None:
-    for ep in (a.media, b.media):
-        if ep is not None:
-            ep.on_packet = None
-
-
-def _mark_bridged(a: Session, b: Session) -> None:
-    sw = a.switch
-    a.bridged_to, b.bridged_to = b, a
-    a.channel.other_leg, b.channel.other_leg = b.uuid, a.uuid
-    import time as _time
-
-    now = _time.time()
-    a.channel.bridged_at = b.channel.bridged_at = now
-    a.channel.set_var("bridge_uuid", b.uuid)
-    b.channel.set_var("bridge_uuid", a.uuid)
-    a.channel.set_var("last_bridge_to", b.uuid)
-    extra = {"Bridge-A-Unique-ID": a.uuid, "Bridge-B-Unique-ID": b.uuid}
-    # FreeSWITCH: the A-leg keeps running its bridge application (CS_EXECUTE), the
-    # B-leg exchanges media (CS_EXCHANGE_MEDIA).
-    if not b.is_hungup:
-        sw._set_state(b, ChannelState.CS_EXCHANGE_MEDIA)
-    sw._fire("CHANNEL_BRIDGE", a, extra)
-
-
-async def _stay_bridged(a: Session, b: Session) -> None:
-    waits = [asyncio.ensure_future(a.ended.wait()), asyncio.ensure_future(b.ended.wait())]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-        _unlink(a, b)
-        a.bridged_to = b.bridged_to = None
-        extra = {"Bridge-A-Unique-ID": a.uuid, "Bridge-B-Unique-ID": b.uuid}
-        a.switch._fire("CHANNEL_UNBRIDGE", a, extra)
-
-
-async def bridge(s: Session, arg: str) -> str | None:
-    """``bridge <dial string>``: place the B-leg(s) (``|`` failover, ``,`` simultaneous),
-    pass early media through, answer on answer, relay (transcoding when codecs differ)
-    until one side hangs up. On failure the A-leg is hung up with the B-leg's cause
-    unless ``continue_on_fail`` is set (true, or a list of cause names)."""
-    sw = s.switch
-    ch = s.channel
-    variables = dict(s.data.get("exported", {}))
-    early_linked: list[Any] = []
-
-    def on_early(b: Session) -> None:
-        if s.is_hungup or early_linked:
-            return
-        early_linked.append(b)
-
-        async def pass_early() -> None:
-            await sw.do_pre_answer(s)
-            if not b.is_hungup and not s.is_hungup:
-                _link(s, b)
-
-        task = asyncio.ensure_future(pass_early())
-        s.data.setdefault("tasks", set()).add(task)
-        task.add_done_callback(s.data["tasks"].discard)
-
-    timeout = config_of(sw).originate_timeout
-    for key in ("call_timeout", "originate_timeout"):
-        if ch.variables.get(key, "").isdigit():
-            timeout = float(ch.variables[key])
-    try:
-        b = await sw.place_call(arg, variables, timeout=timeout, a_leg=s, on_early=on_early)
-    except OriginateError as exc:
-        if early_linked:
-            _unlink(s, early_linked[0])
-        cause = exc.cause
-        ch.set_var("originate_disposition", cause.name)
-        ch.set_var("bridge_hangup_cause", cause.name)
-        ch.set_var("DIALSTATUS", cause.name)
-        if s.is_hungup:
-            return None
-        cof = ch.variables.get("continue_on_fail", "")
-        names = {c.strip().upper() for c in cof.split(",")}
-        if ch.var_true("continue_on_fail") or cause.name in names or str(int(cause)) in names:
-            return f"-ERR {cause.name}"
-        sw.hangup(s.uuid, cause)
-        return f"-ERR {cause.name}"
-    if early_linked and early_linked[0] is not b:
-        _unlink(s, early_linked[0])
-    if s.is_hungup:
-        sw.hangup(b.uuid, Cause.ORIGINATOR_CANCEL)
-        return None
-    _link(s, b)
-    await sw.do_answer(s)
-    ch.set_var("originate_disposition", "SUCCESS")
-    ch.set_var("DIALSTATUS", "SUCCESS")
-    ch.set_var("bridge_to", b.uuid)
-    _mark_bridged(s, b)
-    try:
-        await _stay_bridged(s, b)
-    finally:
-        # runs when the A-leg hangs up too (this application is cancelled then)
-        if not b.is_hungup:
-            sw.hangup(b.uuid, ch.hangup_cause or Cause.NORMAL_CLEARING)
-    if b.is_hungup and not s.is_hungup:
-        ch.set_var("bridge_hangup_cause", (b.channel.hangup_cause or Cause.NORMAL_CLEARING).name)
-        ch.set_var("last_bridge_hangup_cause", ch.variables["bridge_hangup_cause"])
-        if ch.variables.get("hangup_after_bridge", "true").lower() in ("true", "yes", "1", "on"):
-            sw.hangup(s.uuid, Cause.NORMAL_CLEARING)
-    return None
-
-
-async def _bridge_existing(s: Session, arg: str) -> str | None:
-    """``uuid_bridge``: join this channel with an existing one until either hangs up."""
-    sw = s.switch
-    b = sw.session(arg.strip())
-    if b is None or b.is_hungup or s.media is None or b.media is None:
-        return "-ERR Invalid uuid"
-    if not s.channel.answered and s.channel.direction == "inbound":
-        await sw.do_answer(s)
-    release = asyncio.Event()
-    b.data["bridge_release"] = release
-    sw.execute(b.uuid, "_bridge_wait")
-    _link(s, b)
-    _mark_bridged(s, b)
-    try:
-        await _stay_bridged(s, b)
-    finally:
-        release.set()
-        if not b.is_hungup and s.is_hungup:
-            sw.hangup(b.uuid, s.channel.hangup_cause or Cause.NORMAL_CLEARING)
-    if b.is_hungup and not s.is_hungup:
-        sw.hangup(s.uuid, Cause.NORMAL_CLEARING)
-    return None
-
-
-async def _bridge_wait(s: Session, arg: str) -> str | None:
-    release = s.data.get("bridge_release")
-    if isinstance(release, asyncio.Event):
-        waits = [asyncio.ensure_future(release.wait()), asyncio.ensure_future(s.ended.wait())]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-    return None
-
-
 async def send_dtmf(s: Session, arg: str) -> str | None:
     digits = arg.split("@")[0].strip()
     if s.leg is not None and digits:
@@ -746,7 +426,7 @@ async def send_dtmf(s: Session, arg: str) -> str | None:
 
 async def start_dtmf(s: Session, arg: str) -> str | None:
     """In-band DTMF detection on the caller's audio (carriers without telephone-event)."""
-    _ep(s).detect_inband_dtmf(True)
+    endpoint_of(s).detect_inband_dtmf(True)
     return None
 
 
@@ -758,34 +438,10 @@ async def gentones(s: Session, arg: str) -> str | None:
     except ValueError:
         return "-ERR bad tone"
     prompt = tone_prompt(values, on_ms=1000)
-    await _ep(s).play(prompt)
+    await endpoint_of(s).play(prompt)
     return None
 
 
 async def silence(s: Session, arg: str) -> str | None:
-    await _ep(s).play(silence_prompt(), loops=max(1, int(arg or "50")))
+    await endpoint_of(s).play(silence_prompt(), loops=max(1, int(arg or "50")))
     return None
-
-
-REGISTRY: Mapping[str, Callable[[Session, str], Any]] = {
-    "playback": playback,
-    "echo": echo,
-    "record": record,
-    "record_session": record_session,
-    "stop_record_session": stop_record_session,
-    "play_and_get_digits": play_and_get_digits,
-    "ivr": ivr,
-    "conference": conference,
-    "bridge": bridge,
-    "transfer": transfer,
-    "send_dtmf": send_dtmf,
-    "start_dtmf": start_dtmf,
-    "gentones": gentones,
-    "_bridge_existing": _bridge_existing,
-    "_bridge_wait": _bridge_wait,
-}
-
-
-def register(sw: Switch) -> None:
-    sw.apps.update(REGISTRY)
-    config_of(sw)
