@@ -68,11 +68,11 @@ def up(
     ] = False,
 ) -> None:
     """Run the whole platform on this machine: router, media nodes, embedded PostgreSQL."""
-    from switchboard import platform
+    from switchboard import supervisor
 
     overrides = {"platform": {"media_nodes": media_nodes}} if media_nodes is not None else None
     cfg = load_config(config, overrides)
-    raise typer.Exit(platform.main(cfg, config_path=config, demo=demo))
+    raise typer.Exit(supervisor.main(cfg, config_path=config, demo=demo))
 
 
 @app.command()

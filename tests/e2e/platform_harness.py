@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from switchboard.platform import available_services
-
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "switchboard.json"
@@ -101,7 +99,6 @@ class Platform:
     state: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sb-e2e-up-")))
     proc: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
-    services: set[str] = field(default_factory=available_services)
 
     def __post_init__(self) -> None:
         # as root, the embedded PostgreSQL runs as user pgserver: it must reach the state dir
@@ -133,13 +130,12 @@ class Platform:
             '[pike]\nallow = ["127.0.0.1"]\n'
             f'[esl]\nlisten = "127.0.0.1:{self.esl}"\n'
         )
-        if "media" in self.services:
-            text += (
-                f'[media]\nlisten = ["udp:127.0.0.1:{self.media_sip}", "tcp:127.0.0.1:{self.media_sip}"]\n'
-                f'admin = "127.0.0.1:{self.media_admin}"\n'
-                f"rtp_port_start = {self.rtp}\nrtp_port_end = {self.rtp + 199}\n"
-                f'[gateways.carrier]\nproxy = "127.0.0.1:{self.carrier}"\n'
-            )
+        text += (
+            f'[media]\nlisten = ["udp:127.0.0.1:{self.media_sip}", "tcp:127.0.0.1:{self.media_sip}"]\n'
+            f'admin = "127.0.0.1:{self.media_admin}"\n'
+            f"rtp_port_start = {self.rtp}\nrtp_port_end = {self.rtp + 199}\n"
+            f'[gateways.carrier]\nproxy = "127.0.0.1:{self.carrier}"\n'
+        )
         return text
 
     def start(self, *args: str, timeout: float = 90.0) -> None:
@@ -177,7 +173,7 @@ class Platform:
         """Service name → pid, from the supervisor's "started NAME (pid N)" lines (latest)."""
         out = {}
         for line in self.output:
-            if "switchboard.platform: started " in line:
+            if "switchboard.supervisor: started " in line:
                 name, _, pid = line.split("started ", 1)[1].partition(" (pid ")
                 out[name] = int(pid.rstrip(")\n"))
         return out

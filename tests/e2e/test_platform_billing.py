@@ -20,14 +20,9 @@ from typing import Any
 import pytest
 from platform_harness import Platform, free_run, http_json, sipp_calls
 
-from switchboard.platform import available_services
-
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        not {"router", "media"} <= available_services(), reason="router and media nodes needed"
-    ),
     pytest.mark.skipif(shutil.which("sipp") is None, reason="Debian sip-tester missing"),
 ]
 

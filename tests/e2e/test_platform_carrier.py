@@ -8,7 +8,7 @@ import shutil
 import pytest
 from platform_harness import free_run
 
-from switchboard.up.carrier import CarrierSimulator
+from switchboard.demo.carrier import CarrierSimulator
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="Debian sip-tester missing")
 

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.platform import available_services
-
 SWITCHBOARD = [sys.executable, "-m", "switchboard.cli"]
 
 
@@ -52,7 +50,6 @@ def test_bad_media_node_count_flag(tmp_path: Path) -> None:
     assert "platform.media_nodes" in r.stderr
 
 
-@pytest.mark.skipif("router" not in available_services(), reason="router not in this build")
 def test_port_in_use_exits_3_naming_the_address(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -10,14 +10,9 @@ import time
 import pytest
 from platform_harness import Platform, alive, descendants
 
-from switchboard.platform import available_services
-
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        not {"router", "media"} <= available_services(), reason="router and media nodes needed"
-    ),
 ]
 
 

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 from switchboard import config
-from switchboard.platform import available_services, plan, summary_rows
+from switchboard.supervisor import plan, summary_rows
 
 ALL = {"router", "media", "db"}
 
 
 def test_full_platform_in_start_order_with_design_addresses(tmp_path: Path) -> None:
     cfg = config.load(environ={})
-    specs = plan(cfg, config_path=None, media_nodes=2, state_dir=tmp_path, available=ALL)
+    specs = plan(cfg, config_path=None, media_nodes=2, state_dir=tmp_path)
     assert [s.name for s in specs] == ["database", "media-1", "media-2", "router"]
     # the database first, media nodes together, the router last (its probes find them up)
     assert [s.stage for s in specs] == [0, 1, 1, 2]
@@ -50,7 +50,7 @@ def test_operator_settings_win(tmp_path: Path) -> None:
         '[database]\nurl = "postgresql://db1,db2/sb?target_session_attrs=read-write"\n'
     )
     cfg = config.load(f, environ={})
-    specs = plan(cfg, config_path=f, media_nodes=3, state_dir=tmp_path, available=ALL)
+    specs = plan(cfg, config_path=f, media_nodes=3, state_dir=tmp_path)
     # an external database: nothing embedded to start
     assert [s.name for s in specs] == ["media-1", "media-2", "media-3", "router"]
     router = specs[-1]
@@ -60,18 +60,11 @@ def test_operator_settings_win(tmp_path: Path) -> None:
     assert {str(x) for x in router.listens} == {"udp:127.0.0.1:6060", "tcp:127.0.0.1:9080"}
 
 
-def test_only_services_in_this_build_are_planned(tmp_path: Path) -> None:
-    cfg = config.load(environ={})
-    specs = plan(cfg, config_path=None, media_nodes=2, state_dir=tmp_path, available=set())
-    assert [s.name for s in specs] == ["database"]
-    assert "up" in available_services()
-
-
 def test_node_one_addresses_from_config_place_the_others(tmp_path: Path) -> None:
     f = tmp_path / "sb.toml"
     f.write_text('[esl]\nlisten = "127.0.0.1:9021"\n')
     cfg = config.load(f, environ={})
-    specs = plan(cfg, config_path=f, media_nodes=3, state_dir=tmp_path, available=ALL)
+    specs = plan(cfg, config_path=f, media_nodes=3, state_dir=tmp_path)
     media = [s for s in specs if s.name.startswith("media-")]
     assert [json.loads(s.env["SWITCHBOARD_ESL__LISTEN"]) for s in media] == [
         "127.0.0.1:9021",

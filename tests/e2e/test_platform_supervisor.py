@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.platform import Listen, ServiceSpec, StartError, Supervisor, check_addresses
+from switchboard.supervisor import Listen, ServiceSpec, StartError, Supervisor, check_addresses
 
 CHILD = str(Path(__file__).with_name("platform_child.py"))
 
@@ -152,7 +152,7 @@ def test_addresses_in_use_are_named_before_anything_starts() -> None:
 
 async def test_up_reports_a_service_that_fails_to_start(tmp_path: Path) -> None:
     from switchboard import config
-    from switchboard.platform import up
+    from switchboard.supervisor import up
 
     ok = child("media-1", free_port(), tmp_path)
     bad = ServiceSpec(

@@ -40,14 +40,10 @@ from platform_harness import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard.observability.metrics import CATALOGUE
-from switchboard.platform import available_services
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(300),
-    pytest.mark.skipif(
-        not {"router", "media"} <= available_services(), reason="router and media nodes needed"
-    ),
     pytest.mark.skipif(shutil.which("sipp") is None, reason="Debian sip-tester missing"),
 ]
 

@@ -2,12 +2,13 @@
 
 One :class:`Switch` per media node process. It owns the channels, the event bus, the
 session limits, the dialplan and the endpoints (SIP user agent, gateways, users), and
-runs each channel's applications. The Event Socket server (``media/event_socket.py``)
+runs each channel's applications (registered by :mod:`switchboard.media.applications`).
+The Event Socket server (``media/event_socket.py``, API commands in ``api_commands.py``)
 is a thin layer over this API; nothing in it needs SIP knowledge.
 
 Quick reference (every coroutine must be awaited on the node's event loop)::
 
-    sw = Switch(name="media-1", hostname="mediasrv1")
+    sw = new_switch(name="media-1", hostname="mediasrv1")  # media.applications
     sw.core_uuid                        # str, ``Core-UUID``
     sw.channels                         # Mapping[str, Channel] uuid → Channel (live legs)
     sw.channel(uuid) -> Channel | None

@@ -1,7 +1,7 @@
 """``switchboard up --demo``: a carrier on the gateway address and a short mix of calls.
 
 What a newcomer sees within seconds of ``make run``. The carrier simulator
-(:mod:`switchboard.up.carrier`) stands on the ``carrier`` gateway's address and plays both
+(:mod:`switchboard.demo.carrier`) stands on the ``carrier`` gateway's address and plays both
 sides of an upstream carrier:
 
 * inbound transit: it sends calls into the router, which spreads them over the media
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from switchboard.demo.carrier import CarrierSimulator
 from switchboard.observability.status import scrape
-from switchboard.up.carrier import CarrierSimulator
 
 log = logging.getLogger(__name__)
 

@@ -349,7 +349,7 @@ async def _serve(host: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m switchboard.up.carrier [HOST:PORT]``: a lab carrier (default 127.0.0.1:5090)."""
+    """``python -m switchboard.demo.carrier [HOST:PORT]``: a lab carrier (default 127.0.0.1:5090)."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv

@@ -1,12 +1,11 @@
 """``switchboard up``: the whole platform on one machine, each service its own OS process.
 
-DESIGN.md §2: a router, N media nodes and an embedded PostgreSQL, every one a separate
-process with its own event loop. This module is their supervisor, in the manner of
-systemd/runit on one box and of uvicorn's lifecycle (STYLE.md):
+A router, N media nodes and an embedded PostgreSQL, every one a separate process with its
+own event loop (docs/architecture.md, "Processes"). This module is their supervisor, in
+the manner of systemd/runit on one box and of uvicorn's lifecycle:
 
 * **plan** — from the one typed config, decide which processes to run and the addresses
-  each will bind (pure: ``plan()``); only services whose code is in this build are
-  started, so the command grows as the platform does;
+  each will bind (pure: ``plan()``);
 * **preflight** — every address is checked before anything starts: a port already in use
   is a clear message and exit 3, not a half-started platform;
 * **start** — database first, then media nodes, then the router (so its first probes find
@@ -92,31 +91,6 @@ class ServiceSpec:
 def split_address(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
-
-
-# A service is in this build when its CLI command exists and its module is there.
-SERVICE_MODULES = {"router": "switchboard.router.service", "media": "switchboard.media.node"}
-
-
-def available_services() -> set[str]:
-    """The service commands this build offers (``router``, ``media``, ``campaign``, ...)."""
-    import importlib.util
-
-    from switchboard import cli
-
-    names = {
-        c.name or (c.callback.__name__ if c.callback else "") for c in cli.app.registered_commands
-    }
-    names |= {g.name or "" for g in cli.app.registered_groups}
-    out = set()
-    for name in (n.replace("_", "-") for n in names if n):
-        module = SERVICE_MODULES.get(name)
-        try:
-            if module is None or importlib.util.find_spec(module) is not None:
-                out.add(name)
-        except ImportError:
-            pass
-    return out
 
 
 def _cli(*args: str) -> tuple[str, ...]:
@@ -206,7 +180,6 @@ def plan(
     config_path: Path | None,
     media_nodes: int,
     state_dir: Path,
-    available: set[str],
     demo: bool = False,
 ) -> list[ServiceSpec]:
     """The processes ``switchboard up`` runs for this config, in start order (pure)."""
@@ -221,7 +194,7 @@ def plan(
         specs.append(
             ServiceSpec(
                 name="database",
-                argv=(sys.executable, "-m", "switchboard.platform", "postgres", str(state_dir)),
+                argv=(sys.executable, "-m", "switchboard.supervisor", "postgres", str(state_dir)),
                 ready_file=uri_file,
                 env=env,
                 stage=0,
@@ -230,70 +203,64 @@ def plan(
         )
 
     nodes = [MediaNodeAddresses.from_config(cfg, i) for i in range(1, media_nodes + 1)]
-    if "media" in available:
-        for node in nodes:
-            host, port = split_address(node.sip)
-            ehost, eport = split_address(node.esl)
-            ahost, aport = split_address(node.admin)
-            specs.append(
-                ServiceSpec(
-                    name=node.name,
-                    argv=_cli("media", *base, "--name", node.name),
-                    listens=(
-                        Listen("udp", host, port, "SIP"),
-                        Listen("tcp", host, port, "SIP"),
-                        Listen("tcp", ehost, eport, "ESL"),
-                        Listen("tcp", ahost, aport, "admin"),
-                    ),
-                    ready=(ahost, aport),
-                    stage=1,
-                    reloads=True,
-                    env={**env, **node.env()},
-                    env_files=env_files,
-                    summary=(
-                        ("SIP", f"udp+tcp {node.sip}"),
-                        ("Event Socket", f"{node.esl} (password ClueCon)"),
-                        ("admin + /metrics", f"http://{node.admin}/metrics"),
-                        ("RTP", f"{node.rtp[0]}-{node.rtp[1]}"),
-                    ),
-                )
-            )
-
-    if "router" in available:
-        router_env = dict(env)
-        if (
-            not cfg.dispatcher.destinations
-            and not cfg.dispatcher.list_file
-            and "media" in available
-        ):
-            uris = [f"sip:{n.sip}" for n in nodes]
-            router_env["SWITCHBOARD_DISPATCHER__DESTINATIONS"] = _json(uris)
-        if demo and "127.0.0.1" not in cfg.pike.allow:
-            # the demo's calls all come from loopback, like one trusted carrier
-            router_env["SWITCHBOARD_PIKE__ALLOW"] = _json([*cfg.pike.allow, "127.0.0.1"])
-        if "media" in available and not cfg.status.metrics_urls:
-            router_env["SWITCHBOARD_STATUS__METRICS_URLS"] = _json(
-                [f"http://{n.admin}/metrics" for n in nodes]
-            )
-        ahost, aport = split_address(cfg.router.admin)
-        sip = ", ".join(cfg.router.listen)
+    for node in nodes:
+        host, port = split_address(node.sip)
+        ehost, eport = split_address(node.esl)
+        ahost, aport = split_address(node.admin)
         specs.append(
             ServiceSpec(
-                name="router",
-                argv=_cli("router", *base),
-                listens=(*_sip_listens(cfg.router.listen), Listen("tcp", ahost, aport, "admin")),
+                name=node.name,
+                argv=_cli("media", *base, "--name", node.name),
+                listens=(
+                    Listen("udp", host, port, "SIP"),
+                    Listen("tcp", host, port, "SIP"),
+                    Listen("tcp", ehost, eport, "ESL"),
+                    Listen("tcp", ahost, aport, "admin"),
+                ),
                 ready=(ahost, aport),
-                stage=2,
+                stage=1,
                 reloads=True,
-                env=router_env,
+                env={**env, **node.env()},
                 env_files=env_files,
                 summary=(
-                    ("SIP (carriers send here)", sip),
-                    ("status page", f"http://{cfg.router.admin}/status"),
-                    ("admin API + /metrics", f"http://{cfg.router.admin}/docs"),
+                    ("SIP", f"udp+tcp {node.sip}"),
+                    ("Event Socket", f"{node.esl} (password ClueCon)"),
+                    ("admin + /metrics", f"http://{node.admin}/metrics"),
+                    ("RTP", f"{node.rtp[0]}-{node.rtp[1]}"),
                 ),
             )
         )
+
+    router_env = dict(env)
+    if not cfg.dispatcher.destinations and not cfg.dispatcher.list_file:
+        uris = [f"sip:{n.sip}" for n in nodes]
+        router_env["SWITCHBOARD_DISPATCHER__DESTINATIONS"] = _json(uris)
+    if demo and "127.0.0.1" not in cfg.pike.allow:
+        # the demo's calls all come from loopback, like one trusted carrier
+        router_env["SWITCHBOARD_PIKE__ALLOW"] = _json([*cfg.pike.allow, "127.0.0.1"])
+    if not cfg.status.metrics_urls:
+        router_env["SWITCHBOARD_STATUS__METRICS_URLS"] = _json(
+            [f"http://{n.admin}/metrics" for n in nodes]
+        )
+    ahost, aport = split_address(cfg.router.admin)
+    sip = ", ".join(cfg.router.listen)
+    specs.append(
+        ServiceSpec(
+            name="router",
+            argv=_cli("router", *base),
+            listens=(*_sip_listens(cfg.router.listen), Listen("tcp", ahost, aport, "admin")),
+            ready=(ahost, aport),
+            stage=2,
+            reloads=True,
+            env=router_env,
+            env_files=env_files,
+            summary=(
+                ("SIP (carriers send here)", sip),
+                ("status page", f"http://{cfg.router.admin}/status"),
+                ("admin API + /metrics", f"http://{cfg.router.admin}/docs"),
+            ),
+        )
+    )
     return specs
 
 
@@ -563,12 +530,9 @@ async def up(
             config_path=config_path,
             media_nodes=media_nodes,
             state_dir=state_dir.resolve(),
-            available=available_services(),
             demo=demo,
         )
     )
-    if not specs:
-        raise StartError("no service of the platform is available in this build yet")
     check_addresses(specs)
     sup = Supervisor(specs)
     loop = asyncio.get_running_loop()
@@ -650,7 +614,7 @@ def main(cfg: Config, *, config_path: Path | None, demo: bool = False) -> int:
 
 async def _demo(cfg: Config, state_dir: Path) -> None:
     """Run the demo call mix against the running platform (errors are logged, not fatal)."""
-    from switchboard.up.demo import run_demo
+    from switchboard.demo.calls import run_demo
 
     node = MediaNodeAddresses.from_config(cfg, 1)
     gateways = getattr(cfg, "gateways", {})
@@ -733,5 +697,5 @@ def _postgres_main(state_dir: Path) -> int:
 if __name__ == "__main__":  # pragma: no cover - the supervisor's database child
     if len(sys.argv) == 3 and sys.argv[1] == "postgres":
         sys.exit(_postgres_main(Path(sys.argv[2])))
-    print("usage: python -m switchboard.platform postgres STATE_DIR", file=sys.stderr)
+    print("usage: python -m switchboard.supervisor postgres STATE_DIR", file=sys.stderr)
     sys.exit(2)

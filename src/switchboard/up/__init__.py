@@ -1,1 +1,0 @@
-"""`switchboard up` helpers: the demo carrier simulator and call mix."""
