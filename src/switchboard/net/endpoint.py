@@ -210,7 +210,7 @@ class SipEndpoint:
                 self._on_send_failed(output.transaction)
                 return
             try:
-                udp = self._udp_routes.get((peer.host, peer.port), self.udp[0])
+                udp = self._udp_routes.get((peer.host, peer.port)) or self._udp_for(peer.host)
                 udp.sendto(output.data, peer)
             except (OSError, ValueError) as exc:
                 log.debug("UDP send to %s:%s failed: %s", peer.host, peer.port, exc)
@@ -229,6 +229,15 @@ class SipEndpoint:
         else:
             log.warning("no %s transport; dropping message to %s:%s", peer.transport, *peer[1:])
             self._on_send_failed(output.transaction)
+
+    def _udp_for(self, host: str) -> UdpTransport:
+        """The first UDP socket of the family of ``host`` (the first socket when there is
+        none of that family: its send error then fails the transaction)."""
+        v6 = ":" in host
+        for udp in self.udp:
+            if (":" in udp.local[0]) == v6:
+                return udp
+        return self.udp[0]
 
     def _rearm(self) -> None:
         if self._closed:

@@ -126,6 +126,12 @@ class Send(NamedTuple):
     branch: bytes = b""
 
 
+def iface_key(transport: str, host: str) -> str:
+    """The interface table key of a transport towards ``host`` (an IPv6 host has a
+    colon, bracketed or not): a message leaves from an address of the peer's family."""
+    return transport + "6" if ":" in host else transport
+
+
 @dataclass(frozen=True)
 class Interface:
     """One listening socket as others must address it (Via sent-by, Record-Route)."""
@@ -133,6 +139,11 @@ class Interface:
     transport: str
     host: str
     port: int
+
+    @property
+    def key(self) -> str:
+        """``udp``/``tcp`` for IPv4, ``udp6``/``tcp6`` for IPv6 (see :func:`iface_key`)."""
+        return iface_key(self.transport, self.host)
 
     @property
     def hostport(self) -> bytes:
@@ -333,9 +344,14 @@ class Proxy:
             raise ValueError("the proxy needs at least one interface")
         # Record-Route names the shared listening sockets; the Via may name a private
         # per-worker socket so responses come back to the worker holding the transaction.
-        self.interfaces = {i.transport: i for i in interfaces}
+        # Keyed by transport and address family ("udp", "udp6", "tcp", "tcp6"): a request
+        # leaves from, and names in Via/Record-Route, an address of the family of the next
+        # hop, so a dual-stack router bridges IPv6 carriers and IPv4 media nodes.
+        self.interfaces: dict[str, Interface] = {}
+        for i in interfaces:
+            self.interfaces.setdefault(i.key, i)
         self.via_interfaces = dict(self.interfaces)
-        self.via_interfaces.update({i.transport: i for i in via_interfaces or ()})
+        self.via_interfaces.update({i.key: i for i in via_interfaces or ()})
         vias = list(self.via_interfaces.values())
         self.local = {(i.host.lower(), i.port) for i in [*interfaces, *vias]} | set(aliases)
         self._sent_by = list({i.hostport for i in [*interfaces, *vias]})
@@ -481,6 +497,8 @@ class Proxy:
         name = _METHOD_NAMES.get(method, "OTHER")
         req[name] = req.get(name, 0) + 1
         ip = src[0]
+        if ip[:1] == "[":  # stream peers are named like URI hosts; received= has no brackets
+            ip = ip[1:-1]
         if self.pike is not None:
             verdict = self.pike.check(ip, now)
             if verdict.verdict is not Verdict.ALLOW:
@@ -494,7 +512,7 @@ class Proxy:
                 return []
             return [Send(transport, src, self._reply(m, exc.status, exc.reason.encode()), conn)]
         # RFC 3581 §4 / §18.2.1: record where the request really came from.
-        if via.host != ip or via.rport is not None:
+        if (via.host != ip and via.host[1:-1] != ip) or via.rport is not None:
             i = m.vias[0]
             line = m.lines[i]
             top = m.top_via()
@@ -664,7 +682,7 @@ class Proxy:
         txn.call_id = m.call_id
         txn.loop = loop
         txn.dispatched = dispatched
-        txn.in_iface = self.interfaces.get(transport)
+        txn.in_iface = self.interfaces.get(iface_key(transport, reply_addr[0]))
         txn.record_route = not to_tag and method in _DIALOG_CREATING
         txn.first = m.lines[0]
         txn.fwd = self._prepare(m, kept if n_own else None)
@@ -696,8 +714,9 @@ class Proxy:
         now: float,
     ) -> list[Send]:
         """§16.6 steps 7–11: own Via with a unique branch, Record-Route, new client branch."""
-        iface = self.interfaces.get(transport)
-        via_iface = self.via_interfaces.get(transport)
+        key = iface_key(transport, addr[0])
+        iface = self.interfaces.get(key)
+        via_iface = self.via_interfaces.get(key)
         if iface is None or via_iface is None:
             br = Branch(b"", txn, transport, addr)
             br.dest = dest
@@ -771,7 +790,7 @@ class Proxy:
         except BadMessage:
             return []
         addr = self.resolve(host)
-        iface = self.via_interfaces.get(transport)
+        iface = self.via_interfaces.get(iface_key(transport, addr)) if addr else None
         if addr is None or iface is None:
             return []
         # §16.11: a stateless branch is a function of the incoming one, so a
@@ -852,7 +871,7 @@ class Proxy:
             self.stats.acl_rejects += 1
             return reply(403)
         addr = self.resolve(host)
-        iface = self.via_interfaces.get(out_transport)
+        iface = self.via_interfaces.get(iface_key(out_transport, addr)) if addr else None
         if addr is None or iface is None:
             return reply(481)
         # §16.11: the branch is a function of the incoming one (retransmissions match).
@@ -1238,8 +1257,8 @@ class Proxy:
 
     def _probe(self, req: ProbeRequest) -> Send | None:
         dest = req.destination
-        iface = self.via_interfaces.get(dest.transport)
         addr = self.resolve(dest.spec.host)
+        iface = self.via_interfaces.get(iface_key(dest.transport, addr)) if addr else None
         if iface is None or addr is None:
             ch = self.dispatcher.probe_failed(req.probe_id)
             if ch is not None:

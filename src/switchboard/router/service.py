@@ -225,6 +225,11 @@ class Router:
         self.worker = worker
         self.workers = workers
         self.udp_private: _UdpSocket | None = None
+        # The UDP socket a message leaves from, by address family of its destination
+        # (True: IPv6): responses from the shared listening socket, requests from the
+        # worker's private one when sharded.
+        self._udp_reply: dict[bool, _UdpSocket] = {}
+        self._udp_request: dict[bool, _UdpSocket] = {}
         self.loop = asyncio.get_running_loop()
         self.udp: list[_UdpSocket] = []
         self.tcp: TcpTransport | None = None
@@ -295,15 +300,20 @@ class Router:
                             lambda: _UdpSocket(self), local_addr=(unbracket(host), int(port))
                         )
                     self.udp.append(u)
-                    interfaces.append(Interface("udp", advertised(host), u.local[1]))
-                    if sharded and self.udp_private is None:
-                        # The worker's own downstream socket: its Via names it, so the
-                        # responses come back to this worker (not to whichever the
-                        # kernel would pick on the shared port).
+                    iface = Interface("udp", advertised(host), u.local[1])
+                    interfaces.append(iface)
+                    v6 = iface.key == "udp6"
+                    self._udp_reply.setdefault(v6, u)
+                    if sharded and v6 not in self._udp_request:
+                        # The worker's own downstream socket (one per address family):
+                        # its Via names it, so the responses come back to this worker
+                        # (not to whichever the kernel would pick on the shared port).
                         _, priv = await self.loop.create_datagram_endpoint(
                             lambda: _UdpSocket(self), local_addr=(unbracket(host), 0)
                         )
-                        self.udp_private = priv
+                        self._udp_request[v6] = priv
+                        if self.udp_private is None:
+                            self.udp_private = priv
                         via_interfaces.append(Interface("udp", advertised(host), priv.local[1]))
                 else:
                     if self.tcp is None:
@@ -322,7 +332,7 @@ class Router:
             raise StartError(f"cannot bind: {exc.strerror or exc}") from None
         primary: dict[str, Interface] = {}
         for i in interfaces:
-            primary.setdefault(i.transport, i)
+            primary.setdefault(i.key, i)  # the first of each transport and family
         dispatcher = Dispatcher(
             specs,
             algorithm=cfg.dispatcher.algorithm,
@@ -418,8 +428,8 @@ class Router:
     async def _close_sockets(self) -> None:
         for u in self.udp:
             u.close()
-        if self.udp_private is not None:
-            self.udp_private.close()
+        for priv in self._udp_request.values():
+            priv.close()
         if self.tcp is not None:
             await self.tcp.close()
 
@@ -641,17 +651,22 @@ class Router:
     def _transmit(self, sends: list[Send]) -> None:
         if self._stopped:
             return
-        private = self.udp_private.transport if self.udp_private is not None else None
+        private = self._udp_request
         for s in sends:
             if s.transport == "udp":
-                udp = self.udp[0].transport if self.udp else None
-                if private is not None and not s.data.startswith(b"SIP/2.0 "):
-                    udp = private  # requests leave from the worker's own socket
-                if udp is None:
+                host = s.addr[0]
+                v6 = ":" in host
+                sock = self._udp_reply.get(v6)
+                if private and not s.data.startswith(b"SIP/2.0 "):
+                    sock = private.get(v6)  # requests leave from the worker's own socket
+                if sock is None or sock.transport is None:
+                    # No socket of that family ([router] listen has none): a send error.
+                    if s.branch:
+                        self._on_send_failed(s.branch)
                     continue
                 try:
-                    udp.sendto(s.data, (unbracket(s.addr[0]), s.addr[1]))
-                except OSError as exc:
+                    sock.transport.sendto(s.data, (unbracket(host), s.addr[1]))
+                except (OSError, ValueError) as exc:
                     log.debug("UDP send to %s:%d failed: %s", *s.addr, exc)
                     if s.branch:
                         self._on_send_failed(s.branch)
