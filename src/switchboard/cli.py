@@ -15,9 +15,7 @@ from rich.console import Console
 
 from switchboard import __version__
 from switchboard import config as config_mod
-
-EXIT_CONFIG = 2
-EXIT_START_FAILED = 3
+from switchboard.lifecycle import ExitCode
 
 app = typer.Typer(
     help="Switchboard: carrier-grade VoIP platform (router, media nodes, ESL, billing, dialer).",
@@ -35,7 +33,7 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> c
         return config_mod.load(path, overrides=overrides)
     except config_mod.ConfigError as exc:
         err.print(f"[red]configuration error[/red]: {exc}")
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise typer.Exit(ExitCode.USAGE) from None
 
 
 def not_built(what: str) -> None:
@@ -43,7 +41,7 @@ def not_built(what: str) -> None:
     err.print(
         f"[yellow]{what}[/yellow] is not available in this build of Switchboard {__version__}."
     )
-    raise typer.Exit(EXIT_CONFIG)
+    raise typer.Exit(ExitCode.USAGE)
 
 
 @app.callback()
@@ -78,15 +76,10 @@ def up(
 @app.command()
 def router(config: ConfigOpt = None) -> None:
     """Run the edge router only (SIP proxy, dispatcher, ACL, pike, admin API)."""
-    import logging
 
     from switchboard.router import service
 
     cfg = load_config(config)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
     raise typer.Exit(service.run(cfg, config))
 
 
@@ -98,15 +91,10 @@ def media(
     ] = "media-1",
 ) -> None:
     """Run one media node (SIP UA/B2BUA, RTP, dialplan, Event Socket, /metrics)."""
-    import logging
 
     from switchboard.media import node
 
     cfg = load_config(config)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
     raise typer.Exit(node.run(cfg, name))
 
 

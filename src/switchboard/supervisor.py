@@ -35,16 +35,16 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from switchboard.config import Config
+from switchboard.lifecycle import ExitCode, Signals, run_service
 
 log = logging.getLogger(__name__)
 
-EXIT_START_FAILED = 3  # as cli.EXIT_START_FAILED
 STOP_TIMEOUT = 10.0  # SIGTERM → SIGKILL bound per process group, seconds
 READY_TIMEOUT = 30.0  # a service that does not accept on its admin address by then failed
 BACKOFF_FIRST = 1.0
@@ -535,10 +535,8 @@ async def up(
     )
     check_addresses(specs)
     sup = Supervisor(specs)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, sup.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, sup.reload)
+    signals = Signals(stop=sup.request_stop, force=sup.request_stop, reload=sup.reload)
+    signals.install()
     try:
         start = asyncio.create_task(sup.start())
         stop_wait = asyncio.create_task(sup.signalled.wait())
@@ -555,8 +553,7 @@ async def up(
             on_ready(sup, specs)
         return await sup.run()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+        signals.remove()
 
 
 def print_summary(specs: Sequence[ServiceSpec], state_dir: Path) -> None:
@@ -579,9 +576,6 @@ def print_summary(specs: Sequence[ServiceSpec], state_dir: Path) -> None:
 
 def main(cfg: Config, *, config_path: Path | None, demo: bool = False) -> int:
     """``switchboard up``: exit 0 after a clean stop, 3 when the platform cannot start."""
-    from switchboard.observability.log import setup_logging
-
-    setup_logging("up")
     state_dir = Path(cfg.platform.state_dir).resolve()
 
     demo_task: list[asyncio.Task[Any]] = []
@@ -597,7 +591,8 @@ def main(cfg: Config, *, config_path: Path | None, demo: bool = False) -> int:
             demo_task.append(asyncio.get_running_loop().create_task(_demo(cfg, state_dir)))
 
     try:
-        return _run(
+        return run_service(
+            "up",
             up(
                 cfg,
                 config_path=config_path,
@@ -605,11 +600,11 @@ def main(cfg: Config, *, config_path: Path | None, demo: bool = False) -> int:
                 state_dir=state_dir,
                 on_ready=ready,
                 demo=demo,
-            )
+            ),
         )
     except StartError as exc:
         print(f"switchboard up: {exc}", file=sys.stderr)
-        return EXIT_START_FAILED
+        return ExitCode.START_FAILED
 
 
 async def _demo(cfg: Config, state_dir: Path) -> None:
@@ -639,14 +634,6 @@ async def _demo(cfg: Config, state_dir: Path) -> None:
         )
     except Exception:
         log.exception("the demo failed; the platform keeps running")
-
-
-def _run(coro: Coroutine[Any, Any, int]) -> int:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
-        return asyncio.run(coro)
-    return uvloop.run(coro)
 
 
 # -- embedded PostgreSQL as its own process ---------------------------------------------------

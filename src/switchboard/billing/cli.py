@@ -21,13 +21,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from switchboard.lifecycle import ExitCode
+
 if TYPE_CHECKING:
     import psycopg
 
     from switchboard.config import Config
 
-EXIT_INPUT = 2
-EXIT_DB = 3
+EXIT_INPUT = ExitCode.USAGE
+EXIT_DB = ExitCode.START_FAILED  # the database is unreachable
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)

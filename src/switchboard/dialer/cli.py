@@ -28,9 +28,14 @@ from switchboard.dialer.contacts import ContactsError, parse_contacts
 from switchboard.dialer.esl_client import EslError
 from switchboard.dialer.policy import DoNotCall
 from switchboard.dialer.store import CampaignMismatch, CampaignStore
+from switchboard.lifecycle import ExitCode
 from switchboard.observability.metrics import DialerMetrics
 
-EXIT_INPUT, EXIT_UNREACHABLE, EXIT_PAUSED = 2, 3, 4
+EXIT_INPUT, EXIT_UNREACHABLE, EXIT_PAUSED = (
+    ExitCode.USAGE,
+    ExitCode.START_FAILED,
+    ExitCode.CAMPAIGN_PAUSED,
+)
 
 campaign_app = typer.Typer(help="Outbound campaigns over the Event Socket.", no_args_is_help=True)
 err = Console(stderr=True)

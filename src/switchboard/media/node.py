@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from switchboard.config import Config
+from switchboard.lifecycle import ExitCode, Signals, run_service
 from switchboard.media import cdr as cdr_mod
 from switchboard.media.applications import new_switch
 from switchboard.media.applications.media import AppConfig, IvrMenu
@@ -301,35 +301,19 @@ async def _serve(cfg: Config, name: str) -> int:
         await node.start()
     except NodeStartError as exc:
         log.error("%s", exc)
-        return 3
+        return ExitCode.START_FAILED
     # Long-lived startup objects leave the collector's generations: no multi-100 ms
     # gen-2 pauses stalling call setup and the media tick under load.
     gc.collect()
     gc.freeze()
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    hits = 0
-
-    def on_signal() -> None:
-        nonlocal hits
-        hits += 1
-        if hits > 1:
-            raise SystemExit(1)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    loop.add_signal_handler(signal.SIGHUP, node.reload)
+    # first SIGTERM/SIGINT: hang up every call and stop; a second one exits at once
+    Signals(stop=stop.set, reload=node.reload).install()
     await stop.wait()
     await node.stop()
-    return 0
+    return ExitCode.OK
 
 
 def run(cfg: Config, name: str) -> int:
     """Run a media node until SIGTERM; returns the exit code (0, or 3 on failed start)."""
-    try:
-        import uvloop
-
-        return uvloop.run(_serve(cfg, name))
-    except ImportError:
-        return asyncio.run(_serve(cfg, name))
+    return run_service(name, _serve(cfg, name))

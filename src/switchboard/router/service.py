@@ -32,6 +32,7 @@ from pathlib import Path
 import uvicorn
 
 from switchboard import config as config_mod
+from switchboard.lifecycle import ExitCode, Signals, run_service
 from switchboard.net.tcp import TcpTransport
 from switchboard.net.udp import unbracket
 from switchboard.router import wire
@@ -53,9 +54,6 @@ from switchboard.sip.transaction import Peer
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FORCED = 1
-EXIT_START_FAILED = 3
 UDP_BUFFER = 4 << 20
 # A timer that fires this late means the loop stalled; see Router._on_timer.
 LATE_TIMER = 0.05
@@ -482,7 +480,7 @@ class Router:
         forced = self._force.is_set()
         await self.stop()
         log.info("router stopped (%s)", "forced" if forced else "drained")
-        return EXIT_FORCED if forced else EXIT_OK
+        return ExitCode.FAILED if forced else ExitCode.OK
 
     def reload(self) -> int:
         """Re-read the configuration and list file, keeping transactions and the state of
@@ -789,17 +787,14 @@ async def serve(cfg: config_mod.Config, config_path: Path | None = None) -> int:
     if workers > 1 and worker is None:
         if config_path is None:
             log.error("[router] workers > 1 needs --config FILE (each worker reads it)")
-            return EXIT_START_FAILED
+            return ExitCode.START_FAILED
         return await supervise(cfg, config_path)
     router = Router(cfg, config_path, worker=int(worker or 0), workers=workers)
     try:
         await router.start()
     except StartError as exc:
         log.error("router failed to start: %s", exc)
-        return EXIT_START_FAILED
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, router.request_stop)
+        return ExitCode.START_FAILED
 
     def on_hup() -> None:
         try:
@@ -807,16 +802,16 @@ async def serve(cfg: config_mod.Config, config_path: Path | None = None) -> int:
         except ValueError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
 
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    # the router counts signals itself: the second one forces the drain to end
+    signals = Signals(stop=router.request_stop, force=router.request_stop, reload=on_hup)
+    signals.install()
     try:
         return await router.serve()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+        signals.remove()
 
 
 def run(cfg: config_mod.Config, config_path: Path | None = None) -> int:
-    """Blocking entry point for the CLI."""
-    from switchboard.net.loop import run as run_loop
-
-    return run_loop(serve(cfg, config_path))
+    """Blocking entry point for the CLI: logging, event loop, signals (lifecycle)."""
+    worker = os.environ.get(WORKER_ENV)
+    return run_service("router" if worker is None else f"router-{worker}", serve(cfg, config_path))
