@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite drives as real peers (installed when missing and running as root).
-APT_PACKAGES := sip-tester baresip-core sox prometheus chromium
+APT_PACKAGES := sip-tester baresip-core sox prometheus chromium kamailio
 # Debian packages only the benchmarks need.
 BENCH_APT_PACKAGES := kamailio sip-tester
 

@@ -648,6 +648,11 @@ def _check_version(version: str) -> None:
     raise SipParseError(f"bad SIP version {version!r}")
 
 
+DIALOG_CREATING_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+"""Requests whose 101-299 response can establish a dialog (RFC 3261 §12.1, RFC 6665
+§4.1.2.4 and §4.2.1, RFC 3515 §2.4.4: REFER's implicit subscription)."""
+
+
 def make_response(
     request: Request,
     status: int,
@@ -660,6 +665,11 @@ def make_response(
     """Build a response to ``request`` as §8.2.6.2 says: the Via lines (in order),
     From, To, Call-ID and CSeq are copied; ``to_tag`` is added to To when it has
     none — never on 100 Trying (§8.2.6.2, §16.2); 100 copies Timestamp (§8.2.6.1).
+
+    A 101-299 response to a dialog-creating request (INVITE, SUBSCRIBE...) establishes
+    a dialog, so it also carries every Record-Route of the request, values and order
+    untouched (§12.1.1): the caller builds its route set from them, and without them its
+    ACK, re-INVITE and BYE would bypass the proxies that asked to stay in the path.
     """
     src = request.headers
     names: list[str] = []
@@ -667,6 +677,8 @@ def make_response(
     keys: list[str] = []
     raws: list[str | None] = []
     copied = ["via", "from", "to", "call-id", "cseq"]
+    if 100 < status < 300 and request.method in DIALOG_CREATING_METHODS:
+        copied.insert(1, "record-route")
     if status == 100:
         copied.append("timestamp")
     for key in copied:
