@@ -7,19 +7,30 @@ proxy's state directly, between two SIP messages, without locks.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import Response
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
+from switchboard.config import Config
 from switchboard.router.dispatcher import Destination, DestinationState
 from switchboard.router.metrics import render
-
-if TYPE_CHECKING:
-    from switchboard.router.service import Router
+from switchboard.router.proxy import Proxy
 
 log = logging.getLogger(__name__)
+
+
+class Router(Protocol):
+    """What the admin API needs of the running router (:class:`switchboard.router.service.Router`
+    is one); a protocol, so this module does not import the service that serves it."""
+
+    cfg: Config
+    proxy: Proxy
+    registry: CollectorRegistry
+
+    def reload(self) -> int: ...
 
 
 class DestinationView(BaseModel):
