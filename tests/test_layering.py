@@ -48,7 +48,6 @@ PURE_MODULES = [
     "media/causes.py",
     "media/channel.py",
     "media/dialplan.py",
-    "media/dialstring.py",
     "media/digest.py",
     "media/events.py",
     "media/limits.py",

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from switchboard.esl.dialstring import DialLeg
 from switchboard.media.applications import new_switch
 from switchboard.media.causes import Cause
 from switchboard.media.core import Session, Switch
-from switchboard.media.dialstring import DialLeg
 from switchboard.media.event_socket import EslSettings, EventSocketServer
 from switchboard.media.limits import SessionLimiter
 

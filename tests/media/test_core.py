@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
+from switchboard.esl.dialstring import DialLeg
 from switchboard.media.applications import new_switch
 from switchboard.media.causes import Cause
 from switchboard.media.core import OriginateError, Session, Switch
-from switchboard.media.dialstring import DialLeg
 from switchboard.media.events import Event
 from switchboard.media.limits import SessionLimiter
 
@@ -121,7 +121,10 @@ async def test_originate_failure_cause_and_early_media(sw: Switch) -> None:
         await sw.originate("error/user_busy")
     assert err.value.cause is Cause.USER_BUSY
     with pytest.raises(OriginateError) as err:
-        await sw.originate("bogus/thing")
+        await sw.originate("bogus/thing")  # no such endpoint module, as over the Event Socket
+    assert err.value.cause is Cause.CHAN_NOT_IMPLEMENTED
+    with pytest.raises(OriginateError) as err:
+        await sw.originate("nothing")  # no technology at all
     assert err.value.cause is Cause.INVALID_URL
 
 
@@ -131,6 +134,22 @@ async def test_failover_and_parallel_groups(sw: Switch) -> None:
     ch2 = await sw.originate("sip:busy@h,sip:answer@h")
     assert ch2.answered
     await wait_for(lambda: len(sw.channels) == 2)
+
+
+async def test_enterprise_groups_race_and_early_media_does_not_win(sw: Switch) -> None:
+    got = collect(sw)
+    # Alone, "early" would win on its 183; across enterprise groups only an answer counts.
+    ch = await sw.originate("<x=1>sip:early@h:_:{y=2}sip:answer@h", timeout=2)
+    assert ch.answered and ch.name == "sip:answer@h"
+    assert ch.variables["x"] == "1" and ch.variables["y"] == "2"
+    await wait_for(lambda: len(sw.channels) == 1)
+    (lost,) = [e for e in got if e.name == "CHANNEL_HANGUP_COMPLETE"]
+    assert lost.headers["Caller-Destination-Number"] == "sip:early@h"
+    assert lost.headers["Hangup-Cause"] == "LOSE_RACE"
+    with pytest.raises(OriginateError) as err:  # every group failed: the last group's cause
+        await sw.originate("sip:busy@h:_:error/NO_ROUTE_DESTINATION")
+    assert err.value.cause is Cause.NO_ROUTE_DESTINATION
+    assert sw.hupall() == 1
 
 
 async def test_execute_queue_and_application_uuid(sw: Switch) -> None:

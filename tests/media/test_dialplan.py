@@ -3,7 +3,6 @@ from __future__ import annotations
 import pytest
 
 from switchboard.media.dialplan import Dialplan, DialplanError, expand_vars, parse_action
-from switchboard.media.dialstring import DialStringError, parse_dial_string
 
 
 def test_default_dialplan_matches_design_section_2() -> None:
@@ -49,23 +48,6 @@ def test_actions_and_variables() -> None:
     assert parse_action("playback /tmp/a.wav") == ("playback", "/tmp/a.wav")
     assert parse_action("bridge(user/100)") == ("bridge", "user/100")
     assert expand_vars("a ${x} ${y}", {"x": "1"}) == "a 1 "
-
-
-def test_dial_string_grammar() -> None:
-    groups = parse_dial_string(
-        "{ignore_early_media=true,a=1\\,2}[leg=1]sofia/gateway/gw/100,user/200|sip:300@127.0.0.1:5090"
-    )
-    assert [[leg.endpoint for leg in g] for g in groups] == [
-        ["sofia/gateway/gw/100", "user/200"],
-        ["sip:300@127.0.0.1:5090"],
-    ]
-    assert groups[0][0].variables == {"ignore_early_media": "true", "a": "1,2", "leg": "1"}
-    assert groups[0][1].variables == {"ignore_early_media": "true", "a": "1,2"}
-    assert [g[0].kind for g in groups] == ["gateway", "sip"]
-    with pytest.raises(DialStringError):
-        parse_dial_string("{a=1")
-    with pytest.raises(DialStringError):
-        parse_dial_string("")
 
 
 def test_conference_argument_syntax() -> None:

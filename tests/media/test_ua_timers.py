@@ -7,11 +7,11 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+from switchboard.esl.dialstring import DialLeg
 from switchboard.media.applications import new_switch
 from switchboard.media.causes import Cause
 from switchboard.media.channel import CallerProfile
 from switchboard.media.core import Switch
-from switchboard.media.dialstring import DialLeg
 from switchboard.media.settings import GatewaySection
 from switchboard.media.ua import UserAgent
 from switchboard.sip.message import Request, make_response, parse_message

@@ -20,7 +20,7 @@ Quick reference (every coroutine must be awaited on the node's event loop)::
                        variables=None, timeout=None,
                        caller_id_name=None, caller_id_number=None) -> Channel
         # raises OriginateError(cause); returns on answer, or on early media unless
-        # ignore_early_media=true (reference §4.2). Then runs the app / the extension.
+        # ignore_early_media=true (switch_ivr_originate.c). Then runs the app / the extension.
     sw.execute(uuid, app, arg="", *, event_uuid=None, loops=1) -> asyncio.Future[str]
         # queue an application (ESL sendmsg execute); the future resolves to its
         # Application-Response; raises NoSuchChannel
@@ -75,6 +75,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from switchboard.esl.dialstring import (
+    DialLeg,
+    DialString,
+    DialStringError,
+    ErrorEndpoint,
+    Step,
+    parse_dial_string,
+)
 from switchboard.media import events as ev
 from switchboard.media.causes import Cause, parse_cause
 from switchboard.media.channel import (
@@ -84,7 +92,6 @@ from switchboard.media.channel import (
     Channel,
     ChannelState,
 )
-from switchboard.media.dialstring import DialLeg, DialStringError, parse_dial_string
 from switchboard.media.limits import Refusal, SessionLimiter
 
 if TYPE_CHECKING:
@@ -688,7 +695,7 @@ class Switch:
     # ---------------------------------------------------------------- originate
     async def originate(
         self,
-        dial_string: str,
+        dial_string: DialString | str,
         *,
         app: str | None = "park",
         app_arg: str = "",
@@ -726,36 +733,86 @@ class Switch:
 
     async def place_call(
         self,
-        dial_string: str,
+        dial: DialString | str,
         variables: Mapping[str, str],
         *,
         timeout: float | None,
         a_leg: Session | None,
         on_early: Callable[[Session], None] | None = None,
     ) -> Session:
-        """Try groups in order (``|``), legs of a group at once (``,``); first success wins.
+        """Dial ``dial`` (text is parsed here; a :class:`DialString` is used as parsed).
 
-        Returns the winning outbound session (answered, or early when allowed);
-        raises :class:`OriginateError` with the last failure cause.
+        Steps in order (``|``), the legs of a step at once (``,``); enterprise groups
+        (``:_:``) all at once, each running its own steps, early media not counting unless
+        the dial string sets ``ignore_early_media`` (``switch_ivr_enterprise_originate``).
+        Returns the winning outbound session (answered, or early when allowed); raises
+        :class:`OriginateError` with the last failure cause.
         """
+        if isinstance(dial, str):
+            try:
+                dial = parse_dial_string(dial)
+            except DialStringError as exc:
+                raise OriginateError(Cause.INVALID_URL, str(exc)) from None
+        if not dial.enterprise:
+            return await self._place_steps(
+                dial.groups[0].steps, variables, timeout, a_leg, on_early
+            )
+        variables = {**variables, "ignore_early_media": "true"}  # the dial string's own wins
+        tasks = [
+            asyncio.ensure_future(
+                self._place_steps(group.steps, variables, timeout, a_leg, on_early)
+            )
+            for group in dial.groups
+        ]
+        winner: Session | None = None
         try:
-            groups = parse_dial_string(dial_string)
-        except DialStringError as exc:
-            raise OriginateError(Cause.INVALID_URL, str(exc)) from None
+            pending = set(tasks)
+            while pending and winner is None:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in tasks:  # in dial-string order when several finish together
+                    if task in done and task.exception() is None:
+                        winner = task.result()
+                        break
+        finally:
+            for task in tasks:
+                task.cancel()  # the other groups lose the race (their legs: LOSE_RACE)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for result in results:  # a second group that got through at the same moment
+                if isinstance(result, Session) and result is not winner:
+                    self._lose_race([result])
+        if winner is not None:
+            return winner
         last = Cause.NORMAL_UNSPECIFIED
-        for group in groups:
+        for task in tasks:
+            failure = task.exception()
+            if isinstance(failure, OriginateError):
+                last = failure.cause
+            elif failure is not None:
+                raise failure
+        raise OriginateError(last)
+
+    async def _place_steps(
+        self,
+        steps: tuple[Step, ...],
+        variables: Mapping[str, str],
+        timeout: float | None,
+        a_leg: Session | None,
+        on_early: Callable[[Session], None] | None,
+    ) -> Session:
+        last = Cause.NORMAL_UNSPECIFIED
+        for step in steps:
             if a_leg is not None and a_leg.is_hungup:
                 raise OriginateError(Cause.ORIGINATOR_CANCEL)
             try:
-                return await self._place_group(group, variables, timeout, a_leg, on_early)
+                return await self._place_group(step, variables, timeout, a_leg, on_early)
             except OriginateError as exc:
                 last = exc.cause
-                log.debug("dial group %s failed: %s", group, exc)
+                log.debug("dial step %s failed: %s", step, exc)
         raise OriginateError(last)
 
     async def _place_group(
         self,
-        group: list[DialLeg],
+        group: Step,
         variables: Mapping[str, str],
         timeout: float | None,
         a_leg: Session | None,
@@ -763,12 +820,16 @@ class Switch:
     ) -> Session:
         candidates: list[Session] = []
         errors: list[Cause] = []
-        for leg in group:
-            vars_ = {**variables, **leg.variables}
-            try:
-                candidates.append(await self._start_leg(leg, vars_, a_leg))
-            except OriginateError as exc:
-                errors.append(exc.cause)
+        try:
+            for leg in group:
+                vars_ = {**variables, **leg.variables}
+                try:
+                    candidates.append(await self._start_leg(leg, vars_, a_leg))
+                except OriginateError as exc:
+                    errors.append(exc.cause)
+        except asyncio.CancelledError:
+            self._lose_race(candidates)
+            raise
         if not candidates:
             raise OriginateError(errors[-1] if errors else Cause.DESTINATION_OUT_OF_ORDER)
         t = timeout
@@ -781,7 +842,11 @@ class Switch:
         ignore_early = candidates[0].channel.var_true("ignore_early_media") or (
             v.get("ignore_early_media") in ("ring_ready", "consume")
         )
-        winner = await self._wait_first(candidates, t, ignore_early, a_leg, on_early)
+        try:
+            winner = await self._wait_first(candidates, t, ignore_early, a_leg, on_early)
+        except asyncio.CancelledError:
+            self._lose_race(candidates)
+            raise
         for c in candidates:
             if c is not winner and not c.is_hungup:
                 self.hangup(c.uuid, Cause.LOSE_RACE if winner else Cause.NO_ANSWER)
@@ -789,6 +854,13 @@ class Switch:
             causes = [c.channel.hangup_cause for c in candidates if c.channel.hangup_cause]
             raise OriginateError(causes[-1] if causes else Cause.NO_ANSWER)
         return winner
+
+    def _lose_race(self, sessions: list[Session]) -> None:
+        """Another enterprise group won: hang up this group's legs (FreeSWITCH's cancel
+        cause for the losers of a race)."""
+        for s in sessions:
+            if not s.is_hungup:
+                self.hangup(s.uuid, Cause.LOSE_RACE)
 
     async def _wait_first(
         self,
@@ -839,14 +911,12 @@ class Switch:
     async def _start_leg(
         self, leg: DialLeg, variables: dict[str, str], a_leg: Session | None
     ) -> Session:
+        if isinstance(leg.target, ErrorEndpoint):  # error/<cause> or a malformed endpoint
+            raise OriginateError(parse_cause(leg.target.cause, Cause.NORMAL_UNSPECIFIED))
         kind = leg.kind
-        if kind == "error":
-            raise OriginateError(parse_cause(leg.endpoint[6:], Cause.NORMAL_UNSPECIFIED))
         endpoint = self.endpoints.get(kind)
         if endpoint is None:
-            raise OriginateError(
-                Cause.INVALID_URL if kind == "unknown" else Cause.CHAN_NOT_IMPLEMENTED
-            )
+            raise OriginateError(Cause.CHAN_NOT_IMPLEMENTED)
         refusal = self.admit()
         if refusal is not None:
             log.warning("outbound leg to %s refused: %s", leg.endpoint, refusal.value)
@@ -890,6 +960,9 @@ class Switch:
             await endpoint.place(s, leg)
         except OriginateError as exc:
             self._hangup(s, exc.cause, notify_leg=False)
+            raise
+        except asyncio.CancelledError:  # another enterprise group won while this one dialled
+            self._hangup(s, Cause.LOSE_RACE, notify_leg=True)
             raise
         except Exception:
             log.exception("endpoint %s failed placing %s", kind, leg.endpoint)

@@ -30,10 +30,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from switchboard.esl.dialstring import (
+    DialLeg,
+    GatewayEndpoint,
+    SipUriEndpoint,
+    SofiaEndpoint,
+    UserEndpoint,
+)
 from switchboard.media.causes import Cause, cause_to_sip, reason_header, sip_to_cause
 from switchboard.media.channel import CallerProfile
 from switchboard.media.core import GatewayInfo, OriginateError, Session, Switch
-from switchboard.media.dialstring import DialLeg
 from switchboard.media.digest import authorization
 from switchboard.media.ports import PortAllocator, PortsExhausted
 from switchboard.media.registrar import Registrar
@@ -914,12 +920,8 @@ class UserAgent:
         from_user = session.channel.profile.caller_id_number or "switchboard"
         from_display = session.channel.profile.caller_id_name
         from_host = self.host
-        match leg.kind:
-            case "gateway":
-                parts = ep.split("/", 3)
-                if len(parts) != 4 or not parts[3]:
-                    raise OriginateError(Cause.INVALID_URL, ep)
-                gateway, number = parts[2], parts[3]
+        match leg.target:
+            case GatewayEndpoint(gateway=gateway, number=number):
                 gw = self.gateways.get(gateway)
                 if gw is None:
                     raise OriginateError(Cause.INVALID_GATEWAY, gateway)
@@ -941,26 +943,22 @@ class UserAgent:
                 if gw.username:
                     creds = (gw.username, gw.password)
                 session.channel.set_var("sip_gateway_name", gateway)
-            case "user":
-                uid = ep[5:].split("@")[0]
+            case UserEndpoint(user=uid):
                 if uid not in self.users:
                     raise OriginateError(Cause.SUBSCRIBER_ABSENT, uid)
                 bindings = self.registrar.contacts(uid, time.time())
                 if not bindings:
                     raise OriginateError(Cause.USER_NOT_REGISTERED, uid)
                 target = max(bindings, key=lambda b: b.expires_at).contact.uri
-            case "sofia":
-                parts = ep.split("/", 2)
-                if len(parts) != 3:
-                    raise OriginateError(Cause.INVALID_URL, ep)
-                text = parts[2] if parts[2].startswith("sip") else f"sip:{parts[2]}"
+            case SofiaEndpoint(uri=uri):
+                text = uri if uri.startswith("sip") else f"sip:{uri}"
                 try:
                     target = SipUri.parse(text)
                 except SipError:
                     raise OriginateError(Cause.INVALID_URL, ep) from None
-            case "sip":
+            case SipUriEndpoint(uri=uri):
                 try:
-                    target = SipUri.parse(ep)
+                    target = SipUri.parse(uri)
                 except SipError:
                     raise OriginateError(Cause.INVALID_URL, ep) from None
             case _:
