@@ -270,7 +270,16 @@ def _json(value: object) -> str:
 
 
 def check_addresses(specs: Sequence[ServiceSpec]) -> None:
-    """Raise StartError naming every planned address that is already taken."""
+    """Raise StartError naming every planned address that is already taken.
+
+    Each address is bound with the socket options its service will use: TCP listeners
+    (asyncio's ``start_server``, the router's admin socket) set ``SO_REUSEADDR``, which
+    lets a port be bound while connections of a previous run sit in TIME-WAIT (60 s on
+    Linux after the server closed them) but still fails on a live listener. Without it a
+    restart right after a stop was refused although every service would have bound.
+    UDP sockets are bound plainly, as the services bind them: there ``SO_REUSEADDR``
+    would let two sockets share a port and hide a real conflict.
+    """
     problems = []
     seen: dict[tuple[str, str, int], str] = {}
     for spec in specs:
@@ -283,6 +292,8 @@ def check_addresses(specs: Sequence[ServiceSpec]) -> None:
             kind = socket.SOCK_DGRAM if listen.proto == "udp" else socket.SOCK_STREAM
             family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
             with socket.socket(family, kind) as s:
+                if kind == socket.SOCK_STREAM:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     s.bind((listen.host, listen.port))
                 except OSError as exc:

@@ -191,3 +191,18 @@ def create_carrier(conn: psycopg.Connection, name: str, deck: str | None = None)
         ).fetchone()
         assert carrier is not None
         return int(carrier[0])
+
+
+def list_accounts(conn: psycopg.Connection) -> list[dict[str, object]]:
+    """Every account with its balance and what it may still spend (``accounts list``)."""
+    return list(
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            "SELECT a.name, a.kind, a.balance, a.reserved,"
+            " a.balance + a.credit_limit - a.reserved AS available, a.credit_limit,"
+            " a.low_balance, a.currency, d.name AS deck, a.created_at,"
+            " (SELECT count(*) FROM account_identity i WHERE i.account_id = a.id) AS identities"
+            " FROM account a LEFT JOIN rate_deck d ON d.id = a.deck_id ORDER BY a.name"
+        )
+        .fetchall()
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -19,7 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from switchboard.listing import Column, CsvOpt, Form, FormError, JsonOpt, WideOpt, form, render
 
 from switchboard.lifecycle import ExitCode
 
@@ -60,6 +60,13 @@ def register(app: typer.Typer, load_config: Callable[[Path | None], Config]) -> 
 def fail(message: str, code: int = EXIT_INPUT) -> typer.Exit:
     err.print(f"[red]error[/red]: {message}", highlight=False)
     return typer.Exit(code)
+
+
+def _form(wide: bool, as_json: bool, as_csv: bool) -> Form:
+    try:
+        return form(wide, as_json, as_csv)
+    except FormError as exc:
+        raise fail(str(exc)) from None
 
 
 def _config(config: Path | None) -> Config:
@@ -278,7 +285,81 @@ def rates_rerate(
     )
 
 
+RATE_COLUMNS = (
+    Column("deck", flex=True),
+    Column("direction", "kind", default=False),
+    Column("prefix"),
+    Column("rate", "rate/min", justify="right"),
+    Column("connect_fee", "connect", justify="right"),
+    Column("increment", "incr."),
+    Column("min_duration", "min s", default=False, justify="right"),
+    Column("effective_from", "from (UTC)", default=False),
+    Column("effective_to", "to (UTC)", default=False),
+    Column("description", flex=True),
+)
+
+
+@rates_app.command("list")
+def rates_list(
+    config: ConfigOpt = None,
+    deck: Annotated[str | None, typer.Option(help="Only this deck.")] = None,
+    prefix: Annotated[
+        str, typer.Option(help="Rates under this prefix, and those a number with it matches.")
+    ] = "",
+    limit: Annotated[int, typer.Option(min=1, max=10_000_000)] = 1000,
+    wide: WideOpt = False,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """The rates of every deck (or one), by deck and prefix."""
+    from switchboard.billing.rates import list_rates
+
+    chosen = _form(wide, as_json, as_csv)
+    if prefix and not prefix.isdigit():
+        raise fail(f"--prefix must be digits, got {prefix!r}")
+    with connect(config) as conn:
+        rows = list_rates(conn, deck, prefix, limit)
+    render(rows, RATE_COLUMNS, chosen)
+
+
 # -- accounts -----------------------------------------------------------------------------
+ACCOUNT_COLUMNS = (
+    Column("name", flex=True),
+    Column("kind"),
+    Column("balance", justify="right"),
+    Column("reserved", justify="right"),
+    Column("available", justify="right"),
+    Column("credit_limit", "credit limit", default=False, justify="right"),
+    Column("low_balance", "low balance", default=False, justify="right"),
+    Column("currency", "cur."),
+    Column("deck", flex=True),
+    Column("identities", "ids", default=False, justify="right"),
+    Column("created_at", "created (UTC)", default=False),
+)
+TRANSACTION_COLUMNS = (
+    Column("at", "at (UTC)"),
+    Column("kind"),
+    Column("amount", justify="right"),
+    Column("reference", flex=True),
+)
+
+
+@accounts_app.command("list")
+def accounts_list(
+    config: ConfigOpt = None,
+    wide: WideOpt = False,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """Every account: balance, reserved by calls in progress, what is still available."""
+    from switchboard.billing.accounts import list_accounts
+
+    chosen = _form(wide, as_json, as_csv)
+    with connect(config) as conn:
+        rows = list_accounts(conn)
+    render(rows, ACCOUNT_COLUMNS, chosen)
+
+
 @accounts_app.command("create")
 def accounts_create(
     name: str,
@@ -336,17 +417,19 @@ def accounts_topup(
 def accounts_show(
     name: str,
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    wide: WideOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Balance, reservations, identities and recent transactions of an account."""
     from switchboard.billing.accounts import AccountError, show
 
+    chosen = _form(wide, as_json, False)
     with connect(config) as conn:
         try:
             view = show(conn, name)
         except AccountError as exc:
             raise fail(str(exc)) from None
-    if as_json:
+    if chosen is Form.JSON:
         data = {
             k: _jsonable(getattr(view, k))
             for k in (
@@ -372,49 +455,59 @@ def accounts_show(
         f"[bold]{view.name}[/bold] ({view.kind}, {view.currency}, deck {view.deck or 'default'})"
     )
     out.print(
-        f"balance {view.balance}  reserved {view.reserved}  credit limit {view.credit_limit}"
-        f"  available {view.available}"
+        f"balance {view.balance}  reserved {view.reserved}\n"
+        f"credit limit {view.credit_limit}  available {view.available}"
     )
     for k, v in view.identities:
         out.print(f"  {k}: {v}")
-    table = Table("at", "kind", "amount", "reference")
-    for a, k, m, n in view.transactions:
-        table.add_row(f"{a:%Y-%m-%d %H:%M:%S}", k, str(m), n)
-    out.print(table)
+    txs = [
+        dict(zip(("at", "kind", "amount", "reference"), t, strict=True)) for t in view.transactions
+    ]
+    render(txs, TRANSACTION_COLUMNS, chosen)
 
 
 # -- cdr ----------------------------------------------------------------------------------
+CDR_COLUMNS = (
+    Column("start_time", "start (UTC)"),
+    Column("call_id", "call id", id=True),
+    Column("sip_call_id", "SIP Call-ID", default=False),
+    Column("caller_id", "caller", default=False),
+    Column("destination"),
+    Column("disposition", default=False),
+    Column("sip_code", "SIP", justify="right"),
+    Column("hangup_cause", "hangup cause", default=False),
+    Column("duration", default=False, justify="right"),
+    Column("billsec", justify="right"),
+    Column("pdd_ms", "PDD ms", default=False, justify="right"),
+    Column("account", flex=True),
+    Column("carrier", default=False),
+    Column("rate", default=False, justify="right"),
+    Column("cost", justify="right"),
+    Column("buy_cost", "buy cost", default=False, justify="right"),
+    Column("rating_status", "rating", default=False),
+    Column("originating_leg", "A-leg", default=False),
+)
+
+
 @cdr_app.command("list")
 def cdr_list(
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines output.")] = False,
     since: Annotated[str | None, typer.Option(help="Date, time or age (24h, 7d).")] = None,
     until: Annotated[str | None, typer.Option(help="Date, time or age.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1_000_000)] = 100,
+    wide: WideOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, every column.")] = False,
+    as_csv: CsvOpt = False,
 ) -> None:
     """The newest CDRs first, with their rating."""
-    from switchboard.billing.reports import CDR_LIST_COLUMNS, list_cdrs
+    from switchboard.billing.reports import list_cdrs
 
+    chosen = _form(wide, as_json, as_csv)
     start = parse_when(since) if since else None
     end = parse_when(until) if until else None
     with connect(config) as conn:
         rows = list_cdrs(conn, start, end, limit)
-    if as_json:
-        for row in rows:
-            sys.stdout.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
-        return
-    table = Table(*(c for c in CDR_LIST_COLUMNS if c not in ("hangup_cause", "pdd_ms")))
-    for row in rows:
-        table.add_row(
-            *(
-                ""
-                if row[c] is None
-                else (f"{row[c]:%Y-%m-%d %H:%M:%S}" if c == "start_time" else str(row[c]))
-                for c in CDR_LIST_COLUMNS
-                if c not in ("hangup_cause", "pdd_ms")
-            )
-        )
-    out.print(table)
+    render(rows, CDR_COLUMNS, chosen, json_lines=True)
 
 
 # -- report, invoice ----------------------------------------------------------------------
@@ -426,11 +519,14 @@ def report_cmd(
     since: Annotated[str | None, typer.Option(help="Date, time or age (24h, 7d).")] = None,
     until: Annotated[str | None, typer.Option(help="Date, time or age.")] = None,
     period: Annotated[str, typer.Option(help="With --by period: hour, day or month.")] = "day",
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    wide: WideOpt = False,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
 ) -> None:
     """ASR, NER, ACD, PDD, minutes, cost, revenue and margin."""
     from switchboard.billing.reports import report
 
+    chosen = _form(wide, as_json, as_csv)
     if by not in ("carrier", "destination", "account", "period", "total"):
         raise fail(f"--by must be carrier, destination, account, period or total, got {by!r}")
     if period not in ("hour", "day", "month"):
@@ -439,29 +535,24 @@ def report_cmd(
     end = parse_when(until) if until else None
     with connect(config) as conn:
         rows = report(conn, by, start, end, period)  # type: ignore[arg-type]
-    if as_json:
-        print(json.dumps([r.as_dict() for r in rows], indent=2))
-        return
-    table = Table(
-        by,
-        "calls",
-        "ASR %",
-        "NER %",
-        "ACD s",
-        "PDD ms",
-        "minutes",
-        "cost",
-        "revenue",
-        "margin",
-        "unrated",
+    render([r.as_dict() for r in rows], _report_columns(by), chosen)
+
+
+def _report_columns(by: str) -> tuple[Column, ...]:
+    return (
+        Column("key", by, flex=True),
+        Column("seizures", "calls", justify="right"),
+        Column("answered", default=False, justify="right"),
+        Column("asr", "ASR %", justify="right"),
+        Column("ner", "NER %", default=False, justify="right"),
+        Column("acd", "ACD s", justify="right"),
+        Column("pdd_ms", "PDD ms", justify="right"),
+        Column("minutes", justify="right"),
+        Column("cost", default=False, justify="right"),
+        Column("revenue", justify="right"),
+        Column("margin", justify="right"),
+        Column("unmatched", "unrated", default=False, justify="right"),
     )
-    fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
-    for r in rows:
-        table.add_row(
-            r.key, str(r.seizures), fmt(r.asr), fmt(r.ner), fmt(r.acd), fmt(r.pdd_ms),
-            str(r.minutes), str(r.cost), str(r.revenue), str(r.margin), str(r.unmatched),
-        )  # fmt: skip
-    out.print(table)
 
 
 def invoice_cmd(

@@ -17,9 +17,11 @@ import logging
 import os
 import re
 import subprocess
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 from psycopg import sql
@@ -65,8 +67,23 @@ def check_url(url: str) -> str:
     return url
 
 
+def import_pgserver() -> ModuleType:
+    """The ``pgserver`` module, imported without platformdirs' RuntimeDirWarning.
+
+    pgserver asks platformdirs for the user's runtime directory when it is imported. Without
+    ``XDG_RUNTIME_DIR`` (a service account, a container, ``sudo``) platformdirs warns and
+    falls back to ``/tmp/runtime-<uid>``, which serves pgserver's lock file and socket
+    perfectly well; the warning would only be noise on every command's output.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"platformdirs(\.|$)")
+        import pgserver
+    return pgserver
+
+
 def pg_bin_dir() -> Path:
     """The PostgreSQL client binaries (pg_dump, psql) shipped inside the pgserver wheel."""
+    import_pgserver()
     from pgserver._commands import POSTGRES_BIN_PATH  # lazily: only backups need it
 
     return Path(POSTGRES_BIN_PATH)
@@ -80,8 +97,7 @@ def start_embedded(state_dir: Path, *, keep_running: bool = False) -> str:
     ``keep_running`` leaves it up after this process exits (``switchboard db url``);
     :func:`stop_embedded` stops it.
     """
-    import pgserver
-
+    pgserver = import_pgserver()
     state_dir.mkdir(parents=True, exist_ok=True)
     try:
         server = pgserver.get_server(
@@ -94,7 +110,7 @@ def start_embedded(state_dir: Path, *, keep_running: bool = False) -> str:
 
 def stop_embedded(state_dir: Path) -> bool:
     """Stop the embedded server of ``state_dir`` if it runs; True if it was running."""
-    import pgserver
+    pgserver = import_pgserver()
 
     pgdata = state_dir.resolve() / "pgdata"
     if not (pgdata / "postmaster.pid").exists():

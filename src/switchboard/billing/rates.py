@@ -234,3 +234,26 @@ def load_deck(conn: psycopg.Connection, deck: str = DEFAULT_DECK) -> RateDeck:
             )
         )
     return RateDeck(rates)
+
+
+def list_rates(
+    conn: psycopg.Connection, deck: str | None = None, prefix: str = "", limit: int = 1000
+) -> list[dict[str, object]]:
+    """Rates of one deck or of all, by deck and prefix (``rates list``); ``prefix`` keeps
+    the rows whose prefix starts with it or that a number starting with it would match."""
+    from psycopg.rows import dict_row
+
+    return list(
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            "SELECT d.name AS deck, d.direction, r.prefix, r.rate, r.connect_fee,"
+            " r.increment_initial || '/' || r.increment AS increment, r.min_duration,"
+            " nullif(r.effective_from, '-infinity') AS effective_from, r.effective_to,"
+            " r.description FROM rate_table r JOIN rate_deck d ON d.id = r.deck_id"
+            " WHERE (%(deck)s::text IS NULL OR d.name = %(deck)s)"
+            "   AND (r.prefix LIKE %(like)s OR %(prefix)s LIKE r.prefix || '%%')"
+            " ORDER BY d.name, r.prefix, r.effective_from LIMIT %(limit)s",
+            {"deck": deck, "like": prefix + "%", "prefix": prefix, "limit": limit},
+        )
+        .fetchall()
+    )

@@ -29,6 +29,7 @@ from switchboard.dialer.esl_client import EslError
 from switchboard.dialer.policy import DoNotCall
 from switchboard.dialer.store import CampaignMismatch, CampaignStore
 from switchboard.lifecycle import ExitCode
+from switchboard.listing import Column, CsvOpt, Form, FormError, JsonOpt, WideOpt, form, render
 from switchboard.observability.metrics import DialerMetrics
 
 EXIT_INPUT, EXIT_UNREACHABLE, EXIT_PAUSED = (
@@ -354,13 +355,39 @@ def _report_rows(store_rows: dict[str, int]) -> dict[str, Any]:
     }
 
 
+STATUS_COLUMNS = (
+    Column("name", flex=True),
+    Column("status"),
+    Column("contacts", justify="right"),
+    Column("done", justify="right"),
+    Column("pending", justify="right"),
+    Column("answered", justify="right"),
+    Column("asr_pct", "ASR %", justify="right"),
+    Column("acd_s", "ACD s", default=False, justify="right"),
+    Column("dnc", "DNC", default=False, justify="right"),
+    Column("created_at", "created (UTC)", default=False),
+    Column("reason", flex=True, default=False),
+)
+OUTCOME_COLUMNS = (Column("outcome"), Column("attempts", justify="right"))
+
+
+def _form(wide: bool, as_json: bool, as_csv: bool) -> Form:
+    try:
+        return form(wide, as_json, as_csv)
+    except FormError as exc:
+        raise _fail(str(exc), EXIT_INPUT) from None
+
+
 @campaign_app.command("status")
 def status(
     name: Annotated[str, typer.Argument(help="Campaign name; all campaigns when omitted.")] = "",
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    wide: WideOpt = False,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Campaigns with their state and progress."""
+    chosen = _form(wide, as_json, as_csv)
     url = _db_url(_config(config))
 
     async def go() -> list[dict[str, Any]]:
@@ -384,34 +411,29 @@ def status(
             await store.close()
 
     result = asyncio.run(go())
-    if as_json:
-        out.print_json(json.dumps(result))
-        return
-    t = Table(title="campaigns")
-    for col in ("name", "status", "contacts", "done", "pending", "answered", "ASR %", "reason"):
-        t.add_column(col)
-    for r in result:
-        c = r["contacts"]
-        t.add_row(
-            r["name"],
-            r["status"],
-            str(sum(c.values())),
-            str(c.get("done", 0)),
-            str(c.get("pending", 0)),
-            str(r["attempts"].get("answered", 0)),
-            str(r["asr_pct"] if r["asr_pct"] is not None else "-"),
-            r["reason"],
-        )
-    out.print(t)
+    rows = [
+        {
+            **r,
+            "contacts": sum(r["contacts"].values()),
+            "done": r["contacts"].get("done", 0),
+            "pending": r["contacts"].get("pending", 0),
+            "answered": r["attempts"].get("answered", 0),
+        }
+        for r in result
+    ]
+    render(rows, STATUS_COLUMNS, chosen, title="campaigns", json_value=result)
 
 
 @campaign_app.command("report")
 def report(
     name: Annotated[str, typer.Argument(help="Campaign name.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    wide: WideOpt = False,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Per-outcome counts, ASR, ACD and attempts per contact of one campaign."""
+    chosen = _form(wide, as_json, as_csv)
     url = _db_url(_config(config))
 
     async def go() -> dict[str, Any]:
@@ -442,15 +464,12 @@ def report(
             await store.close()
 
     rep = asyncio.run(go())
-    if as_json:
-        out.print_json(json.dumps(rep))
+    rows = [{"outcome": k, "attempts": v} for k, v in sorted(rep["attempts"].items())]
+    render(
+        rows, OUTCOME_COLUMNS, chosen, title=f"campaign {name} — {rep['status']}", json_value=rep
+    )
+    if chosen in (Form.JSON, Form.CSV):
         return
-    t = Table(title=f"campaign {name} — {rep['status']}")
-    t.add_column("outcome")
-    t.add_column("attempts", justify="right")
-    for k, v in sorted(rep["attempts"].items()):
-        t.add_row(k, str(v))
-    out.print(t)
     out.print(
         f"CDRs {rep['cdrs']}  minutes {rep['billed_minutes']}  cost {rep['cost'] or '-'}  "
         f"revenue {rep['revenue'] or '-'}  unrated {rep['unrated_cdrs']}"
