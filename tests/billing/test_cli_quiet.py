@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from tests.billing.conftest import new_server_dir
 
 pytestmark = pytest.mark.timeout(180)

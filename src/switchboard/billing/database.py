@@ -111,13 +111,12 @@ def start_embedded(state_dir: Path, *, keep_running: bool = False) -> str:
 def stop_embedded(state_dir: Path) -> bool:
     """Stop the embedded server of ``state_dir`` if it runs; True if it was running."""
     pgserver = import_pgserver()
-
     pgdata = state_dir.resolve() / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return False
     user = "pgserver" if os.name == "posix" and os.geteuid() == 0 else None
     try:
-        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)  # type: ignore[attr-defined]
+        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     except subprocess.CalledProcessError:
         return False
     return True
