@@ -172,9 +172,7 @@ def test_cdr_list_views(cli: CliRunner, traffic: list[Cdr]) -> None:
     assert "exclusive" in run(cli, "cdr", "list", "--json", "--csv", code=2).stderr
 
 
-def test_report_accounts_rates_campaign_in_every_form(
-    cli: CliRunner, traffic: list[Cdr]
-) -> None:
+def test_report_accounts_rates_campaign_in_every_form(cli: CliRunner, traffic: list[Cdr]) -> None:
     by_dest = run(cli, "report", "--by", "destination").stdout
     assert {"ASR", "ACD", "PDD", "minutes", "revenue", "margin"} <= set(by_dest.split())
     wide = run(cli, "report", "--by", "destination", "--wide").stdout.split()

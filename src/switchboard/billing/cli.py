@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from switchboard.listing import Column, CsvOpt, Form, FormError, JsonOpt, WideOpt, form, render
-
 from switchboard.lifecycle import ExitCode
+from switchboard.listing import Column, CsvOpt, Form, FormError, JsonOpt, WideOpt, form, render
 
 if TYPE_CHECKING:
     import psycopg
