@@ -17,9 +17,8 @@ from typing import Any
 from switchboard.esl import wire
 from switchboard.esl.originate import (
     AppDestination,
-    ErrorEndpoint,
     ExtensionDestination,
-    OriginateUsageError,
+    OriginateRefused,
     parse_originate,
 )
 from switchboard.esl.output import (
@@ -102,19 +101,13 @@ class ApiCommands:
     # --- originate ---------------------------------------------------------------
 
     async def originate(self, args: str) -> str:
+        """The dial string is parsed once, by :func:`parse_originate`; the switch dials the
+        parsed :class:`~switchboard.esl.dialstring.DialString` (a malformed leg fails with
+        its cause there, as the same leg would in ``bridge``)."""
         try:
             req = parse_originate(args)
-        except OriginateUsageError as exc:
+        except OriginateRefused as exc:
             return exc.body
-        legs = req.legs
-        if legs and all(
-            isinstance(leg.endpoint, ErrorEndpoint)
-            and leg.endpoint.cause in ("INVALID_URL", "CHAN_NOT_IMPLEMENTED")
-            for leg in legs
-        ):
-            cause = legs[-1].endpoint
-            assert isinstance(cause, ErrorEndpoint)
-            return f"-ERR {cause.cause}\n"
         kwargs: dict[str, Any] = {
             "timeout": float(req.timeout) if req.timeout else None,
             "caller_id_name": req.cid_name,
@@ -126,7 +119,7 @@ class ApiCommands:
             case ExtensionDestination(exten=exten, dialplan=dialplan, context=context):
                 kwargs.update(extension=exten, dialplan=dialplan, context=context)
         try:
-            channel = await self.switch.originate(req.url, **kwargs)
+            channel = await self.switch.originate(req.dial, **kwargs)
         except OriginateError as exc:
             return f"-ERR {exc.cause.name}\n"
         return f"+OK {channel.uuid}\n"

@@ -12,10 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from switchboard.esl.originate import (
-    LoopbackEndpoint,
-    parse_endpoint,
-)
+from switchboard.esl.dialstring import DialLeg, LoopbackEndpoint
 from switchboard.media.causes import Cause
 from switchboard.media.channel import CallerProfile
 from switchboard.media.core import OriginateError, Switch
@@ -77,9 +74,9 @@ class LoopbackChannels:
     def __init__(self, switch: Switch) -> None:
         self.switch = switch
 
-    async def place(self, session: Any, leg: Any) -> None:
+    async def place(self, session: Any, leg: DialLeg) -> None:
         sw = self.switch
-        target = parse_endpoint(leg.endpoint)
+        target = leg.target
         if not isinstance(target, LoopbackEndpoint):
             raise OriginateError(Cause.INVALID_URL, leg.endpoint)
         if sw.admit() is not None:  # the b-leg is a session too (decrement-then-check, §4.6)
