@@ -28,6 +28,7 @@ from switchboard.media.settings import (  # media node sections (docs/media.md)
     UserSection,
     default_gateways,
 )
+from switchboard.router.protection import DEFAULT_SCANNERS
 
 ENV_PREFIX = "SWITCHBOARD_"
 
@@ -115,6 +116,32 @@ class PikeSection(Section):
     reqs_density_per_unit: int = Field(default=30, ge=1)
     ban_seconds: float = Field(default=300, ge=0)
     allow: list[str] = Field(default_factory=list)
+
+
+class SecuritySection(Section):
+    """[security] — edge hygiene of the router and the media nodes (docs/security.md)."""
+
+    # More than auth_fail_limit authentication failures from one source within
+    # auth_fail_window seconds ban it (silent drop) for auth_ban_seconds; 0 = no bans.
+    auth_fail_limit: int = Field(default=5, ge=1)
+    auth_fail_window: float = Field(default=60.0, gt=0)
+    auth_ban_seconds: float = Field(default=600.0, ge=0)
+    auth_ban_allow: list[str] = Field(default_factory=list)  # never banned (CIDRs)
+    # Requests whose User-Agent contains one of these (case-insensitive) are dropped silently.
+    scanner_user_agents: list[str] = Field(default_factory=lambda: list(DEFAULT_SCANNERS))
+    # Server header of the router's own answers; "" = none (nothing names the product).
+    server_header: str = ""
+    # Requests from outside [acl] allow: "reject" (403, no product name) or "drop" (silence).
+    outside_acl: str = Field(default="reject", pattern="^(reject|drop)$")
+
+    @field_validator("auth_ban_allow")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in v:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad entry
+        return v
 
 
 class DatabaseSection(Section):
@@ -223,6 +250,7 @@ class Config(Section):
     dispatcher: DispatcherSection = Field(default_factory=DispatcherSection)
     acl: AclSection = Field(default_factory=AclSection)
     pike: PikeSection = Field(default_factory=PikeSection)
+    security: SecuritySection = Field(default_factory=SecuritySection)
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     billing: BillingSection = Field(default_factory=BillingSection)
     status: StatusSection = Field(default_factory=StatusSection)

@@ -30,6 +30,7 @@ from switchboard.media.limits import SessionLimiter
 from switchboard.media.ports import PortAllocator
 from switchboard.media.settings import RTP_BASE, RTP_SPAN, IvrMenuSection, node_number
 from switchboard.media.ua import UserAgent
+from switchboard.router.protection import AuthBans
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,7 @@ class MediaNode:
             self.call_credit.install()
         sw.hangup_hooks.append(self._rtp_metrics)
         start, end = self.rtp_range
+        sec = self.cfg.security
         ua = UserAgent(
             sw,
             rtp_ip=m.rtp_ip,
@@ -182,6 +184,13 @@ class MediaNode:
             metrics=self.metrics,
             sip_socket_buffer=m.sip_socket_buffer,
             rtp_timeout=m.rtp_timeout,
+            trusted=m.trusted,
+            bans=AuthBans(
+                limit=sec.auth_fail_limit,
+                window=sec.auth_fail_window,
+                ban_seconds=sec.auth_ban_seconds,
+                allow=sec.auth_ban_allow,
+            ),
         )
         self.ua = ua
         try:

@@ -45,6 +45,7 @@ class Registrar:
     max_expires: int = MAX_EXPIRES
     algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     bindings: dict[str, dict[str, Binding]] = field(default_factory=dict)
+    _decoy: str = field(default_factory=lambda: os.urandom(12).hex(), repr=False)
 
     def contacts(self, user: str, now: float) -> list[Binding]:
         """Live bindings of ``user`` (expired ones are dropped here)."""
@@ -58,18 +59,23 @@ class Registrar:
     def handle(
         self, request: Request, source: tuple[str, str, int], now: float, *, to_tag: str
     ) -> Response:
-        """Answer one REGISTER (401 / 403 / 404 / 423 / 400 / 200)."""
+        """Answer one REGISTER (401 / 403 / 423 / 400 / 200); an unknown user gets the
+        401s and the 403 a known user with a wrong password gets."""
         user = request.to.uri.user or ""
-        if user not in self.users:
-            return make_response(request, 404, "Not Found", to_tag=to_tag)
+        # No user enumeration (Asterisk's alwaysauthreject): an unknown user is challenged
+        # and refused exactly like a known one with a wrong password — same responses,
+        # same headers, and the same digest computed (against a random decoy password),
+        # so neither the answer nor its timing tells whether the user exists.
+        password = self.users.get(user)
         auth_value = request.headers.get("Authorization")
         creds = digest.parse_authorization(auth_value) if auth_value else None
         if creds is None or creds.username != user or creds.realm != self.realm:
             return self._challenge(request, now, to_tag, stale=False)
         if not digest.nonce_valid(self.secret, creds.nonce, now):
             return self._challenge(request, now, to_tag, stale=True)
-        if not digest.verify(creds, method="REGISTER", password=self.users[user]):
-            log.warning("REGISTER for %s from %s:%s: wrong credentials", user, *source[1:])
+        ok = digest.verify(creds, method="REGISTER", password=password or self._decoy)
+        if not ok or password is None:
+            log.warning("REGISTER for %s from %s:%s: authentication failed", user, *source[1:])
             return make_response(request, 403, "Forbidden", to_tag=to_tag)
         header_expires = request.headers.get("Expires")
         default = DEFAULT_EXPIRES

@@ -56,6 +56,21 @@ class MediaSection(_Section):
     sip_socket_buffer: int = Field(default=4 << 20, ge=0)
     # FreeSWITCH rtp_timeout_sec: answered call without RTP this long → MEDIA_TIMEOUT; 0 = off
     rtp_timeout: float = Field(default=0.0, ge=0)
+    # SIP is accepted only from these networks (routers, users) and the gateways' IP
+    # addresses; anything else is dropped silently. [] = from anyone.
+    trusted: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+
+    @field_validator("trusted")
+    @classmethod
+    def _trusted(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not an IP address or CIDR network") from None
+        return v
 
     @field_validator("listen")
     @classmethod

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
@@ -46,6 +47,7 @@ from switchboard.media.registrar import Registrar
 from switchboard.media.rtp_endpoint import RtpEndpoint
 from switchboard.media.rtp_timeout import RtpInactivity
 from switchboard.net.endpoint import SipEndpoint
+from switchboard.router.protection import AddressList, AuthBans
 from switchboard.rtp.codec import Codec, CodecError, codec_by_name
 from switchboard.sdp import (
     CodecSpec,
@@ -361,6 +363,8 @@ class UserAgent:
         timer_c: float | None = TIMER_C,
         sip_socket_buffer: int = SIP_SOCKET_BUFFER,
         rtp_timeout: float = 0.0,
+        trusted: Sequence[str] = (),
+        bans: AuthBans | None = None,
     ) -> None:
         """``timer_c``: no final response this long after the last provisional (§16.6
         item 11, as sofia-sip's NTA applies it to a UA too) → CANCEL, the leg ends as
@@ -389,6 +393,12 @@ class UserAgent:
         self.sip_socket_buffer = sip_socket_buffer
         self.rtp_timeout = rtp_timeout
         self.rtp_watch = RtpInactivity(rtp_timeout)
+        # [media] trusted plus the gateways' IP addresses (a gateway named by host name
+        # must have its addresses in [media] trusted); empty: SIP from anyone.
+        gw_ips = [h for h in (_ip_of(g.proxy) for g in self.gateways.values()) if h]
+        self.trusted = AddressList([*trusted, *gw_ips], key="media.trusted") if trusted else None
+        self.bans = bans
+        self.untrusted_drops = 0
         self.endpoint: SipEndpoint | None = None
         self.legs: dict[tuple[str, str], SipLeg] = {}
         self.gateway_calls: dict[str, int] = dict.fromkeys(self.gateways, 0)
@@ -403,6 +413,8 @@ class UserAgent:
     async def start(self, listen: Sequence[str]) -> None:
         """Bind every ``udp:H:P`` / ``tcp:H:P`` address (port 0 = any free)."""
         self.endpoint = SipEndpoint(self.layer, on_event=self._on_event)
+        if self.trusted is not None or self.bans is not None:
+            self.endpoint.accept = self._accept
         for item in listen:
             proto, _, addr = item.partition(":")
             h, _, p = addr.rpartition(":")
@@ -649,10 +661,44 @@ class UserAgent:
                     to_tag=new_tag(_rand()),
                 )
                 self.send_response(txn, resp)
+                if resp.status == 403:
+                    self._auth_failed(req, peer)
             case "BYE" | "INFO" | "UPDATE":
                 self.respond(txn, req, 481, "Call/Transaction Does Not Exist")
             case _:
                 self.respond(txn, req, 405, "Method Not Allowed", headers=[("Allow", ALLOW)])
+
+    def _accept(self, message: Request | Response | None, peer: Peer) -> bool:
+        """The endpoint's gate: SIP only from trusted networks; nothing from banned sources."""
+        if self.trusted is not None and peer.host not in self.trusted:
+            self._drop()
+            return False
+        bans = self.bans
+        if (
+            bans is not None
+            and bans.active
+            and isinstance(message, Request)
+            and bans.is_banned(_auth_source(message, peer), time.monotonic())
+        ):
+            self._drop()
+            return False
+        return True
+
+    def _drop(self) -> None:
+        self.untrusted_drops += 1
+        if self.metrics is not None:
+            self.metrics.untrusted_drops.inc()
+
+    def _auth_failed(self, req: Request, peer: Peer) -> None:
+        if self.metrics is not None:
+            self.metrics.auth_failures.inc()
+        if self.bans is None:
+            return
+        ban = self.bans.failed(_auth_source(req, peer), time.monotonic())
+        if ban is not None:
+            log.warning(ban.log_line())
+            if self.metrics is not None:
+                self.metrics.auth_bans.inc()
 
     def _options(self, req: Request, txn: ServerTransaction) -> None:
         self.respond(
@@ -1225,3 +1271,29 @@ class InboundPending:
     peer: Peer
     leg: InboundLeg | None = None
     cancelled: bool = False
+
+
+def _ip_of(hostport: str) -> str:
+    """The IP address of a gateway's HOST:PORT ("" for a host name)."""
+    host = hostport.rpartition(":")[0] if hostport.count(":") == 1 or "]" in hostport else hostport
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return ""
+    return host
+
+
+def _auth_source(req: Request, peer: Peer) -> str:
+    """The address an authentication failure is held against. A request that came through
+    proxies (the router) carries the originator's address in its bottom Via (``received``
+    where the first proxy stamped it): banning the proxy's address would lock everybody
+    out. A request sent straight to the node is held against its peer address."""
+    try:
+        vias = req.vias
+    except SipError:
+        return peer.host.strip("[]")
+    if len(vias) < 2:
+        return peer.host.strip("[]")
+    bottom = vias[-1]
+    return (bottom.received or bottom.host).strip("[]")

@@ -129,6 +129,9 @@ class SipEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
         self._closed = False
+        # Called with every parsed message and its source before the core sees it; False
+        # drops the message silently (trusted networks, banned sources).
+        self.accept: Callable[[Request | Response | None, Peer], bool] | None = None
 
     # ----------------------------------------------------------------- sockets
 
@@ -279,9 +282,13 @@ class SipEndpoint:
             message = parse_message(data)
         except SipError as exc:
             log.debug("unparseable message from %s:%s: %s", peer.host, peer.port, exc)
+            if self.accept is not None and not self.accept(None, peer):
+                return
             reply = stateless_reject(data, exc.status, exc.reason)
             if reply is not None:
                 self.transmit(Transmit(reply, peer))
+            return
+        if self.accept is not None and not self.accept(message, peer):
             return
         try:
             self.feed(lambda now: self.core.receive(message, peer, now))

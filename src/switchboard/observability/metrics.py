@@ -129,6 +129,11 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_router_pike_drops_total", "counter", "router", (), "Requests from blocked sources dropped silently (above ten times the density)."),
     _spec("switchboard_router_bad_messages_total", "counter", "router", (), "Malformed messages received (answered 400 or dropped)."),
     _spec("switchboard_router_retransmissions_total", "counter", "router", (), "Retransmitted requests absorbed by the transaction layer."),
+    _spec("switchboard_router_scanner_drops_total", "counter", "router", (), "Requests whose User-Agent names a known SIP scanner, dropped silently ([security] scanner_user_agents)."),
+    _spec("switchboard_router_auth_failures_total", "counter", "router", (), "Requests that carried credentials and were answered 401/403/407 downstream, counted per source for bans."),
+    _spec("switchboard_router_auth_bans_total", "counter", "router", (), "Sources banned for more than [security] auth_fail_limit authentication failures in auth_fail_window seconds."),
+    _spec("switchboard_router_auth_ban_drops_total", "counter", "router", (), "Requests from banned sources dropped silently."),
+    _spec("switchboard_router_acl_drops_total", "counter", "router", (), "Requests from sources outside [acl].allow dropped silently ([security] outside_acl = \"drop\")."),
     _spec("switchboard_router_forwarding_latency_seconds", "histogram", "router", (), "Time the router spends on one SIP message, receive to send.", FORWARDING_BUCKETS),
     # -- media node (FreeSWITCH role) and its Event Socket ---------------------------------
     _spec("switchboard_media_active_calls", "gauge", "media", (), "Calls in progress on the node (a bridged call counts once)."),
@@ -137,6 +142,9 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_media_sessions_max", "gauge", "media", (), "Configured max_sessions (FreeSWITCH switch.conf max-sessions)."),
     _spec("switchboard_media_sessions_per_second_max", "gauge", "media", (), "Configured sessions_per_second limit."),
     _spec("switchboard_media_sessions_rejected_total", "counter", "media", ("reason",), "Calls refused with 503 by a limit, by reason (max_sessions, sessions_per_second, gateway_limit, credit)."),
+    _spec("switchboard_media_auth_failures_total", "counter", "media", (), "REGISTERs refused 403 by the registrar (wrong password or unknown user), counted per source for bans."),
+    _spec("switchboard_media_auth_bans_total", "counter", "media", (), "Sources banned for more than [security] auth_fail_limit authentication failures in auth_fail_window seconds."),
+    _spec("switchboard_media_untrusted_drops_total", "counter", "media", (), "SIP messages dropped silently: from outside [media] trusted, or from a banned source."),
     _spec("switchboard_media_pdd_seconds", "histogram", "media", ("gateway",), "Post-dial delay of outbound gateway legs: INVITE sent to first 180/183 or negative final response.", PDD_BUCKETS),
     _spec("switchboard_media_setup_latency_seconds", "histogram", "media", (), "INVITE received to 200 OK sent for calls the node answers itself.", SETUP_BUCKETS),
     _spec("switchboard_media_hangups_total", "counter", "media", ("cause",), "Channel hangups by Q.850 cause name (NORMAL_CLEARING, USER_BUSY, ...)."),
@@ -287,6 +295,11 @@ class RouterMetrics:
     branch_timeouts: Counter
     bad_messages: Counter
     retransmissions: Counter
+    scanner_drops: Counter
+    auth_failures: Counter
+    auth_bans: Counter
+    auth_ban_drops: Counter
+    acl_drops: Counter
 
     DESTINATION_STATES = ("active", "trying", "inactive", "disabled")
 
@@ -314,6 +327,11 @@ class RouterMetrics:
             branch_timeouts=_c(registry, p + "branch_timeouts_total"),
             bad_messages=_c(registry, p + "bad_messages_total"),
             retransmissions=_c(registry, p + "retransmissions_total"),
+            scanner_drops=_c(registry, p + "scanner_drops_total"),
+            auth_failures=_c(registry, p + "auth_failures_total"),
+            auth_bans=_c(registry, p + "auth_bans_total"),
+            auth_ban_drops=_c(registry, p + "auth_ban_drops_total"),
+            acl_drops=_c(registry, p + "acl_drops_total"),
         )
 
     def set_destination_state(self, setid: int | str, uri: str, state: str) -> None:
@@ -353,6 +371,9 @@ class MediaMetrics:
     esl_connections: Gauge
     esl_commands: Counter
     esl_events: Counter
+    auth_failures: Counter
+    auth_bans: Counter
+    untrusted_drops: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> MediaMetrics:
@@ -375,6 +396,9 @@ class MediaMetrics:
             esl_connections=_g(registry, "switchboard_esl_connections"),
             esl_commands=_c(registry, "switchboard_esl_commands_total"),
             esl_events=_c(registry, "switchboard_esl_events_total"),
+            auth_failures=_c(registry, "switchboard_media_auth_failures_total"),
+            auth_bans=_c(registry, "switchboard_media_auth_bans_total"),
+            untrusted_drops=_c(registry, "switchboard_media_untrusted_drops_total"),
         )
         # Pre-create the label sets dashboards divide by, so a ratio is 0, not "no data".
         for d in DIRECTIONS:

@@ -99,6 +99,11 @@ class RouterCollector:
             ("bad_messages", "Malformed messages received", s.bad_messages),
             ("retransmissions", "Retransmitted requests absorbed", s.retransmissions),
             ("branch_timeouts", "Forwarded requests that got no answer in time", s.branch_timeouts),
+            ("scanner_drops", "Requests with a scanner's User-Agent dropped", s.scanner_drops),
+            ("auth_failures", "Requests with credentials answered 401/403/407", s.auth_failures),
+            ("auth_bans", "Sources banned for authentication failures", s.auth_bans),
+            ("auth_ban_drops", "Requests dropped silently from banned sources", s.auth_ban_drops),
+            ("acl_drops", "Requests from outside the ACL dropped silently", s.acl_drops),
         ):
             yield CounterMetricFamily(PREFIX + name, doc, value=value)
         up = GaugeMetricFamily(

@@ -13,6 +13,7 @@ ban, and the tables never exceed ``max_sources`` entries each.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -169,6 +170,141 @@ class Pike:
     @property
     def tracked(self) -> int:
         return len(self._counters) + len(self._bans)
+
+    def banned(self, now: float) -> list[str]:
+        return [ip for ip, until in self._bans.items() if until > now]
+
+
+# Known SIP scanners' User-Agent values (substrings, case-insensitive): SIPVicious
+# (svmap/svwar/svcrack send "friendly-scanner" or "sipvicious"), sipcli, VaxSIPUserAgent,
+# sip-scan, SIVuS, iWar, sundayddr and smap.
+DEFAULT_SCANNERS = (
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "VaxSIPUserAgent",
+    "sip-scan",
+    "SIVuS",
+    "iWar",
+    "sundayddr",
+    "smap",
+)
+
+
+class ScannerFilter:
+    """Requests whose User-Agent contains one of ``patterns`` (case-insensitive).
+
+    :meth:`match` takes the raw message: one compiled search over the header block, so the
+    router pays no header parsing for it."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        words = [p for p in patterns if p]
+        self.patterns = tuple(words)
+        self._re = (
+            re.compile(
+                rb"^(?:user-agent|server)[ \t]*:[^\r\n]*(?:"
+                + b"|".join(re.escape(w.encode()) for w in words)
+                + rb")",
+                re.IGNORECASE | re.MULTILINE,
+            )
+            if words
+            else None
+        )
+
+    def match(self, data: bytes) -> bool:
+        if self._re is None:
+            return False
+        head = data.find(b"\r\n\r\n")
+        return self._re.search(data, 0, head if head >= 0 else len(data)) is not None
+
+
+@dataclass(frozen=True)
+class Ban:
+    """A source that just got banned (for the one log line per ban)."""
+
+    ip: str
+    failures: int
+    window: float
+    seconds: float
+
+    def log_line(self) -> str:
+        """fail2ban-friendly: a fixed prefix, the bare address, nothing variable before it
+        (``failregex = SECURITY BAN: source <HOST> ``)."""
+        return (
+            f"SECURITY BAN: source {self.ip} banned for {self.seconds:g} s after "
+            f"{self.failures} authentication failures in {self.window:g} s"
+        )
+
+
+class AuthBans:
+    """Authentication failures per source address; more than ``limit`` within ``window``
+    seconds bans the source for ``ban_seconds`` (its requests are dropped silently).
+
+    Like fail2ban's maxretry/findtime/bantime, in the process itself. Sources in ``allow``
+    are never banned. Memory is bounded by ``max_sources`` per table."""
+
+    def __init__(
+        self,
+        *,
+        limit: int = 5,
+        window: float = 60.0,
+        ban_seconds: float = 600.0,
+        allow: Iterable[str] = (),
+        max_sources: int = 100_000,
+    ) -> None:
+        self.limit = limit
+        self.window = float(window)
+        self.ban_seconds = float(ban_seconds)
+        self.allow = AddressList(allow, key="security.auth_ban_allow")
+        self.max_sources = max_sources
+        self._failures: dict[str, list[float]] = {}  # ip -> failure times (last limit+1)
+        self._bans: dict[str, float] = {}  # ip -> ban expiry
+        self.failures_total = 0
+        self.bans_total = 0
+        self.dropped_total = 0
+
+    def failed(self, ip: str, now: float) -> Ban | None:
+        """Count one authentication failure of ``ip``; a :class:`Ban` when it is banned now."""
+        self.failures_total += 1
+        if ip in self.allow:
+            return None
+        times = self._failures.get(ip)
+        if times is None:
+            if len(self._failures) >= self.max_sources:
+                cutoff = now - self.window
+                self._failures = {k: v for k, v in self._failures.items() if v[-1] > cutoff}
+                if len(self._failures) >= self.max_sources:
+                    self._failures.clear()
+            times = self._failures[ip] = []
+        times.append(now)
+        cutoff = now - self.window
+        while times and times[0] <= cutoff:
+            times.pop(0)
+        if len(times) <= self.limit or self.ban_seconds <= 0:
+            del times[: max(0, len(times) - self.limit - 1)]
+            return None
+        del self._failures[ip]
+        if len(self._bans) >= self.max_sources:
+            self._bans = {k: v for k, v in self._bans.items() if v > now}
+        self._bans[ip] = now + self.ban_seconds
+        self.bans_total += 1
+        return Ban(ip, len(times), self.window, self.ban_seconds)
+
+    @property
+    def active(self) -> bool:
+        """Any ban in the table (the hot path checks this before a lookup)."""
+        return bool(self._bans)
+
+    def is_banned(self, ip: str, now: float) -> bool:
+        """True while ``ip`` is banned (counted as a dropped request)."""
+        until = self._bans.get(ip)
+        if until is None:
+            return False
+        if now < until:
+            self.dropped_total += 1
+            return True
+        del self._bans[ip]
+        return False
 
     def banned(self, now: float) -> list[str]:
         return [ip for ip, until in self._bans.items() if until > now]

@@ -54,7 +54,7 @@ from typing import Any, NamedTuple
 
 from switchboard.router import wire
 from switchboard.router.dispatcher import Destination, Dispatcher, ProbeRequest, StateChanged
-from switchboard.router.protection import Acl, Pike, Verdict
+from switchboard.router.protection import Acl, AuthBans, Pike, ScannerFilter, Verdict
 from switchboard.router.wire import BadMessage, Message, Via
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,11 @@ class Stats:
     retransmissions: int = 0
     branch_timeouts: int = 0
     transactions_total: int = 0
+    scanner_drops: int = 0  # requests with a scanner's User-Agent, dropped silently
+    auth_failures: int = 0  # 401/403/407 answers to requests that carried credentials
+    auth_bans: int = 0  # sources banned for too many authentication failures
+    auth_ban_drops: int = 0  # requests of banned sources, dropped silently
+    acl_drops: int = 0  # requests from outside [acl] allow dropped ([security] outside_acl)
 
 
 class ServerTxn:
@@ -339,6 +344,10 @@ class Proxy:
         resolve: Callable[[str], str | None] = default_resolve,
         aliases: tuple[tuple[str, int], ...] = (),
         via_interfaces: list[Interface] | None = None,
+        bans: AuthBans | None = None,
+        scanners: ScannerFilter | None = None,
+        server: str = "",
+        acl_drop: bool = False,
     ) -> None:
         if not interfaces:
             raise ValueError("the proxy needs at least one interface")
@@ -358,6 +367,12 @@ class Proxy:
         self.dispatcher = dispatcher
         self.acl = acl or Acl(["0.0.0.0/0", "::/0"])
         self.pike = pike
+        self.bans = bans
+        self.scanners = scanners
+        # The Server header of the router's own answers: none by default, so an answer
+        # does not tell a scanner which product (and which exploits) is behind the port.
+        self.server_line = b"Server: " + server.encode() if server else b""
+        self.acl_drop = acl_drop
         self.settings = settings or ProxySettings()
         self.resolve = resolve
         self.stats = Stats()
@@ -413,7 +428,8 @@ class Proxy:
         if m.cseq_num:
             lines.append(b"CSeq: " + m.cseq_num + b" " + m.cseq_method)
         lines.extend(extra)
-        lines.append(b"Server: switchboard-router")
+        if self.server_line:
+            lines.append(self.server_line)
         lines.append(b"Content-Length: 0")
         return wire.build(lines, b"")
 
@@ -441,6 +457,10 @@ class Proxy:
             self.stats.bad_messages += 1
             return self._reply_unparsable(data, exc, transport, src, conn)
         if m.method:
+            scanners = self.scanners
+            if scanners is not None and scanners.match(data):
+                self.stats.scanner_drops += 1
+                return []  # no answer at all: the scanner's list stays empty
             return self._on_request(m, transport, src, conn, now)
         return self._on_response(m, now)
 
@@ -499,6 +519,10 @@ class Proxy:
         ip = src[0]
         if ip[:1] == "[":  # stream peers are named like URI hosts; received= has no brackets
             ip = ip[1:-1]
+        bans = self.bans
+        if bans is not None and bans.active and bans.is_banned(ip, now):
+            self.stats.auth_ban_drops += 1
+            return []
         if self.pike is not None:
             verdict = self.pike.check(ip, now)
             if verdict.verdict is not Verdict.ALLOW:
@@ -652,12 +676,17 @@ class Proxy:
             if self.is_local(host, port):
                 if to_tag:
                     return reply(404, b"Not Here")
-                if method == b"OPTIONS" and b"@" not in m.ruri:
-                    return reply(200, None, (b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS",))
                 dispatched = True
         if not to_tag and not self.acl.allows(reply_addr[0]):
+            # Before the router's own OPTIONS answer: a scanner outside the allow list
+            # learns nothing (drop), or only "Forbidden" with no product name.
+            if self.acl_drop:
+                self.stats.acl_drops += 1
+                return []
             self.stats.acl_rejects += 1
             return reply(403)
+        if dispatched and method == b"OPTIONS" and b"@" not in m.ruri:
+            return reply(200, None, (b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS",))
         order: list[Destination] = []
         if dispatched:
             if self.draining and method == b"INVITE":
@@ -984,6 +1013,8 @@ class Proxy:
                 self._end_dialog(txn.call_id)
             return self._upstream(txn, data, status, count=True)
         assert isinstance(m, Message)  # the fast path stops at 299
+        if status in _AUTH_FAILED and _has_credentials(txn):
+            self._auth_failed(txn, now)
         out: list[Send] = [self._ack_for(br, m)] if br.is_invite else []
         if txn.final:
             return out
@@ -1109,6 +1140,19 @@ class Proxy:
         if txn.method == b"BYE":
             self._end_dialog(txn.call_id)
         return [Send(txn.transport, txn.reply_addr, data, txn.conn)]
+
+    def _auth_failed(self, txn: ServerTxn, now: float) -> None:
+        """A request that carried credentials was refused: count it against its source
+        (the edge is where a password guesser is stopped, whatever node refused it)."""
+        self.stats.auth_failures += 1
+        ip = txn.reply_addr[0]
+        log.info("authentication failed for %s from %s", txn.method.decode(), ip)
+        if self.bans is None:
+            return
+        ban = self.bans.failed(ip, now)
+        if ban is not None:
+            self.stats.auth_bans += 1
+            log.warning(ban.log_line())
 
     def _end_dialog(self, call_id: bytes) -> None:
         d = self.dialogs.pop(call_id, None)
@@ -1305,6 +1349,16 @@ def reported_calls(m: Message) -> int | None:
             value = line[n:].strip()
             return int(value) if value.isdigit() and len(value) < 10 else None
     return None
+
+
+_AUTH_FAILED = frozenset((401, 403, 407))
+_CREDENTIALS = (b"authorization:", b"proxy-authorization:")
+
+
+def _has_credentials(txn: ServerTxn) -> bool:
+    """Did the request carry Authorization/Proxy-Authorization (a 401 to a request without
+    is the normal first step of digest, not a failure)?"""
+    return any(ln[:20].lower().startswith(_CREDENTIALS) for ln in txn.fwd)
 
 
 def _route_lines(txn: ServerTxn) -> list[bytes]:

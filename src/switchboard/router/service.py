@@ -48,7 +48,7 @@ from switchboard.router.dispatcher import (
     parse_list,
 )
 from switchboard.router.metrics import LatencyHistogram, make_registry
-from switchboard.router.protection import Acl, AddressList, Pike
+from switchboard.router.protection import Acl, AddressList, AuthBans, Pike, ScannerFilter
 from switchboard.router.proxy import Interface, Proxy, ProxySettings, Send, default_resolve
 from switchboard.sip.transaction import Peer
 
@@ -130,6 +130,15 @@ def _settings(cfg: config_mod.Config) -> ProxySettings:
         failover_codes=match_codes(cfg.dispatcher.failover_codes),
         unavailable_reason=cfg.dispatcher.unavailable_reason,
         retry_after=cfg.dispatcher.retry_after,
+    )
+
+
+def _bans(cfg: config_mod.SecuritySection) -> AuthBans:
+    return AuthBans(
+        limit=cfg.auth_fail_limit,
+        window=cfg.auth_fail_window,
+        ban_seconds=cfg.auth_ban_seconds,
+        allow=cfg.auth_ban_allow,
     )
 
 
@@ -347,6 +356,10 @@ class Router:
             resolve=_Resolver(),
             aliases=tuple((i.host, i.port) for i in interfaces),
             via_interfaces=via_interfaces,
+            bans=_bans(cfg.security),
+            scanners=ScannerFilter(cfg.security.scanner_user_agents),
+            server=cfg.security.server_header,
+            acl_drop=cfg.security.outside_acl == "drop",
         )
         self.registry = make_registry(self.proxy, self.latency)
         self.interfaces = interfaces
@@ -493,6 +506,7 @@ class Router:
             probing = _probing(cfg.dispatcher)
             acl = Acl(cfg.acl.allow, key="acl.allow")
             pike_allow = AddressList(cfg.pike.allow, key="pike.allow")
+            ban_allow = AddressList(cfg.security.auth_ban_allow, key="security.auth_ban_allow")
         except (config_mod.ConfigError, DispatcherError) as exc:
             raise ValueError(str(exc)) from None
         p = self.proxy
@@ -501,6 +515,15 @@ class Router:
         p.dispatcher.load(specs)
         p.settings = settings
         p.acl = acl
+        sec = cfg.security
+        if p.bans is not None:  # keep the current bans and counts
+            p.bans.limit = sec.auth_fail_limit
+            p.bans.window = sec.auth_fail_window
+            p.bans.ban_seconds = sec.auth_ban_seconds
+            p.bans.allow = ban_allow
+        p.scanners = ScannerFilter(sec.scanner_user_agents)
+        p.server_line = b"Server: " + sec.server_header.encode() if sec.server_header else b""
+        p.acl_drop = sec.outside_acl == "drop"
         if p.pike is not None:
             p.pike.unit = cfg.pike.sampling_time_unit
             p.pike.density = cfg.pike.reqs_density_per_unit
@@ -632,7 +655,8 @@ class Router:
         lines.append(b"CSeq: " + m.cseq_num + b" INVITE")
         if retry:
             lines.append(b"Retry-After: %d" % retry)
-        lines.append(b"Server: switchboard-router")
+        if self.proxy.server_line:
+            lines.append(self.proxy.server_line)
         lines.append(b"Content-Length: 0")
         self._transmit([Send("udp", reply_addr, wire.build(lines, b""))])
         return True
