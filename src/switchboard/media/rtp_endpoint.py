@@ -318,6 +318,12 @@ class RtpEndpoint:
             self._rtcp_transport.close()
         if self._allocator is not None:
             self._allocator.release(self.port)
+        # Hooks are closures over the call (the echo relay points back at this very
+        # endpoint): dropping them leaves no cycle for the garbage collector.
+        self.on_packet = None
+        self.on_dtmf = None
+        self._sink = None
+        self._source = None
 
     # -- addressing -------------------------------------------------------------------
 

@@ -73,6 +73,7 @@ from switchboard.sip.transaction import (
     ResponseReceived,
     ServerTransaction,
     State,
+    Terminated,
     TimedOut,
     TransactionLayer,
     Transmit,
@@ -259,9 +260,13 @@ class InboundLeg(SipLeg):
         if 100 < status < 300 and self.dialog is None:
             self.dialog = Dialog.from_request(self.invite, resp)
             self.ua.legs[self.key] = self
+        txn = self.txn
         if status >= 200:
             self.final_sent = True
-        self.ua.send_response(self.txn, resp)
+            # The transaction (its context holds this leg) answers retransmissions on its
+            # own from now on; dropping our reference leaves no leg ↔ transaction cycle.
+            self.txn = None
+        self.ua.send_response(txn, resp)
 
     def _answer_sdp(self) -> bytes:
         assert self.local_sdp is not None
@@ -408,6 +413,7 @@ class UserAgent:
         self._tasks: set[asyncio.Task[Any]] = set()
         for kind in ("gateway", "user", "sofia", "sip"):
             switch.endpoints[kind] = self
+        switch.hangup_hooks.append(self._gateway_release)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, listen: Sequence[str]) -> None:
@@ -629,6 +635,11 @@ class UserAgent:
                 self._on_timeout(txn, timer)
             case TransportFailed(transaction=txn):
                 self._on_transport_failed(txn)
+            case Terminated(transaction=txn):
+                # The layer's timer heap may keep a stopped timer's transaction until
+                # that timer's due time (Timer C: 3 minutes); the call it carried need
+                # not wait with it.
+                txn.context = None
             case _:
                 pass
 
@@ -646,9 +657,9 @@ class UserAgent:
             return
         match method:
             case "INVITE":
-                leg_ctx = InboundPending(req, txn, peer)
+                leg_ctx = InboundPending(req, peer)
                 txn.context = leg_ctx
-                self._spawn(self._on_invite_guarded(leg_ctx))
+                self._spawn(self._on_invite_guarded(leg_ctx, txn))
             case "CANCEL":
                 self._on_cancel(req, txn)
             case "OPTIONS":
@@ -714,20 +725,20 @@ class UserAgent:
         )
 
     # ------------------------------------------------------------------ inbound INVITE
-    async def _on_invite_guarded(self, pending: InboundPending) -> None:
+    async def _on_invite_guarded(self, pending: InboundPending, txn: ServerTransaction) -> None:
         """Our bug must not leave the caller without a final response (or the channel up)."""
         try:
-            await self._on_invite(pending)
+            await self._on_invite(pending, txn)
         except Exception:
             log.exception("INVITE %s: setup failed", pending.request.call_id)
             leg = pending.leg
             if leg is not None:
                 self.switch.hangup(leg.session.uuid, Cause.NORMAL_TEMPORARY_FAILURE)
             else:
-                self.respond(pending.txn, pending.request, 500, "Server Internal Error")
+                self.respond(txn, pending.request, 500, "Server Internal Error")
 
-    async def _on_invite(self, pending: InboundPending) -> None:
-        req, txn, peer = pending.request, pending.txn, pending.peer
+    async def _on_invite(self, pending: InboundPending, txn: ServerTransaction) -> None:
+        req, peer = pending.request, pending.peer
         received = time.monotonic()
         try:  # headers are parsed lazily: a bad From/To/R-URI is the peer's 400, not our crash
             frm, to, ruri = req.from_, req.to, req.ruri
@@ -1057,28 +1068,30 @@ class UserAgent:
             if self.metrics is not None:
                 self.metrics.gateway_calls.labels(gateway=gateway).set(self.gateway_calls[gateway])
             session.data["gateway"] = gateway
-            self.switch.hangup_hooks.append(self._gateway_release_hook(session, gateway))
+            session.data["gateway_slot"] = gateway  # released by _gateway_release
         if self.metrics is not None:
             self.metrics.call_attempts.labels(direction="outbound").inc()
         self.legs[leg.key] = leg
         leg.txn = self.send_request(invite, peer, context=leg)
 
-    def _gateway_release_hook(self, session: Session, gateway: str) -> Any:
-        def hook(s: Session) -> None:
-            if s is session:
-                self.gateway_calls[gateway] = max(0, self.gateway_calls.get(gateway, 1) - 1)
-                if self.metrics is not None:
-                    self.metrics.gateway_calls.labels(gateway=gateway).set(
-                        self.gateway_calls[gateway]
-                    )
-                with contextlib.suppress(ValueError):
-                    self.switch.hangup_hooks.remove(hook)
+    def _gateway_release(self, s: Session) -> None:
+        """Hangup hook (one for the node, registered once): a gateway leg frees its slot.
 
-        return hook
+        One hook reading ``session.data`` rather than a closure per call: a per-call hook
+        that removes itself from the list is a reference cycle holding the whole call,
+        and the list grows with the calls in progress."""
+        gateway = s.data.pop("gateway_slot", None)
+        if gateway is None:
+            return
+        self.gateway_calls[gateway] = max(0, self.gateway_calls.get(gateway, 1) - 1)
+        if self.metrics is not None:
+            self.metrics.gateway_calls.labels(gateway=gateway).set(self.gateway_calls[gateway])
 
     def _on_response(self, resp: Response, txn: ClientTransaction | None, peer: Peer) -> None:
         ctx = txn.context if txn is not None else None
         if isinstance(ctx, OutboundLeg):
+            if resp.status >= 200 and txn is ctx.txn:
+                ctx.txn = None  # no CANCEL after a final response: drop the leg ↔ txn cycle
             self._invite_response(ctx, resp)
             return
         if isinstance(ctx, tuple) and ctx[0] == "register":
@@ -1240,9 +1253,11 @@ class UserAgent:
             # Timer B/C, or no final response 64·T1 after our CANCEL: act as if 408
             # arrived (§8.1.3.1, §9.1) — unless the leg already ended (CANCEL guard).
             ctx.cancel_wanted = False
-            if txn is ctx.txn and not ctx.session.is_hungup:
-                self.switch.on_remote_hangup(ctx.session, Cause.RECOVERY_ON_TIMER_EXPIRE,
-                                             sip_status=408, disposition="recv_refuse")  # fmt: skip
+            if txn is ctx.txn:
+                ctx.txn = None
+                if not ctx.session.is_hungup:
+                    self.switch.on_remote_hangup(ctx.session, Cause.RECOVERY_ON_TIMER_EXPIRE,
+                                                 sip_status=408, disposition="recv_refuse")  # fmt: skip
             ctx.close()
         elif isinstance(ctx, InboundPending) and ctx.leg is not None and timer in ("L", "H"):
             # 2xx never ACKed (§13.3.1.4) or failure never ACKed: end the call
@@ -1257,6 +1272,8 @@ class UserAgent:
             return
         if isinstance(ctx, OutboundLeg):
             ctx.cancel_wanted = False
+            if txn is ctx.txn:
+                ctx.txn = None
             self.switch.on_remote_hangup(ctx.session, Cause.NORMAL_TEMPORARY_FAILURE,
                                          sip_status=503, disposition="recv_refuse")  # fmt: skip
             ctx.close()
@@ -1264,10 +1281,13 @@ class UserAgent:
 
 @dataclass(eq=False)
 class InboundPending:
-    """The server transaction's context while an inbound INVITE is being set up."""
+    """The server transaction's context while an inbound INVITE is being set up.
+
+    It does not point back at its transaction (the transaction holds it as ``context``):
+    a finished call's objects must be freed by reference counting, not left in a cycle
+    for the garbage collector's full collections (docs/media.md, "Memory")."""
 
     request: Request
-    txn: ServerTransaction
     peer: Peer
     leg: InboundLeg | None = None
     cancelled: bool = False
