@@ -18,7 +18,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from switchboard.media.settings import (  # media node sections (docs/media.md)
     DialplanSection,
@@ -59,16 +66,28 @@ class RouterSection(Section):
     drain_timeout: float = Field(
         default=32.0, gt=0
     )  # SIGTERM: wait this long for in-flight transactions
+    # SIP over TLS (docs/security.md): PEM files; re-read on SIGHUP.
+    tls_cert: str = ""  # certificate chain of tls: listen addresses
+    tls_key: str = ""
+    tls_ca: str = ""  # CA bundle verifying peers ("" = the system store for servers dialled)
+    tls_verify_client: bool = False  # mutual TLS: callers must present a certificate from tls_ca
+    tls_verify_server: bool = True  # check the certificate and name of TLS destinations
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: list[str]) -> list[str]:
         for item in v:
             proto, sep, addr = item.partition(":")
-            if not sep or proto not in ("udp", "tcp"):
-                raise ValueError(f"expected udp:HOST:PORT or tcp:HOST:PORT, got {item!r}")
+            if not sep or proto not in ("udp", "tcp", "tls"):
+                raise ValueError(f"expected udp:, tcp: or tls:HOST:PORT, got {item!r}")
             _check_address(addr)
         return v
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> RouterSection:
+        if any(i.startswith("tls:") for i in self.listen) and not (self.tls_cert and self.tls_key):
+            raise ValueError("a tls: listen address needs tls_cert and tls_key")
+        return self
 
     @field_validator("admin")
     @classmethod

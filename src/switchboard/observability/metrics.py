@@ -134,6 +134,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_router_auth_bans_total", "counter", "router", (), "Sources banned for more than [security] auth_fail_limit authentication failures in auth_fail_window seconds."),
     _spec("switchboard_router_auth_ban_drops_total", "counter", "router", (), "Requests from banned sources dropped silently."),
     _spec("switchboard_router_acl_drops_total", "counter", "router", (), "Requests from sources outside [acl].allow dropped silently ([security] outside_acl = \"drop\")."),
+    _spec("switchboard_router_tls_handshake_failures_total", "counter", "router", (), "TLS handshakes that failed, accepted or dialled (wrong CA, no client certificate, plain SIP on the TLS port)."),
     _spec("switchboard_router_forwarding_latency_seconds", "histogram", "router", (), "Time the router spends on one SIP message, receive to send.", FORWARDING_BUCKETS),
     # -- media node (FreeSWITCH role) and its Event Socket ---------------------------------
     _spec("switchboard_media_active_calls", "gauge", "media", (), "Calls in progress on the node (a bridged call counts once)."),
@@ -145,6 +146,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_media_auth_failures_total", "counter", "media", (), "REGISTERs refused 403 by the registrar (wrong password or unknown user), counted per source for bans."),
     _spec("switchboard_media_auth_bans_total", "counter", "media", (), "Sources banned for more than [security] auth_fail_limit authentication failures in auth_fail_window seconds."),
     _spec("switchboard_media_untrusted_drops_total", "counter", "media", (), "SIP messages dropped silently: from outside [media] trusted, or from a banned source."),
+    _spec("switchboard_media_tls_handshake_failures_total", "counter", "media", (), "TLS handshakes that failed, accepted or dialled."),
     _spec("switchboard_media_pdd_seconds", "histogram", "media", ("gateway",), "Post-dial delay of outbound gateway legs: INVITE sent to first 180/183 or negative final response.", PDD_BUCKETS),
     _spec("switchboard_media_setup_latency_seconds", "histogram", "media", (), "INVITE received to 200 OK sent for calls the node answers itself.", SETUP_BUCKETS),
     _spec("switchboard_media_hangups_total", "counter", "media", ("cause",), "Channel hangups by Q.850 cause name (NORMAL_CLEARING, USER_BUSY, ...)."),
@@ -300,6 +302,7 @@ class RouterMetrics:
     auth_bans: Counter
     auth_ban_drops: Counter
     acl_drops: Counter
+    tls_handshake_failures: Counter
 
     DESTINATION_STATES = ("active", "trying", "inactive", "disabled")
 
@@ -332,6 +335,7 @@ class RouterMetrics:
             auth_bans=_c(registry, p + "auth_bans_total"),
             auth_ban_drops=_c(registry, p + "auth_ban_drops_total"),
             acl_drops=_c(registry, p + "acl_drops_total"),
+            tls_handshake_failures=_c(registry, p + "tls_handshake_failures_total"),
         )
 
     def set_destination_state(self, setid: int | str, uri: str, state: str) -> None:
@@ -374,6 +378,7 @@ class MediaMetrics:
     auth_failures: Counter
     auth_bans: Counter
     untrusted_drops: Counter
+    tls_handshake_failures: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> MediaMetrics:
@@ -399,6 +404,7 @@ class MediaMetrics:
             auth_failures=_c(registry, "switchboard_media_auth_failures_total"),
             auth_bans=_c(registry, "switchboard_media_auth_bans_total"),
             untrusted_drops=_c(registry, "switchboard_media_untrusted_drops_total"),
+            tls_handshake_failures=_c(registry, "switchboard_media_tls_handshake_failures_total"),
         )
         # Pre-create the label sets dashboards divide by, so a ratio is 0, not "no data".
         for d in DIRECTIONS:

@@ -131,8 +131,8 @@ def parse_destination_uri(uri: str) -> tuple[str, str, int]:
         name, _, value = param.partition("=")
         if name.strip().lower() == "transport":
             transport = value.strip().lower()
-    if transport not in ("udp", "tcp"):
-        raise DispatcherError(f"{uri!r}: transport {transport!r} is not supported (udp, tcp)")
+    if transport not in ("udp", "tcp", "tls"):
+        raise DispatcherError(f"{uri!r}: transport {transport!r} is not supported (udp, tcp, tls)")
     if hostport.startswith("["):
         end = hostport.find("]")
         if end < 0:
@@ -150,7 +150,7 @@ def parse_destination_uri(uri: str) -> tuple[str, str, int]:
             raise DispatcherError(f"{uri!r}: bad port {port_text!r}")
         port = int(port_text)
     else:
-        port = 5060
+        port = 5061 if transport == "tls" else 5060  # §19.1.2 default ports
     return transport, host, port
 
 

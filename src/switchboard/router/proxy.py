@@ -1091,7 +1091,7 @@ class Proxy:
         if addr is None:
             return []
         self._count_reply(m.status)
-        return [Send(nxt.transport if nxt.transport != "tls" else "tcp", (addr, port), data)]
+        return [Send(nxt.transport, (addr, port), data)]
 
     def _finish(
         self,
