@@ -20,12 +20,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from urllib.error import HTTPError
 
 import pytest
-from platform_harness import (
+from prometheus_client.parser import text_string_to_metric_families
+
+from switchboard.observability.metrics import CATALOGUE
+from tests.support.net import wait_until
+from tests.support.platform_harness import (
     DASHBOARD,
     Chromium,
     Platform,
@@ -37,12 +40,8 @@ from platform_harness import (
     http_text,
     sipp_calls,
 )
-from prometheus_client.parser import text_string_to_metric_families
-
-from switchboard.observability.metrics import CATALOGUE
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(300),
     pytest.mark.skipif(shutil.which("sipp") is None, reason="Debian sip-tester missing"),
 ]
@@ -100,14 +99,6 @@ def attempts(p: Platform) -> list[float]:
 
 def destinations(p: Platform) -> dict[str, str]:
     return {d["uri"]: d["state"] for d in http_json(p.admin_url + "/destinations")}
-
-
-def wait_until(cond, timeout: float = 30.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)  # polling other processes' state: nothing to await
 
 
 @pytest.fixture(scope="module")

@@ -16,22 +16,20 @@ import ssl
 from pathlib import Path
 
 import pytest
+
+from switchboard.router.service import Router, StartError
 from tests.e2e.test_router_e2e import (
     SIPP,
     Sipp,
     both_active,
-    free_port,
     router_sections,
     running_router,
-    wait_for,
     write_config,
 )
-from tests.tls_certs import Pki, make_pki
-
-from switchboard.router.service import Router, StartError
+from tests.support.net import async_wait_until, free_port
+from tests.support.tls_certs import Pki, make_pki
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(60),
     pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed"),
 ]
@@ -175,7 +173,7 @@ async def test_tls_carrier_calls_through_the_router_to_a_udp_media_node(
     sections = tls_sections(pki, port, tls_port, [f"sip:127.0.0.1:{uas_port}"])
     try:
         async with running_router(tmp_path, sections) as router:
-            await wait_for(lambda: both_active(router), what="the media node answering")
+            await async_wait_until(lambda: both_active(router), what="the media node answering")
             peer = await TlsSip.connect(tls_port, client_ctx(pki))
             assert peer.peer_cn == "switchboard-test"
             for n in range(3):
@@ -211,7 +209,9 @@ async def test_mutual_tls_and_failed_handshakes_are_counted_not_fatal(
         await writer.drain()
         assert await asyncio.wait_for(reader.read(), 15) == b""  # closed, nothing answered
         writer.close()
-        await wait_for(lambda: router.tls.handshake_failures == 3, 15, "3 failed handshakes")  # type: ignore[union-attr]
+        await async_wait_until(
+            lambda: router.tls.handshake_failures == 3, 15, "3 failed handshakes"
+        )  # type: ignore[union-attr]
         # a carrier with a certificate from the CA is served
         good = await TlsSip.connect(tls_port, client_ctx(pki, pki.client))
         await good.send(OPTIONS.format(port=tls_port, n=1))
