@@ -6,7 +6,7 @@ section and key), e.g. ``SWITCHBOARD_PIKE__BAN_SECONDS=60``. Unknown sections or
 are an error that names them: a typo in a carrier's config must not be silently ignored.
 
 Each service owns its section model; this module composes them. Keys documented here and
-in the README are part of the stable interface (DESIGN.md §3).
+in the README are part of the stable interface (docs/architecture.md, "Stable interface").
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ class StatusSection(Section):
 class EslSection(Section):
     """[esl] — the media node's Event Socket, FreeSWITCH inbound ESL compatible (docs/esl.md)."""
 
-    listen: str = ""  # HOST:PORT; "" → 127.0.0.1:802N for node media-N (DESIGN.md §2)
+    listen: str = ""  # HOST:PORT; "" → 127.0.0.1:802N for node media-N
     password: str = "ClueCon"
     allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # [] = anyone
     tls_cert: str = ""  # PEM; set → the port speaks TLS only

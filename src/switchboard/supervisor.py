@@ -110,7 +110,7 @@ def _sip_listens(items: Sequence[str]) -> tuple[Listen, ...]:
 class MediaNodeAddresses:
     """Where media node ``index`` (1-based) listens.
 
-    DESIGN.md §2's numbering by default (SIP 508N, ESL 802N, admin 808N, RTP 16384 +
+    By default SIP 508N, ESL 802N, admin 808N, RTP 16384 +
     (N−1)·8192). When the config sets node 1's addresses (``[media] listen``/``admin``/
     ``rtp_port_start``, ``[esl] listen``), node N takes each of them plus N−1 (RTP: plus
     (N−1) ranges), so one platform config places every node.

@@ -1,7 +1,7 @@
 """One media node process: switch core + SIP UA + Event Socket + /metrics + CDRs.
 
 ``switchboard media --config FILE --name media-1`` runs :func:`run`. Defaults follow
-DESIGN.md §2 from the node number N of ``media-N``: SIP udp+tcp 127.0.0.1:508N, ESL
+from the node number N of ``media-N``: SIP udp+tcp 127.0.0.1:508N, ESL
 127.0.0.1:802N, RTP 16384+(N-1)·8192 … +8191, admin + /metrics 127.0.0.1:808N.
 SIGHUP reloads the dialplan; the first SIGTERM/SIGINT hangs up every call
 (SYSTEM_SHUTDOWN) and stops, a second one exits at once.

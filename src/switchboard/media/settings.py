@@ -1,7 +1,7 @@
 """Typed configuration sections of the media node: ``[media]``, ``[limits]``,
 ``[gateways.<name>]``, ``[users.<id>]``, ``[dialplan]`` (composed by ``switchboard.config``).
 
-Every key has a working default; the per-node addresses follow DESIGN.md §2 from the
+Every key has a working default; the per-node addresses follow from the
 node's number (``media-N``): SIP udp+tcp 127.0.0.1:508N, ESL 802N, admin/metrics 808N,
 RTP ports 16384 + (N-1)·8192 … +8191. Documented key by key in docs/media.md.
 """
@@ -191,12 +191,14 @@ class DialplanSection(_Section):
     """[dialplan] — ordered rules (see media/dialplan.py) and IVR menus."""
 
     file: str = ""  # a TOML file with [[rules]] (and [ivr.*]) re-read on reloadxml/SIGHUP
-    rules: list[dict[str, Any]] = Field(default_factory=list)  # [] → DESIGN.md §2 defaults
+    rules: list[dict[str, Any]] = Field(
+        default_factory=list
+    )  # [] → the default dialplan (docs/media.md)
     ivr: dict[str, IvrMenuSection] = Field(default_factory=_default_ivr)
 
 
 def default_gateways() -> dict[str, GatewaySection]:
-    """DESIGN.md §2: gateway ``carrier`` → udp 127.0.0.1:5090."""
+    """The default gateway ``carrier`` → udp 127.0.0.1:5090 (the demo's carrier simulator)."""
     return {"carrier": GatewaySection()}
 
 

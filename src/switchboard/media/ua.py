@@ -12,7 +12,8 @@ call-load dispatching); REGISTER → the registrar.
 Outbound (bridge/originate): :meth:`UserAgent.place` sends an INVITE with our offer to
 a gateway (``sofia/gateway/<gw>/<number>``), a registered user (``user/<id>``) or a SIP
 URI, answers digest challenges for gateways with credentials, maps the final response
-to a cause (reference §5.3), ACKs 2xx, and CANCELs/BYEs when told to.
+to a cause (as sofia_glue.c does, :mod:`switchboard.media.causes`), ACKs 2xx, and
+CANCELs/BYEs when told to.
 
 The SIP stack is the pure :class:`~switchboard.sip.transaction.TransactionLayer`
 driven by one :class:`~switchboard.net.endpoint.SipEndpoint`; this module is the TU.

@@ -7,7 +7,8 @@ the three in step). The original system's names are kept verbatim —
 ``voip_calls_total{direction,disposition}`` and ``voip_call_duration_seconds`` with buckets
 10, 30, 60, 120, 300, 600 — everything else is ``switchboard_<service>_…``.
 
-Practice (reference: billing-dialer-monitoring.md §7.5): base units in names (``_seconds``,
+Practice (Prometheus's naming guidelines, prometheus.io/docs/practices/naming): base
+units in names (``_seconds``,
 ``_bytes``, ``_total``); bounded label values only (never a call-id, number or IP address);
 ratios such as ASR are computed by recording rules, not exported; histogram buckets put a
 boundary on every SLO threshold (PDD 3 s and 7 s).
@@ -56,7 +57,8 @@ Kind = Literal["counter", "gauge", "histogram"]
 
 # Bucket sets (seconds). The original system's call-duration buckets are kept exactly.
 CALL_DURATION_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-# PDD: reference §7.5 set plus sub-second bounds (loopback and good carriers answer fast);
+# PDD: the usual carrier-monitoring bounds plus sub-second ones (loopback and good
+# carriers answer fast);
 # 3 s (perceived delay) and 7 s (carrier threshold) are boundaries so compliance is exact.
 PDD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0)
 SETUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -224,7 +226,7 @@ def new_registry(service: str, *, include_module_level: bool = True) -> Collecto
     test can build a service twice in one interpreter without "Duplicated timeseries".
     """
     # One `_created` series per counter and histogram doubles the series count for nothing
-    # a dashboard uses (reference §7.5); process-wide, and services are one process each.
+    # a dashboard uses; process-wide, and services are one process each.
     disable_created_metrics()
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)

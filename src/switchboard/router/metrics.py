@@ -3,7 +3,7 @@
 Nothing here runs per message except :meth:`LatencyHistogram.observe` (a bisect and two
 additions): the counters live as ints in :class:`~switchboard.router.proxy.Stats` and a
 custom collector turns them into metric families when Prometheus scrapes. Semantics
-follow the Kamailio exporters (reference §7.5): requests by method, replies by code,
+follow the Kamailio Prometheus exporters: requests by method, replies by code,
 current transactions, per-destination state as 0/1 gauges, drops of ACL and pike.
 """
 

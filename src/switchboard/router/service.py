@@ -102,7 +102,7 @@ class StartError(Exception):
 def destination_specs(
     cfg: config_mod.DispatcherSection, base: Path | None = None
 ) -> list[DestinationSpec]:
-    """Destinations from ``[dispatcher] list_file`` and ``destinations`` (DESIGN.md §3).
+    """Destinations from ``[dispatcher] list_file`` and ``destinations`` (docs/router.md).
 
     A ``destinations`` entry is either a whole list-file line (``"1 sip:… 0 0 attrs"``)
     or just a URI, which joins set ``[dispatcher] set``. Raises ValueError naming the
