@@ -192,6 +192,7 @@ def test_prometheus_sees_every_dashboard_query_and_rule(platform: Platform) -> N
             n for n in dialer_names if n.startswith("switchboard_") and not n.endswith("_created")
         } - set(CATALOGUE)
         assert not undocumented, f"dialer metrics not in docs/metrics.md: {undocumented}"
+        assert "switchboard_event_loop_lag_seconds" in dialer_names
 
         def scraped_enough() -> bool:
             got = prom.query("count_over_time(switchboard_router_requests_total[1m])")
@@ -240,10 +241,15 @@ def test_every_exported_metric_is_documented(platform: Platform) -> None:
     """docs/metrics.md (the catalogue) lists every metric the running processes export."""
     exported: dict[str, str] = {}
     for url in [platform.admin_url, *platform.media_admin_urls()]:
+        names = set()
         for fam in text_string_to_metric_families(http_text(url + "/metrics")):
             name = fam.name + ("_total" if fam.type == "counter" else "")
+            names.add(name)
             if name.startswith(("switchboard_", "voip_")):
                 exported[name] = url
+        # every process shows its event-loop stalls and collector pauses
+        for common in ("switchboard_event_loop_lag_seconds", "switchboard_gc_pause_seconds"):
+            assert common in names, f"{url}: no {common}"
     assert len(exported) > 30
     undocumented = {n: u for n, u in exported.items() if n not in CATALOGUE}
     assert not undocumented, f"exported but not in docs/metrics.md: {undocumented}"

@@ -89,6 +89,7 @@ class MediaNode:
         self.admin_server: asyncio.Server | None = None
         self.metrics: Any = None
         self.registry: Any = None
+        self.loop_lag: Any = None  # LoopLagMonitor once started
         self._own_sink: Any = None
         self.billing: Any = None  # BillingService when [database] url is set
         self.call_credit: Any = None  # CallCredit when [billing] credit_control is on
@@ -118,6 +119,7 @@ class MediaNode:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        from switchboard.observability.loop_lag import LoopLagMonitor
         from switchboard.observability.metrics import MediaMetrics, new_registry
 
         m = self.cfg.media
@@ -149,6 +151,9 @@ class MediaNode:
         )
         self.registry = new_registry("media")
         self.metrics = MediaMetrics.create(self.registry)
+        # event-loop stalls and collector pauses on /metrics (observability/loop_lag.py)
+        self.loop_lag = LoopLagMonitor(self.registry)
+        self.loop_lag.start()
         self.metrics.sessions_max.set(limits.max_sessions)
         self.metrics.sessions_per_second_max.set(limits.sessions_per_second)
         sw.events.subscribe(self._on_event)
@@ -286,6 +291,8 @@ class MediaNode:
                 log.error("%s: dialplan reload failed, keeping the old one: %s", self.name, exc)
 
     async def stop(self) -> None:
+        if self.loop_lag is not None:
+            self.loop_lag.stop()
         if self.switch is not None:
             await self.switch.stop()
         if self.esl is not None:

@@ -77,6 +77,8 @@ FORWARDING_BUCKETS = (
     0.5,
     1.0,
 )
+# Event-loop lag and collector pauses: 50 ms (the stall budget) is a boundary.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 CDR_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 RATING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -108,6 +110,9 @@ def _spec(
 _SPECS: tuple[MetricSpec, ...] = (
     # -- every process ---------------------------------------------------------------------
     _spec("switchboard_build_info", "gauge", "common", ("service", "version"), "Always 1; the process's service name and Switchboard version."),
+    _spec("switchboard_event_loop_lag_seconds", "histogram", "common", (), "How late a timer asked to run every 20 ms actually ran: a stall of the process's event loop shows as a sample of its length.", LAG_BUCKETS),
+    _spec("switchboard_event_loop_lag_max_seconds", "gauge", "common", (), "Largest event-loop lag seen in the last 10 to 20 seconds."),
+    _spec("switchboard_gc_pause_seconds", "histogram", "common", ("generation",), "Duration of each garbage collection the interpreter ran, by generation (2 = full); the event loop waits for it.", LAG_BUCKETS),
     # -- calls: the original system's names (media node, one sample per call leg) --------
     _spec("voip_calls_total", "counter", "media", ("direction", "disposition"), "Finished call legs by direction (inbound, outbound) and disposition (answered, busy, no_answer, failed, cancelled)."),
     _spec("voip_call_duration_seconds", "histogram", "media", (), "Billable seconds of answered calls (ACD = _sum / _count).", CALL_DURATION_BUCKETS),

@@ -37,6 +37,7 @@ from switchboard.lifecycle import ExitCode, Signals, run_service
 from switchboard.net.tcp import TcpTransport
 from switchboard.net.tls import TlsConfigError, TlsFiles, client_context, server_context
 from switchboard.net.udp import unbracket
+from switchboard.observability.loop_lag import LoopLagMonitor
 from switchboard.router import wire
 from switchboard.router.admin import create_app
 from switchboard.router.dispatcher import (
@@ -400,6 +401,9 @@ class Router:
             self.latency,
             lambda: self.tls.handshake_failures if self.tls is not None else 0,
         )
+        # switchboard_event_loop_lag_seconds / _max_seconds, switchboard_gc_pause_seconds
+        self.loop_lag = LoopLagMonitor(self.registry)
+        self.loop_lag.start()
         self.interfaces = interfaces
         app = create_app(self)
         ucfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
@@ -490,6 +494,8 @@ class Router:
             self._timer.cancel()
             self._timer = None
         self._gc_stop()
+        if getattr(self, "loop_lag", None) is not None:
+            self.loop_lag.stop()
         if self._qprobe_timer is not None:
             self._qprobe_timer.cancel()
             self._qprobe_timer = None

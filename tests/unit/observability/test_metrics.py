@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from switchboard.observability.loop_lag import LoopLagMonitor
 from switchboard.observability.metrics import (
     CATALOGUE,
     BillingMetrics,
@@ -70,6 +71,7 @@ def test_every_service_set_fits_one_registry_and_matches_the_catalogue() -> None
     MediaMetrics.create(reg)
     BillingMetrics.create(reg)
     DialerMetrics.create(reg)
+    LoopLagMonitor(reg)
     exported = {fam.name for fam in reg.collect()}
     # prometheus_client names counter families without "_total"
     for name, spec in CATALOGUE.items():
