@@ -275,3 +275,37 @@ async def test_tls_listen_without_certificate_is_a_config_error(tmp_path: Path) 
     router = Router(config_mod.load(path, environ={}), path)
     with pytest.raises(StartError, match="tls_cert"):
         await router.start()
+
+
+async def test_media_node_accepts_tls_and_counts_failed_handshakes(
+    tmp_path: Path, pki: Pki
+) -> None:
+    from tests.support.media import start_node
+
+    tls_port = free_port()
+    node, _ = await start_node(
+        tmp_path,
+        {
+            "media": {
+                "listen": [f"udp:127.0.0.1:{free_port()}", f"tls:127.0.0.1:{tls_port}"],
+                "tls_cert": str(pki.server.cert),
+                "tls_key": str(pki.server.key),
+            }
+        },
+    )
+    try:
+        peer = await TlsSip.connect(tls_port, client_ctx(pki))
+        await peer.send(OPTIONS.format(port=tls_port, n=7))
+        answer = await peer.read()
+        assert answer.startswith("SIP/2.0 200 ")
+        await peer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", tls_port)
+        writer.write(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), 15) == b""
+        writer.close()
+        assert node.ua is not None and node.ua.endpoint is not None
+        tls = node.ua.endpoint.tls
+        assert tls is not None
+        await wait_for(lambda: tls.handshake_failures == 1, 15, "the failed handshake")
+    finally:
+        await node.stop()

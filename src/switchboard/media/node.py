@@ -30,6 +30,7 @@ from switchboard.media.limits import SessionLimiter
 from switchboard.media.ports import PortAllocator
 from switchboard.media.settings import RTP_BASE, RTP_SPAN, IvrMenuSection, node_number
 from switchboard.media.ua import UserAgent
+from switchboard.net.tls import TlsConfigError, TlsFiles
 from switchboard.router.protection import AuthBans
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ class MediaNode:
         )
         self.ua = ua
         try:
-            await ua.start(self.sip_listen)
+            await ua.start(self.sip_listen, self._tls_files())
             if self.want_esl:
                 from switchboard.media.event_socket import EslSettings, EventSocketServer
 
@@ -210,6 +211,9 @@ class MediaNode:
 
                 host, port = self.admin_address
                 self.admin_server = await serve_metrics(host, port, self.registry)
+        except TlsConfigError as exc:
+            await self.stop()
+            raise NodeStartError(f"{self.name}: {exc}") from None
         except OSError as exc:
             await self.stop()
             raise NodeStartError(f"{self.name}: cannot bind: {exc}") from None
@@ -282,7 +286,18 @@ class MediaNode:
         assert self.ua is not None
         return self.ua.udp_port
 
+    def _tls_files(self) -> TlsFiles:
+        m = self.cfg.media
+        return TlsFiles(
+            m.tls_cert, m.tls_key, m.tls_ca, verify_client=m.tls_verify_client, where="media"
+        )
+
     def reload(self) -> None:
+        if self.ua is not None and self.ua.endpoint is not None:
+            try:  # new handshakes get the new certificate; connections up keep theirs
+                self.ua.configure_tls(self._tls_files())
+            except TlsConfigError as exc:
+                log.error("%s: TLS reload failed, keeping the old certificate: %s", self.name, exc)
         if self.switch is not None:
             try:
                 self.switch.reload()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RTP_BASE = 16384
 RTP_SPAN = 8192
@@ -59,6 +59,12 @@ class MediaSection(_Section):
     # SIP is accepted only from these networks (routers, users) and the gateways' IP
     # addresses; anything else is dropped silently. [] = from anyone.
     trusted: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    # SIP over TLS: PEM files of tls: listen addresses; tls_ca verifies client certificates
+    # when tls_verify_client is on (mutual TLS). Re-read on SIGHUP.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    tls_verify_client: bool = False
 
     @field_validator("trusted")
     @classmethod
@@ -77,10 +83,16 @@ class MediaSection(_Section):
     def _listen(cls, v: list[str]) -> list[str]:
         for item in v:
             proto, sep, addr = item.partition(":")
-            if not sep or proto not in ("udp", "tcp"):
-                raise ValueError(f"expected udp:HOST:PORT or tcp:HOST:PORT, got {item!r}")
+            if not sep or proto not in ("udp", "tcp", "tls"):
+                raise ValueError(f"expected udp:, tcp: or tls:HOST:PORT, got {item!r}")
             _check_hostport(addr)
         return v
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MediaSection:
+        if any(i.startswith("tls:") for i in self.listen) and not (self.tls_cert and self.tls_key):
+            raise ValueError("a tls: listen address needs tls_cert and tls_key")
+        return self
 
     @field_validator("admin")
     @classmethod
@@ -132,6 +144,13 @@ class GatewaySection(_Section):
     max_calls: int = Field(default=0, ge=0)  # concurrent-call limit; 0 = unlimited
     expires: int = Field(default=3600, ge=60)  # registration period
     codecs: list[str] = Field(default_factory=list)  # offer order; [] → [media].codecs
+    # transport "tls": the carrier's certificate is checked against tls_ca (the system
+    # store when empty) unless tls_verify is off; tls_cert/tls_key are presented when the
+    # carrier asks for a client certificate (mutual TLS).
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_verify: bool = True
 
     @field_validator("proxy")
     @classmethod
@@ -141,8 +160,8 @@ class GatewaySection(_Section):
     @field_validator("transport")
     @classmethod
     def _transport(cls, v: str) -> str:
-        if v.lower() not in ("udp", "tcp"):
-            raise ValueError("transport must be udp or tcp")
+        if v.lower() not in ("udp", "tcp", "tls"):
+            raise ValueError("transport must be udp, tcp or tls")
         return v.lower()
 
 

@@ -521,3 +521,30 @@ def test_invented_methods_are_counted_as_other() -> None:
     for i in range(50):
         p.receive(invite(method=f"X{i}", branch=f"z9hG4bK-x{i}", body=""), "udp", UAC, None, 0.0)
     assert p.stats.requests == {"OTHER": 50}
+
+
+def test_tls_caller_is_reached_back_over_its_connection_by_contact_alias() -> None:
+    p = Proxy(
+        [Interface("udp", "127.0.0.1", 5060), Interface("tls", "127.0.0.1", 5061)],
+        Dispatcher(parse_list("1 sip:127.0.0.1:5081\n"), algorithm=4, now=1e9),
+        secret=b"test",
+    )
+    conn = object()
+    caller = ("127.0.0.1", 40123)  # the phone's ephemeral TLS source port
+    out = p.receive(invite(), "tls", caller, conn, 0.0)
+    fwd = one(out, M1)
+    assert header(fwd, "Contact") == ["<sip:alice@127.0.0.1:5070;alias=127.0.0.1~40123~tls>"]
+    # the node's BYE towards that Contact goes to the connection, alias removed
+    bye = invite(
+        method="BYE",
+        branch="z9hG4bK-nbye",
+        via="127.0.0.1:5081",
+        to_tag="t1",
+        cseq=2,
+        ruri="sip:alice@127.0.0.1:5070;alias=127.0.0.1~40123~tls",
+        route="<sip:127.0.0.1:5060;transport=udp;lr>",
+    )
+    out = p.receive(bye, "udp", M1, None, 1.0)
+    [sent] = [s for s in out if s.data.startswith(b"BYE ")]
+    assert sent.transport == "tls" and sent.addr == caller
+    assert start_line(sent.data) == "BYE sip:alice@127.0.0.1:5070 SIP/2.0"
