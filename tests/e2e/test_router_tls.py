@@ -306,6 +306,6 @@ async def test_media_node_accepts_tls_and_counts_failed_handshakes(
         assert node.ua is not None and node.ua.endpoint is not None
         tls = node.ua.endpoint.tls
         assert tls is not None
-        await wait_for(lambda: tls.handshake_failures == 1, 15, "the failed handshake")
+        await async_wait_until(lambda: tls.handshake_failures == 1, 15, "the failed handshake")
     finally:
         await node.stop()

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.e2e.test_router_e2e import SIPP, Sipp, free_port, router_sections, running_router
 from tests.support.media import dominant_frequency, finished_wav, start_node
 from tests.support.net import async_wait_until as wait_until
-from tests.e2e.test_router_e2e import SIPP, Sipp, free_port, router_sections, running_router
 from tests.support.tls_certs import Pki, make_pki
 
 pytestmark = [
