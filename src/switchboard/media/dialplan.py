@@ -16,8 +16,7 @@ Configuration (``[dialplan]`` in the node's TOML, or a separate ``file`` re-read
     destination = "^echo$"
     actions = ["answer", "echo"]
 
-With no rules configured the default dialplan is used (echo, playback, ivr, conf-<room>,
-3+ digits → the ``carrier`` gateway; docs/media.md).
+With no rules configured the default dialplan of DESIGN.md §2 is used.
 """
 
 from __future__ import annotations
@@ -120,7 +119,7 @@ class Dialplan:
 
     @classmethod
     def default(cls) -> Dialplan:
-        """The default dialplan (:data:`DEFAULT_RULES`)."""
+        """DESIGN.md §2's default dialplan."""
         return cls.from_config(DEFAULT_RULES)
 
     def match(
