@@ -8,7 +8,7 @@ APT_PACKAGES := sip-tester baresip-core sox prometheus chromium kamailio
 # Debian packages only the benchmarks need.
 BENCH_APT_PACKAGES := kamailio sip-tester
 
-.PHONY: run test check lint format deps system-deps bench-deps esl-node-deps bench clean
+.PHONY: run test test-fast check lint format deps system-deps bench-deps esl-node-deps bench clean
 
 $(BIN)/switchboard: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,11 +37,11 @@ bench-deps:
 
 # npm ESL client (modesl) for the Event Socket compatibility tests, from its package-lock.json.
 esl-node-deps:
-	@test -d tests/esl/node/node_modules/modesl || (cd tests/esl/node && npm ci --no-audit --no-fund --silent)
+	@test -d tests/support/esl/node/node_modules/modesl || (cd tests/support/esl/node && npm ci --no-audit --no-fund --silent)
 
 # Python ESL clients (genesis: asyncio, greenswitch: gevent) for the Event Socket compatibility
 # tests, in their own venv so their pins never reach the project's dependencies; the tests run
-# them as subprocesses (tests/esl/*_probe.py). The stamp holds the requirements: a change reinstalls.
+# them as subprocesses (tests/support/esl/*_probe.py). The stamp holds the requirements: a change reinstalls.
 ESL_CLIENTS_VENV := .venv-esl-clients
 ESL_CLIENTS_REQS := genesis>=2026.10.18,<2028 greenswitch>=0.0.19,<0.1
 .PHONY: esl-client-deps
@@ -58,8 +58,14 @@ esl-client-deps:
 run: deps
 	$(BIN)/switchboard up --demo
 
+# Every test: unit, integration and end-to-end (tests/conftest.py explains the kinds); the
+# 15 slowest are listed at the end.
 test: deps system-deps esl-node-deps esl-client-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
+
+# The unit tests only (tests/unit: pure, no sockets, processes or database): under a minute.
+test-fast: deps
+	$(BIN)/python -m pytest -q --durations=5 tests/unit
 
 lint: deps
 	$(BIN)/ruff check src tests bench

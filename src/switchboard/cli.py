@@ -87,7 +87,11 @@ def router(config: ConfigOpt = None) -> None:
 def media(
     config: ConfigOpt = None,
     name: Annotated[
-        str, typer.Option("--name", help="Node name; media-N takes DESIGN.md §2's addresses for N.")
+        str,
+        typer.Option(
+            "--name",
+            help="Node name; media-N listens on SIP 508N, ESL 802N, admin 808N unless configured.",
+        ),
     ] = "media-1",
 ) -> None:
     """Run one media node (SIP UA/B2BUA, RTP, dialplan, Event Socket, /metrics)."""

@@ -6,7 +6,7 @@ section and key), e.g. ``SWITCHBOARD_PIKE__BAN_SECONDS=60``. Unknown sections or
 are an error that names them: a typo in a carrier's config must not be silently ignored.
 
 Each service owns its section model; this module composes them. Keys documented here and
-in the README are part of the stable interface (DESIGN.md §3).
+in the README are part of the stable interface (docs/architecture.md, "Stable interface").
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from switchboard.media.settings import (  # media node sections (docs/media.md)
     DialplanSection,
@@ -59,16 +66,28 @@ class RouterSection(Section):
     drain_timeout: float = Field(
         default=32.0, gt=0
     )  # SIGTERM: wait this long for in-flight transactions
+    # SIP over TLS (docs/security.md): PEM files; re-read on SIGHUP.
+    tls_cert: str = ""  # certificate chain of tls: listen addresses
+    tls_key: str = ""
+    tls_ca: str = ""  # CA bundle verifying peers ("" = the system store for servers dialled)
+    tls_verify_client: bool = False  # mutual TLS: callers must present a certificate from tls_ca
+    tls_verify_server: bool = True  # check the certificate and name of TLS destinations
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: list[str]) -> list[str]:
         for item in v:
             proto, sep, addr = item.partition(":")
-            if not sep or proto not in ("udp", "tcp"):
-                raise ValueError(f"expected udp:HOST:PORT or tcp:HOST:PORT, got {item!r}")
+            if not sep or proto not in ("udp", "tcp", "tls"):
+                raise ValueError(f"expected udp:, tcp: or tls:HOST:PORT, got {item!r}")
             _check_address(addr)
         return v
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> RouterSection:
+        if any(i.startswith("tls:") for i in self.listen) and not (self.tls_cert and self.tls_key):
+            raise ValueError("a tls: listen address needs tls_cert and tls_key")
+        return self
 
     @field_validator("admin")
     @classmethod
@@ -182,13 +201,6 @@ class PlatformSection(Section):
 
     state_dir: str = "state"
     media_nodes: int = Field(default=2, ge=1, le=32)
-    # the supervisor's own /metrics (child restarts, child up); "" = not served
-    admin: str = "127.0.0.1:8079"
-
-    @field_validator("admin")
-    @classmethod
-    def _admin(cls, v: str) -> str:
-        return _check_address(v) if v else v
 
 
 class StatusSection(Section):
@@ -203,7 +215,7 @@ class StatusSection(Section):
 class EslSection(Section):
     """[esl] — the media node's Event Socket, FreeSWITCH inbound ESL compatible (docs/esl.md)."""
 
-    listen: str = ""  # HOST:PORT; "" → 127.0.0.1:802N for node media-N (DESIGN.md §2)
+    listen: str = ""  # HOST:PORT; "" → 127.0.0.1:802N for node media-N
     password: str = "ClueCon"
     allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # [] = anyone
     tls_cert: str = ""  # PEM; set → the port speaks TLS only

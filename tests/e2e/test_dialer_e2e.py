@@ -16,9 +16,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from platform_harness import Platform, free_run
 
-SCENARIO = Path(__file__).parent / "sipp" / "dialer_carrier_uas.xml"
+from tests.support.platform_harness import Platform, free_run
+from tests.support.sipp import SCENARIOS
+
+SCENARIO = SCENARIOS / "dialer_carrier_uas.xml"
 pytestmark = pytest.mark.skipif(
     shutil.which("sipp") is None, reason="sipp (Debian sip-tester) not installed"
 )

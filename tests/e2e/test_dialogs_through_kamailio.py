@@ -17,14 +17,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_media_support import start_node, wait_until
-from test_router_e2e import SIPP, Sipp, free_port, uac_args
+
+from tests.e2e.test_router_e2e import SIPP, Sipp, uac_args
+from tests.support.media import start_node
+from tests.support.net import async_wait_until, free_port
 
 KAMAILIO = shutil.which("kamailio") or (
     "/usr/sbin/kamailio" if Path("/usr/sbin/kamailio").exists() else None
 )
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(90),
     pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed"),
     pytest.mark.skipif(KAMAILIO is None, reason="Kamailio (Debian kamailio) is not installed"),
@@ -125,7 +126,7 @@ async def test_calls_to_media_nodes_behind_kamailio_hang_up_through_loose_route(
         # exit 0: every BYE got its 200 — through loose_route, where a missing route set
         # gets Kamailio's 404
         await uac.ok()
-        await wait_until(lambda: len(cdrs.records) == 10, what="10 CDRs")
+        await async_wait_until(lambda: len(cdrs.records) == 10, what="10 CDRs")
         assert {(r.disposition, r.hangup_cause) for r in cdrs.records} == {
             ("ANSWERED", "NORMAL_CLEARING")
         }

@@ -11,17 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_media_support import start_node, wait_until
-from test_router_e2e import (
+
+from tests.e2e.test_router_e2e import (
     SCENARIOS,
     SIPP,
     Sipp,
     both_active,
-    free_port,
     router_sections,
     running_router,
     uac_args,
 )
+from tests.support.media import start_node
+from tests.support.net import async_wait_until, free_port
 
 # The 200 must carry the router's Record-Route (check_it: the call fails without one). SIPp
 # itself sends every request to the router's address whatever the route set says, so the
@@ -34,7 +35,7 @@ _RR_CHECK = (
 
 
 def checking_record_route(tmp: Path, scenario: str) -> Path:
-    """``tests/e2e/sipp/<scenario>`` with the 200 required to carry Record-Route."""
+    """``tests/data/sipp/<scenario>`` with the 200 required to carry Record-Route."""
     text = (SCENARIOS / scenario).read_text()
     plain = '<recv response="200" rtd="setup" rrs="true"/>'
     assert plain in text
@@ -47,7 +48,6 @@ def checking_record_route(tmp: Path, scenario: str) -> Path:
 
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(90),
     pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed"),
 ]
@@ -70,7 +70,9 @@ async def test_caller_ack_and_bye_traverse_the_router_and_its_dialogs_end(
     sections = router_sections(rport, [f"sip:127.0.0.1:{node_port}{suffix}"])
     try:
         async with running_router(tmp_path, sections) as router:
-            await wait_until(lambda: both_active(router), what="the media node answering OPTIONS")
+            await async_wait_until(
+                lambda: both_active(router), what="the media node answering OPTIONS"
+            )
             uac = await Sipp.start(
                 tmp_path,
                 checking_record_route(tmp_path, "router_uac.xml"),
@@ -81,8 +83,8 @@ async def test_caller_ack_and_bye_traverse_the_router_and_its_dialogs_end(
             # ACK and BYE came through the router: they followed the Record-Route
             assert stats.requests.get("ACK", 0) == 6
             assert stats.requests.get("BYE", 0) == 6
-            await wait_until(lambda: router.proxy.dialog_count == 0, what="dialogs ended")
-            await wait_until(lambda: len(cdrs.records) == 6, what="6 CDRs")
+            await async_wait_until(lambda: router.proxy.dialog_count == 0, what="dialogs ended")
+            await async_wait_until(lambda: len(cdrs.records) == 6, what="6 CDRs")
     finally:
         await node.stop()
 
@@ -110,7 +112,9 @@ async def test_node_hangup_bye_reaches_the_caller_through_the_router(tmp_path: P
     sections = router_sections(rport, [f"sip:127.0.0.1:{node_port}"])
     try:
         async with running_router(tmp_path, sections) as router:
-            await wait_until(lambda: both_active(router), what="the media node answering OPTIONS")
+            await async_wait_until(
+                lambda: both_active(router), what="the media node answering OPTIONS"
+            )
             args = uac_args(rport, 4, rate=10)
             args[args.index("echo")] = "short"
             uac = await Sipp.start(
@@ -120,8 +124,8 @@ async def test_node_hangup_bye_reaches_the_caller_through_the_router(tmp_path: P
             stats = router.proxy.stats
             assert stats.requests.get("BYE", 0) == 4  # the node's BYEs came through the router
             assert stats.requests.get("ACK", 0) == 4
-            await wait_until(lambda: router.proxy.dialog_count == 0, what="dialogs ended")
-            await wait_until(lambda: len(cdrs.records) == 4, what="4 CDRs")
+            await async_wait_until(lambda: router.proxy.dialog_count == 0, what="dialogs ended")
+            await async_wait_until(lambda: len(cdrs.records) == 4, what="4 CDRs")
             assert {r.disposition for r in cdrs.records} == {"ANSWERED"}
     finally:
         await node.stop()

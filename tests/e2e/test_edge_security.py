@@ -15,23 +15,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from switchboard.config import load
+from switchboard.media.cdr import MemoryCdrSink
+from switchboard.media.node import MediaNode
 from tests.e2e.test_router_e2e import (
     SCENARIOS,
     SIPP,
     Sipp,
     both_active,
-    free_port,
     router_sections,
     running_router,
-    wait_for,
 )
-
-from switchboard.config import load
-from switchboard.media.cdr import MemoryCdrSink
-from switchboard.media.node import MediaNode
+from tests.support.net import async_wait_until, free_port
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(90),
     pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed"),
 ]
@@ -88,7 +86,7 @@ async def sipp_register(
         "-s", "1000", "-au", "1000", "-ap", password,
         "-m", str(calls), "-r", "5", "-timeout", "20s",
         ip=source,
-        port=free_port(source),
+        port=free_port(host=source),
     )  # fmt: skip
 
 
@@ -151,7 +149,9 @@ async def test_no_enumeration_and_password_guesser_banned_while_others_register(
         sections["acl"]["allow"] = ["127.0.0.0/8"]
         sections["security"] = {"auth_fail_limit": LIMIT, "auth_ban_seconds": 600}
         async with running_router(tmp_path, sections) as router:
-            await wait_for(lambda: both_active(router), what="the media node answering OPTIONS")
+            await async_wait_until(
+                lambda: both_active(router), what="the media node answering OPTIONS"
+            )
             # 1. Enumeration: a known and an unknown user get the same challenge.
             probe = RawSip("127.0.0.4")
             try:
@@ -172,7 +172,7 @@ async def test_no_enumeration_and_password_guesser_banned_while_others_register(
                 tmp_path, rport, "127.0.0.2", "wrong", 403, calls=LIMIT + 1
             )
             await guesser.ok()
-            await wait_for(lambda: router.proxy.stats.auth_bans == 1, 5.0, "the ban")
+            await async_wait_until(lambda: router.proxy.stats.auth_bans == 1, 5.0, "the ban")
             assert router.proxy.stats.auth_failures == LIMIT + 1
             # ... and then even the right password gets no answer at all from that source,
             late = await sipp_register(tmp_path, rport, "127.0.0.2", "secret1000", 200)

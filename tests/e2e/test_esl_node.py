@@ -12,9 +12,7 @@ import contextlib
 import json
 import random
 import shutil
-import socket
 import subprocess
-import sys
 import time
 import wave
 from collections.abc import AsyncIterator, Callable
@@ -23,26 +21,19 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ → the esl helpers
-
-from esl.client import EslClient
-from esl.thirdparty import CLIENTS, run_genesis_concurrent
 from switchboard.config import load
 from switchboard.media.cdr import MemoryCdrSink
 from switchboard.media.node import MediaNode
+from tests.support.esl.client import EslClient
+from tests.support.esl.thirdparty import CLIENTS, run_genesis_concurrent
+from tests.support.net import free_port
+from tests.support.sipp import SCENARIOS
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed (APT_PACKAGES)"),
 ]
-SIPP_DIR = Path(__file__).resolve().parents[1] / "esl" / "sipp"
+SIPP_DIR = SCENARIOS
 PLAY_SECONDS = 2.2  # the prompt the carrier hears; billsec counts whole seconds: 2
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tone(path: Path, seconds: float) -> Path:
@@ -85,9 +76,9 @@ async def sipp(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     started: list[Sipp] = []
 
     async def start(scenario: str, *args: str, remote: str | None = None) -> Sipp:
-        port = free_udp_port()
+        port = free_port("udp")
         cmd = ["sipp", "-sf", str(SIPP_DIR / scenario), "-i", "127.0.0.1", "-p", str(port),
-               "-mp", str(free_udp_port()), "-nostdin", "-trace_err", *args]  # fmt: skip
+               "-mp", str(free_port("udp")), "-nostdin", "-trace_err", *args]  # fmt: skip
         if remote:
             cmd.append(remote)
         proc = await asyncio.create_subprocess_exec(

@@ -14,20 +14,19 @@ import time
 from pathlib import Path
 
 import pytest
-from test_media_support import (
+
+from tests.support.media import (
     RtpPeer,
     SippResult,
     dominant_frequency,
     finish_sipp,
     finished_wav,
-    free_port,
     run_sipp,
     start_node,
-    wait_until,
 )
+from tests.support.net import async_wait_until, free_port
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(90),
     pytest.mark.skipif(
         shutil.which("baresip") is None, reason="baresip (baresip-core) not installed"
@@ -57,7 +56,7 @@ def sip_listen_port() -> int:
 
 def baresip_config(conf: Path, snd: Path, node_port: int) -> int:
     """Write baresip's config/accounts; returns the ctrl_tcp port."""
-    ctrl = free_port(socket.SOCK_STREAM)
+    ctrl = free_port("tcp")
     conf.mkdir(parents=True, exist_ok=True)
     snd.mkdir(parents=True, exist_ok=True)
     (conf / "config").write_text(
@@ -125,7 +124,7 @@ async def test_baresip_registers_is_called_via_user_and_calls_in(tmp_path: Path)
     try:
         assert node.ua is not None
         try:
-            await wait_until(
+            await async_wait_until(
                 lambda: bool(node.ua.registrar.contacts("1000", time.time())), 15, "REGISTER"
             )
         except AssertionError:
@@ -136,7 +135,7 @@ async def test_baresip_registers_is_called_via_user_and_calls_in(tmp_path: Path)
         # 1. called through user/1000: a caller (SIPp + test RTP socket) reaches baresip
         sipp = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service="call-1000",
                               keys={"rtp_port": peer.port}, pause_ms=3000, background=True)  # fmt: skip
-        await wait_until(
+        await async_wait_until(
             lambda: any(s.bridged_to is not None for s in node.switch.sessions), 15, "bridge"
         )
         a = next(s for s in node.switch.sessions if s.channel.direction == "inbound")
@@ -146,18 +145,18 @@ async def test_baresip_registers_is_called_via_user_and_calls_in(tmp_path: Path)
         assert isinstance(result, SippResult) and result.returncode == 0, result.output[-2000:]
         heard = peer.audio(pt=0)
         assert len(heard) > 8000 and abs(dominant_frequency(heard) - BARESIP_TONE) < 20
-        await wait_until(lambda: len(dumps(snd, "dec")) == 1, 10, "baresip's dump")
-        await wait_until(lambda: not node.switch.channels, 10, "call end")
+        await async_wait_until(lambda: len(dumps(snd, "dec")) == 1, 10, "baresip's dump")
+        await async_wait_until(lambda: not node.switch.channels, 10, "call end")
         got = await finished_wav(dumps(snd, "dec")[0])
         assert abs(dominant_frequency(got) - 1000) < 20  # baresip heard our caller
 
         # 2. baresip calls in: the node records it and plays 600 Hz back
         await ctrl_command(ctrl, "dial", f"sip:rec@127.0.0.1:{node.sip_port}")
-        await wait_until(lambda: len(cdrs.records) == 3, 20, "the inbound call's CDR")
+        await async_wait_until(lambda: len(cdrs.records) == 3, 20, "the inbound call's CDR")
         pcm = await finished_wav(rec)
         assert len(pcm) > 8000
         assert abs(dominant_frequency(pcm) - BARESIP_TONE) < 20
-        await wait_until(lambda: len(dumps(snd, "dec")) == 2, 10, "baresip's second dump")
+        await async_wait_until(lambda: len(dumps(snd, "dec")) == 2, 10, "baresip's second dump")
         got = await finished_wav(dumps(snd, "dec")[-1])
         assert abs(dominant_frequency(got) - 600) < 20
         baresip_in = [c for c in cdrs.records if c.destination == "rec"]

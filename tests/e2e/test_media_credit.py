@@ -20,16 +20,6 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from test_media_support import (
-    HAVE_SIPP,
-    SIPP_DIR,
-    RtpPeer,
-    finish_sipp,
-    free_even_range,
-    free_port,
-    run_sipp,
-    wait_until,
-)
 
 from switchboard import config
 from switchboard.billing import database
@@ -37,9 +27,10 @@ from switchboard.billing.accounts import create_account, show, topup
 from switchboard.billing.rates import import_deck
 from switchboard.billing.reports import list_cdrs
 from switchboard.media.node import MediaNode
+from tests.support.media import HAVE_SIPP, SIPP_DIR, RtpPeer, finish_sipp, free_even_range, run_sipp
+from tests.support.net import async_wait_until, free_port
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(60),
     pytest.mark.skipif(not HAVE_SIPP, reason="Debian sip-tester missing"),
 ]
@@ -85,7 +76,7 @@ async def node(
     """A node with credit control on; an indirect parameter adds ``[billing]`` keys."""
     billing = {"credit_control": True, "flush_interval": 0.05, **getattr(request, "param", {})}
     start, end = free_even_range()
-    esl_port = free_port(socket.SOCK_STREAM)
+    esl_port = free_port("tcp")
     cfg = config.load(
         environ={},
         overrides={
@@ -123,7 +114,7 @@ async def carrier_uas(node: MediaNode, workdir: Path, rtp: RtpPeer) -> Any:
         cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     # SIPp is another process: poll (bounded) until it holds its port
-    await wait_until(lambda: port_taken(port), timeout=10, what="SIPp carrier listening")
+    await async_wait_until(lambda: port_taken(port), timeout=10, what="SIPp carrier listening")
     return proc
 
 
@@ -185,7 +176,7 @@ async def test_prepaid_call_is_cut_when_its_balance_runs_out_and_debited_once(
         sipp = await run_sipp("media_call_wait_bye.xml", node.sip_port, tmp_path,
                               service="442071234567", keys={"rtp_port": caller.port},
                               background=True)  # fmt: skip
-        await wait_until(lambda: any(s.channel.answered for s in node.switch.sessions),
+        await async_wait_until(lambda: any(s.channel.answered for s in node.switch.sessions),
                          what="the call answered")  # fmt: skip
         answered = time.monotonic()
         a_leg = next(s for s in node.switch.sessions if s.channel.direction == "inbound")
@@ -210,7 +201,7 @@ async def test_prepaid_call_is_cut_when_its_balance_runs_out_and_debited_once(
         carrier.close()
         writer.close()
     with psycopg.connect(db_url, autocommit=True) as conn:
-        await wait_until(lambda: len(list_cdrs(conn)) == 2, what="both legs' CDRs")
+        await async_wait_until(lambda: len(list_cdrs(conn)) == 2, what="both legs' CDRs")
         legs = {r["carrier"] or "caller": r for r in list_cdrs(conn)}
         a_leg = legs["caller"]
         assert a_leg["hangup_cause"] == "ALLOTTED_TIMEOUT" and a_leg["billsec"] == 3
@@ -234,7 +225,7 @@ async def test_call_without_funds_is_refused_402_and_not_placed(
                             timeout=10)  # fmt: skip
     assert result.returncode == 0, result.output[-2000:] + result.errors[-2000:]
     with psycopg.connect(db_url, autocommit=True) as conn:
-        await wait_until(lambda: len(list_cdrs(conn)) == 1, what="the refused call's CDR")
+        await async_wait_until(lambda: len(list_cdrs(conn)) == 1, what="the refused call's CDR")
         (cdr,) = list_cdrs(conn)  # one leg: nothing went to the carrier
         assert (cdr["sip_code"], cdr["hangup_cause"]) == (402, "OUTGOING_CALL_BARRED")
         assert show(conn, "broke").reserved == D("0")
@@ -263,7 +254,7 @@ async def test_calls_without_an_account_are_not_credit_controlled(
         carrier.close()
     with psycopg.connect(db_url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM reservation").fetchone() == (0,)
-        await wait_until(lambda: len(list_cdrs(conn)) == 3, what="three legs' CDRs")
+        await async_wait_until(lambda: len(list_cdrs(conn)) == 3, what="three legs' CDRs")
         assert {r["disposition"] for r in list_cdrs(conn)} == {"ANSWERED"}
 
 
@@ -285,7 +276,7 @@ async def test_settlement_waits_out_a_database_outage_and_debits_once(
         sipp = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path,
                               service="442071234567", keys={"rtp_port": caller.port},
                               pause_ms=1500, background=True)  # fmt: skip
-        await wait_until(lambda: any(s.channel.answered for s in node.switch.sessions),
+        await async_wait_until(lambda: any(s.channel.answered for s in node.switch.sessions),
                          what="the call answered")  # fmt: skip
         # the outage: no new connections, the pool's current ones cut
         admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(
@@ -297,7 +288,7 @@ async def test_settlement_waits_out_a_database_outage_and_debits_once(
         result = await finish_sipp(sipp, 20)
         assert result.returncode == 0, result.output[-2000:]
         await finish_sipp(uas, 10)
-        await wait_until(lambda: "settlement failed, retrying" in caplog.text, timeout=15,
+        await async_wait_until(lambda: "settlement failed, retrying" in caplog.text, timeout=15,
                          what="a failed settlement attempt")  # fmt: skip
         admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
             sql.Identifier(dbname)))  # fmt: skip
@@ -306,9 +297,9 @@ async def test_settlement_waits_out_a_database_outage_and_debits_once(
         caller.close()
         carrier.close()
     with psycopg.connect(db_url, autocommit=True) as conn:
-        await wait_until(lambda: show(conn, "prepaid").reserved == D("0"), timeout=20,
+        await async_wait_until(lambda: show(conn, "prepaid").reserved == D("0"), timeout=20,
                          what="the settlement after the outage")  # fmt: skip
-        await wait_until(lambda: len(list_cdrs(conn)) == 2, timeout=20, what="both CDRs")
+        await async_wait_until(lambda: len(list_cdrs(conn)) == 2, timeout=20, what="both CDRs")
         a_leg = next(r for r in list_cdrs(conn) if not r["carrier"])
         billsec = a_leg["billsec"]
         assert billsec >= 1 and a_leg["account"] == "prepaid"

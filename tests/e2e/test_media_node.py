@@ -14,26 +14,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_media_support import (
+
+from switchboard.media.core import Session
+from switchboard.media.events import Event
+from switchboard.rtp.codec import ulaw_decode, ulaw_encode
+from switchboard.rtp.wav import decode_wav
+from tests.support.media import (
     HAVE_SIPP,
     RtpPeer,
     SippResult,
     dominant_frequency,
     finish_sipp,
     finished_wav,
-    free_port,
     run_sipp,
     start_node,
-    wait_until,
 )
-
-from switchboard.media.core import Session
-from switchboard.media.events import Event
-from switchboard.rtp.codec import ulaw_decode, ulaw_encode
-from switchboard.rtp.wav import decode_wav
+from tests.support.net import async_wait_until, free_port
+from tests.support.sipp import SCENARIOS
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(90),
     pytest.mark.skipif(not HAVE_SIPP, reason="sipp (Debian sip-tester) not installed"),
 ]
@@ -60,7 +59,9 @@ def ok(result: SippResult | asyncio.subprocess.Process) -> None:
 
 
 async def caller_port(node) -> int:  # type: ignore[no-untyped-def]
-    await wait_until(lambda: any(s.media is not None for s in inbound(node)), what="inbound call")
+    await async_wait_until(
+        lambda: any(s.media is not None for s in inbound(node)), what="inbound call"
+    )
     return int(inbound(node)[0].media.port)
 
 
@@ -82,7 +83,7 @@ async def test_playback_sends_the_prompt_and_hangs_up(tmp_path: Path) -> None:
         n = min(len(got), len(expected))
         matching = np.mean(got[:n] == expected[:n])
         assert matching > 0.95, f"only {matching:.1%} of the prompt samples arrived intact"
-        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        await async_wait_until(lambda: len(cdrs.records) == 1, what="CDR")
         cdr = cdrs.records[0]
         assert (cdr.disposition, cdr.hangup_cause, cdr.direction) == (
             "ANSWERED",
@@ -108,7 +109,7 @@ async def test_echo_returns_the_callers_audio(tmp_path: Path) -> None:
         audio = peer.audio(pt=0)
         assert len(audio) >= 160 * 60, f"echoed {len(audio) // 160} frames"
         assert abs(dominant_frequency(audio) - 1000) < 20
-        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        await async_wait_until(lambda: len(cdrs.records) == 1, what="CDR")
         assert cdrs.records[0].billsec >= 2
     finally:
         peer.close()
@@ -128,7 +129,7 @@ async def test_ivr_digit_sent_as_rfc4733_runs_the_menu_entry(tmp_path: Path) -> 
             (e.headers["DTMF-Digit"], e.headers["DTMF-Source"]) for e in got if e.name == "DTMF"
         ]
         assert digits == [("2", "RTP")]
-        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        await async_wait_until(lambda: len(cdrs.records) == 1, what="CDR")
         assert cdrs.records[0].hangup_cause == "CALL_REJECTED"
         hangup = next(e for e in got if e.name == "CHANNEL_HANGUP_COMPLETE")
         assert hangup.headers["variable_ivr_selection"] == "2"
@@ -171,7 +172,7 @@ async def test_conference_three_legs_hear_each_other_but_not_themselves(tmp_path
         sipp = await run_sipp("media_conf_member.xml", node.sip_port, tmp_path, service="conf-room1",
                               calls=3, rate=10, pause_ms=4000, background=True,
                               extra=["-inf", str(csv)])  # fmt: skip
-        await wait_until(lambda: room_size(node, "room1") == 3, what="3 members")
+        await async_wait_until(lambda: room_size(node, "room1") == 3, what="3 members")
         # map peers to node ports through the SDP each call offered
         by_remote = {}
         for s in inbound(node):
@@ -213,7 +214,7 @@ async def test_bridge_through_gateway_transcodes_pcmu_to_pcma(tmp_path: Path) ->
     caller, carrier = await RtpPeer.open(), await RtpPeer.open()
     try:
         uas = await asyncio.create_subprocess_exec(
-            "sipp", "-sf", str(Path(__file__).parent / "sipp" / "media_carrier_uas.xml"),
+            "sipp", "-sf", str(SCENARIOS / "media_carrier_uas.xml"),
             "-i", "127.0.0.1", "-p", str(carrier_port), "-m", "1", "-nostdin",
             "-timeout", "30s", "-key", "rtp_port", str(carrier.port), "-key", "codecs", "8",
             cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -222,7 +223,7 @@ async def test_bridge_through_gateway_transcodes_pcmu_to_pcma(tmp_path: Path) ->
         sipp = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service="15551230000",
                               keys={"rtp_port": caller.port, "codecs": "0"}, pause_ms=3000,
                               background=True)  # fmt: skip
-        await wait_until(
+        await async_wait_until(
             lambda: any(s.bridged_to is not None for s in node.switch.sessions), what="bridge"
         )
         a = inbound(node)[0]
@@ -239,7 +240,7 @@ async def test_bridge_through_gateway_transcodes_pcmu_to_pcma(tmp_path: Path) ->
         assert carrier.payload_types() == {8}
         assert abs(dominant_frequency(carrier.audio(pt=8)) - 1000) < 20
         assert abs(dominant_frequency(caller.audio(pt=0)) - 500) < 20
-        await wait_until(lambda: len(cdrs.records) == 2, what="2 CDRs")
+        await async_wait_until(lambda: len(cdrs.records) == 2, what="2 CDRs")
         legs = {c.direction: c for c in cdrs.records}
         assert legs["outbound"].carrier == "carrier" and legs["outbound"].codec == "PCMA"
         assert legs["outbound"].destination == "15551230000"
@@ -267,7 +268,7 @@ async def test_cancel_during_ringing(tmp_path: Path) -> None:
     try:
         ok(await run_sipp("media_call_cancel.xml", node.sip_port, tmp_path, service="ring",
                           keys={"rtp_port": free_port()}))  # fmt: skip
-        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        await async_wait_until(lambda: len(cdrs.records) == 1, what="CDR")
         cdr = cdrs.records[0]
         assert (cdr.disposition, cdr.hangup_cause, cdr.sip_code) == (
             "CANCEL",
@@ -285,7 +286,7 @@ async def test_caller_hangs_up_during_ivr(tmp_path: Path) -> None:
     try:
         ok(await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service="ivr",
                           keys={"rtp_port": free_port()}, pause_ms=1000))  # fmt: skip
-        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        await async_wait_until(lambda: len(cdrs.records) == 1, what="CDR")
         assert cdrs.records[0].hangup_cause == "NORMAL_CLEARING"
         done = [
             e
@@ -308,7 +309,7 @@ async def test_sessions_per_second_30_admits_exactly_30_of_35(tmp_path: Path) ->
                                 keys={"rtp_port": free_port()}, calls=35, rate=500,
                                 pause_ms=300, timeout=30)  # fmt: skip
         assert isinstance(result, SippResult)
-        await wait_until(
+        await async_wait_until(
             lambda: len(cdrs.records) == 30 and not node.switch.channels, what="30 CDRs"
         )
         answered = [c for c in cdrs.records if c.disposition == "ANSWERED"]
@@ -332,7 +333,7 @@ async def test_malformed_sdp_gets_400_no_codec_488_and_disturbs_nothing(tmp_path
         assert len(node.switch.channels) == 1  # only the good call
         ok(await finish_sipp(call))
         assert abs(dominant_frequency(peer.audio(pt=0)) - 1000) < 20
-        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        await async_wait_until(lambda: len(cdrs.records) == 1, what="CDR")
         assert cdrs.records[0].disposition == "ANSWERED"
         assert node.switch.limits.active == 0
     finally:
@@ -367,19 +368,21 @@ async def test_gateway_registers_with_digest_and_user_endpoint_rings_the_contact
     )  # fmt: skip
     peer = await RtpPeer.open()
     try:
-        await wait_until(lambda: b.switch.gateways["a"].state == "REGED", what="registration")
+        await async_wait_until(lambda: b.switch.gateways["a"].state == "REGED", what="registration")
         assert a.ua.registrar.contacts("1000", __import__("time").time())
         sipp = await run_sipp("media_call_hangup.xml", a.sip_port, tmp_path, service="call-1000",
                               keys={"rtp_port": peer.port}, pause_ms=2500, background=True)  # fmt: skip
         port = await caller_port(a)
-        await wait_until(
+        await async_wait_until(
             lambda: any(s.bridged_to is not None for s in a.switch.sessions), what="bridge"
         )
         peer.send_tone(("127.0.0.1", port), 1000, 1.2)
         await peer.wait_sent()
         ok(await finish_sipp(sipp))
         assert abs(dominant_frequency(peer.audio(pt=0)) - 1000) < 20
-        await wait_until(lambda: len(b_cdrs.records) == 1 and len(a_cdrs.records) == 2, what="CDRs")
+        await async_wait_until(
+            lambda: len(b_cdrs.records) == 1 and len(a_cdrs.records) == 2, what="CDRs"
+        )
         assert b_cdrs.records[0].destination == "1000"
         assert b_cdrs.records[0].disposition == "ANSWERED"
     finally:
@@ -405,7 +408,7 @@ async def test_unregistered_user_and_unknown_gateway_give_fs_causes(tmp_path: Pa
                                  keys={"rtp_port": free_port()})  # fmt: skip
             assert isinstance(res, SippResult) and f"{status}" in res.errors + res.output
         # every leg has a CDR: the callers' and the B-legs that could not be placed
-        await wait_until(lambda: len(cdrs.records) == 4, what="CDRs")
+        await async_wait_until(lambda: len(cdrs.records) == 4, what="CDRs")
         callers = [c for c in cdrs.records if c.direction == "inbound"]
         assert sorted(c.hangup_cause for c in callers) == ["INVALID_GATEWAY", "USER_NOT_REGISTERED"]
         assert sorted(c.sip_code for c in callers) == [480, 484]  # type: ignore[type-var]
@@ -422,7 +425,7 @@ async def test_bridge_passes_early_media_and_gateway_max_calls(tmp_path: Path) -
     caller, carrier = await RtpPeer.open(), await RtpPeer.open()
     try:
         uas = await asyncio.create_subprocess_exec(
-            "sipp", "-sf", str(Path(__file__).parent / "sipp" / "media_carrier_early.xml"),
+            "sipp", "-sf", str(SCENARIOS / "media_carrier_early.xml"),
             "-i", "127.0.0.1", "-p", str(carrier_port), "-m", "1", "-nostdin",
             "-timeout", "30s", "-key", "rtp_port", str(carrier.port), "-key", "codecs", "0",
             cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -431,7 +434,9 @@ async def test_bridge_passes_early_media_and_gateway_max_calls(tmp_path: Path) -
         sipp = await run_sipp("media_call_early.xml", node.sip_port, tmp_path, service="4930123",
                               keys={"rtp_port": caller.port, "codecs": "0"}, pause_ms=1000,
                               background=True)  # fmt: skip
-        await wait_until(lambda: any(e.name == "CHANNEL_PROGRESS_MEDIA" for e in got), what="183")
+        await async_wait_until(
+            lambda: any(e.name == "CHANNEL_PROGRESS_MEDIA" for e in got), what="183"
+        )
         b = next(s for s in node.switch.sessions if s.channel.direction == "outbound")
         carrier.send_tone(("127.0.0.1", b.media.port), 500, 1.0)  # ringback/announcement
         # the gateway is at max_calls: a second call fails at once (503, congestion)
@@ -439,7 +444,7 @@ async def test_bridge_passes_early_media_and_gateway_max_calls(tmp_path: Path) -
                               keys={"rtp_port": free_port()})  # fmt: skip
         assert isinstance(busy, SippResult) and "503" in busy.errors + busy.output
         loop = asyncio.get_running_loop()
-        await wait_until(lambda: any(e.name == "CHANNEL_ANSWER" and e.headers["Call-Direction"] == "inbound"
+        await async_wait_until(lambda: any(e.name == "CHANNEL_ANSWER" and e.headers["Call-Direction"] == "inbound"
                                      for e in got), what="answer")  # fmt: skip
         answered_at = loop.time()
         early = [d for t, d in caller.received if t < answered_at - 0.2]
@@ -447,7 +452,7 @@ async def test_bridge_passes_early_media_and_gateway_max_calls(tmp_path: Path) -
         ok(await finish_sipp(sipp))
         ok(await finish_sipp(uas))
         assert abs(dominant_frequency(caller.audio(pt=0)) - 500) < 20
-        await wait_until(lambda: len(cdrs.records) == 4, what="CDRs")
+        await async_wait_until(lambda: len(cdrs.records) == 4, what="CDRs")
         causes = sorted(c.hangup_cause for c in cdrs.records if c.destination == "4930124")
         assert "NORMAL_CIRCUIT_CONGESTION" in causes
         from switchboard.observability.metrics import render
@@ -478,7 +483,7 @@ async def test_conference_muted_member_is_not_heard_but_hears(tmp_path: Path) ->
             for name, peer in (("muted", muted), ("plain", plain))
         ]  # fmt: skip
         rooms = lambda: getattr(node.switch, "conference_rooms", {})  # noqa: E731
-        await wait_until(
+        await async_wait_until(
             lambda: "r2" in rooms() and len(rooms()["r2"].members) == 2, what="2 members"
         )
         port = {s.media.remote[1]: s.media.port for s in inbound(node)}
@@ -518,12 +523,12 @@ async def test_uuid_bridge_joins_two_parked_calls(tmp_path: Path) -> None:
                            keys={"rtp_port": p.port}, pause_ms=3000, background=True)
             for scenario, p in (("media_call_hangup.xml", p1), ("media_call_wait_bye.xml", p2))
         ]  # fmt: skip
-        await wait_until(lambda: len([c for c in node.switch.channels.values() if c.state.name == "CS_PARK"]) == 2,
+        await async_wait_until(lambda: len([c for c in node.switch.channels.values() if c.state.name == "CS_PARK"]) == 2,
                          what="2 parked")  # fmt: skip
         by_peer = {s.media.remote[1]: s for s in inbound(node)}
         a, b = by_peer[p1.port], by_peer[p2.port]
         assert await node.switch.bridge(a.uuid, b.uuid)
-        await wait_until(lambda: a.bridged_to is b, what="bridged")
+        await async_wait_until(lambda: a.bridged_to is b, what="bridged")
         p1.send_tone(("127.0.0.1", a.media.port), 1000, 1.0)
         p2.send_tone(("127.0.0.1", b.media.port), 600, 1.0)
         await p1.wait_sent()
@@ -531,7 +536,7 @@ async def test_uuid_bridge_joins_two_parked_calls(tmp_path: Path) -> None:
         ok(await finish_sipp(calls[1], timeout=10))  # ... so the node hangs up caller 2 (BYE)
         assert abs(dominant_frequency(p2.audio(pt=0)) - 1000) < 20
         assert abs(dominant_frequency(p1.audio(pt=0)) - 600) < 20
-        await wait_until(lambda: len(cdrs.records) == 2, what="CDRs")
+        await async_wait_until(lambda: len(cdrs.records) == 2, what="CDRs")
     finally:
         p1.close()
         p2.close()
@@ -561,7 +566,7 @@ async def test_gateway_number_and_caller_id_rules(tmp_path: Path) -> None:
     try:
         ok(await run_sipp("media_call_hangup.xml", a.sip_port, tmp_path, service="x14155550100",
                           keys={"rtp_port": free_port()}, pause_ms=500))  # fmt: skip
-        await wait_until(lambda: len(b_cdrs.records) == 1, what="carrier CDR")
+        await async_wait_until(lambda: len(b_cdrs.records) == 1, what="carrier CDR")
         cdr = b_cdrs.records[0]
         assert cdr.destination == "004155550100"
         assert cdr.caller_id == "+491001"  # SIPp's From user is 100<call_number>
@@ -575,13 +580,13 @@ async def test_max_sessions_refuses_with_503(tmp_path: Path) -> None:
     try:
         first = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path, service="echo",
                                keys={"rtp_port": free_port()}, pause_ms=2000, background=True)  # fmt: skip
-        await wait_until(lambda: len(node.switch.channels) == 1, what="first call")
+        await async_wait_until(lambda: len(node.switch.channels) == 1, what="first call")
         second = await run_sipp("media_call_limit.xml", node.sip_port, tmp_path, service="echo",
                                 keys={"rtp_port": free_port()})  # fmt: skip
         ok(second)  # the 503 path of the scenario
         ok(await finish_sipp(first))
         rejected = node.metrics.sessions_rejected.labels(reason="max_sessions")._value.get()
         assert rejected == 1
-        await wait_until(lambda: len(cdrs.records) == 1, what="one CDR")
+        await async_wait_until(lambda: len(cdrs.records) == 1, what="one CDR")
     finally:
         await node.stop()

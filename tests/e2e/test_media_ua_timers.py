@@ -12,22 +12,15 @@ import socket
 from pathlib import Path
 
 import pytest
-from sipp_runner import SCENARIOS, Sipp, free_port
-from test_media_support import (
-    HAVE_SIPP,
-    SippResult,
-    free_even_range,
-    run_sipp,
-    start_node,
-    wait_until,
-)
 
 from switchboard.media.causes import Cause
 from switchboard.media.core import OriginateError
 from switchboard.sip.timers import TimerValues
+from tests.support.media import HAVE_SIPP, SippResult, free_even_range, run_sipp, start_node
+from tests.support.net import async_wait_until, free_port
+from tests.support.sipp import SCENARIOS, Sipp
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(60),
     pytest.mark.skipif(not HAVE_SIPP, reason="sipp (Debian sip-tester) not installed"),
 ]
@@ -58,14 +51,16 @@ async def _originate_to_deaf_carrier(
     uas = sipp.start(scenario=SCENARIOS / "media_carrier_ignore_cancel.xml",
                      local_port=carrier, timeout=20)  # fmt: skip
     try:
-        await wait_until(lambda: _taken(carrier), what="SIPp carrier bound")
+        await async_wait_until(lambda: _taken(carrier), what="SIPp carrier bound")
         with pytest.raises(OriginateError) as failed:
             await node.switch.originate("sofia/gateway/carrier/4930123", timeout=timeout)
         result = await asyncio.to_thread(uas.wait, 15.0)
         assert result.successful == 1, result  # the carrier saw our CANCEL
         # ... never answered it, nor the INVITE: 64·T1 later the INVITE transaction ends
-        await wait_until(lambda: not node.ua.layer.clients, timeout=5, what="transactions end")  # type: ignore[union-attr]
-        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        await async_wait_until(
+            lambda: not node.ua.layer.clients, timeout=5, what="transactions end"
+        )  # type: ignore[union-attr]
+        await async_wait_until(lambda: len(cdrs.records) == 1, what="CDR")
         assert not node.switch.channels and node.switch.limits.active == 0
         assert node.ua.gateway_calls["carrier"] == 0
         return failed.value.cause, cdrs.records[0]
@@ -100,7 +95,7 @@ async def test_answered_call_without_rtp_is_hung_up_with_media_timeout(tmp_path:
                                 service="echo", keys={"rtp_port": rtp_port}, timeout=20)  # fmt: skip
         assert isinstance(result, SippResult)
         assert result.returncode == 0, result.output[-2000:] + result.errors[-2000:]
-        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        await async_wait_until(lambda: len(cdrs.records) == 1, what="CDR")
         cdr = cdrs.records[0]
         assert cdr.hangup_cause == "MEDIA_TIMEOUT"
         assert 1.0 <= cdr.billsec < 5.0
@@ -138,7 +133,7 @@ async def test_a_burst_of_250_originates_all_complete(tmp_path: Path, sipp: Sipp
     })  # fmt: skip
     uas = sipp.start(scenario="uas", local_port=carrier, calls=250, timeout=40)
     try:
-        await wait_until(lambda: _taken(carrier), what="SIPp carrier bound")
+        await async_wait_until(lambda: _taken(carrier), what="SIPp carrier bound")
 
         async def originate(i: int) -> str:
             try:
@@ -166,11 +161,11 @@ async def test_originated_call_answered_by_a_silent_carrier_ends_media_timeout(
     })  # fmt: skip
     uas = sipp.start(scenario="uas", local_port=carrier, calls=1, timeout=20)  # answers, no RTP
     try:
-        await wait_until(lambda: _taken(carrier), what="SIPp carrier bound")
+        await async_wait_until(lambda: _taken(carrier), what="SIPp carrier bound")
         ch = await node.switch.originate("sofia/gateway/carrier/4930123", app="park")
         result = await asyncio.to_thread(uas.wait, 15.0)
         assert result.successful == 1, result  # the carrier got our BYE
-        await wait_until(lambda: len(cdrs.records) == 1, what="CDR")
+        await async_wait_until(lambda: len(cdrs.records) == 1, what="CDR")
         assert ch.hangup_cause is Cause.MEDIA_TIMEOUT
         assert cdrs.records[0].hangup_cause == "MEDIA_TIMEOUT"
     finally:

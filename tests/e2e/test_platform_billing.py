@@ -11,17 +11,17 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP
 from decimal import Decimal as D
 from typing import Any
 
 import pytest
-from platform_harness import Platform, free_run, http_json, sipp_calls
+
+from tests.support.net import wait_until
+from tests.support.platform_harness import Platform, free_run, http_json, sipp_calls
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(120),
     pytest.mark.skipif(shutil.which("sipp") is None, reason="Debian sip-tester missing"),
 ]
@@ -41,14 +41,6 @@ def switchboard(p: Platform, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
-
-
-def wait_until(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)  # polling other processes' state: nothing to await
 
 
 @pytest.fixture(scope="module")

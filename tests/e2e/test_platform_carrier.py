@@ -6,9 +6,9 @@ import asyncio
 import shutil
 
 import pytest
-from platform_harness import free_run
 
 from switchboard.demo.carrier import CarrierSimulator
+from tests.support.platform_harness import free_run
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="Debian sip-tester missing")
 

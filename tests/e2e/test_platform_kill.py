@@ -8,10 +8,10 @@ import signal
 import time
 
 import pytest
-from platform_harness import Platform, alive, descendants
+
+from tests.support.platform_harness import Platform, alive, descendants
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(120),
 ]
 

@@ -13,7 +13,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from platform_harness import Platform, http_text
+
+from tests.support.platform_harness import Platform, http_text
 
 _TIME_WAIT = "06"  # st column of /proc/net/tcp
 
@@ -50,7 +51,6 @@ def test_preflight_accepts_a_port_in_time_wait() -> None:
     check_addresses([spec])  # no StartError
 
 
-@pytest.mark.e2e
 @pytest.mark.timeout(240)
 @pytest.mark.skipif(shutil.which("sipp") is None, reason="Debian sip-tester missing")
 def test_up_starts_again_right_after_a_stop() -> None:

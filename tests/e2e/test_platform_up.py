@@ -20,12 +20,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from urllib.error import HTTPError
 
 import pytest
-from platform_harness import (
+from prometheus_client.parser import text_string_to_metric_families
+
+from switchboard.observability.metrics import CATALOGUE
+from tests.support.net import wait_until
+from tests.support.platform_harness import (
     DASHBOARD,
     Chromium,
     Platform,
@@ -37,12 +40,8 @@ from platform_harness import (
     http_text,
     sipp_calls,
 )
-from prometheus_client.parser import text_string_to_metric_families
-
-from switchboard.observability.metrics import CATALOGUE
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(300),
     pytest.mark.skipif(shutil.which("sipp") is None, reason="Debian sip-tester missing"),
 ]
@@ -100,14 +99,6 @@ def attempts(p: Platform) -> list[float]:
 
 def destinations(p: Platform) -> dict[str, str]:
     return {d["uri"]: d["state"] for d in http_json(p.admin_url + "/destinations")}
-
-
-def wait_until(cond, timeout: float = 30.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)  # polling other processes' state: nothing to await
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +192,7 @@ def test_prometheus_sees_every_dashboard_query_and_rule(platform: Platform) -> N
             n for n in dialer_names if n.startswith("switchboard_") and not n.endswith("_created")
         } - set(CATALOGUE)
         assert not undocumented, f"dialer metrics not in docs/metrics.md: {undocumented}"
+        assert "switchboard_event_loop_lag_seconds" in dialer_names
 
         def scraped_enough() -> bool:
             got = prom.query("count_over_time(switchboard_router_requests_total[1m])")
@@ -249,10 +241,15 @@ def test_every_exported_metric_is_documented(platform: Platform) -> None:
     """docs/metrics.md (the catalogue) lists every metric the running processes export."""
     exported: dict[str, str] = {}
     for url in [platform.admin_url, *platform.media_admin_urls()]:
+        names = set()
         for fam in text_string_to_metric_families(http_text(url + "/metrics")):
             name = fam.name + ("_total" if fam.type == "counter" else "")
+            names.add(name)
             if name.startswith(("switchboard_", "voip_")):
                 exported[name] = url
+        # every process shows its event-loop stalls and collector pauses
+        for common in ("switchboard_event_loop_lag_seconds", "switchboard_gc_pause_seconds"):
+            assert common in names, f"{url}: no {common}"
     assert len(exported) > 30
     undocumented = {n: u for n, u in exported.items() if n not in CATALOGUE}
     assert not undocumented, f"exported but not in docs/metrics.md: {undocumented}"

@@ -2,7 +2,7 @@
 
 SIPp UAC → router → two SIPp UAS, with Record-Route honoured both ways: the UAS copy
 Record-Route into their responses, the UAC sends ACK and BYE to the route set
-(tests/e2e/sipp/router_*.xml). A SIPp exit code of 0 means every call of its run
+(tests/data/sipp/router_*.xml). A SIPp exit code of 0 means every call of its run
 completed as the scenario says; UAS runs with ``-m N`` prove where calls went.
 """
 
@@ -28,29 +28,14 @@ import pytest
 from switchboard import config as config_mod
 from switchboard.router.dispatcher import DestinationState
 from switchboard.router.service import Router
+from tests.support.net import async_wait_until, free_port
+from tests.support.sipp import SCENARIOS
 
 SIPP = shutil.which("sipp")
-SCENARIOS = Path(__file__).parent / "sipp"
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(60),
     pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed"),
 ]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP on ``host``."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((host, 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((host, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 class Sipp:
@@ -73,7 +58,7 @@ class Sipp:
             "-i",
             ip,
             "-p",
-            str(port or free_port(ip)),
+            str(port or free_port(host=ip)),
             "-nostdin",
             "-trace_err",
             "-trace_screen",
@@ -109,7 +94,7 @@ class Sipp:
         return n
 
     async def wait_received(self, method: str, count: int, timeout: float = 10.0) -> None:
-        await wait_for(
+        await async_wait_until(
             lambda: self.received(method) >= count,
             timeout,
             f"{self.name} to receive {count} {method}",
@@ -205,16 +190,6 @@ async def running_router(tmp: Path, sections: dict[str, dict[str, Any]]) -> Asyn
         await router.stop()
 
 
-async def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll with a bounded deadline (state changes driven by probing timers)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def admin_url(router: Router) -> str:
     host, port = router.admin_address
     return f"http://{host}:{port}"
@@ -267,7 +242,9 @@ async def test_calls_complete_and_alternate(
     )
     try:
         async with running_router(workdir, sections) as router:
-            await wait_for(lambda: both_active(router), what="both media nodes answering OPTIONS")
+            await async_wait_until(
+                lambda: both_active(router), what="both media nodes answering OPTIONS"
+            )
             uac = await Sipp.start(
                 workdir, "router_uac.xml", *uac_args(rport, 8, transport=uac_transport)
             )
@@ -293,7 +270,7 @@ async def test_failover_on_503(workdir: Path) -> None:
     sections = router_sections(rport, [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"])
     try:
         async with running_router(workdir, sections) as router:
-            await wait_for(lambda: both_active(router), what="probing")
+            await async_wait_until(lambda: both_active(router), what="probing")
             uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 6))
             await uac.ok()  # the caller saw only the successful answers
             await busy.wait_received("INVITE", 3)  # 3 calls were tried on the busy node first...
@@ -311,19 +288,19 @@ async def test_failover_on_killed_media_node_and_recovery_by_probing(workdir: Pa
     sections = router_sections(rport, [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"])
     try:
         async with running_router(workdir, sections) as router:
-            await wait_for(lambda: both_active(router), what="probing")
+            await async_wait_until(lambda: both_active(router), what="probing")
             dest_a = router.proxy.dispatcher.find(1, f"sip:127.0.0.1:{pa}")
             assert dest_a is not None
             a.kill()
             await a.proc.wait()
             uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 6, rate=10))
             await uac.ok()  # no failed call: timed-out branches failed over
-            await wait_for(
+            await async_wait_until(
                 lambda: dest_a.state is DestinationState.INACTIVE, what="dead node inactive"
             )
             # the media node comes back on the same port; probing makes it active again
             a = await Sipp.start(workdir, "router_uas.xml", "-aa", "-trace_msg", port=pa)
-            await wait_for(
+            await async_wait_until(
                 lambda: dest_a.state is DestinationState.ACTIVE, what="recovered node active"
             )
             uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 4, rate=10))
@@ -340,7 +317,7 @@ async def test_cancel_before_answer(workdir: Path) -> None:
     sections = router_sections(rport, [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"])
     try:
         async with running_router(workdir, sections) as router:
-            await wait_for(lambda: both_active(router), what="probing")
+            await async_wait_until(lambda: both_active(router), what="probing")
             uac = await Sipp.start(workdir, "router_uac_cancel.xml", *uac_args(rport, 4, rate=10))
             await uac.ok()  # 200 for CANCEL, 487 for the INVITE, at the caller
             for uas in (a, b):  # each UAS got the CANCEL and the router's ACK for its 487
@@ -498,7 +475,7 @@ async def test_admin_api_drain_reload_stats_metrics(workdir: Path) -> None:
             )
             r = await http.post("/reload")
             assert r.status_code == 200 and r.json()["destinations"] == 2
-            await wait_for(lambda: both_active(router), what="new destination probed")
+            await async_wait_until(lambda: both_active(router), what="new destination probed")
             dests = (await http.get("/destinations")).json()
             assert [(d["uri"], d["state"], d["flags"]) for d in dests] == [
                 (f"sip:127.0.0.1:{pa}", "active", "AP"),
@@ -510,7 +487,9 @@ async def test_admin_api_drain_reload_stats_metrics(workdir: Path) -> None:
             long_call = await Sipp.start(
                 workdir, "router_uac.xml", *uac_args(rport, 1, hold_ms=1500)
             )
-            await wait_for(lambda: router.proxy.dialog_count == 1, what="the long call answered")
+            await async_wait_until(
+                lambda: router.proxy.dialog_count == 1, what="the long call answered"
+            )
             r = await http.post(
                 "/destinations/state", json={"uri": f"sip:127.0.0.1:{pa}", "state": "disabled"}
             )

@@ -12,20 +12,19 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from tests.e2e.test_router_e2e import (
     SIPP,
     Sipp,
     both_active,
-    free_port,
     router_sections,
     running_router,
     uac_args,
     uas_pair,
-    wait_for,
 )
+from tests.support.net import async_wait_until, free_port
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(60),
     pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed"),
 ]
@@ -87,7 +86,9 @@ async def test_ipv6_carrier_reaches_ipv4_media_nodes(tmp_path: Path, transport: 
     sections = dual_stack(rport, [f"sip:127.0.0.1:{pa}{suffix}", f"sip:127.0.0.1:{pb}{suffix}"])
     try:
         async with running_router(tmp_path, sections) as router:
-            await wait_for(lambda: both_active(router), what="both media nodes answering OPTIONS")
+            await async_wait_until(
+                lambda: both_active(router), what="both media nodes answering OPTIONS"
+            )
             args = uac_args(rport, 20, rate=40, transport=transport)
             args[0] = f"[::1]:{rport}"
             uac = await Sipp.start(tmp_path, "router_uac.xml", *args, ip="::1", port=free_port6())
@@ -114,7 +115,9 @@ async def test_ipv6_media_node_from_ipv4_carrier(tmp_path: Path) -> None:
     sections = dual_stack(rport, [f"sip:[::1]:{pa}"])
     try:
         async with running_router(tmp_path, sections) as router:
-            await wait_for(lambda: both_active(router), what="the IPv6 media node answering")
+            await async_wait_until(
+                lambda: both_active(router), what="the IPv6 media node answering"
+            )
             uac = await Sipp.start(tmp_path, "router_uac.xml", *uac_args(rport, 5))
             await uac.ok()
             await a.wait_received("BYE", 5)

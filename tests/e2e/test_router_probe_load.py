@@ -9,20 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_media_support import free_port as free_udp_port
-from test_media_support import run_sipp, start_node, wait_until
-from test_router_e2e import (
-    Sipp,
-    admin_url,
-    free_port,
-    router_sections,
-    running_router,
-    uac_args,
-)
 
 from switchboard.router.dispatcher import DestinationState
+from tests.e2e.test_router_e2e import Sipp, admin_url, router_sections, running_router, uac_args
+from tests.support.media import run_sipp, start_node
+from tests.support.net import async_wait_until, free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.timeout(60)]
 
 
 async def test_a_box_answering_404_to_probes_is_inactive_and_gets_no_calls(tmp_path: Path) -> None:
@@ -35,8 +28,10 @@ async def test_a_box_answering_404_to_probes_is_inactive_and_gets_no_calls(tmp_p
     try:
         async with running_router(workdir, sections) as router:
             bad, ok = router.proxy.dispatcher.destinations()
-            await wait_until(lambda: bad.state is DestinationState.INACTIVE, what="404 → down")
-            await wait_until(lambda: ok.state is DestinationState.ACTIVE, what="200 → up")
+            await async_wait_until(
+                lambda: bad.state is DestinationState.INACTIVE, what="404 → down"
+            )
+            await async_wait_until(lambda: ok.state is DestinationState.ACTIVE, what="200 → up")
             async with httpx.AsyncClient(base_url=admin_url(router)) as http:
                 flags = {d["uri"]: d["flags"] for d in (await http.get("/destinations")).json()}
             assert flags == {f"sip:127.0.0.1:{pa}": "IP", f"sip:127.0.0.1:{pb}": "AP"}
@@ -57,10 +52,10 @@ async def test_call_load_counts_the_calls_a_node_has_from_elsewhere(tmp_path: Pa
     try:
         # two calls reach the first node directly (another router, an ESL originate...)
         direct = await run_sipp("media_call_hangup.xml", busy.sip_port, workdir, service="echo",
-                                keys={"rtp_port": free_udp_port()}, calls=2, rate=20,
+                                keys={"rtp_port": free_port("udp")}, calls=2, rate=20,
                                 pause_ms=8000, background=True)  # fmt: skip
         callers.append(direct)
-        await wait_until(lambda: busy.switch.active_calls == 2, what="2 direct calls up")
+        await async_wait_until(lambda: busy.switch.active_calls == 2, what="2 direct calls up")
         rport = free_port()
         sections = router_sections(
             rport,
@@ -69,7 +64,7 @@ async def test_call_load_counts_the_calls_a_node_has_from_elsewhere(tmp_path: Pa
         )
         async with running_router(workdir, sections) as router:
             d_busy, d_idle = router.proxy.dispatcher.destinations()
-            await wait_until(lambda: d_busy.reported_calls == 2 and d_idle.reported_calls == 0,
+            await async_wait_until(lambda: d_busy.reported_calls == 2 and d_idle.reported_calls == 0,
                              what="probe answers with X-Switchboard-Calls")  # fmt: skip
             async with httpx.AsyncClient(base_url=admin_url(router)) as http:
                 view = {d["uri"]: d for d in (await http.get("/destinations")).json()}
@@ -77,7 +72,9 @@ async def test_call_load_counts_the_calls_a_node_has_from_elsewhere(tmp_path: Pa
             # two calls through the router: both go to the idle node (loads 2 vs 0, then 1)
             uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 2, hold_ms=500))
             await uac.ok()
-            await wait_until(lambda: len(idle_cdrs.records) == 2, what="calls on the idle node")
+            await async_wait_until(
+                lambda: len(idle_cdrs.records) == 2, what="calls on the idle node"
+            )
             assert busy.switch.active_calls == 2 and busy_cdrs.records == []
     finally:
         for proc in callers:
@@ -97,7 +94,7 @@ async def test_unmatched_cancel_is_forwarded_to_the_hashed_node(tmp_path: Path) 
     try:
         async with running_router(tmp_path, sections) as router:
             dest = router.proxy.dispatcher.destinations()[0]
-            await wait_until(lambda: dest.latency_ms is not None, what="probed")
+            await async_wait_until(lambda: dest.latency_ms is not None, what="probed")
             uac = await Sipp.start(tmp_path, "router_uac_stray_cancel.xml", *uac_args(rport, 1))
             await uac.ok()  # the caller got a 481...
             await node.wait_received("CANCEL", 1)  # ...from the node, relayed statelessly

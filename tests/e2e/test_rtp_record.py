@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -20,8 +19,9 @@ import pytest
 from switchboard.media.rtp_endpoint import RtpEndpoint
 from switchboard.rtp.source import WavRecorder
 from switchboard.rtp.wav import decode_wav
+from tests.support.net import free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.timeout(60)]
 
 UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="UAS that streams a WAV with rtp_stream after ACK">
@@ -113,16 +113,6 @@ Content-Length: 0
 """
 
 
-def free_udp_port(even: bool = False) -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not even or (port % 2 == 0 and port < 65000):
-            return port
-    raise RuntimeError("no free UDP port")
-
-
 async def run_sipp(args: list[str], cwd: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         "sipp",
@@ -162,7 +152,7 @@ async def test_sipp_rtp_stream_is_recorded_to_wav(tmp_path: Path) -> None:
     ep.record(recorder)
     (tmp_path / "uas.xml").write_text(UAS)
     (tmp_path / "uac.xml").write_text(UAC.replace("RECPORT", str(ep.port)))
-    uas_port, uac_port = free_udp_port(), free_udp_port()
+    uas_port, uac_port = free_port("udp"), free_port("udp")
     common = ["-i", "127.0.0.1", "-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error"]
     uas_args = [
         "-sf",
@@ -172,9 +162,9 @@ async def test_sipp_rtp_stream_is_recorded_to_wav(tmp_path: Path) -> None:
         "-mi",
         "127.0.0.1",
         "-mp",
-        str(free_udp_port(even=True)),
+        str(free_port("udp", even=True)),
     ]
-    uas = await run_sipp([*uas_args, "-cp", str(free_udp_port()), *common], tmp_path)
+    uas = await run_sipp([*uas_args, "-cp", str(free_port("udp")), *common], tmp_path)
     uac = None
     try:
         await asyncio.sleep(0.3)  # let the UAS bind before the INVITE (it retransmits anyway)
@@ -185,7 +175,7 @@ async def test_sipp_rtp_stream_is_recorded_to_wav(tmp_path: Path) -> None:
             str(uac_port),
             f"127.0.0.1:{uas_port}",
             "-cp",
-            str(free_udp_port()),
+            str(free_port("udp")),
         ]
         uac = await run_sipp([*uac_args, *common], tmp_path)
         _, uac_err = await asyncio.wait_for(uac.communicate(), 30)

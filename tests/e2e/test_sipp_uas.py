@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sipp_runner import SCENARIOS, Sipp, free_port
-from uas import Uas, start_uas
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+from tests.support.net import free_port
+from tests.support.sipp import SCENARIOS, Sipp
+from tests.support.uas import Uas, start_uas
+
+pytestmark = [pytest.mark.timeout(90)]
 
 CALLS = 20
 TRANSPORTS = {"UDP": "u1", "TCP": "t1"}

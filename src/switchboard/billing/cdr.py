@@ -2,8 +2,8 @@
 
 Columns follow the original ``cdr`` table (call_id, caller_id, destination, start_time,
 answer_time, end_time, duration, billsec, disposition) plus what a carrier needs
-(``sip_call_id`` among them: ``call_id`` is one leg, the SIP Call-ID may span several)
-(billing-dialer-monitoring.md §4.2). Rate and cost are not part of the record: the database
+(``sip_call_id`` among them: ``call_id`` is one leg, the SIP Call-ID may span several;
+docs/billing.md, "Schema"). Rate and cost are not part of the record: the database
 computes them at insert (trigger), as in the original system.
 
 Times are timezone-aware UTC. ``start_time`` must be deterministic for a call (the moment

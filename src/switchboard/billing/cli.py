@@ -1,4 +1,4 @@
-"""Billing commands of ``switchboard`` (DESIGN.md §3): db, rates, accounts, cdr, report,
+"""Billing commands of ``switchboard`` (README, "Billing"): db, rates, accounts, cdr, report,
 invoice. Registered on the main typer app by :func:`register`.
 
 Exit codes follow ``switchboard.cli``: 2 bad input or configuration (nothing changed),

@@ -1,7 +1,7 @@
 """Real-time credit control: authorise at call setup, settle at hangup.
 
-Theory of operation (billing-dialer-monitoring.md §3.1 "Prepaid and session control", §3.5
-rule 7):
+Theory of operation (prepaid session control as carriers' billing systems do it;
+docs/billing.md, "Credit control"):
 
 * **Authorise** (call setup): find the account (gateway, source IP, caller id, or given by
   name), lock its row (``SELECT ... FOR UPDATE`` in a short transaction), find the sell rate

@@ -1,6 +1,6 @@
 """Idempotent batched CDR ingest: COPY into a staging table, then insert what is new.
 
-Per batch, in one transaction (billing-dialer-monitoring.md §4.4, §4.7):
+Per batch, in one transaction (docs/billing.md, "CDR ingest"):
 
 1. ``COPY cdr_stage FROM STDIN`` (a temporary table emptied at commit);
 2. carriers named by the batch that the database does not know yet are created, so the CDR

@@ -163,7 +163,7 @@ def rerate(
     Changed CDRs get a new ``rating_version``; for calls debited through credit control,
     the difference between what was charged and the new cost is written to the account
     ledger as a ``rerate`` transaction and applied to the balance (never a silent
-    overwrite of money, billing-dialer-monitoring.md §3.5 rule 8).
+    overwrite of money: every change of a balance is a ledger row).
     """
     with conn.transaction():
         (examined,) = conn.execute(  # type: ignore[misc]
@@ -212,7 +212,8 @@ def rerate(
 
 
 def load_deck(conn: psycopg.Connection, deck: str = DEFAULT_DECK) -> RateDeck:
-    """Load a whole deck into memory for real-time rating (§4.6: ~40x an SQL probe)."""
+    """Load a whole deck into memory for real-time rating (far faster than an SQL probe per
+    call: ``bench/billing``)."""
     rows = conn.execute(
         "SELECT r.prefix, r.rate, r.connect_fee, r.increment_initial, r.increment,"
         " r.min_duration, nullif(r.effective_from, '-infinity'), r.effective_to, r.description"

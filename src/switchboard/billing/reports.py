@@ -1,6 +1,6 @@
 """Traffic KPIs and CDR listings (``switchboard report``, ``switchboard cdr list``).
 
-Definitions (billing-dialer-monitoring.md §5.1):
+Definitions (ITU-T E.411 / RFC 6076; docs/metrics.md):
 
 * seizures: every CDR (each carries a final outcome);
 * ASR = answered / seizures × 100 (ITU-T E.411), answered = the call has an answer time;

@@ -236,9 +236,26 @@ def run(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     code = asyncio.run(
-        _run(url, camp_name, sha, settings, rows, endpoints, pw, dnc_list, live, dialer_metrics)
+        _with_loop_lag(
+            registry,
+            _run(
+                url, camp_name, sha, settings, rows, endpoints, pw, dnc_list, live, dialer_metrics
+            ),
+        )
     )
     raise typer.Exit(code)
+
+
+async def _with_loop_lag(registry: Any, work: Any) -> int:
+    """Run the campaign with the event-loop lag monitor on its /metrics."""
+    from switchboard.observability.loop_lag import LoopLagMonitor
+
+    monitor = LoopLagMonitor(registry)
+    monitor.start()
+    try:
+        return int(await work)
+    finally:
+        monitor.stop()
 
 
 async def _run(

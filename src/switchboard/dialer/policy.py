@@ -1,7 +1,7 @@
 """Campaign policy: outcome classes, retries, calling windows and the do-not-call list.
 
 Everything here is a pure function of its arguments (no clock): the runner passes ``now``.
-Outcome classes follow the usual dialer practice (reference: billing-dialer-monitoring.md §6.5):
+Outcome classes follow the usual dialer practice (docs/dialer.md, "Outcomes and retries"):
 
 =========== ============== ====================================
 class       SIP status     Q.850 cause (FreeSWITCH name)

@@ -1,7 +1,7 @@
 """Inbound Event Socket commands: a packet's first line → one frozen dataclass.
 
 Command names are matched case-insensitively **by prefix**, in FreeSWITCH's order
-(``parse_command``, mod_event_socket.c:1743-2623; reference esl-and-media.md §2.1):
+(``parse_command``, mod_event_socket.c:1743-2623):
 ``events plain ALL`` is the ``event`` command, ``exiting`` is ``exit``, and ``api``/
 ``bgapi`` need the following space. Whatever matches nothing is :class:`Unknown`,
 answered ``-ERR command not found``.

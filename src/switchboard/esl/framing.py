@@ -1,6 +1,6 @@
 """Client → server packet framing of the inbound Event Socket (``read_packet``).
 
-Rules (reference esl-and-media.md §1.1, mod_event_socket.c:1208-1360):
+Rules (mod_event_socket.c:1208-1360):
 
 * ``\\r`` and ``\\n`` before the first character of a packet are discarded.
 * A header block ends at the second ``\\n``; ``\\r`` between them does not reset the

@@ -132,7 +132,7 @@ def split_args(text: str) -> list[str]:
 def parse_destination(word: str, dialplan: str | None, context: str | None) -> Destination:
     if word.startswith("&"):
         app, paren, rest = word[1:].partition("(")
-        args = rest.split(")", 1)[0] if paren else ""  # up to the FIRST ')' (§4.2)
+        args = rest.split(")", 1)[0] if paren else ""  # up to the FIRST ')', as FreeSWITCH reads it
         return AppDestination(app.strip(), args)
     return ExtensionDestination(word, dialplan or "XML", context or "default")
 

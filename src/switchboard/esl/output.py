@@ -1,4 +1,4 @@
-"""Text bodies of the API commands whose exact shape clients parse (reference §6).
+"""Text bodies of the API commands whose exact shape clients parse (mod_commands.c).
 
 Pure formatting: the server gathers the numbers and rows, these functions produce the
 ``api/response`` / BACKGROUND_JOB body byte-for-byte as ``mod_commands.c`` does.
@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-# Column lists of the core DB views (switch_core_sqldb.c:2853-2893, :3079-3129), §6.2.
+# Column lists of the core DB views (switch_core_sqldb.c:2853-2893, :3079-3129).
 CHANNEL_COLUMNS = [
     "uuid",
     "direction",
@@ -158,7 +158,7 @@ def format_status(f: StatusFigures) -> str:
 def format_rows(
     columns: Sequence[str], rows: Sequence[Mapping[str, str]], fmt: str = "delim", delim: str = ","
 ) -> str:
-    """``show …`` bodies: ``delim`` (default ``,``), ``json`` or ``xml`` (§6.2)."""
+    """``show …`` bodies: ``delim`` (default ``,``), ``json`` or ``xml``."""
     if fmt == "json":
         if not rows:
             return '{"row_count": 0}\n'

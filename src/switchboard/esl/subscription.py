@@ -4,14 +4,14 @@
   an event twice); unknown names are ignored; ``ALL`` and a ``SWITCH_EVENT_`` prefix are
   accepted; words after ``CUSTOM`` are subclass names. A CUSTOM event with a subclass is
   delivered only when that subclass was listed, or with ALL (mod_event_socket.c:2465-2546,
-  ``event_handler`` :320-373; reference esl-and-media.md §2.1).
+  ``event_handler`` :320-373).
 * ``nixevent X`` after ALL clears ALL, enables every other type, then disables X.
-* Filters (§2.3): consulted after the type matched. Once any filter exists an event is
+* Filters (``filter``): consulted after the type matched. Once any filter exists an event is
   sent only when at least one positive filter matches and no negative (``-value``) one
   does; values are compared case-insensitively; a raw value starting with ``/`` is a
   regular expression (``/re/`` or ``/re/i``). A connection with only negative filters
   receives nothing — as in FreeSWITCH.
-* ``myevents <uuid>`` (§2.4) keeps only that channel's events (plus its BACKGROUND_JOBs).
+* ``myevents <uuid>`` keeps only that channel's events (plus its BACKGROUND_JOBs).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ EVENT_NAMES = (
 )  # fmt: skip
 _KNOWN = frozenset(EVENT_NAMES)
 
-# The fixed set ``myevents`` subscribes to (mod_event_socket.c:2063-2139, §2.4).
+# The fixed set ``myevents`` subscribes to (mod_event_socket.c:2063-2139).
 MYEVENTS_SET = frozenset(
     {
         "CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_BRIDGE", "CHANNEL_CREATE",

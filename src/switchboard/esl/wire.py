@@ -1,18 +1,18 @@
 """Server → client frames of the FreeSWITCH inbound Event Socket, byte-exact.
 
 Every frame is a header block of ``Name: value\\n`` lines ended by a blank line, then,
-when the block has ``Content-Length: N``, exactly N bytes of body (reference
-esl-and-media.md §1.1). FreeSWITCH never sends ``\\r\\n``; neither do we.
+when the block has ``Content-Length: N``, exactly N bytes of body
+(mod_event_socket.c). FreeSWITCH never sends ``\\r\\n``; neither do we.
 
 * :func:`fs_urlencode` — ``switch_url_encode_opt`` (switch_utils.c:3494-3537): ``%XX``
   with uppercase hex for bytes outside 0x20-0x7E and the unsafe set, and no double
-  encoding of an existing ``%XX`` (uppercase hex only) — §1.3.
+  encoding of an existing ``%XX`` (uppercase hex only).
 * :func:`plain_event` / :func:`json_event` / :func:`xml_event` — the inner event body
   (``switch_event_serialize`` / ``_serialize_json`` / ``_xmlize``), and
   :func:`event_frame` the outer frame with ``Content-Length`` before ``Content-Type``
-  (mod_event_socket.c:1449), §3.1.
+  (mod_event_socket.c:1449).
 * Replies: :func:`command_reply`, :func:`bgapi_reply`, :func:`api_response`, and the
-  fixed greeting / disconnect notices of §1.2.
+  fixed greeting / disconnect notices.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-# §1.3: characters FreeSWITCH always escapes (switch_utils.h:47, SWITCH_URL_UNSAFE).
+# Characters FreeSWITCH always escapes (switch_utils.h:47, SWITCH_URL_UNSAFE).
 _UNSAFE = frozenset(b'\r\n #%&+:;<=>?@[\\]^`{|}"')
 _ESCAPE = [f"%{b:02X}" if (b < 0x20 or b > 0x7E or b in _UNSAFE) else chr(b) for b in range(256)]
 
@@ -51,7 +51,7 @@ class EventLike(Protocol):
 
 
 def fs_urlencode(value: str) -> str:
-    """URL-encode a header value exactly as FreeSWITCH does (§1.3)."""
+    """URL-encode a header value exactly as FreeSWITCH does."""
     if _NEEDS_ESCAPE.search(value) is None:  # fast path: most values need nothing
         return value
     return _NEEDS_ESCAPE.sub(_escape_match, value)
@@ -201,11 +201,13 @@ class EncodedEvent:
 def _clean_reply(text: str) -> str:
     # A raw CR/LF would end the header block early and desynchronise every client.
     text = text.replace("\r", " ").replace("\n", " ")
-    return text or "-ERR command not found"  # never an empty Reply-Text (§1.4, :2619-2623)
+    return (
+        text or "-ERR command not found"
+    )  # never an empty Reply-Text (mod_event_socket.c:2619-2623)
 
 
 def command_reply(text: str, extra: Iterable[tuple[str, str]] = ()) -> bytes:
-    """``Content-Type: command/reply`` with ``Reply-Text`` (not URL-encoded, §1.4).
+    """``Content-Type: command/reply`` with ``Reply-Text`` (not URL-encoded).
 
     ``extra`` headers make the "~" form used by bgapi/userauth: they follow Reply-Text.
     """
@@ -236,7 +238,7 @@ def disconnect_notice(body: str = GOODBYE, controlled_uuid: str | None = None) -
 
 
 def linger_notice(controlled_uuid: str, channel_name: str, linger_time: int | None) -> bytes:
-    """The notice sent when a controlled channel hangs up and the connection lingers (§1.2)."""
+    """The notice sent when a controlled channel hangs up and the connection lingers."""
     lt = "-1" if linger_time is None else str(linger_time)  # -1: linger until exit
     return (
         "Content-Type: text/disconnect-notice\n"

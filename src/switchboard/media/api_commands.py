@@ -38,7 +38,7 @@ Handler = Callable[[str], Awaitable[str]]
 
 
 class ApiCommands:
-    """The ``api``/``bgapi`` command set over a :class:`Switch` (reference §4, §6).
+    """The ``api``/``bgapi`` command set over a :class:`Switch` (mod_commands.c).
 
     ``await execute(name, args)`` returns the ``api/response`` body exactly as
     ``mod_commands.c`` writes it; it never raises.

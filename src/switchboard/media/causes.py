@@ -20,7 +20,7 @@ from enum import IntEnum
 
 
 class Cause(IntEnum):
-    """FreeSWITCH ``switch_call_cause_t`` (reference §5.1)."""
+    """FreeSWITCH ``switch_call_cause_t`` (``switch_types.h``; the Q.850 numbers)."""
 
     NONE = 0
     UNALLOCATED_NUMBER = 1
@@ -133,7 +133,7 @@ def parse_cause(text: str | int | None, default: Cause = Cause.NORMAL_CLEARING) 
 
 
 _C = Cause
-# hangup_cause_to_sip (mod_sofia.c:291-380), reference §5.2.
+# hangup_cause_to_sip (mod_sofia.c:291-380): what FreeSWITCH sends for a cause.
 _CAUSE_TO_SIP: dict[Cause, int] = {
     _C.UNALLOCATED_NUMBER: 404,
     _C.NO_ROUTE_TRANSIT_NET: 404,
@@ -182,7 +182,7 @@ _CAUSE_TO_SIP: dict[Cause, int] = {
     _C.INVALID_IDENTITY: 438,
 }
 
-# sofia_glue_sip_cause_to_freeswitch (sofia_glue.c:1814-1890), reference §5.3.
+# sofia_glue_sip_cause_to_freeswitch (sofia_glue.c:1814-1890): what a received status becomes.
 _SIP_TO_CAUSE: dict[int, Cause] = {
     200: _C.NORMAL_CLEARING,
     **dict.fromkeys((401, 402, 403, 407, 603, 608), _C.CALL_REJECTED),
@@ -222,7 +222,8 @@ _REASON_RE = re.compile(
 
 
 def cause_to_sip(cause: Cause, proto_specific: str | None = None) -> int:
-    """SIP status sent when refusing an unanswered inbound call with ``cause`` (§5.2).
+    """SIP status sent when refusing an unanswered inbound call with ``cause``
+    (``hangup_cause_to_sip``).
 
     ``proto_specific`` is the channel's ``proto_specific_hangup_cause`` variable: a
     ``sip:NNN`` value there wins (mod_sofia's sofia_on_hangup does the same), e.g. credit
@@ -236,7 +237,7 @@ def cause_to_sip(cause: Cause, proto_specific: str | None = None) -> int:
 
 
 def sip_to_cause(status: int, reason_header: str | None = None) -> Cause:
-    """Cause for a received final response or BYE (§5.3).
+    """Cause for a received final response or BYE (``sofia_glue_sip_cause_to_freeswitch``).
 
     A ``Reason: Q.850;cause=N`` (or protocol ``FreeSWITCH``) header wins over the status.
     """

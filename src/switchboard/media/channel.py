@@ -1,6 +1,6 @@
 """Channels: one call leg with FreeSWITCH-like states, call states and variables.
 
-State model (FreeSWITCH ``switch_channel_state_t``; reference esl-and-media.md §3.3):
+State model (FreeSWITCH ``switch_channel_state_t``, ``switch_types.h``):
 
     CS_NEW → CS_INIT → CS_ROUTING → CS_EXECUTE ⇄ CS_EXCHANGE_MEDIA (bridged) / CS_PARK
                          └──────────────┴──────────────┴──→ CS_HANGUP → CS_REPORTING → CS_DESTROY
@@ -236,7 +236,7 @@ class Channel:
             else 0.0,
         }
 
-    # --- event headers (reference §3.3) ----------------------------------------------
+    # --- event headers (switch_channel.c) ----------------------------------------------
     def snapshot(self, with_variables: bool) -> Channel:
         """A frozen-in-time copy for an event rendered later (cheap: no header strings)."""
         snap = object.__new__(Channel)

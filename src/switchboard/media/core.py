@@ -47,7 +47,7 @@ Quick reference (every coroutine must be awaited on the node's event loop)::
                                         # before its apps (credit control; may hang it up)
     sw.hangup_hooks.append(fn(session)) # called in CS_REPORTING (CDRs, settlement)
 
-Events fired (FreeSWITCH names, headers per reference §3): CHANNEL_CREATE,
+Events fired (FreeSWITCH names and headers, docs/esl.md): CHANNEL_CREATE,
 CHANNEL_OUTGOING (outbound legs), CHANNEL_ORIGINATE, CHANNEL_STATE, CHANNEL_CALLSTATE,
 CHANNEL_PROGRESS, CHANNEL_PROGRESS_MEDIA, CHANNEL_ANSWER, CHANNEL_PARK, CHANNEL_UNPARK,
 CHANNEL_EXECUTE, CHANNEL_EXECUTE_COMPLETE, CHANNEL_BRIDGE, CHANNEL_UNBRIDGE,
@@ -55,7 +55,7 @@ CHANNEL_HOLD, CHANNEL_UNHOLD, DTMF, PLAYBACK_START/STOP, RECORD_START/STOP,
 CHANNEL_HANGUP, CHANNEL_HANGUP_COMPLETE, CHANNEL_DESTROY, HEARTBEAT (every 20 s when
 :meth:`Switch.start` ran).
 
-Application execution follows FreeSWITCH (reference §7.1): each application fires
+Application execution follows FreeSWITCH (mod_dptools): each application fires
 CHANNEL_EXECUTE then CHANNEL_EXECUTE_COMPLETE (``Application``, ``Application-Data``,
 ``Application-UUID`` = the ``event_uuid`` given, ``Application-Response``). Queued
 applications (``execute``) run after the current one; when a channel's application
@@ -109,7 +109,7 @@ class NoSuchChannel(KeyError):
 
 
 class OriginateError(Exception):
-    """A leg could not be placed or was not answered; ``cause`` says why (§4.5)."""
+    """A leg could not be placed or was not answered; ``cause`` says why (``-ERR <CAUSE>``)."""
 
     def __init__(self, cause: Cause, detail: str = "") -> None:
         super().__init__(f"{cause.name}{': ' + detail if detail else ''}")
@@ -119,7 +119,7 @@ class OriginateError(Exception):
 
 @dataclass(frozen=True)
 class SwitchStatus:
-    """What ``status`` and HEARTBEAT report (reference §6.1, §3.4)."""
+    """What ``status`` and HEARTBEAT report (mod_commands ``status``, the HEARTBEAT event)."""
 
     uptime_s: float
     sessions_since_startup: int
@@ -377,7 +377,7 @@ class Switch:
         channel: Channel | None = None,
         subclass: str | None = None,
     ) -> ev.Event:
-        """An event with the standard headers (§3.2), channel headers (§3.3) if a
+        """An event with the standard headers, channel headers if a
         channel is given (with ``variable_*`` for verbose event types), then ``headers``."""
         self._sequence += 1
         now = time.time()
@@ -722,7 +722,8 @@ class Switch:
         """Place a call per ``dial_string`` and, once it succeeds, run ``app(app_arg)`` on it
         (or route ``extension`` through the dialplan when given). Returns the channel.
 
-        Success = answered, or early media unless ``ignore_early_media=true`` (§4.2).
+        Success = answered, or early media unless ``ignore_early_media=true``
+        (``switch_ivr_originate.c``).
         Failure raises :class:`OriginateError` with the cause (``-ERR <CAUSE>``).
         ``origination_uuid``, ``origination_caller_id_*``, ``originate_timeout``,
         ``ignore_early_media`` are read from ``variables`` and the dial string's ``{}``.
@@ -1170,7 +1171,7 @@ class Switch:
         )
 
     def _set_timestamps(self, ch: Channel) -> None:
-        """switch_channel_set_timestamps: the CHANNEL_HANGUP_COMPLETE variables (§3.4)."""
+        """switch_channel_set_timestamps: the CHANNEL_HANGUP_COMPLETE variables."""
         d = ch.durations()
         v = ch.variables
 

@@ -16,7 +16,8 @@ Configuration (``[dialplan]`` in the node's TOML, or a separate ``file`` re-read
     destination = "^echo$"
     actions = ["answer", "echo"]
 
-With no rules configured the default dialplan of DESIGN.md §2 is used.
+With no rules configured the default dialplan is used (echo, playback, ivr, conf-<room>,
+3+ digits → the ``carrier`` gateway; docs/media.md).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class Dialplan:
 
     @classmethod
     def default(cls) -> Dialplan:
-        """DESIGN.md §2's default dialplan."""
+        """The default dialplan (:data:`DEFAULT_RULES`)."""
         return cls.from_config(DEFAULT_RULES)
 
     def match(

@@ -7,7 +7,7 @@ asyncio adapter: connections, authentication, the event queues and the command l
 API commands themselves are :class:`switchboard.media.api_commands.ApiCommands`; the
 ``loopback/`` endpoint it installs is :mod:`switchboard.media.loopback`.
 
-Theory of operation (reference esl-and-media.md §1.2, §1.5):
+Theory of operation (``mod_event_socket.c``; docs/esl.md, "Protocol behaviour"):
 
 * On connect: an allow-list check (``text/rude-rejection`` then the goodbye notice when
   refused), then ``Content-Type: auth/request``. Until ``auth <password>`` succeeds only
@@ -125,7 +125,7 @@ class EslSettings:
     @classmethod
     def from_config(cls, section: Any, node_number: int = 1) -> EslSettings:
         """From :class:`switchboard.config.EslSection` (``[esl]``); an empty ``listen``
-        means 127.0.0.1:802N for node ``media-N`` (DESIGN.md §2)."""
+        means 127.0.0.1:802N for node ``media-N``."""
         listen = section.listen or f"127.0.0.1:{DEFAULT_PORT - 1 + node_number}"
         host, _, port = listen.rpartition(":")
         context = None
@@ -149,7 +149,7 @@ class EslSettings:
 
 @dataclass(frozen=True)
 class _SessionEnded:
-    """Queue marker: the controlled channel hung up (linger or disconnect, §1.6)."""
+    """Queue marker: the controlled channel hung up (linger or disconnect)."""
 
     uuid: str
     channel_name: str
@@ -233,7 +233,7 @@ class EslConnection:
         self.wake.set()
 
     async def _write_events(self) -> None:
-        """Write queued events whenever no command is in progress (§1.5)."""
+        """Write queued events whenever no command is in progress (as mod_event_socket does)."""
         transport = self.writer.transport
         while not self.closing:
             await self.wake.wait()
@@ -325,7 +325,7 @@ class EslConnection:
                         self.busy = False
                         self.wake.set()
                 if error is not None:
-                    # FreeSWITCH drops such a connection without a reply (§1.1).
+                    # FreeSWITCH drops such a connection without a reply (mod_event_socket.c).
                     log.warning("ESL %s: dropping connection: %s", self.peer, error)
                     break
         except _Closed:

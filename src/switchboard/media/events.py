@@ -1,8 +1,8 @@
 """The node's event bus: FreeSWITCH-named events with FreeSWITCH header dicts.
 
 Every event carries the standard headers first, in FreeSWITCH's order
-(reference esl-and-media.md §3.2: ``switch_event.c:1986-2002``), then the event's own
-headers (channel headers §3.3 for channel events). Values are plain ``str`` — the
+(``switch_event.c:1986-2002``), then the event's own headers (the channel headers of
+``switch_channel.c`` for channel events). Values are plain ``str`` — the
 Event Socket server URL-encodes them for ``text/event-plain`` and emits them verbatim
 for JSON. A body (e.g. BACKGROUND_JOB's API output) is carried separately.
 
@@ -51,7 +51,7 @@ BACKGROUND_JOB = "BACKGROUND_JOB"
 CUSTOM = "CUSTOM"
 API = "API"
 
-# Events that carry ``variable_*`` headers (switch_channel.c:2768-2800, reference §3.3).
+# Events that carry ``variable_*`` headers (switch_channel.c:2768-2800).
 VERBOSE_EVENTS = frozenset(
     {
         "CHANNEL_CREATE", "CHANNEL_ORIGINATE", "CHANNEL_UUID", "CHANNEL_ANSWER",
@@ -67,7 +67,8 @@ VERBOSE_EVENTS = frozenset(
 
 
 class Event:
-    """One event. ``headers`` is ordered: standard headers first (§3.2), then specific ones.
+    """One event. ``headers`` is ordered: standard headers first (``switch_event.c``
+    order), then specific ones.
 
     ``headers["Event-Name"]`` equals ``name``; for CUSTOM events ``Event-Subclass`` is set.
     ``body`` is the optional event body (BACKGROUND_JOB output, CDR XML …), without framing.

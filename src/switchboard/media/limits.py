@@ -1,6 +1,6 @@
 """Session limits, like FreeSWITCH's switch.conf ``max-sessions`` and ``sessions-per-second``.
 
-Semantics (reference esl-and-media.md §4.6, with one deliberate difference):
+Semantics (``switch_core_session.c`` and ``switch_time.c``, with one deliberate difference):
 
 * Every new leg — inbound INVITE, originate, each bridge B-leg — asks :meth:`admit`.
 * ``max_sessions``: refused when ``active + 1 > max_sessions`` (FreeSWITCH's check).
@@ -11,7 +11,8 @@ Semantics (reference esl-and-media.md §4.6, with one deliberate difference):
   tick through twice; we chose the exact reading the issue asks for.
   Refused attempts do not consume the budget (they are still counted in ``sps_last``).
 * Refusal surfaces as ``503 Maximum Calls In Progress`` + ``Retry-After`` for an
-  inbound INVITE and as cause ``DESTINATION_OUT_OF_ORDER`` for an outbound leg (§4.5).
+  inbound INVITE and as cause ``DESTINATION_OUT_OF_ORDER`` for an outbound leg
+  (``sofia_outgoing_channel``'s default cause).
 
 Time is a parameter: ``now`` is a monotonic clock reading in seconds.
 """

@@ -63,7 +63,7 @@ class _LoopbackLeg:
 
 
 class LoopbackChannels:
-    """``loopback/<exten>[/<context>[/<dialplan>]]`` (mod_loopback, reference §4.4).
+    """``loopback/<exten>[/<context>[/<dialplan>]]`` (mod_loopback.c).
 
     Two channels, ``loopback/<exten>-a`` (the originated leg) and ``loopback/<exten>-b``
     (an inbound leg routed through the dialplan). Each half has an RTP endpoint sending to
@@ -79,7 +79,9 @@ class LoopbackChannels:
         target = leg.target
         if not isinstance(target, LoopbackEndpoint):
             raise OriginateError(Cause.INVALID_URL, leg.endpoint)
-        if sw.admit() is not None:  # the b-leg is a session too (decrement-then-check, §4.6)
+        if (
+            sw.admit() is not None
+        ):  # the b-leg is a session too (decrement-then-check, media/limits.py)
             raise OriginateError(Cause.DESTINATION_OUT_OF_ORDER, "loopback b-leg refused")
         a_ch = session.channel
         a_ch.name = f"loopback/{target.exten}-a"

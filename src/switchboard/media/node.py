@@ -1,7 +1,7 @@
 """One media node process: switch core + SIP UA + Event Socket + /metrics + CDRs.
 
 ``switchboard media --config FILE --name media-1`` runs :func:`run`. Defaults follow
-DESIGN.md §2 from the node number N of ``media-N``: SIP udp+tcp 127.0.0.1:508N, ESL
+from the node number N of ``media-N``: SIP udp+tcp 127.0.0.1:508N, ESL
 127.0.0.1:802N, RTP 16384+(N-1)·8192 … +8191, admin + /metrics 127.0.0.1:808N.
 SIGHUP reloads the dialplan; the first SIGTERM/SIGINT hangs up every call
 (SYSTEM_SHUTDOWN) and stops, a second one exits at once.
@@ -30,6 +30,7 @@ from switchboard.media.limits import SessionLimiter
 from switchboard.media.ports import PortAllocator
 from switchboard.media.settings import RTP_BASE, RTP_SPAN, IvrMenuSection, node_number
 from switchboard.media.ua import UserAgent
+from switchboard.net.tls import TlsConfigError, TlsFiles
 from switchboard.router.protection import AuthBans
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class MediaNode:
         self.admin_server: asyncio.Server | None = None
         self.metrics: Any = None
         self.registry: Any = None
+        self.loop_lag: Any = None  # LoopLagMonitor once started
         self._own_sink: Any = None
         self.billing: Any = None  # BillingService when [database] url is set
         self.call_credit: Any = None  # CallCredit when [billing] credit_control is on
@@ -118,6 +120,7 @@ class MediaNode:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        from switchboard.observability.loop_lag import LoopLagMonitor
         from switchboard.observability.metrics import MediaMetrics, new_registry
 
         m = self.cfg.media
@@ -149,6 +152,9 @@ class MediaNode:
         )
         self.registry = new_registry("media")
         self.metrics = MediaMetrics.create(self.registry)
+        # event-loop stalls and collector pauses on /metrics (observability/loop_lag.py)
+        self.loop_lag = LoopLagMonitor(self.registry)
+        self.loop_lag.start()
         self.metrics.sessions_max.set(limits.max_sessions)
         self.metrics.sessions_per_second_max.set(limits.sessions_per_second)
         sw.events.subscribe(self._on_event)
@@ -194,7 +200,7 @@ class MediaNode:
         )
         self.ua = ua
         try:
-            await ua.start(self.sip_listen)
+            await ua.start(self.sip_listen, self._tls_files())
             if self.want_esl:
                 from switchboard.media.event_socket import EslSettings, EventSocketServer
 
@@ -205,6 +211,9 @@ class MediaNode:
 
                 host, port = self.admin_address
                 self.admin_server = await serve_metrics(host, port, self.registry)
+        except TlsConfigError as exc:
+            await self.stop()
+            raise NodeStartError(f"{self.name}: {exc}") from None
         except OSError as exc:
             await self.stop()
             raise NodeStartError(f"{self.name}: cannot bind: {exc}") from None
@@ -277,7 +286,18 @@ class MediaNode:
         assert self.ua is not None
         return self.ua.udp_port
 
+    def _tls_files(self) -> TlsFiles:
+        m = self.cfg.media
+        return TlsFiles(
+            m.tls_cert, m.tls_key, m.tls_ca, verify_client=m.tls_verify_client, where="media"
+        )
+
     def reload(self) -> None:
+        if self.ua is not None and self.ua.endpoint is not None:
+            try:  # new handshakes get the new certificate; connections up keep theirs
+                self.ua.configure_tls(self._tls_files())
+            except TlsConfigError as exc:
+                log.error("%s: TLS reload failed, keeping the old certificate: %s", self.name, exc)
         if self.switch is not None:
             try:
                 self.switch.reload()
@@ -286,6 +306,8 @@ class MediaNode:
                 log.error("%s: dialplan reload failed, keeping the old one: %s", self.name, exc)
 
     async def stop(self) -> None:
+        if self.loop_lag is not None:
+            self.loop_lag.stop()
         if self.switch is not None:
             await self.switch.stop()
         if self.esl is not None:

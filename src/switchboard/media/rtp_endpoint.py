@@ -64,7 +64,7 @@ DtmfHook = Callable[["RtpEndpoint", DtmfEvent], None]
 
 _REST_OF_HEADER = struct.Struct("!BHII")  # RFC 3550 §5.1 after the first octet
 
-DEFAULT_EVENT_PT = 101  # the usual dynamic PT for telephone-event (reference §8.1)
+DEFAULT_EVENT_PT = 101  # the usual dynamic PT for telephone-event (FreeSWITCH's and most phones')
 
 
 class _RtpProtocol(asyncio.DatagramProtocol):
@@ -725,7 +725,7 @@ class RtpEndpoint:
 
 
 def bridge(a: RtpEndpoint, b: RtpEndpoint) -> tuple[RelayPath, RelayPath]:
-    """Relay media between two legs, packet by packet (no jitter buffer, reference §8.5).
+    """Relay media between two legs, packet by packet (no jitter buffer: the far ends have theirs).
 
     Audio is transcoded when the codecs differ; telephone-events pass through with each
     leg's negotiated PT. ``bridge(a, a)`` is an echo. Undo with :func:`unbridge`.

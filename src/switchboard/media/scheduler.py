@@ -1,7 +1,7 @@
 """One 20 ms media tick per process, driving every outgoing RTP stream.
 
 Why one tick: a task, timer or ``sleep`` per packet costs an event-loop round trip per
-stream and drifts (pyVoIP's choppy audio, reference §9.3). Here a single timer fires
+stream and drifts (the choppy audio pyVoIP users report). Here a single timer fires
 at absolute deadlines ``start + n·20 ms`` taken from the loop's monotonic clock, so
 lateness never accumulates, and each wake-up walks a flat tuple of bound methods.
 

@@ -1,7 +1,7 @@
 """Typed configuration sections of the media node: ``[media]``, ``[limits]``,
 ``[gateways.<name>]``, ``[users.<id>]``, ``[dialplan]`` (composed by ``switchboard.config``).
 
-Every key has a working default; the per-node addresses follow DESIGN.md §2 from the
+Every key has a working default; the per-node addresses follow from the
 node's number (``media-N``): SIP udp+tcp 127.0.0.1:508N, ESL 802N, admin/metrics 808N,
 RTP ports 16384 + (N-1)·8192 … +8191. Documented key by key in docs/media.md.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RTP_BASE = 16384
 RTP_SPAN = 8192
@@ -59,6 +59,12 @@ class MediaSection(_Section):
     # SIP is accepted only from these networks (routers, users) and the gateways' IP
     # addresses; anything else is dropped silently. [] = from anyone.
     trusted: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    # SIP over TLS: PEM files of tls: listen addresses; tls_ca verifies client certificates
+    # when tls_verify_client is on (mutual TLS). Re-read on SIGHUP.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    tls_verify_client: bool = False
 
     @field_validator("trusted")
     @classmethod
@@ -77,10 +83,16 @@ class MediaSection(_Section):
     def _listen(cls, v: list[str]) -> list[str]:
         for item in v:
             proto, sep, addr = item.partition(":")
-            if not sep or proto not in ("udp", "tcp"):
-                raise ValueError(f"expected udp:HOST:PORT or tcp:HOST:PORT, got {item!r}")
+            if not sep or proto not in ("udp", "tcp", "tls"):
+                raise ValueError(f"expected udp:, tcp: or tls:HOST:PORT, got {item!r}")
             _check_hostport(addr)
         return v
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MediaSection:
+        if any(i.startswith("tls:") for i in self.listen) and not (self.tls_cert and self.tls_key):
+            raise ValueError("a tls: listen address needs tls_cert and tls_key")
+        return self
 
     @field_validator("admin")
     @classmethod
@@ -132,6 +144,13 @@ class GatewaySection(_Section):
     max_calls: int = Field(default=0, ge=0)  # concurrent-call limit; 0 = unlimited
     expires: int = Field(default=3600, ge=60)  # registration period
     codecs: list[str] = Field(default_factory=list)  # offer order; [] → [media].codecs
+    # transport "tls": the carrier's certificate is checked against tls_ca (the system
+    # store when empty) unless tls_verify is off; tls_cert/tls_key are presented when the
+    # carrier asks for a client certificate (mutual TLS).
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_verify: bool = True
 
     @field_validator("proxy")
     @classmethod
@@ -141,8 +160,8 @@ class GatewaySection(_Section):
     @field_validator("transport")
     @classmethod
     def _transport(cls, v: str) -> str:
-        if v.lower() not in ("udp", "tcp"):
-            raise ValueError("transport must be udp or tcp")
+        if v.lower() not in ("udp", "tcp", "tls"):
+            raise ValueError("transport must be udp, tcp or tls")
         return v.lower()
 
 
@@ -191,12 +210,14 @@ class DialplanSection(_Section):
     """[dialplan] — ordered rules (see media/dialplan.py) and IVR menus."""
 
     file: str = ""  # a TOML file with [[rules]] (and [ivr.*]) re-read on reloadxml/SIGHUP
-    rules: list[dict[str, Any]] = Field(default_factory=list)  # [] → DESIGN.md §2 defaults
+    rules: list[dict[str, Any]] = Field(
+        default_factory=list
+    )  # [] → the default dialplan (docs/media.md)
     ivr: dict[str, IvrMenuSection] = Field(default_factory=_default_ivr)
 
 
 def default_gateways() -> dict[str, GatewaySection]:
-    """DESIGN.md §2: gateway ``carrier`` → udp 127.0.0.1:5090."""
+    """The default gateway ``carrier`` → udp 127.0.0.1:5090 (the demo's carrier simulator)."""
     return {"carrier": GatewaySection()}
 
 

@@ -12,7 +12,8 @@ call-load dispatching); REGISTER → the registrar.
 Outbound (bridge/originate): :meth:`UserAgent.place` sends an INVITE with our offer to
 a gateway (``sofia/gateway/<gw>/<number>``), a registered user (``user/<id>``) or a SIP
 URI, answers digest challenges for gateways with credentials, maps the final response
-to a cause (reference §5.3), ACKs 2xx, and CANCELs/BYEs when told to.
+to a cause (as sofia_glue.c does, :mod:`switchboard.media.causes`), ACKs 2xx, and
+CANCELs/BYEs when told to.
 
 The SIP stack is the pure :class:`~switchboard.sip.transaction.TransactionLayer`
 driven by one :class:`~switchboard.net.endpoint.SipEndpoint`; this module is the TU.
@@ -26,6 +27,7 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ from switchboard.media.registrar import Registrar
 from switchboard.media.rtp_endpoint import RtpEndpoint
 from switchboard.media.rtp_timeout import RtpInactivity
 from switchboard.net.endpoint import SipEndpoint
+from switchboard.net.tls import TlsFiles, client_context, server_context
 from switchboard.router.protection import AddressList, AuthBans
 from switchboard.rtp.codec import Codec, CodecError, codec_by_name
 from switchboard.sdp import (
@@ -124,7 +127,7 @@ def set_stream_codec(ep: RtpEndpoint, codec: Codec, event_pt: int | None) -> Non
 def peer_for_uri(uri: SipUri, default_transport: str = "UDP") -> Peer:
     transport = (uri.params.get("transport") or default_transport).upper()
     host = uri.host.strip("[]")
-    port = uri.port or 5060
+    port = uri.port or (5061 if transport == "TLS" else 5060)
     return Peer(transport, host, port)
 
 
@@ -179,7 +182,7 @@ class SipLeg:
     def in_dialog_peer(self) -> Peer:
         """Where in-dialog requests go: the route set / remote target (§12.2.1.1); over
         TCP the connection the dialog came in on."""
-        if self.peer.transport == "TCP" or self.dialog is None:
+        if self.peer.transport in ("TCP", "TLS") or self.dialog is None:
             return self.peer
         ruri, routes = self.dialog.request_uri_and_routes()
         try:
@@ -410,23 +413,29 @@ class UserAgent:
         self.gateway_state: dict[str, str] = {}
         self.udp_port = 0
         self.tcp_port = 0
+        self.tls_port = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         for kind in ("gateway", "user", "sofia", "sip"):
             switch.endpoints[kind] = self
         switch.hangup_hooks.append(self._gateway_release)
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self, listen: Sequence[str]) -> None:
-        """Bind every ``udp:H:P`` / ``tcp:H:P`` address (port 0 = any free)."""
+    async def start(self, listen: Sequence[str], tls: TlsFiles | None = None) -> None:
+        """Bind every ``udp:H:P`` / ``tcp:H:P`` / ``tls:H:P`` address (port 0 = any free);
+        ``tls``: the node's certificate files (tls: addresses, TLS gateways). Raises
+        :class:`~switchboard.net.tls.TlsConfigError` for files that do not load."""
         self.endpoint = SipEndpoint(self.layer, on_event=self._on_event)
         if self.trusted is not None or self.bans is not None:
             self.endpoint.accept = self._accept
+        self.configure_tls(tls, listening=any(i.startswith("tls:") for i in listen))
         for item in listen:
             proto, _, addr = item.partition(":")
             h, _, p = addr.rpartition(":")
             if proto == "udp":
                 _, self.udp_port = await self.endpoint.listen_udp(h, int(p))
                 self._size_buffers(self.endpoint.udp[-1].transport)
+            elif proto == "tls":
+                _, self.tls_port = await self.endpoint.listen_tls(h, int(p))
             else:
                 _, self.tcp_port = await self.endpoint.listen_tcp(h, int(p))
             self.host = h
@@ -436,6 +445,35 @@ class UserAgent:
                 self._spawn(self._register_loop(name, gw))
         if self.rtp_timeout > 0:
             self._spawn(self._watch_rtp())
+
+    def configure_tls(self, files: TlsFiles | None, *, listening: bool | None = None) -> None:
+        """Build the TLS contexts: the node's own (tls: listen addresses) and one client
+        context per TLS gateway (its CA, its client certificate). At start and on reload;
+        raises TlsConfigError and changes nothing when a file does not load."""
+        assert self.endpoint is not None
+        if listening is None:
+            listening = self.endpoint.tls is not None and self.endpoint.tls.ssl_server is not None
+        tls_gateways = {n: g for n, g in self.gateways.items() if g.transport == "tls"}
+        if not listening and not tls_gateways:
+            return
+        server = server_context(files) if listening and files is not None else None
+        default_client = client_context(TlsFiles(where="media"))
+        per_peer: dict[tuple[str, int], ssl.SSLContext] = {}
+        for name, gw in tls_gateways.items():
+            peer = peer_for_uri(SipUri.parse(f"sip:{gw.proxy};transport=tls"))
+            per_peer[(peer.host, peer.port)] = client_context(
+                TlsFiles(
+                    gw.tls_cert,
+                    gw.tls_key,
+                    gw.tls_ca,
+                    verify_server=gw.tls_verify,
+                    where=f"gateways.{name}",
+                )
+            )
+        transport = self.endpoint.enable_tls(server, default_client)
+        transport.client_contexts = per_peer
+        if self.metrics is not None:
+            transport.on_handshake_failure = self.metrics.tls_handshake_failures.inc
 
     def _size_buffers(self, transport: asyncio.BaseTransport | None) -> None:
         """Enlarge the socket buffers (as the router does); the kernel caps SO_RCVBUF at
@@ -494,7 +532,7 @@ class UserAgent:
         tag = new_tag(_rand())
         seq = 0
         host = gw.proxy.rpartition(":")[0]
-        transport = ";transport=tcp" if gw.transport == "tcp" else ""
+        transport = f";transport={gw.transport}" if gw.transport != "udp" else ""
         ruri = f"sip:{host}{transport}"
         peer = peer_for_uri(SipUri.parse(f"sip:{gw.proxy}{transport}"))
         aor = f"<sip:{gw.username}@{host}>"
@@ -561,6 +599,8 @@ class UserAgent:
 
     # ------------------------------------------------------------------ sending
     def port_for(self, transport: str) -> int:
+        if transport == "TLS" and self.tls_port:
+            return self.tls_port
         return self.tcp_port if transport == "TCP" and self.tcp_port else self.udp_port
 
     def via(self, peer: Peer) -> str:
@@ -570,7 +610,7 @@ class UserAgent:
         )
 
     def contact(self, transport: str, user: str = "switchboard") -> str:
-        t = ";transport=tcp" if transport == "TCP" else ""
+        t = f";transport={transport.lower()}" if transport in ("TCP", "TLS") else ""
         return f"<sip:{user}@{self.host}:{self.port_for(transport)}{t}>"
 
     def send_request(self, req: Request, peer: Peer, *, context: Any = None) -> ClientTransaction:
@@ -987,7 +1027,7 @@ class UserAgent:
                         self.metrics.sessions_rejected.labels(reason="gateway_limit").inc()
                     raise OriginateError(Cause.NORMAL_CIRCUIT_CONGESTION, f"{gateway} at max_calls")
                 number = gw.prefix + number[gw.strip :]
-                transport = ";transport=tcp" if gw.transport == "tcp" else ""
+                transport = f";transport={gw.transport}" if gw.transport != "udp" else ""
                 target = SipUri.parse(f"sip:{number}@{gw.proxy}{transport}")
                 if gw.caller_id_number:
                     from_user = gw.caller_id_number
@@ -1029,6 +1069,8 @@ class UserAgent:
         peer = peer_for_uri(target)
         if peer.transport == "TCP" and not self.tcp_port:
             raise OriginateError(Cause.INVALID_URL, "no TCP listener")
+        if peer.transport == "TLS" and (self.endpoint is None or self.endpoint.tls is None):
+            raise OriginateError(Cause.INVALID_URL, "no TLS configured")
         codecs = self.codecs
         gw = self.gateways.get(gateway)
         if gw is not None and gw.codecs:

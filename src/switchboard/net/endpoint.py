@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -125,6 +126,8 @@ class SipEndpoint:
             write_buffer_limit=write_buffer_limit,
         )
         self.tcp_addresses: list[tuple[str, int]] = []
+        self.tls: TcpTransport | None = None  # SIP over TLS, created by listen_tls/enable_tls
+        self.tls_addresses: list[tuple[str, int]] = []
         self._udp_routes: dict[tuple[str, int], UdpTransport] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
@@ -162,6 +165,34 @@ class SipEndpoint:
         self.tcp_addresses.append(address)
         return address
 
+    def enable_tls(
+        self, server: ssl.SSLContext | None, client: ssl.SSLContext | None
+    ) -> TcpTransport:
+        """The TLS transport with these contexts (created once; later calls swap the
+        contexts: a reload, connections already up keep theirs)."""
+        if self.tls is None:
+            self.tls = TcpTransport(
+                self._on_message,
+                self._on_send_failed,
+                idle_timeout=self.tcp.idle_timeout,
+                max_message_size=self.tcp.max_message_size,
+                write_buffer_limit=self.tcp.write_buffer_limit,
+                tls=True,
+                ssl_server=server,
+                ssl_client=client,
+            )
+        else:
+            self.tls.ssl_server, self.tls.ssl_client = server, client
+        return self.tls
+
+    async def listen_tls(self, host: str, port: int) -> tuple[str, int]:
+        """Accept SIP over TLS at ``host:port`` (after :meth:`enable_tls` with a server context)."""
+        if self.tls is None or self.tls.ssl_server is None:
+            raise ValueError("listen_tls needs enable_tls(server_context, ...) first")
+        address = await self.tls.listen(host, port)
+        self.tls_addresses.append(address)
+        return address
+
     @property
     def udp_address(self) -> tuple[str, int] | None:
         return self.udp[0].local if self.udp else None
@@ -179,6 +210,8 @@ class SipEndpoint:
         for udp in self.udp:
             udp.close()
         await self.tcp.close()
+        if self.tls is not None:
+            await self.tls.close()
         for udp in self.udp:
             await udp.closed
 
@@ -218,17 +251,17 @@ class SipEndpoint:
             except (OSError, ValueError) as exc:
                 log.debug("UDP send to %s:%s failed: %s", peer.host, peer.port, exc)
                 self._on_send_failed(output.transaction)
-        elif peer.transport == "TCP":
+        elif peer.transport == "TCP" or (peer.transport == "TLS" and self.tls is not None):
+            stream = self.tcp if peer.transport == "TCP" else self.tls
+            assert stream is not None
             txn = output.transaction
-            if (
-                type(txn) is ServerTransaction
-                and (peer.host, peer.port) not in self.tcp.connections
-            ):
+            if type(txn) is ServerTransaction and (peer.host, peer.port) not in stream.connections:
                 # §18.2.2: the request's connection is gone; open one to the received
                 # address and the sent-by port instead of the peer's ephemeral port.
                 via = txn.request.top_via
-                peer = Peer(peer.transport, peer.host, via.port or 5060)
-            self.tcp.send(output.data, peer, txn)
+                default = 5061 if peer.transport == "TLS" else 5060
+                peer = Peer(peer.transport, peer.host, via.port or default)
+            stream.send(output.data, peer, txn)
         else:
             log.warning("no %s transport; dropping message to %s:%s", peer.transport, *peer[1:])
             self._on_send_failed(output.transaction)

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
+from switchboard.net.tls import HANDSHAKE_TIMEOUT
 from switchboard.net.udp import unbracket
 from switchboard.sip.errors import FramingError
 from switchboard.sip.framer import StreamFramer
@@ -47,7 +49,7 @@ class TcpConnection(asyncio.Protocol):
         self.outbound = outbound
         self.framer = StreamFramer(max_size=owner.max_message_size)
         self.transport: asyncio.Transport | None = None
-        self.peer = Peer("TCP", "", 0)
+        self.peer = Peer(owner.name, "", 0)
         self.last_activity = owner.loop.time()
 
     @property
@@ -55,12 +57,39 @@ class TcpConnection(asyncio.Protocol):
         return (self.peer.host, self.peer.port)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+        raw = cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
         host = f"[{host}]" if ":" in host else host
-        self.peer = Peer("TCP", host, int(port))
-        self.last_activity = self.owner.loop.time()
-        self.owner._register(self)
+        owner = self.owner
+        self.peer = Peer(owner.name, host, int(port))
+        self.last_activity = owner.loop.time()
+        if owner.ssl_server is not None and not self.outbound:
+            # Accepted TLS: handshake first (its failure must be counted, not fatal and
+            # not an asyncio traceback); nothing is written before it completes.
+            task = owner.loop.create_task(self._accept_tls(raw, owner.ssl_server))
+            owner._tasks.add(task)
+            task.add_done_callback(owner._tasks.discard)
+            return
+        self.transport = raw
+        owner._register(self)
+
+    async def _accept_tls(self, raw: asyncio.Transport, ctx: ssl.SSLContext) -> None:
+        owner = self.owner
+        try:
+            tls = await owner.loop.start_tls(
+                raw, self, ctx, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+            )
+        except Exception as exc:  # any handshake failure: count, log, close; never fatal
+            owner.handshake_failed(self.key, exc)
+            raw.abort()
+            return
+        if tls is None:  # pragma: no cover - the loop closed meanwhile
+            raw.abort()
+            return
+        self.transport = tls
+        self.last_activity = owner.loop.time()
+        owner.handshakes += 1
+        owner._register(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.owner.loop.time()
@@ -113,8 +142,22 @@ class TcpTransport:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_message_size: int = 65535,
         write_buffer_limit: int = DEFAULT_WRITE_BUFFER_LIMIT,
+        tls: bool = False,
+        ssl_server: ssl.SSLContext | None = None,
+        ssl_client: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: this transport carries SIP over TLS (Peer transport ``TLS``);
+        ``ssl_server`` is the context of accepted connections, ``ssl_client`` (or an entry
+        of :attr:`client_contexts` for one peer) the context of dialled ones. Both may be
+        replaced at any time: a reload; connections already up keep their context."""
         self.loop = asyncio.get_running_loop()
+        self.name = "TLS" if tls else "TCP"
+        self.ssl_server = ssl_server
+        self.ssl_client = ssl_client
+        self.client_contexts: dict[Key, ssl.SSLContext] = {}
+        self.handshakes = 0
+        self.handshake_failures = 0
+        self.on_handshake_failure: Callable[[], None] | None = None  # e.g. a metric's inc
         self.on_message = on_message
         self.on_send_failed = on_send_failed
         self.idle_timeout = idle_timeout
@@ -159,22 +202,54 @@ class TcpTransport:
         task.add_done_callback(self._tasks.discard)
 
     async def _connect(self, key: Key) -> None:
+        kwargs: dict[str, Any] = {}
+        if self.name == "TLS":
+            ctx = self.client_contexts.get(key, self.ssl_client)
+            if ctx is None:
+                log.warning("no TLS client context; cannot reach %s:%s", *key)
+                for _, token in self._connecting.pop(key, []):
+                    self.on_send_failed(token)
+                return
+            # §26.3.1: the certificate must name the host dialled (an IP matches an IP SAN).
+            kwargs = {
+                "ssl": ctx,
+                "server_hostname": unbracket(key[0]),
+                "ssl_handshake_timeout": HANDSHAKE_TIMEOUT,
+            }
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
+            async with asyncio.timeout(CONNECT_TIMEOUT + (HANDSHAKE_TIMEOUT if kwargs else 0)):
                 _, conn = await self.loop.create_connection(
-                    lambda: TcpConnection(self, outbound=True), unbracket(key[0]), key[1]
+                    lambda: TcpConnection(self, outbound=True),
+                    unbracket(key[0]),
+                    key[1],
+                    **kwargs,
                 )
-        except (OSError, TimeoutError) as exc:
-            log.debug("TCP connect to %s:%s failed: %s", *key, exc)
+        except Exception as exc:  # refused, timed out, or a failed handshake: never fatal
+            if isinstance(exc, ssl.SSLError | ssl.CertificateError) or (
+                kwargs and not isinstance(exc, ConnectionRefusedError)
+            ):
+                self.handshake_failed(key, exc)
+            else:
+                log.debug("%s connect to %s:%s failed: %s", self.name, *key, exc)
             for _, token in self._connecting.pop(key, []):
                 self.on_send_failed(token)
             return
+        if kwargs:
+            self.handshakes += 1
         # Register under the address we dialled: that is the peer the core names.
         self.connections[key] = conn
         for data, token in self._connecting.pop(key, []):
             if not conn.write(data):
                 self.on_send_failed(token)
         self._arm_sweeper()
+
+    def handshake_failed(self, key: Key, exc: BaseException) -> None:
+        """Count and log a failed TLS handshake (a scanner, an expired certificate, a peer
+        speaking plain SIP to the TLS port): the connection goes, the process stays."""
+        self.handshake_failures += 1
+        if self.on_handshake_failure is not None:
+            self.on_handshake_failure()
+        log.info("TLS handshake with %s:%s failed: %s", key[0], key[1], exc or type(exc).__name__)
 
     def _register(self, conn: TcpConnection) -> None:
         self.connections.setdefault(conn.key, conn)

@@ -1,6 +1,6 @@
 """Logging for every Switchboard process: call-id in context, one summary line per call.
 
-STYLE.md §9: modules log with ``logging.getLogger(__name__)``; the call being handled is
+Modules log with ``logging.getLogger(__name__)``; the call being handled is
 carried in a context variable, so a line logged anywhere while handling a call — in the
 dialplan, a gateway leg, the CDR writer — carries ``call_id=...`` without threading it
 through every function. Nothing is logged per RTP packet unless debug is on.

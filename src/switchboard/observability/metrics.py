@@ -7,7 +7,8 @@ the three in step). The original system's names are kept verbatim —
 ``voip_calls_total{direction,disposition}`` and ``voip_call_duration_seconds`` with buckets
 10, 30, 60, 120, 300, 600 — everything else is ``switchboard_<service>_…``.
 
-Practice (reference: billing-dialer-monitoring.md §7.5): base units in names (``_seconds``,
+Practice (Prometheus's naming guidelines, prometheus.io/docs/practices/naming): base
+units in names (``_seconds``,
 ``_bytes``, ``_total``); bounded label values only (never a call-id, number or IP address);
 ratios such as ASR are computed by recording rules, not exported; histogram buckets put a
 boundary on every SLO threshold (PDD 3 s and 7 s).
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -56,7 +57,8 @@ Kind = Literal["counter", "gauge", "histogram"]
 
 # Bucket sets (seconds). The original system's call-duration buckets are kept exactly.
 CALL_DURATION_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-# PDD: reference §7.5 set plus sub-second bounds (loopback and good carriers answer fast);
+# PDD: the usual carrier-monitoring bounds plus sub-second ones (loopback and good
+# carriers answer fast);
 # 3 s (perceived delay) and 7 s (carrier threshold) are boundaries so compliance is exact.
 PDD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0)
 SETUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -75,6 +77,8 @@ FORWARDING_BUCKETS = (
     0.5,
     1.0,
 )
+# Event-loop lag and collector pauses: 50 ms (the stall budget) is a boundary.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 CDR_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 RATING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -106,6 +110,9 @@ def _spec(
 _SPECS: tuple[MetricSpec, ...] = (
     # -- every process ---------------------------------------------------------------------
     _spec("switchboard_build_info", "gauge", "common", ("service", "version"), "Always 1; the process's service name and Switchboard version."),
+    _spec("switchboard_event_loop_lag_seconds", "histogram", "common", (), "How late a timer asked to run every 20 ms actually ran: a stall of the process's event loop shows as a sample of its length.", LAG_BUCKETS),
+    _spec("switchboard_event_loop_lag_max_seconds", "gauge", "common", (), "Largest event-loop lag seen in the last 10 to 20 seconds."),
+    _spec("switchboard_gc_pause_seconds", "histogram", "common", ("generation",), "Duration of each garbage collection the interpreter ran, by generation (2 = full); the event loop waits for it.", LAG_BUCKETS),
     # -- calls: the original system's names (media node, one sample per call leg) --------
     _spec("voip_calls_total", "counter", "media", ("direction", "disposition"), "Finished call legs by direction (inbound, outbound) and disposition (answered, busy, no_answer, failed, cancelled)."),
     _spec("voip_call_duration_seconds", "histogram", "media", (), "Billable seconds of answered calls (ACD = _sum / _count).", CALL_DURATION_BUCKETS),
@@ -134,6 +141,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_router_auth_bans_total", "counter", "router", (), "Sources banned for more than [security] auth_fail_limit authentication failures in auth_fail_window seconds."),
     _spec("switchboard_router_auth_ban_drops_total", "counter", "router", (), "Requests from banned sources dropped silently."),
     _spec("switchboard_router_acl_drops_total", "counter", "router", (), "Requests from sources outside [acl].allow dropped silently ([security] outside_acl = \"drop\")."),
+    _spec("switchboard_router_tls_handshake_failures_total", "counter", "router", (), "TLS handshakes that failed, accepted or dialled (wrong CA, no client certificate, plain SIP on the TLS port)."),
     _spec("switchboard_router_forwarding_latency_seconds", "histogram", "router", (), "Time the router spends on one SIP message, receive to send.", FORWARDING_BUCKETS),
     # -- media node (FreeSWITCH role) and its Event Socket ---------------------------------
     _spec("switchboard_media_active_calls", "gauge", "media", (), "Calls in progress on the node (a bridged call counts once)."),
@@ -145,6 +153,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_media_auth_failures_total", "counter", "media", (), "REGISTERs refused 403 by the registrar (wrong password or unknown user), counted per source for bans."),
     _spec("switchboard_media_auth_bans_total", "counter", "media", (), "Sources banned for more than [security] auth_fail_limit authentication failures in auth_fail_window seconds."),
     _spec("switchboard_media_untrusted_drops_total", "counter", "media", (), "SIP messages dropped silently: from outside [media] trusted, or from a banned source."),
+    _spec("switchboard_media_tls_handshake_failures_total", "counter", "media", (), "TLS handshakes that failed, accepted or dialled."),
     _spec("switchboard_media_pdd_seconds", "histogram", "media", ("gateway",), "Post-dial delay of outbound gateway legs: INVITE sent to first 180/183 or negative final response.", PDD_BUCKETS),
     _spec("switchboard_media_setup_latency_seconds", "histogram", "media", (), "INVITE received to 200 OK sent for calls the node answers itself.", SETUP_BUCKETS),
     _spec("switchboard_media_hangups_total", "counter", "media", ("cause",), "Channel hangups by Q.850 cause name (NORMAL_CLEARING, USER_BUSY, ...)."),
@@ -165,9 +174,6 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_credit_authorisations_total", "counter", "billing", ("result",), "Credit authorisations at call setup, by result."),
     _spec("switchboard_credit_authorisation_seconds", "histogram", "billing", (), "Credit authorisation latency (reserve funds, compute the maximum duration).", RATING_BUCKETS),
     _spec("switchboard_low_balance_events_total", "counter", "billing", (), "Accounts whose balance fell below their low-balance mark."),
-    # -- the `switchboard up` supervisor (its own /metrics at [platform] admin) -----------------
-    _spec("switchboard_platform_restarts_total", "counter", "platform", ("service",), "Times the supervisor restarted a child process that died (database, media-N, router)."),
-    _spec("switchboard_platform_service_up", "gauge", "platform", ("service",), "1 while the child process runs and was ready, 0 from its death until it is ready again."),
     # -- campaign dialer --------------------------------------------------------------------
     _spec("switchboard_dialer_originates_total", "counter", "dialer", ("campaign",), "Originates sent over the Event Socket."),
     _spec("switchboard_dialer_outcomes_total", "counter", "dialer", ("campaign", "outcome"), "Finished attempts by outcome (answered, busy, noanswer, congestion, failed, unknown)."),
@@ -225,7 +231,7 @@ def new_registry(service: str, *, include_module_level: bool = True) -> Collecto
     test can build a service twice in one interpreter without "Duplicated timeseries".
     """
     # One `_created` series per counter and histogram doubles the series count for nothing
-    # a dashboard uses (reference §7.5); process-wide, and services are one process each.
+    # a dashboard uses; process-wide, and services are one process each.
     disable_created_metrics()
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
@@ -303,6 +309,7 @@ class RouterMetrics:
     auth_bans: Counter
     auth_ban_drops: Counter
     acl_drops: Counter
+    tls_handshake_failures: Counter
 
     DESTINATION_STATES = ("active", "trying", "inactive", "disabled")
 
@@ -335,6 +342,7 @@ class RouterMetrics:
             auth_bans=_c(registry, p + "auth_bans_total"),
             auth_ban_drops=_c(registry, p + "auth_ban_drops_total"),
             acl_drops=_c(registry, p + "acl_drops_total"),
+            tls_handshake_failures=_c(registry, p + "tls_handshake_failures_total"),
         )
 
     def set_destination_state(self, setid: int | str, uri: str, state: str) -> None:
@@ -377,6 +385,7 @@ class MediaMetrics:
     auth_failures: Counter
     auth_bans: Counter
     untrusted_drops: Counter
+    tls_handshake_failures: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> MediaMetrics:
@@ -402,6 +411,7 @@ class MediaMetrics:
             auth_failures=_c(registry, "switchboard_media_auth_failures_total"),
             auth_bans=_c(registry, "switchboard_media_auth_bans_total"),
             untrusted_drops=_c(registry, "switchboard_media_untrusted_drops_total"),
+            tls_handshake_failures=_c(registry, "switchboard_media_tls_handshake_failures_total"),
         )
         # Pre-create the label sets dashboards divide by, so a ratio is 0, not "no data".
         for d in DIRECTIONS:
@@ -478,25 +488,6 @@ class DialerMetrics:
             target_cps=_g(registry, p + "target_cps"),
             blocked=_c(registry, p + "blocked_total"),
         )
-
-
-@dataclass(frozen=True, slots=True)
-class PlatformMetrics:
-    """The ``switchboard up`` supervisor's metrics (``switchboard_platform_*``)."""
-
-    restarts: Counter
-    up: Gauge
-
-    @classmethod
-    def create(cls, registry: CollectorRegistry, services: Iterable[str]) -> PlatformMetrics:
-        m = cls(
-            restarts=_c(registry, "switchboard_platform_restarts_total"),
-            up=_g(registry, "switchboard_platform_service_up"),
-        )
-        for name in services:  # a restart count of 0 is a series, not "no data"
-            m.restarts.labels(service=name)
-            m.up.labels(service=name).set(1)
-        return m
 
 
 def render(registry: CollectorRegistry) -> bytes:
@@ -596,13 +587,6 @@ _DOC_GROUPS: tuple[tuple[str, str, str], ...] = (
         "Exported by whichever process runs the CDR writer and credit control (the media "
         "node embeds them). Money is not a metric: revenue and cost come from the `cdr` "
         "table (NUMERIC), as the dashboard's *revenue and cost* panel does.",
-    ),
-    (
-        "The `switchboard up` supervisor (`switchboard_platform_*`)",
-        "platform",
-        "Served by `switchboard up` itself at `[platform] admin` (default `127.0.0.1:8079`, "
-        '`""` = not served). `service` is the child\'s name: `database`, `media-1` … '
-        "`media-N`, `router`.",
     ),
     (
         "Campaign dialer (`switchboard_dialer_*`)",

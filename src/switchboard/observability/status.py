@@ -1,6 +1,6 @@
 """The built-in status page: the one-machine operator's view of the platform.
 
-Served by the router on its admin address (DESIGN.md §2) as a FastAPI ``APIRouter``::
+Served by the router on its admin address (127.0.0.1:8080 by default) as a FastAPI ``APIRouter``::
 
     from switchboard.observability.status import StatusSources, status_router
     app.include_router(status_router_from_config(cfg))     # the router's admin app
@@ -20,7 +20,7 @@ buttons talk to the router's own admin API (same origin) at the paths in
 ``StatusSources`` — the page shows what the router says and changes it the way an
 operator's script would, nothing cached here.
 
-KPIs follow billing-dialer-monitoring.md §5.1: ASR = answered / finished seizures, ACD =
+KPIs follow ITU-T E.411 / RFC 6076 (docs/metrics.md): ASR = answered / finished seizures, ACD =
 billable seconds / answered calls, CPS = new call legs per second, PDD = INVITE → first
 18x. Rates and ratios are computed over a sliding window of scrapes, so the page shows
 what is happening now, not since start-up.

@@ -1,6 +1,7 @@
 """Pure rating: Decimal money, longest-prefix match, billing increments, connect fees.
 
-No IO, clock or database here (DESIGN.md §1): callers pass the time of the call.
+No IO, clock or database here (the layering rule, docs/architecture.md): callers pass the
+time of the call.
 """
 
 from switchboard.rating.deck import (

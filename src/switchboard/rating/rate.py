@@ -1,6 +1,6 @@
 """Pricing one call against one rate: increments, minimum duration, connect fee, one rounding.
 
-Theory of operation (reference: billing-dialer-monitoring.md §3.1, §3.5):
+Theory of operation (how carriers price a call; docs/billing.md, "Rating rules"):
 
 * A rate is quoted **per minute** (``rate``), like the original ``rate_table.rate``.
 * Billing increments are written ``A/B``: the first block is ``A`` seconds, every further

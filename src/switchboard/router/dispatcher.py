@@ -7,20 +7,21 @@ service that owns the sockets sends the OPTIONS requests this module asks for.
 Theory of operation
 -------------------
 * A destination list comes from the Kamailio list-file format (``setid uri [flags
-  [priority [attrs]]]``, reference §3.4) and/or ``[dispatcher] destinations`` (same line
+  [priority [attrs]]]``, Kamailio's dispatcher README) and/or ``[dispatcher]
+  destinations`` (same line
   format, one entry per string).
 * :meth:`DestinationSet.select` returns the whole failover order for one call: the first
-  entry is where the call goes, the rest are tried serially on 408/5xx/timeout (reference
-  §3.9, flags bit 2 on by default). Only *active* and *trying* destinations are selectable
-  (a trying destination can still be selected, reference §3.5).
+  entry is where the call goes, the rest are tried serially on 408/5xx/timeout (Kamailio's
+  ``ds_next_dst`` failover, flags bit 2 on by default). Only *active* and *trying* destinations are selectable
+  (a trying destination can still be selected, as in Kamailio).
 * When a destination dies its share is spread over the remaining ones rather than dumped
-  on the next entry (operators' first complaint, reference §12 item 1): algorithm 0 is a
+  on the next entry (Kamailio's hash does that: kamailio#2361): algorithm 0 is a
   rendezvous (highest-random-weight) hash of the Call-ID, algorithm 4 rotates over the
   live destinations only, algorithm 9 renormalises the weights of the live destinations,
   algorithm 10 picks the least loaded — by the router's own dialog count, or by what the
   node itself reports (``X-Switchboard-Calls`` on its OPTIONS answers: its live channels,
   calls from other routers included) when that is higher; see :attr:`Destination.load`.
-* Probing state machine (reference §3.5, ``ds_update_state``): a failed probe moves an
+* Probing state machine (Kamailio's ``ds_update_state``): a failed probe moves an
   active destination to *trying*; ``probing_threshold`` consecutive failures make it
   *inactive*; ``inactive_threshold`` consecutive successes make an inactive destination
   active again; one success makes a trying destination active. *Disabled* is set only by
@@ -37,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-# Per-line flags of the list file (reference §3.4).
+# Per-line flags of the list file (Kamailio's dispatcher README).
 FLAG_INACTIVE = 1
 FLAG_TRYING = 2
 FLAG_DISABLED = 4
@@ -48,7 +49,7 @@ FLAG_NOPING = 32
 ALGORITHMS = {0: "hash Call-ID", 4: "round-robin", 8: "priority", 9: "weight", 10: "call-load"}
 
 # EWMA factor of the probe latency estimate; Kamailio's default ds_latency_estimator_alpha
-# is 0.1 (reference §3.6).
+# is 0.1.
 LATENCY_ALPHA = 0.1
 
 
@@ -57,7 +58,7 @@ class DispatcherError(ValueError):
 
 
 class DestinationState(StrEnum):
-    """Destination states and their ``dispatcher.list`` letters (reference §3.5)."""
+    """Destination states and their ``dispatcher.list`` letters (Kamailio's, ``ds_print_sets``)."""
 
     ACTIVE = "active"
     TRYING = "trying"
@@ -131,8 +132,8 @@ def parse_destination_uri(uri: str) -> tuple[str, str, int]:
         name, _, value = param.partition("=")
         if name.strip().lower() == "transport":
             transport = value.strip().lower()
-    if transport not in ("udp", "tcp"):
-        raise DispatcherError(f"{uri!r}: transport {transport!r} is not supported (udp, tcp)")
+    if transport not in ("udp", "tcp", "tls"):
+        raise DispatcherError(f"{uri!r}: transport {transport!r} is not supported (udp, tcp, tls)")
     if hostport.startswith("["):
         end = hostport.find("]")
         if end < 0:
@@ -150,12 +151,12 @@ def parse_destination_uri(uri: str) -> tuple[str, str, int]:
             raise DispatcherError(f"{uri!r}: bad port {port_text!r}")
         port = int(port_text)
     else:
-        port = 5060
+        port = 5061 if transport == "tls" else 5060  # §19.1.2 default ports
     return transport, host, port
 
 
 def parse_line(line: str, *, where: str = "") -> DestinationSpec | None:
-    """One list-file line (reference §3.4); ``None`` for blank lines and ``#`` comments."""
+    """One list-file line (Kamailio's format); ``None`` for blank lines and ``#`` comments."""
     text = line.strip()
     if not text or text.startswith("#"):
         return None
@@ -282,7 +283,7 @@ def _mix64(x: int) -> int:
 
 
 def normalise_weights(dests: list[Destination]) -> None:
-    """Kamailio alg-9 weights (reference §3.4): 1–100 percent; out of range → 0; entries
+    """Kamailio alg-9 weights: 1–100 percent; out of range → 0; entries
     that push the sum over 100 are ignored; the last destination fills a shortfall."""
     total = 0
     for d in dests:
@@ -296,7 +297,7 @@ def normalise_weights(dests: list[Destination]) -> None:
 
 
 class DestinationSet:
-    """One set (group) of destinations and its selection algorithm (reference §3.2)."""
+    """One set (group) of destinations and its selection algorithm (Kamailio's numbering)."""
 
     def __init__(self, setid: int, algorithm: int, destinations: Iterable[Destination]) -> None:
         if algorithm not in ALGORITHMS:
@@ -313,7 +314,7 @@ class DestinationSet:
         for d in self.destinations:
             d._seed = zlib.crc32(d.uri.encode())
         if self.algorithm == 8:
-            # Larger priority value first (dispatch.c ordering, reference §3.2 note).
+            # Larger priority value first (dispatch.c ordering).
             self.destinations.sort(key=lambda d: -d.spec.priority)
         if self.algorithm == 9:
             normalise_weights(self.destinations)
@@ -439,13 +440,15 @@ class Dispatcher:
         self.sets: dict[int, DestinationSet] = {}
         self._probes: dict[int, _Probe] = {}
         self._next_probe_id = 1
-        self._next_round = now  # probe immediately on start (reference §12 item 3)
+        self._next_round = (
+            now  # probe at once on start: a dead box is known within one ping_timeout
+        )
         self.load(specs)
 
     # -- list management -------------------------------------------------------------
     def load(self, specs: Iterable[DestinationSpec]) -> None:
         """Replace the destination list, keeping the run-time state of destinations that
-        are unchanged (diff-based reload, reference §12 item 4)."""
+        are unchanged (a diff-based reload: probing state and load survive a reload)."""
         old = {d.spec.key: d for d in self.destinations()}
         by_set: dict[int, list[Destination]] = {}
         seen: set[tuple[int, str]] = set()
@@ -573,7 +576,7 @@ class Dispatcher:
     ) -> StateChanged | None:
         """An OPTIONS reply arrived. Only a code in ``reply_codes`` (Kamailio
         ``ds_ping_reply_codes``, default class 2) proves the box alive; any other final
-        reply is a failed probe (reference §3.6). ``calls`` is the node's own
+        reply is a failed probe. ``calls`` is the node's own
         ``X-Switchboard-Calls`` figure, kept for algorithm 10 (:attr:`Destination.load`)."""
         p = self._probes.pop(probe_id, None)
         if p is None or status < 200:
@@ -608,7 +611,7 @@ def match_ping_codes(pattern: str) -> frozenset[int]:
     """``[dispatcher] ping_reply_codes`` (same syntax as failover codes, e.g. ``"2xx"`` or
     ``"2xx|404"``) → the final codes that prove a probed box alive. 408 never counts (a
     class pattern skips it, naming it is an error): it is what a transaction layer
-    generates when nothing answered (reference §3.7)."""
+    generates when nothing answered, so a dead box would look alive."""
     if "408" in (item.strip() for item in pattern.split("|")):
         raise DispatcherError("ping reply code 408: a timeout must never count as alive")
     codes = frozenset(c for c in _expand(pattern, "ping reply code") if 200 <= c <= 699)

@@ -3,14 +3,14 @@
 Nothing here runs per message except :meth:`LatencyHistogram.observe` (a bisect and two
 additions): the counters live as ints in :class:`~switchboard.router.proxy.Stats` and a
 custom collector turns them into metric families when Prometheus scrapes. Semantics
-follow the Kamailio exporters (reference §7.5): requests by method, replies by code,
+follow the Kamailio Prometheus exporters: requests by method, replies by code,
 current transactions, per-destination state as 0/1 gauges, drops of ACL and pike.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -53,9 +53,12 @@ class LatencyHistogram:
 class RouterCollector:
     """Turns the proxy's counters and the dispatcher's state into metric families."""
 
-    def __init__(self, proxy: Proxy, latency: LatencyHistogram) -> None:
+    def __init__(
+        self, proxy: Proxy, latency: LatencyHistogram, tls: Callable[[], int] | None = None
+    ) -> None:
         self.proxy = proxy
         self.latency = latency
+        self.tls = tls  # failed TLS handshakes so far (the TLS transport counts them)
 
     def collect(self) -> Iterator[Metric]:
         p = self.proxy
@@ -106,6 +109,11 @@ class RouterCollector:
             ("acl_drops", "Requests from outside the ACL dropped silently", s.acl_drops),
         ):
             yield CounterMetricFamily(PREFIX + name, doc, value=value)
+        yield CounterMetricFamily(
+            PREFIX + "tls_handshake_failures",
+            "TLS handshakes that failed (either direction)",
+            value=self.tls() if self.tls is not None else 0,
+        )
         up = GaugeMetricFamily(
             PREFIX + "destination_up", "1 when selectable (active or trying)", labels=["set", "uri"]
         )
@@ -142,9 +150,11 @@ class RouterCollector:
         )
 
 
-def make_registry(proxy: Proxy, latency: LatencyHistogram) -> CollectorRegistry:
+def make_registry(
+    proxy: Proxy, latency: LatencyHistogram, tls: Callable[[], int] | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RouterCollector(proxy, latency))
+    registry.register(RouterCollector(proxy, latency, tls))
     return registry
 
 

@@ -1,8 +1,8 @@
 """Source-address protection: the IP allow-list (ACL) and pike-style flood detection.
 
-Pure: ``now`` is passed in. Reference: sip-router.md §4.1 (pike) and §12 item 9.
+Pure: ``now`` is passed in. What it does and why: docs/router.md, "Flood detection".
 
-Flood detection differs from Kamailio's pike tree on purpose (reference §4.1 pitfalls):
+Flood detection differs from Kamailio's pike tree on purpose:
 the limit is exactly ``reqs_density_per_unit`` per ``sampling_time_unit`` per source IP
 (not "between x and 3x"), the ban lasts ``ban_seconds`` (an explicit ban time, like the
 ``ipban`` htable of the default kamailio.cfg), allow-listed sources are never counted,

@@ -673,7 +673,10 @@ class Proxy:
         else:
             t, host, port, _ = wire.uri_target(m.ruri)
             out_transport = t or popped or "udp"
-            if self.is_local(host, port):
+            alias = _take_alias(m)
+            if alias is not None:
+                out_transport, host, port = alias
+            elif self.is_local(host, port):
                 if to_tag:
                     return reply(404, b"Not Here")
                 dispatched = True
@@ -715,6 +718,11 @@ class Proxy:
         txn.record_route = not to_tag and method in _DIALOG_CREATING
         txn.first = m.lines[0]
         txn.fwd = self._prepare(m, kept if n_own else None)
+        if transport != "udp" and method != b"REGISTER":
+            # A caller on TCP/TLS is reached back over its own connection, not by opening
+            # one to its Contact (a phone or carrier without a server certificate cannot
+            # accept TLS): the Contact carries where the connection came from.
+            _add_alias(txn.fwd, transport, reply_addr)
         txn.no_cl = m.cl < 0
         self.txns[key] = txn
         self.stats.transactions_total += 1
@@ -814,7 +822,10 @@ class Proxy:
             else:
                 t, host, port, _ = wire.uri_target(m.ruri)
                 transport = t or popped or "udp"
-                if self.is_local(host, port):
+                alias = _take_alias(m)
+                if alias is not None:
+                    transport, host, port = alias
+                elif self.is_local(host, port):
                     return []
         except BadMessage:
             return []
@@ -1091,7 +1102,7 @@ class Proxy:
         if addr is None:
             return []
         self._count_reply(m.status)
-        return [Send(nxt.transport if nxt.transport != "tls" else "tcp", (addr, port), data)]
+        return [Send(nxt.transport, (addr, port), data)]
 
     def _finish(
         self,
@@ -1359,6 +1370,56 @@ def _has_credentials(txn: ServerTxn) -> bool:
     """Did the request carry Authorization/Proxy-Authorization (a 401 to a request without
     is the normal first step of digest, not a failure)?"""
     return any(ln[:20].lower().startswith(_CREDENTIALS) for ln in txn.fwd)
+
+
+_ALIAS = b";alias="
+
+
+def _add_alias(lines: list[bytes], transport: str, src: tuple[str, int]) -> None:
+    """Append ``;alias=HOST~PORT~TRANSPORT`` (the connection's far end) to the first
+    Contact URI (Kamailio's add_contact_alias), so in-dialog requests towards that
+    Contact come back here and leave on the connection the caller opened."""
+    for i, line in enumerate(lines):
+        low = line[:8].lower()
+        if not (low.startswith(b"contact:") or low.startswith(b"m:")):
+            continue
+        host = src[0] if src[0][:1] == "[" or ":" not in src[0] else f"[{src[0]}]"
+        alias = _ALIAS + b"%s~%d~%s" % (host.encode(), src[1], transport.encode())
+        lt = line.find(b"<")
+        gt = line.find(b">", lt + 1)
+        if lt >= 0 and gt > lt:
+            lines[i] = line[:gt] + alias + line[gt:]
+        else:
+            name, _, value = line.partition(b":")
+            value = value.strip()
+            if value == b"*":
+                return
+            uri, semi, params = value.partition(b";")  # bare URI: ';' starts header params
+            lines[i] = name + b": <" + uri + alias + b">" + semi + params
+        return
+
+
+def _take_alias(m: Message) -> tuple[str, str, int] | None:
+    """A request whose R-URI carries our ``alias``: (transport, host, port) of the
+    connection to use, and the parameter removed from the R-URI (§16.6: we added it)."""
+    ruri = m.ruri
+    at = ruri.find(_ALIAS)
+    if at < 0:
+        return None
+    end = len(ruri)
+    for stop in (b";", b"?", b">"):
+        j = ruri.find(stop, at + len(_ALIAS))
+        if 0 <= j < end:
+            end = j
+    host, _, rest = ruri[at + len(_ALIAS) : end].partition(b"~")
+    port, _, transport = rest.partition(b"~")
+    t = transport.decode("ascii", "replace").lower()
+    if not port.isdigit() or t not in ("udp", "tcp", "tls") or not host:
+        return None
+    new = ruri[:at] + ruri[end:]
+    m.lines[0] = m.lines[0].replace(ruri, new, 1)
+    m.ruri = new
+    return t, host.decode("ascii", "replace"), int(port)
 
 
 def _route_lines(txn: ServerTxn) -> list[bytes]:

@@ -28,13 +28,16 @@ import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from switchboard import config as config_mod
 from switchboard.lifecycle import ExitCode, Signals, run_service
 from switchboard.net.tcp import TcpTransport
+from switchboard.net.tls import TlsConfigError, TlsFiles, client_context, server_context
 from switchboard.net.udp import unbracket
+from switchboard.observability.loop_lag import LoopLagMonitor
 from switchboard.router import wire
 from switchboard.router.admin import create_app
 from switchboard.router.dispatcher import (
@@ -100,7 +103,7 @@ class StartError(Exception):
 def destination_specs(
     cfg: config_mod.DispatcherSection, base: Path | None = None
 ) -> list[DestinationSpec]:
-    """Destinations from ``[dispatcher] list_file`` and ``destinations`` (DESIGN.md §3).
+    """Destinations from ``[dispatcher] list_file`` and ``destinations`` (docs/router.md).
 
     A ``destinations`` entry is either a whole list-file line (``"1 sip:… 0 0 attrs"``)
     or just a URI, which joins set ``[dispatcher] set``. Raises ValueError naming the
@@ -131,6 +134,19 @@ def _settings(cfg: config_mod.Config) -> ProxySettings:
         unavailable_reason=cfg.dispatcher.unavailable_reason,
         retry_after=cfg.dispatcher.retry_after,
     )
+
+
+def _tls_contexts(cfg: config_mod.RouterSection) -> tuple[Any, Any]:
+    """Server and client contexts from ``[router] tls_*`` (raises TlsConfigError)."""
+    files = TlsFiles(
+        cfg.tls_cert,
+        cfg.tls_key,
+        cfg.tls_ca,
+        verify_client=cfg.tls_verify_client,
+        verify_server=cfg.tls_verify_server,
+        where="router",
+    )
+    return server_context(files), client_context(files)
 
 
 def _bans(cfg: config_mod.SecuritySection) -> AuthBans:
@@ -240,6 +256,7 @@ class Router:
         self.loop = asyncio.get_running_loop()
         self.udp: list[_UdpSocket] = []
         self.tcp: TcpTransport | None = None
+        self.tls: TcpTransport | None = None
         self.proxy: Proxy
         self.latency = LatencyHistogram()
         self._timer: asyncio.TimerHandle | None = None
@@ -322,6 +339,21 @@ class Router:
                         if self.udp_private is None:
                             self.udp_private = priv
                         via_interfaces.append(Interface("udp", advertised(host), priv.local[1]))
+                elif proto == "tls":
+                    if self.tls is None:
+                        server, client = _tls_contexts(cfg.router)
+                        self.tls = TcpTransport(
+                            self._on_tls,
+                            self._on_send_failed,
+                            tls=True,
+                            ssl_server=server,
+                            ssl_client=client,
+                        )
+                    if self.worker == 0:  # accepted by worker 0 only, like TCP
+                        bound = await self.tls.listen(host, int(port))
+                        interfaces.append(Interface("tls", advertised(host), bound[1]))
+                    else:
+                        interfaces.append(Interface("tls", advertised(host), int(port)))
                 else:
                     if self.tcp is None:
                         self.tcp = TcpTransport(self._on_tcp, self._on_send_failed)
@@ -334,6 +366,9 @@ class Router:
                         interfaces.append(Interface("tcp", advertised(host), int(port)))
             admin_host, _, admin_port = cfg.router.admin.rpartition(":")
             admin_sock = self._bind_admin(f"{admin_host}:{int(admin_port) + self.worker}")
+        except TlsConfigError as exc:
+            await self._close_sockets()
+            raise StartError(str(exc)) from None
         except OSError as exc:
             await self._close_sockets()
             raise StartError(f"cannot bind: {exc.strerror or exc}") from None
@@ -361,7 +396,14 @@ class Router:
             server=cfg.security.server_header,
             acl_drop=cfg.security.outside_acl == "drop",
         )
-        self.registry = make_registry(self.proxy, self.latency)
+        self.registry = make_registry(
+            self.proxy,
+            self.latency,
+            lambda: self.tls.handshake_failures if self.tls is not None else 0,
+        )
+        # switchboard_event_loop_lag_seconds / _max_seconds, switchboard_gc_pause_seconds
+        self.loop_lag = LoopLagMonitor(self.registry)
+        self.loop_lag.start()
         self.interfaces = interfaces
         app = create_app(self)
         ucfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
@@ -443,6 +485,8 @@ class Router:
             priv.close()
         if self.tcp is not None:
             await self.tcp.close()
+        if self.tls is not None:
+            await self.tls.close()
 
     async def stop(self) -> None:
         self._stopped = True
@@ -450,6 +494,8 @@ class Router:
             self._timer.cancel()
             self._timer = None
         self._gc_stop()
+        if getattr(self, "loop_lag", None) is not None:
+            self.loop_lag.stop()
         if self._qprobe_timer is not None:
             self._qprobe_timer.cancel()
             self._qprobe_timer = None
@@ -507,8 +553,13 @@ class Router:
             acl = Acl(cfg.acl.allow, key="acl.allow")
             pike_allow = AddressList(cfg.pike.allow, key="pike.allow")
             ban_allow = AddressList(cfg.security.auth_ban_allow, key="security.auth_ban_allow")
-        except (config_mod.ConfigError, DispatcherError) as exc:
+            tls = _tls_contexts(cfg.router) if self.tls is not None else None
+        except (config_mod.ConfigError, DispatcherError, TlsConfigError) as exc:
             raise ValueError(str(exc)) from None
+        if self.tls is not None and tls is not None:
+            # New handshakes use the new certificate; connections already up keep theirs,
+            # so a certificate rotation drops no call.
+            self.tls.ssl_server, self.tls.ssl_client = tls
         p = self.proxy
         p.dispatcher.algorithm = cfg.dispatcher.algorithm
         p.dispatcher.probing = probing
@@ -670,6 +721,13 @@ class Router:
         if self.proxy.get_timer() < self._timer_at:
             self._arm()
 
+    def _on_tls(self, data: bytes, peer: Peer) -> None:
+        sends = self.proxy.receive(data, "tls", (peer.host, peer.port), peer, self.loop.time())
+        if sends:
+            self._transmit(sends)
+        if self.proxy.get_timer() < self._timer_at:
+            self._arm()
+
     def _transmit(self, sends: list[Send]) -> None:
         if self._stopped:
             return
@@ -692,9 +750,12 @@ class Router:
                     log.debug("UDP send to %s:%d failed: %s", *s.addr, exc)
                     if s.branch:
                         self._on_send_failed(s.branch)
-            elif self.tcp is not None:
+            elif s.transport == "tcp" and self.tcp is not None:
                 peer = s.conn if isinstance(s.conn, Peer) else Peer("TCP", s.addr[0], s.addr[1])
                 self.tcp.send(s.data, peer, s.branch or None)
+            elif s.transport == "tls" and self.tls is not None:
+                peer = s.conn if isinstance(s.conn, Peer) else Peer("TLS", s.addr[0], s.addr[1])
+                self.tls.send(s.data, peer, s.branch or None)
             elif s.branch:
                 self._on_send_failed(s.branch)
 

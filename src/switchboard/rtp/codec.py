@@ -2,7 +2,7 @@
 
 Every codec converts between payload bytes and 16-bit signed linear PCM (``numpy.int16``)
 at the codec's *audio* rate. Transcoding pivots through linear PCM, as FreeSWITCH does
-(reference §8.1); PCMU↔PCMA has a direct 256-entry table.
+(``switch_core_codec``); PCMU↔PCMA has a direct 256-entry table.
 
 G.711 (ITU-T G.711, RFC 3551 §4.5.14) is done with vectorised table lookups: a 256-entry
 decode table and a 65536-entry encode table indexed by the int16 sample viewed as
@@ -22,7 +22,8 @@ Opus and G.722 (decision):
 * **Opus** is not provided: ``opuslib`` (last release 2018) and ``PyOgg`` (2020) are
   unmaintained; ``opuslib-next`` is a months-old fork that needs a system libopus via
   ctypes; PyAV bundles libopus but is a ~30 MB FFmpeg wheel whose per-frame wrapper costs
-  ~150 µs per encode (reference §9.4), i.e. ~100 transcoded streams per core. Carriers
+  ~150 µs per encode (an indicative figure on a 2-core x86, Python 3.11), i.e. ~100
+  transcoded streams per core. Carriers
   interconnect in G.711, so Opus is left out rather than added on a weak dependency.
 """
 

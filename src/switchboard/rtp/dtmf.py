@@ -2,7 +2,7 @@
 
 RFC 4733 receive (§2.5.2): an event is identified by its RTP timestamp (the event's
 start); the marker bit on the first packet is not relied on (some devices never set
-it, reference §8.2). Updates extend the duration; the end packet (E bit) is usually
+it). Updates extend the duration; the end packet (E bit) is usually
 sent three times — redundant copies and any later packet with that timestamp are
 dropped. A new timestamp while an event is open ends the open one (its end packets
 were lost), and ``handle_timer(now)`` ends an event whose packets stopped.

@@ -1,7 +1,7 @@
 """Packet mapping for a bridge between two legs (B2BUA media relay, no jitter buffer).
 
 A bridged call relays each packet as it arrives so the endpoints keep the original
-timing (reference §8.5). :class:`RelayPath` decides, for one direction, what a packet
+timing. :class:`RelayPath` decides, for one direction, what a packet
 received on the A leg becomes on the B leg:
 
 * audio in A's codec → the same payload (same codec) or transcoded through linear PCM

@@ -1,6 +1,6 @@
 """RFC 3264 offer/answer for telephony audio (PCMU, PCMA, telephone-event, + engine codecs).
 
-Rules applied (RFC 3264 §5-§8, reference esl-and-media.md §8.3):
+Rules applied (RFC 3264 §5-§8):
 
 * The answer has as many ``m=`` lines as the offer, in the same order; streams we do not
   take (video, a second audio, unknown protocol) are rejected with port 0 and keep the

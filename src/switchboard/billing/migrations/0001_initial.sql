@@ -1,6 +1,7 @@
 -- Switchboard billing schema, version 1.
 -- The original system's cdr columns (call_id … cost) and rate_table(prefix, rate) keep their
--- names and meaning (DESIGN.md §3); everything else extends them. Money is NUMERIC, never float.
+-- names and meaning (operators' reports rely on them); everything else extends them.
+-- Money is NUMERIC, never float.
 
 -- Rate decks: a named set of prefix rates. 'sell' decks price calls to accounts (customers),
 -- 'buy' decks price what carriers charge us. The deck named 'default' is the sell deck for
@@ -62,7 +63,7 @@ CREATE INDEX account_transaction_account ON account_transaction (account_id, at)
 -- increments (initial/step seconds: 60/60, 1/1, 30/6), minimum duration, connect fee and
 -- effective dates. The unique btree on (deck_id, prefix, effective_from) is also the index
 -- the longest-prefix probe `prefix = ANY(<all prefixes of the number>)` uses
--- (billing-dialer-monitoring.md §4.6): an index probe per prefix, not a scan.
+-- (rating/deck.py does the same in memory): an index probe per prefix, not a scan.
 CREATE TABLE rate_table (
     id                 bigserial PRIMARY KEY,
     deck_id            integer NOT NULL REFERENCES rate_deck (id) ON DELETE CASCADE,
@@ -148,10 +149,11 @@ BEGIN
 END
 $$;
 
--- CDRs: one row per call leg, partitioned by month on start_time (§4.5). The original
+-- CDRs: one row per call leg, partitioned by month on start_time (old months drop
+-- cheaply). The original
 -- columns first; `rate`/`cost` are the sell side (what the account pays), `buy_rate`/
 -- `buy_cost` what the carrier charges. Uniqueness of call_id across partitions is kept by
--- cdr_seen below; the primary key must contain the partition key (§4.4).
+-- cdr_seen below; the primary key must contain the partition key (a PostgreSQL rule).
 CREATE TABLE cdr (
     call_id          text COLLATE "C" NOT NULL,  -- opaque id: byte order, fastest
     caller_id        text NOT NULL DEFAULT '',

@@ -1,0 +1,224 @@
+"""Shared helpers for the media node e2e tests (no tests here).
+
+* :func:`free_port` — a free UDP port on 127.0.0.1 (never a well-known one).
+* :class:`RtpPeer` — a test RTP socket: sends a tone (µ-law or A-law), keeps what it
+  receives, measures the dominant frequency of the received audio.
+* :func:`run_sipp` — run a scenario from ``tests/data/sipp`` against a node, bounded in time.
+* :func:`start_node` — an in-process :class:`~switchboard.media.node.MediaNode` on free
+  ports with a given dialplan/config overlay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from switchboard import config
+from switchboard.media.cdr import MemoryCdrSink
+from switchboard.media.node import MediaNode
+from switchboard.rtp.codec import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from switchboard.rtp.wav import WavError, decode_wav
+from tests.support.net import free_port
+
+SIPP_DIR = Path(__file__).resolve().parents[1] / "data" / "sipp"
+HAVE_SIPP = shutil.which("sipp") is not None
+
+
+def free_even_range(size: int = 400) -> tuple[int, int]:
+    """A start port for an RTP range: the allocator skips ports others hold."""
+    p = free_port()
+    start = max(20000, min(p - p % 2, 60000 - size))
+    return start, start + size - 1
+
+
+def dominant_frequency(pcm: np.ndarray, rate: int = 8000) -> float:
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
+    spectrum[:3] = 0
+    return float(np.argmax(spectrum) * rate / len(pcm))
+
+
+def tone(freq: float, seconds: float, rate: int = 8000, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return np.rint(np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype(np.int16)
+
+
+class _Proto(asyncio.DatagramProtocol):
+    def __init__(self, peer: RtpPeer) -> None:
+        self.peer = peer
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) >= 12:
+            self.peer.received.append((asyncio.get_running_loop().time(), data))
+
+
+@dataclass
+class RtpPeer:
+    """A caller's (or carrier's) RTP socket in a test."""
+
+    port: int = 0
+    received: list[tuple[float, bytes]] = field(default_factory=list)
+    transport: asyncio.DatagramTransport | None = None
+    _sender: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls) -> RtpPeer:
+        peer = cls()
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Proto(peer), local_addr=("127.0.0.1", 0)
+        )
+        peer.transport = transport  # type: ignore[assignment]
+        peer.port = transport.get_extra_info("sockname")[1]
+        return peer
+
+    def send_tone(self, dest: tuple[str, int], freq: float, seconds: float, pt: int = 0) -> None:
+        """Stream a tone as 20 ms RTP packets (paced by the loop clock) in the background."""
+        pcm = tone(freq, seconds)
+        encode = ulaw_encode if pt == 0 else alaw_encode
+
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for i in range(len(pcm) // 160):
+                payload = encode(pcm[i * 160 : (i + 1) * 160])
+                header = struct.pack("!BBHII", 0x80, pt, i & 0xFFFF, (i * 160) & 0xFFFFFFFF, 0x1234)
+                assert self.transport is not None
+                self.transport.sendto(header + payload, dest)
+                await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
+
+        self._sender = asyncio.ensure_future(run())
+
+    async def wait_sent(self) -> None:
+        if self._sender is not None:
+            await self._sender
+
+    def payload_types(self) -> set[int]:
+        return {d[1] & 0x7F for _, d in self.received}
+
+    def audio(self, pt: int | None = None, since: float = 0.0) -> np.ndarray:
+        """Decoded audio of received packets with payload type ``pt`` (0 or 8)."""
+        frames = []
+        for t, d in self.received:
+            p = d[1] & 0x7F
+            if t < since or p not in (0, 8) or (pt is not None and p != pt):
+                continue
+            payload = d[12 + 4 * (d[0] & 0x0F) :]
+            frames.append(ulaw_decode(payload) if p == 0 else alaw_decode(payload))
+        return np.concatenate(frames) if frames else np.zeros(0, np.int16)
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    output: str
+    errors: str
+
+
+async def run_sipp(
+    scenario: str,
+    port: int,
+    workdir: Path,
+    *,
+    service: str,
+    keys: Mapping[str, str | int] | None = None,
+    calls: int = 1,
+    rate: float | None = None,
+    limit: int | None = None,
+    pause_ms: int = 1000,
+    timeout: float = 30.0,
+    extra: list[str] | None = None,
+    background: bool = False,
+) -> SippResult | asyncio.subprocess.Process:
+    """Run ``tests/data/sipp/<scenario>`` as a UAC against 127.0.0.1:``port``."""
+    err = workdir / f"{scenario}-{free_port()}-errors.log"
+    argv = [
+        "sipp", "-sf", str(SIPP_DIR / scenario), f"127.0.0.1:{port}",
+        "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
+        "-s", service, "-m", str(calls), "-d", str(pause_ms),
+        "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin",
+        "-trace_err", "-error_file", str(err),
+        "-key", "codecs", "0 8",
+    ]  # fmt: skip
+    for k, v in (keys or {}).items():
+        argv += ["-key", k, str(v)]
+    if rate is not None:
+        argv += ["-r", str(rate), "-rp", "1000"]
+    if limit is not None:
+        argv += ["-l", str(limit)]
+    argv += extra or []
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    if background:
+        return proc
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout + 10)
+    except TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+    errors = err.read_text(errors="replace") if err.exists() else ""
+    return SippResult(proc.returncode or 0, out.decode(errors="replace"), errors)
+
+
+async def finish_sipp(proc: asyncio.subprocess.Process, timeout: float = 40.0) -> SippResult:
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+    return SippResult(proc.returncode or 0, out.decode(errors="replace"), "")
+
+
+async def start_node(
+    tmp: Path, overrides: Mapping[str, Any] | None = None
+) -> tuple[MediaNode, MemoryCdrSink]:
+    start, end = free_even_range()
+    base: dict[str, Any] = {
+        "media": {
+            "listen": [f"udp:127.0.0.1:{free_port()}"],
+            "rtp_port_start": start,
+            "rtp_port_end": end,
+            "recordings_dir": str(tmp / "recordings"),
+        },
+        "platform": {"state_dir": str(tmp / "state")},
+    }
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    cfg = config.load(environ={}, overrides=base)
+    sink = MemoryCdrSink()
+    node = MediaNode(cfg, "media-1", state_dir=tmp / "state", cdr_sink=sink, esl=False, admin=False)
+    await node.start()
+    return node, sink
+
+
+async def finished_wav(path: Path, timeout: float = 10.0) -> np.ndarray:
+    """The audio of a WAV its writer (baresip, or the node at hangup) has finalised."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            pcm, _ = decode_wav(path.read_bytes(), 8000)
+            if len(pcm):  # a header not yet finalised reads as empty
+                return pcm
+        except (WavError, OSError):
+            if loop.time() > deadline:
+                raise
+        if loop.time() > deadline:
+            raise AssertionError(f"{path} stayed empty")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,80 @@
+"""Free loopback ports and bounded polling, for every test that needs them.
+
+Never assume a well-known port (5060, 8021, 8080...) is free: other test runs and
+``switchboard up`` instances share the machine. Never sleep for a fixed time to wait for
+a condition: poll it with a deadline, so a slow machine passes and a broken build fails
+with a message naming what did not happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from typing import Literal
+
+HOST = "127.0.0.1"
+
+PortKind = Literal["udp", "tcp", "both"]
+
+
+def _bindable(kind: int, port: int, host: str) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(kind: PortKind = "both", host: str = HOST, *, even: bool = False) -> int:
+    """A port the kernel just handed out on ``host``, free for ``"udp"``, ``"tcp"`` or
+    ``"both"`` (a SIP listener binds the same number on both); ``even=True`` for an RTP
+    port (RFC 3550 §11: RTP on an even port, RTCP on the next odd one)."""
+    if kind not in ("udp", "tcp", "both"):
+        raise ValueError(f"free_port: kind is 'udp', 'tcp' or 'both', not {kind!r} (host=...?)")
+    for _ in range(200):
+        sock_kind = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, sock_kind) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if even and (port % 2 or port >= 65000):
+            continue
+        if kind == "both" and not _bindable(socket.SOCK_STREAM, port, host):
+            continue
+        return port
+    raise RuntimeError(f"no free {kind} port on {host}")
+
+
+def wait_until(
+    cond: Callable[[], object],
+    timeout: float = 30.0,
+    what: str = "condition",
+    interval: float = 0.2,
+) -> None:
+    """Poll ``cond`` until it is true; AssertionError naming ``what`` after ``timeout`` s.
+
+    For state held by other processes (a platform started with ``switchboard up``), where
+    there is nothing to await."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+async def async_wait_until(
+    cond: Callable[[], object],
+    timeout: float = 30.0,
+    what: str = "condition",
+    interval: float = 0.01,
+) -> None:
+    """:func:`wait_until` for a test whose system under test runs in its own event loop:
+    the loop keeps running between polls."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(interval)

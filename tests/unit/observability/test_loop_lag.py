@@ -1,0 +1,71 @@
+"""The event-loop lag monitor sees a stall of the loop and times garbage collections."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+from prometheus_client import CollectorRegistry
+
+from switchboard.observability.loop_lag import LoopLagMonitor
+from switchboard.observability.metrics import render
+
+
+def _value(reg: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:
+    v = reg.get_sample_value(name, labels or {})
+    return 0.0 if v is None else v
+
+
+async def test_a_blocked_loop_shows_in_the_histogram_and_the_max_gauge() -> None:
+    reg = CollectorRegistry()
+    mon = LoopLagMonitor(reg, interval=0.01, window=5.0)
+    mon.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert mon.max_seen < 0.05, mon.max_seen  # an idle loop runs its timer on time
+        quiet = _value(reg, "switchboard_event_loop_lag_seconds_count")
+        assert quiet >= 3
+        time.sleep(0.12)  # the stall under test: the loop can run nothing for 120 ms
+        await asyncio.sleep(0.05)
+        assert mon.max_seen >= 0.1
+        assert _value(reg, "switchboard_event_loop_lag_max_seconds") >= 0.1
+        le_50ms = _value(reg, "switchboard_event_loop_lag_seconds_bucket", {"le": "0.05"})
+        total = _value(reg, "switchboard_event_loop_lag_seconds_count")
+        assert total - le_50ms == 1  # exactly one sample above 50 ms: the stall
+        assert "switchboard_event_loop_lag_seconds_bucket" in render(reg).decode()
+    finally:
+        mon.stop()
+
+
+async def test_the_max_gauge_forgets_a_stall_after_two_windows() -> None:
+    reg = CollectorRegistry()
+    mon = LoopLagMonitor(reg, interval=0.01, window=0.1, gc_pauses=False)
+    mon.start()
+    try:
+        await asyncio.sleep(0.03)
+        time.sleep(0.08)
+        await asyncio.sleep(0.02)
+        assert _value(reg, "switchboard_event_loop_lag_max_seconds") >= 0.06
+        await asyncio.sleep(0.35)
+        assert _value(reg, "switchboard_event_loop_lag_max_seconds") < 0.05
+        assert mon.max_seen >= 0.06  # the run's maximum is kept for benchmarks
+    finally:
+        mon.stop()
+
+
+async def test_full_collections_are_timed_by_generation_and_stop_unhooks() -> None:
+    reg = CollectorRegistry()
+    mon = LoopLagMonitor(reg)
+    mon.start()
+    try:
+        gc.collect(2)
+        gc.collect(0)
+        assert _value(reg, "switchboard_gc_pause_seconds_count", {"generation": "2"}) >= 1
+        assert _value(reg, "switchboard_gc_pause_seconds_count", {"generation": "0"}) >= 1
+    finally:
+        mon.stop()
+    assert mon._on_gc not in gc.callbacks
+    before = _value(reg, "switchboard_gc_pause_seconds_count", {"generation": "2"})
+    gc.collect(2)
+    assert _value(reg, "switchboard_gc_pause_seconds_count", {"generation": "2"}) == before

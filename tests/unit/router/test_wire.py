@@ -1,0 +1,96 @@
+"""The proxy's byte-level message view: header indexing, folding, fast response path."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchboard.router import wire
+from tests.support.sipmsg import invite, response_to
+
+RESP = (
+    b"SIP/2.0 180 Ringing\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsbX.1\r\n"
+    b"v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-uac\r\n"
+    b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 7 INVITE\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def test_parse_indexes_headers_and_compact_forms() -> None:
+    m = wire.parse(RESP)
+    assert m.status == 180 and m.vias == [1, 2] and m.call_id == b"x"
+    assert (m.cseq_num, m.cseq_method) == (b"7", b"INVITE")
+    assert m.to_tag() == b"2" and m.from_tag() == b"1"
+
+
+def test_folded_header_is_joined() -> None:
+    data = invite().replace(b"Call-ID: call-1@carrier", b"Call-ID:\r\n  call-1@carrier")
+    assert wire.parse(data).call_id == b"call-1@carrier"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"INVITE sip:a SIP/2.0\r\nVia x\r\n\r\n", "Malformed Header Line"),
+        (b"INVITE sip:a SIP/1.0\r\n\r\n", "Bad Request Line"),
+        (b"SIP/2.0 099 Odd\r\n\r\n", "Bad Status Code"),
+        (b"SIP/2.0 99 Odd\r\n\r\n", "Bad Status Line"),
+        (b"INVITE sip:a SIP/2.0\r\nContent-Length: 10\r\n\r\nshort", "Truncated Body"),
+        (b"INVITE sip:a SIP/2.0\r\nVia: x\r\n", "Missing Empty Line After Headers"),
+    ],
+)
+def test_bad_messages(data: bytes, reason: str) -> None:
+    with pytest.raises(wire.BadMessage, match=reason):
+        wire.parse(data)
+
+
+def test_stream_needs_content_length() -> None:
+    with pytest.raises(wire.BadMessage, match="Missing Content-Length"):
+        wire.parse(b"OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n", stream=True)
+
+
+def test_quick_response_matches_the_full_parse() -> None:
+    q = wire.quick_response(RESP)
+    assert q is not None
+    assert (q.status, q.branch, q.cseq_method) == (180, b"z9hG4bKsbX.1", b"INVITE")
+    m = wire.parse(RESP)
+    del m.lines[m.vias[0]]
+    assert q.strip_top_via() == wire.build(m.lines, m.body)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        RESP.replace(b"SIP/2.0 180 Ringing", b"SIP/2.0 486 Busy Here"),  # finals ≥ 300
+        RESP.replace(b"z9hG4bKsbX.1\r\n", b"z9hG4bKsbX.1, SIP/2.0/UDP h;branch=z9hG4bKy\r\n"),
+        RESP.replace(b"z9hG4bKsbX.1\r\n", b"z9hG4bKsbX.1\r\n ;received=1.2.3.4\r\n"),
+        RESP.replace(b"CSeq: 7 INVITE", b"X-CSeq: 7 INVITE"),
+    ],
+)
+def test_quick_response_declines_unusual_shapes(data: bytes) -> None:
+    assert wire.quick_response(data) is None
+
+
+def test_uri_target() -> None:
+    assert wire.uri_target(b"<sip:10.0.0.1:5080;transport=tcp;lr>") == (
+        "tcp",
+        "10.0.0.1",
+        5080,
+        True,
+    )
+    assert wire.uri_target(b"sip:bob@[::1]") == ("", "[::1]", 5060, False)
+    with pytest.raises(wire.BadMessage) as exc:
+        wire.uri_target(b"tel:+123")
+    assert exc.value.status == 416
+
+
+def test_first_value_respects_brackets_and_quotes() -> None:
+    assert wire.first_value(b'"a, b" <sip:x;p=1,2>, <sip:y>') == (
+        b'"a, b" <sip:x;p=1,2>',
+        b"<sip:y>",
+    )
+
+
+def test_response_builder_round_trip() -> None:
+    r = response_to(invite(), 200)
+    assert wire.parse(r).to_tag() == b"uas1"
