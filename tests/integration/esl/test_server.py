@@ -510,7 +510,7 @@ async def test_pipelining_client_that_never_reads_stays_bounded(
 
 async def test_every_frame_satisfies_go_eventsocket_rules(esl_server: EventSocketServer) -> None:
     """go-eventsocket exits on an unknown Content-Type, panics on an empty Reply-Text or a
-    short ``-E`` text, and QueryUnescapes values (a raw '+' would become a space) — §10.1."""
+    short ``-E`` text, and QueryUnescapes values (a raw '+' would become a space)."""
     import re
 
     c = await EslClient.connect(esl_server.port)
@@ -554,7 +554,9 @@ async def test_originate_returns_on_early_media_unless_ignore_early_media(
 ) -> None:
     c = await EslClient.connect(esl_server.port)
     body = await c.api("originate sofia/gateway/carrier/early &park")
-    assert body.startswith("+OK ")  # 183 with SDP counts as success by default (§4.2)
+    assert body.startswith(
+        "+OK "
+    )  # 183 with SDP counts as success by default (switch_ivr_originate.c)
     assert await c.api(f"uuid_getvar {body[4:].strip()} uuid") == body[4:].strip()
     body = await c.api(
         "originate {ignore_early_media=true,originate_timeout=1}sofia/gateway/carrier/early &park"

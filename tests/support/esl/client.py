@@ -1,6 +1,6 @@
 """A strict, minimal ESL client for tests: reads frames exactly as go-eventsocket/modesl do.
 
-It checks what the strictest clients need (reference §10.5): bare LF only, header names
+It checks what the strictest clients need (go-eventsocket, modesl): bare LF only, header names
 are MIME tokens, Content-Length is exact. Every read has a bounded timeout.
 """
 

@@ -165,7 +165,7 @@ def test_compose_mirrors_the_original_production_layout() -> None:
         states = re.findall(r"state (MASTER|BACKUP)", conf)
         assert sorted(states) == ["BACKUP", "MASTER"]
         assert "172.28.0.100/24" in conf and "172.28.0.101/24" in conf
-    # Patroni timing constraint from the reference: loop_wait + 2 * retry_timeout <= ttl
+    # Patroni's documented timing constraint: loop_wait + 2 * retry_timeout <= ttl
     for n in (1, 2):
         dcs = yaml.safe_load((DEPLOY / "patroni" / f"patroni-pg{n}.yml").read_text())["bootstrap"][
             "dcs"

@@ -1,4 +1,4 @@
-"""Command recognition: case-insensitive prefix matching in FreeSWITCH's order (§2.1)."""
+"""Command recognition: case-insensitive prefix matching in FreeSWITCH's order (parse_command)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Client packet framing (reference §1.1): terminators, headers, bodies, caps."""
+"""Client packet framing (mod_event_socket.c read_packet): terminators, headers, bodies, caps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""API output bodies (reference §6.1, §6.2)."""
+"""API output bodies (mod_commands.c: status, show channels/calls)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Subscription and filter semantics (reference §2.1 event/nixevent, §2.3 filters, §2.4)."""
+"""Subscription and filter semantics (mod_event_socket.c: event/nixevent, filter, myevents)."""
 
 from __future__ import annotations
 

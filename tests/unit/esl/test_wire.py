@@ -1,4 +1,4 @@
-"""Server frames byte-for-byte (reference esl-and-media.md §1.2-§1.4, §2.2, §3.1)."""
+"""Server frames byte-for-byte (mod_event_socket.c: greeting, replies, URL encoding, events)."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def test_encoded_event_serialises_once_per_format() -> None:
 
 
 def _reference_encoder(value: str) -> str:
-    """The byte-wise encoder printed in the reference (§1.3), for differential testing."""
+    """A byte-by-byte encoder following ``switch_url_encode_opt``, for differential testing."""
     unsafe = frozenset(b'\r\n #%&+:;<=>?@[\\]^`{|}"')
     hexd = b"0123456789ABCDEF"
     data = value.encode("utf-8", "surrogateescape")

@@ -57,7 +57,9 @@ async def test_originate_failure_cause_and_early_media(sw: Switch) -> None:
         await sw.originate("sip:busy@127.0.0.1")
     assert err.value.cause is Cause.USER_BUSY
     ch = await sw.originate("sip:early@127.0.0.1", timeout=1)
-    assert not ch.answered and ch.call_state.value == "EARLY"  # early media counts (§4.2)
+    assert (
+        not ch.answered and ch.call_state.value == "EARLY"
+    )  # early media counts (FreeSWITCH's early_ok)
     sw.hangup(ch.uuid)
     with pytest.raises(OriginateError) as err:
         await sw.originate("{ignore_early_media=true}sip:early@127.0.0.1", timeout=0.2)

@@ -38,7 +38,7 @@ def test_catalogue_is_well_formed() -> None:
         assert all(isinstance(label, str) and label.isidentifier() for label in spec.labels), name
         assert (spec.kind == "histogram") == bool(spec.buckets), name
         assert list(spec.buckets) == sorted(spec.buckets), name
-        # never a per-call or per-number label (reference §7.5)
+        # never a per-call or per-number label (unbounded series)
         assert not {"call_id", "number", "caller", "ip", "source"} & set(spec.labels), name
     pdd = CATALOGUE["switchboard_media_pdd_seconds"].buckets
     assert 3.0 in pdd and 7.0 in pdd

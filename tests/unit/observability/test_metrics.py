@@ -132,4 +132,4 @@ def test_no_created_series() -> None:
     MediaMetrics.create(reg).call_ended("inbound", "answered", 12)
     text = render(reg).decode()
     assert "voip_calls_total{" in text
-    assert "_created" not in text  # reference §7.5: they double the series for nothing
+    assert "_created" not in text  # they double the series for nothing

@@ -1,4 +1,4 @@
-"""The README lists every metric the code exports (the operator's reference, DESIGN.md §3)."""
+"""The README lists every metric the code exports (the operator's reference: README, "Metrics")."""
 
 from __future__ import annotations
 

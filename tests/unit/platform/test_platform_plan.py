@@ -71,7 +71,7 @@ def test_node_one_addresses_from_config_place_the_others(tmp_path: Path) -> None
         "127.0.0.1:9022",
         "127.0.0.1:9023",
     ]
-    # SIP/admin/RTP keep DESIGN.md's numbering when not configured
+    # SIP/admin/RTP keep the default numbering (508N, 808N, 16384 + (N-1)·8192) when not configured
     assert json.loads(media[2].env["SWITCHBOARD_MEDIA__LISTEN"]) == [
         "udp:127.0.0.1:5083",
         "tcp:127.0.0.1:5083",

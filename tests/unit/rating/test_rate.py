@@ -1,4 +1,4 @@
-"""Pricing rules (billing-dialer-monitoring.md §3.1 worked examples, §3.5 rules)."""
+"""Pricing rules (docs/billing.md, "Rating rules"): increments, minimum, connect fee, rounding."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_minimum_duration_applies_after_increments() -> None:
     assert billable_seconds(rate("1", "6/6", minimum=20), 5) == 20
 
 
-# Worked examples of the reference, rounded once per call.
+# Worked examples (how carriers' decks are priced), rounded once per call.
 @pytest.mark.parametrize(
     ("r", "inc", "fee", "billsec", "cost"),
     [
