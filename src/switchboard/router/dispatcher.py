@@ -12,8 +12,8 @@ Theory of operation
   format, one entry per string).
 * :meth:`DestinationSet.select` returns the whole failover order for one call: the first
   entry is where the call goes, the rest are tried serially on 408/5xx/timeout (Kamailio's
-  ``ds_next_dst`` failover, flags bit 2 on by default). Only *active* and *trying* destinations are selectable
-  (a trying destination can still be selected, as in Kamailio).
+  ``ds_next_dst`` failover, flags bit 2 on by default). Only *active* and *trying*
+  destinations are selectable (a trying destination can still be selected, as in Kamailio).
 * When a destination dies its share is spread over the remaining ones rather than dumped
   on the next entry (Kamailio's hash does that: kamailio#2361): algorithm 0 is a
   rendezvous (highest-random-weight) hash of the Call-ID, algorithm 4 rotates over the

@@ -1,7 +1,8 @@
 """Pure RTP/RTCP (RFC 3550), codecs, RFC 4733 DTMF, jitter buffer and mixing.
 
 No sockets, no clock, no randomness: times, arrival instants and random factors are
-passed in (the layering rule, docs/architecture.md). The asyncio side is :mod:`switchboard.media.rtp_endpoint`.
+passed in (the layering rule, docs/architecture.md). The asyncio side is
+:mod:`switchboard.media.rtp_endpoint`.
 
 Modules:
 

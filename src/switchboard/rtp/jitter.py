@@ -1,8 +1,8 @@
 """Adaptive jitter buffer for legs where media terminates (record, IVR, conference, ASR).
 
 Not used on a bridged relay: there the endpoints keep the original timing (as
-FreeSWITCH does when it bridges without transcoding). Packets are keyed by RTP timestamp, so reordering and
-duplicates fall out naturally; the playout side is pulled once per 20 ms tick.
+FreeSWITCH does when it bridges without transcoding). Packets are keyed by RTP timestamp,
+so reordering and duplicates fall out naturally; the playout side is pulled once per 20 ms tick.
 
 Behaviour:
 
