@@ -201,6 +201,13 @@ class PlatformSection(Section):
 
     state_dir: str = "state"
     media_nodes: int = Field(default=2, ge=1, le=32)
+    # the supervisor's own /metrics (child restarts, child up); "" = not served
+    admin: str = "127.0.0.1:8079"
+
+    @field_validator("admin")
+    @classmethod
+    def _admin(cls, v: str) -> str:
+        return _check_address(v) if v else v
 
 
 class StatusSection(Section):

@@ -12,8 +12,12 @@ the manner of systemd/runit on one box and of uvicorn's lifecycle:
   the nodes up); each child in its own process group, told by the kernel to exit if the
   supervisor dies (``PR_SET_PDEATHSIG``); ready when its admin address accepts;
 * **supervise** — a child that exits unexpectedly is restarted with exponential backoff
-  (1 s → 30 s), its death and restart logged; the router sees a restarted media node come
-  back through OPTIONS probing;
+  (1 s → 30 s; the embedded PostgreSQL at once, then 1 s → 30 s), its death and restart
+  logged and counted (``switchboard_platform_restarts_total`` on the supervisor's own
+  ``/metrics`` at ``[platform] admin``); the router sees a restarted media node come back
+  through OPTIONS probing. The database child watches the postmaster itself
+  (:mod:`switchboard.billing.embedded`) and exits when it dies, so a ``kill -9`` of
+  PostgreSQL is a child death like any other;
 * **reload** — SIGHUP is passed to the router and media nodes (config, dispatcher list,
   dialplan), so ``kill -HUP`` works on the platform as on each service;
 * **stop** — the first SIGINT/SIGTERM stops children in reverse order: SIGTERM to each
@@ -42,6 +46,7 @@ from typing import Any
 
 from switchboard.config import Config
 from switchboard.lifecycle import ExitCode, Signals, run_service
+from switchboard.observability.metrics import PlatformMetrics
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,7 @@ class ServiceSpec:
     summary: tuple[tuple[str, str], ...] = ()  # (what, where) lines for the address table
     stage: int = 0  # start order: every service of a stage starts at once, stages in turn
     reloads: bool = False  # handles SIGHUP as "reload" (forwarded by the supervisor)
+    first_backoff: float = BACKOFF_FIRST  # delay before restarting it after a stable run
 
 
 def split_address(value: str) -> tuple[str, int]:
@@ -194,10 +200,13 @@ def plan(
         specs.append(
             ServiceSpec(
                 name="database",
-                argv=(sys.executable, "-m", "switchboard.supervisor", "postgres", str(state_dir)),
+                argv=(sys.executable, "-m", "switchboard.billing.embedded", str(state_dir)),
                 ready_file=uri_file,
                 env=env,
                 stage=0,
+                # calls keep flowing without it, but CDRs spool and credit control refuses
+                # new prepaid calls: no backoff before the first restart
+                first_backoff=0.0,
                 summary=(("PostgreSQL", f"embedded, data in {state_dir / 'pgdata'}"),),
             )
         )
@@ -316,10 +325,14 @@ class _Child:
     proc: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     restarts: int = 0
-    backoff: float = BACKOFF_FIRST
+    backoff: float = -1.0  # < 0: the spec's first_backoff (set in __post_init__)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=OUTPUT_TAIL))
     pump: asyncio.Task[None] | None = None
     stopped: asyncio.subprocess.Process | None = None  # the process already stopped and logged
+
+    def __post_init__(self) -> None:
+        if self.backoff < 0:
+            self.backoff = self.spec.first_backoff
 
 
 class Supervisor:
@@ -332,8 +345,10 @@ class Supervisor:
         stop_timeout: float = STOP_TIMEOUT,
         ready_timeout: float = READY_TIMEOUT,
         output: Callable[[str, str], None] | None = None,
+        metrics: PlatformMetrics | None = None,
     ) -> None:
         self.children = [_Child(s) for s in specs]
+        self.metrics = metrics
         self.stop_timeout = stop_timeout
         self.ready_timeout = ready_timeout
         self.output = output or (lambda name, line: print(f"[{name}] {line}", file=sys.stderr))
@@ -463,29 +478,44 @@ class Supervisor:
         while not self._stopping.is_set():
             assert child.proc is not None
             code = await child.proc.wait()
+            died_at = time.monotonic()
             if self._stopping.is_set():
                 return
             uptime = time.monotonic() - child.started_at
             if uptime > STABLE_AFTER:
-                child.backoff = BACKOFF_FIRST
+                child.backoff = child.spec.first_backoff
+            if self.metrics is not None:
+                self.metrics.up.labels(service=child.spec.name).set(0)
             log.warning(
-                "%s exited with code %s after %.1f s; restarting in %.0f s",
+                "%s exited with code %s after %.1f s; restarting %s",
                 child.spec.name,
                 code,
                 uptime,
-                child.backoff,
+                f"in {child.backoff:.0f} s" if child.backoff else "now",
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), child.backoff)
+            if child.backoff:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), child.backoff)
             if self._stopping.is_set():
                 return
-            child.backoff = min(child.backoff * 2, BACKOFF_MAX)
+            child.backoff = min(max(child.backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
             child.restarts += 1
+            if self.metrics is not None:
+                self.metrics.restarts.labels(service=child.spec.name).inc()
             await self._spawn(child)
             try:
                 await self._wait_ready(child)
             except StartError as exc:
                 log.error("restart of %s failed: %s", child.spec.name, exc)
+            else:
+                log.warning(
+                    "%s restarted (restart %d, %.1f s after it exited)",
+                    child.spec.name,
+                    child.restarts,
+                    time.monotonic() - died_at,
+                )
+                if self.metrics is not None:
+                    self.metrics.up.labels(service=child.spec.name).set(1)
 
     def _signal(self, child: _Child, sig: signal.Signals) -> None:
         if child.proc is None or child.proc.returncode is not None:
@@ -544,8 +574,18 @@ async def up(
             demo=demo,
         )
     )
-    check_addresses(specs)
-    sup = Supervisor(specs)
+    admin = cfg.platform.admin
+    own = (ServiceSpec("up", (), listens=(Listen("tcp", *split_address(admin), "admin"),)),)
+    check_addresses([*specs, *(own if admin else ())])
+    metrics = None
+    server = None
+    if admin:
+        from switchboard.observability.metrics import new_registry, serve_metrics
+
+        registry = new_registry("up")
+        metrics = PlatformMetrics.create(registry, [s.name for s in specs])
+        server = await serve_metrics(*split_address(admin), registry)
+    sup = Supervisor(specs, metrics=metrics)
     signals = Signals(stop=sup.request_stop, force=sup.request_stop, reload=sup.reload)
     signals.install()
     try:
@@ -565,9 +605,11 @@ async def up(
         return await sup.run()
     finally:
         signals.remove()
+        if server is not None:
+            server.close()
 
 
-def print_summary(specs: Sequence[ServiceSpec], state_dir: Path) -> None:
+def print_summary(specs: Sequence[ServiceSpec], state_dir: Path, admin: str = "") -> None:
     """The address table a newcomer reads first."""
     from rich.console import Console
     from rich.table import Table
@@ -580,6 +622,8 @@ def print_summary(specs: Sequence[ServiceSpec], state_dir: Path) -> None:
     for name, what, where in summary_rows(specs):
         table.add_row(name if name != last else "", what, where)
         last = name
+    if admin:
+        table.add_row("supervisor", "/metrics (restarts)", f"http://{admin}/metrics")
     console = Console()
     console.print(table)
     console.print(f"state directory: {state_dir}   ·   Ctrl-C stops everything")
@@ -592,7 +636,7 @@ def main(cfg: Config, *, config_path: Path | None, demo: bool = False) -> int:
     demo_task: list[asyncio.Task[Any]] = []
 
     def ready(sup: Supervisor, specs: list[ServiceSpec]) -> None:
-        print_summary(specs, state_dir)
+        print_summary(specs, state_dir, cfg.platform.admin)
         if demo:
             if not any(s.name.startswith("media-") for s in specs) or not any(
                 s.name == "router" for s in specs
@@ -645,55 +689,3 @@ async def _demo(cfg: Config, state_dir: Path) -> None:
         )
     except Exception:
         log.exception("the demo failed; the platform keeps running")
-
-
-# -- embedded PostgreSQL as its own process ---------------------------------------------------
-
-
-def _postgres_main(state_dir: Path) -> int:
-    """Run the embedded PostgreSQL until SIGTERM; write its URI to ``state_dir/postgres.uri``.
-
-    Uses the billing service's start/migrate when it is in the build, so the schema is
-    current before media nodes write CDRs; otherwise a bare pgserver.
-    """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every pg_ctl call
-    state_dir.mkdir(parents=True, exist_ok=True)
-    stop = False
-
-    def _term(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, _term)
-    signal.signal(signal.SIGINT, _term)
-    server = None
-    try:
-        from switchboard.billing import database as billing_db
-
-        uri = billing_db.resolve_url("", state_dir)
-        billing_db.migrate(uri)
-    except ImportError:
-        import pgserver
-
-        server = pgserver.get_server(state_dir / "pgdata", cleanup_mode="stop")
-        uri = server.get_uri()
-    tmp = state_dir / "postgres.uri.tmp"
-    tmp.write_text(uri + "\n")
-    tmp.replace(state_dir / "postgres.uri")
-    print(f"PostgreSQL ready: {uri}", flush=True)
-    while not stop:
-        signal.pause()
-    print("stopping PostgreSQL", flush=True)
-    if server is not None:
-        server.cleanup()
-    with contextlib.suppress(FileNotFoundError):
-        (state_dir / "postgres.uri").unlink()
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - the supervisor's database child
-    if len(sys.argv) == 3 and sys.argv[1] == "postgres":
-        sys.exit(_postgres_main(Path(sys.argv[2])))
-    print("usage: python -m switchboard.supervisor postgres STATE_DIR", file=sys.stderr)
-    sys.exit(2)

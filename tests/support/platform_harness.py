@@ -99,6 +99,7 @@ class Platform:
     state: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sb-e2e-up-")))
     proc: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
+    extra_config: str = ""  # TOML appended to the generated config (sections of its own)
 
     def __post_init__(self) -> None:
         # as root, the embedded PostgreSQL runs as user pgserver: it must reach the state dir
@@ -106,6 +107,7 @@ class Platform:
         n = self.media_nodes
         self.router_sip = free_run(1)
         self.router_admin = free_run(1)
+        self.platform_admin = free_run(1)
         self.media_sip = free_run(n)
         self.media_admin = free_run(n)
         self.esl = free_run(n)
@@ -122,6 +124,7 @@ class Platform:
     def config_text(self) -> str:
         text = (
             f'[platform]\nstate_dir = "{self.state / "state"}"\nmedia_nodes = {self.media_nodes}\n'
+            f'admin = "127.0.0.1:{self.platform_admin}"\n'
             f'[router]\nlisten = ["udp:127.0.0.1:{self.router_sip}", "tcp:127.0.0.1:{self.router_sip}"]\n'
             f'admin = "127.0.0.1:{self.router_admin}"\n'
             "[dispatcher]\nping_interval = 1.0\nping_timeout = 0.5\nprobing_threshold = 2\n"
@@ -136,7 +139,7 @@ class Platform:
             f"rtp_port_start = {self.rtp}\nrtp_port_end = {self.rtp + 199}\n"
             f'[gateways.carrier]\nproxy = "127.0.0.1:{self.carrier}"\n'
         )
-        return text
+        return text + self.extra_config
 
     def start(self, *args: str, timeout: float = 90.0) -> None:
         cfg = self.state / "sb.toml"

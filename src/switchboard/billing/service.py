@@ -87,6 +87,9 @@ class BillingService:
                 open=False,
                 timeout=cfg.database.connect_timeout,
                 kwargs={"connect_timeout": max(1, round(cfg.database.connect_timeout))},
+                # a connection the server dropped (restart, failover) is replaced at
+                # checkout instead of failing the call it was lent to: one round trip
+                check=AsyncConnectionPool.check_connection,
             )
             credit = CreditControl(
                 pool,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -174,6 +174,9 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_credit_authorisations_total", "counter", "billing", ("result",), "Credit authorisations at call setup, by result."),
     _spec("switchboard_credit_authorisation_seconds", "histogram", "billing", (), "Credit authorisation latency (reserve funds, compute the maximum duration).", RATING_BUCKETS),
     _spec("switchboard_low_balance_events_total", "counter", "billing", (), "Accounts whose balance fell below their low-balance mark."),
+    # -- the `switchboard up` supervisor (its own /metrics at [platform] admin) -----------------
+    _spec("switchboard_platform_restarts_total", "counter", "platform", ("service",), "Times the supervisor restarted a child process that died (database, media-N, router)."),
+    _spec("switchboard_platform_service_up", "gauge", "platform", ("service",), "1 while the child process runs and was ready, 0 from its death until it is ready again."),
     # -- campaign dialer --------------------------------------------------------------------
     _spec("switchboard_dialer_originates_total", "counter", "dialer", ("campaign",), "Originates sent over the Event Socket."),
     _spec("switchboard_dialer_outcomes_total", "counter", "dialer", ("campaign", "outcome"), "Finished attempts by outcome (answered, busy, noanswer, congestion, failed, unknown)."),
@@ -490,6 +493,25 @@ class DialerMetrics:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PlatformMetrics:
+    """The ``switchboard up`` supervisor's metrics (``switchboard_platform_*``)."""
+
+    restarts: Counter
+    up: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry, services: Iterable[str]) -> PlatformMetrics:
+        m = cls(
+            restarts=_c(registry, "switchboard_platform_restarts_total"),
+            up=_g(registry, "switchboard_platform_service_up"),
+        )
+        for name in services:  # a restart count of 0 is a series, not "no data"
+            m.restarts.labels(service=name)
+            m.up.labels(service=name).set(1)
+        return m
+
+
 def render(registry: CollectorRegistry) -> bytes:
     """The registry in Prometheus text exposition format 0.0.4."""
     return generate_latest(registry)
@@ -587,6 +609,13 @@ _DOC_GROUPS: tuple[tuple[str, str, str], ...] = (
         "Exported by whichever process runs the CDR writer and credit control (the media "
         "node embeds them). Money is not a metric: revenue and cost come from the `cdr` "
         "table (NUMERIC), as the dashboard's *revenue and cost* panel does.",
+    ),
+    (
+        "The `switchboard up` supervisor (`switchboard_platform_*`)",
+        "platform",
+        "Served by `switchboard up` itself at `[platform] admin` (default `127.0.0.1:8079`, "
+        '`""` = not served). `service` is the child\'s name: `database`, `media-1` … '
+        "`media-N`, `router`.",
     ),
     (
         "Campaign dialer (`switchboard_dialer_*`)",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from switchboard.observability.metrics import PlatformMetrics, new_registry, render
 from switchboard.supervisor import Listen, ServiceSpec, StartError, Supervisor, check_addresses
 from tests.support.net import async_wait_until, free_port
 
@@ -114,6 +115,33 @@ async def test_crash_loop_backs_off(tmp_path: Path) -> None:
     await async_wait_until(lambda: sup.children[0].restarts >= 2)
     # 1 s then 2 s between restarts: the backoff grew
     assert sup.children[0].backoff >= 4
+    sup.request_stop()
+    assert await asyncio.wait_for(run, 10) == 0
+
+
+async def test_a_child_with_no_first_backoff_is_restarted_at_once_and_counted(
+    tmp_path: Path,
+) -> None:
+    """The embedded database's policy: restarted the moment it dies, then 1 s, 2 s, ..."""
+    port = free_port()
+    spec = dataclasses.replace(
+        child("database", port, tmp_path, "--crash-after", "0.5"), first_backoff=0.0
+    )
+    registry = new_registry("up")
+    metrics = PlatformMetrics.create(registry, ["database"])
+    sup = Supervisor([spec], output=lambda name, line: None, metrics=metrics)
+    await sup.start()
+    run = asyncio.create_task(sup.run())
+    first = sup.children[0].proc
+    assert first is not None
+    await first.wait()
+    died = time.monotonic()
+    await async_wait_until(lambda: sup.children[0].proc is not first, 5, interval=0.02)
+    assert time.monotonic() - died < 0.5  # no backoff: the first restart is immediate
+    await async_wait_until(lambda: sup.children[0].restarts == 2, 10)  # it crashes again: 1 s later
+    assert sup.children[0].backoff == 2.0
+    text = render(registry).decode()
+    assert 'switchboard_platform_restarts_total{service="database"} 2.0' in text
     sup.request_stop()
     assert await asyncio.wait_for(run, 10) == 0
 

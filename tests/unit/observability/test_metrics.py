@@ -13,6 +13,7 @@ from switchboard.observability.metrics import (
     BillingMetrics,
     DialerMetrics,
     MediaMetrics,
+    PlatformMetrics,
     RouterMetrics,
     mount_metrics,
     new_registry,
@@ -72,6 +73,7 @@ def test_every_service_set_fits_one_registry_and_matches_the_catalogue() -> None
     BillingMetrics.create(reg)
     DialerMetrics.create(reg)
     LoopLagMonitor(reg)
+    PlatformMetrics.create(reg, ["database"])
     exported = {fam.name for fam in reg.collect()}
     # prometheus_client names counter families without "_total"
     for name, spec in CATALOGUE.items():
