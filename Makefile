@@ -76,6 +76,7 @@ check: lint
 
 # Every benchmark in bench/ in turn (the executables; _*.py are their helpers), each printing
 # its RESULT line last; a failing one is named at the end and makes the target fail.
+# One of them: make bench BENCHES=bench/router
 BENCHES := $(sort $(filter-out bench/_%,$(wildcard bench/*)))
 bench: deps bench-deps
 	@echo "benchmarks: $(notdir $(BENCHES))"; failed=""; \
