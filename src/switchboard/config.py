@@ -152,6 +152,9 @@ class SecuritySection(Section):
     server_header: str = ""
     # Requests from outside [acl] allow: "reject" (403, no product name) or "drop" (silence).
     outside_acl: str = Field(default="reject", pattern="^(reject|drop)$")
+    # Calls from the edge show the carrier only the router: Contact rewritten to the
+    # router, no Record-Route, no internal Via, Server or User-Agent (Kamailio topos).
+    topology_hiding: bool = True
 
     @field_validator("auth_ban_allow")
     @classmethod

@@ -67,7 +67,11 @@ async def test_caller_ack_and_bye_traverse_the_router_and_its_dialogs_end(
     )
     suffix = ";transport=tcp" if node_transport == "tcp" else ""
     rport = free_port()
-    sections = router_sections(rport, [f"sip:127.0.0.1:{node_port}{suffix}"])
+    # Record-Route as the caller sees it: without topology hiding (which replaces it by
+    # the router's Contact; tests/e2e/test_topology_hiding.py)
+    sections = router_sections(
+        rport, [f"sip:127.0.0.1:{node_port}{suffix}"], security={"topology_hiding": False}
+    )
     try:
         async with running_router(tmp_path, sections) as router:
             await async_wait_until(
@@ -109,7 +113,9 @@ async def test_node_hangup_bye_reaches_the_caller_through_the_router(tmp_path: P
         },
     )
     rport = free_port()
-    sections = router_sections(rport, [f"sip:127.0.0.1:{node_port}"])
+    sections = router_sections(
+        rport, [f"sip:127.0.0.1:{node_port}"], security={"topology_hiding": False}
+    )
     try:
         async with running_router(tmp_path, sections) as router:
             await async_wait_until(

@@ -171,6 +171,7 @@ async def test_tls_carrier_calls_through_the_router_to_a_udp_media_node(
     uas = await Sipp.start(tmp_path, "router_uas.xml", "-aa", "-trace_msg", port=uas_port)
     port, tls_port = free_port(), free_port()
     sections = tls_sections(pki, port, tls_port, [f"sip:127.0.0.1:{uas_port}"])
+    sections["security"] = {"topology_hiding": False}  # to see the Record-Route doubling
     try:
         async with running_router(tmp_path, sections) as router:
             await async_wait_until(lambda: both_active(router), what="the media node answering")

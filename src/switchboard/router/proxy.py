@@ -215,6 +215,8 @@ class ServerTxn:
         "first",
         "fwd",
         "g_interval",
+        "hidden_vias",
+        "hide",
         "in_iface",
         "is_invite",
         "key",
@@ -257,6 +259,11 @@ class ServerTxn:
         self.responses: list[tuple[int, bytes | None]] = []
         self.g_interval = T1
         self.conn: Any = None
+        # Topology hiding: ``hide`` is the dialog when this transaction's messages cross
+        # to a carrier; ``hidden_vias`` the internal Via lines kept back from a request
+        # sent to a carrier (put back on its responses).
+        self.hide: HiddenDialog | None = None
+        self.hidden_vias: list[bytes] = []
 
 
 class Branch:
@@ -300,6 +307,20 @@ class Branch:
         self.dest: Destination | None = None
         self.data = b""
         self.via_line = b""
+
+
+class HiddenDialog:
+    """A dialog with a carrier under topology hiding: the carrier knows it only by the
+    router's Contact ``sip:sbth-KEY@router``; the router knows the media node's target."""
+
+    __slots__ = ("call_id", "contact", "created", "key", "node_target")
+
+    def __init__(self, key: bytes, call_id: bytes, contact: bytes, created: float) -> None:
+        self.key = key
+        self.call_id = call_id
+        self.contact = contact  # the Contact header line carriers see
+        self.node_target = b""  # the media node's Contact URI (its remote target)
+        self.created = created
 
 
 class Dialog:
@@ -348,6 +369,7 @@ class Proxy:
         scanners: ScannerFilter | None = None,
         server: str = "",
         acl_drop: bool = False,
+        hide_topology: bool = False,
     ) -> None:
         if not interfaces:
             raise ValueError("the proxy needs at least one interface")
@@ -373,6 +395,11 @@ class Proxy:
         # does not tell a scanner which product (and which exploits) is behind the port.
         self.server_line = b"Server: " + server.encode() if server else b""
         self.acl_drop = acl_drop
+        # Topology hiding (Kamailio topos): dialogs dispatched from the edge show the
+        # carrier only the router — see _hide_response / _hide_request.
+        self.hide_topology = hide_topology
+        self.hidden: dict[bytes, HiddenDialog] = {}  # by key (the Contact user part)
+        self.hidden_calls: dict[bytes, HiddenDialog] = {}  # by Call-ID
         self.settings = settings or ProxySettings()
         self.resolve = resolve
         self.stats = Stats()
@@ -674,8 +701,11 @@ class Proxy:
             t, host, port, _ = wire.uri_target(m.ruri)
             out_transport = t or popped or "udp"
             alias = _take_alias(m)
+            hidden = self._hidden_target(m) if to_tag and self.hidden else None
             if alias is not None:
                 out_transport, host, port = alias
+            elif hidden is not None:
+                out_transport, host, port = hidden
             elif self.is_local(host, port):
                 if to_tag:
                     return reply(404, b"Not Here")
@@ -718,6 +748,8 @@ class Proxy:
         txn.record_route = not to_tag and method in _DIALOG_CREATING
         txn.first = m.lines[0]
         txn.fwd = self._prepare(m, kept if n_own else None)
+        if self.hide_topology:
+            self._hide_request(txn, m, dispatched, now)
         if transport != "udp" and method != b"REGISTER":
             # A caller on TCP/TLS is reached back over its own connection, not by opening
             # one to its Contact (a phone or carrier without a server certificate cannot
@@ -814,6 +846,7 @@ class Proxy:
             mf = m.value(m.maxfwd)
             if not mf.isdigit() or int(mf) == 0:
                 return []
+        hidden: tuple[str, str, int] | None = None
         try:
             kept, popped, n_own = self._strip_own_routes(m) if m.routes else (None, "", 0)
             if kept:
@@ -823,8 +856,11 @@ class Proxy:
                 t, host, port, _ = wire.uri_target(m.ruri)
                 transport = t or popped or "udp"
                 alias = _take_alias(m)
+                hidden = self._hidden_target(m) if self.hidden else None
                 if alias is not None:
                     transport, host, port = alias
+                elif hidden is not None:
+                    transport, host, port = hidden
                 elif self.is_local(host, port):
                     return []
         except BadMessage:
@@ -836,7 +872,15 @@ class Proxy:
         # §16.11: a stateless branch is a function of the incoming one, so a
         # retransmitted ACK gets the same branch.
         bid = self._prefix + b"%08x" % zlib.crc32(via.branch + via.sent_by) + b".a"
-        lines = [m.lines[0], iface.via + bid, *self._prepare(m, kept if n_own else None)]
+        fwd = self._prepare(m, kept if n_own else None)
+        h = self.hidden_calls.get(m.call_id) if self.hidden else None
+        if h is not None and hidden is None:  # the node's ACK towards the carrier
+            fwd = [
+                h.contact if _is_contact(ln) else ln
+                for ln in fwd
+                if not _is_via(ln) and not _is_product(ln)
+            ]
+        lines = [m.lines[0], iface.via + bid, *fwd]
         if m.cl < 0 and transport != "udp":
             lines.append(b"Content-Length: %d" % len(m.body))
         return [Send(transport, (addr, port), wire.build(lines, m.body))]
@@ -1085,7 +1129,97 @@ class Proxy:
     def _upstream(self, txn: ServerTxn, data: bytes, status: int, *, count: bool) -> list[Send]:
         if count:
             self._count_reply(status)
+        if txn.hide is not None or txn.hidden_vias:
+            data = self._outward(txn, data, status)
         return [Send(txn.transport, txn.reply_addr, data, txn.conn)]
+
+    # ------------------------------------------------------------------ topology hiding
+    def _hide_request(self, txn: ServerTxn, m: Message, dispatched: bool, now: float) -> None:
+        """Decide how this transaction crosses the edge (Kamailio topos semantics).
+
+        * A new dialog from a carrier (dispatched INVITE): its responses show a Contact
+          of the router (``sbth-KEY``) and no Record-Route, so the carrier's in-dialog
+          requests come back to the router, which sends them to the node's target.
+        * Any other dispatched request: responses lose Contact and Record-Route.
+        * A request of a hidden dialog from the node towards the carrier: it leaves with
+          only the router's Via and Contact; the node's Vias are put back on responses.
+        """
+        if dispatched:
+            if txn.is_invite:
+                key = b"%x" % zlib.crc32(m.call_id + self._token()) + self._token()
+                iface = txn.in_iface or self.interfaces.get(txn.transport)
+                contact = b"Contact: <sip:sbth-" + key + b"@"
+                if iface is not None:
+                    contact += iface.hostport + b";transport=" + iface.transport.encode()
+                contact += b">"
+                h = HiddenDialog(key, m.call_id, contact, now)
+                self.hidden[key] = h
+                self.hidden_calls[m.call_id] = h
+                txn.hide = h
+            else:
+                txn.hide = _NO_DIALOG
+            return
+        found = self.hidden_calls.get(m.call_id)
+        if found is None:
+            return
+        h = found
+        if txn.msg.ruri == h.node_target:
+            txn.hide = h  # from the carrier: its answers are hidden like the INVITE's
+            return
+        # From the media node towards the carrier.
+        fwd = txn.fwd
+        txn.hidden_vias = [ln for ln in fwd if _is_via(ln)]
+        txn.fwd = [
+            h.contact if _is_contact(ln) else ln
+            for ln in fwd
+            if not _is_via(ln) and not _is_product(ln)
+        ]
+
+    def _hidden_target(self, m: Message) -> tuple[str, str, int] | None:
+        """A carrier's in-dialog request to ``sbth-KEY@router``: the node's target, with
+        the Request-URI rewritten to it."""
+        at = m.ruri.find(b"sbth-")
+        if at < 0:
+            return None
+        end = at + 5
+        while end < len(m.ruri) and m.ruri[end : end + 1].isalnum():
+            end += 1
+        h = self.hidden.get(m.ruri[at + 5 : end])
+        if h is None or not h.node_target:
+            return None
+        t, host, port, _ = wire.uri_target(h.node_target)
+        m.lines[0] = m.lines[0].replace(m.ruri, h.node_target, 1)
+        m.ruri = h.node_target
+        return t or "udp", host, port
+
+    def _outward(self, txn: ServerTxn, data: bytes, status: int) -> bytes:
+        """A response leaving for the side it came from: hidden towards a carrier, the
+        kept-back Vias restored towards a node."""
+        if txn.hidden_vias:
+            first, _, rest = data.partition(b"\r\n")
+            return first + b"\r\n" + b"\r\n".join(txn.hidden_vias) + b"\r\n" + rest
+        h = txn.hide
+        if h is None:
+            return data
+        head, sep, body = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        out = [lines[0]]
+        for ln in lines[1:]:
+            if _is_contact(ln):
+                if h is not _NO_DIALOG:
+                    if txn.is_invite and status < 300:
+                        h.node_target = _contact_uri(ln) or h.node_target
+                    out.append(h.contact)
+            elif not _is_rr(ln) and not _is_product(ln):
+                out.append(ln)
+        return b"\r\n".join(out) + sep + body
+
+    def _drop_hidden(self, h: HiddenDialog) -> None:
+        if h is _NO_DIALOG:
+            return
+        self.hidden.pop(h.key, None)
+        if self.hidden_calls.get(h.call_id) is h:
+            del self.hidden_calls[h.call_id]
 
     def _stateless_response(self, m: Message, via: Via) -> list[Send]:
         """§16.7 / §16.11: a response with no client transaction (a late 2xx) goes up by
@@ -1139,7 +1273,10 @@ class Proxy:
             data = self._reply(txn.msg, status, reason)
         else:
             self._count_reply(status)
+            data = self._outward(txn, data, status)
         txn.last = data
+        if txn.hide is not None and txn.is_invite and not txn.msg.to_tag():
+            self._drop_hidden(txn.hide)  # the dialog was never established
         if txn.is_invite:
             _release(txn.dest)
             txn.dest = None
@@ -1169,6 +1306,9 @@ class Proxy:
         d = self.dialogs.pop(call_id, None)
         if d is not None:
             _release(d.dest)
+        h = self.hidden_calls.get(call_id)
+        if h is not None:
+            self._drop_hidden(h)
 
     # ------------------------------------------------------------------ failures
     def _branch_failed(self, br: Branch, status: int, now: float, report: str | None) -> list[Send]:
@@ -1256,6 +1396,10 @@ class Proxy:
                 if d.created > cutoff:
                     break
                 self._end_dialog(cid)
+            for h in list(self.hidden_calls.values()):
+                if h.created > cutoff:
+                    break
+                self._drop_hidden(h)
         return out
 
     def _fire(self, kind: int, obj: Any, now: float) -> list[Send]:
@@ -1370,6 +1514,39 @@ def _has_credentials(txn: ServerTxn) -> bool:
     """Did the request carry Authorization/Proxy-Authorization (a 401 to a request without
     is the normal first step of digest, not a failure)?"""
     return any(ln[:20].lower().startswith(_CREDENTIALS) for ln in txn.fwd)
+
+
+_NO_DIALOG = HiddenDialog(b"", b"", b"", 0.0)
+"""Hiding without a dialog (a dispatched non-INVITE): responses lose Contact/Record-Route."""
+
+
+def _is_via(line: bytes) -> bool:
+    low = line[:4].lower()
+    return low == b"via:" or low[:2] == b"v:" or (low == b"via " and b":" in line[:8])
+
+
+def _is_contact(line: bytes) -> bool:
+    low = line[:8].lower()
+    return low == b"contact:" or low[:2] == b"m:" or low == b"contact "
+
+
+def _is_rr(line: bytes) -> bool:
+    return line[:13].lower() == b"record-route:" or line[:13].lower() == b"record-route "
+
+
+def _is_product(line: bytes) -> bool:
+    """Server / User-Agent: they name the internal product and version."""
+    low = line[:11].lower()
+    return low[:7] in (b"server:", b"server ") or low in (b"user-agent:", b"user-agent ")
+
+
+def _contact_uri(line: bytes) -> bytes:
+    lt = line.find(b"<")
+    gt = line.find(b">", lt + 1)
+    if lt >= 0 and gt > lt:
+        return line[lt + 1 : gt]
+    value = line.partition(b":")[2].strip()
+    return value.partition(b";")[0]
 
 
 _ALIAS = b";alias="

@@ -395,6 +395,7 @@ class Router:
             scanners=ScannerFilter(cfg.security.scanner_user_agents),
             server=cfg.security.server_header,
             acl_drop=cfg.security.outside_acl == "drop",
+            hide_topology=cfg.security.topology_hiding,
         )
         self.registry = make_registry(
             self.proxy,
@@ -575,6 +576,7 @@ class Router:
         p.scanners = ScannerFilter(sec.scanner_user_agents)
         p.server_line = b"Server: " + sec.server_header.encode() if sec.server_header else b""
         p.acl_drop = sec.outside_acl == "drop"
+        p.hide_topology = sec.topology_hiding  # dialogs already hidden stay hidden
         if p.pike is not None:
             p.pike.unit = cfg.pike.sampling_time_unit
             p.pike.density = cfg.pike.reqs_density_per_unit

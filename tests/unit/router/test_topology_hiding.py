@@ -1,0 +1,120 @@
+"""Topology hiding in the proxy core: what a carrier sees of a call dispatched to a media
+node, and in-dialog requests both ways (bytes in, bytes out, fake clock)."""
+
+from __future__ import annotations
+
+import re
+
+from switchboard.router.dispatcher import Dispatcher, parse_list
+from switchboard.router.proxy import Interface, Proxy, Send
+from tests.support.sipmsg import header, invite, response_to, start_line
+
+CARRIER = ("192.0.2.10", 5070)
+NODE = ("10.0.0.5", 5081)
+
+
+def hiding_proxy() -> Proxy:
+    return Proxy(
+        [Interface("udp", "203.0.113.1", 5060)],
+        Dispatcher(parse_list("1 sip:10.0.0.5:5081\n"), algorithm=4, now=1e9),
+        secret=b"test",
+        hide_topology=True,
+    )
+
+
+def to(sends: list[Send], addr: tuple[str, int]) -> list[bytes]:
+    return [s.data for s in sends if s.addr == addr]
+
+
+def leaks(data: bytes) -> list[str]:
+    """Internal addresses, ports or product names in a message towards the carrier."""
+    text = data.decode()
+    return re.findall(r"10\.0\.0\.5|5081|switchboard|Switchboard", text)
+
+
+def node_answer(fwd: bytes, status: int, reason: str = "OK") -> bytes:
+    data = response_to(fwd, status, reason, contact="10.0.0.5:5081")
+    return data.replace(b"Content-Length", b"Server: Switchboard\r\nContent-Length", 1)
+
+
+def test_carrier_sees_only_the_router_and_in_dialog_requests_work_both_ways() -> None:
+    p = hiding_proxy()
+    inv = invite(via="192.0.2.10:5070", ruri="sip:echo@203.0.113.1:5060")
+    out = p.receive(inv, "udp", CARRIER, None, 0.0)
+    [fwd] = to(out, NODE)
+    assert header(fwd, "Contact") == ["<sip:alice@192.0.2.10:5070>"]  # the node sees all
+    seen: list[bytes] = []
+    for status, reason in ((180, "Ringing"), (200, "OK")):
+        up = to(p.receive(node_answer(fwd, status, reason), "udp", NODE, None, 0.1), CARRIER)
+        seen += up
+    assert [start_line(d) for d in seen] == ["SIP/2.0 180 Ringing", "SIP/2.0 200 OK"]
+    ok = seen[-1]
+    [contact] = header(ok, "Contact")
+    assert re.fullmatch(r"<sip:sbth-[0-9a-f]+@203\.0\.113\.1:5060;transport=udp>", contact)
+    assert header(ok, "Record-Route") == [] and header(ok, "Server") == []
+    assert all(leaks(d) == [] for d in seen), [leaks(d) for d in seen]
+    target = contact[1:-1]
+    # The carrier's ACK and BYE go to the router's Contact and reach the node's.
+    ack = invite(method="ACK", via="192.0.2.10:5070", branch="z9hG4bK-ack", to_tag="uas1",
+                 ruri=target, body="")  # fmt: skip
+    [fack] = to(p.receive(ack, "udp", CARRIER, None, 0.2), NODE)
+    assert start_line(fack) == "ACK sip:uas@10.0.0.5:5081 SIP/2.0"
+    # The node puts the call on hold: its re-INVITE reaches the carrier with only the
+    # router in Via and Contact; the carrier's answer comes back with the node's Vias.
+    reinv = (
+        invite(
+            via="10.0.0.5:5081",
+            branch="z9hG4bK-node-re",
+            to_tag="from1",
+            cseq=7,
+            ruri="sip:alice@192.0.2.10:5070",
+            route="<sip:203.0.113.1:5060;transport=udp;lr>",
+        )
+        .replace(b"Contact: <sip:alice@10.0.0.5:5081>", b"Contact: <sip:node@10.0.0.5:5081>")
+        .replace(b"Content-Length", b"User-Agent: Switchboard\r\nContent-Length", 1)
+    )
+    out = p.receive(reinv, "udp", NODE, None, 1.0)
+    [to_carrier] = [d for d in to(out, CARRIER) if d.startswith(b"INVITE")]
+    assert leaks(to_carrier) == [], to_carrier
+    assert len(header(to_carrier, "Via")) == 1
+    assert header(to_carrier, "Contact") == [contact]
+    answer = response_to(to_carrier, 200, contact="192.0.2.10:5070")
+    back = to(p.receive(answer, "udp", CARRIER, None, 1.1), NODE)
+    assert [start_line(d) for d in back] == ["SIP/2.0 200 OK"]
+    assert header(back[0], "Via")[0].startswith("SIP/2.0/UDP 10.0.0.5:5081;branch=z9hG4bK-node-re")
+    # The carrier hangs up: BYE to the router's Contact, 200 from the node, hidden.
+    bye = invite(method="BYE", via="192.0.2.10:5070", branch="z9hG4bK-bye", to_tag="uas1",
+                 cseq=2, ruri=target, body="")  # fmt: skip
+    [fbye] = to(p.receive(bye, "udp", CARRIER, None, 2.0), NODE)
+    assert start_line(fbye) == "BYE sip:uas@10.0.0.5:5081 SIP/2.0"
+    done = to(p.receive(node_answer(fbye, 200), "udp", NODE, None, 2.1), CARRIER)
+    assert [start_line(d) for d in done] == ["SIP/2.0 200 OK"] and leaks(done[0]) == []
+    assert p.hidden == {} and p.hidden_calls == {}
+
+
+def test_failed_call_forgets_its_hidden_dialog_and_hiding_is_switchable() -> None:
+    p = hiding_proxy()
+    out = p.receive(
+        invite(via="192.0.2.10:5070", ruri="sip:echo@203.0.113.1:5060"), "udp", CARRIER, None, 0.0
+    )
+    [fwd] = to(out, NODE)
+    busy = to(p.receive(node_answer(fwd, 486, "Busy Here"), "udp", NODE, None, 0.1), CARRIER)
+    assert [start_line(d) for d in busy] == ["SIP/2.0 486 Busy Here"] and leaks(busy[0]) == []
+    assert p.hidden == {} and p.hidden_calls == {}
+    plain = Proxy(
+        [Interface("udp", "203.0.113.1", 5060)],
+        Dispatcher(parse_list("1 sip:10.0.0.5:5081\n"), algorithm=4, now=1e9),
+        secret=b"test",
+    )
+    [fwd] = to(
+        plain.receive(
+            invite(via="192.0.2.10:5070", ruri="sip:echo@203.0.113.1:5060"),
+            "udp",
+            CARRIER,
+            None,
+            0.0,
+        ),
+        NODE,
+    )
+    [ok] = to(plain.receive(node_answer(fwd, 200), "udp", NODE, None, 0.1), CARRIER)
+    assert header(ok, "Contact") == ["<sip:uas@10.0.0.5:5081>"]
