@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 RTP_BASE = 16384
 RTP_SPAN = 8192
 
+# seconds without RTP before an answered leg is hung up (MEDIA_TIMEOUT); docs/media.md
+DEFAULT_RTP_TIMEOUT = 60.0
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -54,8 +57,10 @@ class MediaSection(_Section):
     user_agent: str = "Switchboard"
     # SO_RCVBUF/SO_SNDBUF of the SIP UDP sockets (bursts of originates); 0 = kernel default
     sip_socket_buffer: int = Field(default=4 << 20, ge=0)
-    # FreeSWITCH rtp_timeout_sec: answered call without RTP this long → MEDIA_TIMEOUT; 0 = off
-    rtp_timeout: float = Field(default=0.0, ge=0)
+    # FreeSWITCH rtp_timeout_sec: answered call without RTP this long → MEDIA_TIMEOUT; 0 = off.
+    # On by default: a leg whose far end vanished (crashed phone, lost network, dead
+    # carrier session) would otherwise stay up — and billed — until someone hangs it up.
+    rtp_timeout: float = Field(default=DEFAULT_RTP_TIMEOUT, ge=0)
     # SIP is accepted only from these networks (routers, users) and the gateways' IP
     # addresses; anything else is dropped silently. [] = from anyone.
     trusted: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])

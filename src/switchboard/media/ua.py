@@ -501,20 +501,24 @@ class UserAgent:
         period = min(1.0, self.rtp_timeout / 4)
         while True:
             await asyncio.sleep(period)
-            now = loop.time()
-            live: set[tuple[str, str]] = set()
-            for key, leg in list(self.legs.items()):
-                answered = getattr(leg, "answered", False)
-                if not answered or leg.session.is_hungup or leg.rtp.closed:
-                    continue
-                live.add(key)
-                neg = leg.negotiated
-                paused = neg is None or neg.remote_hold or leg.session.channel.held
-                if self.rtp_watch.observe(key, leg.rtp.packets_received, paused, now):
-                    log.info("call %s: no RTP for %.0f s: MEDIA_TIMEOUT",
-                             leg.call_id, self.rtp_timeout)  # fmt: skip
-                    self.switch.hangup(leg.session.uuid, Cause.MEDIA_TIMEOUT)
-            self.rtp_watch.retain(live)
+            self._check_rtp(loop.time())
+
+    def _check_rtp(self, now: float) -> None:
+        # a function of its own: no leg stays referenced by the sleeping watchdog's frame
+        # (a finished call must be freed by reference counting, not wait for this loop)
+        live: set[tuple[str, str]] = set()
+        for key, leg in list(self.legs.items()):
+            answered = getattr(leg, "answered", False)
+            if not answered or leg.session.is_hungup or leg.rtp.closed:
+                continue
+            live.add(key)
+            neg = leg.negotiated
+            paused = neg is None or neg.remote_hold or leg.session.channel.held
+            if self.rtp_watch.observe(key, leg.rtp.packets_received, paused, now):
+                log.info("call %s: no RTP for %.0f s: MEDIA_TIMEOUT",
+                         leg.call_id, self.rtp_timeout)  # fmt: skip
+                self.switch.hangup(leg.session.uuid, Cause.MEDIA_TIMEOUT)
+        self.rtp_watch.retain(live)
 
     def gateway_info(self) -> dict[str, GatewayInfo]:
         """``sofia status`` rows: NOREG (IP trunk), REGED, TRYING, FAIL_WAIT."""
