@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -68,21 +65,6 @@ def test_kpi_window_resets_when_a_process_restarted() -> None:
     k = w.kpis(4.0)
     assert k["cps"] == pytest.approx(2.0)
     assert k["asr"] == pytest.approx(0.0)
-
-
-@pytest.fixture
-def postgres() -> Iterator[str]:
-    pgserver = pytest.importorskip("pgserver")
-    # Not under pytest's tmp_path: as root, pgserver runs postgres as its own user, and
-    # pytest (ours or a concurrent run) keeps /tmp/pytest-of-root at mode 0700.
-    root = Path(tempfile.mkdtemp(prefix="sb-status-pg-"))
-    root.chmod(0o755)
-    server = pgserver.get_server(root / "pg", cleanup_mode="stop")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 class Platform:
@@ -167,10 +149,10 @@ async def test_page_carries_the_router_api_paths() -> None:
     assert "<title>Lab switch" in r.text
 
 
-async def test_cdrs_and_campaigns_from_postgres(postgres: str) -> None:
+async def test_cdrs_and_campaigns_from_postgres(db_uri: str) -> None:
     import psycopg
 
-    with psycopg.connect(postgres, autocommit=True) as conn:
+    with psycopg.connect(db_uri, autocommit=True) as conn:
         conn.execute(
             """CREATE TABLE cdr (id bigserial primary key, call_id varchar(255) unique,
                caller_id varchar(50), destination varchar(50), start_time timestamp,
@@ -183,7 +165,7 @@ async def test_cdrs_and_campaigns_from_postgres(postgres: str) -> None:
                ('a@x', '1000', '4420799', '2026-11-26 08:00:00', '2026-11-26 08:01:00', 60, 55, 'ANSWERED', 0.0100, 0.0092),
                ('b@x', '1001', '3312345', '2026-11-26 08:05:00', '2026-11-26 08:05:09', 9, 0, 'BUSY', 0.0200, 0)"""
         )
-    sources = StatusSources(database_url=postgres)
+    sources = StatusSources(database_url=db_uri)
     async with client(sources) as c:
         cdrs = (await c.get("/status/api/cdrs", params={"limit": 5})).json()["cdrs"]
         # the dialer's tables do not exist yet: an empty list, not an error
