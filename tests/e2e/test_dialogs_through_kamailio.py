@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_router_e2e import SIPP, Sipp, uac_args
 from tests.support.media import start_node
 from tests.support.net import async_wait_until, free_port
+from tests.support.router import uac_args
+from tests.support.sipp import SIPP, SippPeer
 
 KAMAILIO = shutil.which("kamailio") or (
     "/usr/sbin/kamailio" if Path("/usr/sbin/kamailio").exists() else None
@@ -120,7 +121,7 @@ async def test_calls_to_media_nodes_behind_kamailio_hang_up_through_loose_route(
         while not await asyncio.to_thread(answers_options, kport):
             assert kam.poll() is None, (tmp_path / "kamailio.log").read_text()[-2000:]
             assert loop.time() < deadline, "Kamailio did not answer"
-        uac = await Sipp.start(
+        uac = await SippPeer.start(
             tmp_path, "router_uac.xml", *uac_args(kport, 10, rate=10, hold_ms=200)
         )
         # exit 0: every BYE got its 200 — through loose_route, where a missing route set

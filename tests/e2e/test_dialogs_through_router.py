@@ -12,17 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_router_e2e import (
-    SCENARIOS,
-    SIPP,
-    Sipp,
-    both_active,
-    router_sections,
-    running_router,
-    uac_args,
-)
 from tests.support.media import start_node
 from tests.support.net import async_wait_until, free_port
+from tests.support.router import both_active, router_sections, running_router, uac_args
+from tests.support.sipp import SCENARIOS, SIPP, SippPeer
 
 # The 200 must carry the router's Record-Route (check_it: the call fails without one). SIPp
 # itself sends every request to the router's address whatever the route set says, so the
@@ -77,7 +70,7 @@ async def test_caller_ack_and_bye_traverse_the_router_and_its_dialogs_end(
             await async_wait_until(
                 lambda: both_active(router), what="the media node answering OPTIONS"
             )
-            uac = await Sipp.start(
+            uac = await SippPeer.start(
                 tmp_path,
                 checking_record_route(tmp_path, "router_uac.xml"),
                 *uac_args(rport, 6, rate=10, transport=uac_transport, hold_ms=300),
@@ -123,7 +116,7 @@ async def test_node_hangup_bye_reaches_the_caller_through_the_router(tmp_path: P
             )
             args = uac_args(rport, 4, rate=10)
             args[args.index("echo")] = "short"
-            uac = await Sipp.start(
+            uac = await SippPeer.start(
                 tmp_path, checking_record_route(tmp_path, "router_uac_wait_bye.xml"), *args
             )
             await uac.ok()  # SIPp received the node's BYE and answered 200

@@ -19,15 +19,9 @@ import pytest
 from switchboard.config import load
 from switchboard.media.cdr import MemoryCdrSink
 from switchboard.media.node import MediaNode
-from tests.e2e.test_router_e2e import (
-    SCENARIOS,
-    SIPP,
-    Sipp,
-    both_active,
-    router_sections,
-    running_router,
-)
 from tests.support.net import async_wait_until, free_port
+from tests.support.router import both_active, router_sections, running_router
+from tests.support.sipp import SCENARIOS, SIPP, SippPeer
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -78,8 +72,8 @@ def register_scenario(tmp: Path, expect: int) -> Path:
 
 async def sipp_register(
     tmp: Path, router_port: int, source: str, password: str, expect: int, calls: int = 1
-) -> Sipp:
-    return await Sipp.start(
+) -> SippPeer:
+    return await SippPeer.start(
         tmp,
         register_scenario(tmp, expect),
         f"127.0.0.1:{router_port}",

@@ -15,16 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.media import (
-    RtpPeer,
-    SippResult,
-    dominant_frequency,
-    finish_sipp,
-    finished_wav,
-    run_sipp,
-    start_node,
-)
+from tests.support.media import RtpPeer, dominant_frequency, finished_wav, start_node
 from tests.support.net import async_wait_until, free_port
+from tests.support.sipp import SippResult, finish_sipp, run_sipp
 
 pytestmark = [
     pytest.mark.timeout(90),

@@ -27,8 +27,9 @@ from switchboard.billing.accounts import create_account, show, topup
 from switchboard.billing.rates import import_deck
 from switchboard.billing.reports import list_cdrs
 from switchboard.media.node import MediaNode
-from tests.support.media import HAVE_SIPP, SIPP_DIR, RtpPeer, finish_sipp, free_even_range, run_sipp
+from tests.support.media import RtpPeer, free_even_range
 from tests.support.net import async_wait_until, free_port
+from tests.support.sipp import HAVE_SIPP, SCENARIOS, finish_sipp, run_sipp
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -108,7 +109,7 @@ async def carrier_uas(node: MediaNode, workdir: Path, rtp: RtpPeer) -> Any:
     """SIPp answering as the carrier behind gateway ``carrier`` (waits for our BYE)."""
     port = carrier_port(node)
     proc = await asyncio.create_subprocess_exec(
-        "sipp", "-sf", str(SIPP_DIR / "media_carrier_uas.xml"), "-i", "127.0.0.1",
+        "sipp", "-sf", str(SCENARIOS / "media_carrier_uas.xml"), "-i", "127.0.0.1",
         "-p", str(port), "-m", "1", "-nostdin", "-timeout", "30s",
         "-key", "rtp_port", str(rtp.port), "-key", "codecs", "0",
         cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

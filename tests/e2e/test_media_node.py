@@ -19,18 +19,9 @@ from switchboard.media.core import Session
 from switchboard.media.events import Event
 from switchboard.rtp.codec import ulaw_decode, ulaw_encode
 from switchboard.rtp.wav import decode_wav
-from tests.support.media import (
-    HAVE_SIPP,
-    RtpPeer,
-    SippResult,
-    dominant_frequency,
-    finish_sipp,
-    finished_wav,
-    run_sipp,
-    start_node,
-)
+from tests.support.media import RtpPeer, dominant_frequency, finished_wav, start_node
 from tests.support.net import async_wait_until, free_port
-from tests.support.sipp import SCENARIOS
+from tests.support.sipp import HAVE_SIPP, SCENARIOS, SippResult, finish_sipp, run_sipp
 
 pytestmark = [
     pytest.mark.timeout(90),

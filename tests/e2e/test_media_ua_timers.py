@@ -16,9 +16,9 @@ import pytest
 from switchboard.media.causes import Cause
 from switchboard.media.core import OriginateError
 from switchboard.sip.timers import TimerValues
-from tests.support.media import HAVE_SIPP, SippResult, free_even_range, run_sipp, start_node
+from tests.support.media import free_even_range, start_node
 from tests.support.net import async_wait_until, free_port
-from tests.support.sipp import SCENARIOS, Sipp
+from tests.support.sipp import HAVE_SIPP, SCENARIOS, Sipp, SippResult, run_sipp
 
 pytestmark = [
     pytest.mark.timeout(60),

@@ -10,215 +10,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import re
-import shutil
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from switchboard import config as config_mod
 from switchboard.router.dispatcher import DestinationState
-from switchboard.router.service import Router
 from tests.support.net import async_wait_until, free_port
-from tests.support.sipp import SCENARIOS
+from tests.support.router import (
+    admin_url,
+    both_active,
+    expect_scenario,
+    router_sections,
+    running_router,
+    uac_args,
+    uas_pair,
+    write_config,
+)
+from tests.support.sipp import SIPP, SippPeer
 
-SIPP = shutil.which("sipp")
 pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed"),
 ]
 
 
-class Sipp:
-    """One SIPp process."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, cwd: Path, name: str) -> None:
-        self.proc = proc
-        self.cwd = cwd
-        self.name = name
-
-    @classmethod
-    async def start(
-        cls, cwd: Path, scenario: str | Path, *args: str, ip: str = "127.0.0.1", port: int = 0
-    ) -> Sipp:
-        path = scenario if isinstance(scenario, Path) else SCENARIOS / scenario
-        argv = [
-            SIPP or "sipp",
-            "-sf",
-            str(path),
-            "-i",
-            ip,
-            "-p",
-            str(port or free_port(host=ip)),
-            "-nostdin",
-            "-trace_err",
-            "-trace_screen",
-            *args,
-        ]
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-        )
-        return cls(proc, cwd, path.stem)
-
-    async def wait(self, timeout: float = 30.0) -> int:
-        try:
-            return await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            self.kill()
-            await self.proc.wait()
-            raise AssertionError(
-                f"SIPp {self.name} did not finish within {timeout} s:\n{self.errors()}"
-            ) from None
-
-    def kill(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-
-    def received(self, method: str) -> int:
-        """How many ``method`` requests this SIPp received (its -trace_msg log)."""
-        n = 0
-        for f in self.cwd.glob(f"{self.name}_{self.proc.pid}_messages.log"):
-            n += len(
-                re.findall(rf"message received \[\d+\] bytes :\s*\n\s*\n{method} ", f.read_text())
-            )
-        return n
-
-    async def wait_received(self, method: str, count: int, timeout: float = 10.0) -> None:
-        await async_wait_until(
-            lambda: self.received(method) >= count,
-            timeout,
-            f"{self.name} to receive {count} {method}",
-        )
-        await asyncio.sleep(0.2)  # and not more
-        assert self.received(method) == count
-
-    def errors(self) -> str:
-        out = []
-        for f in self.cwd.glob(f"{self.name}_{self.proc.pid}_errors.log"):
-            out.append(f.read_text()[-3000:])
-        return "\n".join(out)
-
-    async def ok(self, timeout: float = 30.0) -> None:
-        rc = await self.wait(timeout)
-        assert rc == 0, f"SIPp {self.name} exited {rc}:\n{self.errors()}"
-
-
-def uac_args(
-    router_port: int, calls: int, rate: int = 20, *, transport: str = "u1", hold_ms: int = 0
-) -> list[str]:
-    return [
-        f"127.0.0.1:{router_port}",
-        "-s",
-        "echo",
-        "-m",
-        str(calls),
-        "-r",
-        str(rate),
-        "-d",
-        str(hold_ms),
-        "-t",
-        transport,
-        "-timeout",
-        "25s",
-    ]
-
-
-def expect_scenario(tmp: Path, code: int) -> Path:
-    path = tmp / f"router_uac_expect_{code}.xml"
-    path.write_text(
-        (SCENARIOS / "router_uac_expect.xml").read_text().replace("@EXPECT@", str(code))
-    )
-    return path
-
-
-def toml_value(v: Any) -> str:
-    return json.dumps(v)
-
-
-def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    lines = []
-    for name, keys in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in keys.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def router_sections(
-    port: int, destinations: list[str], **over: dict[str, Any]
-) -> dict[str, dict[str, Any]]:
-    sections: dict[str, dict[str, Any]] = {
-        "router": {
-            "listen": [f"udp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}"],
-            "admin": f"127.0.0.1:{free_port()}",
-            "drain_timeout": 5.0,
-        },
-        "dispatcher": {
-            "destinations": destinations,
-            "ping_interval": 0.5,
-            "ping_timeout": 1.0,
-            "probing_threshold": 2,
-            "inactive_threshold": 1,
-            "failover_timeout": 1.0,
-        },
-        "acl": {"allow": ["127.0.0.1"]},
-        "pike": {"sampling_time_unit": 1, "reqs_density_per_unit": 200, "ban_seconds": 60},
-    }
-    for name, keys in over.items():
-        sections.setdefault(name, {}).update(keys)
-    return sections
-
-
-@contextlib.asynccontextmanager
-async def running_router(tmp: Path, sections: dict[str, dict[str, Any]]) -> AsyncIterator[Router]:
-    path = write_config(tmp / "router.toml", sections)
-    router = Router(config_mod.load(path, environ={}), path)
-    await router.start()
-    try:
-        yield router
-    finally:
-        await router.stop()
-
-
-def admin_url(router: Router) -> str:
-    host, port = router.admin_address
-    return f"http://{host}:{port}"
-
-
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
-
-
-async def uas_pair(
-    tmp: Path,
-    scenario_a: str,
-    scenario_b: str,
-    *args_a: str,
-    transport: str = "u1",
-    args_b: tuple[str, ...] = (),
-) -> tuple[Sipp, Sipp, int, int]:
-    pa, pb = free_port(), free_port()
-    a = await Sipp.start(tmp, scenario_a, "-aa", "-trace_msg", "-t", transport, *args_a, port=pa)
-    b = await Sipp.start(tmp, scenario_b, "-aa", "-trace_msg", "-t", transport, *args_b, port=pb)
-    return a, b, pa, pb
-
-
-def both_active(router: Router) -> bool:
-    return all(
-        d.state is DestinationState.ACTIVE and d.latency_ms is not None
-        for d in router.proxy.dispatcher.destinations()
-    )
 
 
 # ---------------------------------------------------------------------------- calls
@@ -245,7 +70,7 @@ async def test_calls_complete_and_alternate(
             await async_wait_until(
                 lambda: both_active(router), what="both media nodes answering OPTIONS"
             )
-            uac = await Sipp.start(
+            uac = await SippPeer.start(
                 workdir, "router_uac.xml", *uac_args(rport, 8, transport=uac_transport)
             )
             await uac.ok()
@@ -271,7 +96,7 @@ async def test_failover_on_503(workdir: Path) -> None:
     try:
         async with running_router(workdir, sections) as router:
             await async_wait_until(lambda: both_active(router), what="probing")
-            uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 6))
+            uac = await SippPeer.start(workdir, "router_uac.xml", *uac_args(rport, 6))
             await uac.ok()  # the caller saw only the successful answers
             await busy.wait_received("INVITE", 3)  # 3 calls were tried on the busy node first...
             await busy.wait_received("ACK", 3)  # (the router ACKed its 503s hop-by-hop)
@@ -293,17 +118,17 @@ async def test_failover_on_killed_media_node_and_recovery_by_probing(workdir: Pa
             assert dest_a is not None
             a.kill()
             await a.proc.wait()
-            uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 6, rate=10))
+            uac = await SippPeer.start(workdir, "router_uac.xml", *uac_args(rport, 6, rate=10))
             await uac.ok()  # no failed call: timed-out branches failed over
             await async_wait_until(
                 lambda: dest_a.state is DestinationState.INACTIVE, what="dead node inactive"
             )
             # the media node comes back on the same port; probing makes it active again
-            a = await Sipp.start(workdir, "router_uas.xml", "-aa", "-trace_msg", port=pa)
+            a = await SippPeer.start(workdir, "router_uas.xml", "-aa", "-trace_msg", port=pa)
             await async_wait_until(
                 lambda: dest_a.state is DestinationState.ACTIVE, what="recovered node active"
             )
-            uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 4, rate=10))
+            uac = await SippPeer.start(workdir, "router_uac.xml", *uac_args(rport, 4, rate=10))
             await uac.ok()
             await a.wait_received("INVITE", 2)  # it takes its share of calls again
     finally:
@@ -318,7 +143,9 @@ async def test_cancel_before_answer(workdir: Path) -> None:
     try:
         async with running_router(workdir, sections) as router:
             await async_wait_until(lambda: both_active(router), what="probing")
-            uac = await Sipp.start(workdir, "router_uac_cancel.xml", *uac_args(rport, 4, rate=10))
+            uac = await SippPeer.start(
+                workdir, "router_uac_cancel.xml", *uac_args(rport, 4, rate=10)
+            )
             await uac.ok()  # 200 for CANCEL, 487 for the INVITE, at the caller
             for uas in (a, b):  # each UAS got the CANCEL and the router's ACK for its 487
                 await uas.wait_received("CANCEL", 2)
@@ -339,7 +166,7 @@ async def test_acl_rejects_calls_from_outside_with_403(workdir: Path) -> None:
     sections = router_sections(rport, [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"])
     try:
         async with running_router(workdir, sections) as router:
-            outsider = await Sipp.start(
+            outsider = await SippPeer.start(
                 workdir, expect_scenario(workdir, 403), *uac_args(rport, 3), ip="127.0.0.2"
             )
             await outsider.ok()
@@ -369,7 +196,9 @@ async def test_flood_from_one_source_is_blocked_while_carrier_continues(
     try:
         with caplog.at_level(logging.WARNING, logger="switchboard.router"):
             async with running_router(workdir, sections) as router:
-                carrier = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 20, rate=10))
+                carrier = await SippPeer.start(
+                    workdir, "router_uac.xml", *uac_args(rport, 20, rate=10)
+                )
                 sent = 0
                 for burst in range(30):  # 3,000 OPTIONS in ~1.5 s, bounded
                     for i in range(100):
@@ -411,7 +240,7 @@ async def test_malformed_oversized_and_tcp_garbage_do_not_disturb_calls(workdir:
     sections = router_sections(rport, [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"])
     try:
         async with running_router(workdir, sections) as router:
-            uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 20, rate=20))
+            uac = await SippPeer.start(workdir, "router_uac.xml", *uac_args(rport, 20, rate=20))
             loop = asyncio.get_running_loop()
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.bind(("127.0.0.1", 0))
@@ -484,7 +313,7 @@ async def test_admin_api_drain_reload_stats_metrics(workdir: Path) -> None:
             assert all(d["probe_latency_ms"] is not None for d in dests)
             # a long call on A (first in round-robin), then drain A: the call continues,
             # new calls go to B only
-            long_call = await Sipp.start(
+            long_call = await SippPeer.start(
                 workdir, "router_uac.xml", *uac_args(rport, 1, hold_ms=1500)
             )
             await async_wait_until(
@@ -497,7 +326,7 @@ async def test_admin_api_drain_reload_stats_metrics(workdir: Path) -> None:
             assert (await http.get("/destinations")).json()[0]["active_calls"] == 1
             stats = (await http.get("/stats")).json()
             assert stats["dialogs"] == 1 and stats["transactions"] >= 1
-            short = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 3))
+            short = await SippPeer.start(workdir, "router_uac.xml", *uac_args(rport, 3))
             await short.ok()
             await long_call.ok()  # its BYE still reached the drained node
             await a.wait_received("INVITE", 1)  # A had exactly its one call (and its BYE)
@@ -569,17 +398,19 @@ async def wait_http(url: str, timeout: float = 10.0) -> None:
 
 
 async def test_sigterm_drains_in_flight_and_refuses_new_invites(workdir: Path) -> None:
-    slow = await Sipp.start(workdir, "router_uas_slow.xml", "-aa", port=(pa := free_port()))
+    slow = await SippPeer.start(workdir, "router_uas_slow.xml", "-aa", port=(pa := free_port()))
     rport = free_port()
     sections = router_sections(rport, [f"sip:127.0.0.1:{pa}"], dispatcher={"failover_timeout": 3.0})
     proc = await start_cli(workdir, sections)
     try:
         await wait_http(f"http://{sections['router']['admin']}/health")
-        in_flight = await Sipp.start(workdir, expect_scenario(workdir, 200), *uac_args(rport, 1))
+        in_flight = await SippPeer.start(
+            workdir, expect_scenario(workdir, 200), *uac_args(rport, 1)
+        )
         await asyncio.sleep(0.5)  # ringing: the INVITE transaction is in flight
         proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.2)
-        refused = await Sipp.start(workdir, expect_scenario(workdir, 503), *uac_args(rport, 1))
+        refused = await SippPeer.start(workdir, expect_scenario(workdir, 503), *uac_args(rport, 1))
         await refused.ok(10)  # a new INVITE during the drain gets 503
         await in_flight.ok(10)  # the in-flight call got its 200
         rc = await asyncio.wait_for(proc.wait(), 10)
@@ -591,13 +422,13 @@ async def test_sigterm_drains_in_flight_and_refuses_new_invites(workdir: Path) -
 
 
 async def test_second_signal_forces_exit(workdir: Path) -> None:
-    slow = await Sipp.start(workdir, "router_uas_slow.xml", "-aa", port=(pa := free_port()))
+    slow = await SippPeer.start(workdir, "router_uas_slow.xml", "-aa", port=(pa := free_port()))
     rport = free_port()
     sections = router_sections(rport, [f"sip:127.0.0.1:{pa}"], router={"drain_timeout": 30.0})
     proc = await start_cli(workdir, sections)
     try:
         await wait_http(f"http://{sections['router']['admin']}/health")
-        caller = await Sipp.start(workdir, expect_scenario(workdir, 200), *uac_args(rport, 1))
+        caller = await SippPeer.start(workdir, expect_scenario(workdir, 200), *uac_args(rport, 1))
         await asyncio.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.2)
@@ -708,7 +539,8 @@ async def test_workers_share_the_port_and_keep_transactions_consistent(workdir: 
                 await asyncio.sleep(0.1)
             # calls from two carriers complete: each transaction stays on one worker
             uacs = [
-                await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 10)) for _ in range(2)
+                await SippPeer.start(workdir, "router_uac.xml", *uac_args(rport, 10))
+                for _ in range(2)
             ]
             for uac in uacs:
                 await uac.ok()

@@ -13,16 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_router_e2e import (
-    SIPP,
-    Sipp,
-    both_active,
-    router_sections,
-    running_router,
-    uac_args,
-    uas_pair,
-)
 from tests.support.net import async_wait_until, free_port
+from tests.support.router import both_active, router_sections, running_router, uac_args, uas_pair
+from tests.support.sipp import SIPP, SippPeer
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -70,7 +63,7 @@ def dual_stack(port: int, destinations: list[str]) -> dict[str, dict[str, object
     return sections
 
 
-def invites(sipp: Sipp) -> list[str]:
+def invites(sipp: SippPeer) -> list[str]:
     """The INVITE messages a SIPp with -trace_msg received, as text."""
     text = "".join(
         f.read_text() for f in sipp.cwd.glob(f"{sipp.name}_{sipp.proc.pid}_messages.log")
@@ -91,7 +84,9 @@ async def test_ipv6_carrier_reaches_ipv4_media_nodes(tmp_path: Path, transport: 
             )
             args = uac_args(rport, 20, rate=40, transport=transport)
             args[0] = f"[::1]:{rport}"
-            uac = await Sipp.start(tmp_path, "router_uac.xml", *args, ip="::1", port=free_port6())
+            uac = await SippPeer.start(
+                tmp_path, "router_uac.xml", *args, ip="::1", port=free_port6()
+            )
             await uac.ok()  # every call completed: INVITE, 200, ACK and BYE over the route set
             await a.wait_received("BYE", 10)
             await b.wait_received("BYE", 10)
@@ -110,7 +105,7 @@ async def test_ipv6_carrier_reaches_ipv4_media_nodes(tmp_path: Path, transport: 
 
 async def test_ipv6_media_node_from_ipv4_carrier(tmp_path: Path) -> None:
     pa = free_port6()
-    a = await Sipp.start(tmp_path, "router_uas.xml", "-aa", "-trace_msg", ip="::1", port=pa)
+    a = await SippPeer.start(tmp_path, "router_uas.xml", "-aa", "-trace_msg", ip="::1", port=pa)
     rport = free_port6()
     sections = dual_stack(rport, [f"sip:[::1]:{pa}"])
     try:
@@ -118,7 +113,7 @@ async def test_ipv6_media_node_from_ipv4_carrier(tmp_path: Path) -> None:
             await async_wait_until(
                 lambda: both_active(router), what="the IPv6 media node answering"
             )
-            uac = await Sipp.start(tmp_path, "router_uac.xml", *uac_args(rport, 5))
+            uac = await SippPeer.start(tmp_path, "router_uac.xml", *uac_args(rport, 5))
             await uac.ok()
             await a.wait_received("BYE", 5)
             msg = invites(a)[0]

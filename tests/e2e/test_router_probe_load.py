@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from switchboard.router.dispatcher import DestinationState
-from tests.e2e.test_router_e2e import Sipp, admin_url, router_sections, running_router, uac_args
-from tests.support.media import run_sipp, start_node
+from tests.support.media import start_node
 from tests.support.net import async_wait_until, free_port
+from tests.support.router import admin_url, router_sections, running_router, uac_args
+from tests.support.sipp import SippPeer, run_sipp
 
 pytestmark = [pytest.mark.timeout(60)]
 
@@ -21,8 +22,8 @@ pytestmark = [pytest.mark.timeout(60)]
 async def test_a_box_answering_404_to_probes_is_inactive_and_gets_no_calls(tmp_path: Path) -> None:
     workdir = tmp_path
     pa, pb = free_port(), free_port()
-    deaf = await Sipp.start(workdir, "options_404_uas.xml", "-trace_msg", port=pa)
-    good = await Sipp.start(workdir, "router_uas.xml", "-aa", "-trace_msg", port=pb)
+    deaf = await SippPeer.start(workdir, "options_404_uas.xml", "-trace_msg", port=pa)
+    good = await SippPeer.start(workdir, "router_uas.xml", "-aa", "-trace_msg", port=pb)
     rport = free_port()
     sections = router_sections(rport, [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"])
     try:
@@ -35,7 +36,7 @@ async def test_a_box_answering_404_to_probes_is_inactive_and_gets_no_calls(tmp_p
             async with httpx.AsyncClient(base_url=admin_url(router)) as http:
                 flags = {d["uri"]: d["flags"] for d in (await http.get("/destinations")).json()}
             assert flags == {f"sip:127.0.0.1:{pa}": "IP", f"sip:127.0.0.1:{pb}": "AP"}
-            uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 4))
+            uac = await SippPeer.start(workdir, "router_uac.xml", *uac_args(rport, 4))
             await uac.ok()
             await good.wait_received("INVITE", 4)
             assert deaf.received("INVITE") == 0
@@ -70,7 +71,7 @@ async def test_call_load_counts_the_calls_a_node_has_from_elsewhere(tmp_path: Pa
                 view = {d["uri"]: d for d in (await http.get("/destinations")).json()}
             assert view[d_busy.uri]["load"] == 2 and view[d_busy.uri]["active_calls"] == 0
             # two calls through the router: both go to the idle node (loads 2 vs 0, then 1)
-            uac = await Sipp.start(workdir, "router_uac.xml", *uac_args(rport, 2, hold_ms=500))
+            uac = await SippPeer.start(workdir, "router_uac.xml", *uac_args(rport, 2, hold_ms=500))
             await uac.ok()
             await async_wait_until(
                 lambda: len(idle_cdrs.records) == 2, what="calls on the idle node"
@@ -88,14 +89,14 @@ async def test_call_load_counts_the_calls_a_node_has_from_elsewhere(tmp_path: Pa
 async def test_unmatched_cancel_is_forwarded_to_the_hashed_node(tmp_path: Path) -> None:
     # §16.10: no transaction here; with algorithm 0 the Call-ID picks the INVITE's node
     pa = free_port()
-    node = await Sipp.start(tmp_path, "router_uas_cancel_481.xml", "-aa", "-trace_msg", port=pa)
+    node = await SippPeer.start(tmp_path, "router_uas_cancel_481.xml", "-aa", "-trace_msg", port=pa)
     rport = free_port()
     sections = router_sections(rport, [f"sip:127.0.0.1:{pa}"], dispatcher={"algorithm": 0})
     try:
         async with running_router(tmp_path, sections) as router:
             dest = router.proxy.dispatcher.destinations()[0]
             await async_wait_until(lambda: dest.latency_ms is not None, what="probed")
-            uac = await Sipp.start(tmp_path, "router_uac_stray_cancel.xml", *uac_args(rport, 1))
+            uac = await SippPeer.start(tmp_path, "router_uac_stray_cancel.xml", *uac_args(rport, 1))
             await uac.ok()  # the caller got a 481...
             await node.wait_received("CANCEL", 1)  # ...from the node, relayed statelessly
             assert dest.state is DestinationState.ACTIVE

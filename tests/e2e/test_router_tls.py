@@ -18,15 +18,9 @@ from pathlib import Path
 import pytest
 
 from switchboard.router.service import Router, StartError
-from tests.e2e.test_router_e2e import (
-    SIPP,
-    Sipp,
-    both_active,
-    router_sections,
-    running_router,
-    write_config,
-)
 from tests.support.net import async_wait_until, free_port
+from tests.support.router import both_active, router_sections, running_router, write_config
+from tests.support.sipp import SIPP, SippPeer
 from tests.support.tls_certs import Pki, make_pki
 
 pytestmark = [
@@ -168,7 +162,7 @@ async def test_tls_carrier_calls_through_the_router_to_a_udp_media_node(
     tmp_path: Path, pki: Pki
 ) -> None:
     uas_port = free_port()
-    uas = await Sipp.start(tmp_path, "router_uas.xml", "-aa", "-trace_msg", port=uas_port)
+    uas = await SippPeer.start(tmp_path, "router_uas.xml", "-aa", "-trace_msg", port=uas_port)
     port, tls_port = free_port(), free_port()
     sections = tls_sections(pki, port, tls_port, [f"sip:127.0.0.1:{uas_port}"])
     sections["security"] = {"topology_hiding": False}  # to see the Record-Route doubling

@@ -1,9 +1,8 @@
-"""Shared helpers for the media node e2e tests (no tests here).
+"""Shared helpers for the media node tests (no tests here; SIPp runners: tests.support.sipp).
 
-* :func:`free_port` — a free UDP port on 127.0.0.1 (never a well-known one).
+* :func:`free_even_range` — a free RTP port range for a node.
 * :class:`RtpPeer` — a test RTP socket: sends a tone (µ-law or A-law), keeps what it
   receives, measures the dominant frequency of the received audio.
-* :func:`run_sipp` — run a scenario from ``tests/data/sipp`` against a node, bounded in time.
 * :func:`start_node` — an in-process :class:`~switchboard.media.node.MediaNode` on free
   ports with a given dialplan/config overlay.
 """
@@ -11,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,9 +24,6 @@ from switchboard.media.node import MediaNode
 from switchboard.rtp.codec import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from switchboard.rtp.wav import WavError, decode_wav
 from tests.support.net import free_port
-
-SIPP_DIR = Path(__file__).resolve().parents[1] / "data" / "sipp"
-HAVE_SIPP = shutil.which("sipp") is not None
 
 
 def free_even_range(size: int = 400) -> tuple[int, int]:
@@ -118,68 +113,6 @@ class RtpPeer:
             self._sender.cancel()
         if self.transport is not None:
             self.transport.close()
-
-
-@dataclass
-class SippResult:
-    returncode: int
-    output: str
-    errors: str
-
-
-async def run_sipp(
-    scenario: str,
-    port: int,
-    workdir: Path,
-    *,
-    service: str,
-    keys: Mapping[str, str | int] | None = None,
-    calls: int = 1,
-    rate: float | None = None,
-    limit: int | None = None,
-    pause_ms: int = 1000,
-    timeout: float = 30.0,
-    extra: list[str] | None = None,
-    background: bool = False,
-) -> SippResult | asyncio.subprocess.Process:
-    """Run ``tests/data/sipp/<scenario>`` as a UAC against 127.0.0.1:``port``."""
-    err = workdir / f"{scenario}-{free_port()}-errors.log"
-    argv = [
-        "sipp", "-sf", str(SIPP_DIR / scenario), f"127.0.0.1:{port}",
-        "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
-        "-s", service, "-m", str(calls), "-d", str(pause_ms),
-        "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin",
-        "-trace_err", "-error_file", str(err),
-        "-key", "codecs", "0 8",
-    ]  # fmt: skip
-    for k, v in (keys or {}).items():
-        argv += ["-key", k, str(v)]
-    if rate is not None:
-        argv += ["-r", str(rate), "-rp", "1000"]
-    if limit is not None:
-        argv += ["-l", str(limit)]
-    argv += extra or []
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    if background:
-        return proc
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout + 10)
-    except TimeoutError:
-        proc.kill()
-        out, _ = await proc.communicate()
-    errors = err.read_text(errors="replace") if err.exists() else ""
-    return SippResult(proc.returncode or 0, out.decode(errors="replace"), errors)
-
-
-async def finish_sipp(proc: asyncio.subprocess.Process, timeout: float = 40.0) -> SippResult:
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        out, _ = await proc.communicate()
-    return SippResult(proc.returncode or 0, out.decode(errors="replace"), "")
 
 
 async def start_node(

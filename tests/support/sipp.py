@@ -1,19 +1,25 @@
-"""Free loopback ports and a bounded SIPp runner, shared by the e2e tests.
+"""SIPp, the third-party SIP peer of the e2e tests: every way a test drives it.
 
-``conftest.py`` exposes it as the ``sipp`` fixture.  Use from any e2e test::
+* :class:`Sipp` — the ``sipp`` fixture (``tests/conftest.py``): builds a bounded command
+  line in the test's directory and reads SIPp's statistics::
 
-    async def test_x(sipp: Sipp) -> None:
-        result = await sipp.arun("127.0.0.1:5099", scenario="uac", calls=5, rate=20)
-        assert result.returncode == 0, result
-        assert result.successful == 5
+      async def test_x(sipp: Sipp) -> None:
+          result = await sipp.arun("127.0.0.1:5099", scenario="uac", calls=5, rate=20)
+          assert result.returncode == 0, result
+          assert result.successful == 5
 
-``scenario`` is a built-in name (``uac``, ``uas``, ``regexp``, ``branchc``...,
-``-sn``) or a path to an XML file (``-sf``); ``transport`` is SIPp's ``-t`` value
-(``u1`` UDP one socket, ``t1`` TCP one connection, ``un``/``tn`` one per call).
-``run()`` blocks (the system under test lives in another process), ``arun()``
-awaits (the system under test runs in this test's event loop), ``start()`` leaves
-SIPp running in the background, e.g. as a UAS standing in for a media node.
-Every run is bounded by ``-timeout`` and by a hard kill a few seconds later.
+  ``scenario`` is a built-in name (``uac``, ``uas``, ``regexp``, ``branchc``...,
+  ``-sn``) or a path to an XML file (``-sf``); ``transport`` is SIPp's ``-t`` value
+  (``u1`` UDP one socket, ``t1`` TCP one connection, ``un``/``tn`` one per call).
+  ``run()`` blocks (the system under test lives in another process), ``arun()``
+  awaits (the system under test runs in this test's event loop), ``start()`` leaves
+  SIPp running in the background, e.g. as a UAS standing in for a media node.
+* :class:`SippPeer` — one SIPp process with its own arguments, awaited from the test's
+  event loop, counting the requests it received (the router tests' UAC and UAS).
+* :func:`run_sipp` / :func:`finish_sipp` — a media-node scenario from ``tests/data/sipp``
+  (``-key codecs`` and further keys) as a UAC, to completion or in the background.
+
+Every run is bounded by SIPp's ``-timeout`` or a wait with a deadline, and killed after it.
 """
 
 from __future__ import annotations
@@ -21,17 +27,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.support.net import free_port
+from tests.support.net import async_wait_until, free_port
 
 SIPP = shutil.which("sipp")
+HAVE_SIPP = SIPP is not None
 SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "sipp"
 HOST = "127.0.0.1"
 # SIPp's own timeout may be exceeded by its shutdown; the hard kill comes after this.
@@ -53,6 +61,11 @@ class SippResult:
         """A cumulative counter of the ``-trace_stat`` CSV, e.g. ``"SuccessfulCall(C)"``."""
         value = self.stats.get(column, "")
         return int(value) if value.strip().isdigit() else 0
+
+    @property
+    def output(self) -> str:
+        """What SIPp printed (stdout)."""
+        return self.stdout
 
     @property
     def successful(self) -> int:
@@ -224,3 +237,139 @@ class Sipp:
         for handle in self._background:
             with contextlib.suppress(Exception):
                 handle.stop(timeout=2.0)
+
+
+class SippPeer:
+    """One SIPp process driven from a test's event loop: started with a scenario file and
+    its own arguments, awaited for its exit code, its received requests counted from its
+    ``-trace_msg`` log (start it with ``-trace_msg`` for :meth:`received`)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, cwd: Path, name: str) -> None:
+        self.proc = proc
+        self.cwd = cwd
+        self.name = name
+
+    @classmethod
+    async def start(
+        cls, cwd: Path, scenario: str | Path, *args: str, ip: str = "127.0.0.1", port: int = 0
+    ) -> SippPeer:
+        path = scenario if isinstance(scenario, Path) else SCENARIOS / scenario
+        argv = [
+            SIPP or "sipp",
+            "-sf",
+            str(path),
+            "-i",
+            ip,
+            "-p",
+            str(port or free_port(host=ip)),
+            "-nostdin",
+            "-trace_err",
+            "-trace_screen",
+            *args,
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        return cls(proc, cwd, path.stem)
+
+    async def wait(self, timeout: float = 30.0) -> int:
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.kill()
+            await self.proc.wait()
+            raise AssertionError(
+                f"SIPp {self.name} did not finish within {timeout} s:\n{self.errors()}"
+            ) from None
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
+    def received(self, method: str) -> int:
+        """How many ``method`` requests this SIPp received (its -trace_msg log)."""
+        n = 0
+        for f in self.cwd.glob(f"{self.name}_{self.proc.pid}_messages.log"):
+            n += len(
+                re.findall(rf"message received \[\d+\] bytes :\s*\n\s*\n{method} ", f.read_text())
+            )
+        return n
+
+    async def wait_received(self, method: str, count: int, timeout: float = 10.0) -> None:
+        await async_wait_until(
+            lambda: self.received(method) >= count,
+            timeout,
+            f"{self.name} to receive {count} {method}",
+        )
+        await asyncio.sleep(0.2)  # and not more
+        assert self.received(method) == count
+
+    def errors(self) -> str:
+        out = []
+        for f in self.cwd.glob(f"{self.name}_{self.proc.pid}_errors.log"):
+            out.append(f.read_text()[-3000:])
+        return "\n".join(out)
+
+    async def ok(self, timeout: float = 30.0) -> None:
+        rc = await self.wait(timeout)
+        assert rc == 0, f"SIPp {self.name} exited {rc}:\n{self.errors()}"
+
+
+async def run_sipp(
+    scenario: str,
+    port: int,
+    workdir: Path,
+    *,
+    service: str,
+    keys: Mapping[str, str | int] | None = None,
+    calls: int = 1,
+    rate: float | None = None,
+    limit: int | None = None,
+    pause_ms: int = 1000,
+    timeout: float = 30.0,
+    extra: list[str] | None = None,
+    background: bool = False,
+) -> SippResult | asyncio.subprocess.Process:
+    """Run ``tests/data/sipp/<scenario>`` as a UAC against 127.0.0.1:``port`` — the media
+    node's scenarios, which take the offered codecs as ``-key codecs`` and further ``keys``;
+    ``background=True`` returns the process for :func:`finish_sipp`."""
+    err = workdir / f"{scenario}-{free_port()}-errors.log"
+    argv = [
+        "sipp", "-sf", str(SCENARIOS / scenario), f"127.0.0.1:{port}",
+        "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
+        "-s", service, "-m", str(calls), "-d", str(pause_ms),
+        "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin",
+        "-trace_err", "-error_file", str(err),
+        "-key", "codecs", "0 8",
+    ]  # fmt: skip
+    for k, v in (keys or {}).items():
+        argv += ["-key", k, str(v)]
+    if rate is not None:
+        argv += ["-r", str(rate), "-rp", "1000"]
+    if limit is not None:
+        argv += ["-l", str(limit)]
+    argv += extra or []
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    if background:
+        return proc
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout + 10)
+    except TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+    errors = err.read_text(errors="replace") if err.exists() else ""
+    return SippResult(
+        proc.returncode or 0, stdout=out.decode(errors="replace"), errors=errors, command=argv
+    )
+
+
+async def finish_sipp(proc: asyncio.subprocess.Process, timeout: float = 40.0) -> SippResult:
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+    return SippResult(proc.returncode or 0, stdout=out.decode(errors="replace"))

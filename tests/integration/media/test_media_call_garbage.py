@@ -30,9 +30,9 @@ from switchboard.media.node import MediaNode
 from switchboard.sdp import parse_sdp
 from switchboard.sip.message import Response
 from switchboard.sip.timers import TimerValues
-from tests.integration.media.test_media_sip import SDP, Peer, final, request
 from tests.support.media import RtpPeer, start_node
 from tests.support.net import async_wait_until
+from tests.support.sip_peer import SDP, Peer, final, request
 
 pytestmark = [pytest.mark.timeout(90)]
 
