@@ -34,7 +34,6 @@ from tests.support.platform_harness import (
 )
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(150),
     pytest.mark.skipif(shutil.which("sipp") is None, reason="Debian sip-tester missing"),
 ]

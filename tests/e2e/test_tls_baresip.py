@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_router_e2e import SIPP, Sipp, free_port, router_sections, running_router
 from tests.support.media import dominant_frequency, finished_wav, start_node
-from tests.support.net import async_wait_until as wait_until
+from tests.support.net import async_wait_until, free_port
+from tests.support.router import router_sections, running_router
+from tests.support.sipp import SIPP, SippPeer
 from tests.support.tls_certs import Pki, make_pki
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.timeout(120),
     pytest.mark.skipif(
         shutil.which("baresip") is None, reason="baresip (baresip-core) not installed"
@@ -101,7 +101,9 @@ async def test_baresip_over_tls_through_router_to_node_and_tls_gateway(tmp_path:
     rec = tmp_path / "rec" / "from-baresip.wav"
     # The carrier's edge: a second router that requires a client certificate from our CA.
     carrier_uas_port = free_port()
-    uas = await Sipp.start(tmp_path, "router_uas.xml", "-aa", "-trace_msg", port=carrier_uas_port)
+    uas = await SippPeer.start(
+        tmp_path, "router_uas.xml", "-aa", "-trace_msg", port=carrier_uas_port
+    )
     c_port, c_tls = free_port(), free_port()
     carrier = router_sections(c_port, [f"sip:127.0.0.1:{carrier_uas_port}"])
     carrier["router"]["listen"] = [f"udp:127.0.0.1:{c_port}", f"tls:127.0.0.1:{c_tls}"]
@@ -141,30 +143,30 @@ async def test_baresip_over_tls_through_router_to_node_and_tls_gateway(tmp_path:
                 ["baresip", "-f", str(tmp_path / "baresip"), "-v"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
-            await wait_until(lambda: _listening(port), 10, "baresip's ctrl_tcp")
+            await async_wait_until(lambda: _listening(port), 10, "baresip's ctrl_tcp")
             # 1. media both ways over a TLS-signalled call
             await ctrl(port, "dial", f"sip:rec@127.0.0.1:{e_tls};transport=tls")
             try:
-                await wait_until(lambda: len(cdrs.records) == 1, 20, "the call's CDR")
+                await async_wait_until(lambda: len(cdrs.records) == 1, 20, "the call's CDR")
             except AssertionError:
                 raise AssertionError(_tail(tmp_path / "baresip.log", log)) from None
             assert edge_router.tls is not None and edge_router.tls.handshakes >= 1
             pcm = await finished_wav(rec)
             assert len(pcm) > 8000 and abs(dominant_frequency(pcm) - BARESIP_TONE) < 20
-            await wait_until(lambda: len(list(snd.glob("dump-*-dec.wav"))) == 1, 10, "dump")
+            await async_wait_until(lambda: len(list(snd.glob("dump-*-dec.wav"))) == 1, 10, "dump")
             heard = await finished_wav(next(snd.glob("dump-*-dec.wav")))
             assert abs(dominant_frequency(heard) - 600) < 20
             # 2. out through a mutual-TLS gateway to the carrier's edge and its SIPp
             await ctrl(port, "dial", f"sip:out-5551234@127.0.0.1:{e_tls};transport=tls")
             await uas.wait_received("INVITE", 1, timeout=15)
-            await wait_until(lambda: bool(node.switch.sessions) and all(
+            await async_wait_until(lambda: bool(node.switch.sessions) and all(
                 s.bridged_to is not None for s in node.switch.sessions), 15, "the bridge")  # fmt: skip
             await ctrl(port, "hangup")
             await uas.wait_received("BYE", 1, timeout=15)
             assert carrier_router.tls is not None
             assert carrier_router.tls.handshakes >= 1 and carrier_router.tls.handshake_failures == 0
             assert carrier_router.proxy.stats.requests.get("INVITE") == 1
-            await wait_until(lambda: len(cdrs.records) == 3, 15, "the bridged call's CDRs")
+            await async_wait_until(lambda: len(cdrs.records) == 3, 15, "the bridged call's CDRs")
     finally:
         if proc is not None:
             proc.terminate()
