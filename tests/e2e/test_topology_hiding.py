@@ -10,17 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_router_e2e import (
-    SCENARIOS,
-    SIPP,
-    Sipp,
-    both_active,
-    router_sections,
-    running_router,
-    uac_args,
-)
 from tests.support.media import start_node
 from tests.support.net import async_wait_until, free_port
+from tests.support.router import both_active, router_sections, running_router, uac_args
+from tests.support.sipp import SCENARIOS, SIPP, SippPeer
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -28,7 +21,7 @@ pytestmark = [
 ]
 
 
-def received_messages(sipp: Sipp) -> list[str]:
+def received_messages(sipp: SippPeer) -> list[str]:
     text = "".join(
         f.read_text() for f in sipp.cwd.glob(f"{sipp.name}_{sipp.proc.pid}_messages.log")
     )
@@ -59,12 +52,12 @@ async def test_carrier_sees_only_the_router_on_every_message(tmp_path: Path) -> 
             # 1. the carrier hangs up (its ACK and BYE go to the router's Contact)
             args = uac_args(rport, 3, rate=10, hold_ms=200)
             args[args.index("echo")] = "hold"
-            caller = await Sipp.start(tmp_path, "router_uac.xml", "-trace_msg", *args)
+            caller = await SippPeer.start(tmp_path, "router_uac.xml", "-trace_msg", *args)
             await caller.ok()
             # 2. the media node hangs up (its BYE reaches the carrier through the router)
             args = uac_args(rport, 3, rate=10)
             args[args.index("echo")] = "short"
-            callee = await Sipp.start(
+            callee = await SippPeer.start(
                 tmp_path, SCENARIOS / "router_uac_wait_bye.xml", "-trace_msg", *args
             )
             await callee.ok()
