@@ -143,7 +143,8 @@ class Subscription:
     names: set[str] = field(default_factory=set)
     subclasses: set[str] = field(default_factory=set)
     filters: list[Filter] = field(default_factory=list)
-    session_uuid: str | None = None
+    session_uuid: str | None = None  # the controlled channel (myevents, or outbound mode)
+    only_session: bool = False  # myevents: that channel's events only
 
     @property
     def active(self) -> bool:
@@ -231,6 +232,7 @@ class Subscription:
     def bind_session(self, uuid: str, fmt: str | None) -> None:
         """``myevents <uuid>``: the fixed channel set, only that channel."""
         self.session_uuid = uuid
+        self.only_session = True
         self.names.update(MYEVENTS_SET)
         if fmt is not None:
             self.fmt = fmt
@@ -247,7 +249,7 @@ class Subscription:
             send = not subclass or subclass in self.subclasses
         else:
             return False
-        if self.session_uuid is not None:
+        if self.only_session:
             headers = event.headers
             if name == "BACKGROUND_JOB":
                 send = headers.get("Job-Owner-UUID") == self.session_uuid

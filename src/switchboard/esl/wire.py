@@ -248,3 +248,45 @@ def linger_notice(controlled_uuid: str, channel_name: str, linger_time: int | No
         f"Linger-Time: {lt}\n"
         "Content-Length: 0\n\n"
     ).encode("ascii")
+
+
+def connect_reply(channel_headers: Mapping[str, str], *, async_mode: bool, full: bool) -> bytes:
+    """The answer to ``connect`` in outbound mode (mod_event_socket.c:2022-2047): a
+    serialised CHANNEL_DATA event, not a command/reply frame — the channel's headers, then
+    at the bottom ``Content-Type: command/reply``, ``Reply-Text: +OK\n`` (URL-encoded like
+    every value: ``%2BOK%0A``), ``Socket-Mode`` and ``Control``; one blank line, no
+    Content-Length. Clients key on that shape (modesl: a command/reply whose Event-Name is
+    CHANNEL_DATA; go-eventsocket: URL-decodes when Reply-Text starts with ``%``)."""
+    headers = {k: v for k, v in channel_headers.items() if k not in ("Content-Type", "Reply-Text")}
+    headers["Content-Type"] = "command/reply"
+    headers["Reply-Text"] = "+OK\n"
+    headers["Socket-Mode"] = "async" if async_mode else "static"
+    headers["Control"] = "full" if full else "single-channel"
+    return plain_event(headers)
+
+
+def log_data(
+    text: str,
+    level: int,
+    *,
+    file: str = "",
+    func: str = "",
+    line: int = 0,
+    user_data: str = "",
+    channel: int = 0,
+) -> bytes:
+    """A ``log/data`` frame (mod_event_socket.c read_packet): the log line as the body,
+    its level (0-7), source file, function and line and the channel uuid (``User-Data``)
+    as headers. Only ever sent to a connection that asked with ``log <level>``."""
+    raw = text.encode("utf-8", "surrogateescape")
+    return (
+        "Content-Type: log/data\n"
+        f"Content-Length: {len(raw)}\n"
+        f"Log-Level: {level}\n"
+        f"Text-Channel: {channel}\n"
+        f"Log-File: {_clean_reply(file) if file else ''}\n"
+        f"Log-Func: {_clean_reply(func) if func else ''}\n"
+        f"Log-Line: {line}\n"
+        f"User-Data: {_clean_reply(user_data) if user_data else ''}\n"
+        "\n"
+    ).encode("utf-8", "surrogateescape") + raw

@@ -1019,7 +1019,7 @@ class Switch:
             cmd: Command | None = None
             if not s.queue.empty():
                 cmd = s.queue.get_nowait()
-            elif s.apps:
+            elif s.apps and not s.parked:  # parked (park, socket): the dialplan waits
                 app, arg = s.apps.pop(0)
                 cmd = Command(app, arg)
             elif s.parked:
@@ -1062,6 +1062,14 @@ class Switch:
             return []
         s.channel.set_var("dialplan_rule", match.rule)
         return list(match.apps)
+
+    async def run_command(self, s: Session, cmd: Command) -> None:
+        """Run one queued command (all its loops) from inside a running application — the
+        ``socket`` application runs its program's ``sendmsg`` queue this way."""
+        for _ in range(cmd.loops):
+            await self._exec_one(s, cmd)
+            if s.is_hungup:
+                break
 
     async def _exec_one(self, s: Session, cmd: Command) -> None:
         from switchboard.media.dialplan import expand_vars

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import ssl
 import time
 from collections import deque
@@ -78,13 +79,14 @@ from switchboard.esl.framing import (
     FramingError,
     PacketReader,
 )
+from switchboard.esl.outbound import SocketTargetError, parse_socket_target
 from switchboard.esl.output import (
     format_uptime,
 )
 from switchboard.esl.subscription import Subscription, event_id
 from switchboard.media.api_commands import ApiCommands
 from switchboard.media.causes import Cause, parse_cause
-from switchboard.media.core import VERSION, NoSuchChannel, Switch, new_uuid
+from switchboard.media.core import VERSION, NoSuchChannel, Session, Switch, new_uuid
 from switchboard.media.events import Event
 from switchboard.media.loopback import LoopbackChannels
 
@@ -97,6 +99,7 @@ HEARTBEAT_INTERVAL = 20.0  # seconds, event-heartbeat-interval (switch_core.c:18
 MAX_LOST = 500  # MAX_MISSED, mod_event_socket.c:386-410
 WRITE_BATCH = 256 * 1024  # bytes of queued events coalesced into one transport write
 KILL_GRACE = 2.0  # seconds a killed listener's last bytes may take before the socket is reset
+CONNECT_TIMEOUT = 5.0  # seconds to reach an outbound (socket application) program
 UNAUTH_MAX_BODY = 64 * 1024  # a body before auth is never legitimate: keep it small
 # FreeSWITCH log levels for ``log <level>`` (switch_log.c).
 LOG_LEVELS = {
@@ -159,6 +162,23 @@ class _Closed(Exception):
     """The connection is finished; leave the command loop."""
 
 
+# Commands of an outbound connection without ``full`` (mod_event_socket.c parse_command).
+_SINGLE_CHANNEL = (
+    Exit, FilterAdd, FilterDelete, FilterSyntaxError, Resume, Connect, GetVar, MyEvents,
+    DivertEvents, SendMsg,
+)  # fmt: skip
+
+
+def _true(value: str | None) -> bool:
+    """switch_true: yes/on/true/t/enabled/allow, or a non-zero number."""
+    if value is None:
+        return False
+    v = value.strip().lower()
+    return v in ("yes", "on", "true", "t", "enabled", "enable", "allow") or (
+        v.lstrip("-").isdigit() and int(v) != 0
+    )
+
+
 @dataclass(eq=False)
 class EslConnection:
     """One client connection: the command loop plus the event writer."""
@@ -177,6 +197,13 @@ class EslConnection:
     session_channel_name: str = ""
     queue: deque[bytes | _SessionEnded] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # outbound mode (the ``socket`` application): we connected to the program
+    outbound: bool = False
+    full: bool = True  # outbound without ``full``: the single-channel command set only
+    async_mode: bool = True  # outbound without ``async``: sendmsg waits for its application
+    resume: bool = False  # ``resume``: the dialplan continues when the program leaves
+    seen_packet: bool = False
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         st = self.server.settings
@@ -292,9 +319,12 @@ class EslConnection:
         writer_task = loop.create_task(self._write_events())
         deadline = loop.time() + self.server.settings.auth_timeout
         try:
-            self.writer.write(wire.AUTH_REQUEST)
+            if not self.outbound:  # we dialled out: the connection is pre-authenticated
+                self.writer.write(wire.AUTH_REQUEST)
             while not self.closing:
-                timeout = None if self.authenticated else deadline - loop.time()
+                # the first packet (auth, or connect in outbound mode) within auth_timeout
+                waiting = not (self.authenticated and self.seen_packet)
+                timeout = deadline - loop.time() if waiting else None
                 if timeout is not None and timeout <= 0:
                     log.info(
                         "ESL %s: no auth within %.0fs, closing",
@@ -315,6 +345,7 @@ class EslConnection:
                 except FramingError as exc:
                     packets, error = exc.packets, exc
                 for packet in packets:
+                    self.seen_packet = True
                     self.busy = True
                     try:
                         await self.handle(parse_command(packet), packet.command)
@@ -346,6 +377,9 @@ class EslConnection:
         if not self.authenticated:
             await self._handle_unauthenticated(cmd)
             return
+        if self.outbound and not self.full and not isinstance(cmd, _SINGLE_CHANNEL):
+            self.reply("-ERR command not found")  # socket without ``full`` (§1.7)
+            return
         match cmd:
             case Exit():
                 self.reply("+OK bye")
@@ -374,6 +408,8 @@ class EslConnection:
                 self.reply("-ERR invalid syntax")
             case MyEvents(uuid=uuid, fmt=fmt):
                 self.reply(self._myevents(uuid, fmt))
+            case Connect() if self.outbound:
+                self._connect()
             case Linger(seconds=seconds):
                 if self.sub.session_uuid is None:
                     self.reply("-ERR not controlling a session")
@@ -405,9 +441,14 @@ class EslConnection:
                 )
                 self.reply(value or "-ERR command not found")
             case Resume():
-                self.reply("+OK" if self.sub.session_uuid else "-ERR command not found")
+                if self.sub.session_uuid:
+                    self.resume = True
+                    self.server.switch.setvar(self.sub.session_uuid, "socket_resume", "true")
+                    self.reply("+OK")
+                else:
+                    self.reply("-ERR command not found")
             case SendMsg():
-                self.reply(self._sendmsg(cmd))
+                self.reply(await self._sendmsg(cmd))
             case SendEvent(name=name, headers=headers, body=body):
                 self.reply(self._sendevent(name, headers, body))
             case Log(level=level):
@@ -451,8 +492,12 @@ class EslConnection:
             await self.writer.drain()
 
     def _myevents(self, uuid: str | None, fmt: str | None) -> str:
-        if self.sub.session_uuid is not None:
+        if self.sub.only_session:
             return "-ERR aready enabled."  # (sic) mod_event_socket.c:2063-2139
+        if self.outbound and self.sub.session_uuid is not None:
+            # outbound: the channel we were started for (a uuid given is not looked at)
+            self.sub.bind_session(self.sub.session_uuid, fmt)
+            return "+OK Events Enabled"
         if not uuid:
             return "-ERR invalid uuid"
         channel = self.server.switch.channel(uuid)
@@ -462,29 +507,70 @@ class EslConnection:
         self.session_channel_name = channel.name
         return "+OK Events Enabled"
 
-    def _sendmsg(self, cmd: SendMsg) -> str:
+    async def _sendmsg(self, cmd: SendMsg) -> str:
+        """``sendmsg [<uuid>]`` (switch_ivr_parse_event; mod_event_socket.c:2180-2233).
+
+        ``execute`` queues the application on the channel; every queued application runs
+        after the previous one has finished, in order — FreeSWITCH guarantees that only with
+        ``event-lock: true``. The reply comes at once, except on an outbound connection
+        without ``async`` (and without an ``async: true`` header), where it waits for the
+        application to finish. ``hangup`` ends the call at once, unless it carries
+        ``event-lock`` or an event-locked application of this channel is still queued or
+        running: then it waits its turn like an application.
+        """
         sw = self.server.switch
         uuid = cmd.uuid or self.sub.session_uuid
         if not uuid or sw.channel(uuid) is None:
             return f"-ERR invalid session id [{uuid or ''}]"
         command = (cmd.header("call-command") or "").lower()
+        own = self.outbound and uuid == self.sub.session_uuid
+        wait = own and not self.async_mode and not _true(cmd.header("async"))
+        locked = _true(cmd.header("event-lock")) or _true(cmd.header("event-lock-pri"))
+        session = sw.session(uuid)
+        pending: set[asyncio.Future[str]] = (
+            session.data.setdefault("esl_locked", set()) if session is not None else set()
+        )
         try:
             if command == "execute":
                 app = cmd.header("execute-app-name") or ""
                 arg = cmd.header("execute-app-arg") or cmd.body
                 loops = cmd.header("loops") or "1"
-                sw.execute(
+                fut = sw.execute(
                     uuid,
                     app,
                     arg,
                     event_uuid=cmd.header("event-uuid"),
                     loops=int(loops) if loops.isdigit() else 1,
                 )
+                if locked:
+                    pending.add(fut)
+                    fut.add_done_callback(pending.discard)
+                if wait:
+                    await fut
             elif command == "hangup":
-                sw.hangup(uuid, parse_cause(cmd.header("hangup-cause"), Cause.NORMAL_CLEARING))
+                cause = cmd.header("hangup-cause") or "NORMAL_CLEARING"
+                if locked or pending:
+                    fut = sw.execute(uuid, "hangup", cause)
+                    if wait:
+                        await fut
+                else:
+                    sw.hangup(uuid, parse_cause(cause, Cause.NORMAL_CLEARING))
+            elif command:
+                log.warning("ESL %s: sendmsg call-command %r is not supported", self.peer, command)
         except NoSuchChannel:
             return f"-ERR invalid session id [{uuid}]"
         return "+OK"
+
+    def _connect(self) -> None:
+        """Outbound ``connect``: the channel's data as a serialised CHANNEL_DATA event."""
+        sw = self.server.switch
+        uuid = self.sub.session_uuid or ""
+        channel = sw.channel(uuid)
+        headers: dict[str, str] = {}
+        if channel is not None:
+            headers = dict(sw.make_event("CHANNEL_DATA", channel=channel).headers)
+        self.writer.write(wire.connect_reply(headers, async_mode=self.async_mode, full=self.full))
+        self.connected.set()
 
     def _sendevent(self, name: str, headers: tuple[tuple[str, str], ...], body: str) -> str:
         sw = self.server.switch
@@ -533,6 +619,8 @@ class EventSocketServer:
         self._networks = [ipaddress.ip_network(n, strict=False) for n in self.settings.allow]
         if "loopback" not in switch.endpoints:  # originate loopback/<exten> (mod_loopback)
             switch.endpoints["loopback"] = LoopbackChannels(switch)
+        # the ``socket`` dialplan application belongs to the Event Socket (mod_event_socket)
+        switch.apps.setdefault("socket", self.socket_app)
         self._started_at = time.monotonic()
 
     @property
@@ -614,6 +702,123 @@ class EventSocketServer:
             self.connections.discard(conn)
             if task is not None:
                 self._handlers.discard(task)
+
+    # --- outbound mode: the ``socket`` application ------------------------------------
+
+    async def socket_app(self, s: Session, arg: str) -> str | None:
+        """``socket HOST[:PORT][|HOST[:PORT]…] [async] [full]``: hand the call to a program.
+
+        We connect to the program (hosts tried in order, CONNECT_TIMEOUT each), which then
+        speaks the Event Socket from the other side: pre-authenticated, its first command
+        (normally ``connect``) within ``auth_timeout``. Once connected the channel is parked
+        under the program's control: applications it sends with ``sendmsg`` run in order.
+        When the program leaves (``exit``, closing the socket, dying) the application that
+        is running finishes, queued ones still run, then the call ends NORMAL_CLEARING —
+        or, after ``resume`` (or with the variable ``socket_resume=true``), the dialplan
+        continues after ``socket``. A program that cannot be reached leaves the call to the
+        next dialplan action (``socket`` completes with ``-ERR``).
+        """
+        try:
+            target = parse_socket_target(arg)
+        except SocketTargetError as exc:
+            log.error("channel %s: %s", s.uuid, exc)
+            return f"-ERR {exc}"
+        sw = self.switch
+        ch = s.channel
+        opened: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        errors = []
+        for host, port in target.hosts:
+            ch.set_var("socket_host", host)
+            try:
+                opened = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), CONNECT_TIMEOUT
+                )
+                break
+            except (OSError, TimeoutError) as exc:
+                errors.append(
+                    f"{host}:{port}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else 'timeout'}"
+                )
+        if opened is None:
+            log.error(
+                "channel %s: socket: cannot reach the program (%s)", s.uuid, "; ".join(errors)
+            )
+            return "-ERR Socket Error: " + "; ".join(errors)
+        reader, writer = opened
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        writer.transport.set_write_buffer_limits(high=self.settings.write_buffer_limit)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        conn = EslConnection(
+            self,
+            reader,
+            writer,
+            peer=f"outbound {peer[0]}:{peer[1]}",
+            authenticated=True,
+            outbound=True,
+            full=target.full,
+            async_mode=target.async_mode,
+        )
+        conn.packets.max_body_bytes = self.settings.max_body_bytes
+        conn.sub.session_uuid = s.uuid
+        conn.session_channel_name = ch.name
+        self.connections.add(conn)
+        task = asyncio.get_running_loop().create_task(self._run_outbound(conn, s))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+        log.info("channel %s: socket connected to %s:%s", s.uuid, peer[0], peer[1])
+        connected = asyncio.ensure_future(conn.connected.wait())
+        ended = asyncio.ensure_future(s.ended.wait())
+        try:
+            await asyncio.wait({connected, ended, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+            ended.cancel()
+        if s.is_hungup or task.done():
+            return self._after_program(s, conn)
+        # Parked under the program's control (socket_function's switch_ivr_park): the
+        # applications it queues run here, one after another, until it leaves.
+        s.parked = True
+        sw._fire("CHANNEL_PARK", s)
+        while not s.is_hungup and s.parked and not task.done():
+            getter = asyncio.ensure_future(s.queue.get())
+            ended = asyncio.ensure_future(s.ended.wait())
+            try:
+                await asyncio.wait({getter, ended, task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+                if not getter.done():
+                    getter.cancel()
+            if getter.done() and not getter.cancelled():
+                await sw.run_command(s, getter.result())
+        # the program has gone: what it queued still runs (switch_ivr_parse_all_events)
+        while not s.is_hungup and not s.queue.empty():
+            await sw.run_command(s, s.queue.get_nowait())
+        return self._after_program(s, conn)
+
+    async def _run_outbound(self, conn: EslConnection, s: Session) -> None:
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+
+    def _after_program(self, s: Session, conn: EslConnection) -> str | None:
+        """The program has gone: the call leaves its control (see :meth:`socket_app`)."""
+        if s.parked:
+            s.parked = False
+            self.switch._fire("CHANNEL_UNPARK", s)
+        if s.is_hungup:
+            return None
+        resume = conn.resume or _true(s.channel.variables.get("socket_resume"))
+        log.info(
+            "channel %s: the socket program left; %s",
+            s.uuid,
+            "the dialplan continues" if resume else "the call ends",
+        )
+        if not resume:
+            s.apps.clear()  # nothing left to run: the channel hangs up NORMAL_CLEARING
+        return None
 
     def _on_event(self, event: Event) -> None:
         if not self.connections:

@@ -97,7 +97,7 @@ class EslClient:
                     return frame
                 skipped.append(frame)
         finally:
-            self.pending = skipped + self.pending
+            self.pending = self.pending + skipped  # older frames first
 
     async def _read_raw(self, timeout: float) -> Frame:
         saved, self.pending = self.pending, []
