@@ -89,7 +89,18 @@ OUTSIDE_REFERENCE = re.compile(
     + r"ference:?\s+(?:\S+\s+)?§"  # "<that word> §4.3", "<that word> x.md §1"
     + r"|\bDESIGN\s*§|\bSTYLE\s*§"
 )
-SCANNED = ["src", "tests", "bench", "docs", "deploy", "README.md", "Makefile", "CHANGELOG.md"]
+SCANNED = [
+    "src",
+    "tests",
+    "bench",
+    "docs",
+    "deploy",
+    "README.md",
+    "Makefile",
+    "CHANGELOG.md",
+    ".ci",
+    "pyproject.toml",
+]
 SKIPPED_PARTS = {".venv", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
 BINARY_SUFFIXES = {".wav", ".pcap", ".png", ".jpg", ".gz", ".pyc", ".so", ".der", ".p12"}
 
