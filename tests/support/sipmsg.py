@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from switchboard.router import wire
+from switchboard.sip import fastpath as wire
 
 ROUTER = "127.0.0.1:5060"
 

@@ -2,7 +2,8 @@
 
 Modules, from the wire up:
 
-* :mod:`~switchboard.router.wire` — the proxy's byte-level view of a SIP message (pure);
+* :mod:`~switchboard.sip.fastpath` (in the SIP core) — the proxy's byte-level view of a SIP
+  message, one grammar with :mod:`switchboard.sip.message` (pure);
 * :mod:`~switchboard.router.dispatcher` — list file, destination sets, algorithms 0/4/8/9/10,
   OPTIONS probing state machine (pure, timers as data);
 * :mod:`~switchboard.router.protection` — IP allow-list and pike-style flood detection (pure);

@@ -52,10 +52,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from switchboard.router import wire
 from switchboard.router.dispatcher import Destination, Dispatcher, ProbeRequest, StateChanged
 from switchboard.router.protection import Acl, AuthBans, Pike, ScannerFilter, Verdict
-from switchboard.router.wire import BadMessage, Message, Via
+from switchboard.sip import fastpath as wire
+from switchboard.sip.fastpath import BadMessage, Message, Via
 
 log = logging.getLogger(__name__)
 
@@ -470,16 +470,12 @@ class Proxy:
         """One datagram or one framed stream message from ``src``."""
         if not data.strip(b"\r\n"):
             return []  # CRLF keep-alive (RFC 5626 §4.4.1); the adapter answers pings
-        if data.startswith(b"SIP/2.0 "):
-            # Fast path for the common response (1xx/2xx to a branch of ours): three
-            # regex scans and one slice instead of a full parse.
-            q = wire.quick_response(data)
-            if q is not None:
-                br = self.branches.get(q.branch)
-                if br is not None:
-                    return self._on_branch_response(q, br, now)
         try:
             m = wire.parse(data, stream=transport != "udp")
+            if not m.method:
+                # A response is relayed only when the full parser would accept it too
+                # (requests are checked in _on_request, after the flood check).
+                wire.validate(m)
         except BadMessage as exc:
             self.stats.bad_messages += 1
             return self._reply_unparsable(data, exc, transport, src, conn)
@@ -501,7 +497,8 @@ class Proxy:
         m = Message()
         end = data.find(b"\r\n\r\n")
         lines = (data if end < 0 else data[:end]).split(b"\r\n")
-        if not lines or lines[0].count(b" ") != 2 or not lines[0].endswith(b"SIP/2.0"):
+        request_line = lines[0].count(b" ") == 2 and lines[0].upper().endswith(b"SIP/2.0")
+        if not request_line and exc.status != 505:  # 505: another SIP-Version, answerable
             return []
         m.lines = lines
         for i, line in enumerate(lines[1:], 1):
@@ -555,7 +552,7 @@ class Proxy:
             if verdict.verdict is not Verdict.ALLOW:
                 return self._flooding(m, verdict, transport, src, conn)
         try:
-            wire.check_mandatory(m)
+            wire.validate(m)
             via = Via(m.top_via())
         except BadMessage as exc:
             self.stats.bad_messages += 1
@@ -607,7 +604,7 @@ class Proxy:
             return []
         self.stats.pike_rejects += 1
         try:
-            wire.check_mandatory(m)
+            wire.validate(m)
             via = Via(m.top_via())
         except BadMessage:
             return []
@@ -1025,9 +1022,7 @@ class Proxy:
             return self._stateless_response(m, via)
         return self._on_branch_response(m, br, now)
 
-    def _on_branch_response(
-        self, m: Message | wire.QuickResponse, br: Branch, now: float
-    ) -> list[Send]:
+    def _on_branch_response(self, m: Message, br: Branch, now: float) -> list[Send]:
         """§16.7 for a response that matched one of our client branches."""
         if m.cseq_method != br.method:
             if m.cseq_method == b"CANCEL":
@@ -1047,7 +1042,6 @@ class Proxy:
         if br.final:
             # A retransmitted final: re-ACK a non-2xx, pass a 2xx on (the UAC ACKs it).
             if status >= 300:
-                assert isinstance(m, Message)  # the fast path stops at 299
                 return [self._ack_for(br, m)] if br.is_invite else []
             if br.is_invite and 200 <= br.final < 300:
                 return self._upstream(txn, self._strip(m), status, count=True)
@@ -1067,7 +1061,6 @@ class Proxy:
             elif txn.method == b"BYE":
                 self._end_dialog(txn.call_id)
             return self._upstream(txn, data, status, count=True)
-        assert isinstance(m, Message)  # the fast path stops at 299
         if status in _AUTH_FAILED and _has_credentials(txn):
             self._auth_failed(txn, now)
         out: list[Send] = [self._ack_for(br, m)] if br.is_invite else []
@@ -1084,9 +1077,7 @@ class Proxy:
             return out + self._next_destination(txn, now)
         return out + self._finish(txn, 0, None, now)
 
-    def _provisional(
-        self, br: Branch, txn: ServerTxn, m: Message | wire.QuickResponse, now: float
-    ) -> list[Send]:
+    def _provisional(self, br: Branch, txn: ServerTxn, m: Message, now: float) -> list[Send]:
         out: list[Send] = []
         first = not br.responded
         br.responded = True
@@ -1111,10 +1102,8 @@ class Proxy:
                 self._ringing[br] = None
         return out
 
-    def _strip(self, m: Message | wire.QuickResponse) -> bytes:
+    def _strip(self, m: Message) -> bytes:
         """§16.7 step 3: remove the topmost Via (ours)."""
-        if isinstance(m, wire.QuickResponse):
-            return m.strip_top_via()
         i = m.vias[0]
         if b"," in m.lines[i]:
             _, rest = wire.first_value(m.value(i))

@@ -38,7 +38,6 @@ from switchboard.net.tcp import TcpTransport
 from switchboard.net.tls import TlsConfigError, TlsFiles, client_context, server_context
 from switchboard.net.udp import unbracket
 from switchboard.observability.loop_lag import LoopLagMonitor
-from switchboard.router import wire
 from switchboard.router.admin import create_app
 from switchboard.router.dispatcher import (
     DestinationSpec,
@@ -53,6 +52,7 @@ from switchboard.router.dispatcher import (
 from switchboard.router.metrics import LatencyHistogram, make_registry
 from switchboard.router.protection import Acl, AddressList, AuthBans, Pike, ScannerFilter
 from switchboard.router.proxy import Interface, Proxy, ProxySettings, Send, default_resolve
+from switchboard.sip import fastpath as wire
 from switchboard.sip.transaction import Peer
 
 log = logging.getLogger(__name__)
@@ -678,7 +678,7 @@ class Router:
         retransmission of a call it accepted, or unparsable: its job to answer)."""
         try:
             m = wire.parse(data)
-            wire.check_mandatory(m)
+            wire.validate(m)
             via = wire.Via(m.top_via())
         except wire.BadMessage:
             return False

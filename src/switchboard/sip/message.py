@@ -28,6 +28,7 @@ from typing import Any
 from switchboard.sip.errors import SipParseError, VersionNotSupported
 from switchboard.sip.headers import (
     _KEYS,
+    CANONICAL_NAMES,
     KNOWN_METHODS,
     CSeq,
     Headers,
@@ -126,10 +127,7 @@ class Message:
         c = self.headers.cache
         v = c.get("call_id")
         if v is None:
-            v = self._required("call-id")
-            if not v or " " in v or "\t" in v:
-                raise SipParseError(f"bad Call-ID {v!r}")
-            c["call_id"] = v
+            v = c["call_id"] = check_call_id(self._required("call-id"))
         return v
 
     @property
@@ -206,12 +204,7 @@ class Message:
             if "max-forwards" not in self.headers._keys:
                 v = None
             else:
-                raw = self._required("max-forwards")
-                if not raw.isdigit() or not raw.isascii():
-                    raise SipParseError(f"bad Max-Forwards {raw!r}")
-                v = int(raw) if len(raw) < 6 else 1 << 20
-                if v > 255:
-                    raise SipParseError(f"Max-Forwards out of range {raw!r}")
+                v = check_max_forwards(self._required("max-forwards"))
             c["max_forwards"] = v
         return v
 
@@ -280,11 +273,7 @@ class Message:
         ct = self.headers.get("content-type")
         if ct is None:
             return None
-        base = ct.split(";", 1)[0].strip().lower()
-        t, slash, sub = base.partition("/")
-        if not slash or not _TOKEN_RE.fullmatch(t) or not _TOKEN_RE.fullmatch(sub.strip()):
-            raise SipParseError(f"bad Content-Type {ct!r}")
-        return f"{t.strip()}/{sub.strip()}"
+        return check_media_type(ct)
 
     @property
     def expires(self) -> int | None:
@@ -292,9 +281,7 @@ class Message:
         raw = self.headers.get("expires")
         if raw is None:
             return None
-        if not raw.isdigit() or not raw.isascii() or len(raw) > 10 or int(raw) > EXPIRES_MAX:
-            raise SipParseError(f"bad Expires {raw!r}")
-        return int(raw)
+        return check_expires(raw)
 
     @property
     def date(self) -> datetime | None:
@@ -324,31 +311,21 @@ class Message:
             raise SipParseError(f"bad Date {raw!r}") from None
 
     # -- full validation ----------------------------------------------------
+    def checked_fields(self) -> list[tuple[str, str]]:
+        """``(key, value)`` of every header line :func:`check_fields` reads, in order."""
+        h = self.headers
+        value = h._value
+        return [(k, value(i)) for i, k in enumerate(h._keys) if k in CHECKED_KEYS]
+
     def parse_all(self) -> Message:
         """Parse every known header and apply §8.2 message checks; returns ``self``.
 
-        Raises :class:`SipParseError` (or a subclass carrying 416/505) for anything
-        malformed: the "full parse" a UAS does before acting on a request.
+        Raises :class:`SipParseError` (or a subclass carrying 416/501/505) for anything
+        malformed: the "full parse" a UAS does before acting on a request, and what the
+        RFC 4475 torture tests exercise.  The checks are :func:`check_fields`, which the
+        router's byte-level fast path (:mod:`switchboard.sip.fastpath`) runs too.
         """
-        h = self.headers
-        keys = h._keys
-        for key in SINGLE_HEADERS:
-            if keys.count(key) > 1:
-                raise SipParseError(f"more than one {key} header")
-        for key in ("to", "from"):
-            i = h._find(key)
-            if i is not None and len(split_commas(h._value(i))) > 1:
-                raise SipParseError(f"more than one {key} value")
-        for key in ("to", "from", "call-id", "cseq", "via"):
-            if key not in keys:
-                raise SipParseError(f"missing mandatory {key} header")
-        _ = self.vias, self.call_id, self.cseq, self.from_, self.to, self.max_forwards
-        _ = self.routes, self.record_routes, self.contacts, self.content_length
-        _ = self.media_type, self.expires
-        for contact in self.contacts:
-            exp = contact.params.get("expires")
-            if exp is not None and (not exp.isdigit() or len(exp) > 10 or int(exp) > EXPIRES_MAX):
-                raise SipParseError(f"bad Contact expires {exp!r}")
+        check_fields(self.checked_fields())
         return self
 
 
@@ -380,12 +357,7 @@ class Request(Message):
     def ruri(self) -> SipUri:
         """Parsed Request-URI (cached); 416 for schemes other than sip/sips/tel."""
         if self._ruri_text is not self.uri or self._ruri is None:
-            uri = SipUri.parse(self.uri)
-            if uri.headers:
-                # §19.1.1 Table 1: the headers component is not allowed in a
-                # Request-URI (RFC 4475 §3.1.2.10 "escruri").
-                raise SipParseError(f"headers not allowed in Request-URI {self.uri!r}")
-            self._ruri = uri
+            self._ruri = check_request_uri(self.uri)
             self._ruri_text = self.uri
         return self._ruri
 
@@ -396,19 +368,7 @@ class Request(Message):
         self._ruri_text = self.uri
 
     def parse_all(self) -> Request:
-        super().parse_all()
-        _ = self.ruri
-        # Max-Forwards is not required here: RFC 2543 peers omit it and §16.6 step 3
-        # has the proxy add it (RFC 4475 §3.4 "inv2543").
-        if self.cseq.method != self.method:
-            if self.method not in KNOWN_METHODS:
-                # RFC 4475 §3.1.2.17: 501 is the better answer for an unknown method.
-                raise SipParseError(
-                    f"unknown method {self.method} with CSeq {self.cseq.method}",
-                    status=501,
-                    reason="Not Implemented",
-                )
-            raise SipParseError(f"CSeq method {self.cseq.method} does not match {self.method}")
+        check_fields(self.checked_fields(), self.method, self.uri)
         return self
 
     @classmethod
@@ -651,6 +611,193 @@ def _check_version(version: str) -> None:
 DIALOG_CREATING_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 """Requests whose 101-299 response can establish a dialog (RFC 3261 §12.1, RFC 6665
 §4.1.2.4 and §4.2.1, RFC 3515 §2.4.4: REFER's implicit subscription)."""
+
+
+#: The header fields :func:`check_fields` reads (lower-case full names).
+CHECKED_KEYS = frozenset(
+    (
+        "via",
+        "call-id",
+        "cseq",
+        "from",
+        "to",
+        "max-forwards",
+        "route",
+        "record-route",
+        "contact",
+        "content-length",
+        "content-type",
+        "expires",
+    )
+)
+_MANDATORY = ("to", "from", "call-id", "cseq", "via")
+
+
+def _list_values(values: list[str]) -> list[str]:
+    """Comma-split list-header values, empty elements dropped (``Headers.get_all``)."""
+    out: list[str] = []
+    for v in values:
+        if "," in v:
+            out.extend(split_commas(v))
+        elif v:
+            out.append(v)
+    return out
+
+
+def check_call_id(value: str) -> str:
+    """Call-ID (§20.8): one non-empty word, no whitespace."""
+    if not value or " " in value or "\t" in value:
+        raise SipParseError(f"bad Call-ID {value!r}")
+    return value
+
+
+def check_max_forwards(raw: str) -> int:
+    """Max-Forwards (§20.22): 0–255 (RFC 4475 §3.1.2.4 "scalar02" sends 300)."""
+    if not raw.isdigit() or not raw.isascii():
+        raise SipParseError(f"bad Max-Forwards {raw!r}")
+    v = int(raw) if len(raw) < 6 else 1 << 20
+    if v > 255:
+        raise SipParseError(f"Max-Forwards out of range {raw!r}")
+    return v
+
+
+def check_expires(raw: str) -> int:
+    """Expires / Contact ``expires`` (§20.19): delta-seconds up to 2**32-1."""
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 10 or int(raw) > EXPIRES_MAX:
+        raise SipParseError(f"bad Expires {raw!r}")
+    return int(raw)
+
+
+def check_media_type(ct: str) -> str:
+    """Content-Type (§20.15) without parameters, lower-cased: ``"application/sdp"``."""
+    base = ct.split(";", 1)[0].strip().lower()
+    t, slash, sub = base.partition("/")
+    if not slash or not _TOKEN_RE.fullmatch(t) or not _TOKEN_RE.fullmatch(sub.strip()):
+        raise SipParseError(f"bad Content-Type {ct!r}")
+    return f"{t.strip()}/{sub.strip()}"
+
+
+def check_request_uri(uri: str) -> SipUri:
+    """Request-URI (§19.1): sip/sips/tel (else 416), no headers component (§19.1.1
+    Table 1, RFC 4475 §3.1.2.10 "escruri")."""
+    ruri = SipUri.parse(uri)
+    if ruri.headers:
+        raise SipParseError(f"headers not allowed in Request-URI {uri!r}")
+    return ruri
+
+
+def _name(key: str) -> str:
+    return CANONICAL_NAMES.get(key, key)
+
+
+def _check_line(key: str, value: str) -> None:
+    """The checks of one header line's value that depend on nothing else (pure, so a
+    caller may remember which ``(key, value)`` pairs passed)."""
+    if key == "via":
+        if not parse_vias(value):
+            raise SipParseError("empty Via")  # Via = 1#via-parm (§20.42)
+    elif key == "from" or key == "to":
+        if "," in value and len(split_commas(value)) > 1:
+            raise SipParseError(f"more than one {key} value")
+        NameAddr.parse(value)
+    elif key == "cseq":
+        CSeq.parse(value)
+    elif key == "call-id":
+        check_call_id(value)
+    elif key == "route" or key == "record-route":
+        # several lines or comma-joined values: empty elements are skipped (§7.3.1);
+        # a lone empty line is refused by check_fields
+        if "," in value:
+            for element in split_commas(value):
+                if element:
+                    NameAddr.parse(element)
+        elif value:
+            NameAddr.parse(value)
+    elif key == "contact":
+        for element in split_commas(value) if "," in value else [value]:
+            if element and element != "*":
+                exp = NameAddr.parse(element).params.get("expires")
+                if exp is not None:
+                    check_expires(exp)
+    elif key == "max-forwards":
+        check_max_forwards(value)
+    elif key == "content-length":
+        _content_length(value)
+    elif key == "content-type":
+        check_media_type(value)
+    elif key == "expires":
+        check_expires(value)
+
+
+#: Bound of a ``passed`` memo given to :func:`check_fields` (cleared when full).
+PASSED_MAX = 8192
+
+
+def check_fields(
+    fields: list[tuple[str, str]],
+    method: str | None = None,
+    uri: str | None = None,
+    passed: dict[tuple[str, str], bool] | None = None,
+) -> None:
+    """The whole-message checks of a full parse (§8.2, §16.3 step 1, RFC 4475 §3.1.2,
+    §3.3), over the ``(key, value)`` pairs of the header lines in :data:`CHECKED_KEYS`
+    (keys lower-case full names, values stripped of surrounding LWS), in message order.
+
+    ``method``/``uri`` are given for a request.  This is the one definition of a valid
+    message: :meth:`Message.parse_all` and the router's fast path
+    (:func:`switchboard.sip.fastpath.validate`) both call it.  ``passed`` is an
+    optional memo of ``(key, value)`` pairs whose per-line checks already passed (the
+    checks are pure functions of the pair; the fast path keeps one so a call's From,
+    Contact or Route is not parsed again for every message of the call).  Raises
+    :class:`SipParseError` (status 400, 416 or 501).
+    """
+    counts: dict[str, int] = {}
+    for k, _ in fields:
+        counts[k] = counts.get(k, 0) + 1
+    for key in SINGLE_HEADERS:
+        if counts.get(key, 0) > 1:
+            raise SipParseError(f"more than one {key} header", reason=f"Duplicate {_name(key)}")
+    for key in _MANDATORY:
+        if key not in counts:
+            raise SipParseError(f"missing mandatory {key} header", reason=f"Missing {_name(key)}")
+    if "contact" in counts and any(k == "contact" and "*" in v for k, v in fields):
+        contacts = _list_values([v for k, v in fields if k == "contact"])
+        if "*" in contacts and len(contacts) != 1:
+            raise SipParseError("Contact '*' mixed with addresses")
+    for k, v in fields:
+        if not v and (k == "route" or k == "record-route") and counts[k] == 1:
+            NameAddr.parse(v)  # a lone empty Route / Record-Route line: 400
+        if passed is not None and (k, v) in passed:
+            continue
+        try:
+            _check_line(k, v)
+        except SipParseError as exc:
+            if exc.status == 400 and exc.reason == SipParseError.reason:
+                exc.reason = f"Bad {_name(k)}"  # the response names the header
+            raise
+        if passed is not None:
+            if len(passed) >= PASSED_MAX:
+                passed.clear()
+            passed[k, v] = True
+    if method is None or uri is None:
+        return
+    if passed is None or ("", uri) not in passed:
+        check_request_uri(uri)
+        if passed is not None:
+            passed["", uri] = True
+    # Max-Forwards is not required here: RFC 2543 peers omit it and §16.6 step 3
+    # has the proxy add it (RFC 4475 §3.4 "inv2543").
+    cseq = next(v for k, v in fields if k == "cseq")
+    cseq_method = CSeq.parse(cseq).method
+    if cseq_method != method:
+        if method not in KNOWN_METHODS:
+            # RFC 4475 §3.1.2.17: 501 is the better answer for an unknown method.
+            raise SipParseError(
+                f"unknown method {method} with CSeq {cseq_method}",
+                status=501,
+                reason="Not Implemented",
+            )
+        raise SipParseError(f"CSeq method {cseq_method} does not match {method}")
 
 
 def make_response(

@@ -1,0 +1,505 @@
+"""The SIP core's fast path: the view of a message a proxy forwards, edited as bytes.
+
+RFC 3261 §16.6 forbids a proxy to reorder same-named headers or touch the body, and
+§16.3 says it must not refuse a request for a header it does not understand, so the
+proxy never rebuilds a message from parsed objects: :func:`parse` splits the header
+block into lines once, remembers *where* the headers it needs are (Via, Route,
+Record-Route, Max-Forwards, Call-ID, CSeq, From, To, Content-Length, Proxy-Require),
+and the proxy edits the line list (insert its own Via and Record-Route, drop its own
+Route, rewrite Max-Forwards).  Every other header stays the raw bytes that arrived.
+
+One grammar with :mod:`switchboard.sip.message`: :func:`parse` applies the same
+framing, start-line and header-name rules as :func:`~switchboard.sip.message.parse_message`
+(leading CRLFs, folding, bare CR/LF, token names, Content-Length, SIP version), and
+:func:`validate` runs :func:`~switchboard.sip.message.check_fields` — the very function
+behind ``parse_message(strict=True)`` — over the header lines it indexed, so a message
+is valid here exactly when the full parser accepts it (``tests/sip/test_differential.py``
+runs the RFC 4475 set, the property generators and a fuzz corpus through both).  The
+values the proxy reads (Via, R-URI target, tags, CSeq…) come from the same parsers too.
+
+Pure: no sockets, no clock.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+from switchboard.sip.errors import SipParseError
+from switchboard.sip.headers import COMPACT_FORMS, KNOWN_METHODS
+from switchboard.sip.headers import Via as CoreVia
+from switchboard.sip.message import (
+    CHECKED_KEYS,
+    SIP_VERSION,
+    _check_version,
+    _tag_of,
+    check_fields,
+)
+from switchboard.sip.uri import TOKEN_CHARS, split_commas
+
+#: Compact header forms (RFC 3261 §7.3.3, §20), bytes → full lower-case name.
+COMPACT = {k.encode(): v.lower().encode() for k, v in COMPACT_FORMS.items()}
+MAX_MESSAGE = 65535
+# The headers the proxy looks at, to one small int each so the per-line work is one
+# slice, one lower() and one dict lookup (most lines are skipped).  Kinds from _CHECKED
+# on are only read by validate().
+(
+    _VIA,
+    _ROUTE,
+    _RR,
+    _CALL_ID,
+    _CSEQ,
+    _MAXFWD,
+    _TO,
+    _FROM,
+    _CL,
+    _PROXY_REQUIRE,
+    _CONTACT,
+    _CTYPE,
+    _EXPIRES,
+) = range(13)
+_KIND_OF_NAME = {
+    b"via": _VIA,
+    b"route": _ROUTE,
+    b"record-route": _RR,
+    b"call-id": _CALL_ID,
+    b"cseq": _CSEQ,
+    b"max-forwards": _MAXFWD,
+    b"to": _TO,
+    b"from": _FROM,
+    b"content-length": _CL,
+    b"proxy-require": _PROXY_REQUIRE,
+    b"contact": _CONTACT,
+    b"content-type": _CTYPE,
+    b"expires": _EXPIRES,
+}
+_KIND = dict(_KIND_OF_NAME)
+_KIND.update({k: _KIND_OF_NAME[v] for k, v in COMPACT.items() if v in _KIND_OF_NAME})
+_KEY_OF_KIND = {kind: name.decode() for name, kind in _KIND_OF_NAME.items()}
+assert {k for k in _KEY_OF_KIND.values() if k != "proxy-require"} == CHECKED_KEYS
+_UNFOLD = re.compile(rb"[ \t]*\r\n[ \t]+")
+_TOKEN = frozenset(ord(c) for c in TOKEN_CHARS)
+_METHODS = frozenset(m.encode() for m in KNOWN_METHODS)
+_VERSION = SIP_VERSION.encode()
+_DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061, "sctp": 5060, "ws": 80, "wss": 443}
+_WS = b" \t"
+
+
+class BadMessage(SipParseError):
+    """The peer sent something that is not a usable SIP message (blame: peer).
+
+    ``status``/``reason`` is the response to send when the message is a request whose
+    Via, From, To, Call-ID and CSeq could be read; otherwise the message is dropped.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}", status=status, reason=reason)
+
+
+class Message:
+    """One parsed SIP message (request or response) as a list of raw header lines."""
+
+    __slots__ = (
+        "body",
+        "call_id",
+        "checked",
+        "cl",
+        "cseq_method",
+        "cseq_num",
+        "from_",
+        "lines",
+        "maxfwd",
+        "method",
+        "proxy_require",
+        "reason",
+        "routes",
+        "rrs",
+        "ruri",
+        "status",
+        "to",
+        "vias",
+    )
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.body = b""
+        self.method = b""  # b"" for a response
+        self.ruri = b""
+        self.status = 0
+        self.reason = b""
+        self.vias: list[int] = []
+        self.routes: list[int] = []
+        self.rrs: list[int] = []
+        self.maxfwd = -1
+        self.call_id = b""
+        self.cseq_num = b""
+        self.cseq_method = b""
+        self.to = -1
+        self.from_ = -1
+        self.cl = -1
+        self.proxy_require = -1
+        # (kind, line index) of every line validate() reads, in order
+        self.checked: list[tuple[int, int]] = []
+
+    @property
+    def is_request(self) -> bool:
+        return bool(self.method)
+
+    def value(self, index: int) -> bytes:
+        """The value of header line ``index`` (after the colon, LWS stripped)."""
+        line = self.lines[index]
+        return line[line.find(b":") + 1 :].strip(_WS)
+
+    def top_via(self) -> bytes:
+        value = self.value(self.vias[0])
+        return first_value(value)[0] if b"," in value else value
+
+    def to_tag(self) -> bytes:
+        return tag_of(self.value(self.to)) if self.to >= 0 else b""
+
+    def from_tag(self) -> bytes:
+        return tag_of(self.value(self.from_)) if self.from_ >= 0 else b""
+
+    def header_lines(self, index: int) -> bytes:
+        return self.lines[index] if index >= 0 else b""
+
+
+def parse(data: bytes, *, stream: bool = False) -> Message:
+    """Split a SIP message into lines and index the headers a proxy needs (§7, §18.3).
+
+    The framing and syntax rules are :func:`switchboard.sip.message.parse_message`'s:
+    CRLFs before the start line ignored (§7.5), folded lines joined (§7.3.1), no bare
+    CR or LF in the header block, header names are tokens, a 3-digit status code, the
+    request line is exactly ``method SP Request-URI SP SIP-Version`` (505 for another
+    version), several Content-Length lines must agree.  On a datagram the body is cut
+    at Content-Length (extra bytes are discarded; a datagram shorter than
+    Content-Length is an error); on a stream the framer already delivered exactly one
+    message, which must carry Content-Length (§18.3).
+    """
+    if len(data) > MAX_MESSAGE:
+        raise BadMessage(513, "Message Too Large")
+    if data[:2] == b"\r\n":
+        data = data.lstrip(b"\r\n")
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise BadMessage(400, "Missing Empty Line After Headers")
+    head = data[:end]
+    if b"\r\n " in head or b"\r\n\t" in head:
+        # Folded continuation lines (§7.3.1) are joined before anything reads a value.
+        head = _UNFOLD.sub(b" ", head)
+    lines = head.split(b"\r\n")
+    # A CR or LF outside CRLF would let a header smuggle a line break through to
+    # whoever receives the forwarded copy.
+    if head.count(b"\r") != len(lines) - 1 or head.count(b"\n") != len(lines) - 1:
+        raise BadMessage(400, "Bare CR or LF")
+    m = Message()
+    first = lines[0]
+    if first.startswith(b"SIP/"):
+        version, sp, rest = first.partition(b" ")
+        code, _, reason = rest.partition(b" ")
+        if not sp or len(code) != 3 or not code.isdigit():
+            raise BadMessage(400, "Bad Status Line")
+        if version != _VERSION:
+            _version(version)
+        m.status = int(code)
+        if m.status < 100:
+            raise BadMessage(400, "Bad Status Code")
+        m.reason = reason
+    else:
+        parts = first.split(b" ")
+        if len(parts) != 3:
+            raise BadMessage(400, "Bad Request Line")
+        method, uri, version = parts
+        if method not in _METHODS and (not method or not _TOKEN.issuperset(method)):
+            raise BadMessage(400, "Bad Method")
+        if not uri or b"\t" in uri or b":" not in uri or not _alpha_start(uri):
+            raise BadMessage(400, "Bad Request-URI")
+        if version != _VERSION:
+            _version(version)
+        m.method = method
+        m.ruri = uri
+    m.lines = lines
+    kind_of = _KIND.get
+    checked = m.checked
+    i = 1
+    n = len(lines)
+    while i < n:
+        line = lines[i]
+        c = line.find(b":")
+        if c <= 0:
+            raise BadMessage(400, "Malformed Header Line")
+        name = line[:c]
+        kind = kind_of(name.lower())
+        if kind is None:
+            name = name.rstrip(_WS)
+            if not name or not _TOKEN.issuperset(name):
+                raise BadMessage(400, "Malformed Header Line")
+            kind = kind_of(name.lower())
+            if kind is None:
+                i += 1
+                continue
+        if kind == _VIA:
+            m.vias.append(i)
+        elif kind == _ROUTE:
+            m.routes.append(i)
+        elif kind == _RR:
+            m.rrs.append(i)
+        elif kind == _PROXY_REQUIRE:
+            if m.proxy_require < 0:
+                m.proxy_require = i
+            i += 1
+            continue
+        elif kind == _CALL_ID:
+            if m.call_id == b"":
+                m.call_id = line[c + 1 :].strip(_WS)
+        elif kind == _CSEQ:
+            if not m.cseq_num:
+                # CSeq = 1*DIGIT LWS Method (§20.16); split() also takes the tab
+                parts = line[c + 1 :].split(None, 1)
+                m.cseq_num = parts[0] if parts else b"-"
+                m.cseq_method = parts[1].strip() if len(parts) > 1 else b""
+        elif kind == _MAXFWD:
+            if m.maxfwd < 0:
+                m.maxfwd = i
+        elif kind == _TO:
+            if m.to < 0:
+                m.to = i
+        elif kind == _FROM:
+            if m.from_ < 0:
+                m.from_ = i
+        elif kind == _CL:
+            if m.cl < 0:
+                m.cl = i
+            elif m.value(i) != m.value(m.cl):
+                raise BadMessage(400, "Conflicting Content-Length")
+        checked.append((kind, i))
+        i += 1
+    body_start = end + 4
+    if m.cl >= 0:
+        raw = m.value(m.cl)
+        if not raw.isdigit() or len(raw) > 10:
+            raise BadMessage(400, "Bad Content-Length")
+        length = int(raw)
+        if len(data) - body_start < length:
+            raise BadMessage(400, "Truncated Body")
+        m.body = data[body_start : body_start + length]
+    elif stream:
+        raise BadMessage(400, "Missing Content-Length")
+    else:
+        m.body = data[body_start:]
+    return m
+
+
+def _alpha_start(uri: bytes) -> bool:
+    # the full parser tests the first *character* (str.isalpha), not the first octet
+    return uri[:1].isalpha() or (uri[0] >= 0x80 and _text(uri)[0].isalpha())
+
+
+def _version(version: bytes) -> None:
+    try:
+        _check_version(version.decode("utf-8", "surrogateescape"))
+    except SipParseError as exc:
+        raise BadMessage(exc.status, exc.reason) from None
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "surrogateescape")
+
+
+def _bytes(s: str) -> bytes:
+    return s.encode("utf-8", "surrogateescape")
+
+
+# (key, value) pairs whose per-line checks passed: most lines of a call's later
+# messages (From, To, Contact, Route, the caller's Via in the responses...) were
+# already checked in an earlier one.  Bounded by check_fields (PASSED_MAX).
+_PASSED: dict[tuple[str, str], bool] = {}
+
+
+def validate(m: Message) -> None:
+    """The full parser's verdict on ``m``: :func:`~switchboard.sip.message.check_fields`
+    over the header lines :func:`parse` indexed (and the Request-URI and method of a
+    request).  Raises :class:`BadMessage` with the same status (400, 416, 501)."""
+    lines = m.lines
+    key = _KEY_OF_KIND
+    fields = []
+    for kind, i in m.checked:
+        if kind == _PROXY_REQUIRE:
+            continue
+        line = lines[i]
+        fields.append((key[kind], _text(line[line.find(b":") + 1 :].strip(_WS))))
+    try:
+        if m.method:
+            check_fields(fields, _text(m.method), _text(m.ruri), _PASSED)
+        else:
+            check_fields(fields, None, None, _PASSED)
+    except SipParseError as exc:
+        raise BadMessage(exc.status, exc.reason) from None
+
+
+def tag_of(value: bytes) -> bytes:
+    """The ``tag`` parameter of a From/To value, or b"" (the core's reading of it)."""
+    try:
+        return _bytes(_tag_of(_text(value)) or "")
+    except SipParseError:
+        return b""  # only an unvalidated message gets here (answering it with 400)
+
+
+class Via:
+    """A Via value (§20.42) as the proxy uses it, read by the core's Via parser
+    (:class:`switchboard.sip.headers.Via`): transport (lower case), host (lower case,
+    IPv6 in brackets), port (the transport's default when absent), branch, received,
+    rport (``None`` absent, ``b""`` empty), ``sent_by`` as ``host[:port]`` and the raw
+    parameter text from the first ``;`` (for rewriting received/rport in place)."""
+
+    __slots__ = ("branch", "host", "params", "port", "received", "rport", "sent_by", "transport")
+
+    def __init__(self, value: bytes) -> None:
+        try:
+            core = CoreVia.parse(_text(value))
+        except SipParseError:
+            raise BadMessage(400, "Bad Via") from None
+        self.transport = core.transport.lower()
+        self.host = core.host.lower()
+        self.port = core.port if core.port is not None else _DEFAULT_PORT.get(self.transport, 5060)
+        self.sent_by = _bytes(core.host if core.port is None else f"{core.host}:{core.port}")
+        semi = value.find(b";")
+        self.params = b"" if semi < 0 else value[semi:]
+        p = core.params
+        branch = p.get("branch")
+        self.branch = _bytes(branch) if branch else b""
+        self.rport: bytes | None = _bytes(p["rport"] or "") if "rport" in p else None
+        received = p.get("received")
+        self.received = _bytes(received) if received else b""
+
+    def reply_address(self, src: tuple[str, int] | None = None) -> tuple[str, int]:
+        """Where responses go (§18.2.2 and RFC 3581 §4): received/rport if present."""
+        host = _text(self.received) if self.received else self.host
+        if self.rport and self.rport.isdigit() and len(self.rport) <= 5:
+            return host, int(self.rport)
+        return host, self.port
+
+
+def split_hostport(hp: bytes) -> tuple[str, int]:
+    """``host[:port]`` / ``[v6][:port]`` → (host, port or 0). Host keeps IPv6 brackets."""
+    if hp.startswith(b"["):
+        end = hp.find(b"]")
+        if end < 0:
+            return "", 0
+        host = hp[: end + 1]
+        tail = hp[end + 1 :]
+        port = tail[1:] if tail.startswith(b":") else b""
+    else:
+        host, _, port = hp.partition(b":")
+    if port and not port.isdigit():
+        return "", 0
+    p = int(port) if port else 0
+    if p > 65535:
+        return "", 0
+    return host.decode("ascii", "replace").lower(), p
+
+
+def uri_target(uri: bytes) -> tuple[str, str, int, bool]:
+    """A SIP URI (``<…>`` allowed) → (transport, host, port, lr) for sending (§19.1.1).
+
+    ``transport`` is "" when the URI names none (the caller picks, §18.1.1 / RFC 3263),
+    except for sips (tls). Raises BadMessage(416) for a scheme other than sip/sips.
+    """
+    lt = uri.find(b"<")
+    if lt >= 0:
+        gt = uri.find(b">", lt)
+        uri = uri[lt + 1 : gt if gt > 0 else len(uri)]
+    uri = uri.strip()
+    colon = uri.find(b":")
+    scheme = uri[:colon].lower() if colon > 0 else b""
+    if scheme not in (b"sip", b"sips"):
+        raise BadMessage(416, "Unsupported URI Scheme")
+    rest = uri[colon + 1 :]
+    # The userinfo may hold ';', '?' and escaped '@' (RFC 4475 §3.1.1.10 "semiuri");
+    # the one unescaped '@' ends it (§25.1: '@' is not allowed after it).
+    at = rest.find(b"@")
+    if at >= 0:
+        rest = rest[at + 1 :]
+    q = rest.find(b"?")
+    if q >= 0:
+        rest = rest[:q]
+    semi = rest.find(b";")
+    hostpart = rest if semi < 0 else rest[:semi]
+    params = b"" if semi < 0 else rest[semi + 1 :]
+    transport = "tls" if scheme == b"sips" else ""
+    lr = False
+    maddr = b""
+    if params:
+        for part in params.split(b";"):
+            k, _, v = part.partition(b"=")
+            k = k.strip().lower()
+            if k == b"transport":
+                transport = v.strip().lower().decode("ascii", "replace")
+            elif k == b"lr":
+                lr = True
+            elif k == b"maddr":
+                maddr = v.strip()
+    host, port = split_hostport(hostpart)
+    if maddr:
+        host = maddr.decode("ascii", "replace").lower()
+    if not host:
+        raise BadMessage(400, "Bad URI Host")
+    return transport, host, port or _DEFAULT_PORT.get(transport or "udp", 5060), lr
+
+
+def first_value(value: bytes) -> tuple[bytes, bytes]:
+    """Split a comma-joined header value into its first element and the rest (§7.3.1,
+    the core's :func:`~switchboard.sip.uri.split_commas`: commas inside ``<…>`` or
+    quotes do not separate values, empty elements are dropped)."""
+    if b"," not in value:
+        return value.strip(_WS), b""
+    try:
+        parts = split_commas(_text(value))
+    except SipParseError:
+        raise BadMessage(400, "Bad Header List") from None
+    if not parts:
+        return b"", b""
+    return _bytes(parts[0]), _bytes(", ".join(parts[1:]))
+
+
+def branch_of(via_value: bytes) -> bytes:
+    """The branch parameter of one Via value (response matching, §17.1.3): sliced out
+    when it appears once in the plain ``;branch=value`` form, else the core's Via
+    parser reads it (b"" when the value does not parse)."""
+    i = via_value.find(b";branch=")
+    if i >= 0 and b'"' not in via_value and via_value.lower().count(b"branch") == 1:
+        j = i + 8
+        end = len(via_value)
+        for stop in (b";", b",", b" ", b"\t"):
+            k = via_value.find(stop, j)
+            if 0 <= k < end:
+                end = k
+        if end > j:
+            return via_value[j:end]
+    try:
+        return _bytes(CoreVia.parse(_text(via_value)).branch or "")
+    except SipParseError:
+        return b""
+
+
+def header_name(line: bytes) -> bytes:
+    return line[: line.find(b":")].rstrip()
+
+
+def loop_hash(m: Message) -> str:
+    """The §16.6 step 8 loop-detection part of a branch: a hash over the fields that stay
+    the same when a request comes back to this proxy (not over the method, so CANCEL and
+    ACK share it; not over the top Via, which the looping hop replaced)."""
+    h = zlib.crc32(m.ruri)
+    h = zlib.crc32(m.call_id, h)
+    h = zlib.crc32(m.cseq_num, h)
+    # the raw From/To values carry the tags and never change hop by hop
+    h = zlib.crc32(m.lines[m.from_], h)
+    h = zlib.crc32(m.lines[m.to], h)
+    if m.proxy_require >= 0:
+        h = zlib.crc32(m.lines[m.proxy_require], h)
+    return f"{h:08x}"
+
+
+def build(lines: list[bytes], body: bytes) -> bytes:
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
