@@ -41,7 +41,6 @@ FORBIDDEN = {
 SERVICES = {"net", "router", "media", "billing", "dialer", "observability", "cli", "config"}
 # Pure modules inside service packages: state machines and grammars with time passed in.
 PURE_MODULES = [
-    "router/wire.py",
     "router/proxy.py",
     "router/dispatcher.py",
     "router/protection.py",

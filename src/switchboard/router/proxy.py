@@ -6,8 +6,9 @@ service feeds datagrams/stream messages with ``now`` and transmits the returned
 
 Theory of operation
 -------------------
-* A request is parsed by :mod:`switchboard.router.wire` (lines + header indexes; no
-  header objects), validated (§16.3: 400, 416, 420, 482, 483), checked against pike
+* A request is parsed by :mod:`switchboard.sip.fastpath` (lines + header indexes; no
+  header objects), validated with the SIP core's own checks (one grammar with
+  :mod:`switchboard.sip.message`; §16.3: 400, 416, 420, 482, 483), checked against pike
   (every request) and the ACL (requests that would start something new), and then either
   absorbed as a retransmission of a known server transaction (answered with the last
   response), or given a server transaction and forwarded through one client branch.

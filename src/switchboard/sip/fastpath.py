@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from typing import Any
 
 from switchboard.sip.errors import SipParseError
 from switchboard.sip.headers import COMPACT_FORMS, KNOWN_METHODS
@@ -34,6 +35,7 @@ from switchboard.sip.message import (
     _check_version,
     _tag_of,
     check_fields,
+    check_line,
 )
 from switchboard.sip.uri import TOKEN_CHARS, split_commas
 
@@ -310,31 +312,85 @@ def _bytes(s: str) -> bytes:
     return s.encode("utf-8", "surrogateescape")
 
 
-# (key, value) pairs whose per-line checks passed: most lines of a call's later
-# messages (From, To, Contact, Route, the caller's Via in the responses...) were
-# already checked in an earlier one.  Bounded by check_fields (PASSED_MAX).
-_PASSED: dict[tuple[str, str], bool] = {}
+# What passed the core's checks before, so a call's later messages cost little: most
+# of their lines (From, Contact, Route, the caller's Via in the responses...) and their
+# shape were already checked in an earlier message.  Exact bytes as keys; each memo is
+# cleared when it reaches MEMO_MAX entries.
+MEMO_MAX = 16384
+_GOOD_LINES: dict[bytes, None] = {}  # header lines whose check_line passed
+_GOOD_SHAPES: dict[tuple[int, ...], None] = {}  # kind sequences check_structure passed
+_GOOD_URIS: dict[bytes, None] = {}  # Request-URIs check_request_uri passed
+
+
+def _plain(kind: int, line: bytes) -> bool:
+    """A line whose part in check_structure is its kind alone: not a Contact that may
+    be ``*``, not an empty Route / Record-Route."""
+    if kind == _CONTACT:
+        return b"*" not in line
+    if kind in (_ROUTE, _RR):
+        return bool(line[line.find(b":") + 1 :].strip(_WS))
+    return True
+
+
+def _remember(memo: dict[Any, None], key: Any) -> None:
+    if len(memo) >= MEMO_MAX:
+        memo.clear()
+    memo[key] = None
 
 
 def validate(m: Message) -> None:
-    """The full parser's verdict on ``m``: :func:`~switchboard.sip.message.check_fields`
-    over the header lines :func:`parse` indexed (and the Request-URI and method of a
-    request).  Raises :class:`BadMessage` with the same status (400, 416, 501)."""
+    """The full parser's verdict on ``m`` — :func:`~switchboard.sip.message.check_fields`
+    over the header lines :func:`parse` indexed and, for a request, the Request-URI and
+    method — raising :class:`BadMessage` with the same status (400, 416, 501).
+
+    check_fields is check_structure + check_line per line + check_request, each a pure
+    function of its input, so what passed before is not checked again: lines by their
+    exact bytes, the structure by the sequence of header kinds (for messages whose
+    structure depends on nothing else, see _plain), Request-URIs by their bytes.
+    """
     lines = m.lines
+    checked = m.checked
+    good = _GOOD_LINES
+    fresh = [(kind, i) for kind, i in checked if lines[i] not in good]
+    shape = tuple([kind for kind, _ in checked])
+    if (
+        shape in _GOOD_SHAPES
+        and (not m.method or (m.ruri in _GOOD_URIS and m.cseq_method == m.method))
+        and all(_plain(kind, lines[i]) for kind, i in fresh)
+    ):
+        # Structure and request part as before; only the new lines are checked, in
+        # order, so the first bad one gives the error check_fields would give.
+        for kind, i in fresh:
+            line = lines[i]
+            try:
+                check_line(_KEY_OF_KIND[kind], _text(line[line.find(b":") + 1 :].strip(_WS)))
+            except SipParseError as exc:
+                raise BadMessage(exc.status, exc.reason) from None
+            _remember(good, line)
+        return
     key = _KEY_OF_KIND
     fields = []
-    for kind, i in m.checked:
-        if kind == _PROXY_REQUIRE:
-            continue
+    for kind, i in checked:
         line = lines[i]
         fields.append((key[kind], _text(line[line.find(b":") + 1 :].strip(_WS))))
     try:
         if m.method:
-            check_fields(fields, _text(m.method), _text(m.ruri), _PASSED)
+            check_fields(fields, _text(m.method), _text(m.ruri))
         else:
-            check_fields(fields, None, None, _PASSED)
+            check_fields(fields)
     except SipParseError as exc:
         raise BadMessage(exc.status, exc.reason) from None
+    plain = True
+    for kind, i in checked:
+        line = lines[i]
+        if _plain(kind, line):
+            _remember(good, line)
+        else:
+            plain = False
+    if plain:
+        _remember(_GOOD_SHAPES, shape)
+    if m.method:
+        _remember(_GOOD_URIS, m.ruri)
 
 
 def tag_of(value: bytes) -> bytes:

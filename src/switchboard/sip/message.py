@@ -729,28 +729,22 @@ def _check_line(key: str, value: str) -> None:
         check_expires(value)
 
 
-#: Bound of a ``passed`` memo given to :func:`check_fields` (cleared when full).
-PASSED_MAX = 8192
+def check_line(key: str, value: str) -> None:
+    """The per-line part of :func:`check_fields`: a pure function of ``(key, value)``
+    (so a caller may remember which lines passed); raises :class:`SipParseError`
+    whose 400 reason names the header (``Bad Via``)."""
+    try:
+        _check_line(key, value)
+    except SipParseError as exc:
+        if exc.status == 400 and exc.reason == SipParseError.reason:
+            exc.reason = f"Bad {_name(key)}"  # the response names the header
+        raise
 
 
-def check_fields(
-    fields: list[tuple[str, str]],
-    method: str | None = None,
-    uri: str | None = None,
-    passed: dict[tuple[str, str], bool] | None = None,
-) -> None:
-    """The whole-message checks of a full parse (§8.2, §16.3 step 1, RFC 4475 §3.1.2,
-    §3.3), over the ``(key, value)`` pairs of the header lines in :data:`CHECKED_KEYS`
-    (keys lower-case full names, values stripped of surrounding LWS), in message order.
-
-    ``method``/``uri`` are given for a request.  This is the one definition of a valid
-    message: :meth:`Message.parse_all` and the router's fast path
-    (:func:`switchboard.sip.fastpath.validate`) both call it.  ``passed`` is an
-    optional memo of ``(key, value)`` pairs whose per-line checks already passed (the
-    checks are pure functions of the pair; the fast path keeps one so a call's From,
-    Contact or Route is not parsed again for every message of the call).  Raises
-    :class:`SipParseError` (status 400, 416 or 501).
-    """
+def check_structure(fields: list[tuple[str, str]]) -> None:
+    """The part of :func:`check_fields` about the message as a whole: single-valued
+    headers at most once (RFC 4475 §3.3.8 "multi01"), the mandatory headers (§8.1.1),
+    ``Contact: *`` alone, no lone empty Route/Record-Route line."""
     counts: dict[str, int] = {}
     for k, _ in fields:
         counts[k] = counts.get(k, 0) + 1
@@ -764,40 +758,49 @@ def check_fields(
         contacts = _list_values([v for k, v in fields if k == "contact"])
         if "*" in contacts and len(contacts) != 1:
             raise SipParseError("Contact '*' mixed with addresses")
-    for k, v in fields:
-        if not v and (k == "route" or k == "record-route") and counts[k] == 1:
-            NameAddr.parse(v)  # a lone empty Route / Record-Route line: 400
-        if passed is not None and (k, v) in passed:
-            continue
-        try:
-            _check_line(k, v)
-        except SipParseError as exc:
-            if exc.status == 400 and exc.reason == SipParseError.reason:
-                exc.reason = f"Bad {_name(k)}"  # the response names the header
-            raise
-        if passed is not None:
-            if len(passed) >= PASSED_MAX:
-                passed.clear()
-            passed[k, v] = True
-    if method is None or uri is None:
-        return
-    if passed is None or ("", uri) not in passed:
-        check_request_uri(uri)
-        if passed is not None:
-            passed["", uri] = True
+    for key in ("route", "record-route"):
+        if counts.get(key) == 1 and (key, "") in fields:
+            raise SipParseError(f"empty {key}", reason=f"Bad {_name(key)}")
+
+
+def check_request(fields: list[tuple[str, str]], method: str, uri: str) -> None:
+    """The request part of :func:`check_fields`: the Request-URI (416 for an unknown
+    scheme) and the CSeq method against the request method (501 for an unknown method,
+    RFC 4475 §3.1.2.17 "mismatch02").  Expects fields that passed the other checks."""
+    check_request_uri(uri)
     # Max-Forwards is not required here: RFC 2543 peers omit it and §16.6 step 3
     # has the proxy add it (RFC 4475 §3.4 "inv2543").
     cseq = next(v for k, v in fields if k == "cseq")
     cseq_method = CSeq.parse(cseq).method
     if cseq_method != method:
         if method not in KNOWN_METHODS:
-            # RFC 4475 §3.1.2.17: 501 is the better answer for an unknown method.
             raise SipParseError(
                 f"unknown method {method} with CSeq {cseq_method}",
                 status=501,
                 reason="Not Implemented",
             )
         raise SipParseError(f"CSeq method {cseq_method} does not match {method}")
+
+
+def check_fields(
+    fields: list[tuple[str, str]], method: str | None = None, uri: str | None = None
+) -> None:
+    """The whole-message checks of a full parse (§8.2, §16.3 step 1, RFC 4475 §3.1.2,
+    §3.3), over the ``(key, value)`` pairs of the header lines in :data:`CHECKED_KEYS`
+    (keys lower-case full names, values stripped of surrounding LWS), in message order;
+    ``method``/``uri`` are given for a request.
+
+    This is the one definition of a valid message: :meth:`Message.parse_all` calls
+    it, and the router's fast path (:func:`switchboard.sip.fastpath.validate`) calls its
+    three parts — :func:`check_structure`, :func:`check_line` per line,
+    :func:`check_request` — remembering what passed.  Raises :class:`SipParseError`
+    (status 400, 416 or 501).
+    """
+    check_structure(fields)
+    for k, v in fields:
+        check_line(k, v)
+    if method is not None and uri is not None:
+        check_request(fields, method, uri)
 
 
 def make_response(
