@@ -78,6 +78,15 @@ _KIND_OF_NAME = {
 _KIND = dict(_KIND_OF_NAME)
 _KIND.update({k: _KIND_OF_NAME[v] for k, v in COMPACT.items() if v in _KIND_OF_NAME})
 _KEY_OF_KIND = {kind: name.decode() for name, kind in _KIND_OF_NAME.items()}
+# Header names as spelled on the wire → kind (-1: not read by the proxy), so the usual
+# line costs one dict lookup; names are added once validated, up to a bound (a flood
+# of invented names cannot grow it).
+_NAME_KIND: dict[bytes, int] = {}
+_NAME_KIND_MAX = 4096
+for _n, _k in _KIND.items():
+    for _spelling in {_n, _n.upper(), _n.title(), _n.capitalize()}:
+        _NAME_KIND[_spelling] = _k
+_NAME_KIND.update({b"Call-ID": _CALL_ID, b"CSeq": _CSEQ, b"CSEQ": _CSEQ})
 assert {k for k in _KEY_OF_KIND.values() if k != "proxy-require"} == CHECKED_KEYS
 _UNFOLD = re.compile(rb"[ \t]*\r\n[ \t]+")
 _TOKEN = frozenset(ord(c) for c in TOKEN_CHARS)
@@ -221,38 +230,20 @@ def parse(data: bytes, *, stream: bool = False) -> Message:
         m.method = method
         m.ruri = uri
     m.lines = lines
-    kind_of = _KIND.get
+    name_kind = _NAME_KIND.get
     checked = m.checked
-    i = 1
-    n = len(lines)
-    while i < n:
+    for i in range(1, len(lines)):
         line = lines[i]
         c = line.find(b":")
-        if c <= 0:
-            raise BadMessage(400, "Malformed Header Line")
-        name = line[:c]
-        kind = kind_of(name.lower())
+        kind = name_kind(line[:c]) if c > 0 else None
         if kind is None:
-            name = name.rstrip(_WS)
-            if not name or not _TOKEN.issuperset(name):
-                raise BadMessage(400, "Malformed Header Line")
-            kind = kind_of(name.lower())
-            if kind is None:
-                i += 1
-                continue
+            kind = _name_kind(line, c)
+        if kind < 0:
+            continue
         if kind == _VIA:
             m.vias.append(i)
-        elif kind == _ROUTE:
-            m.routes.append(i)
-        elif kind == _RR:
-            m.rrs.append(i)
-        elif kind == _PROXY_REQUIRE:
-            if m.proxy_require < 0:
-                m.proxy_require = i
-            i += 1
-            continue
         elif kind == _CALL_ID:
-            if m.call_id == b"":
+            if not m.call_id:
                 m.call_id = line[c + 1 :].strip(_WS)
         elif kind == _CSEQ:
             if not m.cseq_num:
@@ -260,22 +251,29 @@ def parse(data: bytes, *, stream: bool = False) -> Message:
                 parts = line[c + 1 :].split(None, 1)
                 m.cseq_num = parts[0] if parts else b"-"
                 m.cseq_method = parts[1].strip() if len(parts) > 1 else b""
-        elif kind == _MAXFWD:
-            if m.maxfwd < 0:
-                m.maxfwd = i
         elif kind == _TO:
             if m.to < 0:
                 m.to = i
         elif kind == _FROM:
             if m.from_ < 0:
                 m.from_ = i
+        elif kind == _ROUTE:
+            m.routes.append(i)
+        elif kind == _RR:
+            m.rrs.append(i)
+        elif kind == _MAXFWD:
+            if m.maxfwd < 0:
+                m.maxfwd = i
         elif kind == _CL:
             if m.cl < 0:
                 m.cl = i
             elif m.value(i) != m.value(m.cl):
                 raise BadMessage(400, "Conflicting Content-Length")
+        elif kind == _PROXY_REQUIRE:
+            if m.proxy_require < 0:
+                m.proxy_require = i
+            continue
         checked.append((kind, i))
-        i += 1
     body_start = end + 4
     if m.cl >= 0:
         raw = m.value(m.cl)
@@ -290,6 +288,22 @@ def parse(data: bytes, *, stream: bool = False) -> Message:
     else:
         m.body = data[body_start:]
     return m
+
+
+def _name_kind(line: bytes, colon: int) -> int:
+    """The kind of a header line whose name is not in _NAME_KIND yet (-1: a header the
+    proxy does not read); raises BadMessage for a line that is not ``token ":" ...``
+    (the core's rule: the name may be followed by LWS, §7.3.1)."""
+    if colon <= 0:
+        raise BadMessage(400, "Malformed Header Line")
+    raw = line[:colon]
+    name = raw.rstrip(_WS)
+    if not name or not _TOKEN.issuperset(name):
+        raise BadMessage(400, "Malformed Header Line")
+    kind = _KIND.get(name.lower(), -1)
+    if len(_NAME_KIND) < _NAME_KIND_MAX:
+        _NAME_KIND[raw] = kind
+    return kind
 
 
 def _alpha_start(uri: bytes) -> bool:
@@ -320,6 +334,10 @@ MEMO_MAX = 16384
 _GOOD_LINES: dict[bytes, None] = {}  # header lines whose check_line passed
 _GOOD_SHAPES: dict[tuple[int, ...], None] = {}  # kind sequences check_structure passed
 _GOOD_URIS: dict[bytes, None] = {}  # Request-URIs check_request_uri passed
+_TARGETS: dict[bytes, tuple[str, str, int, bool]] = {}  # uri_target results
+_TAGS: dict[bytes, bytes] = {}  # tag_of results
+# The top Via validate() just parsed (value bytes, core Via): the proxy reads it next.
+_LAST_TOP: list[tuple[bytes, CoreVia] | None] = [None]
 
 
 def _plain(kind: int, line: bytes) -> bool:
@@ -360,12 +378,16 @@ def validate(m: Message) -> None:
     ):
         # Structure and request part as before; only the new lines are checked, in
         # order, so the first bad one gives the error check_fields would give.
+        top = m.vias[0] if m.vias else -1
         for kind, i in fresh:
             line = lines[i]
+            value = line[line.find(b":") + 1 :].strip(_WS)
             try:
-                check_line(_KEY_OF_KIND[kind], _text(line[line.find(b":") + 1 :].strip(_WS)))
+                vias = check_line(_KEY_OF_KIND[kind], _text(value))
             except SipParseError as exc:
                 raise BadMessage(exc.status, exc.reason) from None
+            if i == top and vias is not None and len(vias) == 1:
+                _LAST_TOP[0] = (value, vias[0])  # Via() of this value reuses it
             _remember(good, line)
         return
     key = _KEY_OF_KIND
@@ -395,10 +417,16 @@ def validate(m: Message) -> None:
 
 def tag_of(value: bytes) -> bytes:
     """The ``tag`` parameter of a From/To value, or b"" (the core's reading of it)."""
-    try:
-        return _bytes(_tag_of(_text(value)) or "")
-    except SipParseError:
-        return b""  # only an unvalidated message gets here (answering it with 400)
+    tag = _TAGS.get(value)
+    if tag is None:
+        try:
+            tag = _bytes(_tag_of(_text(value)) or "")
+        except SipParseError:
+            tag = b""  # only an unvalidated message gets here (answering it with 400)
+        if len(_TAGS) >= MEMO_MAX:
+            _TAGS.clear()
+        _TAGS[value] = tag
+    return tag
 
 
 class Via:
@@ -411,10 +439,14 @@ class Via:
     __slots__ = ("branch", "host", "params", "port", "received", "rport", "sent_by", "transport")
 
     def __init__(self, value: bytes) -> None:
-        try:
-            core = CoreVia.parse(_text(value))
-        except SipParseError:
-            raise BadMessage(400, "Bad Via") from None
+        last = _LAST_TOP[0]
+        if last is not None and last[0] == value:
+            core = last[1]
+        else:
+            try:
+                core = CoreVia.parse(_text(value))
+            except SipParseError:
+                raise BadMessage(400, "Bad Via") from None
         self.transport = core.transport.lower()
         self.host = core.host.lower()
         self.port = core.port if core.port is not None else _DEFAULT_PORT.get(self.transport, 5060)
@@ -461,6 +493,16 @@ def uri_target(uri: bytes) -> tuple[str, str, int, bool]:
     ``transport`` is "" when the URI names none (the caller picks, §18.1.1 / RFC 3263),
     except for sips (tls). Raises BadMessage(416) for a scheme other than sip/sips.
     """
+    found = _TARGETS.get(uri)
+    if found is None:
+        found = _uri_target(uri)
+        if len(_TARGETS) >= MEMO_MAX:
+            _TARGETS.clear()
+        _TARGETS[uri] = found
+    return found
+
+
+def _uri_target(uri: bytes) -> tuple[str, str, int, bool]:
     lt = uri.find(b"<")
     if lt >= 0:
         gt = uri.find(b">", lt)

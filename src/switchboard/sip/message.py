@@ -690,12 +690,15 @@ def _name(key: str) -> str:
     return CANONICAL_NAMES.get(key, key)
 
 
-def _check_line(key: str, value: str) -> None:
+def _check_line(key: str, value: str) -> list[Via] | None:
     """The checks of one header line's value that depend on nothing else (pure, so a
-    caller may remember which ``(key, value)`` pairs passed)."""
+    caller may remember which ``(key, value)`` pairs passed).  Returns the parsed Vias
+    of a Via line (the caller may need the top one), else None."""
     if key == "via":
-        if not parse_vias(value):
+        vias = parse_vias(value)
+        if not vias:
             raise SipParseError("empty Via")  # Via = 1#via-parm (§20.42)
+        return vias
     elif key == "from" or key == "to":
         if "," in value and len(split_commas(value)) > 1:
             raise SipParseError(f"more than one {key} value")
@@ -727,14 +730,15 @@ def _check_line(key: str, value: str) -> None:
         check_media_type(value)
     elif key == "expires":
         check_expires(value)
+    return None
 
 
-def check_line(key: str, value: str) -> None:
+def check_line(key: str, value: str) -> list[Via] | None:
     """The per-line part of :func:`check_fields`: a pure function of ``(key, value)``
     (so a caller may remember which lines passed); raises :class:`SipParseError`
-    whose 400 reason names the header (``Bad Via``)."""
+    whose 400 reason names the header (``Bad Via``).  Returns a Via line's Vias."""
     try:
-        _check_line(key, value)
+        return _check_line(key, value)
     except SipParseError as exc:
         if exc.status == 400 and exc.reason == SipParseError.reason:
             exc.reason = f"Bad {_name(key)}"  # the response names the header
