@@ -6,8 +6,8 @@ for a valid message, the same value for everything both read: method, Request-UR
 the host/port/transport a proxy sends to), every Via's transport/host/port/branch/
 received/rport, Call-ID, CSeq, From and To tags, Max-Forwards, Route and Record-Route,
 Content-Length and the body.  Inputs: the 49 RFC 4475 messages, the property generators
-of ``test_properties.py`` plus a generator of valid-but-unusual messages, and the
-committed fuzz corpus (``fuzz_corpus.py``).
+of ``tests/support/sipgen.py`` (shared with ``test_properties.py``), a generator of
+valid-but-unusual requests, and the committed fuzz corpus (``tests/support/fuzz_corpus.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from hypothesis import strategies as st
 from switchboard.sip import fastpath
 from switchboard.sip.errors import SipParseError
 from switchboard.sip.message import Request, parse_message
-
-from . import fuzz_corpus
-from .test_properties import DATA, build, headers, methods, mutated, values
+from tests.support import fuzz_corpus
+from tests.support.sipgen import DATA, build, headers, methods, mutated, values
 
 _DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061, "sctp": 5060, "ws": 80, "wss": 443}
 

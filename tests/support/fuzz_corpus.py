@@ -11,7 +11,7 @@ differential test runs every entry through the SIP core and the router's fast pa
 
 Regenerate after changing the generator (the test checks the file is what it makes)::
 
-    .venv/bin/python tests/unit/sip/fuzz_corpus.py
+    .venv/bin/python tests/support/fuzz_corpus.py
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import random
 import struct
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 CORPUS = DATA / "sip-fuzz" / "corpus.bin.gz"
 SEED = 4475
 SIZE = 600
