@@ -841,7 +841,7 @@ class Switch:
                 except OriginateError as exc:
                     errors.append(exc.cause)
         except asyncio.CancelledError:
-            self._lose_race(candidates)
+            self._lose_race(candidates, a_leg)
             raise
         if not candidates:
             raise OriginateError(errors[-1] if errors else Cause.DESTINATION_OUT_OF_ORDER)
@@ -858,7 +858,7 @@ class Switch:
         try:
             winner = await self._wait_first(candidates, t, ignore_early, a_leg, on_early)
         except asyncio.CancelledError:
-            self._lose_race(candidates)
+            self._lose_race(candidates, a_leg)
             raise
         for c in candidates:
             if c is not winner and not c.is_hungup:
@@ -868,12 +868,18 @@ class Switch:
             raise OriginateError(causes[-1] if causes else Cause.NO_ANSWER)
         return winner
 
-    def _lose_race(self, sessions: list[Session]) -> None:
-        """Another enterprise group won: hang up this group's legs (FreeSWITCH's cancel
-        cause for the losers of a race)."""
+    def _lose_race(self, sessions: list[Session], a_leg: Session | None = None) -> None:
+        """Hang up the legs of a dial attempt that was cancelled: another enterprise group
+        won (LOSE_RACE, FreeSWITCH's cancel cause for the losers of a race), or the A-leg
+        hung up — a CANCEL reached us and its ``bridge`` was cancelled (ORIGINATOR_CANCEL).
+        Every leg goes: CANCELled when ringing or at its first provisional response, BYEd
+        at once if its 2xx crosses the CANCEL — never left up with no caller."""
+        cause = (
+            Cause.ORIGINATOR_CANCEL if a_leg is not None and a_leg.is_hungup else Cause.LOSE_RACE
+        )
         for s in sessions:
             if not s.is_hungup:
-                self.hangup(s.uuid, Cause.LOSE_RACE)
+                self.hangup(s.uuid, cause)
 
     async def _wait_first(
         self,
@@ -974,8 +980,9 @@ class Switch:
         except OriginateError as exc:
             self._hangup(s, exc.cause, notify_leg=False)
             raise
-        except asyncio.CancelledError:  # another enterprise group won while this one dialled
-            self._hangup(s, Cause.LOSE_RACE, notify_leg=True)
+        except asyncio.CancelledError:  # another enterprise group won, or the A-leg hung up
+            gone = a_leg is not None and a_leg.is_hungup
+            self._hangup(s, Cause.ORIGINATOR_CANCEL if gone else Cause.LOSE_RACE, notify_leg=True)
             raise
         except Exception:
             log.exception("endpoint %s failed placing %s", kind, leg.endpoint)

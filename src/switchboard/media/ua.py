@@ -321,6 +321,9 @@ class OutboundLeg(SipLeg):
     auth_tries: int = 0
     sent_at: float = 0.0
     pdd_observed: bool = False
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the INVITE transaction has its outcome: a final response, a timeout or a
+    transport failure."""
 
     async def ring(self) -> None:  # only inbound legs send provisional responses
         return None
@@ -341,6 +344,13 @@ class OutboundLeg(SipLeg):
         self.session.channel.hangup_disposition = "send_bye" if self.answered else "send_cancel"
         if not self.cancel_wanted:
             self.close()
+        if not self.answered and self.txn is not None:
+            # The CDR is written when this returns: wait for the INVITE's outcome, so a
+            # 2xx that crossed our CANCEL (BYEd at once) is in it. The transaction layer
+            # ends a CANCELled INVITE 64·T1 after the CANCEL at the latest (§9.1).
+            wait = 64 * self.ua.layer.timers.t1 + 2 * self.ua.layer.timers.t1 + 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ended.wait(), wait)
 
     def _cancel(self, cause: Cause) -> None:
         if self.txn is not None:
@@ -816,9 +826,10 @@ class UserAgent:
         refusal = self.switch.admit()
         if refusal is not None:
             log.warning("INVITE %s refused: %s", req.call_id, refusal.value)
+            # No Q.850 Reason: this 503 is the node's own overload, which the router
+            # fails over (a Reason marks a call's outcome beyond the node: never retried).
             self.respond(txn, req, 503, "Maximum Calls In Progress",
-                         headers=[("Retry-After", str(self.retry_after)),
-                                  ("Reason", reason_header(Cause.NORMAL_CIRCUIT_CONGESTION))])  # fmt: skip
+                         headers=[("Retry-After", str(self.retry_after))])  # fmt: skip
             if self.metrics is not None:
                 reason = "sessions_per_second" if refusal.name == "THROTTLE" else "max_sessions"
                 self.metrics.sessions_rejected.labels(reason=reason).inc()
@@ -1229,9 +1240,22 @@ class UserAgent:
             leg.acked.set()
             self._observe_pdd(leg)
             if s.is_hungup or leg.cancel_wanted:
+                # The far end answered a leg we had already hung up (its 2xx crossed our
+                # CANCEL, §9.1): BYE at once; the leg's CDR shows the answer, 0 s billed,
+                # and the hangup cause that ended it.
+                first = not leg.answered
                 leg.answered = True
                 leg.bye(s.channel.hangup_cause or Cause.NORMAL_CLEARING)
+                if first and s.is_hungup:
+                    now = time.time()
+                    ch = s.channel
+                    ch.answered_at = ch.hangup_at = now
+                    ch.sip_status = status
+                    ch.hangup_disposition = "send_bye"
+                    ch.set_var("answered_after_cancel", "true")
+                    log.info("call %s: answered after our CANCEL: BYE sent", leg.call_id)
                 leg.close()
+                leg.ended.set()
                 return
             if not self._answer_from(leg, resp):
                 leg.answered = True
@@ -1241,6 +1265,7 @@ class UserAgent:
                 leg.close()
                 return
             leg.answered = True
+            leg.ended.set()
             s.channel.sip_status = status
             sw.on_answer(s)
             return
@@ -1258,6 +1283,7 @@ class UserAgent:
         sw.on_remote_hangup(s, cause, sip_status=status, disposition="recv_refuse")
         leg.cancel_wanted = False
         leg.close()
+        leg.ended.set()
 
     def _retry_with_auth(self, leg: OutboundLeg, resp: Response) -> bool:
         """Answer a 401/407 once with digest credentials (RFC 3261 §22.2)."""
@@ -1305,6 +1331,8 @@ class UserAgent:
                     self.switch.on_remote_hangup(ctx.session, Cause.RECOVERY_ON_TIMER_EXPIRE,
                                                  sip_status=408, disposition="recv_refuse")  # fmt: skip
             ctx.close()
+            if txn is ctx.txn:
+                ctx.ended.set()
         elif isinstance(ctx, InboundPending) and ctx.leg is not None and timer in ("L", "H"):
             # 2xx never ACKed (§13.3.1.4) or failure never ACKed: end the call
             leg = ctx.leg
@@ -1323,6 +1351,7 @@ class UserAgent:
             self.switch.on_remote_hangup(ctx.session, Cause.NORMAL_TEMPORARY_FAILURE,
                                          sip_status=503, disposition="recv_refuse")  # fmt: skip
             ctx.close()
+            ctx.ended.set()
 
 
 @dataclass(eq=False)

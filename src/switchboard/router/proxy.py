@@ -18,7 +18,11 @@ Theory of operation
   On a final response in ``failover_codes`` (default 408|5xx) or no response at all
   within ``failover_timeout``, the next destination gets a new branch (serial forking,
   §16.7 step 10 / Kamailio failure_route). A destination that never answered counts
-  toward its probing failures.
+  toward its probing failures. A final response carrying ``Reason: Q.850;cause=N``
+  (RFC 3326) is the call's outcome at the far end — a media node marks every failure
+  response of a call it handled that way, as FreeSWITCH does — and is never failed over:
+  another node would dial the same carrier again. The timeout stops at the first
+  response, 100 Trying included (Kamailio's fr_timer; Timer C then, as fr_inv_timer).
 * Requests with a Route set (ACK for 2xx, BYE, re-INVITE) are loose-routed (§16.4): the
   router's own Route entries are removed, the request goes to the next Route or the R-URI.
   ACK for 2xx is forwarded statelessly (§16.11); ACK for a non-2xx final the router sent
@@ -330,6 +334,17 @@ class Dialog:
     def __init__(self, dest: Destination | None, created: float) -> None:
         self.dest = dest
         self.created = created
+
+
+def _from_far_end(m: Message) -> bool:
+    """A ``Reason: Q.850;...`` header (RFC 3326): the response reports how the call ended
+    beyond the destination (a carrier's busy, no answer, rejection), not that the
+    destination itself failed. Read only for failure responses, off the hot path."""
+    for line in m.lines:
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"reason" and b"q.850" in value.lower():
+            return True
+    return False
 
 
 def _release(dest: Destination | None) -> None:
@@ -1072,6 +1087,7 @@ class Proxy:
             txn.dispatched
             and not txn.cancelled
             and status in self.settings.failover_codes
+            and not _from_far_end(m)
             and any(d.selectable for d in txn.order)
         ):
             self.stats.failovers += 1
