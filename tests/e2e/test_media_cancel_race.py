@@ -9,22 +9,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from test_media_support import (
-    HAVE_SIPP,
-    SippResult,
-    finish_sipp,
-    free_port,
-    run_sipp,
-    start_node,
-    wait_until,
-)
+
+from tests.support.media import HAVE_SIPP, SIPP_DIR, SippResult, finish_sipp, run_sipp, start_node
+from tests.support.net import async_wait_until, free_port
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(60),
     pytest.mark.skipif(not HAVE_SIPP, reason="sipp (Debian sip-tester) not installed"),
 ]
-SCENARIOS = Path(__file__).parent / "sipp"
+SCENARIOS = SIPP_DIR
 
 
 async def test_caller_cancel_while_bridging_hangs_up_a_b_leg_answered_in_the_race(
@@ -74,7 +68,7 @@ async def test_caller_cancel_while_bridging_hangs_up_a_b_leg_answered_in_the_rac
         got = await finish_sipp(carrier, 20)
         # exit 0: the carrier got our CANCEL, then an ACK and a BYE for its 200
         assert got.returncode == 0, got.output[:1500]
-        await wait_until(lambda: len(cdrs.records) == 2, what="2 CDRs")
+        await async_wait_until(lambda: len(cdrs.records) == 2, what="2 CDRs")
         legs = {c.direction: c for c in cdrs.records}
         a, b = legs["inbound"], legs["outbound"]
         assert (a.disposition, a.sip_code) == ("CANCEL", 487)

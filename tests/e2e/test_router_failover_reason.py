@@ -8,19 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_router_e2e import (
+
+from tests.e2e.test_router_e2e import (
     SCENARIOS,
     SIPP,
     Sipp,
     both_active,
     expect_scenario,
-    free_port,
     router_sections,
     running_router,
     uac_args,
     uas_pair,
-    wait_for,
 )
+from tests.support.net import async_wait_until, free_port
 
 pytestmark = [
     pytest.mark.e2e,
@@ -44,7 +44,7 @@ async def test_far_end_refusals_are_never_failed_over(
     sections = router_sections(rport, [f"sip:127.0.0.1:{pa}", f"sip:127.0.0.1:{pb}"])
     try:
         async with running_router(tmp_path, sections) as router:
-            await wait_for(lambda: both_active(router), what="probing")
+            await async_wait_until(lambda: both_active(router), what="probing")
             # a lone 503 goes upstream as 500 (RFC 3261 §16.7 step 6)
             uac = await Sipp.start(
                 tmp_path, expect_scenario(tmp_path, caller_sees), *uac_args(rport, 6, rate=10)
