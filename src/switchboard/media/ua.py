@@ -1330,9 +1330,8 @@ class UserAgent:
                 if not ctx.session.is_hungup:
                     self.switch.on_remote_hangup(ctx.session, Cause.RECOVERY_ON_TIMER_EXPIRE,
                                                  sip_status=408, disposition="recv_refuse")  # fmt: skip
-            ctx.close()
-            if txn is ctx.txn:
                 ctx.ended.set()
+            ctx.close()
         elif isinstance(ctx, InboundPending) and ctx.leg is not None and timer in ("L", "H"):
             # 2xx never ACKed (§13.3.1.4) or failure never ACKed: end the call
             leg = ctx.leg
