@@ -222,6 +222,25 @@ class StatusSection(Section):
     title: str = "Switchboard"
 
 
+class EslUserSection(Section):
+    """[esl.users."<user>@<domain>"] — credentials for ``userauth`` and what they allow."""
+
+    password: str
+    allowed_events: list[str] = Field(default_factory=lambda: ["all"])  # event names or "all"
+    allowed_api: list[str] = Field(default_factory=lambda: ["all"])  # API commands or "all"
+    allowed_log: bool = True  # may ask for the log stream (``log <level>``)
+
+    @field_validator("allowed_events")
+    @classmethod
+    def _events(cls, v: list[str]) -> list[str]:
+        from switchboard.esl.subscription import event_id
+
+        bad = [name for name in v if event_id(name) is None]
+        if bad:
+            raise ValueError(f"unknown event name(s) {bad}; use FreeSWITCH names or 'all'")
+        return v
+
+
 class EslSection(Section):
     """[esl] — the media node's Event Socket, FreeSWITCH inbound ESL compatible (docs/esl.md)."""
 
@@ -233,6 +252,7 @@ class EslSection(Section):
     heartbeat: float = Field(default=20.0, ge=0)  # HEARTBEAT period, seconds; 0 = off
     max_queue: int = Field(default=10000, ge=10)  # events queued per connection
     auth_timeout: float = Field(default=25.0, gt=0)
+    users: dict[str, EslUserSection] = Field(default_factory=dict)  # userauth; key user@domain
 
     @field_validator("listen")
     @classmethod
@@ -240,6 +260,14 @@ class EslSection(Section):
         host, sep, port = v.rpartition(":")
         if v and (not sep or not host or not port.isdigit() or int(port) > 65535):
             raise ValueError(f"expected HOST:PORT (port 0 = any free port), got {v!r}")
+        return v
+
+    @field_validator("users")
+    @classmethod
+    def _users(cls, v: dict[str, EslUserSection]) -> dict[str, EslUserSection]:
+        bad = [key for key in v if key.count("@") != 1 or key.startswith("@") or key.endswith("@")]
+        if bad:
+            raise ValueError(f"user keys are user@domain, got {bad}")
         return v
 
     @field_validator("allow")

@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import logging
 import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,17 @@ LOG_LEVELS = {
 
 
 @dataclass(frozen=True)
+class EslUser:
+    """``userauth`` credentials (FreeSWITCH: a directory user's esl-password and
+    esl-allowed-events / esl-allowed-api / esl-allowed-log). None: everything allowed."""
+
+    password: str
+    allowed_events: frozenset[str] | None = None
+    allowed_api: frozenset[str] | None = None
+    allowed_log: bool = True
+
+
+@dataclass(frozen=True)
 class EslSettings:
     """Everything the server needs; built from the ``[esl]`` config section."""
 
@@ -124,6 +136,7 @@ class EslSettings:
     write_buffer_limit: int = 1 << 20  # bytes handed to the kernel-side transport buffer
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     max_body_bytes: int = MAX_CONTENT_LENGTH
+    users: Mapping[str, EslUser] = field(default_factory=dict)  # "user@domain" → credentials
 
     @classmethod
     def from_config(cls, section: Any, node_number: int = 1) -> EslSettings:
@@ -144,6 +157,15 @@ class EslSettings:
             auth_timeout=section.auth_timeout,
             heartbeat=section.heartbeat,
             max_queue=section.max_queue,
+            users={
+                key: EslUser(
+                    u.password,
+                    _allowed(u.allowed_events, event_id),
+                    _allowed(u.allowed_api, lambda name: name.lower()),
+                    u.allowed_log,
+                )
+                for key, u in getattr(section, "users", {}).items()
+            },
         )
 
 
@@ -167,6 +189,18 @@ _SINGLE_CHANNEL = (
     Exit, FilterAdd, FilterDelete, FilterSyntaxError, Resume, Connect, GetVar, MyEvents,
     DivertEvents, SendMsg,
 )  # fmt: skip
+
+
+def _allowed(names: Iterable[str], norm: Callable[[str], str | None]) -> frozenset[str] | None:
+    """An allow-list from configuration; None when it contains ``all``."""
+    out = set()
+    for name in names:
+        if name.lower() == "all":
+            return None
+        n = norm(name)
+        if n:
+            out.add(n)
+    return frozenset(out)
 
 
 def _true(value: str | None) -> bool:
@@ -204,6 +238,10 @@ class EslConnection:
     resume: bool = False  # ``resume``: the dialplan continues when the program leaves
     seen_packet: bool = False
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    # userauth restrictions (None: everything)
+    allowed_events: frozenset[str] | None = None
+    allowed_api: frozenset[str] | None = None
+    allowed_log: bool = True
 
     def __post_init__(self) -> None:
         st = self.server.settings
@@ -220,7 +258,9 @@ class EslConnection:
         if self.closing or not self.authenticated:
             return
         sub = self.sub
-        if sub.active and sub.wants(event):
+        if self.allowed_events is not None and event.name not in self.allowed_events:
+            pass  # userauth: not this user's to see
+        elif sub.active and sub.wants(event):
             if len(self.queue) >= self.server.settings.max_queue:
                 self.lost += 1
                 self.server.lost_events += 1
@@ -387,6 +427,12 @@ class EslConnection:
                 raise _Closed
             case Auth() | UserAuth():
                 self.reply("-ERR command not found")
+            case Api(command=name) | BgApi(command=name) if (
+                self.allowed_api is not None and name.lower() not in self.allowed_api
+            ):
+                self.reply("-ERR permission denied")  # a command/reply, even for api
+            case Log() if not self.allowed_log:
+                self.reply("-ERR permission denied")
             case Api(command=name, args=args):
                 body = await self.server.run_api(name, args)
                 self.writer.write(wire.api_response(body))
@@ -476,7 +522,11 @@ class EslConnection:
                 self.reply("-ERR invalid")
                 await self.close()
                 raise _Closed
-            case UserAuth():
+            case UserAuth(credentials=credentials):
+                user = self._userauth(credentials)
+                if user is not None:
+                    return
+                log.warning("ESL %s: userauth failed", self.peer)
                 self.reply("-ERR invalid")
                 await self.close()
                 raise _Closed
@@ -486,6 +536,29 @@ class EslConnection:
                 raise _Closed
             case _:
                 self.reply("-ERR command not found")
+
+    def _userauth(self, credentials: str) -> EslUser | None:
+        """``userauth <user>@<domain>:<password>`` (mod_event_socket.c:1766-1950): the
+        "~" reply lists what the user may do."""
+        who, colon, password = credentials.partition(":")
+        user = self.server.settings.users.get(who) if colon and "@" in who else None
+        if user is None or not hmac.compare_digest(user.password.encode(), password.encode()):
+            return None
+        self.authenticated = True
+        self.packets.max_body_bytes = self.server.settings.max_body_bytes
+        self.allowed_events = user.allowed_events
+        self.allowed_api = user.allowed_api
+        self.allowed_log = user.allowed_log
+        listed = lambda names: "all" if names is None else ",".join(sorted(names))  # noqa: E731
+        self.reply(
+            "+OK accepted",
+            [
+                ("Allowed-Events", listed(user.allowed_events)),
+                ("Allowed-API", listed(user.allowed_api)),
+                ("Allowed-LOG", "true" if user.allowed_log else "false"),
+            ],
+        )
+        return user
 
     async def _drain(self) -> None:
         if self.writer.transport.get_write_buffer_size() > self.server.settings.write_buffer_limit:
