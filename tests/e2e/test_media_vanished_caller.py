@@ -17,9 +17,9 @@ import pytest
 
 from switchboard import config
 from switchboard.media.settings import DEFAULT_RTP_TIMEOUT
-from tests.support.media import HAVE_SIPP, SIPP_DIR, start_node
+from tests.support.media import start_node
 from tests.support.net import async_wait_until, free_port
-from tests.support.sipp import Sipp
+from tests.support.sipp import HAVE_SIPP, SCENARIOS, Sipp
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -44,11 +44,11 @@ async def test_bridged_call_whose_caller_vanished_ends_on_both_sides_with_cdrs(
         "media": {"rtp_timeout": TIMEOUT},
         "gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier}"}},
     })  # fmt: skip
-    uas = sipp.start(scenario=SIPP_DIR / "media_carrier_pcap_uas.xml", local_port=carrier,
+    uas = sipp.start(scenario=SCENARIOS / "media_carrier_pcap_uas.xml", local_port=carrier,
                      timeout=30, extra=["-key", "pcap", str(PCAP)])  # fmt: skip
     try:
         caller = sipp.start(f"127.0.0.1:{node.sip_port}",
-                            scenario=SIPP_DIR / "media_call_pcap_wait_bye.xml",
+                            scenario=SCENARIOS / "media_call_pcap_wait_bye.xml",
                             service="442071234567", timeout=30,
                             extra=["-key", "pcap", str(PCAP)])  # fmt: skip
         # both legs answered and RTP flowing both ways through the node
