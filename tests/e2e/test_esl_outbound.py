@@ -24,8 +24,9 @@ from switchboard import config
 from switchboard.media.cdr import MemoryCdrSink
 from switchboard.media.node import MediaNode
 from tests.support.esl.thirdparty import NODE_DIR, client_python, ensure_modesl
-from tests.support.media import HAVE_SIPP, finish_sipp, free_even_range, run_sipp
+from tests.support.media import free_even_range
 from tests.support.net import async_wait_until, free_port
+from tests.support.sipp import HAVE_SIPP, finish_sipp, run_sipp
 
 pytestmark = [
     pytest.mark.e2e,
