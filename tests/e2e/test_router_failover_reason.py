@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_router_e2e import (
-    SCENARIOS,
-    SIPP,
-    Sipp,
+from tests.support.net import async_wait_until, free_port
+from tests.support.router import (
     both_active,
     expect_scenario,
     router_sections,
@@ -20,7 +18,7 @@ from tests.e2e.test_router_e2e import (
     uac_args,
     uas_pair,
 )
-from tests.support.net import async_wait_until, free_port
+from tests.support.sipp import SCENARIOS, SIPP, SippPeer
 
 pytestmark = [
     pytest.mark.e2e,
@@ -46,7 +44,7 @@ async def test_far_end_refusals_are_never_failed_over(
         async with running_router(tmp_path, sections) as router:
             await async_wait_until(lambda: both_active(router), what="probing")
             # a lone 503 goes upstream as 500 (RFC 3261 §16.7 step 6)
-            uac = await Sipp.start(
+            uac = await SippPeer.start(
                 tmp_path, expect_scenario(tmp_path, caller_sees), *uac_args(rport, 6, rate=10)
             )
             await uac.ok()  # every caller got the far end's answer
