@@ -190,6 +190,7 @@ class MediaNode:
             metrics=self.metrics,
             sip_socket_buffer=m.sip_socket_buffer,
             rtp_timeout=m.rtp_timeout,
+            srtp=m.srtp,
             trusted=m.trusted,
             bans=AuthBans(
                 limit=sec.auth_fail_limit,

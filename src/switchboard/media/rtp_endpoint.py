@@ -38,6 +38,7 @@ import numpy as np
 
 from switchboard.media.ports import PortAllocator
 from switchboard.media.scheduler import MediaScheduler, get_scheduler
+from switchboard.media.srtp import SrtpError, SrtpStream
 from switchboard.rtp.codec import PCM, PCMU, Codec, CodecError
 from switchboard.rtp.dtmf import (
     DtmfError,
@@ -128,6 +129,7 @@ class RtpEndpoint:
         "_sink",
         "_sock",
         "_source",
+        "_srtp",
         "_transport",
         "_ts_step",
         "codec",
@@ -147,6 +149,7 @@ class RtpEndpoint:
         "rtcp_received",
         "rtcp_sent",
         "send_errors",
+        "srtp_failures",
         "stats",
         "symmetric",
         "writer",
@@ -207,6 +210,8 @@ class RtpEndpoint:
         self.malformed = 0
         self.foreign = 0  # packets from a source other than the latched one
         self.send_errors = 0
+        self._srtp: SrtpStream | None = None
+        self.srtp_failures = 0  # SRTP/SRTCP packets that failed authentication or replay
         self.rtcp_sent = 0
         self.rtcp_received = 0
         self.rtcp_bye = False  # the peer said BYE (RFC 3550 §6.6)
@@ -426,12 +431,30 @@ class RtpEndpoint:
         if self._dtmf_done is not None and not self._dtmf_done.done():
             self._dtmf_done.set_result(None)
 
+    def set_srtp(
+        self, suite: str | None, local_key: bytes | None, remote_key: bytes | None
+    ) -> None:
+        """Protect this stream with SRTP (RFC 3711) from now on, or plain RTP (None).
+        Unchanged keys keep the running sessions (their replay windows and rollover)."""
+        if suite is None or local_key is None or remote_key is None:
+            self._srtp = None
+            return
+        cur = self._srtp
+        if cur is not None and cur.suite == suite and cur.keys == (local_key, remote_key):
+            return
+        self._srtp = SrtpStream(suite, local_key, remote_key)
+
+    @property
+    def srtp_suite(self) -> str | None:
+        return self._srtp.suite if self._srtp is not None else None
+
     def _sendto(self, pkt: memoryview) -> None:
         remote = self.remote
         if remote is None:
             return
+        srtp = self._srtp
         try:
-            self._sock.sendto(pkt, remote)
+            self._sock.sendto(pkt if srtp is None else srtp.tx.protect(bytes(pkt)), remote)
         except OSError:  # EAGAIN (socket buffer full) or ICMP-reported error: drop, count
             self.send_errors += 1
 
@@ -480,7 +503,8 @@ class RtpEndpoint:
             pkt = writer.packet(payload, step, self._marker_next)
             self._marker_next = False
             try:
-                sock.sendto(pkt, remote)
+                srtp = self._srtp
+                sock.sendto(pkt if srtp is None else srtp.tx.protect(bytes(pkt)), remote)
             except OSError:
                 self.send_errors += 1
 
@@ -534,6 +558,9 @@ class RtpEndpoint:
         self._rtcp_due = session.next_time or float("inf")
         if data is not None:
             try:
+                srtp = self._srtp
+                if srtp is not None:
+                    data = srtp.tx.protect_rtcp(data)  # SRTCP (RFC 3711 §3.4)
                 self._rtcp_sock.sendto(data, self.remote_rtcp)
                 self.rtcp_sent += 1
             except OSError:
@@ -646,6 +673,15 @@ class RtpEndpoint:
             hook(self, event)
 
     def _on_rtp(self, data: bytes, addr: Any) -> None:
+        srtp = self._srtp
+        if srtp is not None:
+            # Before anything else, latching included: an unauthenticated packet (forged,
+            # replayed, or plain RTP where SRTP was agreed) is counted and dropped.
+            try:
+                data = srtp.rx.unprotect(data)
+            except SrtpError:
+                self.srtp_failures += 1
+                return
         if len(data) >= 12 and data[0] == 0x80:
             # Fast path: version 2, no padding, extension or CSRCs (every G.711 phone).
             b1, seq, ts, ssrc = _REST_OF_HEADER.unpack_from(data, 1)
@@ -714,6 +750,13 @@ class RtpEndpoint:
         session = self.rtcp
         if session is None:
             return
+        srtp = self._srtp
+        if srtp is not None:
+            try:
+                data = srtp.rx.unprotect_rtcp(data)
+            except SrtpError:
+                self.srtp_failures += 1
+                return
         try:
             packets = session.handle_packet(data, self._loop.time(), time.time())
         except MalformedPacket:

@@ -64,6 +64,10 @@ class MediaSection(_Section):
     # SIP is accepted only from these networks (routers, users) and the gateways' IP
     # addresses; anything else is dropped silently. [] = from anyone.
     trusted: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    # SRTP (SDES) on calls coming in: optional = SRTP when offered (RTP/SAVP, or keys in
+    # an RTP/AVP offer), plain RTP otherwise; mandatory = 488 to plain RTP; off = 488 to
+    # SRTP-only offers.
+    srtp: str = Field(default="optional", pattern="^(off|optional|mandatory)$")
     # SIP over TLS: PEM files of tls: listen addresses; tls_ca verifies client certificates
     # when tls_verify_client is on (mutual TLS). Re-read on SIGHUP.
     tls_cert: str = ""
@@ -156,6 +160,8 @@ class GatewaySection(_Section):
     tls_cert: str = ""
     tls_key: str = ""
     tls_verify: bool = True
+    # SRTP (SDES) towards this carrier: off | optional | mandatory (as [users.*] srtp)
+    srtp: str = Field(default="off", pattern="^(off|optional|mandatory)$")
 
     @field_validator("proxy")
     @classmethod
@@ -177,6 +183,9 @@ class UserSection(_Section):
     caller_id_name: str = ""
     caller_id_number: str = ""  # "" → the id
     context: str = "default"
+    # SRTP (SDES) on calls to this user: off | optional (offer RTP/AVP with keys, SRTP if
+    # the phone answers with one) | mandatory (RTP/SAVP or no call)
+    srtp: str = Field(default="off", pattern="^(off|optional|mandatory)$")
 
 
 class IvrMenuSection(_Section):

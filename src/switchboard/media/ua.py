@@ -63,6 +63,7 @@ from switchboard.sdp import (
     parse_sdp,
     process_answer,
 )
+from switchboard.sdp.crypto import KEY_LENGTH
 from switchboard.sip.dialog import Dialog, build_cancel
 from switchboard.sip.errors import SipError
 from switchboard.sip.ids import new_branch, new_call_id, new_tag
@@ -149,6 +150,8 @@ class SipLeg:
     local_sdp: SessionDescription | None = None
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     bye_sent: bool = False
+    srtp: str = "off"  # SRTP policy of this leg (sdp.crypto)
+    srtp_key: bytes = field(default_factory=lambda: os.urandom(KEY_LENGTH))  # our master key+salt
 
     @property
     def key(self) -> tuple[str, str]:
@@ -171,8 +174,12 @@ class SipLeg:
                 self.rtp.set_remote((neg.remote_address, neg.remote_port), rtcp)
                 if old is not None:
                     self.rtp.relatch()
+        # SRTP: our key protects what we send, the peer's what it sends (RFC 4568 §6.1).
+        self.rtp.set_srtp(neg.srtp_suite, neg.srtp_local_key, neg.srtp_remote_key)
         ch = self.session.channel
         ch.read_codec = neg.codec
+        if neg.srtp_suite:
+            ch.set_var("rtp_secure_media", neg.srtp_suite)
         ch.codec_rate = neg.clock_rate
         ch.set_var("read_codec", neg.codec)
         ch.set_var("write_codec", neg.codec)
@@ -226,11 +233,22 @@ class SipLeg:
             session_id=self.sdp_session_id,
             version=self.sdp_version,
             direction="sendonly" if on else "sendrecv",
+            srtp=self._reoffer_srtp(),
+            srtp_key=self.srtp_key,
         )
         self.local_sdp = offer
         self.send_in_dialog("INVITE", body=offer.to_bytes(), content_type="application/sdp")
         self.session.channel.held = on
         self.ua.switch._fire("CHANNEL_HOLD" if on else "CHANNEL_UNHOLD", self.session)
+
+    def _reoffer_srtp(self) -> str:
+        """A re-offer keeps the stream as it is: SRTP stays SRTP (RTP/SAVP when it was)."""
+        neg = self.negotiated
+        if neg is None or not neg.srtp_suite:
+            return "off"
+        sdp = self.local_sdp
+        savp = sdp is not None and any(m.proto.startswith("RTP/SAVP") for m in sdp.media)
+        return "mandatory" if savp else "optional"
 
     def close(self) -> None:
         self.ua.legs.pop(self.key, None)
@@ -381,6 +399,7 @@ class UserAgent:
         timer_c: float | None = TIMER_C,
         sip_socket_buffer: int = SIP_SOCKET_BUFFER,
         rtp_timeout: float = 0.0,
+        srtp: str = "optional",
         trusted: Sequence[str] = (),
         bans: AuthBans | None = None,
     ) -> None:
@@ -411,6 +430,7 @@ class UserAgent:
         self.sip_socket_buffer = sip_socket_buffer
         self.rtp_timeout = rtp_timeout
         self.rtp_watch = RtpInactivity(rtp_timeout)
+        self.srtp = srtp  # SRTP policy of calls coming in ([media] srtp)
         # [media] trusted plus the gateways' IP addresses (a gateway named by host name
         # must have its addresses in [media] trusted); empty: SIP from anyone.
         gw_ips = [h for h in (_ip_of(g.proxy) for g in self.gateways.values()) if h]
@@ -814,10 +834,12 @@ class UserAgent:
                 self.respond(txn, req, 400, f"Bad Request (SDP: {exc})"[:120])
                 return
         neg: Negotiated | None = None
+        srtp_key = os.urandom(KEY_LENGTH)
         if offer is not None:
             try:
                 _, neg = answer_offer(offer, codecs=self.codecs, address=self.sdp_ip, port=9,
-                                      session_id="0", version=0)  # fmt: skip
+                                      session_id="0", version=0, srtp=self.srtp,
+                                      srtp_key=srtp_key)  # fmt: skip
             except NegotiationError:
                 self.respond(txn, req, 488, "Not Acceptable Here",
                              headers=[("Reason", reason_header(Cause.INCOMPATIBLE_DESTINATION))])  # fmt: skip
@@ -879,6 +901,7 @@ class UserAgent:
             ua=self, session=session, peer=peer, call_id=req.call_id,
             local_tag=new_tag(_rand()), rtp=rtp, codecs=self.codecs, invite=req, txn=txn,
             received_at=received, contact=self.contact(peer.transport),
+            srtp=self.srtp, srtp_key=srtp_key,
         )  # fmt: skip
         pending.leg = leg
         session.leg = leg
@@ -889,12 +912,14 @@ class UserAgent:
             leg.local_sdp, neg = answer_offer(
                 offer, codecs=self.codecs, address=self.sdp_ip, port=rtp.port,
                 session_id=leg.sdp_session_id, version=leg.sdp_version,
+                srtp=leg.srtp, srtp_key=leg.srtp_key,
             )  # fmt: skip
             leg.apply_negotiated(neg)
         else:  # late offer (RFC 3261 §13.2.1): we offer in the 2xx, the ACK answers
             leg.local_sdp = create_offer(
                 codecs=self.codecs, address=self.sdp_ip, port=rtp.port,
                 session_id=leg.sdp_session_id, version=leg.sdp_version,
+                srtp=leg.srtp, srtp_key=leg.srtp_key,
             )  # fmt: skip
         session.channel.set_var("switch_l_sdp", leg.local_sdp.to_bytes().decode())
         if self.metrics is not None:
@@ -984,6 +1009,8 @@ class UserAgent:
             answer, neg = answer_offer(
                 offer, codecs=self.codecs, address=self.sdp_ip, port=leg.rtp.port,
                 session_id=leg.sdp_session_id, version=leg.sdp_version,
+                srtp="mandatory" if leg.negotiated and leg.negotiated.srtp_suite else leg.srtp,
+                srtp_key=leg.srtp_key,
             )  # fmt: skip
         except SdpError as exc:
             self.respond(txn, req, 400, f"Bad Request (SDP: {exc})"[:120], to_tag=None)
@@ -1032,6 +1059,7 @@ class UserAgent:
         from_user = session.channel.profile.caller_id_number or "switchboard"
         from_display = session.channel.profile.caller_id_name
         from_host = self.host
+        srtp = "off"
         match leg.target:
             case GatewayEndpoint(gateway=gateway, number=number):
                 gw = self.gateways.get(gateway)
@@ -1054,6 +1082,7 @@ class UserAgent:
                 from_host = gw.from_domain or gw.proxy.rpartition(":")[0]
                 if gw.username:
                     creds = (gw.username, gw.password)
+                srtp = gw.srtp
                 session.channel.set_var("sip_gateway_name", gateway)
             case UserEndpoint(user=uid):
                 if uid not in self.users:
@@ -1062,6 +1091,7 @@ class UserAgent:
                 if not bindings:
                     raise OriginateError(Cause.USER_NOT_REGISTERED, uid)
                 target = max(bindings, key=lambda b: b.expires_at).contact.uri
+                srtp = self.users[uid].srtp
             case SofiaEndpoint(uri=uri):
                 text = uri if uri.startswith("sip") else f"sip:{uri}"
                 try:
@@ -1075,11 +1105,13 @@ class UserAgent:
                     raise OriginateError(Cause.INVALID_URL, ep) from None
             case _:
                 raise OriginateError(Cause.INVALID_URL, ep)
-        await self._invite(session, target, from_user, from_display, from_host, gateway, creds)
+        await self._invite(
+            session, target, from_user, from_display, from_host, gateway, creds, srtp
+        )
 
     async def _invite(
         self, session: Session, target: SipUri, from_user: str, from_display: str,
-        from_host: str, gateway: str, creds: tuple[str, str] | None,
+        from_host: str, gateway: str, creds: tuple[str, str] | None, srtp: str = "off",
     ) -> None:  # fmt: skip
         peer = peer_for_uri(target)
         if peer.transport == "TCP" and not self.tcp_port:
@@ -1098,13 +1130,14 @@ class UserAgent:
         call_id = new_call_id(_rand(), self.host)
         leg = OutboundLeg(
             ua=self, session=session, peer=peer, call_id=call_id, local_tag=new_tag(_rand()),
-            rtp=rtp, codecs=list(codecs), gateway=gateway, credentials=creds,
+            rtp=rtp, codecs=list(codecs), gateway=gateway, credentials=creds, srtp=srtp,
         )  # fmt: skip
         session.leg = leg
         session.media = rtp
         self._wire_media(leg)
         offer = create_offer(codecs=codecs, address=self.sdp_ip, port=rtp.port,
-                             session_id=leg.sdp_session_id, version=leg.sdp_version)  # fmt: skip
+                             session_id=leg.sdp_session_id, version=leg.sdp_version,
+                             srtp=srtp, srtp_key=leg.srtp_key)  # fmt: skip
         leg.local_sdp = offer
         disp = f'"{from_display}" ' if from_display else ""
         from_ = f"{disp}<sip:{from_user}@{from_host}>;tag={leg.local_tag}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from switchboard.sdp.crypto import SAVP_PROTOS, SUITES, Crypto, offered_cryptos
 from switchboard.sdp.errors import NegotiationError
 from switchboard.sdp.session import (
     Connection,
@@ -34,7 +35,7 @@ from switchboard.sdp.session import (
 TELEPHONE_EVENT = "telephone-event"
 DEFAULT_EVENT_PT = 101
 DEFAULT_PTIME = 20
-AUDIO_PROTOS = ("RTP/AVP", "RTP/AVPF")
+AUDIO_PROTOS = ("RTP/AVP", "RTP/AVPF", *SAVP_PROTOS)
 COMPLEMENT = {
     "sendrecv": "sendrecv",
     "sendonly": "recvonly",
@@ -80,6 +81,11 @@ class Negotiated:
     local_direction: str  # our direction in the answer (or the offer we sent)
     remote_hold: bool  # the peer does not want to receive (sendonly/inactive/0.0.0.0)
     ptime: int = DEFAULT_PTIME
+    # SRTP with SDES (RFC 4568): the suite both use, the peer's key (it protects what it
+    # sends with it) and ours (what we protect with). None: plain RTP.
+    srtp_suite: str | None = None
+    srtp_remote_key: bytes | None = None
+    srtp_local_key: bytes | None = None
 
     @property
     def we_send(self) -> bool:
@@ -135,13 +141,29 @@ def answer_offer(
     session_id: str,
     version: int,
     local_hold: bool = False,
+    srtp: str = "optional",
+    srtp_key: bytes = b"",
 ) -> tuple[SessionDescription, Negotiated]:
-    """Answer ``offer`` (RFC 3264 §6). Raises :class:`NegotiationError` → 488."""
+    """Answer ``offer`` (RFC 3264 §6). Raises :class:`NegotiationError` → 488.
+
+    ``srtp`` is the policy (sdp.crypto): an RTP/SAVP stream is taken with the first
+    crypto suite of the offer we support, answered with the same tag and ``srtp_key``
+    (RFC 4568 §7.1.2); ``mandatory`` refuses plain RTP, ``off`` refuses SRTP. An RTP/AVP
+    offer carrying crypto lines (best-effort SRTP) is answered with SRTP when the policy
+    is not ``off``."""
     chosen: Negotiated | None = None
     answer_media: list[Media] = []
     family = "IP6" if ":" in address else "IP4"
     for m in offer.media:
         if chosen is not None or m.kind != "audio" or m.port == 0 or m.proto not in AUDIO_PROTOS:
+            answer_media.append(Media(m.kind, 0, m.proto, list(m.formats)))
+            continue
+        crypto: Crypto | None = None
+        if srtp != "off" and srtp_key:
+            usable = offered_cryptos(m.attrs("crypto"))
+            crypto = usable[0] if usable else None
+        secure = m.proto in SAVP_PROTOS
+        if (secure and crypto is None) or (srtp == "mandatory" and crypto is None):
             answer_media.append(Media(m.kind, 0, m.proto, list(m.formats)))
             continue
         maps = m.rtpmaps
@@ -172,15 +194,10 @@ def answer_offer(
         ev_pt = _event_pt(m, rm.clock_rate)
         ptime = m.ptime or DEFAULT_PTIME
         formats = [str(pt)] + ([str(ev_pt)] if ev_pt is not None else [])
-        answer_media.append(
-            Media(
-                "audio",
-                port,
-                m.proto,
-                formats,
-                attributes=_audio_attrs(pt, rm, m.fmtps.get(pt) or spec.fmtp, ev_pt, ours, ptime),
-            )
-        )
+        attrs = _audio_attrs(pt, rm, m.fmtps.get(pt) or spec.fmtp, ev_pt, ours, ptime)
+        if crypto is not None:
+            attrs.append(("crypto", Crypto(crypto.tag, crypto.suite, srtp_key).attribute()))
+        answer_media.append(Media("audio", port, m.proto, formats, attributes=attrs))
         chosen = Negotiated(
             codec=spec.name,
             payload_type=pt,
@@ -192,9 +209,12 @@ def answer_offer(
             local_direction=ours,
             remote_hold=remote_hold,
             ptime=ptime,
+            srtp_suite=crypto.suite if crypto else None,
+            srtp_remote_key=crypto.key if crypto else None,
+            srtp_local_key=srtp_key if crypto else None,
         )
     if chosen is None:
-        raise NegotiationError("no common audio codec in the offer")
+        raise NegotiationError("no common audio codec (and SRTP policy) in the offer")
     sd = SessionDescription(
         origin=_origin(address, session_id, version),
         name="switchboard",
@@ -214,8 +234,14 @@ def create_offer(
     direction: str = "sendrecv",
     event_pt: int | None = DEFAULT_EVENT_PT,
     ptime: int = DEFAULT_PTIME,
+    srtp: str = "off",
+    srtp_key: bytes = b"",
 ) -> SessionDescription:
-    """An offer with our codecs (in preference order) and telephone-event at 8 kHz."""
+    """An offer with our codecs (in preference order) and telephone-event at 8 kHz.
+
+    ``srtp``: ``mandatory`` offers RTP/SAVP, ``optional`` offers RTP/AVP with the crypto
+    lines (best-effort SRTP: a peer that knows SDES answers with one, others ignore
+    them), both with every suite we support keyed with ``srtp_key``."""
     if not codecs:
         raise ValueError("an offer needs at least one codec")
     formats = [str(c.payload_type) for c in codecs]
@@ -230,13 +256,28 @@ def create_offer(
         attrs.append(("fmtp", f"{event_pt} 0-16"))
     attrs.append(("ptime", str(ptime)))
     attrs.append((direction, None))
+    if srtp != "off" and srtp_key:
+        for tag, suite in enumerate(SUITES, 1):
+            attrs.append(("crypto", Crypto(tag, suite, srtp_key).attribute()))
+    proto = "RTP/SAVP" if srtp == "mandatory" and srtp_key else "RTP/AVP"
     family = "IP6" if ":" in address else "IP4"
     return SessionDescription(
         origin=_origin(address, session_id, version),
         name="switchboard",
         connection=Connection("IN", family, address),
-        media=[Media("audio", port, "RTP/AVP", formats, attributes=attrs)],
+        media=[Media("audio", port, proto, formats, attributes=attrs)],
     )
+
+
+def _answered_crypto(ours: Media, m: Media) -> tuple[Crypto, Crypto] | None:
+    """(our offered line, the answer's line) when the answer accepted one of our suites
+    with the same tag and suite (RFC 4568 §7.1.3)."""
+    offered = {c.tag: c for c in offered_cryptos(ours.attrs("crypto"))}
+    for c in offered_cryptos(m.attrs("crypto")):
+        mine = offered.get(c.tag)
+        if mine is not None and mine.suite == c.suite:
+            return mine, c
+    return None
 
 
 def process_answer(
@@ -265,6 +306,9 @@ def process_answer(
             conn = answer.connection_for(m)
             assert conn is not None
             remote_dir = m.direction
+            crypto = _answered_crypto(ours, m)
+            if ours.proto in SAVP_PROTOS and crypto is None:
+                raise NegotiationError("SRTP offered as mandatory; the answer has no usable key")
             return Negotiated(
                 codec=spec.name,
                 payload_type=int(f),
@@ -276,6 +320,9 @@ def process_answer(
                 local_direction=COMPLEMENT[remote_dir],
                 remote_hold=conn.is_hold or remote_dir in ("sendonly", "inactive"),
                 ptime=m.ptime or DEFAULT_PTIME,
+                srtp_suite=crypto[0].suite if crypto else None,
+                srtp_remote_key=crypto[1].key if crypto else None,
+                srtp_local_key=crypto[0].key if crypto else None,
             )
         raise NegotiationError("the answer has no codec we offered")
     raise NegotiationError("no audio stream in the offer")
