@@ -37,8 +37,8 @@ class Refusal(Enum):
 class SessionLimiter:
     """Admission control for new legs; ``active`` is maintained by :meth:`release`."""
 
-    max_sessions: int = 1000
-    sessions_per_second: int = 30
+    max_sessions: int = 10000
+    sessions_per_second: int = 400
     active: int = 0
     since_startup: int = 0
     peak: int = 0

@@ -129,8 +129,12 @@ class MediaSection(_Section):
 class LimitsSection(_Section):
     """[limits] — FreeSWITCH switch.conf ``max-sessions`` / ``sessions-per-second``."""
 
-    max_sessions: int = Field(default=1000, ge=1)
-    sessions_per_second: int = Field(default=30, ge=1)  # exact sliding 1 s window
+    # max_sessions: FreeSWITCH's production tuning (switch.conf max-sessions 10000).
+    # sessions_per_second: derived from the machine (docs/media.md): a 2-core box carries
+    # 300 transit calls/s through two nodes = 300 legs/s per node; 400 leaves room for
+    # arrival jitter. FreeSWITCH's 100 would hold two nodes to 100 transit calls/s.
+    max_sessions: int = Field(default=10000, ge=1)
+    sessions_per_second: int = Field(default=400, ge=1)  # exact sliding 1 s window
     retry_after: int = Field(default=300, ge=0)  # Retry-After on the 503 (sofia.c)
 
 
