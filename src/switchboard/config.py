@@ -137,6 +137,32 @@ class PikeSection(Section):
     allow: list[str] = Field(default_factory=list)
 
 
+class TrunkSection(Section):
+    """[trunks.NAME] — one carrier interconnect (docs/router.md, "Trunks"). The router
+    identifies a new call's trunk by its source address and applies its limits, number
+    normalisation and policy; the trunk's name (and account) reach the media node in
+    ``X-Switchboard-Trunk`` / ``X-Switchboard-Account`` for CDRs and billing."""
+
+    sources: list[str] = Field(default_factory=list)  # IP, CIDR, [udp|tcp|tls:]IP[:PORT]
+    direction: str = Field(default="both", pattern="^(inbound|outbound|both)$")
+    cps: float = Field(default=0, ge=0)  # new calls admitted in any second; 0 = no limit
+    max_calls: int = Field(default=0, ge=0)  # concurrent calls; 0 = no limit
+    retry_after: int = Field(default=5, ge=0)  # Retry-After of the limits' 503
+    called_strip: int = Field(default=0, ge=0)  # leading characters removed
+    called_prefix: str = ""  # then prepended (e.g. a country code)
+    called_regex: str = ""  # then must match (fullmatch), rewritten by called_replace
+    called_replace: str = ""  # \1, \g<name>; "" = the match itself
+    calling_strip: int = Field(default=0, ge=0)
+    calling_prefix: str = ""
+    calling_regex: str = ""
+    calling_replace: str = ""
+    tech_prefix: str = ""  # required at the start of the called number, removed
+    caller_id: str = Field(default="pass", pattern="^(pass|replace|reject_anonymous)$")
+    caller_id_number: str = ""  # with caller_id = "replace"
+    account: str = ""  # the billing account the trunk's calls bill to
+    allowed_prefixes: list[str] = Field(default_factory=list)  # E.164 prefixes; [] = any
+
+
 class SecuritySection(Section):
     """[security] — edge hygiene of the router and the media nodes (docs/security.md)."""
 
@@ -318,6 +344,16 @@ class Config(Section):
     users: dict[str, UserSection] = Field(default_factory=dict)
     dialplan: DialplanSection = Field(default_factory=DialplanSection)
     dialer: DialerSection = Field(default_factory=DialerSection)
+    trunks: dict[str, TrunkSection] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _trunks(self) -> Config:
+        # Checked as a whole (overlapping sources, regexes, names): the message names the
+        # key, and a bad file is refused at start and at reload alike.
+        from switchboard.router.trunks import TrunkTable
+
+        TrunkTable(self.trunks, self.acl.allow)
+        return self
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -376,6 +412,8 @@ def _describe(exc: ValidationError, path: str | Path | None) -> str:
         key = ".".join(str(part) for part in err["loc"])
         if err["type"] == "extra_forbidden":
             lines.append(f"{where}unknown key '{key}'")
+        elif not key:  # a check of the whole file: its message names the key itself
+            lines.append(f"{where}{err['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"{where}{key}: {err['msg']}")
     return "\n".join(lines)

@@ -7,14 +7,14 @@ proxy's state directly, between two SIP messages, without locks.
 from __future__ import annotations
 
 import logging
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from switchboard.config import Config
+from switchboard.config import Config, TrunkSection
 from switchboard.router.dispatcher import Destination, DestinationState
 from switchboard.router.metrics import render
 from switchboard.router.proxy import Proxy
@@ -31,6 +31,10 @@ class Router(Protocol):
     registry: CollectorRegistry
 
     def reload(self) -> int: ...
+
+    def set_trunks(self, trunks: dict[str, Any]) -> None: ...
+
+    def proxy_time(self) -> float: ...
 
 
 class DestinationView(BaseModel):
@@ -124,6 +128,36 @@ def create_app(router: Router) -> FastAPI:
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         return ReloadResult(destinations=n, transactions_kept=router.proxy.transaction_count)
+
+    @app.get("/trunks")
+    def trunks() -> list[dict[str, Any]]:
+        """Every trunk: its settings and live state (calls in progress, calls in the
+        last second, admitted, calls by disposition, rejections by reason, mean PDD).
+        The ``acl`` trunk is made of the ``[acl] allow`` addresses no trunk claims."""
+        table = router.proxy.trunks
+        if table is None:
+            return []
+        now = router.proxy_time()
+        out = table.snapshot(now)
+        for row in out:
+            t = router.cfg.trunks.get(row["name"])
+            row["config"] = t.model_dump() if t is not None else None
+        return out
+
+    @app.put("/trunks")
+    def put_trunks(trunks: dict[str, TrunkSection]) -> list[dict[str, Any]]:
+        """Replace every ``[trunks.*]`` definition, limits included, as a SIGHUP reload
+        of the file would: calls in progress continue, trunks that still exist keep
+        their counters. Refused as a whole (400, the key named) when invalid. Not
+        written to the file: a later reload from the file replaces it."""
+        try:
+            router.set_trunks({k: v.model_dump() for k, v in trunks.items()})
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return trunks_view()
+
+    def trunks_view() -> list[dict[str, Any]]:
+        return trunks()
 
     @app.get("/stats", response_model=Stats)
     def stats() -> Stats:

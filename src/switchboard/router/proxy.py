@@ -59,6 +59,7 @@ from typing import Any, NamedTuple
 
 from switchboard.router.dispatcher import Destination, Dispatcher, ProbeRequest, StateChanged
 from switchboard.router.protection import Acl, AuthBans, Pike, ScannerFilter, Verdict
+from switchboard.router.trunks import TrunkState, TrunkTable, disposition
 from switchboard.sip import fastpath as wire
 from switchboard.sip.fastpath import BadMessage, Message, Via
 
@@ -234,7 +235,9 @@ class ServerTxn:
         "record_route",
         "reply_addr",
         "responses",
+        "t0",
         "transport",
+        "trunk",
     )
 
     def __init__(self) -> None:
@@ -247,6 +250,8 @@ class ServerTxn:
         self.call_id = b""
         self.loop = b""
         self.in_iface: Interface | None = None
+        self.trunk: TrunkState | None = None  # admitted on this trunk: counts until the end
+        self.t0 = 0.0  # when a trunk call was admitted (post-dial delay); 0 once measured
         self.record_route = False
         self.first = b""
         self.fwd: list[bytes] = []
@@ -329,11 +334,56 @@ class HiddenDialog:
 
 
 class Dialog:
-    __slots__ = ("created", "dest")
+    __slots__ = ("created", "dest", "trunk")
 
-    def __init__(self, dest: Destination | None, created: float) -> None:
+    def __init__(
+        self, dest: Destination | None, created: float, trunk: TrunkState | None = None
+    ) -> None:
         self.dest = dest
         self.created = created
+        self.trunk = trunk  # the trunk the call came in on: released when the dialog ends
+
+
+def _user(uri: bytes) -> bytes:
+    """The user part of a SIP URI (``sip:+4930123;npdi@host`` → ``+4930123``)."""
+    colon = uri.find(b":")
+    at = uri.find(b"@")
+    if colon < 0 or at < colon:
+        return b""
+    return uri[colon + 1 : at].split(b";", 1)[0]
+
+
+def _from_user(m: Message) -> str:
+    if m.from_ < 0:
+        return ""
+    value = m.value(m.from_)
+    start = value.find(b"sip")
+    return _user(value[start:]).decode("utf-8", "replace") if start >= 0 else ""
+
+
+def _replace_user(line: bytes, user: bytes) -> bytes:
+    """``line`` with the user part of its (first) SIP URI replaced."""
+    start = line.find(b"sip:")
+    if start < 0:
+        start = line.find(b"sips:")
+        if start < 0:
+            return line
+    colon = line.find(b":", start)
+    at = line.find(b"@", colon)
+    if at < 0:
+        return line
+    user_end = colon + 1 + len(line[colon + 1 : at].split(b";", 1)[0])
+    return line[: colon + 1] + user + line[user_end:]
+
+
+_TRUNK_HEADERS = (b"x-switchboard-trunk", b"x-switchboard-account")
+
+
+def _is_trunk_header(line: bytes) -> bool:
+    """Our trunk headers, which only the router may set: dropped from outside input."""
+    if line[:14].lower() != b"x-switchboard-":
+        return False
+    return line.partition(b":")[0].strip().lower() in _TRUNK_HEADERS
 
 
 def _from_far_end(m: Message) -> bool:
@@ -386,6 +436,7 @@ class Proxy:
         server: str = "",
         acl_drop: bool = False,
         hide_topology: bool = False,
+        trunks: TrunkTable | None = None,
     ) -> None:
         if not interfaces:
             raise ValueError("the proxy needs at least one interface")
@@ -404,6 +455,9 @@ class Proxy:
         self._sent_by = list({i.hostport for i in [*interfaces, *vias]})
         self.dispatcher = dispatcher
         self.acl = acl or Acl(["0.0.0.0/0", "::/0"])
+        # Trunks (docs/router.md "Trunks"): a new call's trunk by its source; its sources
+        # are exempt from pike (trunk limits govern them). None: the ACL alone decides.
+        self.trunks = trunks
         self.pike = pike
         self.bans = bans
         self.scanners = scanners
@@ -563,7 +617,8 @@ class Proxy:
         if bans is not None and bans.active and bans.is_banned(ip, now):
             self.stats.auth_ban_drops += 1
             return []
-        if self.pike is not None:
+        trunks = self.trunks
+        if self.pike is not None and (trunks is None or not trunks.known(ip)):
             verdict = self.pike.check(ip, now)
             if verdict.verdict is not Verdict.ALLOW:
                 return self._flooding(m, verdict, transport, src, conn)
@@ -602,7 +657,7 @@ class Proxy:
         if method == b"CANCEL":
             return self._on_cancel(m, via, transport, reply_addr, conn, now)
         try:
-            return self._route_request(m, via, key, transport, reply_addr, conn, now)
+            return self._route_request(m, via, key, transport, reply_addr, conn, now, src[1])
         except BadMessage as exc:
             self.stats.bad_messages += 1
             return [
@@ -677,6 +732,7 @@ class Proxy:
         reply_addr: tuple[str, int],
         conn: Any,
         now: float,
+        src_port: int = 0,
     ) -> list[Send]:
         method = m.method
 
@@ -723,7 +779,13 @@ class Proxy:
                 if to_tag:
                     return reply(404, b"Not Here")
                 dispatched = True
-        if not to_tag and not self.acl.allows(reply_addr[0]):
+        trunk: TrunkState | None = None
+        if not to_tag and self.trunks is not None:
+            trunk = self.trunks.identify(reply_addr[0], src_port, transport[:3])
+            allowed = trunk is not None
+        else:
+            allowed = bool(to_tag) or self.acl.allows(reply_addr[0])
+        if not allowed:
             # Before the router's own OPTIONS answer: a scanner outside the allow list
             # learns nothing (drop), or only "Forbidden" with no product name.
             if self.acl_drop:
@@ -734,6 +796,7 @@ class Proxy:
         if dispatched and method == b"OPTIONS" and b"@" not in m.ruri:
             return reply(200, None, (b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS",))
         order: list[Destination] = []
+        admission = None
         if dispatched:
             if self.draining and method == b"INVITE":
                 return reply(503, b"Shutting Down", self._retry_after(self.settings.retry_after))
@@ -746,6 +809,17 @@ class Proxy:
                     self.settings.unavailable_reason.encode(),
                     self._retry_after(self.settings.retry_after),
                 )
+            if trunk is not None and method == b"INVITE":
+                assert self.trunks is not None
+                admission = self.trunks.admit(
+                    trunk, _user(m.ruri).decode("utf-8", "replace"), _from_user(m), now
+                )
+                if admission.status:
+                    return reply(
+                        admission.status, admission.reason, self._retry_after(admission.retry_after)
+                    )
+            else:
+                trunk = None
         txn = ServerTxn()
         txn.key = key
         txn.method = method
@@ -761,6 +835,8 @@ class Proxy:
         txn.record_route = not to_tag and method in _DIALOG_CREATING
         txn.first = m.lines[0]
         txn.fwd = self._prepare(m, kept if n_own else None)
+        if trunk is not None:
+            self._trunk_request(txn, trunk, admission, now)
         if self.hide_topology:
             self._hide_request(txn, m, dispatched, now)
         if transport != "udp" and method != b"REGISTER":
@@ -1073,7 +1149,10 @@ class Proxy:
                 txn.last = data
                 self._at(now + self.settings.wait_time, _CLEANUP, txn)
             if txn.is_invite and txn.dispatched:
-                self.dialogs[txn.call_id] = Dialog(txn.dest, now)
+                trunk = txn.trunk
+                if trunk is not None:
+                    self._trunk_final(txn, status, now, ended=False)
+                self.dialogs[txn.call_id] = Dialog(txn.dest, now, trunk)
             elif txn.method == b"BYE":
                 self._end_dialog(txn.call_id)
             return self._upstream(txn, data, status, count=True)
@@ -1106,6 +1185,9 @@ class Proxy:
             return out
         if br.cancel_pending:
             out.extend(self._send_cancel(br, now))
+        if m.status > 100 and txn.t0 and txn.trunk is not None:
+            txn.trunk.observe_pdd(now - txn.t0)
+            txn.t0 = 0.0
         if m.status > 100:
             # §16.7 step 5: forward provisionals other than 100 at once; reset Timer C.
             data = self._strip(m)
@@ -1275,6 +1357,8 @@ class Proxy:
                     # §16.7 step 6: a lone 503 means only "this hop is busy": answer 500.
                     status, data = 500, None
         txn.final = status
+        if txn.trunk is not None:
+            self._trunk_final(txn, status, now, ended=True)
         if data is None:
             data = self._reply(txn.msg, status, reason)
         else:
@@ -1312,9 +1396,41 @@ class Proxy:
         d = self.dialogs.pop(call_id, None)
         if d is not None:
             _release(d.dest)
+            if d.trunk is not None:
+                d.trunk.release()
         h = self.hidden_calls.get(call_id)
         if h is not None:
             self._drop_hidden(h)
+
+    # ------------------------------------------------------------------ trunks
+    def _trunk_request(self, txn: ServerTxn, trunk: TrunkState, admission: Any, now: float) -> None:
+        """An admitted trunk INVITE: the normalised numbers in the R-URI and From, the
+        trunk's name (and account) for the media node — never a value from outside."""
+        txn.trunk = trunk
+        txn.t0 = now
+        fwd = [line for line in txn.fwd if not _is_trunk_header(line)]
+        if admission is not None and admission.called is not None:
+            txn.first = _replace_user(txn.first, admission.called.encode())
+        if admission is not None and admission.calling is not None:
+            for i, line in enumerate(fwd):
+                if line[:5].lower() == b"from:" or line[:2].lower() == b"f:":
+                    fwd[i] = _replace_user(line, admission.calling.encode())
+                    break
+        fwd.append(trunk.header)
+        txn.fwd = fwd
+
+    def _trunk_final(self, txn: ServerTxn, status: int, now: float, *, ended: bool) -> None:
+        """The INVITE's final response: count its disposition (and the post-dial delay if
+        no ringing came first); a failed call releases its trunk slot now, an answered
+        one when its dialog ends."""
+        trunk = txn.trunk
+        assert trunk is not None
+        pdd = now - txn.t0 if txn.t0 else None
+        txn.t0 = 0.0
+        trunk.count(disposition(status), pdd)
+        if ended:
+            trunk.release()
+        txn.trunk = None
 
     # ------------------------------------------------------------------ failures
     def _branch_failed(self, br: Branch, status: int, now: float, report: str | None) -> list[Send]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from pydantic import ValidationError
 
 from switchboard import config as config_mod
 from switchboard.lifecycle import ExitCode, Signals, run_service
@@ -52,6 +53,7 @@ from switchboard.router.dispatcher import (
 from switchboard.router.metrics import LatencyHistogram, make_registry
 from switchboard.router.protection import Acl, AddressList, AuthBans, Pike, ScannerFilter
 from switchboard.router.proxy import Interface, Proxy, ProxySettings, Send, default_resolve
+from switchboard.router.trunks import TrunkConfigError, TrunkTable
 from switchboard.sip import fastpath as wire
 from switchboard.sip.transaction import Peer
 
@@ -295,6 +297,7 @@ class Router:
             settings = _settings(cfg)
             probing = _probing(cfg.dispatcher)
             acl = Acl(cfg.acl.allow, key="acl.allow")
+            trunks = TrunkTable(cfg.trunks, cfg.acl.allow)
             pike = Pike(
                 sampling_time_unit=cfg.pike.sampling_time_unit,
                 reqs_density_per_unit=cfg.pike.reqs_density_per_unit,
@@ -396,6 +399,7 @@ class Router:
             server=cfg.security.server_header,
             acl_drop=cfg.security.outside_acl == "drop",
             hide_topology=cfg.security.topology_hiding,
+            trunks=trunks,
         )
         self.registry = make_registry(
             self.proxy,
@@ -552,10 +556,11 @@ class Router:
             settings = _settings(cfg)
             probing = _probing(cfg.dispatcher)
             acl = Acl(cfg.acl.allow, key="acl.allow")
+            trunks = TrunkTable(cfg.trunks, cfg.acl.allow, previous=self.proxy.trunks)
             pike_allow = AddressList(cfg.pike.allow, key="pike.allow")
             ban_allow = AddressList(cfg.security.auth_ban_allow, key="security.auth_ban_allow")
             tls = _tls_contexts(cfg.router) if self.tls is not None else None
-        except (config_mod.ConfigError, DispatcherError, TlsConfigError) as exc:
+        except (config_mod.ConfigError, DispatcherError, TlsConfigError, TrunkConfigError) as exc:
             raise ValueError(str(exc)) from None
         if self.tls is not None and tls is not None:
             # New handshakes use the new certificate; connections already up keep theirs,
@@ -567,6 +572,9 @@ class Router:
         p.dispatcher.load(specs)
         p.settings = settings
         p.acl = acl
+        # Calls in progress keep the trunk state they were admitted on; trunks that still
+        # exist keep their counters and live calls (TrunkTable(previous=...)).
+        p.trunks = trunks
         sec = cfg.security
         if p.bans is not None:  # keep the current bans and counts
             p.bans.limit = sec.auth_fail_limit
@@ -590,6 +598,21 @@ class Router:
         )
         self._arm()
         return len(specs)
+
+    def set_trunks(self, trunks: dict[str, Any]) -> None:
+        """``PUT /trunks``: replace the trunk definitions (validated as a whole like a
+        file; ValueError naming the key and nothing changed when invalid)."""
+        try:
+            cfg = config_mod.Config.model_validate({**self.cfg.model_dump(), "trunks": trunks})
+            table = TrunkTable(cfg.trunks, cfg.acl.allow, previous=self.proxy.trunks)
+        except ValidationError as exc:
+            raise ValueError(config_mod._describe(exc, None)) from None
+        self.proxy.trunks = table
+        self.cfg = cfg
+        log.info("trunks replaced through the admin API: %s", ", ".join(cfg.trunks) or "none")
+
+    def proxy_time(self) -> float:
+        return self.loop.time()
 
     # -- I/O --------------------------------------------------------------------------
     def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
