@@ -229,6 +229,8 @@ def plan(
                 ready=(ahost, aport),
                 stage=1,
                 reloads=True,
+                # its calls resume from its journal on restart: every second counts
+                first_backoff=0.0,
                 env={**env, **node.env()},
                 env_files=env_files,
                 summary=(

@@ -269,6 +269,7 @@ class Switch:
         self._heartbeat: asyncio.Task[None] | None = None
         self.ready = True
         self.hangup_hooks: list[Callable[[Session], None]] = []
+        self.bridge_hooks: list[Callable[[Session, Session], None]] = []  # (A-leg, B-leg)
         # awaited in order when a channel is first routed, before its applications run
         # (credit control); a hook refuses the call by hanging it up
         self.setup_hooks: list[Callable[[Session], Awaitable[None]]] = []

@@ -92,6 +92,8 @@ class MediaNode:
         self.registry: Any = None
         self.loop_lag: Any = None  # LoopLagMonitor once started
         self._own_sink: Any = None
+        self.journal: Any = None  # media.journal.Journal when [media] recovery is on
+        self.recovered: tuple[int, int] = (0, 0)  # legs resumed, legs ended at start
         self.billing: Any = None  # BillingService when [database] url is set
         self.call_credit: Any = None  # CallCredit when [billing] credit_control is on
         self._channels = 0
@@ -159,7 +161,21 @@ class MediaNode:
         self.metrics.sessions_per_second_max.set(limits.sessions_per_second)
         sw.events.subscribe(self._on_event)
         sink = self.cdr_sink or await self._default_sink()
-        cdr_mod.install(sw, sink, self.name, self.metrics)
+        journal_state = None
+        if m.recovery:
+            from switchboard.media import journal as journal_mod
+            from switchboard.media import recovery
+
+            jdir = Path(m.journal_dir) if m.journal_dir else self.state_dir / "journal"
+            path = jdir / f"{self.name}.jnl"
+            journal_state = journal_mod.read(path)
+            self.journal = journal_mod.Journal(path)
+            self.journal.open(journal_state)
+            recovery.install(self.journal, sw)
+            cdr_mod.install(sw, recovery.JournalingSink(sink, self.journal), self.name,
+                            self.metrics)  # fmt: skip
+        else:
+            cdr_mod.install(sw, sink, self.name, self.metrics)
         if self.billing is not None and self.billing.credit is not None:
             from switchboard.media.credit import CallCredit
 
@@ -200,8 +216,17 @@ class MediaNode:
             ),
         )
         self.ua = ua
+        restored: list[Any] = []
+        if journal_state is not None:
+            from switchboard.media import recovery
+
+            # rebuilt before the SIP socket listens: a BYE retransmitted by a far end
+            # while the node was down must find its dialog, not a 481
+            restored = await recovery.restore(ua, journal_state, sink)
         try:
             await ua.start(self.sip_listen, self._tls_files())
+            if restored:
+                self.recovered = recovery.start_resumed(ua, restored)
             if self.want_esl:
                 from switchboard.media.event_socket import EslSettings, EventSocketServer
 
@@ -311,6 +336,8 @@ class MediaNode:
             self.loop_lag.stop()
         if self.switch is not None:
             await self.switch.stop()
+        if self.journal is not None:
+            self.journal.close()
         if self.esl is not None:
             await self.esl.close()
         if self.ua is not None:

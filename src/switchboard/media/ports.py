@@ -8,6 +8,7 @@ back as well and the next one is tried.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections import deque
@@ -46,6 +47,27 @@ class PortAllocator:
         port = self._free.popleft()
         self._used.add(port)
         return port
+
+    def bind_exact(self, host: str, port: int) -> tuple[socket.socket, socket.socket]:
+        """Take ``port`` (and +1) out of the free list and bind them: a restarted node
+        resumes a call on the RTP port its far end keeps sending to. OSError when bound
+        elsewhere or outside the range."""
+        if port in self._used or not self.start <= port < self.end or port % 2:
+            raise OSError(f"RTP port {port} is not free in {self.start}-{self.end}")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        rtp = socket.socket(family, socket.SOCK_DGRAM)
+        rtcp = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            rtp.bind((host, port))
+            rtcp.bind((host, port + 1))
+        except OSError:
+            rtp.close()
+            rtcp.close()
+            raise
+        with contextlib.suppress(ValueError):
+            self._free.remove(port)  # O(n), once per resumed leg at start
+        self._used.add(port)
+        return rtp, rtcp
 
     def release(self, port: int) -> None:
         """Give ``port`` back; it goes to the end of the queue. Unknown ports are an error."""

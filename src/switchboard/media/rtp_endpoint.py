@@ -244,17 +244,24 @@ class RtpEndpoint:
         symmetric: bool = True,
         event_pt: int | None = DEFAULT_EVENT_PT,
         ssrc: int | None = None,
+        seq: int | None = None,
+        ts: int | None = None,
     ) -> RtpEndpoint:
         """Bind an RTP socket (and RTCP on +1) and register with the process tick.
 
         With ``allocator`` the port comes from the configured range; otherwise ``port``
         (0 = any free port; RTCP then takes port+1 when free, else any port).
         ``event_pt`` is the negotiated telephone-event payload type (None = not offered).
+        With ``allocator`` and ``port`` that exact port is taken from the range, and
+        ``ssrc``/``seq``/``ts`` continue a stream (a call resumed after a restart).
         """
         loop = asyncio.get_running_loop()
         rtcp_sock: socket.socket | None
         if allocator is not None:
-            _, rtp_sock, rtcp_sock = allocator.bind_pair(host)
+            if port:
+                rtp_sock, rtcp_sock = allocator.bind_exact(host, port)
+            else:
+                _, rtp_sock, rtcp_sock = allocator.bind_pair(host)
             if not rtcp:
                 rtcp_sock.close()
                 rtcp_sock = None
@@ -277,8 +284,9 @@ class RtpEndpoint:
             scheduler or get_scheduler(),
             allocator,
             ssrc if ssrc is not None else secrets.randbits(32),
-            secrets.randbits(16),  # RFC 3550 §5.1: random initial seq and timestamp
-            secrets.randbits(32),
+            # RFC 3550 §5.1: random initial seq and timestamp
+            seq if seq is not None else secrets.randbits(16),
+            ts if ts is not None else secrets.randbits(32),
             symmetric,
             event_pt,
             rtcp_min_interval,

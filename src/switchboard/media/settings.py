@@ -47,6 +47,12 @@ class MediaSection(_Section):
         ""  # where record/record_session put relative paths; "" → state/recordings
     )
     cdr_file: str = ""  # JSON-lines CDR sink until billing is wired; "" → state/cdr/<name>.jsonl
+    # calls survive a crash of the node: bridges journaled, resumed on restart (docs/media.md)
+    recovery: bool = True
+    # seconds the supervisor waits for a crashed node to come back before another process
+    # ends its calls from the journal (BYE to both far ends, CDRs)
+    recovery_timeout: float = Field(default=10.0, gt=0)
+    journal_dir: str = ""  # where <name>.jnl lives; "" → <state_dir>/journal
     realm: str = "switchboard"  # digest realm of the registrar
     # Challenges the registrar sends, in order. Both MD5 and SHA-256 answers are verified
     # whatever was offered; offering SHA-256 is opt-in (["SHA-256", "MD5"], RFC 8760 order)

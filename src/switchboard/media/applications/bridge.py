@@ -63,6 +63,11 @@ def _mark_bridged(a: Session, b: Session) -> None:
     if not b.is_hungup:
         sw._set_state(b, ChannelState.CS_EXCHANGE_MEDIA)
     sw._fire("CHANNEL_BRIDGE", a, extra)
+    for hook in sw.bridge_hooks:  # the node's journal records the bridge for recovery
+        try:
+            hook(a, b)
+        except Exception:
+            log.exception("bridge hook failed for %s", a.uuid)
 
 
 async def _stay_bridged(a: Session, b: Session) -> None:

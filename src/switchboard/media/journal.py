@@ -1,0 +1,236 @@
+"""The media node's channel journal: what a restarted node needs to resume its calls.
+
+One append-only text file per node, ``<state_dir>/journal/<node>.jnl`` (``[media]
+journal_dir`` moves it), one record per line:
+
+* ``B <json>`` — a bridge was established (or re-established): both legs' recoverable
+  state (SIP dialog, SDPs, RTP port/SSRC/sequence/timestamp, channel times and
+  variables), written by :mod:`switchboard.media.recovery`;
+* ``E <uuid> <cdr-json>`` — a journaled leg ended; its CDR rides along, so a CDR the
+  billing writer had not stored when the process died is submitted again on restart
+  (ingest is idempotent on the leg's uuid: never twice).
+
+**Cost and durability.** A record is one ``write(2)`` of a line already formatted on the
+event loop — into the page cache, a few microseconds, never waiting for the disk — so a
+*process* crash (``kill -9``, OOM, bug) loses nothing that was written. A background thread
+calls ``fdatasync`` once per ``fsync_interval`` (1 s) when something was written: a *power
+cut* or kernel crash loses at most the last second of records — bridges established in
+that second are not resumed (their far ends time out), and ended legs in that second have
+their CDR only if the billing writer stored it. A lost disk loses the journal: the node
+then starts with no call to resume.
+
+**Size.** Ended calls are forgotten: the file is rewritten with only the live bridges and
+the recent ends (:data:`KEEP_ENDS_FOR` seconds) when it passes :data:`ROTATE_BYTES` and
+at every start.
+
+**Damage.** A record cut short by a crash mid-``write`` (only the last line can be) or a
+line that does not parse is skipped and logged; every whole record is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FSYNC_INTERVAL = 1.0  # seconds between fdatasync calls (what a power cut may lose)
+ROTATE_BYTES = 64 << 20  # rewrite the file with the live records past this size
+KEEP_ENDS_FOR = 120.0  # seconds an end record (with its CDR) survives a rewrite
+
+
+@dataclass
+class JournalState:
+    """What a journal file says: live bridges and recent ends."""
+
+    bridges: dict[str, dict[str, Any]] = field(default_factory=dict)  # A-leg uuid → record
+    ends: dict[str, tuple[float, str]] = field(default_factory=dict)  # leg uuid → (t, cdr)
+    skipped: int = 0  # damaged records (logged)
+
+    def live(self) -> list[dict[str, Any]]:
+        """Bridges with at least one leg not ended."""
+        return [
+            rec
+            for rec in self.bridges.values()
+            if any(leg["uuid"] not in self.ends for leg in rec["legs"])
+        ]
+
+
+def read(path: Path) -> JournalState:
+    """Parse a journal; damaged records are counted and logged, never fatal."""
+    state = JournalState()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return state
+    lines = data.split(b"\n")
+    torn = lines.pop() if lines else b""  # no newline after it: cut short mid-write
+    if torn:
+        state.skipped += 1
+        log.warning("journal %s: last record cut short (%d bytes) skipped", path, len(torn))
+    for raw in lines:
+        if not raw:
+            continue
+        try:
+            kind, _, rest = raw.decode().partition(" ")
+            if kind == "B":
+                rec = json.loads(rest)
+                state.bridges[rec["legs"][0]["uuid"]] = rec
+            elif kind == "E":
+                uuid, _, cdr = rest.partition(" ")
+                t, _, cdr_json = cdr.partition(" ")
+                state.ends[uuid] = (float(t), cdr_json)
+            else:
+                raise ValueError(f"unknown record kind {kind!r}")
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            state.skipped += 1
+            log.warning("journal %s: damaged record skipped (%s): %.80r", path, exc, raw)
+    return state
+
+
+class Journal:
+    """Appends records to the node's journal; fdatasync in a background thread."""
+
+    def __init__(self, path: Path, *, fsync_interval: float = FSYNC_INTERVAL) -> None:
+        self.path = path
+        self.fsync_interval = fsync_interval
+        self._fd = -1
+        self._dirty = False
+        self._size = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # the fd is swapped on rotation
+        self._thread: threading.Thread | None = None
+        self._live: dict[str, str] = {}  # A-leg uuid → its B line (for rewrites)
+        self._leg_of: dict[str, str] = {}  # leg uuid → A-leg uuid of its bridge
+        self._open_legs: dict[str, int] = {}  # A-leg uuid → its legs not ended yet
+        self._ends: dict[str, str] = {}  # leg uuid → its E line, recent ones kept on rewrite
+        self._end_times: dict[str, float] = {}
+        self.records = 0
+        self.bytes = 0
+
+    def open(self, state: JournalState | None = None) -> None:
+        """Rewrite the file from ``state`` (what survives of the previous run), then append."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        if state is not None:
+            # the bridges being resumed stay journaled until their new records replace them
+            for rec in state.live():
+                a_uuid = rec["legs"][0]["uuid"]
+                self._live[a_uuid] = "B " + json.dumps(rec, separators=(",", ":")) + "\n"
+                for leg in rec["legs"]:
+                    if leg["uuid"] not in state.ends:
+                        self._leg_of[leg["uuid"]] = a_uuid
+                        self._open_legs[a_uuid] = self._open_legs.get(a_uuid, 0) + 1
+            for uuid, (t, cdr) in state.ends.items():
+                if now - t < KEEP_ENDS_FOR:
+                    self._ends[uuid] = f"E {uuid} {t:.3f} {cdr}\n"
+                    self._end_times[uuid] = t
+        self._rewrite()
+        self._thread = threading.Thread(target=self._sync_loop, name="journal-sync", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock:
+            if self._fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.fdatasync(self._fd)
+                os.close(self._fd)
+                self._fd = -1
+
+    # -- records ----------------------------------------------------------------------
+
+    def bridged(self, a_uuid: str, leg_uuids: tuple[str, ...], record: dict[str, Any]) -> None:
+        """A bridge was established: its legs' state (replaces an earlier record)."""
+        line = "B " + json.dumps(record, separators=(",", ":")) + "\n"
+        self._live[a_uuid] = line
+        for uuid in leg_uuids:
+            if self._leg_of.get(uuid) != a_uuid:
+                self._leg_of[uuid] = a_uuid
+                self._open_legs[a_uuid] = self._open_legs.get(a_uuid, 0) + 1
+        self._append(line)
+
+    def ended(self, uuid: str, cdr_json: str) -> None:
+        """A journaled leg ended; ``cdr_json`` is its CDR (replayed if not stored)."""
+        a_uuid = self._leg_of.pop(uuid, None)
+        if a_uuid is None:
+            return  # never journaled: nothing to resume, nothing to write
+        left = self._open_legs.get(a_uuid, 1) - 1
+        if left <= 0:  # every leg over: the bridge is forgotten at the next rewrite
+            self._open_legs.pop(a_uuid, None)
+            self._live.pop(a_uuid, None)
+        else:
+            self._open_legs[a_uuid] = left
+        t = time.time()
+        line = f"E {uuid} {t:.3f} {cdr_json}\n"
+        self._ends[uuid] = line
+        self._end_times[uuid] = t
+        self._append(line)
+
+    def tracks(self, uuid: str) -> bool:
+        return uuid in self._leg_of
+
+    # -- file -------------------------------------------------------------------------
+
+    def _append(self, line: str) -> None:
+        data = line.encode()
+        with self._lock:
+            if self._fd < 0:
+                return
+            try:
+                os.write(self._fd, data)  # O_APPEND: one write, one whole line
+            except OSError as exc:
+                log.error("journal %s: write failed: %s", self.path, exc)
+                return
+            self._dirty = True
+        self._size += len(data)
+        self.records += 1
+        self.bytes += len(data)
+        if self._size > ROTATE_BYTES:
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Write the live records to a new file and switch to it (atomic rename)."""
+        now = time.time()
+        for uuid in [u for u, t in self._end_times.items() if now - t >= KEEP_ENDS_FOR]:
+            del self._end_times[uuid]
+            self._ends.pop(uuid, None)
+        text = "".join(self._live.values()) + "".join(self._ends.values())
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+        # no fdatasync here (the event loop must not wait for the disk): the sync thread
+        # syncs the new file within fsync_interval, like any other write
+        os.replace(tmp, self.path)
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            self._dirty = True
+        self._size = len(text)
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.fsync_interval):
+            with self._lock:
+                if not self._dirty or self._fd < 0:
+                    continue
+                self._dirty = False
+                fd = os.dup(self._fd)  # fdatasync outside the lock: writers never wait
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                log.error("journal %s: fdatasync failed: %s", self.path, exc)
+            finally:
+                os.close(fd)

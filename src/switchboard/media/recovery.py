@@ -1,0 +1,271 @@
+"""Calls survive a crash of their media node: journal at bridge time, resume on restart.
+
+**What is written.** When two SIP legs are bridged (``bridge``, ``uuid_bridge``), a
+``B`` record in the node's :mod:`journal <switchboard.media.journal>` keeps, for each
+leg: the SIP dialog (Call-ID, tags, CSeq counters, route set, remote target, peer and
+transport), the local SDP and the negotiated media (codec, remote address), the RTP port,
+SSRC, sequence number and timestamp, the channel's uuid, times, caller profile and
+variables. When a leg ends, an ``E`` record carries its CDR.
+
+**What a restart does** (:func:`restore` and :func:`start_resumed`, before the node takes new calls): for each
+bridge with a live leg, each leg is rebuilt on the *same* RTP port, with the same SSRC
+and its sequence number and timestamp moved on by the time that passed (RFC 3550 §5.1:
+the far end sees packet loss, not a new stream), the same SIP dialog (our CSeq moved on
+by :data:`CSEQ_SKIP`, so a request we sent after the snapshot is never reused), the same
+channel uuid, creation and answer time — then the two legs are bridged again. Nothing is
+signalled: the node binds the same SIP address, the far ends keep sending to the same
+ports, and their in-dialog requests (a BYE retransmitted while the node was down) match
+the restored dialogs. Each leg still gets exactly one CDR, from its original start and
+answer times to its real end.
+
+A bridge whose other leg had ended, or a leg that cannot be rebuilt (its RTP port is
+taken, a TCP/TLS connection that died with the process), is ended cleanly instead: BYE
+to its far end, CDR with cause ``NORMAL_TEMPORARY_FAILURE`` and the channel variable
+``switchboard_recovery=ended``. CDRs found in ``E`` records are submitted again (stored
+once: ingest is idempotent on the leg's uuid), so a CDR the billing writer held in memory
+when the process died is not lost.
+
+Only SIP legs over UDP are journaled; channels running other applications (playback,
+IVR, conference, park) are not resumed — their far ends see the call end when the
+restarted node answers their next request with 481, or by their own RTP timeout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from switchboard.media.causes import Cause
+from switchboard.media.channel import CallerProfile
+from switchboard.media.rtp_endpoint import RtpEndpoint
+from switchboard.media.ua import InboundLeg, OutboundLeg, SipLeg, codec_specs, engine_codec
+from switchboard.sdp import Negotiated, parse_sdp
+from switchboard.sip.dialog import INITIAL_LOCAL_SEQ, Dialog, DialogState
+from switchboard.sip.transaction import Peer
+from switchboard.sip.uri import NameAddr
+
+if TYPE_CHECKING:
+    from switchboard.media.cdr import CdrSink
+    from switchboard.media.core import Session
+    from switchboard.media.journal import Journal, JournalState
+    from switchboard.media.ua import UserAgent
+
+log = logging.getLogger(__name__)
+
+CSEQ_SKIP = 1000  # our CSeq after a restart: past any request sent after the snapshot
+SEQ_SKIP = 100  # RTP sequence numbers skipped on top of the time that passed
+PACKETS_PER_SECOND = 50  # 20 ms packets: how far the sequence number moves per second
+_SKIP_VARS = frozenset({"switch_r_sdp", "switch_l_sdp"})  # kept as SDP, not variables
+RECOVERY_VAR = "switchboard_recovery"  # "resumed" or "ended" on recovered channels
+
+
+def snapshot_leg(s: Session) -> dict[str, Any] | None:
+    """A leg's recoverable state, or None when it cannot be resumed (not a SIP leg over
+    UDP with a confirmed dialog and negotiated media)."""
+    leg = s.leg
+    if not isinstance(leg, SipLeg) or leg.dialog is None or leg.negotiated is None:
+        return None
+    if leg.peer.transport != "UDP" or leg.rtp.closed or leg.local_sdp is None:
+        return None
+    ch = s.channel
+    d = leg.dialog
+    w = leg.rtp.writer
+    return {
+        "uuid": s.uuid,
+        "dir": ch.direction,
+        "name": ch.name,
+        "created": ch.created_at,
+        "answered": ch.answered_at,
+        "profile": dataclasses.asdict(ch.profile),
+        "vars": {k: v for k, v in ch.variables.items() if k not in _SKIP_VARS},
+        "call_id": leg.call_id,
+        "tag": leg.local_tag,
+        "peer": [leg.peer.transport, leg.peer.host, leg.peer.port],
+        "dialog": {
+            "local": str(d.local),
+            "remote": str(d.remote),
+            "target": d.remote_target,
+            "routes": [str(r) for r in d.route_set],
+            "lseq": d.local_seq,
+            "rseq": d.remote_seq,
+            "secure": d.secure,
+            "uac": d.is_uac,
+            "contact": d.local_contact,
+        },
+        "rtp": {
+            "port": leg.rtp.port,
+            "ssrc": w.ssrc,
+            "seq": w.sequence_number,
+            "ts": w.timestamp,
+            "rate": leg.rtp.codec.clock_rate,
+            "at": time.time(),
+        },
+        "neg": dataclasses.asdict(leg.negotiated),
+        "sdp": [leg.sdp_session_id, leg.sdp_version, leg.local_sdp.to_bytes().decode()],
+        "codecs": [c.name for c in leg.codecs],
+        "gateway": getattr(leg, "gateway", ""),
+    }
+
+
+def install(journal: Journal, switch: Any) -> None:
+    """Journal every bridge of two resumable legs, and every journaled leg's end."""
+
+    def on_bridge(a: Session, b: Session) -> None:
+        legs = (snapshot_leg(a), snapshot_leg(b))
+        if legs[0] is None or legs[1] is None:
+            return
+        journal.bridged(a.uuid, (a.uuid, b.uuid), {"legs": list(legs)})
+
+    switch.bridge_hooks.append(on_bridge)
+
+
+class JournalingSink:
+    """The CDR sink of a node with recovery: a journaled leg's end record carries its CDR
+    (submitted again after a crash: the billing writer may not have stored it)."""
+
+    def __init__(self, sink: CdrSink, journal: Journal) -> None:
+        self.sink = sink
+        self.journal = journal
+
+    def submit(self, cdr: Any) -> None:
+        if self.journal.tracks(cdr.call_id):
+            self.journal.ended(cdr.call_id, cdr.to_json())
+        self.sink.submit(cdr)
+
+
+async def restore(
+    ua: UserAgent, state: JournalState, sink: CdrSink | None
+) -> list[tuple[list[Session], bool]]:
+    """Rebuild the journal's live bridges (before the UA listens: a retransmitted BYE must
+    find its dialog); each entry: the rebuilt legs and whether the bridge is whole. CDRs
+    of ended legs are submitted again. :func:`start_resumed` then bridges or ends them."""
+    from switchboard.billing.cdr import Cdr
+
+    replayed = 0
+    if sink is not None:
+        for _uuid, (_t, cdr_json) in state.ends.items():
+            try:
+                sink.submit(Cdr.from_json(cdr_json))
+                replayed += 1
+            except ValueError as exc:
+                log.warning("journal: CDR of an ended leg not replayed: %s", exc)
+    out: list[tuple[list[Session], bool]] = []
+    for rec in state.live():
+        legs = [leg for leg in rec["legs"] if leg["uuid"] not in state.ends]
+        sessions: list[Session] = []
+        for data in legs:
+            try:
+                sessions.append(await _restore_leg(ua, data))
+            except Exception as exc:  # a leg we cannot rebuild: say so, end what we can
+                log.error("call %s: leg %s not resumed: %s", data["call_id"], data["uuid"], exc)
+        whole = len(sessions) == len(rec["legs"]) == 2
+        for s in sessions:
+            s.channel.set_var(RECOVERY_VAR, "resumed" if whole else "ended")
+        out.append((sessions, whole))
+    if replayed:
+        log.warning("recovery: %d CDR(s) of legs ended before the restart submitted again",
+                    replayed)  # fmt: skip
+    return out
+
+
+def start_resumed(ua: UserAgent, restored: list[tuple[list[Session], bool]]) -> tuple[int, int]:
+    """Bridge the whole bridges again, end the halves (BYE, CDR); (resumed, ended) legs."""
+    resumed = ended = 0
+    sw = ua.switch
+    for sessions, whole in restored:
+        if whole:
+            a, b = sessions
+            b.parked = True
+            sw.start_apps(b, [])
+            sw.start_apps(a, [("_bridge_existing", b.uuid)])
+            resumed += 2
+            continue
+        for s in sessions:  # half a bridge: its partner ended or could not be rebuilt
+            s.parked = True
+            sw.start_apps(s, [])
+            sw.hangup(s.uuid, Cause.NORMAL_TEMPORARY_FAILURE)
+            ended += 1
+    if resumed or ended:
+        log.warning("recovery: %d call leg(s) resumed, %d ended (partner gone)", resumed, ended)
+    return resumed, ended
+
+
+async def _restore_leg(ua: UserAgent, data: dict[str, Any]) -> Session:
+    sw = ua.switch
+    r = data["rtp"]
+    elapsed = max(0.0, time.time() - float(r["at"]))
+    neg = Negotiated(**data["neg"])
+    rtp = await RtpEndpoint.open(
+        ua.rtp_ip,
+        port=int(r["port"]),
+        allocator=ua.ports,
+        codec=engine_codec(neg),
+        event_pt=neg.event_pt,
+        ssrc=int(r["ssrc"]),
+        seq=(int(r["seq"]) + int(elapsed * PACKETS_PER_SECOND) + SEQ_SKIP) & 0xFFFF,
+        ts=(int(r["ts"]) + int(elapsed * int(r["rate"]))) & 0xFFFFFFFF,
+    )
+    try:
+        s = sw.create_session(
+            direction=data["dir"],
+            name=data["name"],
+            profile=CallerProfile(**data["profile"]),
+            variables=data["vars"],
+            uuid=data["uuid"],
+            admitted=False,
+        )
+    except Exception:
+        rtp.close()
+        raise
+    ch = s.channel
+    ch.created_at = float(data["created"])
+    ch.mark_answered(float(data["answered"] or data["created"]))
+    s.answered.set()
+    dl = data["dialog"]
+    dialog = Dialog(
+        call_id=data["call_id"],
+        local=NameAddr.parse(dl["local"]),
+        remote=NameAddr.parse(dl["remote"]),
+        remote_target=dl["target"],
+        route_set=[NameAddr.parse(x) for x in dl["routes"]],
+        local_seq=(dl["lseq"] or INITIAL_LOCAL_SEQ) + CSEQ_SKIP,
+        remote_seq=dl["rseq"],
+        secure=bool(dl["secure"]),
+        state=DialogState.CONFIRMED,
+        is_uac=bool(dl["uac"]),
+        local_contact=dl["contact"],
+    )
+    transport, host, port = data["peer"]
+    common: dict[str, Any] = {
+        "ua": ua,
+        "session": s,
+        "peer": Peer(transport, host, int(port)),
+        "call_id": data["call_id"],
+        "local_tag": data["tag"],
+        "rtp": rtp,
+        "codecs": codec_specs(data["codecs"]) or ua.codecs,
+        "dialog": dialog,
+    }
+    leg: SipLeg
+    if data["dir"] == "inbound":
+        leg = InboundLeg(**common, final_sent=True, answered=True,
+                         contact=ua.contact(transport))  # fmt: skip
+    else:
+        gateway = data.get("gateway", "")
+        leg = OutboundLeg(**common, answered=True, gateway=gateway)
+        if gateway:
+            ua.gateway_calls[gateway] = ua.gateway_calls.get(gateway, 0) + 1
+            s.data["gateway"] = gateway
+            s.data["gateway_slot"] = gateway
+    leg.acked.set()
+    session_id, version, local_sdp = data["sdp"]
+    leg.sdp_session_id, leg.sdp_version = str(session_id), int(version)
+    leg.local_sdp = parse_sdp(local_sdp.encode())
+    leg.apply_negotiated(neg)
+    s.leg = leg
+    s.media = rtp
+    ua._wire_media(leg)
+    ua.legs[leg.key] = leg
+    return s

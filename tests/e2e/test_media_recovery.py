@@ -1,0 +1,179 @@
+"""Calls survive ``kill -9`` of their media node (``switchboard up``, SIPp on both sides).
+
+SIPp callers through the router to a number the node bridges to a SIPp carrier; both
+SIPps stream G.711 RTP (``rtp_stream``, looped) for the whole call. The node is killed
+with SIGKILL mid-call; the supervisor restarts it, it resumes the bridges from its
+journal on the same ports. Asserted: every caller's BYE answered 200, the carrier
+receives every BYE, exactly one CDR per leg with billsec matching the call, and the audio
+gap each far end hears (packet arrival times captured on the loopback interface).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from tests.support.net import wait_until
+from tests.support.platform_harness import Platform, free_run, http_json, http_text
+from tests.support.rtp_capture import LoopbackCapture, can_capture
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(150),
+    pytest.mark.skipif(shutil.which("sipp") is None, reason="Debian sip-tester missing"),
+    pytest.mark.skipif(not can_capture(), reason="capturing RTP on lo needs root"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+SIPP_DIR = ROOT / "tests" / "data" / "sipp"
+NUMBER = "442071234567"
+CALLS = 3
+CALL_MS = 10_000
+
+
+def ulaw_wav(path: Path, seconds: float = 1.0) -> Path:
+    """A G.711 u-law WAV (format 7) for SIPp's rtp_stream (the scenarios stream
+    ``tone.wav`` from SIPp's working directory): a 400 Hz square wave."""
+    n = int(8000 * seconds)
+    data = bytes(0x20 if (i // 10) % 2 else 0xA0 for i in range(n))
+    fmt = struct.pack("<HHIIHH", 7, 1, 8000, 8000, 1, 8)
+    path.write_bytes(
+        b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + n) + b"WAVE"
+        + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+        + b"data" + struct.pack("<I", n) + data
+    )  # fmt: skip
+    return path
+
+
+def sipp(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [shutil.which("sipp") or "sipp", *args, "-i", "127.0.0.1", "-nostdin"],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def active_calls(url: str) -> float:
+    try:
+        text = http_text(url + "/metrics")
+    except OSError:
+        return -1.0
+    for line in text.splitlines():
+        if line.startswith("switchboard_media_active_calls "):
+            return float(line.split()[1])
+    return 0.0
+
+
+@pytest.fixture
+def platform() -> Iterator[Platform]:
+    p = Platform(media_nodes=1)
+    p.start()
+    try:
+        wait_until(
+            lambda: {d["state"] for d in http_json(p.admin_url + "/destinations")} == {"active"},
+            30,
+            "the media node active at the router",
+        )
+        yield p
+    finally:
+        p.cleanup()
+
+
+def run_calls_and_kill(p: Platform, kills: int) -> dict[str, Any]:
+    """CALLS bridged calls with RTP both ways; the node SIGKILLed ``kills`` times."""
+    wav = ulaw_wav(p.state / "tone.wav")
+    span = 2 * CALLS + 10
+    base = free_run(2 * span, 30000, 40000)
+    caller_ports, carrier_ports = range(base, base + span), range(base + span, base + 2 * span)
+    capture = LoopbackCapture(range(base, base + 2 * span))
+    carrier = sipp([
+        "-sf", str(SIPP_DIR / "media_carrier_rtp_uas.xml"), "-p", str(p.carrier),
+        "-m", str(CALLS), "-timeout", "90s", "-mp", str(carrier_ports.start),
+    ], wav.parent)  # fmt: skip
+    caller = sipp([
+        f"127.0.0.1:{p.router_sip}", "-sf", str(SIPP_DIR / "router_uac_rtp.xml"),
+        "-s", NUMBER, "-m", str(CALLS), "-r", "10", "-d", str(CALL_MS),
+        "-p", str(free_run(1)), "-timeout", "90s", "-timeout_error",
+        "-mp", str(caller_ports.start),
+    ], wav.parent)  # fmt: skip
+    node = p.media_admin_urls()[0]
+    kill_times: list[float] = []
+    try:
+        wait_until(lambda: active_calls(node) == CALLS, 20, "every call bridged on the node")
+        for _ in range(kills):
+            time.sleep(1.5)  # media flowing through the node (or its resumed bridges)
+            victim = p.pids()["media-1"]
+            os.kill(victim, signal.SIGKILL)
+            kill_times.append(time.monotonic())
+            wait_until(lambda v=victim: p.pids().get("media-1", v) != v, 10, "media-1 restarted")
+            wait_until(lambda: active_calls(node) == CALLS, 15, "the calls resumed on media-1")
+        caller_out, _ = caller.communicate(timeout=60)
+        carrier_out, _ = carrier.communicate(timeout=30)
+    finally:
+        for proc in (caller, carrier):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        capture.stop()
+    flows = capture.flows()
+    gaps = {
+        ("caller" if dst in caller_ports else "carrier", src, dst): max(
+            LoopbackCapture.max_gap(arrivals, t - 1.0, t + 6.0) for t in kill_times
+        )
+        for (src, dst), arrivals in flows.items()
+        if len(arrivals) > 100
+    }
+    return {
+        "caller": (caller.returncode, caller_out),
+        "carrier": (carrier.returncode, carrier_out),
+        "gaps": gaps,
+    }
+
+
+def cdrs(p: Platform) -> list[dict[str, Any]]:
+    url = (p.state / "state" / "postgres.uri").read_text().strip()
+    with psycopg.connect(url, row_factory=dict_row) as c:
+        return c.execute(
+            "SELECT call_id, direction, billsec, hangup_cause, originating_leg FROM cdr"
+        ).fetchall()
+
+
+def check(p: Platform, result: dict[str, Any]) -> None:
+    rc, out = result["caller"]
+    # every call completed: the caller's BYE answered 200 (SIPp's scenario needs it)
+    assert rc == 0, out[-3000:] + p.text()[-5000:]
+    rc, out = result["carrier"]
+    assert rc == 0, out[-3000:]  # the carrier received (and answered) every BYE
+    wait_until(lambda: len(cdrs(p)) >= 2 * CALLS, 20, "every leg's CDR")
+    rows = cdrs(p)
+    assert len(rows) == 2 * CALLS, rows
+    assert len({r["call_id"] for r in rows}) == 2 * CALLS  # one CDR per leg
+    inbound = [r for r in rows if r["direction"] == "inbound"]
+    outbound = [r for r in rows if r["direction"] == "outbound"]
+    assert len(inbound) == len(outbound) == CALLS
+    assert {r["originating_leg"] for r in outbound} == {r["call_id"] for r in inbound}
+    for r in rows:  # the whole call, crash included: answer → the caller's BYE
+        assert abs(int(r["billsec"]) - CALL_MS / 1000) <= 1, r
+        assert r["hangup_cause"] == "NORMAL_CLEARING", r
+    gaps = result["gaps"]
+    assert len([k for k in gaps if k[0] == "caller"]) == CALLS, gaps
+    assert len([k for k in gaps if k[0] == "carrier"]) == CALLS, gaps
+    print("audio gaps (ms):", json.dumps({f"{k[0]}:{k[1]}>{k[2]}": round(v * 1000)
+                                          for k, v in gaps.items()}))  # fmt: skip
+    assert max(gaps.values()) < 5.0, gaps
+
+
+def test_kill_9_of_a_node_with_bridged_calls_every_call_completes(platform: Platform) -> None:
+    result = run_calls_and_kill(platform, kills=1)
+    check(platform, result)

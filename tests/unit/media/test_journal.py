@@ -1,0 +1,96 @@
+"""The media node's channel journal: records, damage, rewrites (files in a temp dir)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchboard.media import journal as journal_mod
+from switchboard.media.journal import Journal, read
+
+
+def bridge(a: str, b: str) -> dict[str, Any]:
+    return {"legs": [{"uuid": a, "call_id": f"{a}@x"}, {"uuid": b, "call_id": f"{b}@y"}]}
+
+
+def test_live_bridges_are_those_with_a_leg_not_ended(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "media-1.jnl")
+    j.open()
+    j.bridged("a1", ("a1", "b1"), bridge("a1", "b1"))
+    j.bridged("a2", ("a2", "b2"), bridge("a2", "b2"))
+    j.bridged("a3", ("a3", "b3"), bridge("a3", "b3"))
+    j.ended("a1", '{"cdr": 1}')
+    j.ended("b1", '{"cdr": 2}')
+    j.ended("b2", '{"cdr": 3}')
+    j.ended("zz", '{"never journaled": true}')  # not a journaled leg: nothing written
+    j.close()
+    state = read(tmp_path / "media-1.jnl")
+    assert [r["legs"][0]["uuid"] for r in state.live()] == ["a2", "a3"]
+    assert set(state.ends) == {"a1", "b1", "b2"}
+    assert state.ends["b2"][1] == '{"cdr": 3}'
+    assert state.skipped == 0
+
+
+def test_a_truncated_last_record_is_skipped_and_logged_the_rest_recovered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "media-1.jnl"
+    j = Journal(path)
+    j.open()
+    j.bridged("a1", ("a1", "b1"), bridge("a1", "b1"))
+    j.bridged("a2", ("a2", "b2"), bridge("a2", "b2"))
+    j.close()
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-25])  # the process died in the middle of the last write
+    with caplog.at_level(logging.WARNING):
+        state = read(path)
+    assert [r["legs"][0]["uuid"] for r in state.live()] == ["a1"]
+    assert state.skipped == 1
+    assert "cut short" in caplog.text
+    # a garbled line in the middle is skipped too; what is whole is used
+    path.write_bytes(whole.replace(b'"a2@x"', b"\xff\xfe", 1) + whole)
+    state = read(path)
+    assert state.skipped == 1 and {r["legs"][0]["uuid"] for r in state.live()} == {"a1", "a2"}
+
+
+def test_restart_keeps_live_bridges_and_recent_ends_drops_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "media-1.jnl"
+    j = Journal(path)
+    j.open()
+    for i in range(50):  # finished calls: both legs ended
+        j.bridged(f"a{i}", (f"a{i}", f"b{i}"), bridge(f"a{i}", f"b{i}"))
+        j.ended(f"a{i}", "{}")
+        j.ended(f"b{i}", "{}")
+    j.bridged("live", ("live", "lb"), bridge("live", "lb"))
+    j.close()
+    state = read(path)
+    monkeypatch.setattr(journal_mod, "KEEP_ENDS_FOR", 0.0)  # every end is old by now
+    j2 = Journal(path)
+    j2.open(state)
+    j2.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0][2:])["legs"][0]["uuid"] == "live"
+
+
+def test_the_file_is_rewritten_past_its_size_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_mod, "ROTATE_BYTES", 4096)
+    monkeypatch.setattr(journal_mod, "KEEP_ENDS_FOR", 0.0)
+    path = tmp_path / "media-1.jnl"
+    j = Journal(path)
+    j.open()
+    for i in range(200):
+        j.bridged(f"a{i}", (f"a{i}", f"b{i}"), bridge(f"a{i}", f"b{i}"))
+        j.ended(f"a{i}", "{}")
+        j.ended(f"b{i}", "{}")
+    j.bridged("live", ("live", "lb"), bridge("live", "lb"))
+    j.close()
+    assert path.stat().st_size < 4096 + 200
+    assert [r["legs"][0]["uuid"] for r in read(path).live()] == ["live"]
