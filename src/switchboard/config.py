@@ -66,6 +66,9 @@ class RouterSection(Section):
     drain_timeout: float = Field(
         default=32.0, gt=0
     )  # SIGTERM: wait this long for in-flight transactions
+    # Other HOST:PORTs requests may name as this router (Kamailio's alias): a Request-URI
+    # naming one is dispatched, not forwarded (e.g. a front proxy's address).
+    aliases: list[str] = Field(default_factory=list)
     # SIP over TLS (docs/security.md): PEM files; re-read on SIGHUP.
     tls_cert: str = ""  # certificate chain of tls: listen addresses
     tls_key: str = ""
@@ -93,6 +96,13 @@ class RouterSection(Section):
     @classmethod
     def _admin(cls, v: str) -> str:
         return _check_address(v)
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, v: list[str]) -> list[str]:
+        for item in v:
+            _check_address(item)
+        return v
 
 
 class DispatcherSection(Section):

@@ -40,6 +40,13 @@ def test_toml_then_env_then_overrides(tmp_path: Path) -> None:
         ('[router]\nlisten = ["sctp:127.0.0.1:5060"]\n', "router.listen"),
         ("[dispatcher]\nalgorithm = 7\n", "dispatcher.algorithm"),
         ("[pike\n", "not valid TOML"),
+        ('[router]\naliases = ["nohost"]\n', "router.aliases"),
+        ('[router]\nlisten = ["tls:127.0.0.1:5061"]\n', "tls_cert and tls_key"),
+        ('[security]\noutside_acl = "ignore"\n', "security.outside_acl"),
+        ('[security]\nauth_ban_allow = ["10.0.0.0/33"]\n', "security.auth_ban_allow"),
+        ('[media]\ntrusted = ["nonsense"]\n', "media.trusted"),
+        ('[media]\nsrtp = "sometimes"\n', "media.srtp"),
+        ('[gateways.x]\ntransport = "sctp"\n', "gateways.x.transport"),
     ],
 )
 def test_bad_config_is_named(tmp_path: Path, text: str, message: str) -> None:

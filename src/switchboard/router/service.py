@@ -151,6 +151,15 @@ def _tls_contexts(cfg: config_mod.RouterSection) -> tuple[Any, Any]:
     return server_context(files), client_context(files)
 
 
+def _aliases(entries: list[str]) -> tuple[tuple[str, int], ...]:
+    """``[router] aliases`` as (host, port) pairs, hosts as the proxy compares them."""
+    out = []
+    for item in entries:
+        host, _, port = item.rpartition(":")
+        out.append((host.lower(), int(port)))
+    return tuple(out)
+
+
 def _bans(cfg: config_mod.SecuritySection) -> AuthBans:
     return AuthBans(
         limit=cfg.auth_fail_limit,
@@ -392,7 +401,7 @@ class Router:
             settings=settings,
             secret=os.urandom(8),
             resolve=_Resolver(),
-            aliases=tuple((i.host, i.port) for i in interfaces),
+            aliases=tuple((i.host, i.port) for i in interfaces) + _aliases(cfg.router.aliases),
             via_interfaces=via_interfaces,
             bans=_bans(cfg.security),
             scanners=ScannerFilter(cfg.security.scanner_user_agents),
