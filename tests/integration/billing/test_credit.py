@@ -71,19 +71,22 @@ async def test_settle_debits_and_releases_in_one_step(
     conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
 ) -> None:
     create_account(conn, "alice", callers=["+15550001"])
-    topup(conn, "alice", "5")
+    topup(conn, "alice", "5")  # stamped with the database's clock
+    # the call comes after the top-up in the account's history: a clock read now, not the
+    # module's NOW, which a long session leaves minutes behind the database's
+    now = datetime.now(UTC)
     cc = CreditControl(pool)
-    auth = await cc.authorise("c1", "4420", caller="15550001", now=NOW)
-    settled = await cc.settle("c1", 30, now=NOW + timedelta(seconds=32))
+    auth = await cc.authorise("c1", "4420", caller="15550001", now=now)
+    settled = await cc.settle("c1", 30, now=now + timedelta(seconds=32))
     assert settled is not None and settled.cost == D("0.3000") and settled.balance == D("4.70")
     assert balance(conn, "alice") == (D("4.70"), D("0"))
     # A second settle (retransmitted BYE, node retry) changes nothing.
-    again = await cc.settle("c1", 30, now=NOW)
+    again = await cc.settle("c1", 30, now=now)
     assert again is not None and again.cost == D("0.3000")
     assert balance(conn, "alice") == (D("4.70"), D("0"))
     assert auth.max_seconds == 500
     assert show(conn, "alice").transactions[0][1:3] == ("call", D("-0.3"))
-    assert await cc.settle("never-authorised", 10, now=NOW) is None
+    assert await cc.settle("never-authorised", 10, now=now) is None
 
 
 async def test_parallel_authorisations_never_overspend(
