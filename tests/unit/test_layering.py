@@ -44,6 +44,7 @@ PURE_MODULES = [
     "router/proxy.py",
     "router/dispatcher.py",
     "router/protection.py",
+    "router/trunks.py",
     "media/causes.py",
     "media/channel.py",
     "media/dialplan.py",
