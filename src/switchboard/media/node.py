@@ -171,9 +171,9 @@ class MediaNode:
             journal_state = journal_mod.read(path)
             self.journal = journal_mod.Journal(path)
             self.journal.open(journal_state)
-            recovery.install(self.journal, sw)
-            cdr_mod.install(sw, recovery.JournalingSink(sink, self.journal), self.name,
-                            self.metrics)  # fmt: skip
+            recovery.install(self.journal, sw, self.metrics)
+            cdr_mod.install(sw, recovery.JournalingSink(sink, self.journal, self.metrics),
+                            self.name, self.metrics)  # fmt: skip
         else:
             cdr_mod.install(sw, sink, self.name, self.metrics)
         if self.billing is not None and self.billing.credit is not None:
@@ -227,6 +227,8 @@ class MediaNode:
             await ua.start(self.sip_listen, self._tls_files())
             if restored:
                 self.recovered = recovery.start_resumed(ua, restored)
+                self.metrics.recovered_legs.labels(outcome="resumed").inc(self.recovered[0])
+                self.metrics.recovered_legs.labels(outcome="ended").inc(self.recovered[1])
             if self.want_esl:
                 from switchboard.media.event_socket import EslSettings, EventSocketServer
 

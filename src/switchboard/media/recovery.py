@@ -109,14 +109,18 @@ def snapshot_leg(s: Session) -> dict[str, Any] | None:
     }
 
 
-def install(journal: Journal, switch: Any) -> None:
-    """Journal every bridge of two resumable legs, and every journaled leg's end."""
+def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
+    """Journal every bridge of two resumable legs (its cost on /metrics)."""
 
     def on_bridge(a: Session, b: Session) -> None:
+        t0 = time.perf_counter()
         legs = (snapshot_leg(a), snapshot_leg(b))
         if legs[0] is None or legs[1] is None:
             return
         journal.bridged(a.uuid, (a.uuid, b.uuid), {"legs": list(legs)})
+        if metrics is not None:
+            metrics.journal_seconds.inc(time.perf_counter() - t0)
+            metrics.journal_records.inc()
 
     switch.bridge_hooks.append(on_bridge)
 
@@ -125,13 +129,18 @@ class JournalingSink:
     """The CDR sink of a node with recovery: a journaled leg's end record carries its CDR
     (submitted again after a crash: the billing writer may not have stored it)."""
 
-    def __init__(self, sink: CdrSink, journal: Journal) -> None:
+    def __init__(self, sink: CdrSink, journal: Journal, metrics: Any = None) -> None:
         self.sink = sink
         self.journal = journal
+        self.metrics = metrics
 
     def submit(self, cdr: Any) -> None:
         if self.journal.tracks(cdr.call_id):
+            t0 = time.perf_counter()
             self.journal.ended(cdr.call_id, cdr.to_json())
+            if self.metrics is not None:
+                self.metrics.journal_seconds.inc(time.perf_counter() - t0)
+                self.metrics.journal_records.inc()
         self.sink.submit(cdr)
 
 

@@ -154,6 +154,9 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_media_auth_bans_total", "counter", "media", (), "Sources banned for more than [security] auth_fail_limit authentication failures in auth_fail_window seconds."),
     _spec("switchboard_media_untrusted_drops_total", "counter", "media", (), "SIP messages dropped silently: from outside [media] trusted, or from a banned source."),
     _spec("switchboard_media_tls_handshake_failures_total", "counter", "media", (), "TLS handshakes that failed, accepted or dialled."),
+    _spec("switchboard_media_journal_records_total", "counter", "media", (), "Records written to the node's channel journal (a bridge, a journaled leg's end)."),
+    _spec("switchboard_media_journal_seconds_total", "counter", "media", (), "Event-loop time spent snapshotting and writing journal records."),
+    _spec("switchboard_media_recovered_legs_total", "counter", "media", ("outcome",), "Call legs found live in the journal at start: resumed, or ended (partner gone, not rebuildable)."),
     _spec("switchboard_media_pdd_seconds", "histogram", "media", ("gateway",), "Post-dial delay of outbound gateway legs: INVITE sent to first 180/183 or negative final response.", PDD_BUCKETS),
     _spec("switchboard_media_setup_latency_seconds", "histogram", "media", (), "INVITE received to 200 OK sent for calls the node answers itself.", SETUP_BUCKETS),
     _spec("switchboard_media_hangups_total", "counter", "media", ("cause",), "Channel hangups by Q.850 cause name (NORMAL_CLEARING, USER_BUSY, ...)."),
@@ -389,6 +392,9 @@ class MediaMetrics:
     auth_bans: Counter
     untrusted_drops: Counter
     tls_handshake_failures: Counter
+    journal_records: Counter
+    journal_seconds: Counter
+    recovered_legs: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> MediaMetrics:
@@ -415,6 +421,9 @@ class MediaMetrics:
             auth_bans=_c(registry, "switchboard_media_auth_bans_total"),
             untrusted_drops=_c(registry, "switchboard_media_untrusted_drops_total"),
             tls_handshake_failures=_c(registry, "switchboard_media_tls_handshake_failures_total"),
+            journal_records=_c(registry, "switchboard_media_journal_records_total"),
+            journal_seconds=_c(registry, "switchboard_media_journal_seconds_total"),
+            recovered_legs=_c(registry, "switchboard_media_recovered_legs_total"),
         )
         # Pre-create the label sets dashboards divide by, so a ratio is 0, not "no data".
         for d in DIRECTIONS:
