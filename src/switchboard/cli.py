@@ -103,6 +103,44 @@ def media(
 
 
 # Billing: db, rates, accounts, cdr, report, invoice (switchboard.billing.cli).
+@app.command()
+def console(
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option(help="Event Socket host.")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option(help="Event Socket port (default: [esl] listen, else 8021).")
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option(help="Event Socket password (default: [esl] password).")
+    ] = None,
+    execute: Annotated[
+        list[str] | None,
+        typer.Option("--execute", "-x", help="Run this API command, print the answer, exit."),
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option("--log-level", "-l", help="Log lines shown (console…debug, none).")
+    ] = "info",
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colours.")] = False,
+) -> None:
+    """fs_cli-style console over the Event Socket of a media node or FreeSWITCH."""
+    from switchboard import console as console_mod
+
+    cfg = load_config(config)
+    listen = cfg.esl.listen or "127.0.0.1:8021"
+    chosen_port = port if port is not None else int(listen.rpartition(":")[2] or 8021)
+    level = None if log_level.lower() in ("none", "off", "no") else log_level
+    raise typer.Exit(
+        console_mod.main(
+            host,
+            chosen_port,
+            password if password is not None else cfg.esl.password,
+            execute or [],
+            log_level=level,
+            colour=console_mod.colour_wanted(no_color),
+        )
+    )
+
+
 from switchboard.billing.cli import register as _register_billing  # noqa: E402
 
 _register_billing(app, load_config)

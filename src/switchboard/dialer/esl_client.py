@@ -84,6 +84,7 @@ class EslClient:
         self._reader, self._writer = reader, writer
         self._pending: deque[asyncio.Future[Frame]] = deque()
         self.on_event = on_event
+        self.on_frame: Callable[[Frame], None] | None = None  # other frames (log/data)
         self.closed = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None
 
@@ -179,6 +180,11 @@ class EslClient:
                             log.exception("event handler failed")
                 elif ctype in ("text/disconnect-notice", "text/rude-rejection"):
                     break
+                elif self.on_frame is not None:
+                    try:
+                        self.on_frame(frame)
+                    except Exception:  # a bad handler must not kill the connection
+                        log.exception("frame handler failed")
         except (
             asyncio.IncompleteReadError,
             ConnectionError,

@@ -302,6 +302,8 @@ class ApiCommands:
 
     async def show(self, args: str) -> str:
         words = args.split()
+        if words and words[0].lower() == "api":
+            return self._show_api(words[1:])
         if not words or words[0].lower() not in ("channels", "calls"):
             return "-USAGE: calls [count|as json|as xml|as delim <c>]|channels [count|like <match string>] [as json|as xml|as delim <c>]\n"
         item, rest = words[0].lower(), words[1:]
@@ -323,6 +325,17 @@ class ApiCommands:
             return format_count(len(rows))
         columns = CHANNEL_COLUMNS if item == "channels" else CALL_COLUMNS
         return format_rows(columns, rows, fmt, delim)
+
+    def _show_api(self, rest: list[str]) -> str:
+        """``show api [as json]``: the API commands this node answers (name, description,
+        syntax, ikey columns as FreeSWITCH lists them) — consoles complete from it."""
+        rows = [
+            {"name": name, "description": "", "syntax": "", "ikey": "switchboard"}
+            for name in sorted(self._handlers)
+        ]
+        fmt = rest[-1].lower() if len(rest) >= 2 and rest[-2].lower() == "as" else "delim"
+        columns = ("name", "description", "syntax", "ikey")
+        return format_rows(columns, rows, fmt if fmt in ("json", "xml") else "delim", ",")
 
     def _channel_rows(self) -> list[dict[str, str]]:
         channels = sorted(self.switch.channels.values(), key=lambda c: c.created_at)

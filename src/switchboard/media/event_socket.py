@@ -41,6 +41,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -90,6 +91,7 @@ from switchboard.media.causes import Cause, parse_cause
 from switchboard.media.core import VERSION, NoSuchChannel, Session, Switch, new_uuid
 from switchboard.media.events import Event
 from switchboard.media.loopback import LoopbackChannels
+from switchboard.observability.log import current_call_id
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,67 @@ LOG_LEVELS = {
     "console": 0, "alert": 1, "crit": 2, "err": 3, "error": 3, "warning": 4,
     "notice": 5, "info": 6, "debug": 7,
 }  # fmt: skip
+
+
+# FreeSWITCH's level names (switch_log.c LEVELS) and where Python's levels fall among them.
+FS_LEVEL_NAMES = ("CONSOLE", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG")
+
+
+def fs_level(levelno: int) -> int:
+    """A Python log level as a FreeSWITCH one: CRITICAL→2 CRIT, ERROR→3 ERR,
+    WARNING→4, INFO→6, DEBUG→7 (NOTICE, 5, has no Python counterpart)."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+def log_frame(record: logging.LogRecord) -> tuple[int, bytes]:
+    """A log record as FreeSWITCH's ``log/data`` frame: the line fs_cli prints
+    (``2026-12-07 07:10:31.123456 [INFO] event_socket.py:123 text``) as the body."""
+    level = fs_level(record.levelno)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+    text = record.getMessage()
+    if record.exc_info:
+        text += "\n" + logging.Formatter().formatException(record.exc_info)
+    call_id = getattr(record, "call_id", None) or current_call_id() or ""
+    body = (
+        f"{stamp}.{int(record.msecs * 1000):06d} [{FS_LEVEL_NAMES[level]}] "
+        f"{record.filename}:{record.lineno} {text}\n"
+    )
+    frame = wire.log_data(
+        body, level, file=record.filename, func=record.funcName, line=record.lineno,
+        user_data=call_id,
+    )  # fmt: skip
+    return level, frame
+
+
+class _LogTap(logging.Handler):
+    """Hands the node's log records to the connections that asked with ``log <level>``."""
+
+    def __init__(self, server: EventSocketServer) -> None:
+        super().__init__(logging.DEBUG)
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.server.log_listeners:
+            return
+        try:
+            item = log_frame(record)
+        except Exception:  # a broken record must not break the caller's logging
+            return
+        if threading.get_ident() == self.thread:
+            self.server.offer_log(*item)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                self.loop.call_soon_threadsafe(self.server.offer_log, *item)
 
 
 @dataclass(frozen=True)
@@ -203,6 +266,10 @@ def _allowed(names: Iterable[str], norm: Callable[[str], str | None]) -> frozens
     return frozenset(out)
 
 
+def _is_log(item: bytes | _SessionEnded) -> bool:
+    return isinstance(item, bytes) and item.startswith(b"Content-Type: log/data\n")
+
+
 def _true(value: str | None) -> bool:
     """switch_true: yes/on/true/t/enabled/allow, or a non-zero number."""
     if value is None:
@@ -278,6 +345,16 @@ class EslConnection:
                 _SessionEnded(sub.session_uuid, event.headers.get("Channel-Name", ""))
             )
             self.wake.set()
+
+    def offer_log(self, level: int, frame: bytes) -> None:
+        """A log line for a connection that asked with ``log <level>`` (same queue as events)."""
+        if self.closing or self.log_level is None or level > self.log_level:
+            return
+        if len(self.queue) >= self.server.settings.max_queue:
+            self.lost += 1  # counted, but a log line never kills the listener by itself
+            return
+        self.queue.append(frame)
+        self.wake.set()
 
     def kill(self, body: str) -> None:
         """Disconnect at once (slow consumer or shutdown): notice, then close; never wait."""
@@ -504,6 +581,9 @@ class EslConnection:
                     self.reply("-ERR not loging")  # (sic) mod_event_socket.c:2457-2464
                 else:
                     self.log_level = None
+                    self.server.log_listeners.discard(self)
+                    # lines already queued are dropped, as FreeSWITCH flushes its log queue
+                    self.queue = deque(f for f in self.queue if not _is_log(f))
                     self.reply("+OK no longer logging")
             case Connect() | Unknown():
                 self.reply("-ERR command not found")
@@ -656,15 +736,18 @@ class EslConnection:
         return f"+OK {event_uuid}"
 
     def _log(self, level: str | None) -> str:
-        # We accept the command but have no log stream to send: ``log/data`` is never sent.
+        """``log [level]``: from now on the node's log lines up to that level arrive as
+        ``log/data`` frames, interleaved with events (mod_event_socket.c:2396-2430)."""
         if level is None:
             self.log_level = 7
+            self.server.log_listeners.add(self)
             return "+OK log level  [7]"
         text = level.strip().lower()
         n = int(text) if text.isdigit() else LOG_LEVELS.get(text)
         if n is None or not 0 <= n <= 7:
             return "-ERR invalid log level"
         self.log_level = n
+        self.server.log_listeners.add(self)
         return f"+OK log level {level.strip()} [{n}]"
 
 
@@ -683,6 +766,8 @@ class EventSocketServer:
         self.settings = settings or EslSettings()
         self.api = ApiCommands(switch)
         self.connections: set[EslConnection] = set()
+        self.log_listeners: set[EslConnection] = set()
+        self._log_tap: _LogTap | None = None
         self.lost_events = 0
         self.jobs: set[asyncio.Task[Any]] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -703,6 +788,8 @@ class EventSocketServer:
 
     async def start(self) -> None:
         self._unsubscribe = self.switch.events.subscribe(self._on_event)
+        self._log_tap = _LogTap(self)
+        logging.getLogger().addHandler(self._log_tap)
         self._server = await asyncio.start_server(
             self._accept,
             self.settings.host,
@@ -716,6 +803,10 @@ class EventSocketServer:
         log.info("ESL listening on %s:%d", self.settings.host, self.port)
 
     async def close(self) -> None:
+        if self._log_tap is not None:
+            logging.getLogger().removeHandler(self._log_tap)
+            self._log_tap = None
+        self.log_listeners.clear()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         if self._unsubscribe is not None:
@@ -892,6 +983,13 @@ class EventSocketServer:
         if not resume:
             s.apps.clear()  # nothing left to run: the channel hangs up NORMAL_CLEARING
         return None
+
+    def offer_log(self, level: int, frame: bytes) -> None:
+        for conn in list(self.log_listeners):
+            if conn.closing:
+                self.log_listeners.discard(conn)
+            else:
+                conn.offer_log(level, frame)
 
     def _on_event(self, event: Event) -> None:
         if not self.connections:
