@@ -3,7 +3,10 @@
 bridges it to the `carrier` gateway (answered by SIPp), `switchboard cdr list --json`
 showing a CDR per leg priced by longest prefix, to the exact Decimal — the sell side once, on
 the inbound (customer) leg, the buy side on the carrier leg, which names the inbound leg as
-its originating leg — and `switchboard report` counting the call's revenue once."""
+its originating leg — and `switchboard report` counting the call's revenue once. The caller
+comes in on the carrier trunk ``[trunks.customer]`` (billing account ``acme``): the router
+names the trunk and its account to the media node, whose inbound CDR carries both, so
+`switchboard report --by trunk` and `--by account` show the call's sell side there."""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ pytestmark = [
 ]
 
 NUMBER = "442071234567"
+E164 = "+" + NUMBER  # the trunk normalises the called number (docs/router.md "Trunks")
+TRUNK = '[trunks.customer]\nsources = ["127.0.0.1"]\naccount = "acme"\n'
 # Sell side (the default deck): 4420 is the longest match, 30/6 with a connect fee.
 SELL = "prefix,rate,connect_fee,increment\n44,0.50,0,60/60\n4420,0.60,0.02,30/6\n"
 # Buy side, the carrier's deck: 44207 beats 4420 and 44; per second.
@@ -45,7 +50,7 @@ def switchboard(p: Platform, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def platform() -> Iterator[Platform]:
-    p = Platform(media_nodes=1)
+    p = Platform(media_nodes=1, extra_config=TRUNK)
     p.start()
     try:
         wait_until(
@@ -73,6 +78,8 @@ def test_transit_call_through_the_router_is_sold_once_and_bought_on_the_carrier_
     for args in (("sell.csv",), ("buy.csv", "--carrier", "carrier")):
         out = switchboard(p, "rates", "import", str(p.state / args[0]), *args[1:])
         assert out.returncode == 0, out.stdout + out.stderr
+    out = switchboard(p, "accounts", "create", "acme", "--kind", "postpaid")
+    assert out.returncode == 0, out.stdout + out.stderr
 
     uas = subprocess.Popen(
         [
@@ -99,7 +106,7 @@ def test_transit_call_through_the_router_is_sold_once_and_bought_on_the_carrier_
     assert len({r["call_id"] for r in rows}) == 2 and all(r["sip_call_id"] for r in rows)
     for leg in rows:
         assert (leg["destination"], leg["disposition"], leg["rating_status"]) == (
-            NUMBER,
+            E164,
             "ANSWERED",
             "rated",
         ), leg
@@ -108,6 +115,9 @@ def test_transit_call_through_the_router_is_sold_once_and_bought_on_the_carrier_
     in_leg, out_leg = legs["caller"], legs["carrier"]
     # the carrier leg was created by the media node's bridge from the inbound leg
     assert (in_leg["originating_leg"], out_leg["originating_leg"]) == ("", in_leg["call_id"])
+    # the trunk and its account on the leg that came in on it; the carrier leg has none
+    assert (in_leg["trunk"], in_leg["account"]) == ("customer", "acme"), in_leg
+    assert (out_leg["trunk"], out_leg["account"] or "") == ("", ""), out_leg
     # sell side, once, on the customer's (inbound) leg: the default deck's 4420 (not 44),
     # 30/6 → the first 30 s block: 0.02 + 0.60 × 30 / 60
     assert (D(in_leg["rate"]), D(in_leg["cost"])) == (D("0.600000"), D("0.3200")), in_leg
@@ -125,3 +135,17 @@ def test_transit_call_through_the_router_is_sold_once_and_bought_on_the_carrier_
     assert (total["seizures"], total["answered"], total["unmatched"]) == (2, 2, 0), total
     assert (D(total["revenue"]), D(total["cost"])) == (D("0.3200"), buy), total
     assert D(total["margin"]) == D("0.3200") - buy, total
+
+    # by trunk: the sell side on the trunk the call came in on, the carrier leg under '-'
+    out = switchboard(p, "report", "--by", "trunk", "--json")
+    assert out.returncode == 0, out.stderr
+    by_trunk = {r["key"]: r for r in json.loads(out.stdout)}
+    assert set(by_trunk) == {"customer", "-"}, by_trunk
+    assert (by_trunk["customer"]["seizures"], D(by_trunk["customer"]["revenue"])) == (
+        1,
+        D("0.3200"),
+    ), by_trunk
+    assert D(by_trunk["-"]["cost"]) == buy, by_trunk
+    out = switchboard(p, "report", "--by", "account", "--json")
+    by_account = {r["key"]: r for r in json.loads(out.stdout)}
+    assert D(by_account["acme"]["revenue"]) == D("0.3200"), by_account

@@ -56,6 +56,7 @@ class Cdr:
     node: str = ""
     sip_call_id: str = ""
     originating_leg: str = ""
+    trunk: str = ""  # the carrier trunk the call came in on (edge router), inbound legs
 
     def __post_init__(self) -> None:
         if not self.call_id:

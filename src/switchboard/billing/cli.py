@@ -485,6 +485,7 @@ CDR_COLUMNS = (
     Column("buy_cost", "buy cost", default=False, justify="right"),
     Column("rating_status", "rating", default=False),
     Column("originating_leg", "A-leg", default=False),
+    Column("trunk", default=False),
 )
 
 
@@ -513,7 +514,7 @@ def cdr_list(
 def report_cmd(
     config: ConfigOpt = None,
     by: Annotated[
-        str, typer.Option(help="carrier, destination, account, period or total.")
+        str, typer.Option(help="carrier, destination, account, trunk, period or total.")
     ] = "total",
     since: Annotated[str | None, typer.Option(help="Date, time or age (24h, 7d).")] = None,
     until: Annotated[str | None, typer.Option(help="Date, time or age.")] = None,
@@ -526,8 +527,10 @@ def report_cmd(
     from switchboard.billing.reports import report
 
     chosen = _form(wide, as_json, as_csv)
-    if by not in ("carrier", "destination", "account", "period", "total"):
-        raise fail(f"--by must be carrier, destination, account, period or total, got {by!r}")
+    if by not in ("carrier", "destination", "account", "trunk", "period", "total"):
+        raise fail(
+            f"--by must be carrier, destination, account, trunk, period or total, got {by!r}"
+        )
     if period not in ("hour", "day", "month"):
         raise fail(f"--period must be hour, day or month, got {period!r}")
     start = parse_when(since) if since else None

@@ -55,6 +55,7 @@ STAGE_COLUMNS = (
     "node",
     "sip_call_id",
     "originating_leg",
+    "trunk",
 )
 
 CREATE_STAGE = """
@@ -63,7 +64,7 @@ CREATE TEMP TABLE IF NOT EXISTS cdr_stage (
     answer_time timestamptz, end_time timestamptz, duration integer, billsec integer,
     disposition text, sip_code smallint, hangup_cause text, pdd_ms integer, account text,
     carrier text, direction text, codec text, node text, sip_call_id text COLLATE "C",
-    originating_leg text COLLATE "C"
+    originating_leg text COLLATE "C", trunk text
 ) ON COMMIT DELETE ROWS
 """
 
@@ -151,7 +152,7 @@ INSERT INTO cdr (call_id, caller_id, destination, start_time, answer_time, end_t
                  billsec, disposition, carrier_id, sip_code, hangup_cause, pdd_ms, account_id,
                  direction, codec, node, rate, cost, cost_exact, billed_seconds, sell_prefix,
                  buy_rate, buy_cost, buy_cost_exact, buy_prefix, rating_status, rated_at,
-                 sip_call_id, originating_leg)
+                 sip_call_id, originating_leg, trunk)
 SELECT p.call_id, p.caller_id, p.destination, p.start_time, p.answer_time, p.end_time,
        p.duration, p.billsec, p.disposition, p.carrier_id, p.sip_code, p.hangup_cause,
        p.pdd_ms, p.account_id, p.direction, p.codec, p.node,
@@ -171,7 +172,8 @@ SELECT p.call_id, p.caller_id, p.destination, p.start_time, p.answer_time, p.end
             ELSE 'rated' END,
        now(),
        p.sip_call_id,
-       nullif(p.originating_leg, '')
+       nullif(p.originating_leg, ''),
+       nullif(p.trunk, '')
 FROM priced AS p
 """
 
@@ -243,6 +245,7 @@ def copy_text(cdrs: Sequence[Cdr]) -> bytes:
                     _text(c.node),
                     _text(c.sip_call_id),
                     _text(c.originating_leg),
+                    _text(c.trunk),
                 )
             )
         )

@@ -24,9 +24,11 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-GroupBy = Literal["carrier", "destination", "account", "period", "total"]
+GroupBy = Literal["carrier", "destination", "account", "trunk", "period", "total"]
 GROUPS: dict[str, str] = {
     "carrier": "coalesce(ca.name, '-')",
+    # the trunk the call came in on (inbound legs; a bridge's B-leg has none: '-')
+    "trunk": "coalesce(c.trunk, '-')",
     "destination": "coalesce(c.sell_prefix, 'unmatched')",
     "account": "coalesce(a.name, '-')",
     "total": "'total'",
@@ -63,7 +65,7 @@ def report(
     until: datetime | None = None,
     period: Literal["hour", "day", "month"] = "day",
 ) -> list[KpiRow]:
-    """KPIs grouped ``by`` carrier, destination (matched prefix), account or period."""
+    """KPIs grouped ``by`` carrier, destination (matched prefix), account, trunk or period."""
     key: sql.Composable
     if by == "period":
         if period not in ("hour", "day", "month"):
@@ -77,7 +79,9 @@ def report(
     elif by in GROUPS:
         key = sql.SQL(GROUPS[by])  # fixed strings from GROUPS, never user input
     else:
-        raise ValueError("report --by must be one of carrier, destination, account, period, total")
+        raise ValueError(
+            "report --by must be one of carrier, destination, account, trunk, period, total"
+        )
     query = sql.SQL(
         """
         SELECT {key} AS key,
@@ -145,6 +149,7 @@ CDR_LIST_COLUMNS = (
     "buy_cost",
     "rating_status",
     "originating_leg",
+    "trunk",
 )
 
 
@@ -159,7 +164,7 @@ def list_cdrs(
         "SELECT c.call_id, c.sip_call_id, c.start_time, c.caller_id, c.destination, c.disposition, c.sip_code,"
         " c.hangup_cause, c.duration, c.billsec, c.pdd_ms, a.name AS account,"
         " ca.name AS carrier, c.rate, c.cost, c.buy_cost, c.rating_status,"
-        " coalesce(c.originating_leg, '') AS originating_leg"
+        " coalesce(c.originating_leg, '') AS originating_leg, coalesce(c.trunk, '') AS trunk"
         " FROM cdr c LEFT JOIN account a ON a.id = c.account_id"
         " LEFT JOIN carrier ca ON ca.id = c.carrier_id"
         " WHERE (%(since)s::timestamptz IS NULL OR c.start_time >= %(since)s)"

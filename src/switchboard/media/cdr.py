@@ -105,6 +105,7 @@ def build_cdr(s: Session, node: str) -> Cdr:
         sip_call_id=v.get("sip_call_id", ""),
         # a bridge's B-leg: the A-leg's uuid (billing charges the call's sell side there)
         originating_leg=v.get(ORIGINATING_LEG_VAR, "") if ch.direction == "outbound" else "",
+        trunk=v.get("trunk", ""),
     )
 
 

@@ -889,8 +889,14 @@ class UserAgent:
             "sip_network_port": str(peer.port),
             "sip_transport": peer.transport.lower(),
             "sip_user_agent": req.headers.get("User-Agent") or "",
+            # The edge router names the carrier trunk (and its billing account); it drops
+            # these headers from outside input, so they are the router's word.
+            "trunk": req.headers.get("X-Switchboard-Trunk") or "",
             "switch_r_sdp": req.body.decode("utf-8", "replace") if req.body else "",
         }
+        account = req.headers.get("X-Switchboard-Account")
+        if account:  # the trunk bills to this account (credit control, CDR, rating)
+            variables["accountcode"] = account
         session = self.switch.create_session(
             direction="inbound",
             name=f"sofia/internal/{frm.uri.user or 'anonymous'}@{peer.host}:{peer.port}",

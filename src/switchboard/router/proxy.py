@@ -251,7 +251,7 @@ class ServerTxn:
         self.loop = b""
         self.in_iface: Interface | None = None
         self.trunk: TrunkState | None = None  # admitted on this trunk: counts until the end
-        self.t0 = 0.0  # when a trunk call was admitted (post-dial delay); 0 once measured
+        self.t0 = -1.0  # when a trunk call was admitted (post-dial delay); -1 once measured
         self.record_route = False
         self.first = b""
         self.fwd: list[bytes] = []
@@ -1185,9 +1185,9 @@ class Proxy:
             return out
         if br.cancel_pending:
             out.extend(self._send_cancel(br, now))
-        if m.status > 100 and txn.t0 and txn.trunk is not None:
+        if m.status > 100 and txn.t0 >= 0 and txn.trunk is not None:
             txn.trunk.observe_pdd(now - txn.t0)
-            txn.t0 = 0.0
+            txn.t0 = -1.0
         if m.status > 100:
             # §16.7 step 5: forward provisionals other than 100 at once; reset Timer C.
             data = self._strip(m)
@@ -1425,8 +1425,8 @@ class Proxy:
         one when its dialog ends."""
         trunk = txn.trunk
         assert trunk is not None
-        pdd = now - txn.t0 if txn.t0 else None
-        txn.t0 = 0.0
+        pdd = now - txn.t0 if txn.t0 >= 0 else None
+        txn.t0 = -1.0
         trunk.count(disposition(status), pdd)
         if ended:
             trunk.release()

@@ -418,7 +418,8 @@ def test_sip_call_id_migration_applies_to_an_already_migrated_database(admin_url
                 "INSERT INTO cdr (call_id, destination, start_time, billsec)"
                 " VALUES ('before@pbx', '4420', now(), 5)"
             )
-        assert database.migrate(url) == [2, 3]
+        # 0002 and 0003 (and any later one: 0011 ...), never 0010 again
+        assert database.migrate(url)[:2] == [2, 3]
         assert database.migrate(url) == []
         with psycopg.connect(url, autocommit=True) as c:
             write_batch_sync(c, [cdr("after", "4420", 5, sip_call_id="x@y")])
@@ -532,7 +533,7 @@ def test_originating_leg_migration_applies_to_an_already_migrated_database(
                 "INSERT INTO cdr (call_id, destination, start_time, billsec)"
                 " VALUES ('before', '4420', now(), 60)"
             )
-        assert database.migrate(url) == [3]
+        assert database.migrate(url)[:1] == [3]  # then the later ones (0011 ...)
         assert database.migrate(url) == []
         with psycopg.connect(url, autocommit=True) as c:
             write_batch_sync(c, [cdr("after-b", "4420", 60, originating_leg="x")])
