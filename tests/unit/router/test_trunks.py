@@ -73,7 +73,7 @@ def test_bad_trunk_configuration_is_refused_naming_the_key(
 def test_ports_or_transports_that_differ_do_not_overlap() -> None:
     table(a={"sources": ["udp:10.0.0.1"]}, b={"sources": ["tcp:10.0.0.1"]})
     table(a={"sources": ["10.0.0.1:5060"]}, b={"sources": ["10.0.0.1:5080"]})
-    with pytest.raises(TrunkConfigError, match="trunks.b.sources"):
+    with pytest.raises(TrunkConfigError, match=r"trunks\.b\.sources"):
         table(a={"sources": ["10.0.0.1:5060"]}, b={"sources": ["udp:10.0.0.0/30"]})
 
 
