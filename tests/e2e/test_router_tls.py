@@ -121,8 +121,7 @@ m=audio 4000 RTP/AVP 0
 
 IN_DIALOG = """{method} {target} SIP/2.0
 Via: SIP/2.0/TLS @ME@;branch=z9hG4bK-tls-{n}-{method}
-Route: {routes}
-From: <sip:carrier@127.0.0.1>;tag=c{n}
+{routes}From: <sip:carrier@127.0.0.1>;tag=c{n}
 {to}
 Call-ID: tls-call-{n}@carrier
 CSeq: {cseq} {method}
@@ -143,18 +142,30 @@ def header(msg: str, name: str) -> list[str]:
     return re.findall(rf"^{name}:\s*(.*?)\r?$", msg, re.M | re.I)
 
 
-async def call(peer: TlsSip, port: int, n: int) -> str:
-    """INVITE → 200, ACK and BYE along the route set; returns the 200."""
+async def establish(peer: TlsSip, port: int, n: int) -> tuple[str, dict[str, object]]:
+    """INVITE → 200 and the ACK along the route set; returns the 200 and the dialog."""
     await peer.send(INVITE.format(port=port, n=n))
     ok = await peer.response(200)
     rr = [v for line in header(ok, "Record-Route") for v in line.split(", ")]
-    routes = ", ".join(reversed(rr))  # §12.1.2: the UAC's route set is the reverse
+    # §12.1.2: the UAC's route set is the reverse (none with topology hiding)
+    routes = f"Route: {', '.join(reversed(rr))}\n" if rr else ""
     target = re.search(r"<([^>]+)>", header(ok, "Contact")[0]).group(1)  # type: ignore[union-attr]
     to = "To: " + header(ok, "To")[0]
-    fields = {"target": target, "routes": routes, "n": n, "to": to}
+    fields: dict[str, object] = {"target": target, "routes": routes, "n": n, "to": to}
     await peer.send(IN_DIALOG.format(method="ACK", cseq=1, **fields))
+    return ok, fields
+
+
+async def hang_up(peer: TlsSip, fields: dict[str, object]) -> None:
+    """BYE along the dialog's route set, answered 200."""
     await peer.send(IN_DIALOG.format(method="BYE", cseq=2, **fields))
     await peer.response(200)
+
+
+async def call(peer: TlsSip, port: int, n: int) -> str:
+    """INVITE → 200, ACK and BYE along the route set; returns the 200."""
+    ok, fields = await establish(peer, port, n)
+    await hang_up(peer, fields)
     return ok
 
 
@@ -220,38 +231,48 @@ async def test_mutual_tls_and_failed_handshakes_are_counted_not_fatal(
         assert "switchboard_router_tls_handshake_failures_total 3.0" in text
 
 
-async def test_sighup_reload_rotates_the_certificate_without_dropping_connections(
+async def test_sighup_reload_rotates_the_certificate_without_dropping_calls(
     tmp_path: Path, pki: Pki
 ) -> None:
+    uas_port = free_port()
+    uas = await SippPeer.start(tmp_path, "router_uas.xml", "-aa", "-trace_msg", port=uas_port)
     port, tls_port = free_port(), free_port()
     live = tmp_path / "live"
     live.mkdir()
     shutil.copy(pki.server.cert, live / "server.crt")
     shutil.copy(pki.server.key, live / "server.key")
-    sections = tls_sections(pki, port, tls_port, [])
+    sections = tls_sections(pki, port, tls_port, [f"sip:127.0.0.1:{uas_port}"])
     sections["router"].update(
         {"tls_cert": str(live / "server.crt"), "tls_key": str(live / "server.key")}
     )
-    async with running_router(tmp_path, sections) as router:
-        old = await TlsSip.connect(tls_port, client_ctx(pki))
-        assert old.peer_cn == "switchboard-test"
-        rotated = pki.issue_server("rotated", "switchboard-rotated")
-        shutil.copy(rotated.cert, live / "server.crt")
-        shutil.copy(rotated.key, live / "server.key")
-        router.reload()  # what SIGHUP calls
-        new = await TlsSip.connect(tls_port, client_ctx(pki))
-        assert new.peer_cn == "switchboard-rotated"
-        for n, peer in enumerate((old, new)):  # the old connection still carries SIP
-            await peer.send(OPTIONS.format(port=tls_port, n=n))
-            assert (await peer.read()).startswith("SIP/2.0 200 ")
-        # a broken key on reload is refused and the running certificate is kept
-        (live / "server.key").write_text("not a key")
-        with pytest.raises(ValueError, match="tls_key"):
-            router.reload()
-        third = await TlsSip.connect(tls_port, client_ctx(pki))
-        assert third.peer_cn == "switchboard-rotated"
-        for p in (old, new, third):
-            await p.close()
+    try:
+        async with running_router(tmp_path, sections) as router:
+            await async_wait_until(lambda: both_active(router), what="the media node answering")
+            old = await TlsSip.connect(tls_port, client_ctx(pki))
+            assert old.peer_cn == "switchboard-test"
+            _, up = await establish(old, port, 0)  # a call is up across the rotation
+            rotated = pki.issue_server("rotated", "switchboard-rotated")
+            shutil.copy(rotated.cert, live / "server.crt")
+            shutil.copy(rotated.key, live / "server.key")
+            router.reload()  # what SIGHUP calls
+            new = await TlsSip.connect(tls_port, client_ctx(pki))
+            assert new.peer_cn == "switchboard-rotated"
+            await call(new, port, 1)  # a call on the new certificate
+            await hang_up(old, up)  # the call set up before the rotation ends normally
+            for n, peer in enumerate((old, new)):  # both connections still carry SIP
+                await peer.send(OPTIONS.format(port=tls_port, n=n))
+                assert (await peer.read()).startswith("SIP/2.0 200 ")
+            await uas.wait_received("BYE", 2)
+            # a broken key on reload is refused and the running certificate is kept
+            (live / "server.key").write_text("not a key")
+            with pytest.raises(ValueError, match="tls_key"):
+                router.reload()
+            third = await TlsSip.connect(tls_port, client_ctx(pki))
+            assert third.peer_cn == "switchboard-rotated"
+            for p in (old, new, third):
+                await p.close()
+    finally:
+        uas.kill()
 
 
 async def test_tls_listen_without_certificate_is_a_config_error(tmp_path: Path) -> None:
