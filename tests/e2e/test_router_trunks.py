@@ -115,6 +115,16 @@ async def test_three_carriers_at_once_exact_admissions_and_refusals(tmp_path: Pa
                 rows = {r["name"]: r for r in (await http.get("/trunks")).json()}
                 assert rows["cps50"]["rejected"] == {"cps": 30}
                 assert rows["cap20"]["admitted"] == 20
+                metrics = (await http.get("/metrics")).text
+                for line in (
+                    'switchboard_router_trunk_admitted_total{trunk="cps50"} 50.0',
+                    'switchboard_router_trunk_rejections_total{reason="cps",trunk="cps50"} 30.0',
+                    'switchboard_router_trunk_rejections_total{reason="max_calls",trunk="cap20"} 10.0',
+                    'switchboard_router_trunk_calls_total{disposition="answered",trunk="cap20"} 20.0',
+                    'switchboard_router_trunk_active_calls{trunk="cap20"} 0.0',
+                    'switchboard_router_trunk_pdd_seconds_count{trunk="cps50"} 50.0',
+                ):
+                    assert line in metrics, line
                 # PUT: cap20's limit changes, cps50 disappears, counters of cap20 stay
                 new = {"cap20": {"sources": ["udp:127.0.0.3"], "max_calls": 5}}
                 r = await http.put("/trunks", json=new)

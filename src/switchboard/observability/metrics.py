@@ -143,6 +143,13 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_router_acl_drops_total", "counter", "router", (), "Requests from sources outside [acl].allow dropped silently ([security] outside_acl = \"drop\")."),
     _spec("switchboard_router_tls_handshake_failures_total", "counter", "router", (), "TLS handshakes that failed, accepted or dialled (wrong CA, no client certificate, plain SIP on the TLS port)."),
     _spec("switchboard_router_forwarding_latency_seconds", "histogram", "router", (), "Time the router spends on one SIP message, receive to send.", FORWARDING_BUCKETS),
+    _spec("switchboard_router_trunk_calls_total", "counter", "router", ("trunk", "disposition"), "Calls admitted on the trunk that got their final response, by disposition (answered, busy, no_answer, cancelled, failed)."),
+    _spec("switchboard_router_trunk_admitted_total", "counter", "router", ("trunk",), "New calls admitted on the trunk; rate() is the trunk's calls per second."),
+    _spec("switchboard_router_trunk_rejections_total", "counter", "router", ("trunk", "reason"), "New calls the trunk refused, by reason: cps, max_calls (503 + Retry-After), direction, tech_prefix, forbidden_destination (403), invalid_number (404), incomplete_number (484), anonymous (433)."),
+    _spec("switchboard_router_trunk_active_calls", "gauge", "router", ("trunk",), "Calls in progress on the trunk (admitted, not yet failed or hung up): what max_calls limits."),
+    _spec("switchboard_router_trunk_calls_per_second", "gauge", "router", ("trunk",), "Calls admitted on the trunk in the last second (the sliding window the cps limit counts)."),
+    _spec("switchboard_router_trunk_limit", "gauge", "router", ("trunk", "limit"), "The trunk's configured limits, limit = cps or max_calls; 0 = no limit."),
+    _spec("switchboard_router_trunk_pdd_seconds", "histogram", "router", ("trunk",), "Post-dial delay of the trunk's calls: INVITE admitted to the first ringing or progress, else to the final response.", PDD_BUCKETS),
     # -- media node (FreeSWITCH role) and its Event Socket ---------------------------------
     _spec("switchboard_media_active_calls", "gauge", "media", (), "Calls in progress on the node (a bridged call counts once)."),
     _spec("switchboard_media_active_channels", "gauge", "media", (), "Channels (call legs) in progress on the node."),
@@ -316,6 +323,13 @@ class RouterMetrics:
     auth_ban_drops: Counter
     acl_drops: Counter
     tls_handshake_failures: Counter
+    trunk_calls: Counter
+    trunk_admitted: Counter
+    trunk_rejections: Counter
+    trunk_active_calls: Gauge
+    trunk_calls_per_second: Gauge
+    trunk_limit: Gauge
+    trunk_pdd: Histogram
 
     DESTINATION_STATES = ("active", "trying", "inactive", "disabled")
 
@@ -349,6 +363,13 @@ class RouterMetrics:
             auth_ban_drops=_c(registry, p + "auth_ban_drops_total"),
             acl_drops=_c(registry, p + "acl_drops_total"),
             tls_handshake_failures=_c(registry, p + "tls_handshake_failures_total"),
+            trunk_calls=_c(registry, p + "trunk_calls_total"),
+            trunk_admitted=_c(registry, p + "trunk_admitted_total"),
+            trunk_rejections=_c(registry, p + "trunk_rejections_total"),
+            trunk_active_calls=_g(registry, p + "trunk_active_calls"),
+            trunk_calls_per_second=_g(registry, p + "trunk_calls_per_second"),
+            trunk_limit=_g(registry, p + "trunk_limit"),
+            trunk_pdd=_h(registry, p + "trunk_pdd_seconds"),
         )
 
     def set_destination_state(self, setid: int | str, uri: str, state: str) -> None:
@@ -605,7 +626,9 @@ _DOC_GROUPS: tuple[tuple[str, str, str], ...] = (
         "router",
         "`uri` is the dispatcher destination as configured (e.g. `sip:127.0.0.1:5081`), `set` "
         "the dispatcher set number: both bounded by configuration. `code` is the exact status "
-        'code (`200`, `503`, ...); use `code=~"5.."` for a class.',
+        'code (`200`, `503`, ...); use `code=~"5.."` for a class. `trunk` is a trunk name '
+        "from `[trunks.NAME]`, or `acl` for the `[acl] allow` addresses no trunk claims "
+        '(docs/router.md "Trunks").',
     ),
     (
         "Media node and Event Socket (`switchboard_media_*`, `switchboard_esl_*`)",

@@ -4,7 +4,11 @@ Nothing here runs per message except :meth:`LatencyHistogram.observe` (a bisect 
 additions): the counters live as ints in :class:`~switchboard.router.proxy.Stats` and a
 custom collector turns them into metric families when Prometheus scrapes. Semantics
 follow the Kamailio Prometheus exporters: requests by method, replies by code,
-current transactions, per-destination state as 0/1 gauges, drops of ACL and pike.
+current transactions, per-destination state as 0/1 gauges, drops of ACL and pike. Per
+trunk (docs/router.md "Trunks"): calls by disposition, admitted calls, calls in progress and
+in the last second, rejections by reason, post-dial delay — read from each
+:class:`~switchboard.router.trunks.TrunkState` at scrape time, so the call path only
+bumps plain ints.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from prometheus_client.core import (
     Metric,
 )
 
+from switchboard.router.trunks import PDD_BUCKETS, REJECTIONS
+
 if TYPE_CHECKING:
     from switchboard.router.proxy import Proxy
+    from switchboard.router.trunks import TrunkTable
 
 PREFIX = "switchboard_router_"
 # Forwarding latency: the time the router spends on one message, receive to send.
@@ -54,11 +61,16 @@ class RouterCollector:
     """Turns the proxy's counters and the dispatcher's state into metric families."""
 
     def __init__(
-        self, proxy: Proxy, latency: LatencyHistogram, tls: Callable[[], int] | None = None
+        self,
+        proxy: Proxy,
+        latency: LatencyHistogram,
+        tls: Callable[[], int] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.proxy = proxy
         self.latency = latency
         self.tls = tls  # failed TLS handshakes so far (the TLS transport counts them)
+        self.clock = clock  # the proxy's clock (calls in the last second); None: no gauge
 
     def collect(self) -> Iterator[Metric]:
         p = self.proxy
@@ -148,13 +160,70 @@ class RouterCollector:
         yield self.latency.family(
             PREFIX + "forwarding_latency_seconds", "Time to process one SIP message"
         )
+        if p.trunks is not None:
+            yield from trunk_families(p.trunks, self.clock() if self.clock else None)
+
+
+def trunk_families(table: TrunkTable, now: float | None) -> Iterator[Metric]:
+    """``switchboard_router_trunk_*``: one series per trunk (names come from configuration,
+    a bounded set); the ``acl`` trunk is the ``[acl] allow`` addresses no trunk claims."""
+    calls = CounterMetricFamily(
+        PREFIX + "trunk_calls",
+        "Calls admitted on the trunk that got their final response, by disposition",
+        labels=["trunk", "disposition"],
+    )
+    admitted = CounterMetricFamily(
+        PREFIX + "trunk_admitted", "New calls admitted on the trunk", labels=["trunk"]
+    )
+    rejections = CounterMetricFamily(
+        PREFIX + "trunk_rejections", "New calls refused on the trunk, by reason",
+        labels=["trunk", "reason"],
+    )  # fmt: skip
+    active = GaugeMetricFamily(
+        PREFIX + "trunk_active_calls", "Calls in progress on the trunk", labels=["trunk"]
+    )
+    cps = GaugeMetricFamily(
+        PREFIX + "trunk_calls_per_second",
+        "Calls admitted on the trunk in the last second",
+        labels=["trunk"],
+    )
+    limit = GaugeMetricFamily(
+        PREFIX + "trunk_limit", "The trunk's limits (0 = none)", labels=["trunk", "limit"]
+    )
+    pdd = HistogramMetricFamily(
+        PREFIX + "trunk_pdd_seconds", "Post-dial delay of the trunk's calls", labels=["trunk"]
+    )
+    bounds = [repr(b) for b in PDD_BUCKETS] + ["+Inf"]
+    for t in table.trunks.values():
+        name = [t.name]
+        s = t.stats
+        for disp, n in sorted(s.calls.items()):
+            calls.add_metric([t.name, disp], n)
+        admitted.add_metric(name, s.admitted)
+        for reason in REJECTIONS:  # every reason, 0 included: rate() works from the start
+            rejections.add_metric([t.name, reason], s.rejected.get(reason, 0))
+        active.add_metric(name, t.active)
+        if now is not None:
+            cps.add_metric(name, t.cps_now(now))
+        limit.add_metric([t.name, "cps"], t.cps)
+        limit.add_metric([t.name, "max_calls"], t.max_calls)
+        total = 0
+        cumulative = []
+        for bound, n in zip(bounds, s.pdd_buckets, strict=True):
+            total += n
+            cumulative.append((bound, total))
+        pdd.add_metric(name, cumulative, s.pdd_sum)
+    yield from (calls, admitted, rejections, active, cps, limit, pdd)
 
 
 def make_registry(
-    proxy: Proxy, latency: LatencyHistogram, tls: Callable[[], int] | None = None
+    proxy: Proxy,
+    latency: LatencyHistogram,
+    tls: Callable[[], int] | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RouterCollector(proxy, latency, tls))
+    registry.register(RouterCollector(proxy, latency, tls, clock))
     return registry
 
 

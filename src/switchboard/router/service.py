@@ -414,6 +414,7 @@ class Router:
             self.proxy,
             self.latency,
             lambda: self.tls.handshake_failures if self.tls is not None else 0,
+            self.proxy_time,
         )
         # switchboard_event_loop_lag_seconds / _max_seconds, switchboard_gc_pause_seconds
         self.loop_lag = LoopLagMonitor(self.registry)

@@ -28,6 +28,7 @@ counts calls from admission until their INVITE fails or their dialog ends.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections import deque
@@ -216,7 +217,9 @@ class TrunkStats:
     pdd_buckets: list[int] = field(default_factory=list)
 
 
-PDD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
+# Upper bounds (seconds) of the per-trunk PDD histogram: the media node's PDD buckets
+# (3 s perceived delay and 7 s carrier threshold are boundaries), kept equal by a test.
+PDD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0)
 
 
 class TrunkState:
@@ -308,10 +311,7 @@ class TrunkState:
         s = self.stats
         s.pdd_sum += pdd
         s.pdd_count += 1
-        i = 0
-        while i < len(PDD_BUCKETS) and pdd > PDD_BUCKETS[i]:
-            i += 1
-        s.pdd_buckets[i] += 1
+        s.pdd_buckets[bisect.bisect_left(PDD_BUCKETS, pdd)] += 1  # le: bound included
 
     def snapshot(self, now: float) -> dict[str, Any]:
         s = self.stats
@@ -481,11 +481,11 @@ class TrunkTable:
                 out_calling = n if isinstance(n, str) else None  # else: as it came
         if trunk.max_calls and trunk.active >= trunk.max_calls:
             return Admission(*trunk.reject("max_calls"))
-        if trunk.cps:
-            trunk._expire(now)
-            if len(trunk._window) >= trunk.cps:
-                return Admission(*trunk.reject("cps"))
-            trunk._window.append(now)
+        # The window is kept on every trunk: it is the cps limit and the calls/s gauge.
+        trunk._expire(now)
+        if trunk.cps and len(trunk._window) >= trunk.cps:
+            return Admission(*trunk.reject("cps"))
+        trunk._window.append(now)
         trunk.active += 1
         trunk.stats.admitted += 1
         if out_called is None and out_calling is None:

@@ -200,3 +200,61 @@ def test_proxy_strips_hostile_trunk_headers_and_names_the_trunk_itself() -> None
     p.receive(response_to(fwd, 200), "udp", ("127.0.0.1", 5081), None, 0.5)
     c = p.trunks.trunks["c"]
     assert c.active == 1 and c.stats.calls == {"answered": 1} and c.stats.pdd_count == 1
+
+
+def test_router_metrics_per_trunk() -> None:
+    """What Prometheus scrapes from the router for each trunk: calls by disposition,
+    admitted, in progress, in the last second, rejections by reason, limits, PDD."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from switchboard.router.metrics import LatencyHistogram, make_registry
+
+    p = trunk_proxy(c={"sources": ["10.1.1.1"], "cps": 2, "max_calls": 9})
+    src = ("10.1.1.1", 5060)
+    fwds = []
+    for i, t in enumerate((0.0, 0.1, 0.2)):  # the third is over cps 2
+        out = p.receive(
+            invite(ruri="sip:4930123456@127.0.0.1:5060", via="10.1.1.1:5060",
+                   call_id=f"m{i}", branch=f"z9hG4bK-m{i}"),
+            "udp", src, None, t,
+        )  # fmt: skip
+        fwds += [s for s in out if s.addr[1] in (5081, 5082)]
+    assert len(fwds) == 2
+    ring = response_to(fwds[0].data, 180, "Ringing")
+    p.receive(ring, "udp", fwds[0].addr, None, 0.3)  # PDD 0.3 s
+    p.receive(response_to(fwds[0].data, 200), "udp", fwds[0].addr, None, 0.4)
+    p.receive(response_to(fwds[1].data, 486, "Busy Here"), "udp", fwds[1].addr, None, 1.2)
+
+    text = generate_latest(make_registry(p, LatencyHistogram(), clock=lambda: 1.05)).decode()
+    got = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.labels.get("trunk") == "c"
+    }
+    pre = "switchboard_router_trunk_"
+    assert got[(pre + "calls_total", (("disposition", "answered"), ("trunk", "c")))] == 1
+    assert got[(pre + "calls_total", (("disposition", "busy"), ("trunk", "c")))] == 1
+    assert got[(pre + "admitted_total", (("trunk", "c"),))] == 2
+    assert got[(pre + "rejections_total", (("reason", "cps"), ("trunk", "c")))] == 1
+    assert got[(pre + "rejections_total", (("reason", "max_calls"), ("trunk", "c")))] == 0
+    assert got[(pre + "active_calls", (("trunk", "c"),))] == 1  # the answered call
+    assert (
+        got[(pre + "calls_per_second", (("trunk", "c"),))] == 1
+    )  # admitted at 0.1: in (0.05, 1.05]
+    assert got[(pre + "limit", (("limit", "cps"), ("trunk", "c")))] == 2
+    assert got[(pre + "limit", (("limit", "max_calls"), ("trunk", "c")))] == 9
+    # ringing at 0.3 s; the busy call had no provisional: its PDD runs to the 486 (1.1 s)
+    assert got[(pre + "pdd_seconds_count", (("trunk", "c"),))] == 2
+    assert got[(pre + "pdd_seconds_bucket", (("le", "0.5"), ("trunk", "c")))] == 1
+    assert got[(pre + "pdd_seconds_bucket", (("le", "1.5"), ("trunk", "c")))] == 2
+    assert abs(got[(pre + "pdd_seconds_sum", (("trunk", "c"),))] - 1.4) < 1e-9
+
+
+def test_trunk_pdd_buckets_are_the_media_nodes() -> None:
+    from switchboard.observability.metrics import CATALOGUE
+    from switchboard.observability.metrics import PDD_BUCKETS as MEDIA
+    from switchboard.router.trunks import PDD_BUCKETS
+
+    assert PDD_BUCKETS == MEDIA == CATALOGUE["switchboard_router_trunk_pdd_seconds"].buckets
