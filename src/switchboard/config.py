@@ -171,6 +171,11 @@ class TrunkSection(Section):
     caller_id_number: str = ""  # with caller_id = "replace"
     account: str = ""  # the billing account the trunk's calls bill to
     allowed_prefixes: list[str] = Field(default_factory=list)  # E.164 prefixes; [] = any
+    # STIR/SHAKEN (docs/compliance.md "STIR/SHAKEN"): sign the calls we send on this trunk
+    # with [stir] sign_key; attestation by calling-number prefix, first match wins
+    # ("A:+4930", "B:+49", "C"); no match: C.
+    stir_sign: bool = False
+    stir_attestation: list[str] = Field(default_factory=list)
 
 
 class SecuritySection(Section):
@@ -200,6 +205,31 @@ class SecuritySection(Section):
         for net in v:
             ipaddress.ip_network(net, strict=False)  # ValueError names the bad entry
         return v
+
+
+class StirSection(Section):
+    """[stir] — STIR/SHAKEN at the edge router (docs/compliance.md "STIR/SHAKEN"):
+    verification of inbound Identity headers, signing of calls sent on trunks with
+    ``stir_sign``."""
+
+    verify: bool = False  # check the Identity header of calls coming in
+    trust_anchors: str = ""  # PEM file: the STI-CA root certificates trusted
+    https_ca: str = ""  # CA bundle for fetching x5u over HTTPS ("" = the system store)
+    max_age: float = Field(default=60, gt=0)  # seconds an iat stays fresh (RFC 8224 §12)
+    # pass: never refuse (the verdict only travels); reject_failed: refuse
+    # TN-Validation-Failed (RFC 8224 §6.2.2 codes); reject_unverified: also refuse calls
+    # with nothing verified (no Identity: 428, certificate unavailable: 436)
+    policy: str = Field(default="pass", pattern="^(pass|reject_failed|reject_unverified)$")
+    fetch_wait: float = Field(default=0.5, ge=0, le=10)  # a call waits this long for a fetch
+    fetch_timeout: float = Field(default=5.0, gt=0, le=60)  # the fetch itself (cache fills)
+    cache_ttl: float = Field(default=3600, gt=0)  # a fetched certificate is reused this long
+    failure_ttl: float = Field(default=60, ge=0)  # an unreachable x5u is not asked again
+    cache_size: int = Field(default=1000, ge=1)
+    max_certificate_bytes: int = Field(default=65536, ge=1024)
+    verstat_to_callee: bool = False  # P-Asserted-Identity;verstat= towards the media node
+    sign_key: str = ""  # the operator's PEM EC P-256 key (trunks with stir_sign)
+    sign_x5u: str = ""  # https URL of the operator's certificate (the PASSporT's x5u)
+    origid: str = ""  # RFC 8588 origid; "" = a UUID derived from this host's name
 
 
 class DatabaseSection(Section):
@@ -355,6 +385,7 @@ class Config(Section):
     dialplan: DialplanSection = Field(default_factory=DialplanSection)
     dialer: DialerSection = Field(default_factory=DialerSection)
     trunks: dict[str, TrunkSection] = Field(default_factory=dict)
+    stir: StirSection = Field(default_factory=StirSection)
 
     @model_validator(mode="after")
     def _trunks(self) -> Config:
@@ -363,6 +394,13 @@ class Config(Section):
         from switchboard.router.trunks import TrunkTable
 
         TrunkTable(self.trunks, self.acl.allow)
+        if self.stir.verify and not self.stir.trust_anchors:
+            raise ValueError("stir.trust_anchors: a PEM file of STI-CA roots is needed with verify")
+        if self.stir.sign_x5u and not self.stir.sign_x5u.startswith("https://"):
+            raise ValueError("stir.sign_x5u: must be an https:// URL")
+        for name, t in self.trunks.items():
+            if t.stir_sign and not (self.stir.sign_key and self.stir.sign_x5u):
+                raise ValueError(f"trunks.{name}.stir_sign: needs stir.sign_key and stir.sign_x5u")
         return self
 
 

@@ -45,6 +45,7 @@ PURE_MODULES = [
     "router/dispatcher.py",
     "router/protection.py",
     "router/trunks.py",
+    "router/stir.py",
     "media/causes.py",
     "media/channel.py",
     "media/dialplan.py",

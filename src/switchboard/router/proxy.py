@@ -59,6 +59,8 @@ from typing import Any, NamedTuple
 
 from switchboard.router.dispatcher import Destination, Dispatcher, ProbeRequest, StateChanged
 from switchboard.router.protection import Acl, AuthBans, Pike, ScannerFilter, Verdict
+from switchboard.router.stir import NOT_VERIFIED
+from switchboard.router.stir import Verdict as StirVerdict
 from switchboard.router.trunks import TrunkState, TrunkTable, disposition
 from switchboard.sip import fastpath as wire
 from switchboard.sip.fastpath import BadMessage, Message, Via
@@ -376,11 +378,17 @@ def _replace_user(line: bytes, user: bytes) -> bytes:
     return line[: colon + 1] + user + line[user_end:]
 
 
-_TRUNK_HEADERS = (b"x-switchboard-trunk", b"x-switchboard-account")
+_TRUNK_HEADERS = (
+    b"x-switchboard-trunk",
+    b"x-switchboard-account",
+    b"x-switchboard-verstat",
+    b"x-switchboard-attestation",
+)
 
 
 def _is_trunk_header(line: bytes) -> bool:
-    """Our trunk headers, which only the router may set: dropped from outside input."""
+    """Our headers (trunk, account, STIR verdict), which only the router may set: dropped
+    from outside input."""
     if line[:14].lower() != b"x-switchboard-":
         return False
     return line.partition(b":")[0].strip().lower() in _TRUNK_HEADERS
@@ -395,6 +403,63 @@ def _from_far_end(m: Message) -> bool:
         if colon and name.strip().lower() == b"reason" and b"q.850" in value.lower():
             return True
     return False
+
+
+def _is_identity(line: bytes) -> bool:
+    name = line.partition(b":")[0].strip().lower()
+    return name in (b"identity", b"y")
+
+
+def _is_pai(line: bytes) -> bool:
+    return line[:20].lower() == b"p-asserted-identity:"
+
+
+def _asserted_user(lines: list[bytes]) -> str:
+    """The user part of the first P-Asserted-Identity URI (the caller a network asserts)."""
+    for line in lines:
+        if _is_pai(line):
+            value = line[20:]
+            start = value.find(b"sip")
+            if start >= 0:
+                return _user(value[start:]).decode("utf-8", "replace")
+            start = value.find(b"tel:")
+            if start >= 0:
+                return (
+                    value[start + 4 :]
+                    .split(b">", 1)[0]
+                    .split(b";", 1)[0]
+                    .strip()
+                    .decode("utf-8", "replace")
+                )
+    return ""
+
+
+def _add_verstat(lines: list[bytes], verstat: bytes) -> None:
+    """``verstat`` on the caller's number in P-Asserted-Identity (3GPP TS 24.229
+    §7.2A.20): a tel URI parameter, inside the user part of a sip URI; a PAI built from
+    the From URI when the request has none. Any verstat from outside is replaced."""
+    index = next((i for i, line in enumerate(lines) if _is_pai(line)), -1)
+    if index < 0:
+        frm = next((line for line in lines if line[:5].lower() == b"from:"
+                    or line[:2].lower() == b"f:"), b"")  # fmt: skip
+        lt, gt = frm.find(b"<"), frm.find(b">")
+        if lt < 0 or gt < lt:
+            return
+        lines.append(b"P-Asserted-Identity: " + frm[lt : gt + 1])
+        index = len(lines) - 1
+    line = lines[index]
+    lt, gt = line.find(b"<"), line.find(b">")
+    if lt < 0 or gt < lt:
+        return
+    uri = line[lt + 1 : gt]
+    scheme, colon, rest = uri.partition(b":")
+    if not colon:
+        return
+    at = rest.find(b"@")
+    user, host = (rest[:at], rest[at:]) if at >= 0 else (rest, b"")
+    parts = [p for p in user.split(b";") if not p.lower().startswith(b"verstat=")]
+    user = b";".join([*parts, b"verstat=" + verstat])
+    lines[index] = line[: lt + 1] + scheme + b":" + user + host + line[gt:]
 
 
 def _release(dest: Destination | None) -> None:
@@ -437,6 +502,9 @@ class Proxy:
         acl_drop: bool = False,
         hide_topology: bool = False,
         trunks: TrunkTable | None = None,
+        verify_identity: bool = False,
+        verstat_to_callee: bool = False,
+        signer: Callable[[TrunkState, str, str], bytes | None] | None = None,
     ) -> None:
         if not interfaces:
             raise ValueError("the proxy needs at least one interface")
@@ -458,6 +526,13 @@ class Proxy:
         # Trunks (docs/router.md "Trunks"): a new call's trunk by its source; its sources
         # are exempt from pike (trunk limits govern them). None: the ACL alone decides.
         self.trunks = trunks
+        # STIR/SHAKEN (docs/compliance.md "STIR/SHAKEN"): the edge's verdict on a new
+        # call's Identity comes with receive(); without one a verifying router says
+        # No-TN-Validation. The signer returns the Identity value for a call leaving on
+        # a trunk that signs (or None).
+        self.verify_identity = verify_identity
+        self.verstat_to_callee = verstat_to_callee
+        self.signer = signer
         self.pike = pike
         self.bans = bans
         self.scanners = scanners
@@ -533,11 +608,33 @@ class Proxy:
     def _retry_after(self, seconds: int) -> tuple[bytes, ...]:
         return (b"Retry-After: %d" % seconds,) if seconds else ()
 
+    def answer(
+        self, m: Message, status: int, reason: bytes, transport: str, src: tuple[str, int],
+        conn: Any,
+    ) -> list[Send]:  # fmt: skip
+        """A stateless answer to a request refused before it reached the proxy's logic
+        (the edge's STIR policy): addressed like any local reply (RFC 3581 rport)."""
+        try:
+            via = Via(m.top_via())
+        except BadMessage:
+            return []
+        addr = (
+            src if transport != "udp" else (src[0], src[1] if via.rport is not None else via.port)
+        )
+        return [Send(transport, addr, self._reply(m, status, reason), conn)]
+
     # ------------------------------------------------------------------ input
     def receive(
-        self, data: bytes, transport: str, src: tuple[str, int], conn: Any, now: float
+        self,
+        data: bytes,
+        transport: str,
+        src: tuple[str, int],
+        conn: Any,
+        now: float,
+        stir: StirVerdict | None = None,
     ) -> list[Send]:
-        """One datagram or one framed stream message from ``src``."""
+        """One datagram or one framed stream message from ``src`` (``stir``: the edge's
+        verification of its Identity header, for a new INVITE)."""
         if not data.strip(b"\r\n"):
             return []  # CRLF keep-alive (RFC 5626 §4.4.1); the adapter answers pings
         try:
@@ -554,7 +651,7 @@ class Proxy:
             if scanners is not None and scanners.match(data):
                 self.stats.scanner_drops += 1
                 return []  # no answer at all: the scanner's list stays empty
-            return self._on_request(m, transport, src, conn, now)
+            return self._on_request(m, transport, src, conn, now, stir)
         return self._on_response(m, now)
 
     def _reply_unparsable(
@@ -602,7 +699,13 @@ class Proxy:
 
     # ------------------------------------------------------------------ requests
     def _on_request(
-        self, m: Message, transport: str, src: tuple[str, int], conn: Any, now: float
+        self,
+        m: Message,
+        transport: str,
+        src: tuple[str, int],
+        conn: Any,
+        now: float,
+        stir: StirVerdict | None = None,
     ) -> list[Send]:
         method = m.method
         req = self.stats.requests
@@ -657,7 +760,7 @@ class Proxy:
         if method == b"CANCEL":
             return self._on_cancel(m, via, transport, reply_addr, conn, now)
         try:
-            return self._route_request(m, via, key, transport, reply_addr, conn, now, src[1])
+            return self._route_request(m, via, key, transport, reply_addr, conn, now, src[1], stir)
         except BadMessage as exc:
             self.stats.bad_messages += 1
             return [
@@ -733,6 +836,7 @@ class Proxy:
         conn: Any,
         now: float,
         src_port: int = 0,
+        stir: StirVerdict | None = None,
     ) -> list[Send]:
         method = m.method
 
@@ -836,7 +940,7 @@ class Proxy:
         txn.first = m.lines[0]
         txn.fwd = self._prepare(m, kept if n_own else None)
         if trunk is not None:
-            self._trunk_request(txn, trunk, admission, now)
+            self._trunk_request(txn, trunk, admission, now, stir)
         if self.hide_topology:
             self._hide_request(txn, m, dispatched, now)
         if transport != "udp" and method != b"REGISTER":
@@ -860,6 +964,8 @@ class Proxy:
             addr = self.resolve(host)
             if addr is None:
                 return out + self._finish(txn, 503, None, now, b"Unresolvable Destination")
+            if self.signer is not None and txn.is_invite and not to_tag:
+                self._sign(txn, m, addr, port, out_transport)
             out.extend(self._forward(txn, out_transport, (addr, port), None, now))
         return out
 
@@ -1403,9 +1509,17 @@ class Proxy:
             self._drop_hidden(h)
 
     # ------------------------------------------------------------------ trunks
-    def _trunk_request(self, txn: ServerTxn, trunk: TrunkState, admission: Any, now: float) -> None:
+    def _trunk_request(
+        self,
+        txn: ServerTxn,
+        trunk: TrunkState,
+        admission: Any,
+        now: float,
+        stir: StirVerdict | None = None,
+    ) -> None:
         """An admitted trunk INVITE: the normalised numbers in the R-URI and From, the
-        trunk's name (and account) for the media node — never a value from outside."""
+        trunk's name (and account) and the STIR verdict for the media node — never a
+        value from outside."""
         txn.trunk = trunk
         txn.t0 = now
         fwd = [line for line in txn.fwd if not _is_trunk_header(line)]
@@ -1417,7 +1531,27 @@ class Proxy:
                     fwd[i] = _replace_user(line, admission.calling.encode())
                     break
         fwd.append(trunk.header)
+        if stir is None and self.verify_identity:
+            stir = NOT_VERIFIED
+        if stir is not None:
+            fwd.extend(stir.header_lines())
+            if self.verstat_to_callee:
+                _add_verstat(fwd, stir.verstat.encode())
         txn.fwd = fwd
+
+    def _sign(self, txn: ServerTxn, m: Message, addr: str, port: int, transport: str) -> None:
+        """A new INVITE leaving towards a trunk that signs: add our Identity (RFC 8224)
+        unless it already carries one."""
+        if self.trunks is None or self.signer is None:
+            return
+        trunk = self.trunks.identify(addr, port, transport[:3])
+        if trunk is None or any(_is_identity(line) for line in txn.fwd):
+            return
+        calling = _asserted_user(txn.fwd) or _from_user(m)
+        called = _user(m.ruri).decode("utf-8", "replace")
+        value = self.signer(trunk, calling, called)
+        if value is not None:
+            txn.fwd.append(b"Identity: " + value)
 
     def _trunk_final(self, txn: ServerTxn, status: int, now: float, *, ended: bool) -> None:
         """The INVITE's final response: count its disposition (and the post-dial delay if

@@ -50,6 +50,13 @@ from switchboard.router.dispatcher import (
     parse_line,
     parse_list,
 )
+from switchboard.router.identity import (
+    HELD,
+    CertificateCache,
+    IdentityGate,
+    Signer,
+    load_anchors,
+)
 from switchboard.router.metrics import LatencyHistogram, make_registry
 from switchboard.router.protection import Acl, AddressList, AuthBans, Pike, ScannerFilter
 from switchboard.router.proxy import Interface, Proxy, ProxySettings, Send, default_resolve
@@ -269,6 +276,8 @@ class Router:
         self.tcp: TcpTransport | None = None
         self.tls: TcpTransport | None = None
         self.proxy: Proxy
+        self.identity: IdentityGate | None = None  # [stir] verify
+        self.signer: Signer | None = None  # [stir] sign_key
         self.latency = LatencyHistogram()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -313,6 +322,9 @@ class Router:
                 ban_seconds=cfg.pike.ban_seconds,
                 allow=cfg.pike.allow,
             )
+            stir_cfg = cfg.stir
+            anchors = load_anchors(stir_cfg.trust_anchors) if stir_cfg.verify else []
+            self.signer = Signer(stir_cfg) if stir_cfg.sign_key else None
         except (ValueError, DispatcherError) as exc:
             raise StartError(str(exc)) from None
         interfaces: list[Interface] = []
@@ -409,7 +421,23 @@ class Router:
             acl_drop=cfg.security.outside_acl == "drop",
             hide_topology=cfg.security.topology_hiding,
             trunks=trunks,
+            verify_identity=stir_cfg.verify,
+            verstat_to_callee=stir_cfg.verstat_to_callee,
+            signer=self.signer,
         )
+        if stir_cfg.verify:
+            cache = CertificateCache(
+                anchors,
+                https_ca=stir_cfg.https_ca,
+                ttl=stir_cfg.cache_ttl,
+                failure_ttl=stir_cfg.failure_ttl,
+                timeout=stir_cfg.fetch_timeout,
+                max_bytes=stir_cfg.max_certificate_bytes,
+                size=stir_cfg.cache_size,
+            )
+            self.identity = IdentityGate(
+                stir_cfg, cache, lambda: self.proxy, self._deliver, self._transmit_now
+            )
         self.registry = make_registry(
             self.proxy,
             self.latency,
@@ -417,6 +445,9 @@ class Router:
             self.proxy_time,
         )
         # switchboard_event_loop_lag_seconds / _max_seconds, switchboard_gc_pause_seconds
+        for extra in (self.identity, self.signer):
+            if extra is not None:
+                self.registry.register(extra)
         self.loop_lag = LoopLagMonitor(self.registry)
         self.loop_lag.start()
         self.interfaces = interfaces
@@ -517,6 +548,9 @@ class Router:
         if self._qprobe is not None:
             self._qprobe.close()
             self._qprobe = None
+        if self.identity is not None:
+            self.identity.close()
+            await self.identity.cache.close()
         if self._admin is not None:
             self._admin.should_exit = True
             if self._admin_task is not None:
@@ -637,7 +671,10 @@ class Router:
         sample = not self._seen % LATENCY_SAMPLE
         t0 = time.perf_counter() if sample else 0.0
         try:
-            sends = self.proxy.receive(data, "udp", addr, None, self.loop.time())
+            if self.identity is not None and data[:7] == b"INVITE ":
+                sends = self._verified(data, "udp", addr, None)
+            else:
+                sends = self.proxy.receive(data, "udp", addr, None, self.loop.time())
             if sends:
                 self._transmit(sends)
         except Exception:  # the process never dies on a peer's bytes
@@ -747,9 +784,40 @@ class Router:
         self._transmit([Send("udp", reply_addr, wire.build(lines, b""))])
         return True
 
+    def _verified(self, data: bytes, transport: str, src: tuple[str, int], conn: Any) -> list[Send]:
+        """A new INVITE through the STIR gate: verified at once (certificate cached),
+        refused by policy, or held while its certificate is fetched (then []) ."""
+        assert self.identity is not None
+        verdict = self.identity.check(data, transport, src, conn)
+        if verdict is HELD:
+            return []
+        if isinstance(verdict, list):
+            return verdict
+        return self.proxy.receive(data, transport, src, conn, self.loop.time(), verdict)
+
+    def _deliver(self, data: bytes, transport: str, src: tuple[str, int], conn: Any,
+                 verdict: Any) -> None:  # fmt: skip
+        """A held INVITE goes on, with its verdict."""
+        if self._stopped:
+            return
+        try:
+            sends = self.proxy.receive(data, transport, src, conn, self.loop.time(), verdict)
+            if sends:
+                self._transmit(sends)
+        except Exception:
+            log.exception("held INVITE from %s:%s crashed the router; dropped", *src[:2])
+        self._arm()
+
+    def _transmit_now(self, sends: list[Send]) -> None:
+        self._transmit(sends)
+
     def _on_tcp(self, data: bytes, peer: Peer) -> None:
         t0 = time.perf_counter()
-        sends = self.proxy.receive(data, "tcp", (peer.host, peer.port), peer, self.loop.time())
+        src = (peer.host, peer.port)
+        if self.identity is not None and data[:7] == b"INVITE ":
+            sends = self._verified(data, "tcp", src, peer)
+        else:
+            sends = self.proxy.receive(data, "tcp", src, peer, self.loop.time())
         if sends:
             self._transmit(sends)
         self.latency.observe(time.perf_counter() - t0)
@@ -757,7 +825,11 @@ class Router:
             self._arm()
 
     def _on_tls(self, data: bytes, peer: Peer) -> None:
-        sends = self.proxy.receive(data, "tls", (peer.host, peer.port), peer, self.loop.time())
+        src = (peer.host, peer.port)
+        if self.identity is not None and data[:7] == b"INVITE ":
+            sends = self._verified(data, "tls", src, peer)
+        else:
+            sends = self.proxy.receive(data, "tls", src, peer, self.loop.time())
         if sends:
             self._transmit(sends)
         if self.proxy.get_timer() < self._timer_at:

@@ -36,6 +36,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from switchboard.router.stir import AttestationRules, parse_rules
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 WINDOW = 1.0  # seconds: the cps window
@@ -86,6 +88,8 @@ class TrunkSettings(Protocol):
     caller_id_number: str
     account: str
     allowed_prefixes: list[str]
+    stir_sign: bool
+    stir_attestation: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +234,7 @@ class TrunkState:
         "account",
         "active",
         "allowed",
+        "attest",
         "called",
         "caller_id",
         "caller_id_number",
@@ -260,6 +265,7 @@ class TrunkState:
             self.tech_prefix = self.account = self.caller_id_number = ""
             self.caller_id = "pass"
             self.allowed: tuple[str, ...] = ()
+            self.attest: AttestationRules | None = None
         else:
             self.direction = t.direction
             self.cps = float(t.cps)
@@ -272,6 +278,12 @@ class TrunkState:
             self.caller_id_number = t.caller_id_number
             self.account = t.account
             self.allowed = tuple(p.lstrip("+") for p in t.allowed_prefixes)
+            # STIR/SHAKEN signing of calls we send on this trunk (docs/compliance.md)
+            try:
+                rules = parse_rules(t.stir_attestation, key=f"{key}.stir_attestation")
+            except ValueError as exc:
+                raise TrunkConfigError(str(exc)) from None
+            self.attest = rules if t.stir_sign else None
         self.header = b"X-Switchboard-Trunk: " + name.encode()
         if self.account:
             self.header += b"\r\nX-Switchboard-Account: " + self.account.encode()
