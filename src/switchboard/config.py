@@ -263,6 +263,11 @@ class BillingSection(Section):
     backup_dir: str = ""  # empty: <state_dir>/backups
     backup_keep: int = Field(default=14, ge=1)
     pg_bin_dir: str = ""  # empty: the pg_dump/psql inside the pgserver wheel
+    # CDR months kept in the database, the running month included; `switchboard cdr
+    # archive` moves older months to archive_dir (docs/billing.md, "CDR retention and
+    # archives"). 25: two full years plus the running month.
+    retention_months: int = Field(default=25, ge=2, le=1200)
+    archive_dir: str = ""  # empty: <state_dir>/archive
 
 
 class PlatformSection(Section):

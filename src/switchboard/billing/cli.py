@@ -8,7 +8,9 @@ Exit codes follow ``switchboard.cli``: 2 bad input or configuration (nothing cha
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -40,7 +42,9 @@ db_app = typer.Typer(
 )
 rates_app = typer.Typer(help="Rate decks: import CSV, re-rate CDRs.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Customer accounts: create, topup, show.", no_args_is_help=True)
-cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)
+cdr_app = typer.Typer(
+    help="Call detail records: list, export, archive, restore-archive.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer, load_config: Callable[[Path | None], Config]) -> None:
@@ -108,7 +112,24 @@ def connect(config: Path | None) -> Iterator[psycopg.Connection]:
     except psycopg.OperationalError as exc:
         raise fail(f"cannot connect to the billing database: {exc}", EXIT_DB) from None
     with conn:
+        # audit_log.actor of the changes this command makes: the operator's login
+        set_actor(conn, f"os:{_login()}")
         yield conn
+
+
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no $USER (a bare container)
+        return f"uid {os.getuid()}"
+
+
+def set_actor(conn: psycopg.Connection, actor: str) -> None:
+    from switchboard.billing.retention import set_actor as set_session_actor
+
+    set_session_actor(conn, actor)
 
 
 _RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
@@ -577,3 +598,112 @@ def invoice_cmd(
         )
     if not invoices:
         print(f"no calls to invoice in {month}")
+
+
+# -- cdr retention (docs/billing.md, "CDR retention and archives") -------------------------
+def _archive_dir(cfg: Config, given: Path | None) -> Path:
+    return given or Path(cfg.billing.archive_dir or state_dir(cfg) / "archive")
+
+
+@cdr_app.command("archive")
+def cdr_archive(
+    config: ConfigOpt = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Archive directory (default [billing] archive_dir)."),
+    ] = None,
+    retention_months: Annotated[
+        int | None,
+        typer.Option(
+            min=2, help="Months kept, the running one included ([billing] retention_months)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="List what would be archived; change nothing.")
+    ] = False,
+) -> None:
+    """Archive the CDR months older than the retention: compressed CSV plus a SHA-256
+    manifest each, verified, then the month's partition dropped. Safe to run from cron:
+    nothing due, nothing done; an interrupted run is finished by the next."""
+    from switchboard.billing.retention import ArchiveError, archive_partition, due
+
+    cfg = _config(config)
+    months = retention_months or cfg.billing.retention_months
+    target = _archive_dir(cfg, out_dir)
+    with connect(config) as conn:
+        names = due(conn, months)
+        if dry_run:
+            for name in names:
+                print(f"would archive {name}")
+            print(f"{len(names)} partitions older than {months} months")
+            return
+        done = 0
+        for name in names:
+            try:
+                result = archive_partition(conn, name, target)
+            except (ArchiveError, OSError) as exc:
+                raise fail(f"{name}: {exc}", 1) from None
+            done += 1
+            print(
+                f"archived {name}: {result.rows} CDRs -> {result.csv_path} sha256 {result.sha256}"
+            )
+    print(f"{done} partitions archived (retention {months} months)")
+
+
+@cdr_app.command("restore-archive")
+def cdr_restore_archive(
+    archive: Annotated[
+        str, typer.Argument(help="Manifest file, month (2024-01) or table (cdr_2024_01).")
+    ],
+    config: ConfigOpt = None,
+    archive_dir: Annotated[
+        Path | None, typer.Option("--dir", help="Where to look for a month's manifest.")
+    ] = None,
+) -> None:
+    """Bring an archived month back into the database, after checking the file against its
+    manifest (SHA-256, rows, sums); a file that does not match is refused."""
+    from switchboard.billing.retention import ArchiveError, find_manifest, restore
+
+    cfg = _config(config)
+    manifest = find_manifest(archive, _archive_dir(cfg, archive_dir))
+    if not manifest.exists():
+        raise fail(f"{manifest}: no such manifest")
+    with connect(config) as conn:
+        try:
+            rows = restore(conn, manifest)
+        except ArchiveError as exc:
+            raise fail(str(exc), 1) from None
+    print(f"restored {rows} CDRs from {manifest}")
+
+
+@cdr_app.command("export")
+def cdr_export(
+    since: Annotated[str, typer.Option(help="From this date or time (UTC unless given).")],
+    until: Annotated[str, typer.Option(help="Until (excluded) this date or time.")],
+    config: ConfigOpt = None,
+    number: Annotated[
+        str | None, typer.Option(help="Only calls from or to this number (+ optional).")
+    ] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", "-o", help="CSV file; default stdout.")
+    ] = None,
+) -> None:
+    """Every column of the CDRs in a time range, as CSV: the answer to a records request.
+    Each export is written to the audit trail (who, when, range, number, rows)."""
+    from switchboard.billing.retention import ArchiveError, export, normalise_number
+
+    start, end = parse_when(since), parse_when(until)
+    if end <= start:
+        raise fail("--until must be after --since")
+    if number is not None:
+        try:
+            normalise_number(number)
+        except ArchiveError as exc:
+            raise fail(str(exc)) from None
+    with connect(config) as conn:
+        if out_path is None:
+            rows = export(conn, sys.stdout, start, end, number)
+        else:
+            with out_path.open("w", newline="", encoding="utf-8") as fh:
+                rows = export(conn, fh, start, end, number)
+    err.print(f"exported {rows} CDRs", highlight=False)
