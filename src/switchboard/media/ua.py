@@ -29,6 +29,7 @@ import os
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -203,7 +204,8 @@ class SipLeg:
             return None
         peer = self.in_dialog_peer()
         req = self.dialog.create_request(method, self.ua.via(peer), **kw)
-        return self.ua.send_request(req, peer, context=("in-dialog", self))
+        # weak: the transaction outlives the call by up to 64·T1 and must not keep it
+        return self.ua.send_request(req, peer, context=("in-dialog", weakref.ref(self)))
 
     def bye(self, cause: Cause) -> None:
         if self.bye_sent or self.dialog is None:
@@ -664,7 +666,7 @@ class UserAgent:
         cancel = build_cancel(txn.request)
         cancel.headers.add("Reason", reason_header(cause))
         now = self.endpoint.loop.time()
-        _, out = self.layer.send_request(cancel, txn.peer, now, context=("cancel", txn.context))
+        _, out = self.layer.send_request(cancel, txn.peer, now, context=("cancel",))
         self.layer.cancel_sent(txn, now)
         self.endpoint.process(out)
         return True
@@ -966,8 +968,9 @@ class UserAgent:
             return
         pending.cancelled = True
         leg = pending.leg
-        if leg is None:
-            self.respond(inv, pending.request, 487, "Request Terminated")
+        if leg is None:  # still being set up (or the call is over: the layer refuses the 487)
+            if inv.state is State.PROCEEDING:
+                self.respond(inv, pending.request, 487, "Request Terminated")
             return
         if leg.final_sent:
             return
@@ -1184,10 +1187,14 @@ class UserAgent:
             self.metrics.gateway_calls.labels(gateway=gateway).set(self.gateway_calls[gateway])
 
     def _on_response(self, resp: Response, txn: ClientTransaction | None, peer: Peer) -> None:
-        ctx = txn.context if txn is not None else None
+        ctx = _context(txn) if txn is not None else None
         if isinstance(ctx, OutboundLeg):
-            if resp.status >= 200 and txn is ctx.txn:
-                ctx.txn = None  # no CANCEL after a final response: drop the leg ↔ txn cycle
+            if resp.status >= 200 and txn is not None:
+                if txn is ctx.txn:
+                    ctx.txn = None  # no CANCEL after a final response: no leg ↔ txn cycle
+                # The INVITE transaction stays 64·T1 for retransmitted 2xx (RFC 6026):
+                # from now on it must not keep the call's objects alive.
+                txn.context = weakref.ref(ctx)
             self._invite_response(ctx, resp)
             return
         if isinstance(ctx, tuple) and ctx[0] == "register":
@@ -1195,8 +1202,8 @@ class UserAgent:
                 ctx[1].set_result(resp)
             return
         if isinstance(ctx, tuple) and ctx[0] == "in-dialog":
-            leg = ctx[1]
-            if leg.dialog is not None and txn is not None:
+            leg = ctx[1]()
+            if leg is not None and leg.dialog is not None and txn is not None:
                 leg.dialog.on_response(txn.request, resp)
                 if txn.request.method == "INVITE" and resp.status >= 200:
                     self._ack_reinvite(leg, txn.request, resp)
@@ -1352,7 +1359,7 @@ class UserAgent:
         return False
 
     def _on_timeout(self, txn: Any, timer: str) -> None:
-        ctx = txn.context
+        ctx = _context(txn)
         if isinstance(ctx, tuple) and ctx[0] == "register" and not ctx[1].done():
             ctx[1].set_result(None)
             return
@@ -1378,7 +1385,7 @@ class UserAgent:
                 self.switch.hangup(leg.session.uuid, Cause.RECOVERY_ON_TIMER_EXPIRE)
 
     def _on_transport_failed(self, txn: Any) -> None:
-        ctx = txn.context
+        ctx = _context(txn)
         if isinstance(ctx, tuple) and ctx[0] == "register" and not ctx[1].done():
             ctx[1].set_result(None)
             return
@@ -1392,6 +1399,12 @@ class UserAgent:
             ctx.ended.set()
 
 
+def _context(txn: Any) -> Any:
+    """A transaction's context, a weak reference resolved (None once the call is gone)."""
+    ctx = txn.context
+    return ctx() if isinstance(ctx, weakref.ref) else ctx
+
+
 @dataclass(eq=False)
 class InboundPending:
     """The server transaction's context while an inbound INVITE is being set up.
@@ -1402,8 +1415,18 @@ class InboundPending:
 
     request: Request
     peer: Peer
-    leg: InboundLeg | None = None
     cancelled: bool = False
+    # weak: the INVITE transaction (and this context with it) stays 64·T1 after the
+    # final response; the leg lives as long as its session does, not that long
+    _leg: weakref.ref[InboundLeg] | None = None
+
+    @property
+    def leg(self) -> InboundLeg | None:
+        return self._leg() if self._leg is not None else None
+
+    @leg.setter
+    def leg(self, leg: InboundLeg | None) -> None:
+        self._leg = weakref.ref(leg) if leg is not None else None
 
 
 def _ip_of(hostport: str) -> str:
