@@ -97,6 +97,8 @@ class Platform:
 
     media_nodes: int = 2
     state: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sb-e2e-up-")))
+    rtp_span: int = 200  # RTP ports per media node (a call leg takes 2: RTP and RTCP)
+    extra_config: str = ""  # TOML appended to the generated config (e.g. a [limits] table)
     proc: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
     extra_config: str = ""  # TOML appended to the generated config (sections of its own)
@@ -112,7 +114,7 @@ class Platform:
         self.media_admin = free_run(n)
         self.esl = free_run(n)
         self.carrier = free_run(1)
-        self.rtp = free_run(200 * n, 10000, 20000)
+        self.rtp = free_run(self.rtp_span * n, 10000, 20000)
 
     @property
     def admin_url(self) -> str:
@@ -136,7 +138,7 @@ class Platform:
         text += (
             f'[media]\nlisten = ["udp:127.0.0.1:{self.media_sip}", "tcp:127.0.0.1:{self.media_sip}"]\n'
             f'admin = "127.0.0.1:{self.media_admin}"\n'
-            f"rtp_port_start = {self.rtp}\nrtp_port_end = {self.rtp + 199}\n"
+            f"rtp_port_start = {self.rtp}\nrtp_port_end = {self.rtp + self.rtp_span - 1}\n"
             f'[gateways.carrier]\nproxy = "127.0.0.1:{self.carrier}"\n'
         )
         return text + self.extra_config
