@@ -161,3 +161,19 @@ async def finished_wav(path: Path, timeout: float = 10.0) -> np.ndarray:
 # until branches written against the old place have landed. New code: tests.support.sipp.
 from tests.support.sipp import HAVE_SIPP, SippResult, finish_sipp, run_sipp  # noqa: E402, F401
 from tests.support.sipp import SCENARIOS as SIPP_DIR  # noqa: E402, F401
+
+
+def ulaw_wav(path: Path, seconds: float = 1.0) -> Path:
+    """A G.711 u-law WAV (format 7) for SIPp's ``rtp_stream`` (scenarios stream
+    ``tone.wav`` from SIPp's working directory): a 400 Hz square wave."""
+    import struct
+
+    n = int(8000 * seconds)
+    data = bytes(0x20 if (i // 10) % 2 else 0xA0 for i in range(n))
+    fmt = struct.pack("<HHIIHH", 7, 1, 8000, 8000, 1, 8)
+    path.write_bytes(
+        b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + n) + b"WAVE"
+        + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+        + b"data" + struct.pack("<I", n) + data
+    )  # fmt: skip
+    return path

@@ -19,8 +19,12 @@ HOST = "127.0.0.1"
 PortKind = Literal["udp", "tcp", "both"]
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def _bindable(kind: int, port: int, host: str) -> bool:
-    with socket.socket(socket.AF_INET, kind) as s:
+    with socket.socket(_family(host), kind) as s:
         try:
             s.bind((host, port))
         except OSError:
@@ -31,12 +35,13 @@ def _bindable(kind: int, port: int, host: str) -> bool:
 def free_port(kind: PortKind = "both", host: str = HOST, *, even: bool = False) -> int:
     """A port the kernel just handed out on ``host``, free for ``"udp"``, ``"tcp"`` or
     ``"both"`` (a SIP listener binds the same number on both); ``even=True`` for an RTP
-    port (RFC 3550 §11: RTP on an even port, RTCP on the next odd one)."""
+    port (RFC 3550 §11: RTP on an even port, RTCP on the next odd one). An IPv6
+    ``host`` (``"::1"``) gives a port free on that address."""
     if kind not in ("udp", "tcp", "both"):
         raise ValueError(f"free_port: kind is 'udp', 'tcp' or 'both', not {kind!r} (host=...?)")
     for _ in range(200):
         sock_kind = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
-        with socket.socket(socket.AF_INET, sock_kind) as s:
+        with socket.socket(_family(host), sock_kind) as s:
             s.bind((host, 0))
             port = int(s.getsockname()[1])
         if even and (port % 2 or port >= 65000):

@@ -195,6 +195,8 @@ class MediaNode:
             sw,
             rtp_ip=m.rtp_ip,
             sdp_ip=m.sdp_ip,
+            rtp_ip6=m.rtp_ip6,
+            sdp_ip6=m.sdp_ip6,
             ports=PortAllocator(start, end),
             codecs=m.codecs,
             gateways=self.cfg.gateways,

@@ -95,6 +95,7 @@ def snapshot_leg(s: Session) -> dict[str, Any] | None:
             "contact": d.local_contact,
         },
         "rtp": {
+            "ip": leg.rtp.local_address[0],
             "port": leg.rtp.port,
             "ssrc": w.ssrc,
             "seq": w.sequence_number,
@@ -207,7 +208,7 @@ async def _restore_leg(ua: UserAgent, data: dict[str, Any]) -> Session:
     elapsed = max(0.0, time.time() - float(r["at"]))
     neg = Negotiated(**data["neg"])
     rtp = await RtpEndpoint.open(
-        ua.rtp_ip,
+        str(r.get("ip") or ua.rtp_ip),  # the leg's family (journals before IPv6: IPv4)
         port=int(r["port"]),
         allocator=ua.ports,
         codec=engine_codec(neg),
@@ -260,7 +261,7 @@ async def _restore_leg(ua: UserAgent, data: dict[str, Any]) -> Session:
     leg: SipLeg
     if data["dir"] == "inbound":
         leg = InboundLeg(**common, final_sent=True, answered=True,
-                         contact=ua.contact(transport))  # fmt: skip
+                         contact=ua.contact(transport, peer_host=host))  # fmt: skip
     else:
         gateway = data.get("gateway", "")
         leg = OutboundLeg(**common, answered=True, gateway=gateway)

@@ -39,6 +39,11 @@ class MediaSection(_Section):
     admin: str = ""  # HOST:PORT for /metrics and the admin API; "" → 127.0.0.1:808N
     rtp_ip: str = "127.0.0.1"  # address RTP sockets bind to
     sdp_ip: str = ""  # address written in SDP (NAT/public); "" → rtp_ip
+    # IPv6 media (docs/media.md "IPv6"): RTP of a leg whose far end is IPv6 (an offer
+    # with c=IN IP6, a gateway or phone at an IPv6 address) binds here; "" = no IPv6
+    # media (such offers are answered 488).
+    rtp_ip6: str = ""
+    sdp_ip6: str = ""  # IPv6 address written in SDP; "" → rtp_ip6
     rtp_port_start: int = Field(default=0, ge=0, le=65534)  # 0 → 16384 + (N-1)·8192
     rtp_port_end: int = Field(default=0, ge=0, le=65535)  # 0 → start + 8191
     codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA"])  # preference order
@@ -91,6 +96,19 @@ class MediaSection(_Section):
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
                 raise ValueError(f"{net!r} is not an IP address or CIDR network") from None
+        return v
+
+    @field_validator("rtp_ip6", "sdp_ip6")
+    @classmethod
+    def _ip6(cls, v: str) -> str:
+        import ipaddress
+
+        v = v.strip("[]")
+        if v:
+            try:
+                ipaddress.IPv6Address(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not an IPv6 address") from None
         return v
 
     @field_validator("listen")

@@ -388,6 +388,8 @@ class UserAgent:
         host: str = "127.0.0.1",
         rtp_ip: str = "127.0.0.1",
         sdp_ip: str = "",
+        rtp_ip6: str = "",
+        sdp_ip6: str = "",
         ports: PortAllocator | None = None,
         codecs: Sequence[str] = ("PCMU", "PCMA"),
         gateways: Mapping[str, GatewaySection] | None = None,
@@ -409,11 +411,18 @@ class UserAgent:
         item 11, as sofia-sip's NTA applies it to a UA too) → CANCEL, the leg ends as
         408; ``sip_socket_buffer``: SO_RCVBUF/SO_SNDBUF of the UDP sockets (0 = kernel
         default); ``rtp_timeout``: hang up answered calls that receive no RTP this long
-        (MEDIA_TIMEOUT; 0 = off)."""
+        (MEDIA_TIMEOUT; 0 = off); ``rtp_ip6``/``sdp_ip6``: the IPv6 media address of
+        legs whose far end is IPv6 ("" = none)."""
         self.switch = switch
         self.host = host
         self.rtp_ip = rtp_ip
         self.sdp_ip = sdp_ip or rtp_ip
+        self.rtp_ip6 = rtp_ip6
+        self.sdp_ip6 = sdp_ip6 or rtp_ip6
+        # Dual stack: the host and ports of our SIP sockets per address family (True =
+        # IPv6); Via and Contact name the family of the peer they are sent to.
+        self.hosts: dict[bool, str] = {}
+        self.sip_ports: dict[tuple[str, bool], int] = {}
         self.ports = ports
         self.codecs = codec_specs(codecs)
         self.gateways = dict(gateways or {})
@@ -463,14 +472,23 @@ class UserAgent:
         for item in listen:
             proto, _, addr = item.partition(":")
             h, _, p = addr.rpartition(":")
+            v6 = ":" in h
             if proto == "udp":
-                _, self.udp_port = await self.endpoint.listen_udp(h, int(p))
+                _, port = await self.endpoint.listen_udp(h.strip("[]"), int(p))
                 self._size_buffers(self.endpoint.udp[-1].transport)
             elif proto == "tls":
-                _, self.tls_port = await self.endpoint.listen_tls(h, int(p))
+                _, port = await self.endpoint.listen_tls(h.strip("[]"), int(p))
             else:
-                _, self.tcp_port = await self.endpoint.listen_tcp(h, int(p))
-            self.host = h
+                _, port = await self.endpoint.listen_tcp(h.strip("[]"), int(p))
+            transport = proto.upper()
+            self.sip_ports.setdefault((transport, v6), port)
+            self.hosts.setdefault(v6, f"[{h.strip('[]')}]" if v6 else h)
+        # the first address of each kind in listen order (what single-stack nodes had)
+        first_v6 = ":" in listen[0].partition(":")[2].rpartition(":")[0] if listen else False
+        self.host = self.hosts.get(first_v6, self.host)
+        self.udp_port = self._first_port("UDP", first_v6)
+        self.tcp_port = self._first_port("TCP", first_v6)
+        self.tls_port = self._first_port("TLS", first_v6)
         self.switch._gateway_source = self.gateway_info
         for name, gw in self.gateways.items():
             if gw.registration:
@@ -582,7 +600,7 @@ class UserAgent:
                     headers.append(auth)
                 req = Request.build(
                     "REGISTER", ruri, via=self.via(peer), from_=f"{aor};tag={tag}", to=aor,
-                    call_id=call_id, cseq=seq, contact=self.contact(peer.transport, gw.username or "gw"),
+                    call_id=call_id, cseq=seq, contact=self.contact(peer.transport, gw.username or "gw", peer.host),
                     headers=headers,
                 )  # fmt: skip
                 fut: asyncio.Future[Response | None] = asyncio.get_running_loop().create_future()
@@ -634,20 +652,52 @@ class UserAgent:
             log.error("SIP handler failed", exc_info=task.exception())
 
     # ------------------------------------------------------------------ sending
-    def port_for(self, transport: str) -> int:
+    def _first_port(self, transport: str, v6: bool) -> int:
+        return self.sip_ports.get((transport, v6)) or self.sip_ports.get((transport, not v6), 0)
+
+    def host_for(self, peer_host: str | None) -> str:
+        """Our SIP host as a peer at ``peer_host`` reaches it: the address of its family
+        when we listen on one (dual stack), else the first listen address."""
+        if peer_host is None or not self.hosts:
+            return self.host
+        return self.hosts.get(":" in peer_host, self.host)
+
+    def port_for(self, transport: str, peer_host: str | None = None) -> int:
+        if peer_host is not None and self.sip_ports:
+            v6 = ":" in peer_host
+            if v6 in self.hosts:
+                found = self.sip_ports.get((transport, v6)) or self.sip_ports.get(("UDP", v6))
+                if found:
+                    return found
         if transport == "TLS" and self.tls_port:
             return self.tls_port
         return self.tcp_port if transport == "TCP" and self.tcp_port else self.udp_port
 
     def via(self, peer: Peer) -> str:
         return (
-            f"SIP/2.0/{peer.transport} {self.host}:{self.port_for(peer.transport)}"
-            f";branch={new_branch(_rand())};rport"
+            f"SIP/2.0/{peer.transport} {self.host_for(peer.host)}:"
+            f"{self.port_for(peer.transport, peer.host)};branch={new_branch(_rand())};rport"
         )
 
-    def contact(self, transport: str, user: str = "switchboard") -> str:
+    def contact(
+        self, transport: str, user: str = "switchboard", peer_host: str | None = None
+    ) -> str:
         t = f";transport={transport.lower()}" if transport in ("TCP", "TLS") else ""
-        return f"<sip:{user}@{self.host}:{self.port_for(transport)}{t}>"
+        host, port = self.host_for(peer_host), self.port_for(transport, peer_host)
+        return f"<sip:{user}@{host}:{port}{t}>"
+
+    def leg_sdp_ip(self, leg: SipLeg) -> str:
+        """The SDP address of a leg's RTP socket (its family was chosen at setup)."""
+        return self.sdp_ip6 if ":" in leg.rtp.local_address[0] else self.sdp_ip
+
+    def media_address(self, v6: bool) -> tuple[str, str]:
+        """(bind address, SDP address) of RTP for a far end of this family; raises
+        :class:`NegotiationError` for IPv6 without ``rtp_ip6`` (the offer gets a 488)."""
+        if not v6:
+            return self.rtp_ip, self.sdp_ip
+        if not self.rtp_ip6:
+            raise NegotiationError("an IPv6 media address (c=IN IP6) and no [media] rtp_ip6")
+        return self.rtp_ip6, self.sdp_ip6
 
     def send_request(self, req: Request, peer: Peer, *, context: Any = None) -> ClientTransaction:
         assert self.endpoint is not None
@@ -837,9 +887,12 @@ class UserAgent:
                 return
         neg: Negotiated | None = None
         srtp_key = os.urandom(KEY_LENGTH)
+        rtp_ip, sdp_ip = self.rtp_ip, self.sdp_ip
         if offer is not None:
             try:
-                _, neg = answer_offer(offer, codecs=self.codecs, address=self.sdp_ip, port=9,
+                # our media of the offer's family: an IPv6 far end gets IPv6 (RFC 4566 §5.7)
+                rtp_ip, sdp_ip = self.media_address(offer.uses_ipv6())
+                _, neg = answer_offer(offer, codecs=self.codecs, address=sdp_ip, port=9,
                                       session_id="0", version=0, srtp=self.srtp,
                                       srtp_key=srtp_key)  # fmt: skip
             except NegotiationError:
@@ -862,7 +915,7 @@ class UserAgent:
         try:
             codec = engine_codec(neg) if neg else codec_by_name(self.codecs[0].name)
             rtp = await RtpEndpoint.open(
-                self.rtp_ip, allocator=self.ports, codec=codec,
+                rtp_ip, allocator=self.ports, codec=codec,
                 event_pt=neg.event_pt if neg else None,
             )  # fmt: skip
         except (PortsExhausted, OSError, CodecError) as exc:
@@ -908,7 +961,7 @@ class UserAgent:
         leg = InboundLeg(
             ua=self, session=session, peer=peer, call_id=req.call_id,
             local_tag=new_tag(_rand()), rtp=rtp, codecs=self.codecs, invite=req, txn=txn,
-            received_at=received, contact=self.contact(peer.transport),
+            received_at=received, contact=self.contact(peer.transport, peer_host=peer.host),
             srtp=self.srtp, srtp_key=srtp_key,
         )  # fmt: skip
         pending.leg = leg
@@ -918,14 +971,14 @@ class UserAgent:
         if offer is not None:
             assert neg is not None
             leg.local_sdp, neg = answer_offer(
-                offer, codecs=self.codecs, address=self.sdp_ip, port=rtp.port,
+                offer, codecs=self.codecs, address=sdp_ip, port=rtp.port,
                 session_id=leg.sdp_session_id, version=leg.sdp_version,
                 srtp=leg.srtp, srtp_key=leg.srtp_key,
             )  # fmt: skip
             leg.apply_negotiated(neg)
         else:  # late offer (RFC 3261 §13.2.1): we offer in the 2xx, the ACK answers
             leg.local_sdp = create_offer(
-                codecs=self.codecs, address=self.sdp_ip, port=rtp.port,
+                codecs=self.codecs, address=sdp_ip, port=rtp.port,
                 session_id=leg.sdp_session_id, version=leg.sdp_version,
                 srtp=leg.srtp, srtp_key=leg.srtp_key,
             )  # fmt: skip
@@ -1010,13 +1063,13 @@ class UserAgent:
         if not req.body:
             body = leg.local_sdp.to_bytes() if leg.local_sdp else b""
             self.respond(txn, req, 200, "OK", body=body, to_tag=None,
-                         headers=[("Contact", self.contact(leg.peer.transport)), ("Content-Type", "application/sdp")])  # fmt: skip
+                         headers=[("Contact", self.contact(leg.peer.transport, peer_host=leg.peer.host)), ("Content-Type", "application/sdp")])  # fmt: skip
             return
         try:
             offer = parse_sdp(req.body)
             leg.sdp_version += 1
             answer, neg = answer_offer(
-                offer, codecs=self.codecs, address=self.sdp_ip, port=leg.rtp.port,
+                offer, codecs=self.codecs, address=self.leg_sdp_ip(leg), port=leg.rtp.port,
                 session_id=leg.sdp_session_id, version=leg.sdp_version,
                 srtp="mandatory" if leg.negotiated and leg.negotiated.srtp_suite else leg.srtp,
                 srtp_key=leg.srtp_key,
@@ -1031,7 +1084,7 @@ class UserAgent:
         leg.apply_negotiated(neg)
         leg.local_sdp = answer
         self.respond(txn, req, 200, "OK", body=answer.to_bytes(), to_tag=None,
-                     headers=[("Contact", self.contact(leg.peer.transport)), ("Content-Type", "application/sdp")])  # fmt: skip
+                     headers=[("Contact", self.contact(leg.peer.transport, peer_host=leg.peer.host)), ("Content-Type", "application/sdp")])  # fmt: skip
         ch = leg.session.channel
         if neg.remote_hold != was_held:
             ch.held = neg.remote_hold
@@ -1131,12 +1184,17 @@ class UserAgent:
         gw = self.gateways.get(gateway)
         if gw is not None and gw.codecs:
             codecs = codec_specs(gw.codecs) or codecs
+        # media of the far end's family: IPv6 towards an IPv6 gateway or phone when the
+        # node has an IPv6 media address (else IPv4, for a dual-stack far end)
+        rtp_ip, sdp_ip = self.media_address(":" in peer.host and bool(self.rtp_ip6))
+        if from_host == self.host:
+            from_host = self.host_for(peer.host)
         try:
-            rtp = await RtpEndpoint.open(self.rtp_ip, allocator=self.ports,
+            rtp = await RtpEndpoint.open(rtp_ip, allocator=self.ports,
                                          codec=codec_by_name(codecs[0].name))  # fmt: skip
         except (PortsExhausted, OSError) as exc:
             raise OriginateError(Cause.DESTINATION_OUT_OF_ORDER, f"RTP: {exc}") from None
-        call_id = new_call_id(_rand(), self.host)
+        call_id = new_call_id(_rand(), self.host_for(peer.host))
         leg = OutboundLeg(
             ua=self, session=session, peer=peer, call_id=call_id, local_tag=new_tag(_rand()),
             rtp=rtp, codecs=list(codecs), gateway=gateway, credentials=creds, srtp=srtp,
@@ -1144,7 +1202,7 @@ class UserAgent:
         session.leg = leg
         session.media = rtp
         self._wire_media(leg)
-        offer = create_offer(codecs=codecs, address=self.sdp_ip, port=rtp.port,
+        offer = create_offer(codecs=codecs, address=sdp_ip, port=rtp.port,
                              session_id=leg.sdp_session_id, version=leg.sdp_version,
                              srtp=srtp, srtp_key=leg.srtp_key)  # fmt: skip
         leg.local_sdp = offer
@@ -1152,7 +1210,7 @@ class UserAgent:
         from_ = f"{disp}<sip:{from_user}@{from_host}>;tag={leg.local_tag}"
         invite = Request.build(
             "INVITE", str(target), via=self.via(peer), from_=from_, to=f"<{target}>",
-            call_id=call_id, cseq=1, contact=self.contact(peer.transport),
+            call_id=call_id, cseq=1, contact=self.contact(peer.transport, peer_host=peer.host),
             content_type="application/sdp",
             headers=[("Allow", ALLOW), ("User-Agent", self.user_agent)],
             body=offer.to_bytes(),

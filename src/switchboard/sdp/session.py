@@ -158,6 +158,13 @@ class SessionDescription:
         """Media-level c= wins over session-level c= (RFC 4566 §5.7)."""
         return media.connection or self.connection
 
+    def uses_ipv6(self) -> bool:
+        """Does the audio stream (else the session) name an IPv6 address (``c=IN IP6``,
+        RFC 4566 §5.7)? The media of the answer must be of the same family."""
+        m = self.audio()
+        conn = self.connection_for(m) if m is not None else self.connection
+        return conn is not None and conn.addrtype == "IP6"
+
     def audio(self) -> Media | None:
         """The first audio stream with a non-zero port, if any."""
         for m in self.media:

@@ -525,13 +525,15 @@ def stamp_via(request: Request, source: Peer) -> None:
     then find their way back through NATs."""
     via = request.top_via
     changed = False
-    if via.host != source.host:
-        via.params["received"] = source.host
+    # §25.1: received = IPv4address / IPv6address — an IPv6 address without brackets
+    ip = source.host.strip("[]")
+    if via.host.strip("[]") != ip:
+        via.params["received"] = ip
         changed = True
     if via.rport == "":
         via.params["rport"] = str(source.port)
         if "received" not in via.params:
-            via.params["received"] = source.host
+            via.params["received"] = ip
         changed = True
     if changed:
         request.headers.remove_first("Via")
