@@ -291,6 +291,8 @@ class StatusSection(Section):
         default_factory=list
     )  # other processes' /metrics; `up` fills it
     title: str = "Switchboard"
+    # seconds between two points of the page's 15-minute charts (kept in the router)
+    history_interval: float = Field(default=5.0, ge=0.5, le=60.0)
 
 
 class EslUserSection(Section):

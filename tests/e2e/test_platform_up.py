@@ -6,13 +6,15 @@
 2. a real Prometheus scrapes it under SIPp load: every dashboard query and recording rule
    returns data, every alert rule evaluates without error;
 3. the status page in headless Chromium shows real data, and a Drain click changes where
-   the router sends calls;
+   the router sends calls; its 15-minute charts follow SIPp load (data checked against the
+   router's history, screenshot taken);
 4. a media node killed with SIGKILL is restarted and the router takes it back;
 5. Ctrl-C stops everything: no process of the platform is left.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -20,7 +22,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.error import HTTPError
 
 import pytest
@@ -103,7 +107,8 @@ def destinations(p: Platform) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def platform() -> Iterator[Platform]:
-    p = Platform(media_nodes=2)
+    # a chart point every second (default 5 s), so a short load shows as a curve
+    p = Platform(media_nodes=2, extra_config="[status]\nhistory_interval = 1\n")
     # --demo: the carrier simulator on the gateway address stays up for the transit tests
     p.start("--demo")
     wait_until(lambda: "The platform keeps running" in p.text(), 90, "the demo's summary")
@@ -277,6 +282,13 @@ def test_status_page_shows_the_platform_and_drain_changes_routing(platform: Plat
             "[...document.querySelectorAll('#nodes tbody tr')].length === 3"
             " && ![...document.querySelectorAll('#nodes tbody tr')].some(r => r.textContent.includes('down'))"
         )
+        # the router's own row: its service name, CPU seconds and memory (were "?", 0, 0)
+        router_row = browser.js(
+            "[...document.querySelectorAll('#nodes tbody tr')].map(r => [...r.cells].map("
+            "c => c.textContent)).find(c => c[0] === 'router')"
+        )
+        assert router_row, "no router row"
+        assert float(router_row[4]) > 0 and int(router_row[5].split()[0]) > 10, router_row
         calls = browser.wait_js(
             "Number(document.getElementById('kpi-calls').textContent) >= 20 && document.getElementById('kpi-calls').textContent"
         )
@@ -305,6 +317,81 @@ def test_status_page_shows_the_platform_and_drain_changes_routing(platform: Plat
         wait_until(lambda: destinations(platform)[first] == "active", 10, "enable")
     finally:
         browser.close()
+
+
+CHART_DATA = (
+    "Object.fromEntries(['active_calls', 'cps', 'asr', 'pdd_p95'].map(k => [k, {"
+    " values: JSON.parse(document.getElementById('chart-' + k).dataset.values || '[]'),"
+    " times: JSON.parse(document.getElementById('chart-' + k).dataset.times || '[]')}]))"
+)
+
+
+def test_status_page_charts_follow_sipp_load(platform: Platform, tmp_path: Path) -> None:
+    """Under SIPp load the charts rise (active calls, calls/s), ASR and PDD p95 are drawn,
+    and every drawn value is the router's own history point for that instant."""
+    if shutil.which("chromium") is None:
+        pytest.skip("Debian chromium missing")
+    wait_until(lambda: set(destinations(platform).values()) == {"active"}, 30, "nodes active")
+    browser = Chromium()
+    try:
+        browser.open(platform.admin_url + "/status")
+        browser.wait_js("Number(document.body.dataset.historyPoints) >= 2")
+        start = browser.js(
+            "JSON.parse(document.getElementById('chart-active_calls').dataset.times).at(-1)"
+        )
+        results: list[subprocess.CompletedProcess[str]] = []
+        # 60 echo calls of 3 s at 15/s (about 45 at once), then 10 transit calls to the
+        # carrier simulator (PDD is measured on gateway legs)
+        load = threading.Thread(
+            target=lambda: results.append(
+                sipp_calls(
+                    f"127.0.0.1:{platform.router_sip}", "echo", calls=60, rate=15, duration_ms=3000
+                )
+            )
+        )
+        load.start()
+        try:
+            # the page shows the load while it runs
+            browser.wait_js(
+                "JSON.parse(document.getElementById('chart-active_calls').dataset.values)"
+                ".at(-1) >= 10",
+                timeout=30,
+            )
+        finally:
+            load.join(60)
+        assert results and results[0].returncode == 0, results[0].stdout[-3000:]
+        r = sipp_calls(f"127.0.0.1:{platform.router_sip}", "4420794601", calls=10, rate=5)
+        assert r.returncode == 0, r.stdout[-3000:]
+        browser.wait_js(
+            "JSON.parse(document.getElementById('chart-active_calls').dataset.values).at(-1) === 0"
+            " && JSON.parse(document.getElementById('chart-pdd_p95').dataset.values).at(-1) > 0",
+            timeout=30,
+        )
+        chart = browser.js(CHART_DATA)
+        png = browser.screenshot(
+            Path(os.environ.get("STATUS_SCREENSHOT_DIR") or tmp_path) / "status-under-load.png"
+        )
+        history = json.loads(browser.js("fetch('/status/api/history').then(r => r.text())"))
+    finally:
+        browser.close()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+    times = chart["active_calls"]["times"]
+    during = [i for i, t in enumerate(times) if t > start]
+    active = [chart["active_calls"]["values"][i] for i in during]
+    cps = [chart["cps"]["values"][i] or 0 for i in during]
+    assert max(active) >= 10 and active[-1] == 0, active
+    assert max(cps) >= 5, cps  # SIPp offered 15/s
+    asr = [v for v in chart["asr"]["values"] if v is not None]
+    assert asr and all(0 <= v <= 100 for v in asr) and asr[-1] > 0
+    assert chart["pdd_p95"]["values"][-1] > 0  # ms
+    # point for point what the router keeps: one a second, in order, the last 15 minutes
+    assert all(0.9 <= b - a < 5 for a, b in itertools.pairwise(times)), times
+    by_time = {p["t"]: p for p in history["points"]}
+    scale = {"active_calls": 1, "cps": 1, "asr": 100, "pdd_p95": 1000}
+    for key, k in scale.items():
+        for t, v in zip(chart[key]["times"], chart[key]["values"], strict=True):
+            want = by_time[t][key]
+            assert (v is None) if want is None else v == pytest.approx(want * k), (key, t)
 
 
 def test_killed_media_node_comes_back(platform: Platform) -> None:

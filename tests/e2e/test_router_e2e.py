@@ -360,6 +360,10 @@ async def test_admin_api_drain_reload_stats_metrics(workdir: Path) -> None:
                 "switchboard_router_acl_rejects_total",
                 "switchboard_router_pike_blocks_total",
                 "switchboard_router_forwarding_latency_seconds_bucket",
+                # what every process exports: the status page's row for the router
+                'switchboard_build_info{service="router"',
+                "process_cpu_seconds_total ",
+                "process_resident_memory_bytes ",
             ):
                 assert name in text, name
             # a broken file is refused and changes nothing

@@ -421,6 +421,18 @@ class Chromium:
                 {"type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1},
             )
 
+    def screenshot(self, path: Path, width: int = 1280, height: int = 1100) -> bytes:
+        """The page as a PNG at ``width``×``height`` CSS pixels, written to ``path``."""
+        import base64
+
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+        png = base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"})["data"])
+        path.write_bytes(png)
+        return png
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.call("Browser.close", timeout=5)

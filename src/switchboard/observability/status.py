@@ -29,6 +29,7 @@ what is happening now, not since start-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -48,6 +49,9 @@ from switchboard.config import Config
 log = logging.getLogger(__name__)
 
 SCRAPE_TIMEOUT = 2.0
+HISTORY_WINDOW = 900.0  # seconds the charts show: the last 15 minutes
+HISTORY_INTERVAL = 5.0  # seconds between two chart points ([status] history_interval)
+SERIES = ("active_calls", "cps", "asr", "pdd_p95")  # what the charts draw
 CPS_WINDOW = 10.0  # seconds of history for calls per second
 KPI_WINDOW = 300.0  # seconds of history for ASR / ACD / PDD (as the 5m recording rules)
 MAX_RESPONSE = 4 * 1024 * 1024
@@ -67,6 +71,10 @@ class StatusSources:
     """Router admin API: GET → list of destinations (same origin as the page)."""
     destination_state_path: str = "/destinations/state"
     """Router admin API: POST JSON ``{"set", "uri", "state"}`` sets a destination's state."""
+    trunks_path: str = "/trunks"
+    """Router admin API: GET → the trunks with their live counters ([] → no trunk table)."""
+    history_interval: float = HISTORY_INTERVAL
+    """Seconds between two points of the charts' in-process history."""
     title: str = "Switchboard"
     cdrs: Callable[[int], Awaitable[Rows]] | None = None
     """Override of the CDR query (tests, other stores); default reads table ``cdr``."""
@@ -254,6 +262,38 @@ class KpiWindow:
         return out
 
 
+class History:
+    """The charts' data: one point per sample (unix time ``t`` plus :data:`SERIES`) over the
+    last :data:`HISTORY_WINDOW` seconds, kept in the serving process — nothing to install,
+    gone at restart (Prometheus and the Grafana dashboard keep the long history).
+
+    Pure: the caller passes the time. A point closer than ``interval`` to the previous one
+    is not added, so page polls between two samples do not crowd the charts.
+    """
+
+    def __init__(self, interval: float = HISTORY_INTERVAL, window: float = HISTORY_WINDOW) -> None:
+        self.interval = interval
+        self.window = window
+        self.points: deque[dict[str, float | None]] = deque()
+
+    def add(self, t: float, values: dict[str, Any]) -> bool:
+        """Record the values at ``t``; False when too soon after the last point."""
+        if self.points and t - float(self.points[-1]["t"] or 0.0) < 0.9 * self.interval:
+            return False
+        self.points.append({"t": t, **{k: values.get(k) for k in SERIES}})
+        while self.points and t - float(self.points[0]["t"] or 0.0) > self.window:
+            self.points.popleft()
+        return True
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "interval": self.interval,
+            "window": self.window,
+            "series": list(SERIES),
+            "points": list(self.points),
+        }
+
+
 def node_view(s: Scrape) -> dict[str, Any]:
     service = ""
     for labels, _ in s.samples.get("switchboard_build_info", ()):
@@ -342,6 +382,7 @@ def _page(sources: StatusSources) -> str:
         "title": sources.title,
         "destinations": sources.destinations_path,
         "destinationState": sources.destination_state_path,
+        "trunks": sources.trunks_path,
     }
     import json
 
@@ -350,23 +391,33 @@ def _page(sources: StatusSources) -> str:
     )
 
 
-def status_router(sources: StatusSources, prefix: str = "/status") -> APIRouter:
-    """The status page and its JSON endpoints, to ``include_router`` in an admin app."""
-    router = APIRouter(prefix=prefix, tags=["status"])
-    window = KpiWindow()
-    page = _page(sources)
+class StatusBoard:
+    """The page's live state: the KPI window, the charts' history and the latest summary.
 
-    @router.get("", response_class=HTMLResponse, include_in_schema=False)
-    async def status_page() -> HTMLResponse:
-        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+    :meth:`summary` scrapes every process (one scrape at a time, so counters never appear
+    to run backwards in the window) and feeds the history;
+    :meth:`start` samples every ``history_interval`` seconds in the background, so the
+    charts cover the last 15 minutes even when nobody had the page open.
+    """
 
-    @router.get("/api/summary")
-    async def summary() -> JSONResponse:
-        """KPIs and per-process health from every process's /metrics."""
-        scrapes = list(await asyncio.gather(*(scrape(u) for u in sources.metrics_urls)))
+    def __init__(self, sources: StatusSources) -> None:
+        self.sources = sources
+        self.window = KpiWindow()
+        self.history = History(sources.history_interval)
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def summary(self) -> dict[str, Any]:
+        async with self._lock:
+            body = await self._scrape()
+            self.history.add(body["time"], body)
+            return body
+
+    async def _scrape(self) -> dict[str, Any]:
+        scrapes = list(await asyncio.gather(*(scrape(u) for u in self.sources.metrics_urls)))
         now = time.monotonic()
         up = [s for s in scrapes if s.ok]
-        window.add(now, totals(up))
+        self.window.add(now, totals(up))
         media = [s for s in up if s.has("switchboard_media_active_calls")]
         routers = [s for s in up if s.has("switchboard_router_dialogs")]
         active: float | None = None
@@ -374,11 +425,11 @@ def status_router(sources: StatusSources, prefix: str = "/status") -> APIRouter:
             active = sum(s.total("switchboard_media_active_calls") for s in media)
         elif routers:
             active = sum(s.total("switchboard_router_dialogs") for s in routers)
-        t = window._history[-1][1]
-        body = {
+        t = self.window._history[-1][1]
+        return {
             "time": time.time(),
             "active_calls": active,
-            **window.kpis(now),
+            **self.window.kpis(now),
             "calls_total": t.finished,
             "answered_total": t.answered,
             "failovers_total": sum(s.total("switchboard_router_failovers_total") for s in up),
@@ -391,7 +442,58 @@ def status_router(sources: StatusSources, prefix: str = "/status") -> APIRouter:
             "cdr_spool_records": sum(s.total("switchboard_billing_spool_records") for s in up),
             "nodes": [node_view(s) for s in scrapes],
         }
-        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    def start(self) -> None:
+        """Sample in the background (from the running loop) until :meth:`close`."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._sample())
+
+    async def _sample(self) -> None:
+        while True:
+            try:
+                await self.summary()
+            except Exception:  # a sampling failure must not end the history
+                log.exception("status page: sampling failed")
+            await asyncio.sleep(self.sources.history_interval)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def router(self, prefix: str = "/status") -> APIRouter:
+        """The status page and its JSON endpoints, to ``include_router`` in an admin app."""
+        return _routes(self, prefix)
+
+
+def status_router(sources: StatusSources, prefix: str = "/status") -> APIRouter:
+    """The status page and its JSON endpoints, to ``include_router`` in an admin app
+    (charts filled by page polls only; :class:`StatusBoard` also samples by itself)."""
+    return StatusBoard(sources).router(prefix)
+
+
+def _routes(board: StatusBoard, prefix: str) -> APIRouter:
+    sources = board.sources
+    router = APIRouter(prefix=prefix, tags=["status"])
+    page = _page(sources)
+
+    @router.get("", response_class=HTMLResponse, include_in_schema=False)
+    async def status_page() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+    @router.get("/api/summary")
+    async def summary() -> JSONResponse:
+        """KPIs and per-process health from every process's /metrics."""
+        return JSONResponse(await board.summary(), headers={"Cache-Control": "no-store"})
+
+    @router.get("/api/history")
+    async def history() -> JSONResponse:
+        """The charts' points over the last 15 minutes: unix time ``t``, ``active_calls``,
+        ``cps``, ``asr`` (0-1), ``pdd_p95`` (seconds); null where there was nothing to
+        measure."""
+        return JSONResponse(board.history.view(), headers={"Cache-Control": "no-store"})
 
     @router.get("/api/cdrs")
     async def cdrs(limit: int = Query(20, ge=1, le=500)) -> JSONResponse:
@@ -428,11 +530,19 @@ def status_router_from_config(cfg: Config) -> APIRouter:
     Scrapes the router's own ``/metrics`` plus ``[status].metrics_urls`` (``switchboard
     up`` fills in the media nodes'), and reads CDRs and campaigns from ``database.url``.
     """
+    return status_board_from_config(cfg).router()
+
+
+def status_board_from_config(cfg: Config) -> StatusBoard:
+    """The router's status board: its own ``/metrics`` plus ``[status].metrics_urls``
+    (``switchboard up`` fills in the media nodes'), CDRs and campaigns from
+    ``database.url``, a chart point every ``[status] history_interval`` seconds."""
     own = f"http://{cfg.router.admin}/metrics"
-    return status_router(
+    return StatusBoard(
         StatusSources(
             metrics_urls=[own, *(u for u in cfg.status.metrics_urls if u != own)],
             database_url=cfg.database.url,
             title=cfg.status.title,
+            history_interval=cfg.status.history_interval,
         )
     )

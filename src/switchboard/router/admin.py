@@ -189,9 +189,12 @@ def create_app(router: Router) -> FastAPI:
     try:
         # The platform's status page (observability/) lives on the router's admin address
         # and drives the endpoints above for its Drain/Enable buttons.
-        from switchboard.observability.status import status_router_from_config
+        from switchboard.observability.status import status_board_from_config
 
-        app.include_router(status_router_from_config(router.cfg))
+        board = status_board_from_config(router.cfg)
+        app.include_router(board.router())
+        board.start()  # the charts' history fills from now on, page open or not
+        app.state.status_board = board
     except Exception:  # the router must run even if the status page cannot be built
         log.exception("status page unavailable")
     return app

@@ -222,7 +222,12 @@ def make_registry(
     tls: Callable[[], int] | None = None,
     clock: Callable[[], float] | None = None,
 ) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
+    """The router's registry: its own collector plus what every process exports (CPU and
+    memory, Python info, ``switchboard_build_info{service="router"}``) — without them the
+    status page showed the router as service "?" with 0 CPU seconds and 0 MiB."""
+    from switchboard.observability.metrics import new_registry
+
+    registry = new_registry("router", include_module_level=False)
     registry.register(RouterCollector(proxy, latency, tls, clock))
     return registry
 

@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from pydantic import ValidationError
@@ -63,6 +63,9 @@ from switchboard.router.proxy import Interface, Proxy, ProxySettings, Send, defa
 from switchboard.router.trunks import TrunkConfigError, TrunkTable
 from switchboard.sip import fastpath as wire
 from switchboard.sip.transaction import Peer
+
+if TYPE_CHECKING:
+    from switchboard.observability.status import StatusBoard
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +288,7 @@ class Router:
         self._stopped = False
         self._seen = 0
         self._admin: _AdminServer | None = None
+        self._status_board: StatusBoard | None = None
         self._admin_task: asyncio.Task[None] | None = None
         self._gc_timer: asyncio.TimerHandle | None = None
         self._gc_was_enabled = False
@@ -452,6 +456,7 @@ class Router:
         self.loop_lag.start()
         self.interfaces = interfaces
         app = create_app(self)
+        self._status_board = getattr(app.state, "status_board", None)
         ucfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self._admin = _AdminServer(ucfg)
         self._admin_task = self.loop.create_task(self._admin.serve(sockets=[admin_sock]))
@@ -551,6 +556,8 @@ class Router:
         if self.identity is not None:
             self.identity.close()
             await self.identity.cache.close()
+        if self._status_board is not None:
+            await self._status_board.close()
         if self._admin is not None:
             self._admin.should_exit = True
             if self._admin_task is not None:

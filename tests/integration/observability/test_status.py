@@ -17,12 +17,15 @@ from switchboard.observability.metrics import (
     serve_metrics,
 )
 from switchboard.observability.status import (
+    History,
     KpiWindow,
+    StatusBoard,
     StatusSources,
     Totals,
     histogram_quantile,
     status_router,
 )
+from tests.support.net import async_wait_until
 
 
 def test_histogram_quantile_matches_prometheus_interpolation() -> None:
@@ -65,6 +68,46 @@ def test_kpi_window_resets_when_a_process_restarted() -> None:
     k = w.kpis(4.0)
     assert k["cps"] == pytest.approx(2.0)
     assert k["asr"] == pytest.approx(0.0)
+
+
+def test_history_keeps_fifteen_minutes_one_point_per_interval() -> None:
+    h = History(interval=5.0)
+    assert h.add(1000.0, {"active_calls": 3, "cps": 1.5, "asr": None, "extra": 9})
+    assert not h.add(1002.0, {"active_calls": 4})  # a page poll between two samples
+    for i in range(1, 200):
+        assert h.add(1000.0 + 5 * i, {"active_calls": i})
+    view = h.view()
+    assert view["window"] == 900 and view["series"] == ["active_calls", "cps", "asr", "pdd_p95"]
+    points = view["points"]
+    assert points[-1] == {
+        "t": 1995.0,
+        "active_calls": 199,
+        "cps": None,
+        "asr": None,
+        "pdd_p95": None,
+    }
+    assert points[0]["t"] == 1995.0 - 900 and len(points) == 181  # older points dropped
+
+
+async def test_board_samples_by_itself(platform: tuple[Platform, list[str]]) -> None:
+    """The charts fill from the router's start, whether or not a page is open."""
+    p, urls = platform
+    board = StatusBoard(StatusSources(metrics_urls=urls, history_interval=0.1))
+    p.m1.active_calls.set(2)
+    board.start()
+    try:
+        await async_wait_until(lambda: len(board.history.points) >= 3, 10, "3 samples")
+        p.m2.active_calls.set(5)
+        await async_wait_until(
+            lambda: board.history.points[-1]["active_calls"] == 7, 10, "7 active calls"
+        )
+    finally:
+        await board.close()
+    values = [pt["active_calls"] for pt in board.history.points]
+    assert values[0] == 2 and values[-1] == 7
+    count = len(board.history.points)
+    await asyncio.sleep(0.3)
+    assert len(board.history.points) == count  # closed: no more sampling
 
 
 class Platform:
