@@ -141,6 +141,28 @@ def console(
     )
 
 
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Router admin URL (default: http://<[router] admin>)."),
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between two refreshes.")] = 2.0,
+    once: Annotated[
+        bool,
+        typer.Option("--once", help="Print the picture once and exit (3: router unreachable)."),
+    ] = False,
+) -> None:
+    """The status page in the terminal: KPIs, 15-minute sparklines, destinations, trunks,
+    processes — refreshed in place until Ctrl-C."""
+    from switchboard import status_term
+
+    cfg = load_config(config)
+    base = url or f"http://{cfg.router.admin}"
+    raise typer.Exit(status_term.main(base, interval, once, cfg.status.title))
+
+
 from switchboard.billing.cli import register as _register_billing  # noqa: E402
 
 _register_billing(app, load_config)
