@@ -258,3 +258,30 @@ def test_trunk_pdd_buckets_are_the_media_nodes() -> None:
     from switchboard.router.trunks import PDD_BUCKETS
 
     assert PDD_BUCKETS == MEDIA == CATALOGUE["switchboard_router_trunk_pdd_seconds"].buckets
+
+
+@pytest.mark.parametrize(
+    ("regex", "replace", "number", "want"),
+    [
+        (r"49(\d+)", r"+49\1", "4930123456", "+4930123456"),
+        (r"0(?P<n>\d+)", r"44\g<n>", "02079460000", "442079460000"),
+        (r"(1)?(\d+)", r"1\1{x}\2", "2345678", "1{x}2345678"),  # unmatched group: ""
+        (r"(\d+)", r"\g<0>0", "4930", "49300"),
+        (r"(\d+)", r"\1\n", "49", "49\n"),  # another escape: Match.expand
+        (r"49(\d+)", "", "4930123456", "4930123456"),
+        (r"49(\d+)", r"+49\1", "3330123456", None),
+    ],
+)
+def test_number_rewrites_match_python_expand(
+    regex: str, replace: str, number: str, want: str | None
+) -> None:
+    import re
+
+    from switchboard.router.trunks import NumberRule, _template
+
+    r = re.compile(regex)
+    rule = NumberRule(regex=r, replace=replace, fmt=_template(replace, r) if replace else None)
+    assert rule.apply(number) == want
+    m = r.fullmatch(number)
+    if m is not None and replace:
+        assert rule.apply(number) == m.expand(replace)
