@@ -32,11 +32,14 @@ LIMIT = 3  # more than this many failures in the window: banned
 
 
 @contextlib.asynccontextmanager
-async def media_node(tmp: Path, **media: object) -> AsyncIterator[MediaNode]:
+async def media_node(
+    tmp: Path, router: dict[str, object] | None = None, **media: object
+) -> AsyncIterator[MediaNode]:
     rtp = random.randrange(20000, 60000, 2000)
     cfg = load(
         environ={},
         overrides={
+            "router": router or {},
             "media": {
                 "listen": ["udp:127.0.0.1:0"],
                 "rtp_port_start": rtp,
@@ -222,17 +225,25 @@ async def test_scanner_user_agent_gets_no_reply(tmp_path: Path) -> None:
 
 
 async def test_media_node_answers_only_trusted_networks(tmp_path: Path) -> None:
-    async with media_node(tmp_path, trusted=["127.0.0.1/32"]) as node:
+    async with media_node(
+        tmp_path, trusted=["127.0.0.1/32"], router={"listen": ["udp:127.0.0.9:5060"]}
+    ) as node:
         target = ("127.0.0.1", node_port(node))
-        inside, outside = RawSip("127.0.0.1"), RawSip("127.0.0.5")
+        inside, router, outside = RawSip("127.0.0.1"), RawSip("127.0.0.9"), RawSip("127.0.0.5")
         try:
             outside.send(request("OPTIONS", "1000", "127.0.0.1", 1), target)
             outside.send(request("REGISTER", "1000", "127.0.0.1", 2), target)
             inside.send(request("OPTIONS", "1000", "127.0.0.1", 3), target)
             answer = await inside.recv(5.0)
             assert answer is not None and answer.startswith(b"SIP/2.0 200 ")
+            # no product name in the node's answers (no User-Agent/Server by default)
+            assert b"User-Agent" not in answer and b"Server" not in answer
+            # the platform's router ([router] listen) is trusted without being listed
+            router.send(request("OPTIONS", "1000", "127.0.0.1", 4), target)
+            answer = await router.recv(5.0)
+            assert answer is not None and answer.startswith(b"SIP/2.0 200 ")
             assert await outside.recv(1.0) is None
             assert node.ua is not None and node.ua.untrusted_drops == 2
         finally:
-            inside.close()
-            outside.close()
+            for sock in (inside, router, outside):
+                sock.close()

@@ -209,7 +209,7 @@ class MediaNode:
             sip_socket_buffer=m.sip_socket_buffer,
             rtp_timeout=m.rtp_timeout,
             srtp=m.srtp,
-            trusted=m.trusted,
+            trusted=[*m.trusted, *router_addresses(self.cfg)] if m.trusted else [],
             bans=AuthBans(
                 limit=sec.auth_fail_limit,
                 window=sec.auth_fail_window,
@@ -380,3 +380,21 @@ async def _serve(cfg: Config, name: str) -> int:
 def run(cfg: Config, name: str) -> int:
     """Run a media node until SIGTERM; returns the exit code (0, or 3 on failed start)."""
     return run_service(name, _serve(cfg, name))
+
+
+def router_addresses(cfg: Config) -> list[str]:
+    """The IP addresses of the platform's router (``[router] listen``, wildcards left out):
+    a node always trusts its router, whatever ``[media] trusted`` lists (docs/security.md,
+    "Media nodes accept SIP only from trusted networks")."""
+    import ipaddress
+
+    out = []
+    for entry in cfg.router.listen:
+        host = entry.partition(":")[2].rpartition(":")[0].strip("[]")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            continue  # a host name: its addresses belong in [media] trusted
+        if not ip.is_unspecified:
+            out.append(str(ip))
+    return out

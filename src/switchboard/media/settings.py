@@ -65,7 +65,7 @@ class MediaSection(_Section):
     digest_algorithms: list[str] = Field(default_factory=lambda: ["MD5"])
     originate_timeout: float = Field(default=60.0, gt=0)  # default ring time of bridge/originate
     conference_energy_level: int = Field(default=100, ge=0)  # mod_conference energy-level
-    user_agent: str = "Switchboard"
+    user_agent: str = ""  # User-Agent header of the node's messages; "" = none (no product name)
     # SO_RCVBUF/SO_SNDBUF of the SIP UDP sockets (bursts of originates); 0 = kernel default
     sip_socket_buffer: int = Field(default=4 << 20, ge=0)
     # FreeSWITCH rtp_timeout_sec: answered call without RTP this long → MEDIA_TIMEOUT; 0 = off.

@@ -276,7 +276,7 @@ class InboundLeg(SipLeg):
             headers.append(("Allow", ALLOW))
         if body:
             headers.append(("Content-Type", "application/sdp"))
-        headers.append(("User-Agent", self.ua.user_agent))
+        headers.extend(self.ua.ua_header)
         resp = make_response(
             self.invite, status, reason, to_tag=self.local_tag, headers=headers, body=body
         )
@@ -397,7 +397,7 @@ class UserAgent:
         realm: str = "switchboard",
         digest_algorithms: Sequence[str] = ("MD5",),
         retry_after: int = 300,
-        user_agent: str = "Switchboard",
+        user_agent: str = "",
         metrics: Any = None,
         timers: TimerValues = DEFAULT_TIMERS,
         timer_c: float | None = TIMER_C,
@@ -434,6 +434,8 @@ class UserAgent:
         )
         self.retry_after = retry_after
         self.user_agent = user_agent
+        # No product name by default: it tells a scanner which exploits to try.
+        self.ua_header: list[tuple[str, str]] = [("User-Agent", user_agent)] if user_agent else []
         self.metrics = metrics
         self.layer = TransactionLayer(
             timers=timers, retransmit_2xx=True, send_trying=True, timer_c=timer_c
@@ -595,7 +597,7 @@ class UserAgent:
             granted = 0
             for _ in range(2):
                 seq += 1
-                headers = [("Expires", str(gw.expires)), ("User-Agent", self.user_agent)]
+                headers = [("Expires", str(gw.expires)), *self.ua_header]
                 if auth:
                     headers.append(auth)
                 req = Request.build(
@@ -733,7 +735,7 @@ class UserAgent:
         headers: Sequence[tuple[str, str]] = (), body: bytes = b"", to_tag: str | None = None,
     ) -> None:  # fmt: skip
         tag = to_tag if to_tag is not None else (None if req.to_tag else new_tag(_rand()))
-        extra = [*headers, ("User-Agent", self.user_agent)]
+        extra = [*headers, *self.ua_header]
         self.send_response(
             txn, make_response(req, status, reason, to_tag=tag, headers=extra, body=body)
         )
@@ -1212,7 +1214,7 @@ class UserAgent:
             "INVITE", str(target), via=self.via(peer), from_=from_, to=f"<{target}>",
             call_id=call_id, cseq=1, contact=self.contact(peer.transport, peer_host=peer.host),
             content_type="application/sdp",
-            headers=[("Allow", ALLOW), ("User-Agent", self.user_agent)],
+            headers=[("Allow", ALLOW), *self.ua_header],
             body=offer.to_bytes(),
         )  # fmt: skip
         session.channel.set_var("sip_call_id", call_id)
@@ -1407,7 +1409,7 @@ class UserAgent:
                 "INVITE", old.uri, via=self.via(leg.peer), from_=old.headers.get("From"),
                 to=old.headers.get("To"), call_id=old.call_id, cseq=old.cseq.seq + 1,
                 contact=old.headers.get("Contact"), content_type="application/sdp",
-                headers=[("Allow", ALLOW), ("User-Agent", self.user_agent), (out_hdr, auth)],
+                headers=[("Allow", ALLOW), *self.ua_header, (out_hdr, auth)],
                 body=old.body,
             )  # fmt: skip
             leg.auth_tries += 1

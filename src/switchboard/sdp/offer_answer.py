@@ -110,7 +110,8 @@ def _event_pt(m: Media, clock_rate: int) -> int | None:
 
 def _origin(address: str, session_id: str, version: int) -> Origin:
     family = "IP6" if ":" in address else "IP4"
-    return Origin("switchboard", session_id, version, "IN", family, address)
+    # "-": no user name (RFC 4566 §5.2) — nor a product name for a scanner to read
+    return Origin("-", session_id, version, "IN", family, address)
 
 
 def _audio_attrs(
@@ -217,7 +218,7 @@ def answer_offer(
         raise NegotiationError("no common audio codec (and SRTP policy) in the offer")
     sd = SessionDescription(
         origin=_origin(address, session_id, version),
-        name="switchboard",
+        name="-",
         connection=Connection("IN", family, address),
         media=answer_media,
     )
@@ -263,7 +264,7 @@ def create_offer(
     family = "IP6" if ":" in address else "IP4"
     return SessionDescription(
         origin=_origin(address, session_id, version),
-        name="switchboard",
+        name="-",
         connection=Connection("IN", family, address),
         media=[Media("audio", port, proto, formats, attributes=attrs)],
     )
