@@ -268,6 +268,11 @@ class BillingSection(Section):
     # archives"). 25: two full years plus the running month.
     retention_months: int = Field(default=25, ge=2, le=1200)
     archive_dir: str = ""  # empty: <state_dir>/archive
+    # number portability: media nodes look the dialled number up in ported_number at call
+    # setup (cached, asynchronous) and carry/rate its routing number (docs/compliance.md)
+    portability: bool = False
+    portability_cache_ttl: float = Field(default=300.0, ge=0, le=86400)  # seconds per answer
+    portability_timeout: float = Field(default=0.5, gt=0, le=10)  # then routed as dialled
 
 
 class PlatformSection(Section):

@@ -57,6 +57,9 @@ class Cdr:
     sip_call_id: str = ""
     originating_leg: str = ""
     trunk: str = ""  # the carrier trunk the call came in on (edge router), inbound legs
+    # a ported destination's routing number (digits); rating prices it instead of the
+    # dialled number (docs/compliance.md, "Number portability")
+    routing_number: str = ""
 
     def __post_init__(self) -> None:
         if not self.call_id:

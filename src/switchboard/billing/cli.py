@@ -42,6 +42,9 @@ db_app = typer.Typer(
 )
 rates_app = typer.Typer(help="Rate decks: import CSV, re-rate CDRs.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Customer accounts: create, topup, show.", no_args_is_help=True)
+portability_app = typer.Typer(
+    help="Ported numbers: import CSV, look a number up.", no_args_is_help=True
+)
 cdr_app = typer.Typer(
     help="Call detail records: list, export, archive, restore-archive.", no_args_is_help=True
 )
@@ -55,6 +58,7 @@ def register(app: typer.Typer, load_config: Callable[[Path | None], Config]) -> 
     app.add_typer(rates_app, name="rates")
     app.add_typer(accounts_app, name="accounts")
     app.add_typer(cdr_app, name="cdr")
+    app.add_typer(portability_app, name="portability")
     app.command("report")(report_cmd)
     app.command("invoice")(invoice_cmd)
 
@@ -707,3 +711,45 @@ def cdr_export(
             with out_path.open("w", newline="", encoding="utf-8") as fh:
                 rows = export(conn, fh, start, end, number)
     err.print(f"exported {rows} CDRs", highlight=False)
+
+
+# -- number portability (docs/compliance.md, "Number portability") -------------------------
+@portability_app.command("import")
+def portability_import(
+    file: Annotated[
+        Path, typer.Argument(help="CSV with a header row: number,routing_number[,description].")
+    ],
+    config: ConfigOpt = None,
+    replace: Annotated[
+        bool, typer.Option(help="Remove every other ported number first (full refresh).")
+    ] = False,
+) -> None:
+    """Import ported numbers; any bad row rejects the whole file (errors name the lines)."""
+    from switchboard.billing.portability import import_ported
+    from switchboard.rating import DeckError
+
+    try:
+        fh = file.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise fail(f"{file}: {exc.strerror}") from None
+    with fh, connect(config) as conn:
+        try:
+            result = import_ported(conn, fh, replace=replace)
+        except DeckError as exc:
+            raise fail(f"{file}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise fail(f"{file}: not UTF-8 text: {exc}") from None
+    print(f"imported {result.rows} ported numbers; {result.total} in the table")
+
+
+@portability_app.command("lookup")
+def portability_lookup(number: str, config: ConfigOpt = None) -> None:
+    """The routing number of a number, or 'not ported'."""
+    from switchboard.billing.portability import lookup_sync
+    from switchboard.rating.portability import canonical
+
+    if canonical(number) is None:
+        raise fail(f"not a number: {number!r}")
+    with connect(config) as conn:
+        routing = lookup_sync(conn, number)
+    print(f"{canonical(number)}: " + (f"routing number {routing}" if routing else "not ported"))

@@ -56,6 +56,7 @@ STAGE_COLUMNS = (
     "sip_call_id",
     "originating_leg",
     "trunk",
+    "routing_number",
 )
 
 CREATE_STAGE = """
@@ -64,7 +65,7 @@ CREATE TEMP TABLE IF NOT EXISTS cdr_stage (
     answer_time timestamptz, end_time timestamptz, duration integer, billsec integer,
     disposition text, sip_code smallint, hangup_cause text, pdd_ms integer, account text,
     carrier text, direction text, codec text, node text, sip_call_id text COLLATE "C",
-    originating_leg text COLLATE "C", trunk text
+    originating_leg text COLLATE "C", trunk text, routing_number text
 ) ON COMMIT DELETE ROWS
 """
 
@@ -88,7 +89,8 @@ batch AS MATERIALIZED (
     SELECT DISTINCT ON (s.call_id) s.*, c.id AS carrier_id, c.deck_id AS buy_deck,
            a.id AS account_id, a.deck_id AS own_deck,
            (SELECT id FROM rate_deck WHERE name = 'default') AS default_deck,
-           sb_number(s.destination) AS number,
+           -- a ported number is priced by its routing number (cdr_apply_rating's rule)
+           sb_number(coalesce(nullif(s.routing_number, ''), s.destination)) AS number,
            nullif(s.originating_leg, '') IS NOT NULL AS b_leg
     FROM cdr_stage AS s
     JOIN fresh AS f ON f.call_id = s.call_id AND f.start_time = s.start_time
@@ -152,7 +154,7 @@ INSERT INTO cdr (call_id, caller_id, destination, start_time, answer_time, end_t
                  billsec, disposition, carrier_id, sip_code, hangup_cause, pdd_ms, account_id,
                  direction, codec, node, rate, cost, cost_exact, billed_seconds, sell_prefix,
                  buy_rate, buy_cost, buy_cost_exact, buy_prefix, rating_status, rated_at,
-                 sip_call_id, originating_leg, trunk)
+                 sip_call_id, originating_leg, trunk, routing_number)
 SELECT p.call_id, p.caller_id, p.destination, p.start_time, p.answer_time, p.end_time,
        p.duration, p.billsec, p.disposition, p.carrier_id, p.sip_code, p.hangup_cause,
        p.pdd_ms, p.account_id, p.direction, p.codec, p.node,
@@ -173,7 +175,8 @@ SELECT p.call_id, p.caller_id, p.destination, p.start_time, p.answer_time, p.end
        now(),
        p.sip_call_id,
        nullif(p.originating_leg, ''),
-       nullif(p.trunk, '')
+       nullif(p.trunk, ''),
+       nullif(p.routing_number, '')
 FROM priced AS p
 """
 
@@ -246,6 +249,7 @@ def copy_text(cdrs: Sequence[Cdr]) -> bytes:
                     _text(c.sip_call_id),
                     _text(c.originating_leg),
                     _text(c.trunk),
+                    _text(c.routing_number),
                 )
             )
         )

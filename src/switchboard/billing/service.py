@@ -31,6 +31,7 @@ from switchboard.billing.writer import CdrWriter
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
+    from switchboard.billing.portability import PortabilityLookup
     from switchboard.config import Config
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,13 @@ class BillingService:
         credit: CreditControl | None = None,
         pool: AsyncConnectionPool | None = None,
         upkeep_interval: float = UPKEEP_INTERVAL,
+        portability: PortabilityLookup | None = None,
     ) -> None:
         self.url = url
         self.writer = writer
         self.credit = credit
         self.pool = pool
+        self.portability = portability
         self.upkeep_interval = upkeep_interval
         self._upkeep: asyncio.Task[None] | None = None
 
@@ -76,8 +79,8 @@ class BillingService:
             connect_timeout=cfg.database.connect_timeout,
             fsync="never" if b.spool_fsync == "never" else "batch",
         )
-        credit = pool = None
-        if b.credit_control:
+        credit = pool = portability = None
+        if b.credit_control or b.portability:
             from psycopg_pool import AsyncConnectionPool
 
             pool = AsyncConnectionPool(
@@ -91,6 +94,7 @@ class BillingService:
                 # checkout instead of failing the call it was lent to: one round trip
                 check=AsyncConnectionPool.check_connection,
             )
+        if pool is not None and b.credit_control:
             credit = CreditControl(
                 pool,
                 max_call_seconds=b.max_call_seconds,
@@ -98,7 +102,13 @@ class BillingService:
                 reserve_seconds=b.reserve_seconds,
                 on_low_balance=on_low_balance,
             )
-        return cls(url, writer, credit, pool)
+        if pool is not None and b.portability:
+            from switchboard.billing.portability import PortabilityLookup
+
+            portability = PortabilityLookup(
+                pool, ttl=b.portability_cache_ttl, timeout=b.portability_timeout
+            )
+        return cls(url, writer, credit, pool, portability=portability)
 
     async def start(self) -> None:
         await self.writer.start()

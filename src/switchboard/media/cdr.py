@@ -59,6 +59,9 @@ def disposition(answered: bool, cause: Cause | None) -> str:
     return "FAILED"
 
 
+# set by number portability (media/portability.py) on the legs of a ported destination
+ROUTING_NUMBER_VAR = "switchboard_routing_number"
+
 METRIC_DISPOSITION = {
     "ANSWERED": "answered",
     "BUSY": "busy",
@@ -106,6 +109,7 @@ def build_cdr(s: Session, node: str) -> Cdr:
         # a bridge's B-leg: the A-leg's uuid (billing charges the call's sell side there)
         originating_leg=v.get(ORIGINATING_LEG_VAR, "") if ch.direction == "outbound" else "",
         trunk=v.get("trunk", ""),
+        routing_number=v.get(ROUTING_NUMBER_VAR, ""),
     )
 
 

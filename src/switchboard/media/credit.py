@@ -47,6 +47,7 @@ from switchboard.billing.credit import (
     UnknownAccount,
 )
 from switchboard.media.causes import Cause, parse_cause
+from switchboard.media.cdr import ROUTING_NUMBER_VAR
 from switchboard.rating.deck import normalise_number
 
 if TYPE_CHECKING:
@@ -119,7 +120,8 @@ class CallCredit:
         try:
             auth = await self.credit.authorise(
                 s.uuid,
-                destination,
+                # a ported number is priced by its routing number (media/portability.py)
+                v.get(ROUTING_NUMBER_VAR) or destination,
                 now=datetime.now(UTC),
                 account=v.get("accountcode") or None,
                 gateway=v.get("sip_gateway_name") or None,

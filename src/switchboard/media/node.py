@@ -176,6 +176,11 @@ class MediaNode:
                             self.name, self.metrics)  # fmt: skip
         else:
             cdr_mod.install(sw, sink, self.name, self.metrics)
+        if self.billing is not None and self.billing.portability is not None:
+            from switchboard.media.portability import CallPortability
+
+            # before credit control: the call is authorised at its routing number's price
+            CallPortability(sw, self.billing.portability).install()
         if self.billing is not None and self.billing.credit is not None:
             from switchboard.media.credit import CallCredit
 

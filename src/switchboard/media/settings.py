@@ -190,6 +190,10 @@ class GatewaySection(_Section):
     tls_verify: bool = True
     # SRTP (SDES) towards this carrier: off | optional | mandatory (as [users.*] srtp)
     srtp: str = Field(default="off", pattern="^(off|optional|mandatory)$")
+    # a ported number ([billing] portability) towards this carrier: "rn" = RFC 4694
+    # parameters in the Request-URI user (+4930123;npdi;rn=+4915199), "prefix" = the routing
+    # number put before the number (4915199 4930123), "off" = the dialled number unchanged
+    portability: str = Field(default="rn", pattern="^(rn|prefix|off)$")
 
     @field_validator("proxy")
     @classmethod

@@ -42,15 +42,18 @@ from switchboard.esl.dialstring import (
     UserEndpoint,
 )
 from switchboard.media.causes import Cause, cause_to_sip, reason_header, sip_to_cause
-from switchboard.media.channel import CallerProfile
+from switchboard.media.cdr import ROUTING_NUMBER_VAR
+from switchboard.media.channel import ORIGINATING_LEG_VAR, CallerProfile
 from switchboard.media.core import GatewayInfo, OriginateError, Session, Switch
 from switchboard.media.digest import authorization
+from switchboard.media.portability import LOOKED_UP_VAR, request_user
 from switchboard.media.ports import PortAllocator, PortsExhausted
 from switchboard.media.registrar import Registrar
 from switchboard.media.rtp_endpoint import RtpEndpoint
 from switchboard.media.rtp_timeout import RtpInactivity
 from switchboard.net.endpoint import SipEndpoint
 from switchboard.net.tls import TlsFiles, client_context, server_context
+from switchboard.rating.portability import canonical
 from switchboard.router.protection import AddressList, AuthBans
 from switchboard.rtp.codec import Codec, CodecError, codec_by_name
 from switchboard.sdp import (
@@ -1133,7 +1136,7 @@ class UserAgent:
                     if self.metrics is not None:
                         self.metrics.sessions_rejected.labels(reason="gateway_limit").inc()
                     raise OriginateError(Cause.NORMAL_CIRCUIT_CONGESTION, f"{gateway} at max_calls")
-                number = gw.prefix + number[gw.strip :]
+                number = gw.prefix + self._ported(session, number, gw.portability)[gw.strip :]
                 transport = f";transport={gw.transport}" if gw.transport != "udp" else ""
                 target = SipUri.parse(f"sip:{number}@{gw.proxy}{transport}")
                 if gw.caller_id_number:
@@ -1172,6 +1175,20 @@ class UserAgent:
         await self._invite(
             session, target, from_user, from_display, from_host, gateway, creds, srtp
         )
+
+    def _ported(self, session: Session, number: str, mode: str) -> str:
+        """A gateway leg's number with its A-leg's portability answer applied
+        (media/portability.py); the B-leg's CDR gets the routing number."""
+        a_leg = self.switch.session(session.channel.variables.get(ORIGINATING_LEG_VAR, ""))
+        if a_leg is None:
+            return number
+        av = a_leg.channel.variables
+        looked_up = av.get(LOOKED_UP_VAR, "")
+        routing = av.get(ROUTING_NUMBER_VAR)
+        user = request_user(number, looked_up, routing, mode)
+        if routing and canonical(number) == looked_up:
+            session.channel.set_var(ROUTING_NUMBER_VAR, routing)
+        return user
 
     async def _invite(
         self, session: Session, target: SipUri, from_user: str, from_display: str,
@@ -1219,7 +1236,8 @@ class UserAgent:
         )  # fmt: skip
         session.channel.set_var("sip_call_id", call_id)
         session.channel.set_var("switch_l_sdp", offer.to_bytes().decode())
-        session.channel.profile.destination_number = target.user or ""
+        # the number, without RFC 4694's ;npdi;rn= (portability): what the CDR is rated on
+        session.channel.profile.destination_number = (target.user or "").split(";", 1)[0]
         leg.invite = invite
         leg.sent_at = time.monotonic()
         if gateway:
