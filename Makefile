@@ -8,7 +8,7 @@ APT_PACKAGES := sip-tester baresip-core sox prometheus chromium kamailio
 # Debian packages only the benchmarks need.
 BENCH_APT_PACKAGES := kamailio sip-tester
 
-.PHONY: run test test-fast check lint format deps system-deps bench-deps esl-node-deps bench clean
+.PHONY: run test test-fast test-pure check lint format deps native system-deps bench-deps esl-node-deps bench clean
 
 $(BIN)/switchboard: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(BIN)/switchboard: pyproject.toml
 	touch $@
 
 deps: $(BIN)/switchboard
+
+# The router's hot path compiled with mypyc (src/switchboard/_native.py): a no-op while the
+# build matches the source; a module edited since is run from source until the next build.
+native: deps
+	@$(BIN)/python -c 'import sys; from switchboard._native import main; sys.exit(main(["build"]))'
 
 # Install missing Debian packages ($(1)) when we are root; otherwise say what is missing.
 define apt_install
@@ -55,13 +60,18 @@ esl-client-deps:
 	  $(foreach r,$(ESL_CLIENTS_REQS),'$(r)') && \
 	echo "$$want" > $$stamp
 
-run: deps
+run: native
 	$(BIN)/switchboard up --demo
 
 # Every test: unit, integration and end-to-end (tests/conftest.py explains the kinds); the
 # 15 slowest are listed at the end.
-test: deps system-deps esl-node-deps esl-client-deps
+test: native system-deps esl-node-deps esl-client-deps
 	$(BIN)/python -m pytest -q --durations=15
+	@$(MAKE) --no-print-directory test-pure
+
+# The modules `make native` compiles, tested once more as the Python source they are.
+test-pure: deps
+	SWITCHBOARD_NATIVE=0 $(BIN)/python -m pytest -q tests/unit/router tests/unit/sip
 
 # The unit tests only (tests/unit: pure, no sockets, processes or database): under a minute.
 test-fast: deps
@@ -91,4 +101,4 @@ format: deps
 	$(BIN)/ruff check --fix src tests
 
 clean:
-	rm -rf $(VENV) .venv-esl-clients build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-esl-clients build src/switchboard/_native_build *.egg-info .pytest_cache .mypy_cache .ruff_cache

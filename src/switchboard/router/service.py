@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from pydantic import ValidationError
 
+from switchboard import _native
 from switchboard import config as config_mod
 from switchboard.lifecycle import ExitCode, Signals, run_service
 from switchboard.net.tcp import TcpTransport
@@ -477,12 +478,14 @@ class Router:
         if probed is not None:
             self._queue_probe_start(probed)
         log.info(
-            "router%s listening on %s, admin on http://%s:%d, %d destination(s), algorithm %d",
+            "router%s listening on %s, admin on http://%s:%d, %d destination(s), algorithm %d;"
+            " hot path %s",
             f" worker {self.worker}/{self.workers}" if sharded else "",
             ", ".join(f"{i.transport}:{i.host}:{i.port}" for i in interfaces),
             *self.admin_address,
             len(specs),
             cfg.dispatcher.algorithm,
+            _native.STATUS,
         )
 
     # -- garbage collection (see GC_INTERVAL) ---------------------------------------
