@@ -161,12 +161,19 @@ async def test_baresip_over_tls_through_router_to_node_and_tls_gateway(tmp_path:
             await uas.wait_received("INVITE", 1, timeout=15)
             await async_wait_until(lambda: bool(node.switch.sessions) and all(
                 s.bridged_to is not None for s in node.switch.sessions), 15, "the bridge")  # fmt: skip
+            assert edge_router.proxy.dialog_count == 1  # the first call's dialog is gone
             await ctrl(port, "hangup")
             await uas.wait_received("BYE", 1, timeout=15)
             assert carrier_router.tls is not None
             assert carrier_router.tls.handshakes >= 1 and carrier_router.tls.handshake_failures == 0
             assert carrier_router.proxy.stats.requests.get("INVITE") == 1
             await async_wait_until(lambda: len(cdrs.records) == 3, 15, "the bridged call's CDRs")
+            # both dialogs passed the edge router both ways (the node's BYE of the first
+            # call, baresip's BYE of the second): the router saw them end
+            await async_wait_until(
+                lambda: edge_router.proxy.dialog_count == 0, 10, "the edge's dialogs ended"
+            )
+            assert edge_router.proxy.stats.requests.get("BYE", 0) >= 2
     finally:
         if proc is not None:
             proc.terminate()

@@ -102,6 +102,9 @@ class Platform:
     proc: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
     extra_config: str = ""  # TOML appended to the generated config (sections of its own)
+    # [pike] allow of the generated config; () = pike's defaults (loopback is the [acl]
+    # trunk, which pike does not count anyway: docs/router.md "Trunks")
+    pike_allow: tuple[str, ...] = ("127.0.0.1",)
 
     def __post_init__(self) -> None:
         # as root, the embedded PostgreSQL runs as user pgserver: it must reach the state dir
@@ -132,8 +135,8 @@ class Platform:
             "[dispatcher]\nping_interval = 1.0\nping_timeout = 0.5\nprobing_threshold = 2\n"
             "inactive_threshold = 1\nfailover_timeout = 1.0\n"
             # SIPp load comes from 127.0.0.1, like a trusted carrier: not flood-limited
-            '[pike]\nallow = ["127.0.0.1"]\n'
-            f'[esl]\nlisten = "127.0.0.1:{self.esl}"\n'
+            + (f"[pike]\nallow = {json.dumps(list(self.pike_allow))}\n" if self.pike_allow else "")
+            + f'[esl]\nlisten = "127.0.0.1:{self.esl}"\n'
         )
         text += (
             f'[media]\nlisten = ["udp:127.0.0.1:{self.media_sip}", "tcp:127.0.0.1:{self.media_sip}"]\n'
