@@ -129,6 +129,19 @@ def fs_level(levelno: int) -> int:
     return 7
 
 
+def python_level(level: int) -> int:
+    """The lowest Python level whose records a listener at FreeSWITCH ``level`` receives."""
+    if level >= 7:
+        return logging.DEBUG
+    if level >= 5:
+        return logging.INFO
+    if level == 4:
+        return logging.WARNING
+    if level == 3:
+        return logging.ERROR
+    return logging.CRITICAL
+
+
 def log_frame(record: logging.LogRecord) -> tuple[int, bytes]:
     """A log record as FreeSWITCH's ``log/data`` frame: the line fs_cli prints
     (``2026-12-07 07:10:31.123456 [INFO] event_socket.py:123 text``) as the body."""
@@ -372,7 +385,7 @@ class EslConnection:
         # The command loop leaves now; a dead peer never drains, so the buffer (bounded by
         # write_buffer_limit plus the notice) is dropped after a short grace period.
         self.reader.feed_eof()
-        self.server.connections.discard(self)
+        self.server.forget(self)
         asyncio.get_running_loop().call_later(KILL_GRACE, transport.abort)
         self.wake.set()
 
@@ -582,6 +595,7 @@ class EslConnection:
                 else:
                     self.log_level = None
                     self.server.log_listeners.discard(self)
+                    self.server.log_levels_changed()
                     # lines already queued are dropped, as FreeSWITCH flushes its log queue
                     self.queue = deque(f for f in self.queue if not _is_log(f))
                     self.reply("+OK no longer logging")
@@ -741,6 +755,7 @@ class EslConnection:
         if level is None:
             self.log_level = 7
             self.server.log_listeners.add(self)
+            self.server.log_levels_changed()
             return "+OK log level  [7]"
         text = level.strip().lower()
         n = int(text) if text.isdigit() else LOG_LEVELS.get(text)
@@ -748,6 +763,7 @@ class EslConnection:
             return "-ERR invalid log level"
         self.log_level = n
         self.server.log_listeners.add(self)
+        self.server.log_levels_changed()
         return f"+OK log level {level.strip()} [{n}]"
 
 
@@ -768,6 +784,10 @@ class EventSocketServer:
         self.connections: set[EslConnection] = set()
         self.log_listeners: set[EslConnection] = set()
         self._log_tap: _LogTap | None = None
+        # while a listener wants more detail than the node logs: the root logger's own
+        # level, and the handlers pinned to it so the node's log output stays as it was
+        self._root_level: int | None = None
+        self._pinned: list[logging.Handler] = []
         self.lost_events = 0
         self.jobs: set[asyncio.Task[Any]] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -807,6 +827,7 @@ class EventSocketServer:
             logging.getLogger().removeHandler(self._log_tap)
             self._log_tap = None
         self.log_listeners.clear()
+        self.log_levels_changed()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         if self._unsubscribe is not None:
@@ -863,7 +884,7 @@ class EventSocketServer:
         try:
             await conn.run()
         finally:
-            self.connections.discard(conn)
+            self.forget(conn)
             if task is not None:
                 self._handlers.discard(task)
 
@@ -965,7 +986,7 @@ class EventSocketServer:
         try:
             await conn.run()
         finally:
-            self.connections.discard(conn)
+            self.forget(conn)
 
     def _after_program(self, s: Session, conn: EslConnection) -> str | None:
         """The program has gone: the call leaves its control (see :meth:`socket_app`)."""
@@ -983,6 +1004,40 @@ class EventSocketServer:
         if not resume:
             s.apps.clear()  # nothing left to run: the channel hangs up NORMAL_CLEARING
         return None
+
+    def forget(self, conn: EslConnection) -> None:
+        """A connection has ended: no more events or log lines for it."""
+        self.connections.discard(conn)
+        if conn in self.log_listeners:
+            self.log_listeners.discard(conn)
+            self.log_levels_changed()
+
+    def log_levels_changed(self) -> None:
+        """Let the node's loggers produce what the listeners asked for, as FreeSWITCH does
+        (``log debug`` shows DEBUG lines even when the node logs INFO): the root logger's
+        level goes down to the most detailed listener's, and every handler without a level
+        of its own is pinned to the old one, so the node's own log output does not change.
+        All restored when the last such listener leaves."""
+        root = logging.getLogger()
+        levels = [c.log_level for c in self.log_listeners if c.log_level is not None]
+        want = python_level(max(levels)) if levels else None
+        base = self._root_level if self._root_level is not None else root.level
+        if want is not None and base != logging.NOTSET and want < base:
+            if self._root_level is None:
+                self._root_level = base
+                self._pinned = [
+                    h for h in root.handlers if h is not self._log_tap and h.level == logging.NOTSET
+                ]
+                for h in self._pinned:
+                    h.setLevel(base)
+            root.setLevel(want)
+        elif self._root_level is not None:
+            root.setLevel(self._root_level)
+            for h in self._pinned:
+                if h.level == self._root_level:  # unless someone set it since
+                    h.setLevel(logging.NOTSET)
+            self._pinned = []
+            self._root_level = None
 
     def offer_log(self, level: int, frame: bytes) -> None:
         for conn in list(self.log_listeners):

@@ -114,11 +114,15 @@ def shown(text: str) -> str:
     return r"(?:\x1b\[[0-9;?]*[A-Za-z])*".join(re.escape(c) for c in text)
 
 
-def expect_all(child: pexpect.spawn, *patterns: str) -> None:
-    """Every pattern seen, in any order (answers, events and log lines interleave)."""
-    left = list(patterns)
+def expect_all(child: pexpect.spawn, *patterns: str) -> list[re.Match[str]]:
+    """Every pattern seen, in any order (answers, events and log lines interleave); the
+    matches in the order of ``patterns``."""
+    left = list(range(len(patterns)))
+    found: dict[int, re.Match[str]] = {}
     while left:
-        left.pop(child.expect(left))
+        i = left.pop(child.expect([patterns[j] for j in left]))
+        found[i] = child.match
+    return [found[i] for i in range(len(patterns))]
 
 
 def finish(child: pexpect.spawn) -> int:
@@ -139,10 +143,8 @@ def test_console_on_a_media_node(node: Node, tmp_path: Path) -> None:
         child.sendline("/event plain CHANNEL_CREATE CHANNEL_HANGUP_COMPLETE")
         child.expect(r"\+OK event listener enabled plain")
         child.sendline("originate loopback/echo &park")
-        # the channel is created (its event printed) before originate answers
-        child.expect(rf"\[EVENT\] CHANNEL_CREATE[^\[]*Unique-ID: ({UUID_RE})")
-        uuid = child.match.group(1)
-        child.expect(rf"\+OK {uuid}")
+        answer, _ = expect_all(child, rf"\+OK ({UUID_RE})\r?\n", r"\[EVENT\] CHANNEL_CREATE")
+        uuid = answer.group(1)
         # Tab completes a live channel UUID after uuid_kill
         child.send(f"uuid_kill {uuid[:6]}\t")
         child.expect(shown(uuid[6:]))
@@ -165,7 +167,31 @@ def test_console_on_a_media_node(node: Node, tmp_path: Path) -> None:
         child.sendline("originate loopback/echo &park")  # events asked for again
         child.expect(r"\[EVENT\] CHANNEL_CREATE")
         child.sendline("hupall")
-        child.expect(r"\+OK")
+        expect_all(  # both legs of the loopback call end: two events, two log lines
+            child,
+            r"\+OK hangup all channels",
+            r"\[EVENT\] CHANNEL_HANGUP_COMPLETE",
+            r"\[EVENT\] CHANNEL_HANGUP_COMPLETE",
+            rf"{GREEN}[^\n]*\[INFO\][^\n]*call {UUID_RE}[^\n]*cause=",  # log asked again too
+            rf"{GREEN}[^\n]*\[INFO\][^\n]*call {UUID_RE}[^\n]*cause=",
+        )
+        # /nolog and /noevents: nothing more arrives; /log warning: only warnings and worse
+        child.sendline("/nolog")
+        child.expect(r"\+OK no longer logging")
+        child.sendline("/noevents")
+        child.expect(r"\+OK no longer listening for events")
+        seen = ""
+        for line, answer in (
+            ("originate loopback/echo &park", rf"\+OK {UUID_RE}"),
+            ("hupall", r"\+OK hangup all channels"),
+            ("/log warning", r"\+OK log level warning \[4\]"),
+            ("uuid_kill 00000000-0000-4000-8000-000000000000", r"-ERR No such channel!"),
+            ("show channels count", r"0 total\."),
+        ):
+            child.sendline(line)
+            child.expect(answer)
+            seen += child.before + child.after
+        assert "[EVENT]" not in seen and "[INFO]" not in seen, seen
         assert finish(child) == 0
     finally:
         child.close(force=True)

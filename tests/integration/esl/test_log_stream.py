@@ -4,11 +4,13 @@ to connections that asked, only up to the level asked, from any thread."""
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import threading
 
 from switchboard.media.event_socket import EventSocketServer
 from tests.support.esl.client import EslClient
+from tests.support.net import async_wait_until
 
 
 async def test_log_lines_stream_up_to_the_level_asked(esl_server: EventSocketServer) -> None:
@@ -54,3 +56,35 @@ async def test_log_lines_stream_up_to_the_level_asked(esl_server: EventSocketSer
     assert not [f for f in quiet.pending if f.content_type == "log/data"]
     await client.close()
     await quiet.close()
+
+
+async def test_log_debug_shows_debug_lines_the_node_does_not_log(
+    esl_server: EventSocketServer,
+) -> None:
+    """As in FreeSWITCH, ``log debug`` gets DEBUG lines even when the node logs at INFO; the
+    node's own log output (its handlers) stays at INFO, and all is as before once the
+    listener leaves."""
+    root = logging.getLogger()
+    before = root.level
+    own = logging.StreamHandler(io.StringIO())  # the node's stderr handler, no level of its own
+    root.addHandler(own)
+    root.setLevel(logging.INFO)
+    node_log = logging.getLogger("switchboard.media.testlog2")
+    try:
+        client = await EslClient.connect(esl_server.port)
+        await client.command("log info")
+        node_log.debug("not asked for")
+        assert (await client.command("log debug")).headers["Reply-Text"].startswith("+OK")
+        node_log.debug("the node's debug detail")
+        assert "the node's debug detail" in (await client.reply_frame(("log/data",), 5)).text
+        assert "debug detail" not in own.stream.getvalue()  # type: ignore[attr-defined]
+        node_log.info("an info line")
+        await client.reply_frame(("log/data",), 5)
+        assert "an info line" in own.stream.getvalue()  # type: ignore[attr-defined]
+        assert root.level == logging.DEBUG and own.level == logging.INFO
+        await client.close()  # the listener leaves: the node's levels come back
+        await async_wait_until(lambda: root.level == logging.INFO, 5, "root level restored")
+        assert own.level == logging.NOTSET
+    finally:
+        root.removeHandler(own)
+        root.setLevel(before)
