@@ -93,11 +93,29 @@ def media(
             help="Node name; media-N listens on SIP 508N, ESL 802N, admin 808N unless configured.",
         ),
     ] = "media-1",
+    standby: Annotated[
+        bool,
+        typer.Option(
+            "--standby",
+            hidden=True,
+            help="Warm spare (switchboard up): import everything, then wait for one line "
+            "of JSON environment on stdin before starting; exit 0 at end of input.",
+        ),
+    ] = False,
 ) -> None:
     """Run one media node (SIP UA/B2BUA, RTP, dialplan, Event Socket, /metrics)."""
 
     from switchboard.media import node
 
+    if standby:
+        import json
+        import os
+
+        node.preload()  # Python's start-up, paid before the node is needed
+        go = sys.stdin.readline()
+        if not go:
+            raise typer.Exit(ExitCode.OK)
+        os.environ.update(json.loads(go))
     cfg = load_config(config)
     raise typer.Exit(node.run(cfg, name))
 

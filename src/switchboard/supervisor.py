@@ -12,10 +12,16 @@ the manner of systemd/runit on one box and of uvicorn's lifecycle:
   the nodes up); each child in its own process group, told by the kernel to exit if the
   supervisor dies (``PR_SET_PDEATHSIG``); ready when its admin address accepts;
 * **supervise** — a child that exits unexpectedly is restarted with exponential backoff
-  (1 s → 30 s; the embedded PostgreSQL at once, then 1 s → 30 s), its death and restart
+  (1 s → 30 s; the embedded PostgreSQL at once, then 1 s → 30 s; a media node at once
+  whenever it had been ready for 2 s — its calls wait in its journal), its death and restart
   logged and counted (``switchboard_platform_restarts_total`` on the supervisor's own
   ``/metrics`` at ``[platform] admin``); the router sees a restarted media node come back
-  through OPTIONS probing. The database child watches the postmaster itself
+  through OPTIONS probing. A media node with ``[media] recovery`` has a **warm spare**: a
+  second process started with ``--standby`` that has imported everything and waits on
+  its stdin; when the node dies the spare is told to go (one line: the environment read
+  from ``env_files`` now) and binds the dead node's addresses — a restart then costs the
+  journal's replay, not Python's start-up (under load, seconds) — and a new spare is
+  started once it is ready. The database child watches the postmaster itself
   (:mod:`switchboard.billing.embedded`) and exits when it dies, so a ``kill -9`` of
   PostgreSQL is a child death like any other;
 * **reload** — SIGHUP is passed to the router and media nodes (config, dispatcher list,
@@ -55,6 +61,10 @@ READY_TIMEOUT = 30.0  # a service that does not accept on its admin address by t
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0  # a child up this long resets its backoff
+# A media node that had become ready and ran this long is restarted at once however often
+# it is killed (its calls wait in its journal); one that dies before it is ready (a crash
+# at start) backs off as usual.
+NODE_STABLE_AFTER = 2.0
 OUTPUT_TAIL = 40  # lines of a child's output kept for the failure message
 
 _PR_SET_PDEATHSIG = 1
@@ -92,6 +102,8 @@ class ServiceSpec:
     stage: int = 0  # start order: every service of a stage starts at once, stages in turn
     reloads: bool = False  # handles SIGHUP as "reload" (forwarded by the supervisor)
     first_backoff: float = BACKOFF_FIRST  # delay before restarting it after a stable run
+    stable_after: float = STABLE_AFTER  # a run this long, once ready, resets the backoff
+    spare: bool = False  # keep a warm spare (argv + --standby) to replace it at once
 
 
 def split_address(value: str) -> tuple[str, int]:
@@ -231,6 +243,8 @@ def plan(
                 reloads=True,
                 # its calls resume from its journal on restart: every second counts
                 first_backoff=0.0,
+                stable_after=NODE_STABLE_AFTER,
+                spare=cfg.media.recovery,
                 env={**env, **node.env()},
                 env_files=env_files,
                 summary=(
@@ -331,6 +345,9 @@ class _Child:
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=OUTPUT_TAIL))
     pump: asyncio.Task[None] | None = None
     stopped: asyncio.subprocess.Process | None = None  # the process already stopped and logged
+    was_ready: bool = False  # the current process became ready
+    spare: asyncio.subprocess.Process | None = None  # warm spare waiting on its stdin
+    spare_pump: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         if self.backoff < 0:
@@ -379,6 +396,9 @@ class Supervisor:
                     raise StartError("\n".join(str(e) for e in errors))
                 raise next(e for e in errors if not isinstance(e, StartError))
         self.ready.set()
+        for child in self.children:  # after the start: spares do not slow it down
+            if child.spec.spare:
+                await self._spawn_spare(child)
 
     async def run(self) -> int:
         """Supervise until ``request_stop()``; stop everything; return the exit code (0)."""
@@ -417,27 +437,65 @@ class Supervisor:
 
     # -- internals -------------------------------------------------------------------------
 
-    async def _spawn(self, child: _Child) -> None:
-        spec = child.spec
-        if spec.ready_file is not None:
-            with contextlib.suppress(FileNotFoundError):
-                spec.ready_file.unlink()
-        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+    @staticmethod
+    def _env_files(spec: ServiceSpec) -> dict[str, str]:
+        out = {}
         for var, path in spec.env_files.items():
             with contextlib.suppress(FileNotFoundError):
-                env[var] = path.read_text().strip()
-        child.proc = await asyncio.create_subprocess_exec(
-            *spec.argv,
-            stdin=asyncio.subprocess.DEVNULL,
+                out[var] = path.read_text().strip()
+        return out
+
+    async def _exec(self, spec: ServiceSpec, argv: Sequence[str], *, standby: bool) -> Any:
+        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1", **self._env_files(spec)}
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if standby else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
             start_new_session=True,  # own process group: signals reach its whole tree
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
+
+    async def _spawn(self, child: _Child) -> None:
+        spec = child.spec
+        if spec.ready_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                spec.ready_file.unlink()
+        child.was_ready = False
+        if await self._promote_spare(child):
+            return
+        child.proc = await self._exec(spec, spec.argv, standby=False)
         child.started_at = time.monotonic()
         child.pump = asyncio.create_task(self._pump(child, child.proc))
         log.info("started %s (pid %d)", spec.name, child.proc.pid)
+
+    async def _spawn_spare(self, child: _Child) -> None:
+        """Start ``child``'s warm spare: imported, waiting for its go on stdin."""
+        if self._stopping.is_set() or (child.spare and child.spare.returncode is None):
+            return
+        child.spare = await self._exec(child.spec, (*child.spec.argv, "--standby"), standby=True)
+        child.spare_pump = asyncio.create_task(self._pump(child, child.spare))
+        log.info("warm spare for %s waiting (pid %d)", child.spec.name, child.spare.pid)
+
+    async def _promote_spare(self, child: _Child) -> bool:
+        """Let the warm spare take over (False: there is none, or it died)."""
+        spare, child.spare = child.spare, None
+        if spare is None or spare.returncode is not None or spare.stdin is None:
+            return False
+        # the environment files are read now: the database URL may have changed since
+        go = json.dumps(self._env_files(child.spec)) + "\n"
+        try:
+            spare.stdin.write(go.encode())
+            await spare.stdin.drain()
+            spare.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        child.proc, child.pump = spare, child.spare_pump
+        child.started_at = time.monotonic()
+        log.info("started %s (pid %d)", child.spec.name, spare.pid)
+        log.info("%s: its warm spare took over", child.spec.name)
+        return True
 
     async def _pump(self, child: _Child, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -460,6 +518,7 @@ class Supervisor:
                 )
             if await self._is_ready(spec):
                 log.info("%s ready", spec.name)
+                child.was_ready = True
                 return
             await asyncio.sleep(0.1)  # polling an external process's port: no event to await
         raise StartError(f"{spec.name} did not become ready within {self.ready_timeout:.0f} s")
@@ -484,7 +543,7 @@ class Supervisor:
             if self._stopping.is_set():
                 return
             uptime = time.monotonic() - child.started_at
-            if uptime > STABLE_AFTER:
+            if uptime > STABLE_AFTER or (child.was_ready and uptime >= child.spec.stable_after):
                 child.backoff = child.spec.first_backoff
             if self.metrics is not None:
                 self.metrics.up.labels(service=child.spec.name).set(0)
@@ -518,6 +577,8 @@ class Supervisor:
                 )
                 if self.metrics is not None:
                     self.metrics.up.labels(service=child.spec.name).set(1)
+                if child.spec.spare:
+                    await self._spawn_spare(child)
 
     def _signal(self, child: _Child, sig: signal.Signals) -> None:
         if child.proc is None or child.proc.returncode is not None:
@@ -526,6 +587,13 @@ class Supervisor:
             os.killpg(child.proc.pid, sig)
 
     async def _stop_child(self, child: _Child) -> None:
+        spare, child.spare = child.spare, None
+        if spare is not None:  # waiting on its stdin, holding nothing: killed outright
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(spare.pid, signal.SIGKILL)
+            await spare.wait()
+            if child.spare_pump:
+                await asyncio.wait([child.spare_pump], timeout=2)
         proc = child.proc
         if proc is None or child.stopped is proc:
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -26,7 +27,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.support.net import wait_until
-from tests.support.platform_harness import Platform, free_run, http_json, http_text
+from tests.support.platform_harness import Platform, alive, free_run, http_json, http_text
 from tests.support.rtp_capture import LoopbackCapture, can_capture
 
 pytestmark = [
@@ -90,8 +91,12 @@ def platform() -> Iterator[Platform]:
         p.cleanup()
 
 
-def run_calls_and_kill(p: Platform, kills: int) -> dict[str, Any]:
-    """CALLS bridged calls with RTP both ways; the node SIGKILLed ``kills`` times."""
+def run_calls_and_kill(
+    p: Platform, kills: int, call_ms: int = CALL_MS, kill_at: float | None = None
+) -> dict[str, Any]:
+    """CALLS bridged calls with RTP both ways; the node SIGKILLed ``kills`` times, each
+    1.5 s after the calls run on it (again), or once ``kill_at`` s after they were
+    bridged."""
     wav = ulaw_wav(p.state / "tone.wav")
     span = 2 * CALLS + 10
     base = free_run(2 * span, 30000, 40000)
@@ -103,7 +108,7 @@ def run_calls_and_kill(p: Platform, kills: int) -> dict[str, Any]:
     ], wav.parent)  # fmt: skip
     caller = sipp([
         f"127.0.0.1:{p.router_sip}", "-sf", str(SIPP_DIR / "router_uac_rtp.xml"),
-        "-s", NUMBER, "-m", str(CALLS), "-r", "10", "-d", str(CALL_MS),
+        "-s", NUMBER, "-m", str(CALLS), "-r", "10", "-d", str(call_ms),
         "-p", str(free_run(1)), "-timeout", "90s", "-timeout_error",
         "-mp", str(caller_ports.start),
     ], wav.parent)  # fmt: skip
@@ -111,13 +116,25 @@ def run_calls_and_kill(p: Platform, kills: int) -> dict[str, Any]:
     kill_times: list[float] = []
     try:
         wait_until(lambda: active_calls(node) == CALLS, 20, "every call bridged on the node")
+        bridged = time.monotonic()
         for _ in range(kills):
-            time.sleep(1.5)  # media flowing through the node (or its resumed bridges)
+            if kill_at is None:
+                time.sleep(1.5)  # media flowing through the node (or its resumed bridges)
+            else:
+                time.sleep(max(0.0, bridged + kill_at - 0.5 - time.monotonic()))
+                spare = p.spare_pid("media-1")  # none: the node is down for a full start
+                os.kill(spare, signal.SIGKILL)
+                wait_until(lambda s=spare: not alive(s), 5, "the spare gone")
+                time.sleep(max(0.0, bridged + kill_at - time.monotonic()))
             victim = p.pids()["media-1"]
             os.kill(victim, signal.SIGKILL)
             kill_times.append(time.monotonic())
             wait_until(lambda v=victim: p.pids().get("media-1", v) != v, 10, "media-1 restarted")
-            wait_until(lambda: active_calls(node) == CALLS, 15, "the calls resumed on media-1")
+            if kill_at is None:
+                try:
+                    wait_until(lambda: active_calls(node) == CALLS, 15, "the calls resumed")
+                except AssertionError as exc:
+                    raise AssertionError(p.text()[-8000:]) from exc
         caller_out, _ = caller.communicate(timeout=60)
         carrier_out, _ = carrier.communicate(timeout=30)
     finally:
@@ -149,7 +166,7 @@ def cdrs(p: Platform) -> list[dict[str, Any]]:
         ).fetchall()
 
 
-def check(p: Platform, result: dict[str, Any]) -> None:
+def check(p: Platform, result: dict[str, Any], call_ms: int = CALL_MS, slack: float = 1) -> None:
     rc, out = result["caller"]
     # every call completed: the caller's BYE answered 200 (SIPp's scenario needs it)
     assert rc == 0, out[-3000:] + p.text()[-5000:]
@@ -164,7 +181,7 @@ def check(p: Platform, result: dict[str, Any]) -> None:
     assert len(inbound) == len(outbound) == CALLS
     assert {r["originating_leg"] for r in outbound} == {r["call_id"] for r in inbound}
     for r in rows:  # the whole call, crash included: answer → the caller's BYE
-        assert abs(int(r["billsec"]) - CALL_MS / 1000) <= 1, r
+        assert -1 <= int(r["billsec"]) - call_ms / 1000 <= slack, r
         assert r["hangup_cause"] == "NORMAL_CLEARING", r
     gaps = result["gaps"]
     assert len([k for k in gaps if k[0] == "caller"]) == CALLS, gaps
@@ -177,3 +194,25 @@ def check(p: Platform, result: dict[str, Any]) -> None:
 def test_kill_9_of_a_node_with_bridged_calls_every_call_completes(platform: Platform) -> None:
     result = run_calls_and_kill(platform, kills=1)
     check(platform, result)
+
+
+def test_a_node_killed_three_times_during_one_call(platform: Platform) -> None:
+    """Each restart resumes from the journal the previous one rewrote (same ports, the
+    dialog's CSeq moved on again): the calls still end normally, one CDR per leg."""
+    result = run_calls_and_kill(platform, kills=3, call_ms=20_000)
+    check(platform, result, call_ms=20_000)
+
+
+def test_a_bye_sent_while_the_node_is_down_ends_the_call_once_it_is_back(
+    platform: Platform,
+) -> None:
+    """The node's warm spare is killed first, so the node is down for a full start (over
+    1 s). The callers hang up 0.7-1 s after the node was killed: their BYEs reach nothing, SIPp
+    retransmits them (RFC 3261 §17.1.2.2: 0.5 s, 1 s, 2 s ...) and the restarted node
+    answers one with 200 — not 481 — and sends the carrier its BYE. The CDRs end when the
+    node got the BYE: at most the restart later than the caller's hang-up."""
+    # the last call was bridged ~0.3 s after the first: its BYE comes 9.7-10 s after this
+    result = run_calls_and_kill(platform, kills=1, kill_at=9.0)
+    down = re.search(r"media-1 restarted \(restart 1, ([0-9.]+) s after", platform.text())
+    assert down and float(down[1]) > 1.1, down  # the BYEs were sent while it was down
+    check(platform, result, slack=4)

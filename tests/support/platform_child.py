@@ -1,7 +1,9 @@
 """A process for supervisor tests: serves /metrics on a port, behaves as told.
 
-usage: platform_child.py PORT MARKER_DIR [--ignore-term] [--grandchild] [--crash-after S]
+usage: platform_child.py PORT MARKER_DIR [--ignore-term] [--grandchild] [--crash-after S] [--standby]
 Writes MARKER_DIR/<pid>.started just before listening; a grandchild's pid into MARKER_DIR/<pid>.grandchild.
+With --standby (a warm spare) it writes <pid>.spare, waits for a line of JSON on stdin
+(end of input: exit 0), writes it to <pid>.go, then starts as usual.
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ from switchboard.observability.metrics import new_registry, serve_metrics
 async def main() -> None:
     port, marker = int(sys.argv[1]), Path(sys.argv[2])
     flags = sys.argv[3:]
+    from os import getpid
+
+    if "--standby" in flags:
+        (marker / f"{getpid()}.spare").write_text("")
+        go = sys.stdin.readline()
+        if not go:
+            sys.exit(0)
+        (marker / f"{getpid()}.go").write_text(go)
     if "--ignore-term" in flags:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from os import getpid
 
     def hup(signum: int, frame: object) -> None:
         (marker / f"{getpid()}.reloaded").write_text("")

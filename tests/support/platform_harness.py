@@ -186,6 +186,17 @@ class Platform:
                 out[name] = int(pid.rstrip(")\n"))
         return out
 
+    def spare_pid(self, name: str) -> int:
+        """The pid of ``name``'s warm spare, from the supervisor's latest "warm spare for
+        NAME waiting (pid N)" line."""
+        pid = 0
+        for line in self.output:
+            if f"switchboard.supervisor: warm spare for {name} waiting (pid " in line:
+                pid = int(line.rsplit("(pid ", 1)[1].rstrip(")\n"))
+        if not pid:
+            raise AssertionError(f"no warm spare for {name}:\n" + self.text()[-3000:])
+        return pid
+
     def stop(self, timeout: float = 60.0) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:

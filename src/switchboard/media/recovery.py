@@ -78,6 +78,7 @@ def snapshot_leg(s: Session) -> dict[str, Any] | None:
         "name": ch.name,
         "created": ch.created_at,
         "answered": ch.answered_at,
+        "other": ch.other_leg,  # an originated leg's A-leg: a call counts once, not twice
         "profile": dataclasses.asdict(ch.profile),
         "vars": {k: v for k, v in ch.variables.items() if k not in _SKIP_VARS},
         "call_id": leg.call_id,
@@ -225,6 +226,7 @@ async def _restore_leg(ua: UserAgent, data: dict[str, Any]) -> Session:
             variables=data["vars"],
             uuid=data["uuid"],
             admitted=False,
+            other_leg=data.get("other"),
         )
     except Exception:
         rtp.close()

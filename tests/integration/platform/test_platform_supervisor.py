@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import socket
 import sys
@@ -59,8 +60,7 @@ async def test_start_restart_after_crash_and_clean_stop(tmp_path: Path) -> None:
         lambda: sup.children[0].proc.pid != first[0] and sup.children[0].restarts == 1
     )
     await async_wait_until(lambda: (tmp_path / f"{sup.children[0].proc.pid}.started").exists())
-    _, w = await asyncio.open_connection("127.0.0.1", p1)
-    w.close()
+    await async_wait_until(lambda: sup.children[0].was_ready)  # it accepts on its port again
     assert sup.children[1].proc.pid == first[1]  # the other one was left alone
 
     t0 = time.monotonic()
@@ -144,6 +144,50 @@ async def test_a_child_with_no_first_backoff_is_restarted_at_once_and_counted(
     assert 'switchboard_platform_restarts_total{service="database"} 2.0' in text
     sup.request_stop()
     assert await asyncio.wait_for(run, 10) == 0
+
+
+async def test_a_warm_spare_takes_over_at_once_each_time_its_node_is_killed(
+    tmp_path: Path,
+) -> None:
+    """A media node's policy: a spare process waits (imported) and replaces the node the
+    moment it dies, with the environment files read at that moment; a new spare follows.
+    Killed again once it had been ready for ``stable_after``: at once again, no backoff."""
+    port = free_port()
+    uri = tmp_path / "postgres.uri"
+    uri.write_text("postgresql://first")
+    spec = dataclasses.replace(
+        child("media-1", port, tmp_path), first_backoff=0.0, stable_after=0.3, spare=True,
+        env_files={"SWITCHBOARD_DATABASE__URL": uri},
+    )  # fmt: skip
+    sup = Supervisor([spec], output=lambda name, line: None)
+    await sup.start()
+    run = asyncio.create_task(sup.run())
+    c = sup.children[0]
+    seen: list[int] = []
+    try:
+        for n in (1, 2, 3):
+            await async_wait_until(lambda: c.spare is not None, 10)
+            assert c.spare is not None and c.proc is not None
+            spare, victim = c.spare.pid, c.proc.pid
+            await async_wait_until(lambda s=spare: (tmp_path / f"{s}.spare").exists(), 10)
+            uri.write_text(f"postgresql://after-{n}")  # e.g. the database came back elsewhere
+            await asyncio.sleep(0.3)  # ready for stable_after: the next death is a kill
+            os.kill(victim, 9)
+            died = time.monotonic()
+            await async_wait_until(lambda s=spare: c.proc.pid == s, 5, interval=0.01)
+            assert time.monotonic() - died < 0.5  # the spare, at once: no backoff, no start-up
+            await async_wait_until(lambda s=spare: (tmp_path / f"{s}.started").exists(), 5)
+            go = (tmp_path / f"{spare}.go").read_text()
+            assert json.loads(go) == {"SWITCHBOARD_DATABASE__URL": f"postgresql://after-{n}"}
+            await async_wait_until(lambda n=n: c.restarts == n and c.was_ready, 10)
+            seen += [victim, spare]
+        await async_wait_until(lambda: c.spare is not None, 10)
+        assert c.spare is not None
+        seen.append(c.spare.pid)
+    finally:
+        sup.request_stop()
+        assert await asyncio.wait_for(run, 15) == 0
+    await async_wait_until(lambda: not any(alive(p) for p in seen), 10)  # spare included
 
 
 def test_addresses_in_use_are_named_before_anything_starts() -> None:
