@@ -171,6 +171,9 @@ class TrunkSection(Section):
     caller_id_number: str = ""  # with caller_id = "replace"
     account: str = ""  # the billing account the trunk's calls bill to
     allowed_prefixes: list[str] = Field(default_factory=list)  # E.164 prefixes; [] = any
+    # SRTP policy of this trunk's calls on the media nodes (off | optional | mandatory);
+    # "" = the node's [media] srtp (docs/security.md, "SRTP")
+    srtp: str = Field(default="", pattern="^(|off|optional|mandatory)$")
     # STIR/SHAKEN (docs/compliance.md "STIR/SHAKEN"): sign the calls we send on this trunk
     # with [stir] sign_key; attestation by calling-number prefix, first match wins
     # ("A:+4930", "B:+49", "C"); no match: C.

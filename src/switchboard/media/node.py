@@ -214,6 +214,7 @@ class MediaNode:
             sip_socket_buffer=m.sip_socket_buffer,
             rtp_timeout=m.rtp_timeout,
             srtp=m.srtp,
+            trunk_srtp={name: t.srtp for name, t in self.cfg.trunks.items()},
             trusted=[*m.trusted, *router_addresses(self.cfg)] if m.trusted else [],
             bans=AuthBans(
                 limit=sec.auth_fail_limit,
@@ -315,6 +316,9 @@ class MediaNode:
         lost = getattr(stats, "cumulative_lost", None) if stats is not None else None
         if isinstance(lost, int) and lost > 0:
             self.metrics.rtp_lost_packets.inc(lost)
+        failures = getattr(ep, "srtp_failures", 0)
+        if failures:
+            self.metrics.srtp_failures.inc(failures)
 
     @property
     def sip_port(self) -> int:

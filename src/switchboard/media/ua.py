@@ -407,6 +407,7 @@ class UserAgent:
         sip_socket_buffer: int = SIP_SOCKET_BUFFER,
         rtp_timeout: float = 0.0,
         srtp: str = "optional",
+        trunk_srtp: Mapping[str, str] | None = None,
         trusted: Sequence[str] = (),
         bans: AuthBans | None = None,
     ) -> None:
@@ -447,6 +448,9 @@ class UserAgent:
         self.rtp_timeout = rtp_timeout
         self.rtp_watch = RtpInactivity(rtp_timeout)
         self.srtp = srtp  # SRTP policy of calls coming in ([media] srtp)
+        # per-trunk policies ([trunks.NAME] srtp) for calls the router marks with the
+        # trunk's name (X-Switchboard-Trunk, which it drops from outside input)
+        self.trunk_srtp = {k: v for k, v in (trunk_srtp or {}).items() if v}
         # [media] trusted plus the gateways' IP addresses (a gateway named by host name
         # must have its addresses in [media] trusted); empty: SIP from anyone.
         gw_ips = [h for h in (_ip_of(g.proxy) for g in self.gateways.values()) if h]
@@ -892,13 +896,16 @@ class UserAgent:
                 return
         neg: Negotiated | None = None
         srtp_key = os.urandom(KEY_LENGTH)
+        srtp = self.srtp
+        if self.trunk_srtp:
+            srtp = self.trunk_srtp.get(req.headers.get("X-Switchboard-Trunk") or "", srtp)
         rtp_ip, sdp_ip = self.rtp_ip, self.sdp_ip
         if offer is not None:
             try:
                 # our media of the offer's family: an IPv6 far end gets IPv6 (RFC 4566 §5.7)
                 rtp_ip, sdp_ip = self.media_address(offer.uses_ipv6())
                 _, neg = answer_offer(offer, codecs=self.codecs, address=sdp_ip, port=9,
-                                      session_id="0", version=0, srtp=self.srtp,
+                                      session_id="0", version=0, srtp=srtp,
                                       srtp_key=srtp_key)  # fmt: skip
             except NegotiationError:
                 self.respond(txn, req, 488, "Not Acceptable Here",
@@ -967,7 +974,7 @@ class UserAgent:
             ua=self, session=session, peer=peer, call_id=req.call_id,
             local_tag=new_tag(_rand()), rtp=rtp, codecs=self.codecs, invite=req, txn=txn,
             received_at=received, contact=self.contact(peer.transport, peer_host=peer.host),
-            srtp=self.srtp, srtp_key=srtp_key,
+            srtp=srtp, srtp_key=srtp_key,
         )  # fmt: skip
         pending.leg = leg
         session.leg = leg

@@ -170,6 +170,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_media_gateway_calls", "gauge", "media", ("gateway",), "Calls in progress through each gateway."),
     _spec("switchboard_media_rtp_packets_total", "counter", "media", ("direction",), "RTP packets by direction (rx, tx)."),
     _spec("switchboard_media_rtp_lost_packets_total", "counter", "media", (), "RTP packets detected lost from sequence gaps on receive."),
+    _spec("switchboard_media_srtp_failures_total", "counter", "media", (), "SRTP/SRTCP packets dropped because they failed authentication or the replay check (forged, replayed, plain RTP on an SRTP stream); counted when the leg ends."),
     _spec("switchboard_esl_connections", "gauge", "media", (), "Authenticated Event Socket connections."),
     _spec("switchboard_esl_commands_total", "counter", "media", ("command",), "Event Socket commands received, by command word (api, bgapi, event, ...)."),
     _spec("switchboard_esl_events_total", "counter", "media", ("event",), "Events delivered to Event Socket subscribers, by event name."),
@@ -406,6 +407,7 @@ class MediaMetrics:
     gateway_calls: Gauge
     rtp_packets: Counter
     rtp_lost_packets: Counter
+    srtp_failures: Counter
     esl_connections: Gauge
     esl_commands: Counter
     esl_events: Counter
@@ -435,6 +437,7 @@ class MediaMetrics:
             gateway_calls=_g(registry, p + "gateway_calls"),
             rtp_packets=_c(registry, p + "rtp_packets_total"),
             rtp_lost_packets=_c(registry, p + "rtp_lost_packets_total"),
+            srtp_failures=_c(registry, p + "srtp_failures_total"),
             esl_connections=_g(registry, "switchboard_esl_connections"),
             esl_commands=_c(registry, "switchboard_esl_commands_total"),
             esl_events=_c(registry, "switchboard_esl_events_total"),

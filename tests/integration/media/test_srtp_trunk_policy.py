@@ -1,0 +1,79 @@
+"""SRTP policy per trunk: a call the router marks as coming from a trunk with
+``[trunks.NAME] srtp = "mandatory"`` must be SRTP (plain RTP refused 488), while the same
+plain offer from another trunk, or with no trunk, follows ``[media] srtp``."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+from tests.support.media import start_node
+
+PLAIN = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+def invite(port: int, n: int, trunk: str | None) -> bytes:
+    extra = f"X-Switchboard-Trunk: {trunk}\r\n" if trunk else ""
+    return (
+        f"INVITE sip:4930123456@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-tr{n};rport\r\n"
+        f"From: <sip:carrier@127.0.0.1>;tag=t{n}\r\n"
+        f"To: <sip:4930123456@127.0.0.1>\r\n"
+        f"Call-ID: trunk-srtp-{n}@test\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:carrier@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\n{extra}"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(PLAIN)}\r\n\r\n{PLAIN}"
+    ).encode()
+
+
+async def final_response(sock: socket.socket, n: int) -> bytes:
+    """The final response to INVITE ``n`` (earlier calls' retransmitted finals skipped)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        data = await asyncio.wait_for(loop.sock_recv(sock, 65535), 5)
+        if f"Call-ID: trunk-srtp-{n}@".encode() in data and int(data.split(b" ", 2)[1]) >= 200:
+            return data
+
+
+async def test_trunk_srtp_mandatory_refuses_plain_rtp_other_calls_follow_media_srtp(
+    tmp_path: Path,
+) -> None:
+    node, _ = await start_node(
+        tmp_path,
+        {
+            "media": {"srtp": "optional"},
+            "dialplan": {
+                "rules": [
+                    {
+                        "name": "nowhere",
+                        "destination": "^4930",
+                        "actions": ["hangup UNALLOCATED_NUMBER"],
+                    },
+                ]
+            },
+            "trunks": {
+                "secure": {"sources": ["192.0.2.1"], "srtp": "mandatory"},
+                "plain": {"sources": ["192.0.2.2"]},
+            },
+        },
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    try:
+        assert node.ua is not None
+        to, port = ("127.0.0.1", node.ua.udp_port), sock.getsockname()[1]
+        answers = []
+        for n, trunk in enumerate(("secure", "plain", None)):
+            sock.sendto(invite(port, n, trunk), to)
+            answers.append(await final_response(sock, n))
+        statuses = [int(a.split(b" ", 2)[1]) for a in answers]
+        # secure: 488 (plain RTP refused); the others pass negotiation and reach the
+        # dialplan, which refuses the number (UNALLOCATED_NUMBER: 404)
+        assert statuses == [488, 404, 404], answers
+    finally:
+        sock.close()
+        await node.stop()
