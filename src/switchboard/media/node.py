@@ -216,6 +216,7 @@ class MediaNode:
             srtp=m.srtp,
             trunk_srtp={name: t.srtp for name, t in self.cfg.trunks.items()},
             trusted=[*m.trusted, *router_addresses(self.cfg)] if m.trusted else [],
+            trunk_sources=[*m.routers, *router_addresses(self.cfg)],
             bans=AuthBans(
                 limit=sec.auth_fail_limit,
                 window=sec.auth_fail_window,

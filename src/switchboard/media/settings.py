@@ -75,6 +75,10 @@ class MediaSection(_Section):
     # SIP is accepted only from these networks (routers, users) and the gateways' IP
     # addresses; anything else is dropped silently. [] = from anyone.
     trusted: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    # Edge routers besides [router] listen's addresses (IPs/CIDRs): only from these does
+    # the node believe X-Switchboard-Trunk / X-Switchboard-Account (the trunk and the
+    # account it bills to, docs/router.md "Trunks"); from any other source they are ignored.
+    routers: list[str] = Field(default_factory=list)
     # SRTP (SDES) on calls coming in: optional = SRTP when offered (RTP/SAVP, or keys in
     # an RTP/AVP offer), plain RTP otherwise; mandatory = 488 to plain RTP; off = 488 to
     # SRTP-only offers.
@@ -86,7 +90,7 @@ class MediaSection(_Section):
     tls_ca: str = ""
     tls_verify_client: bool = False
 
-    @field_validator("trusted")
+    @field_validator("trusted", "routers")
     @classmethod
     def _trusted(cls, v: list[str]) -> list[str]:
         import ipaddress

@@ -410,6 +410,7 @@ class UserAgent:
         trunk_srtp: Mapping[str, str] | None = None,
         trusted: Sequence[str] = (),
         bans: AuthBans | None = None,
+        trunk_sources: Sequence[str] = (),
     ) -> None:
         """``timer_c``: no final response this long after the last provisional (§16.6
         item 11, as sofia-sip's NTA applies it to a UA too) → CANCEL, the leg ends as
@@ -455,6 +456,10 @@ class UserAgent:
         # must have its addresses in [media] trusted); empty: SIP from anyone.
         gw_ips = [h for h in (_ip_of(g.proxy) for g in self.gateways.values()) if h]
         self.trusted = AddressList([*trusted, *gw_ips], key="media.trusted") if trusted else None
+        # Where X-Switchboard-Trunk/-Account are believed: the edge routers; () = nowhere.
+        self.trunk_sources = (
+            AddressList(trunk_sources, key="media.routers") if trunk_sources else None
+        )
         self.bans = bans
         self.untrusted_drops = 0
         self.endpoint: SipEndpoint | None = None
@@ -956,14 +961,16 @@ class UserAgent:
             "sip_network_port": str(peer.port),
             "sip_transport": peer.transport.lower(),
             "sip_user_agent": req.headers.get("User-Agent") or "",
-            # The edge router names the carrier trunk (and its billing account); it drops
-            # these headers from outside input, so they are the router's word.
-            "trunk": req.headers.get("X-Switchboard-Trunk") or "",
             "switch_r_sdp": req.body.decode("utf-8", "replace") if req.body else "",
         }
-        account = req.headers.get("X-Switchboard-Account")
-        if account:  # the trunk bills to this account (credit control, CDR, rating)
-            variables["accountcode"] = account
+        # The edge router names the carrier trunk (and the account it bills to) and drops
+        # these headers from outside input: believed only from a router's address, or
+        # a phone or carrier that reaches the node directly could choose who pays.
+        if self.trunk_sources is not None and peer.host in self.trunk_sources:
+            variables["trunk"] = req.headers.get("X-Switchboard-Trunk") or ""
+            account = req.headers.get("X-Switchboard-Account")
+            if account:  # the trunk bills to this account (credit control, CDR, rating)
+                variables["accountcode"] = account
         session = self.switch.create_session(
             direction="inbound",
             name=f"sofia/internal/{frm.uri.user or 'anonymous'}@{peer.host}:{peer.port}",

@@ -1,0 +1,58 @@
+"""The trunk the edge router names (X-Switchboard-Trunk, X-Switchboard-Account) is believed
+only from a router's address: the inbound leg's ``trunk`` and ``accountcode`` (its CDR,
+credit control and rating) come from the router, never from a phone or carrier that
+reaches the node directly (docs/router.md "Trunks")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchboard.media.cdr import build_cdr
+from switchboard.sip.message import Response
+from tests.support.media import start_node
+from tests.support.sip_peer import SDP, Peer, final, request
+
+pytestmark = [pytest.mark.timeout(60)]
+
+HEADERS = "X-Switchboard-Trunk: premium\nX-Switchboard-Account: victim\n"
+
+
+async def call_with_trunk_headers(tmp: Path, overrides: dict[str, Any]) -> dict[str, str]:
+    node, _ = await start_node(tmp, overrides)
+    peer = await Peer.udp()
+    port = node.sip_port
+    try:
+        offer = SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")
+        peer.send(request(peer, "INVITE", port, call_id="t1", cseq=1, branch="t1",
+                          body=offer, extra=HEADERS), port)  # fmt: skip
+        ok = await peer.expect(final)
+        assert isinstance(ok, Response) and ok.status == 200
+        [s] = list(node.switch.sessions)
+        cdr = build_cdr(s, "media-1")
+        return {"trunk": cdr.trunk, "account": cdr.account}
+    finally:
+        peer.close()
+        await node.stop()
+
+
+async def test_trunk_headers_from_the_router_name_the_trunk_and_account(tmp_path: Path) -> None:
+    # the router listens on 127.0.0.1 (the default): the peer's INVITE is the router's
+    got = await call_with_trunk_headers(tmp_path, {})
+    assert got == {"trunk": "premium", "account": "victim"}
+
+
+async def test_trunk_headers_from_anyone_else_are_ignored(tmp_path: Path) -> None:
+    # the router is elsewhere; 127.0.0.1 is merely trusted (a phone, a carrier)
+    got = await call_with_trunk_headers(tmp_path, {"router": {"listen": ["udp:127.0.0.9:5060"]}})
+    assert got == {"trunk": "", "account": ""}
+
+
+async def test_media_routers_names_more_edge_routers(tmp_path: Path) -> None:
+    got = await call_with_trunk_headers(
+        tmp_path,
+        {"router": {"listen": ["udp:127.0.0.9:5060"]}, "media": {"routers": ["127.0.0.0/30"]}},
+    )
+    assert got == {"trunk": "premium", "account": "victim"}
