@@ -7,8 +7,13 @@ BIN := $(VENV)/bin
 APT_PACKAGES := sip-tester baresip-core sox prometheus chromium kamailio
 # Debian packages only the benchmarks need.
 BENCH_APT_PACKAGES := kamailio sip-tester
+# Debian packages of the HA lab (make lab, make test-ha, bench/ha): deploy/'s production
+# layout in network namespaces — keepalived (VRRP), Patroni with etcd over PostgreSQL 15,
+# Prometheus, SIPp as the carrier (docs/operations.md, "The HA lab").
+HA_APT_PACKAGES := keepalived patroni python3-etcd etcd-server postgresql-15 prometheus sip-tester curl iproute2
 
 .PHONY: run test test-fast test-pure check lint format deps native system-deps bench-deps esl-node-deps bench clean
+.PHONY: ha-deps lab lab-down test-ha
 
 $(BIN)/switchboard: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +44,25 @@ system-deps:
 
 bench-deps:
 	$(call apt_install,$(BENCH_APT_PACKAGES))
+
+ha-deps:
+	$(call apt_install,$(HA_APT_PACKAGES))
+
+# The HA lab (root): carrier, router-1/2 behind keepalived, media-1..4, db-1/2 under
+# Patroni + etcd, monitor (Prometheus), each in its own network namespace on 172.28.0.0/24,
+# every service started from deploy/'s files. Stays up until make lab-down; an interrupted
+# run tears itself down, and the next run clears leftovers first.
+lab: deps ha-deps
+	$(BIN)/python -m switchboard.lab up
+
+lab-down: deps
+	$(BIN)/python -m switchboard.lab down
+
+# The lab's failure scenarios (router, media node, PostgreSQL failover, partition, rolling
+# upgrade) under SIPp load: ~5 minutes, root only (skipped with the reason otherwise).
+test-ha: deps
+	-@$(MAKE) --no-print-directory ha-deps
+	SWITCHBOARD_HA=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e/ha
 
 # npm ESL client (modesl) for the Event Socket compatibility tests, from its package-lock.json.
 esl-node-deps:

@@ -69,6 +69,10 @@ class RouterSection(Section):
     # Other HOST:PORTs requests may name as this router (Kamailio's alias): a Request-URI
     # naming one is dispatched, not forwarded (e.g. a front proxy's address).
     aliases: list[str] = Field(default_factory=list)
+    # The address Record-Route names instead of the listening socket's ("" = the socket's):
+    # the floating address two routers share behind keepalived, so in-dialog requests
+    # reach whichever router holds it (Kamailio's listen ... advertise).
+    record_route_host: str = ""
     # SIP over TLS (docs/security.md): PEM files; re-read on SIGHUP.
     tls_cert: str = ""  # certificate chain of tls: listen addresses
     tls_key: str = ""
@@ -96,6 +100,18 @@ class RouterSection(Section):
     @classmethod
     def _admin(cls, v: str) -> str:
         return _check_address(v)
+
+    @field_validator("record_route_host")
+    @classmethod
+    def _rr_host(cls, v: str) -> str:
+        import ipaddress
+
+        if v:
+            try:
+                ipaddress.ip_address(v.strip("[]"))
+            except ValueError:
+                raise ValueError(f"expected an IP address, got {v!r}") from None
+        return v
 
     @field_validator("aliases")
     @classmethod

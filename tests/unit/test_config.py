@@ -45,6 +45,7 @@ def test_toml_then_env_then_overrides(tmp_path: Path) -> None:
         ('[security]\noutside_acl = "ignore"\n', "security.outside_acl"),
         ('[security]\nauth_ban_allow = ["10.0.0.0/33"]\n', "security.auth_ban_allow"),
         ('[media]\ntrusted = ["nonsense"]\n', "media.trusted"),
+        ('[router]\nrecord_route_host = "vip.example"\n', "router.record_route_host"),
         ('[media]\nsrtp = "sometimes"\n', "media.srtp"),
         ('[gateways.x]\ntransport = "sctp"\n', "gateways.x.transport"),
     ],

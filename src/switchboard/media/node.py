@@ -30,6 +30,7 @@ from switchboard.media.limits import SessionLimiter
 from switchboard.media.ports import PortAllocator
 from switchboard.media.settings import RTP_BASE, RTP_SPAN, IvrMenuSection, node_number
 from switchboard.media.ua import UserAgent
+from switchboard.net.address import own_address
 from switchboard.net.tls import TlsConfigError, TlsFiles
 from switchboard.router.protection import AuthBans
 
@@ -98,6 +99,7 @@ class MediaNode:
         self.call_credit: Any = None  # CallCredit when [billing] credit_control is on
         self._channels = 0
         self._calls = 0
+        self._call_uuids: set[str] = set()  # channels counted in _calls
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -199,7 +201,7 @@ class MediaNode:
         ua = UserAgent(
             sw,
             rtp_ip=m.rtp_ip,
-            sdp_ip=m.sdp_ip,
+            sdp_ip=m.sdp_ip or own_address(m.rtp_ip),
             rtp_ip6=m.rtp_ip6,
             sdp_ip6=m.sdp_ip6,
             ports=PortAllocator(start, end),
@@ -302,9 +304,20 @@ class MediaNode:
             return
         self._channels += delta
         self.metrics.active_channels.set(self._channels)
-        ch = self.switch.channel(ev.channel_uuid) if self.switch is not None else None
+        uuid = ev.channel_uuid
+        if delta < 0:
+            # a call counted at its creation is uncounted at its end, whatever the leg has
+            # become meanwhile (a leg resumed after a crash is created unbridged — a call
+            # by the rule below — and bridged before it ends)
+            if uuid in self._call_uuids:
+                self._call_uuids.discard(uuid)
+                self._calls -= 1
+                self.metrics.active_calls.set(self._calls)
+            return
+        ch = self.switch.channel(uuid) if self.switch is not None else None
         if ch is not None and (ch.direction == "inbound" or ch.other_leg is None):
-            self._calls += delta
+            self._call_uuids.add(uuid)
+            self._calls += 1
             self.metrics.active_calls.set(self._calls)
 
     def _rtp_metrics(self, s: Any) -> None:

@@ -51,6 +51,7 @@ from switchboard.media.ports import PortAllocator, PortsExhausted
 from switchboard.media.registrar import Registrar
 from switchboard.media.rtp_endpoint import RtpEndpoint
 from switchboard.media.rtp_timeout import RtpInactivity
+from switchboard.net.address import own_address
 from switchboard.net.endpoint import SipEndpoint
 from switchboard.net.tls import TlsFiles, client_context, server_context
 from switchboard.rating.portability import canonical
@@ -496,7 +497,8 @@ class UserAgent:
                 _, port = await self.endpoint.listen_tcp(h.strip("[]"), int(p))
             transport = proto.upper()
             self.sip_ports.setdefault((transport, v6), port)
-            self.hosts.setdefault(v6, f"[{h.strip('[]')}]" if v6 else h)
+            # Contact: never a wildcard (0.0.0.0 / [::] → the host's own address)
+            self.hosts.setdefault(v6, own_address(f"[{h.strip('[]')}]" if v6 else h))
         # the first address of each kind in listen order (what single-stack nodes had)
         first_v6 = ":" in listen[0].partition(":")[2].rpartition(":")[0] if listen else False
         self.host = self.hosts.get(first_v6, self.host)

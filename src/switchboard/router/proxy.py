@@ -147,6 +147,9 @@ class Interface:
     transport: str
     host: str
     port: int
+    # the host Record-Route names instead of ``host`` ([router] record_route_host: a
+    # floating address shared by two routers)
+    rr_host: str = ""
 
     @property
     def key(self) -> str:
@@ -167,7 +170,7 @@ class Interface:
     def record_route(self) -> bytes:
         return (
             b"Record-Route: <sip:"
-            + self.hostport
+            + f"{self.rr_host or self.host}:{self.port}".encode()
             + b";transport="
             + self.transport.encode()
             + b";lr>"

@@ -27,6 +27,7 @@ import socket
 import sys
 import time
 from collections.abc import Generator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -401,6 +402,17 @@ class Router:
         except OSError as exc:
             await self._close_sockets()
             raise StartError(f"cannot bind: {exc.strerror or exc}") from None
+        rr_host = cfg.router.record_route_host
+        if rr_host:
+            # the floating address in Record-Route, for the interfaces of its family; it is
+            # also this router's own address when a Route or Request-URI names it
+            v6 = ":" in rr_host
+            if v6 and not rr_host.startswith("["):
+                rr_host = f"[{rr_host}]"
+            interfaces = [
+                replace(i, rr_host=rr_host) if i.host.startswith("[") == v6 else i
+                for i in interfaces
+            ]
         primary: dict[str, Interface] = {}
         for i in interfaces:
             primary.setdefault(i.key, i)  # the first of each transport and family
@@ -418,7 +430,9 @@ class Router:
             settings=settings,
             secret=os.urandom(8),
             resolve=_Resolver(),
-            aliases=tuple((i.host, i.port) for i in interfaces) + _aliases(cfg.router.aliases),
+            aliases=tuple((i.host, i.port) for i in interfaces)
+            + tuple((i.rr_host, i.port) for i in interfaces if i.rr_host)
+            + _aliases(cfg.router.aliases),
             via_interfaces=via_interfaces,
             bans=_bans(cfg.security),
             scanners=ScannerFilter(cfg.security.scanner_user_agents),

@@ -548,3 +548,41 @@ def test_tls_caller_is_reached_back_over_its_connection_by_contact_alias() -> No
     [sent] = [s for s in out if s.data.startswith(b"BYE ")]
     assert sent.transport == "tls" and sent.addr == caller
     assert start_line(sent.data) == "BYE sip:alice@127.0.0.1:5070 SIP/2.0"
+
+
+def test_record_route_names_the_floating_address_and_the_peer_router_routes_by_it() -> None:
+    """[router] record_route_host: two routers behind one floating address. Record-Route
+    names the address, not the router; the other router takes a Route naming it as its
+    own, so a BYE after a failover reaches the node through whichever router holds it."""
+    vip = "172.28.0.100"
+
+    def router(own: str) -> Proxy:
+        d = Dispatcher(
+            parse_list("1 sip:127.0.0.1:5081\n"),
+            algorithm=4,
+            probing=ProbingConfig(
+                ping_interval=5, ping_timeout=1, probing_threshold=2, inactive_threshold=1
+            ),
+            now=1e9,
+        )
+        iface = Interface("udp", own, 5060, rr_host=vip)
+        return Proxy([iface], d, secret=b"test", aliases=((vip, 5060),))
+
+    first, second = router("172.28.0.11"), router("172.28.0.12")
+    # the carrier calls the floating address: the router holding it dispatches the call
+    fwd = one(first.receive(invite(ruri=f"sip:echo@{vip}:5060"), "udp", UAC, None, 0.0), M1)
+    assert header(fwd, "Record-Route") == [f"<sip:{vip}:5060;transport=udp;lr>"]
+    assert header(fwd, "Via")[0].startswith("SIP/2.0/UDP 172.28.0.11:5060;")  # Via: its own
+    bye = invite(
+        method="BYE",
+        branch="z9hG4bK-bye",
+        ruri="sip:uas@127.0.0.1:5081",
+        to_tag="uas1",
+        route=f"<sip:{vip}:5060;transport=udp;lr>",
+        cseq=2,
+        body="",
+    )
+    b = one(second.receive(bye, "udp", UAC, None, 5.0), M1)
+    assert start_line(b) == "BYE sip:uas@127.0.0.1:5081 SIP/2.0"
+    assert header(b, "Route") == []  # its own Route entry taken off
+    assert header(b, "Via")[0].startswith("SIP/2.0/UDP 172.28.0.12:5060;")

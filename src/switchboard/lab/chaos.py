@@ -1,0 +1,352 @@
+"""Failures made on purpose in the HA lab, under SIPp load from the ``carrier`` host.
+
+Each scenario starts a bounded SIPp run (the carrier's calls to the floating address
+172.28.0.100; ACK and BYE follow Record-Route), breaks one thing while it runs, lets the
+run finish, repairs the lab and returns what it measured
+(docs/operations.md, "The HA lab"). The figures come from SIPp's per-message counts (``-trace_counts``): a call whose
+INVITE got no 200 is a failed new call; a call that was answered but whose BYE got no 200
+did not end cleanly. CDRs are counted in PostgreSQL through the multi-host URL the nodes
+use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from switchboard.lab.topology import HOSTS, MEDIA, ROOT, ROUTERS, VIP_A, Lab, LabError, wait_for
+
+UAC_SCENARIO = ROOT / "tests" / "data" / "sipp" / "router_uac.xml"
+CARRIER = HOSTS["carrier"][0]
+DB_URL = (
+    "postgresql://switchboard:switchboard@pg1:5432,pg2:5432/switchboard"
+    "?target_session_attrs=read-write&connect_timeout=1"
+)
+_run_ids = itertools.count(1)
+
+
+@dataclass
+class Counts:
+    """What the carrier's SIPp saw, from its message counts at the end of the run."""
+
+    invites: int = 0
+    answered: int = 0  # a 200 to the INVITE
+    bye_ok: int = 0  # a 200 to the BYE
+    successful: int = 0
+    failed: int = 0
+    call_ids: str = ""  # SQL LIKE pattern of this run's Call-IDs
+
+    @property
+    def setup_failed(self) -> int:
+        return self.invites - self.answered
+
+    @property
+    def dropped(self) -> int:
+        """Answered calls whose BYE went unanswered: they did not end cleanly."""
+        return self.answered - self.bye_ok
+
+
+def _last_row(path: Path) -> dict[str, str]:
+    try:
+        rows = list(csv.reader(path.read_text().splitlines(), delimiter=";"))
+    except OSError:
+        return {}
+    if len(rows) < 2:
+        return {}
+    return dict(zip(rows[0], rows[-1], strict=False))
+
+
+def _int(row: dict[str, str], key: str) -> int:
+    v = row.get(key, "0").strip()
+    return int(v) if v.isdigit() else 0
+
+
+@dataclass
+class Load:
+    """One SIPp UAC run on the carrier host: ``calls`` calls at ``rate``/s, each held
+    ``hold_s`` seconds, to the floating address."""
+
+    lab: Lab
+    rate: float
+    calls: int
+    hold_s: float
+    number: str = "4930123456"
+    proc: subprocess.Popen[bytes] | None = None
+    dir: Path = field(default_factory=Path)
+    started: float = 0.0
+
+    def start(self) -> Load:
+        n = next(_run_ids)
+        self.dir = self.lab.dir / "carrier" / f"load-{os.getpid()}-{n}"
+        shutil.rmtree(self.dir, ignore_errors=True)  # SIPp's files of this run alone
+        self.dir.mkdir(parents=True)
+        # SIPp's own timeout bounds the run: the calls' span plus their hold plus 40 s
+        bound = int(self.calls / self.rate + self.hold_s + 40)
+        cmd = [
+            "ip", "netns", "exec", "carrier", "sipp", "-sf", str(UAC_SCENARIO),
+            "-i", CARRIER, "-p", str(5070 + n % 20), "-s", self.number, f"{VIP_A}:5060",
+            "-m", str(self.calls), "-r", str(self.rate), "-d", str(int(self.hold_s * 1000)),
+            "-l", str(int(self.rate * (self.hold_s + 5)) + 50),
+            "-nostdin", "-trace_counts", "-trace_stat", "-fd", "1", "-trace_err",
+            "-timeout", str(bound), "-timeout_error", "-max_retrans", "7",
+        ]  # fmt: skip
+        log = open(self.dir / "sipp.log", "wb")  # noqa: SIM115 — the child keeps it
+        self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.started = time.monotonic()
+        return self
+
+    def wait(self) -> Counts:
+        assert self.proc is not None
+        bound = self.calls / self.rate + self.hold_s + 60
+        try:
+            self.proc.wait(timeout=bound)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        counts = next(self.dir.glob("*_counts.csv"), None)
+        stats = next((p for p in self.dir.glob("*_.csv")), None)
+        c = _last_row(counts) if counts else {}
+        s = _last_row(stats) if stats else {}
+        pid = self.proc.pid
+        return Counts(
+            invites=_int(c, "0_INVITE_Sent"),
+            answered=_int(c, "3_200_Recv"),
+            bye_ok=_int(c, "7_200_Recv"),
+            successful=_int(s, "SuccessfulCall(C)"),
+            failed=_int(s, "FailedCall(C)"),
+            call_ids=f"%-{self._sipp_pid(pid)}@{CARRIER}",
+        )
+
+    def _sipp_pid(self, wrapper_pid: int) -> str:
+        # SIPp names its files <scenario>_<pid>_...; its Call-IDs are <n>-<pid>@<ip>
+        f = next(self.dir.glob("*_counts.csv"), None)
+        if f is None:
+            return str(wrapper_pid)
+        return f.name.split("_")[-2]
+
+
+# ---------------------------------------------------------------------- measurements
+
+
+def vip_move_ms(lab: Lab, to: str, since: float, timeout: float = 10.0) -> float:
+    """Milliseconds from ``since`` until host ``to`` holds the floating address."""
+    wait_for(f"{VIP_A} on {to}", lambda: lab.has_address(to, VIP_A), timeout, step=0.01)
+    return (time.monotonic() - since) * 1000
+
+
+def psql(lab: Lab, sql: str, timeout: float = 5.0) -> str:
+    r = subprocess.run(
+        ["ip", "netns", "exec", "monitor", "psql", DB_URL, "-Atc", sql],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    if r.returncode != 0:
+        raise OSError(r.stderr.strip())
+    return r.stdout.strip()
+
+
+def cdr_counts(lab: Lab, counts: Counts) -> tuple[int, int]:
+    """(lost, duplicated) inbound CDRs of a run's answered calls: an answered call must have
+    exactly one answered inbound leg stored."""
+    wait_for("every node's CDR spool to be empty", lambda: spools_empty(lab), 60, step=0.5)
+    row = psql(
+        lab,
+        "SELECT count(*), count(DISTINCT sip_call_id) FROM cdr WHERE direction = 'inbound' "
+        f"AND billsec > 0 AND sip_call_id LIKE '{counts.call_ids}'",
+    )
+    rows, distinct = (int(x) for x in row.split("|"))
+    return max(0, counts.answered - distinct), rows - distinct
+
+
+def spools_empty(lab: Lab) -> bool:
+    for h in MEDIA:
+        if not lab.alive(h):
+            continue
+        text = str(lab.http("monitor", f"http://{HOSTS[h][0]}:8081/metrics"))
+        for line in text.splitlines():
+            if line.startswith("switchboard_cdr_spool_records ") and float(line.split()[1]):
+                return False
+    return True
+
+
+def db_write_ok(lab: Lab) -> bool:
+    try:
+        return psql(lab, "SELECT NOT pg_is_in_recovery()", timeout=3) == "t"
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def alerts(lab: Lab) -> list[dict[str, Any]]:
+    """Prometheus's alerts (pending and firing), from its own API."""
+    data = lab.http("monitor", "http://172.28.0.50:9090/api/v1/alerts")
+    return list(data["data"]["alerts"])
+
+
+# ---------------------------------------------------------------------- scenarios
+
+
+def router_failover(lab: Lab, how: str, rate: float, calls: int, hold_s: float) -> dict[str, Any]:
+    """(a) router-1, master of the floating address, fails mid-load: ``how`` is "link" (its
+    cable cut: a host that died) or "kill" (kill -9 of the router process; keepalived's
+    check script sees /health fail)."""
+    if lab.vip_holder() != "router-1":
+        raise LabError("router-1 does not hold the floating address")
+    load = Load(lab, rate, calls, hold_s).start()
+    time.sleep(max(hold_s, 2.0) + 1.0)  # established calls in progress when it fails
+    t0 = time.monotonic()
+    if how == "link":
+        lab.link("router-1", up=False)
+    else:
+        lab.kill("router-1")
+    moved_ms = vip_move_ms(lab, "router-2", t0)
+    counts = load.wait()
+    # repair: cable back / the router restarted (systemd's Restart=always), VIP returns
+    if how == "link":
+        lab.link("router-1", up=True)
+    else:
+        lab.start_router("router-1")
+    wait_for("router-1 holding the floating address again",
+             lambda: lab.vip_holder() == "router-1", 30)  # fmt: skip
+    wait_for("router-1 seeing the media nodes", lab.routers_see_all_nodes, 30)
+    return {
+        "vip_move_ms": round(moved_ms),
+        "invites": counts.invites,
+        "new_calls_failed": counts.setup_failed,
+        "established_dropped": counts.dropped,
+        "answered": counts.answered,
+    }
+
+
+def db_failover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str, Any]:
+    """(c) the PostgreSQL primary dies (kill -9 of everything on its host: Patroni and the
+    postmaster) mid-load: Patroni promotes the replica; CDRs spooled meanwhile are written
+    once each."""
+    leader = lab.db_leader()
+    if leader is None:
+        raise LabError("no PostgreSQL leader")
+    host = "db-1" if leader == "pg1" else "db-2"
+    other = "db-2" if host == "db-1" else "db-1"
+    load = Load(lab, rate, calls, hold_s).start()
+    time.sleep(hold_s + 1.0)
+    t0 = time.monotonic()
+    for pid in subprocess.run(["ip", "netns", "pids", host], capture_output=True,
+                              text=True).stdout.split():  # fmt: skip
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    wait_for("a writable primary", lambda: db_write_ok(lab) and lab.db_leader() is not None
+             and lab.db_leader() != leader, 60, step=0.1)  # fmt: skip
+    failover_s = time.monotonic() - t0
+    counts = load.wait()
+    lost, dup = cdr_counts(lab, counts)
+    # repair: the old primary rejoins as a replica (pg_rewind), and streams again
+    lab.start_patroni(host)
+    wait_for(f"{host} streaming from {other}", lab.db_streaming, 90, step=0.5)
+    return {
+        "db_failover_s": round(failover_s, 2),
+        "calls_failed": counts.setup_failed + counts.dropped,
+        "answered": counts.answered,
+        "cdr_lost": lost,
+        "cdr_duplicated": dup,
+    }
+
+
+def media_kill(lab: Lab, rate: float, calls: int, hold_s: float, node: str = "media-2") -> dict:
+    """(b) kill -9 of one media node mid-load; restarted 1 s later as systemd's
+    Restart=always, RestartSec=1 would, so its journaled calls are resumed."""
+    load = Load(lab, rate, calls, hold_s).start()
+    time.sleep(hold_s + 1.0)
+    lab.kill(node)
+    time.sleep(1.0)
+    lab.start_media(node)
+    counts = load.wait()
+    wait_for("both routers seeing 4 active nodes", lab.routers_see_all_nodes, 30)
+    # every call has ended at both ends: the node should hold no channel now
+    left = node_gauge(lab, node, "switchboard_media_active_channels")
+    return {
+        "channels_left": left,
+        "calls_failed": counts.setup_failed + counts.dropped,
+        "new_calls_failed": counts.setup_failed,
+        "established_dropped": counts.dropped,
+        "answered": counts.answered,
+    }
+
+
+def partition(lab: Lab, rate: float, calls: int, hold_s: float, node: str = "media-3",
+              cut_s: float = 10.0) -> dict[str, Any]:  # fmt: skip
+    """(d) one media node cut off from the routers for ``cut_s`` seconds, then back."""
+    load = Load(lab, rate, calls, hold_s).start()
+    time.sleep(hold_s + 1.0)
+    lab.link(node, up=False)
+    time.sleep(cut_s)
+    lab.link(node, up=True)
+    counts = load.wait()
+    wait_for("both routers seeing 4 active nodes", lab.routers_see_all_nodes, 30)
+    return {
+        "calls_failed": counts.setup_failed + counts.dropped,
+        "new_calls_failed": counts.setup_failed,
+        "established_dropped": counts.dropped,
+        "answered": counts.answered,
+    }
+
+
+def set_state(lab: Lab, node: str, state: str) -> None:
+    """docs/operations.md's drain/enable: the admin API of each router."""
+    body = json.dumps({"set": 1, "uri": f"sip:{HOSTS[node][0]}:5081", "state": state}).encode()
+    for r in ROUTERS:
+        lab.http("monitor", f"http://{HOSTS[r][0]}:8080/destinations/state", body, "POST")
+
+
+def node_gauge(lab: Lab, node: str, name: str) -> float:
+    text = str(lab.http("monitor", f"http://{HOSTS[node][0]}:8081/metrics"))
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise OSError(f"no {name} on {node}")
+
+
+def node_calls(lab: Lab, node: str) -> float:
+    return node_gauge(lab, node, "switchboard_media_active_calls")
+
+
+def rolling_upgrade(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str, Any]:
+    """(e) every media node in turn: drained on both routers, its calls left to end,
+    restarted (SIGTERM, then started again), checked active again, enabled."""
+    load = Load(lab, rate, calls, hold_s).start()
+    time.sleep(1.0)
+    per_node: dict[str, float] = {}
+    left: dict[str, float] = {}
+    for node in MEDIA:
+        t0 = time.monotonic()
+        set_state(lab, node, "disabled")
+        # its calls end within their hold time; a channel still up after that (a leg a
+        # crash recovery left parked) is counted and the node restarted all the same
+        try:
+            wait_for(f"{node} without calls", lambda n=node: node_calls(lab, n) == 0,  # type: ignore[misc]
+                     hold_s + 10, step=0.2)  # fmt: skip
+        except LabError:
+            left[node] = node_calls(lab, node)
+        lab.kill(node, signal.SIGTERM)
+        wait_for(f"{node} stopped", lambda n=node: not lab.alive(n), 40)  # type: ignore[misc]
+        lab.start_media(node)
+        wait_for(f"{node} /metrics", lambda n=node: lab.media_ready(n), 30)  # type: ignore[misc]
+        set_state(lab, node, "active")
+        wait_for("both routers seeing 4 active nodes", lab.routers_see_all_nodes, 30)
+        per_node[node] = round(time.monotonic() - t0, 1)
+    counts = load.wait()
+    return {
+        "calls_failed": counts.setup_failed + counts.dropped,
+        "answered": counts.answered,
+        "invites": counts.invites,
+        "per_node_s": per_node,
+        "calls_left_at_restart": left,
+    }

@@ -1,0 +1,442 @@
+"""Build, drive and tear down the HA lab (docs/operations.md, "The HA lab").
+
+Everything here runs as root: namespaces, veth links and a bridge are made with ``ip``;
+services are started with ``ip netns exec HOST`` (which also bind-mounts
+``/etc/netns/HOST/hosts`` over ``/etc/hosts``, so deploy/'s host names resolve). Every
+process the lab starts lives inside one of its namespaces, so tearing down kills whatever
+``ip netns pids`` lists, deletes the namespaces (their veth ends go with them) and removes
+``/etc/netns/HOST`` and the lab directory's data. ``up`` tears down leftovers first, so an
+interrupted run is cleaned by the next one as well as by its own signal handler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+DEPLOY = ROOT / "deploy"
+SWITCHBOARD = ROOT / ".venv" / "bin" / "switchboard"
+CONFIG = DEPLOY / "config" / "switchboard.toml"
+SUBNET = "172.28.0.0/24"
+HUB = "sblab-hub"
+BRIDGE = "br0"
+
+# host → (address, names deploy/ uses for it)
+HOSTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "carrier": ("172.28.0.60", ()),
+    "router-1": ("172.28.0.11", ("router1",)),
+    "router-2": ("172.28.0.12", ("router2",)),
+    "media-1": ("172.28.0.21", ("media1",)),
+    "media-2": ("172.28.0.22", ("media2",)),
+    "media-3": ("172.28.0.23", ("media3",)),
+    "media-4": ("172.28.0.24", ("media4",)),
+    "db-1": ("172.28.0.31", ("pg1",)),
+    "db-2": ("172.28.0.32", ("pg2",)),
+    "etcd": ("172.28.0.40", ()),
+    "monitor": ("172.28.0.50", ("prometheus",)),
+}
+VIP_A = "172.28.0.100"
+VIP_B = "172.28.0.101"
+MEDIA = ("media-1", "media-2", "media-3", "media-4")
+ROUTERS = ("router-1", "router-2")
+DBS = ("db-1", "db-2")
+PATRONI = {"db-1": "patroni-pg1.yml", "db-2": "patroni-pg2.yml"}
+KEEPALIVED = {"router-1": "keepalived-router1.conf", "router-2": "keepalived-router2.conf"}
+CHECK_SCRIPT_PROD = "/usr/local/bin/check_router.sh"
+
+
+class LabError(RuntimeError):
+    """The lab could not be built or a step did not come true in time."""
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def netns_exec(host: str, *cmd: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
+    """Run a command inside HOST's namespace and wait for it (bounded)."""
+    return subprocess.run(
+        ["ip", "netns", "exec", host, *cmd], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def wait_for(what: str, cond: Callable[[], bool], timeout: float, step: float = 0.1) -> float:
+    """Poll ``cond`` until true; the seconds it took, or LabError naming ``what``."""
+    start = time.monotonic()
+    while True:
+        try:
+            if cond():
+                return time.monotonic() - start
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+        if time.monotonic() - start > timeout:
+            raise LabError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+def lab_namespaces() -> list[str]:
+    out = ip("netns", "list", check=False).stdout
+    names = {line.split()[0] for line in out.splitlines() if line.strip()}
+    return [n for n in [*HOSTS, HUB] if n in names]
+
+
+@dataclass
+class Lab:
+    """The lab's directory (logs, data, the copied configs) and its processes."""
+
+    dir: Path = field(default_factory=lambda: Path(os.environ.get("LAB_DIR", "/tmp/sblab")))
+    log: Callable[[str], None] = print
+    procs: dict[str, int] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ addresses
+    def http(self, host: str, url: str, data: bytes | None = None, method: str = "GET") -> Any:
+        """An HTTP request made from inside HOST's namespace (curl), JSON-decoded."""
+        cmd = ["curl", "-fsS", "--max-time", "3", "-X", method, url]
+        if data is not None:
+            cmd += ["-H", "content-type: application/json", "--data-binary", data.decode()]
+        r = netns_exec(host, *cmd, timeout=5)
+        if r.returncode != 0:
+            raise OSError(f"{url} from {host}: {r.stderr.strip()}")
+        return json.loads(r.stdout) if r.stdout.strip().startswith(("{", "[")) else r.stdout
+
+    def has_address(self, host: str, addr: str) -> bool:
+        r = netns_exec(host, "ip", "-o", "-4", "addr", "show", "dev", "eth0")
+        return f" {addr}/" in r.stdout
+
+    def vip_holder(self, vip: str = VIP_A) -> str | None:
+        held = [h for h in ROUTERS if self.has_address(h, vip)]
+        return held[0] if len(held) == 1 else None
+
+    # ------------------------------------------------------------------ processes
+    def start(
+        self,
+        name: str,
+        host: str,
+        cmd: list[str],
+        user: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> int:
+        """Start a service inside HOST (its own session, log in <lab>/<name>.log)."""
+        wd = cwd or self.dir / host
+        wd.mkdir(parents=True, exist_ok=True)
+        full = ["ip", "netns", "exec", host]
+        if user:
+            full += ["runuser", "-u", user, "--"]
+        full += cmd
+        logf = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 — the child keeps it
+        p = subprocess.Popen(
+            full,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            cwd=wd,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        logf.close()
+        self.procs[name] = p.pid
+        self._save()
+        return p.pid
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        pid = self.procs.get(name)
+        if pid is None:
+            raise LabError(f"no process {name}")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+
+    def alive(self, name: str) -> bool:
+        pid = self.procs.get(name)
+        if pid is None:
+            return False
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(") ", 1)[1][0] != "Z"
+        except OSError:
+            return False
+
+    def _save(self) -> None:
+        (self.dir / "procs.json").write_text(json.dumps(self.procs))
+
+    def load(self) -> Lab:
+        try:
+            self.procs = json.loads((self.dir / "procs.json").read_text())
+        except (OSError, ValueError):
+            self.procs = {}
+        return self
+
+    # ------------------------------------------------------------------ links
+    def link(self, host: str, up: bool) -> None:
+        """Cut (or restore) HOST's cable: its port on the bridge goes down."""
+        ip("-n", HUB, "link", "set", f"v-{host}", "up" if up else "down")
+
+    # ------------------------------------------------------------------ down
+    def down(self) -> None:
+        """Kill every process in the lab's namespaces, delete them and their files."""
+        for ns in lab_namespaces():
+            pids = ip("netns", "pids", ns, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+        # (``ip netns exec`` and ``runuser`` exec inside the namespace: nothing the lab
+        # started lives outside one, so no pid from an earlier run is ever signalled)
+        for ns in lab_namespaces():
+            deadline = time.monotonic() + 5
+            while ip("netns", "pids", ns, check=False).stdout.strip():
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            ip("netns", "del", ns, check=False)
+        for host in HOSTS:
+            shutil.rmtree(f"/etc/netns/{host}", ignore_errors=True)
+        self.procs = {}
+        if self.dir.exists():
+            for child in self.dir.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+            (self.dir / "procs.json").unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ up
+    def network(self) -> None:
+        """Namespaces, the bridge in its own namespace, one veth per host, /etc/netns."""
+        ip("netns", "add", HUB)
+        ip("-n", HUB, "link", "add", BRIDGE, "type", "bridge")
+        ip("-n", HUB, "link", "set", BRIDGE, "up")
+        ip("-n", HUB, "link", "set", "lo", "up")
+        hosts_file = "127.0.0.1\tlocalhost\n" + "".join(
+            f"{addr}\t{host} {' '.join(names)}\n" for host, (addr, names) in HOSTS.items()
+        )
+        for host, (addr, _) in HOSTS.items():
+            ip("netns", "add", host)
+            ip(
+                "-n",
+                host,
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"v-{host}",
+                "netns",
+                HUB,
+            )
+            ip("-n", host, "addr", "add", f"{addr}/24", "dev", "eth0")
+            ip("-n", host, "link", "set", "lo", "up")
+            ip("-n", host, "link", "set", "eth0", "up")
+            # an on-link default route inside the namespace: programs that ask the kernel
+            # which address they go out from (the router's wildcard listen) get eth0's
+            ip("-n", host, "route", "add", "default", "dev", "eth0")
+            ip("-n", HUB, "link", "set", f"v-{host}", "master", BRIDGE)
+            ip("-n", HUB, "link", "set", f"v-{host}", "up")
+            etc = Path("/etc/netns") / host
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "hosts").write_text(hosts_file)
+            # no DNS in the lab: a lookup that falls through the hosts file (an IPv6 one)
+            # is refused at once instead of waiting 5 s for the machine's resolver
+            (etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+        for host in ROUTERS:  # deploy/docker-compose.yml's sysctl for the routers
+            netns_exec(host, "sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1")
+
+    def etcd(self) -> None:
+        # deploy/docker-compose.yml's etcd command
+        data = self.dir / "etcd" / "data"
+        self.start(
+            "etcd",
+            "etcd",
+            [
+                "etcd",
+                "--name=etcd",
+                f"--data-dir={data}",
+                "--listen-client-urls=http://0.0.0.0:2379",
+                "--advertise-client-urls=http://etcd:2379",
+                "--listen-peer-urls=http://127.0.0.1:2380",
+            ],
+        )
+        wait_for("etcd", lambda: "true" in str(self.http("etcd", "http://etcd:2379/health")), 20)
+
+    def patroni_config(self, host: str) -> Path:
+        """deploy/patroni/<file> with only its paths (data, socket directory, bootstrap
+        script) moved into the lab directory."""
+        cfg = yaml.safe_load((DEPLOY / "patroni" / PATRONI[host]).read_text())
+        data = self.dir / host / "data"
+        data.parent.mkdir(parents=True, exist_ok=True)
+        shutil.chown(data.parent, "postgres", "postgres")
+        cfg["postgresql"]["data_dir"] = str(data)
+        # both hosts share this machine's /var/run/postgresql: each its own socket directory
+        cfg["postgresql"].setdefault("parameters", {})["unix_socket_directories"] = str(data.parent)
+        cfg["bootstrap"]["post_bootstrap"] = str(DEPLOY / "patroni" / "post_bootstrap.sh")
+        out = self.dir / host / "patroni.yml"
+        out.write_text(yaml.safe_dump(cfg))
+        return out
+
+    def _cluster(self) -> list[dict[str, Any]]:
+        for h in ("pg1", "pg2"):
+            try:
+                return list(self.http("etcd", f"http://{h}:8008/cluster").get("members", []))
+            except OSError:
+                continue
+        return []
+
+    def db_leader(self) -> str | None:
+        for m in self._cluster():
+            if m.get("role") == "leader" and m.get("state") == "running":
+                return str(m["name"])
+        return None
+
+    def db_streaming(self) -> bool:
+        """The replica streams from the leader (the leader's pg_stat_replication, through
+        Patroni's /patroni: a rejoined node says "running" before pg_rewind is done)."""
+        leader = self.db_leader()
+        if leader is None:
+            return False
+        status = self.http("etcd", f"http://{leader}:8008/patroni")
+        return any(r.get("state") == "streaming" for r in status.get("replication", []))
+
+    def start_patroni(self, host: str) -> None:
+        self.start(
+            f"patroni-{host}",
+            host,
+            ["patroni", str(self.patroni_config(host))],
+            user="postgres",
+            cwd=self.dir / host,
+        )
+
+    def postgres(self) -> None:
+        self.start_patroni("db-1")
+        wait_for("db-1 to lead the Patroni cluster", lambda: self.db_leader() == "pg1", 60)
+        self.start_patroni("db-2")
+        wait_for("db-2 streaming from db-1", self.db_streaming, 90, step=0.5)
+        self.migrate()
+
+    def migrate(self) -> None:
+        r = netns_exec(
+            "monitor", str(SWITCHBOARD), "db", "migrate", "--config", str(CONFIG), timeout=60
+        )
+        if r.returncode != 0:
+            raise LabError(f"switchboard db migrate failed: {r.stdout}{r.stderr}")
+
+    def start_media(self, host: str) -> None:
+        # deploy/systemd/switchboard-media@.service ExecStart, %i = the host's name
+        self.start(host, host, [str(SWITCHBOARD), "media", "--config", str(CONFIG), "--name", host])
+
+    def media_ready(self, host: str) -> bool:
+        addr = HOSTS[host][0]
+        return bool(self.http("monitor", f"http://{addr}:8081/metrics"))
+
+    def start_router(self, host: str) -> None:
+        # deploy/systemd/switchboard-router.service ExecStart
+        self.start(host, host, [str(SWITCHBOARD), "router", "--config", str(CONFIG)])
+
+    def router_states(self, host: str) -> dict[str, str]:
+        addr = HOSTS[host][0]
+        return {
+            d["uri"]: d["state"] for d in self.http("monitor", f"http://{addr}:8080/destinations")
+        }
+
+    def routers_see_all_nodes(self) -> bool:
+        for r in ROUTERS:
+            states = self.router_states(r)
+            if sum(1 for s in states.values() if s == "active") != len(MEDIA):
+                return False
+        return True
+
+    def keepalived_config(self, host: str) -> Path:
+        """deploy/keepalived/<file> with the check script's path pointing into deploy/."""
+        text = (DEPLOY / "keepalived" / KEEPALIVED[host]).read_text()
+        text = text.replace(CHECK_SCRIPT_PROD, str(DEPLOY / "keepalived" / "check_router.sh"))
+        out = self.dir / host / "keepalived.conf"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        return out
+
+    def start_keepalived(self, host: str) -> None:
+        d = self.dir / host
+        self.start(
+            f"keepalived-{host}",
+            host,
+            [
+                "keepalived",
+                "--dont-fork",
+                "--log-console",
+                "--vrrp",
+                "-f",
+                str(self.keepalived_config(host)),
+                "-p",
+                str(d / "keepalived.pid"),
+                "-r",
+                str(d / "vrrp.pid"),
+            ],
+        )
+
+    def prometheus(self) -> None:
+        data = self.dir / "monitor" / "prometheus"
+        self.start(
+            "prometheus",
+            "monitor",
+            [
+                "prometheus",
+                f"--config.file={DEPLOY / 'prometheus' / 'prometheus.yml'}",
+                f"--storage.tsdb.path={data}",
+                "--web.listen-address=0.0.0.0:9090",
+                "--web.enable-lifecycle",
+            ],
+        )
+
+    def up(self) -> None:
+        t0 = time.monotonic()
+        self.down()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log(f"lab: network ({len(HOSTS)} hosts on {SUBNET}, bridge in namespace {HUB})")
+        self.network()
+        self.log("lab: etcd")
+        self.etcd()
+        self.log("lab: PostgreSQL under Patroni (db-1, db-2)")
+        self.postgres()
+        self.log("lab: media nodes")
+        for h in MEDIA:
+            self.start_media(h)
+        for h in MEDIA:
+            wait_for(f"{h} /metrics", lambda h=h: self.media_ready(h), 30)  # type: ignore[misc]
+        self.log("lab: routers")
+        for h in ROUTERS:
+            self.start_router(h)
+        wait_for("both routers to see 4 active media nodes", self.routers_see_all_nodes, 30)
+        self.log("lab: keepalived")
+        for h in ROUTERS:
+            self.start_keepalived(h)
+        wait_for(f"{VIP_A} on router-1", lambda: self.vip_holder(VIP_A) == "router-1", 20)
+        wait_for(f"{VIP_B} on router-2", lambda: self.vip_holder(VIP_B) == "router-2", 20)
+        self.log("lab: the carrier's termination side (SIPp UAS on carrier:5090)")
+        self.start(
+            "carrier-uas",
+            "carrier",
+            [
+                "sipp",
+                "-sn",
+                "uas",
+                "-i",
+                HOSTS["carrier"][0],
+                "-p",
+                "5090",
+                "-nostdin",
+            ],
+        )
+        self.log("lab: prometheus")
+        self.prometheus()
+        self.log(f"lab: up in {time.monotonic() - t0:.1f} s (logs in {self.dir})")

@@ -1,0 +1,156 @@
+"""The HA lab (``make test-ha``): deploy/'s production layout in network namespaces, broken
+on purpose under SIPp load from the carrier host (docs/operations.md, "The HA lab").
+
+Root only, and only when asked (``SWITCHBOARD_HA=1``, which ``make test-ha`` sets): the lab
+takes ~5 minutes and owns fixed namespace names, so ``make test`` leaves it out. The tests
+run in file order on one lab; each scenario repairs what it broke.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from switchboard.lab import chaos
+from switchboard.lab.topology import HOSTS, MEDIA, ROUTERS, VIP_A, VIP_B, Lab, wait_for
+
+NEEDED = ("keepalived", "patroni", "etcd", "prometheus", "sipp", "curl", "psql")
+MISSING = [b for b in NEEDED if shutil.which(b) is None] + [
+    p for p in ("/usr/lib/postgresql/15/bin/postgres",) if not Path(p).exists()
+]
+
+pytestmark = [
+    pytest.mark.skipif(
+        os.environ.get("SWITCHBOARD_HA") != "1",
+        reason="the HA lab runs with `make test-ha` (SWITCHBOARD_HA=1; ~5 min, root)",
+    ),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the HA lab needs root (network namespaces)"),
+    pytest.mark.skipif(
+        bool(MISSING), reason=f"the HA lab needs {MISSING} (make ha-deps installs them as root)"
+    ),
+    pytest.mark.timeout(300),
+]
+
+# Load of the scenarios: 20 calls/s, calls held 3 s (bench/ha runs 50 calls/s, 10 s calls).
+RATE = 20.0
+HOLD = 3.0
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    # not under pytest's tmp (mode 700): Patroni runs as the postgres user in <dir>/db-N
+    d = Path(tempfile.mkdtemp(prefix="sblab-test-"))
+    d.chmod(0o755)
+    lab = Lab(dir=d, log=lambda _m: None)
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()  # the logs (<dir>/*.log) stay for a look at a failure
+
+
+def test_every_host_in_its_namespace_with_deploys_addresses(lab: Lab) -> None:
+    for host, (addr, _) in HOSTS.items():
+        assert lab.has_address(host, addr), host
+    # deploy/'s host names (pg1, router1, media3 ...) resolve in every host: Prometheus
+    # scrapes them by name below, the nodes reach pg1,pg2 by name in every scenario
+    # active-active: each router is master of one floating address
+    assert lab.vip_holder(VIP_A) == "router-1"
+    assert lab.vip_holder(VIP_B) == "router-2"
+    # the subnet exists only inside the lab's namespaces
+    host_addrs = chaos.subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True)
+    assert "172.28.0." not in host_addrs.stdout
+
+
+def test_prometheus_scrapes_every_router_and_media_node(lab: Lab) -> None:
+    def all_up() -> bool:
+        data = lab.http("monitor", "http://172.28.0.50:9090/api/v1/targets")
+        targets = {t["labels"]["instance"]: t["health"] for t in data["data"]["activeTargets"]}
+        want = {"router1:8080", "router2:8080", *(f"media{i}:8081" for i in range(1, 5))}
+        return want <= {k for k, v in targets.items() if v == "up"}
+
+    wait_for("Prometheus to scrape every host", all_up, 40, step=1)
+
+
+def test_router_link_cut_moves_the_address_and_keeps_calls(lab: Lab) -> None:
+    r = chaos.router_failover(lab, "link", RATE, int(RATE * 10), HOLD)
+    assert r["vip_move_ms"] <= 1000, r
+    assert r["new_calls_failed"] == 0, r
+    # calls set up through router-1 end through router-2 (Record-Route names the address)
+    assert r["established_dropped"] == 0, r
+
+
+def test_router_process_killed_check_script_moves_the_address(lab: Lab) -> None:
+    r = chaos.router_failover(lab, "kill", RATE, int(RATE * 10), HOLD)
+    # the check script runs every second: the address moves within ~1 s of the kill
+    assert r["vip_move_ms"] <= 2000, r
+    assert r["new_calls_failed"] == 0, r
+    assert r["established_dropped"] == 0, r
+
+
+def test_routers_keep_trunk_counters_to_themselves(lab: Lab) -> None:
+    """Per-router state: the trunk counters (cps window, calls admitted, concurrent calls),
+    like pike and transactions, live in each router's memory; only the router holding the
+    address sees the carrier's new calls."""
+
+    def admitted() -> dict[str, int]:
+        return {
+            r: sum(
+                int(t["admitted"]) for t in lab.http("monitor", f"http://{HOSTS[r][0]}:8080/trunks")
+            )
+            for r in ROUTERS
+        }
+
+    before = admitted()
+    counts = chaos.Load(lab, RATE, int(RATE * 3), HOLD).start().wait()
+    assert counts.answered == counts.invites > 0
+    after = admitted()
+    assert after["router-1"] - before["router-1"] == counts.invites, (before, after)
+    assert after["router-2"] == before["router-2"], (before, after)
+
+
+def test_postgresql_primary_killed_patroni_promotes_no_cdr_lost(lab: Lab) -> None:
+    r = chaos.db_failover(lab, RATE, int(RATE * 15), HOLD)
+    assert r["db_failover_s"] <= 10, r
+    assert r["cdr_lost"] == 0, r
+    assert r["cdr_duplicated"] == 0, r
+    assert r["calls_failed"] == 0, r
+
+
+def test_media_node_killed_calls_resumed(lab: Lab) -> None:
+    r = chaos.media_kill(lab, RATE, int(RATE * 10), HOLD)
+    assert r["calls_failed"] == 0, r
+
+
+def test_media_node_cut_off_for_10_s(lab: Lab) -> None:
+    r = chaos.partition(lab, RATE, int(RATE * 18), HOLD)
+    assert r["calls_failed"] == 0, r
+
+
+def test_rolling_upgrade_drops_no_call(lab: Lab) -> None:
+    r = chaos.rolling_upgrade(lab, RATE, int(RATE * 4 * (HOLD + 6)), HOLD)
+    assert r["calls_failed"] == 0, r
+    assert set(r["per_node_s"]) == set(MEDIA)
+
+
+def test_alerts_fire_on_a_dead_media_node(lab: Lab) -> None:
+    lab.kill("media-4", signal.SIGKILL)
+
+    def alerted() -> bool:
+        names = {
+            (a["labels"]["alertname"], a["labels"].get("instance", a["labels"].get("uri", "")))
+            for a in chaos.alerts(lab)
+        }
+        return ("SwitchboardNodeDown", "media4:8081") in names
+
+    try:
+        wait_for("SwitchboardNodeDown for media4 in /api/v1/alerts", alerted, 60, step=1)
+    finally:
+        lab.start_media("media-4")
+        wait_for("media-4 active again", lab.routers_see_all_nodes, 45)
