@@ -125,8 +125,9 @@ def expect_all(child: pexpect.spawn, *patterns: str) -> list[re.Match[str]]:
     return [found[i] for i in range(len(patterns))]
 
 
-def finish(child: pexpect.spawn) -> int:
-    child.expect(r"switchboard@127\.0\.0\.1:\d+>")  # the prompt is back
+def finish(child: pexpect.spawn, *, prompt: bool = True) -> int:
+    if prompt:
+        child.expect(r"switchboard@127\.0\.0\.1:\d+>")  # the prompt is back
     child.sendcontrol("d")  # Ctrl-D leaves, as in fs_cli
     child.expect(pexpect.EOF)
     child.close()
@@ -227,7 +228,22 @@ def test_console_on_a_freeswitch_like_peer(tmp_path: Path) -> None:
             child.expect(r"Channel-Name: sofia/internal/1000@192.0.2.10")  # URL-decoded
             child.sendline("bogus")
             child.expect(r"-ERR bogus Command not found!")
-            assert finish(child) == 0
+            child.expect(r"switchboard@127\.0\.0\.1:\d+>")
+            child.send("\x1b[A")  # ↑ recalls the last line from the history
+            child.expect(shown("bogus"))
+            child.send("\x15")  # Ctrl-U
+            assert finish(child, prompt=False) == 0
+        finally:
+            child.close(force=True)
+        # the history is kept in the home directory for the next session
+        history = (tmp_path / ".switchboard_console_history").read_text()
+        assert "+bogus" in history and "+/event plain ALL" in history
+        child = console(tmp_path, "--port", str(port), "--password", "ClueCon", "-l", "none")
+        try:
+            child.send("\x1b[A")
+            child.expect(shown("bogus"))
+            child.send("\x15")
+            assert finish(child, prompt=False) == 0
         finally:
             child.close(force=True)
     finally:
