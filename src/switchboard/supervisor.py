@@ -264,8 +264,10 @@ def plan(
         # the demo's calls all come from loopback, like one trusted carrier
         router_env["SWITCHBOARD_PIKE__ALLOW"] = _json([*cfg.pike.allow, "127.0.0.1"])
     if not cfg.status.metrics_urls:
+        # the media nodes, and this supervisor itself (its row on the status page)
+        own = [f"http://{cfg.platform.admin}/metrics"] if cfg.platform.admin else []
         router_env["SWITCHBOARD_STATUS__METRICS_URLS"] = _json(
-            [f"http://{n.admin}/metrics" for n in nodes]
+            [*(f"http://{n.admin}/metrics" for n in nodes), *own]
         )
     ahost, aport = split_address(cfg.router.admin)
     sip = ", ".join(cfg.router.listen)

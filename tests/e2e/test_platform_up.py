@@ -279,7 +279,7 @@ def test_status_page_shows_the_platform_and_drain_changes_routing(platform: Plat
             " && document.querySelectorAll('#destinations tbody tr[data-state=\"active\"]').length === 2"
         )
         browser.wait_js(
-            "[...document.querySelectorAll('#nodes tbody tr')].length === 3"
+            "[...document.querySelectorAll('#nodes tbody tr')].length === 4"
             " && ![...document.querySelectorAll('#nodes tbody tr')].some(r => r.textContent.includes('down'))"
         )
         # the router's own row: its service name, CPU seconds and memory (were "?", 0, 0)
@@ -289,6 +289,10 @@ def test_status_page_shows_the_platform_and_drain_changes_routing(platform: Plat
         )
         assert router_row, "no router row"
         assert float(router_row[4]) > 0 and int(router_row[5].split()[0]) > 10, router_row
+        services = browser.js(
+            "[...document.querySelectorAll('#nodes tbody tr')].map(r => r.cells[0].textContent)"
+        )
+        assert sorted(services) == ["media", "media", "router", "up"]  # `up` is the supervisor
         calls = browser.wait_js(
             "Number(document.getElementById('kpi-calls').textContent) >= 20 && document.getElementById('kpi-calls').textContent"
         )

@@ -535,7 +535,7 @@ def status_router_from_config(cfg: Config) -> APIRouter:
 
 def status_board_from_config(cfg: Config) -> StatusBoard:
     """The router's status board: its own ``/metrics`` plus ``[status].metrics_urls``
-    (``switchboard up`` fills in the media nodes'), CDRs and campaigns from
+    (``switchboard up`` fills in the media nodes' and its own), CDRs and campaigns from
     ``database.url``, a chart point every ``[status] history_interval`` seconds."""
     own = f"http://{cfg.router.admin}/metrics"
     return StatusBoard(

@@ -34,6 +34,7 @@ def test_full_platform_in_start_order_with_design_addresses(tmp_path: Path) -> N
     assert json.loads(router.env["SWITCHBOARD_STATUS__METRICS_URLS"]) == [
         "http://127.0.0.1:8081/metrics",
         "http://127.0.0.1:8082/metrics",
+        "http://127.0.0.1:8079/metrics",  # the supervisor's own row on the status page
     ]
     # the embedded database's URI reaches every service when it is known
     assert router.env_files["SWITCHBOARD_DATABASE__URL"] == tmp_path / "postgres.uri"
