@@ -294,6 +294,21 @@ class BillingSection(Section):
     portability_timeout: float = Field(default=0.5, gt=0, le=10)  # then routed as dialled
 
 
+class InterceptSection(Section):
+    """[intercept] — lawful recording on demand in media nodes (docs/compliance.md,
+    "Lawful recording"): calls of the numbers in the database's target list."""
+
+    enabled: bool = False  # needs [database] url (the target list and the audit trail)
+    dir: str = ""  # protected recordings directory; empty: <state_dir>/intercept
+    refresh: float = Field(default=5.0, gt=0, le=3600)  # seconds between target list reads
+    siprec_server: str = ""  # HOST:PORT of the SIPREC recording server for "siprec" targets
+
+    @field_validator("siprec_server")
+    @classmethod
+    def _srs(cls, v: str) -> str:
+        return _check_address(v) if v else v
+
+
 class PlatformSection(Section):
     """[platform] — where `switchboard up` keeps its state (database, spool, recordings)."""
 
@@ -417,6 +432,7 @@ class Config(Section):
     dialer: DialerSection = Field(default_factory=DialerSection)
     trunks: dict[str, TrunkSection] = Field(default_factory=dict)
     stir: StirSection = Field(default_factory=StirSection)
+    intercept: InterceptSection = Field(default_factory=InterceptSection)
 
     @model_validator(mode="after")
     def _trunks(self) -> Config:

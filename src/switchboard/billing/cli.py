@@ -42,6 +42,10 @@ db_app = typer.Typer(
 )
 rates_app = typer.Typer(help="Rate decks: import CSV, re-rate CDRs.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Customer accounts: create, topup, show.", no_args_is_help=True)
+intercept_app = typer.Typer(
+    help="Lawful recording: target list, recordings (every access audited).",
+    no_args_is_help=True,
+)
 portability_app = typer.Typer(
     help="Ported numbers: import CSV, look a number up.", no_args_is_help=True
 )
@@ -59,6 +63,7 @@ def register(app: typer.Typer, load_config: Callable[[Path | None], Config]) -> 
     app.add_typer(accounts_app, name="accounts")
     app.add_typer(cdr_app, name="cdr")
     app.add_typer(portability_app, name="portability")
+    app.add_typer(intercept_app, name="intercept")
     app.command("report")(report_cmd)
     app.command("invoice")(invoice_cmd)
 
@@ -753,3 +758,105 @@ def portability_lookup(number: str, config: ConfigOpt = None) -> None:
     with connect(config) as conn:
         routing = lookup_sync(conn, number)
     print(f"{canonical(number)}: " + (f"routing number {routing}" if routing else "not ported"))
+
+
+# -- lawful recording (docs/compliance.md, "Lawful recording") ----------------------------
+def _intercept_dir(cfg: Config, given: Path | None) -> Path:
+    return given or Path(cfg.intercept.dir or state_dir(cfg) / "intercept")
+
+
+@intercept_app.command("add")
+def intercept_add(
+    number: str,
+    warrant: Annotated[str, typer.Option(help="Reference of the order (required).")],
+    config: ConfigOpt = None,
+    mode: Annotated[str, typer.Option(help="file (protected directory) or siprec.")] = "file",
+    until: Annotated[str | None, typer.Option(help="Record until this date or time.")] = None,
+) -> None:
+    """Record the calls from or to NUMBER (media nodes pick it up within [intercept]
+    refresh seconds)."""
+    from switchboard.rating.portability import canonical
+
+    digits = canonical(number)
+    if digits is None:
+        raise fail(f"not a number: {number!r}")
+    if mode not in ("file", "siprec"):
+        raise fail(f"--mode must be file or siprec, got {mode!r}")
+    if not warrant.strip():
+        raise fail("--warrant must name the order")
+    end = parse_when(until) if until else None
+    with connect(config) as conn:
+        conn.execute(
+            "INSERT INTO intercept_target (number, warrant, mode, until) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (number) DO UPDATE SET warrant = EXCLUDED.warrant,"
+            " mode = EXCLUDED.mode, until = EXCLUDED.until",
+            (digits, warrant.strip(), mode, end),
+        )
+    print(f"target {digits} ({mode}, warrant {warrant.strip()})")
+
+
+@intercept_app.command("remove")
+def intercept_remove(number: str, config: ConfigOpt = None) -> None:
+    """Stop recording a number's calls (recordings made stay)."""
+    from switchboard.rating.portability import canonical
+
+    digits = canonical(number) or number
+    with connect(config) as conn:
+        gone = conn.execute("DELETE FROM intercept_target WHERE number = %s", (digits,)).rowcount
+    if not gone:
+        raise fail(f"{digits} is not a target", 1)
+    print(f"removed {digits}")
+
+
+@intercept_app.command("list")
+def intercept_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """The target list (the reading is written to the audit trail)."""
+    from psycopg.rows import dict_row
+
+    from switchboard.billing.retention import audit
+
+    with connect(config) as conn:
+        rows = (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                "SELECT number, warrant, mode, until, created_at FROM intercept_target"
+                " ORDER BY number"
+            )
+            .fetchall()
+        )
+        audit(conn, "intercept_target", "read", "", {"targets": len(rows)})
+    if as_json:
+        print(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in rows], indent=2))
+        return
+    for r in rows:
+        until = f" until {_jsonable(r['until'])}" if r["until"] else ""
+        print(f"{r['number']}  {r['mode']}  warrant {r['warrant']}{until}")
+    if not rows:
+        print("no targets")
+
+
+@intercept_app.command("recordings")
+def intercept_recordings(
+    config: ConfigOpt = None,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Recordings directory ([intercept] dir).")
+    ] = None,
+) -> None:
+    """List the recordings of the protected directory and verify its hash chain (exit 1
+    if a recording was removed, altered or reordered). The access is audited."""
+    from switchboard.billing.retention import audit
+    from switchboard.media.intercept import verify_chain
+
+    cfg = _config(config)
+    where = _intercept_dir(cfg, directory)
+    entries, problems = verify_chain(where)
+    with connect(config) as conn:
+        audit(conn, "recording", "list", str(where),
+              {"entries": len(entries), "intact": not problems})  # fmt: skip
+    for e in entries:
+        print(f"{e.get('seq')}  {e.get('at')}  {e.get('wav')}  sha256 {e.get('wav_sha256')}")
+    for p in problems:
+        err.print(f"[red]{p}[/red]", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    print(f"{len(entries)} recordings, hash chain intact")

@@ -80,7 +80,7 @@ class BillingService:
             fsync="never" if b.spool_fsync == "never" else "batch",
         )
         credit = pool = portability = None
-        if b.credit_control or b.portability:
+        if b.credit_control or b.portability or cfg.intercept.enabled:
             from psycopg_pool import AsyncConnectionPool
 
             pool = AsyncConnectionPool(

@@ -97,6 +97,7 @@ class MediaNode:
         self.recovered: tuple[int, int] = (0, 0)  # legs resumed, legs ended at start
         self.billing: Any = None  # BillingService when [database] url is set
         self.call_credit: Any = None  # CallCredit when [billing] credit_control is on
+        self.intercept: Any = None  # CallIntercept when [intercept] enabled
         self._channels = 0
         self._calls = 0
         self._call_uuids: set[str] = set()  # channels counted in _calls
@@ -227,6 +228,8 @@ class MediaNode:
             ),
         )
         self.ua = ua
+        if self.cfg.intercept.enabled:
+            await self._start_intercept(sw, ua)
         restored: list[Any] = []
         if journal_state is not None:
             from switchboard.media import recovery
@@ -260,6 +263,28 @@ class MediaNode:
             "%s up: SIP %s, RTP %d-%d, admin %s:%d",
             self.name, self.sip_listen, start, end, *self.admin_address,
         )  # fmt: skip
+
+    async def _start_intercept(self, sw: Switch, ua: UserAgent) -> None:
+        """Lawful recording (media/intercept.py): the target list read before the SIP
+        socket listens, so the first call is already checked."""
+        from switchboard.media.intercept import CallIntercept, TargetList
+
+        ic = self.cfg.intercept
+        if self.billing is None or self.billing.pool is None:
+            raise NodeStartError(
+                f"{self.name}: intercept.enabled needs the billing database ([database] url)"
+            )
+        targets = TargetList(self.billing.pool, self.name, ic.refresh)
+        try:
+            await asyncio.wait_for(targets.load(), 10)
+        except Exception as exc:
+            log.error("%s: intercept target list not read yet: %s", self.name, exc)
+        targets.start()
+        directory = Path(ic.dir) if ic.dir else self.state_dir / "intercept"
+        self.intercept = CallIntercept(
+            sw, ua, targets, directory, node=self.name, siprec_server=ic.siprec_server
+        )
+        self.intercept.install()
 
     async def _default_sink(self) -> cdr_mod.CdrSink:
         url = self.cfg.database.url
@@ -363,6 +388,9 @@ class MediaNode:
             self.loop_lag.stop()
         if self.switch is not None:
             await self.switch.stop()
+        if self.intercept is not None:  # recordings of the calls just hung up: finished
+            await self.intercept.close()
+            await self.intercept.targets.close()
         if self.journal is not None:
             self.journal.close()
         if self.esl is not None:

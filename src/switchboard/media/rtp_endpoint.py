@@ -152,6 +152,7 @@ class RtpEndpoint:
         "srtp_failures",
         "stats",
         "symmetric",
+        "tap",
         "writer",
     )
 
@@ -194,6 +195,9 @@ class RtpEndpoint:
         self._external = False  # a conference pulls received audio itself
         self._silence: PCM = np.zeros(codec.sample_rate // 50, np.int16)
         self.on_packet: PacketHook | None = None
+        # lawful recording (media/intercept.py): sees every received packet after the relay
+        # forwarded it, so the parties get no extra delay; independent of record sinks
+        self.tap: PacketHook | None = None
         self.on_dtmf: DtmfHook | None = None
         self._dtmf_rx = DtmfReceiver()
         self._dtmf_rx_open = False  # an RFC 4733 event is open: check its timeout per tick
@@ -334,6 +338,7 @@ class RtpEndpoint:
         # Hooks are closures over the call (the echo relay points back at this very
         # endpoint): dropping them leaves no cycle for the garbage collector.
         self.on_packet = None
+        self.tap = None
         self.on_dtmf = None
         self._sink = None
         self._source = None
@@ -735,8 +740,11 @@ class RtpEndpoint:
         hook = self.on_packet
         if hook is not None:
             hook(self, pt, marker, seq, ts, ssrc, data[off:])
-            if self._jb is None and self._sink is None:
-                return  # pure relay; otherwise also tap it (recording a bridged call)
+        tap = self.tap
+        if tap is not None:
+            tap(self, pt, marker, seq, ts, ssrc, data[off:])
+        if hook is not None and self._jb is None and self._sink is None:
+            return  # pure relay; otherwise also tap it (recording a bridged call)
         if pt != self.codec.payload_type:
             return
         jb = self._jb
