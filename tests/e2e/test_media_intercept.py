@@ -262,3 +262,36 @@ async def test_siprec_session_reaches_the_recording_server(
     assert round(dominant_frequency(srs_a.audio(0)[-8000:])) in range(990, 1011)
     assert round(dominant_frequency(srs_b.audio(0)[-8000:])) in range(490, 511)
     assert not list((tmp_path / "intercept").glob("*.wav"))  # forked, not stored here
+
+
+async def test_a_refusing_recording_server_leaves_the_call_alone(
+    node: MediaNode, db_url: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO intercept_target (number, warrant, mode)"
+            " VALUES ('4930123456', 'LI-2026-9', 'siprec')"
+        )
+    assert node.intercept is not None
+    await async_wait_until(lambda: "4930123456" in node.intercept.targets.targets,
+                           what="target list refreshed")  # fmt: skip
+    srs_port = int(node.cfg.intercept.siprec_server.rpartition(":")[2])
+    srs = await sipp_uas("siprec_srs_refuse.xml", srs_port, tmp_path, {})
+    caller, carrier = await call_with_tones(node, tmp_path, TARGET)
+    assert (await finish_sipp(srs, 20)).returncode == 0  # it got the INVITE and our ACK
+    the_parties_noticed_nothing(tmp_path, caller, carrier)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        await async_wait_until(
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM audit_log WHERE object = 'recording' AND action = 'finish'"
+                ).fetchone()
+                == (1,)
+            ),
+            what="the recording's end in the audit trail",
+        )
+        failed = conn.execute(
+            "SELECT new->>'error' FROM audit_log WHERE object = 'recording' AND action = 'failed'"
+        ).fetchall()
+    assert len(failed) == 1 and "503" in failed[0][0]
+    assert node.intercept.recorded == 0

@@ -559,10 +559,11 @@ class CallIntercept:
             await self._audit("finish", key, {"file": rec.wav.name, "wav_sha256": entry[
                 "wav_sha256"], "chain_seq": entry["seq"], "chain_hash": entry["hash"]})  # fmt: skip
         else:
-            if rec.started:
-                await rec.finish()
+            started = rec.started
+            await rec.finish()  # BYE if the session is up; its sockets closed in any case
+            if started:
                 self.recorded += 1
-            await self._audit("finish", key, {"srs": rec.server})
+            await self._audit("finish", key, {"srs": rec.server, "recorded": started})
 
     async def _audit(self, action: str, key: str, new: dict[str, Any]) -> None:
         try:
