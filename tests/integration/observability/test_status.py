@@ -14,15 +14,18 @@ from switchboard.observability.metrics import (
     MediaMetrics,
     RouterMetrics,
     new_registry,
+    render,
     serve_metrics,
 )
 from switchboard.observability.status import (
+    PAGE_SAMPLES,
     History,
     KpiWindow,
     StatusBoard,
     StatusSources,
     Totals,
     histogram_quantile,
+    parse_scrape,
     status_router,
 )
 from tests.support.net import async_wait_until
@@ -228,3 +231,27 @@ async def test_database_down_is_a_note_not_an_error() -> None:
     assert r.status_code == 200
     assert r.json()["cdrs"] == []
     assert "database unavailable" in r.json()["note"]
+
+
+def test_page_parser_reads_what_prometheus_client_reads() -> None:
+    """The board's light parser (only the page's samples) agrees with prometheus_client's
+    on every sample it keeps — label values with quotes, backslashes, newlines and braces
+    included — and is not fooled by other metrics or comments."""
+    reg = new_registry("media-1")
+    m = MediaMetrics.create(reg)
+    m.active_calls.set(3)
+    for gateway in ("carrier", 'odd "gw" {1}', "back\\slash", "new\nline"):
+        m.pdd.labels(gateway=gateway).observe(0.3)
+    m.call_ended("inbound", "answered", 42)
+    m.call_ended("outbound", "busy", 0)
+    text = render(reg).decode()
+    full, light = parse_scrape("u", text), parse_scrape("u", text, PAGE_SAMPLES)
+    assert set(light.samples) <= PAGE_SAMPLES
+    for name in PAGE_SAMPLES:
+        assert light.samples.get(name) == full.samples.get(name), name
+    assert light.total("switchboard_media_active_calls") == 3
+    assert {lb["gateway"] for lb, _ in light.samples["switchboard_media_pdd_seconds_bucket"]} == {
+        "carrier", 'odd "gw" {1}', "back\\slash", "new\nline",
+    }  # fmt: skip
+    with pytest.raises(ValueError):
+        parse_scrape("u", 'voip_calls_total{disposition="answered" 1\n', PAGE_SAMPLES)
