@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Debian packages the test suite drives as real peers (installed when missing and running as root).
 APT_PACKAGES := sip-tester baresip-core sox prometheus chromium kamailio
 # Debian packages only the benchmarks need.
-BENCH_APT_PACKAGES := kamailio sip-tester
+BENCH_APT_PACKAGES := kamailio sip-tester tcpdump
 # Debian packages of the HA lab (make lab, make test-ha, bench/ha): deploy/'s production
 # layout in network namespaces — keepalived (VRRP), Patroni with etcd over PostgreSQL 15,
 # Prometheus, SIPp as the carrier (docs/operations.md, "The HA lab").

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from tests.support.media import ulaw_wav
 from tests.support.net import wait_until
 from tests.support.platform_harness import Platform, alive, free_run, http_json, http_text
 from tests.support.rtp_capture import LoopbackCapture, can_capture
@@ -42,20 +42,6 @@ SIPP_DIR = ROOT / "tests" / "data" / "sipp"
 NUMBER = "442071234567"
 CALLS = 3
 CALL_MS = 10_000
-
-
-def ulaw_wav(path: Path, seconds: float = 1.0) -> Path:
-    """A G.711 u-law WAV (format 7) for SIPp's rtp_stream (the scenarios stream
-    ``tone.wav`` from SIPp's working directory): a 400 Hz square wave."""
-    n = int(8000 * seconds)
-    data = bytes(0x20 if (i // 10) % 2 else 0xA0 for i in range(n))
-    fmt = struct.pack("<HHIIHH", 7, 1, 8000, 8000, 1, 8)
-    path.write_bytes(
-        b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + n) + b"WAVE"
-        + b"fmt " + struct.pack("<I", len(fmt)) + fmt
-        + b"data" + struct.pack("<I", n) + data
-    )  # fmt: skip
-    return path
 
 
 def sipp(args: list[str], cwd: Path) -> subprocess.Popen[str]:

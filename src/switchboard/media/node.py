@@ -237,6 +237,7 @@ class MediaNode:
             # rebuilt before the SIP socket listens: a BYE retransmitted by a far end
             # while the node was down must find its dialog, not a 481
             restored = await recovery.restore(ua, journal_state, sink)
+            recovery.install_strays(ua, sink, self.name)
         try:
             await ua.start(self.sip_listen, self._tls_files())
             if restored:

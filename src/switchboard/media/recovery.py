@@ -35,6 +35,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from switchboard.media.causes import Cause
@@ -115,13 +117,13 @@ def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
     """Journal every bridge of two resumable legs (its cost on /metrics)."""
 
     def on_bridge(a: Session, b: Session) -> None:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         legs = (snapshot_leg(a), snapshot_leg(b))
         if legs[0] is None or legs[1] is None:
             return
         journal.bridged(a.uuid, (a.uuid, b.uuid), {"legs": list(legs)})
         if metrics is not None:
-            metrics.journal_seconds.inc(time.perf_counter() - t0)
+            metrics.journal_seconds.inc(time.thread_time() - t0)
             metrics.journal_records.inc()
 
     switch.bridge_hooks.append(on_bridge)
@@ -138,12 +140,43 @@ class JournalingSink:
 
     def submit(self, cdr: Any) -> None:
         if self.journal.tracks(cdr.call_id):
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             self.journal.ended(cdr.call_id, cdr.to_json())
             if self.metrics is not None:
-                self.metrics.journal_seconds.inc(time.perf_counter() - t0)
+                self.metrics.journal_seconds.inc(time.thread_time() - t0)
                 self.metrics.journal_records.inc()
         self.sink.submit(cdr)
+
+
+def install_strays(ua: UserAgent, sink: CdrSink, node: str) -> None:
+    """A leg this node answered for nobody — its INVITE left before a crash, its 2xx came
+    to the restarted node, which ACKs and BYEs it (:meth:`UserAgent._end_stray_2xx`) — is
+    still a leg the far end bills: it gets a CDR (answered, 0 s, ``NORMAL_TEMPORARY_FAILURE``,
+    its SIP Call-ID), so it is not unbilled."""
+    from switchboard.billing.cdr import Cdr
+
+    def on_stray(resp: Any) -> None:
+        now = datetime.now(UTC)
+        try:
+            sink.submit(
+                Cdr(
+                    call_id=str(uuid.uuid4()),
+                    start_time=now,
+                    answer_time=now,
+                    end_time=now,
+                    destination=resp.to.uri.user or "",
+                    disposition="ANSWERED",
+                    sip_code=resp.status,
+                    hangup_cause=Cause.NORMAL_TEMPORARY_FAILURE.name,
+                    direction="outbound",
+                    node=node,
+                    sip_call_id=resp.call_id,
+                )
+            )
+        except Exception:  # a CDR we cannot build must not break the SIP path
+            log.exception("call %s: no CDR for the stray leg", resp.call_id)
+
+    ua.stray_hooks.append(on_stray)
 
 
 async def restore(

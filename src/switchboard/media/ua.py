@@ -465,6 +465,10 @@ class UserAgent:
         self.untrusted_drops = 0
         self.endpoint: SipEndpoint | None = None
         self.legs: dict[tuple[str, str], SipLeg] = {}
+        # 2xx to INVITEs with no call here (sent before a restart), ACKed and BYE'd once;
+        # each hook gets the response when one is first ended (recovery writes its CDR)
+        self.strays: dict[tuple[str, str], Dialog] = {}
+        self.stray_hooks: list[Any] = []
         self.gateway_calls: dict[str, int] = dict.fromkeys(self.gateways, 0)
         self.gateway_state: dict[str, str] = {}
         self.udp_port = 0
@@ -1307,6 +1311,55 @@ class UserAgent:
             leg = self.legs.get((resp.call_id, resp.from_tag or ""))
             if isinstance(leg, OutboundLeg) and leg.dialog is not None:
                 self._send_ack(leg)
+            elif leg is None:
+                self._end_stray_2xx(resp, peer)
+
+    def _end_stray_2xx(self, resp: Response, peer: Peer) -> None:
+        """§13.2.2.4: a 2xx to an INVITE we hold no call for — sent by this node before it
+        was killed and restarted, its caller since served elsewhere — is ACKed and the
+        dialog ended with BYE, or the far end keeps (and bills) a leg nobody hears."""
+        key = (resp.call_id, resp.from_tag or "")
+        dialog = self.strays.get(key)
+        first = dialog is None
+        if dialog is None:
+            if not resp.from_tag or resp.to_tag is None:
+                return
+            contacts = resp.contacts
+            if not contacts:
+                return
+            dialog = Dialog(
+                call_id=resp.call_id,
+                local=resp.from_,
+                remote=resp.to,
+                remote_target=str(contacts[0].uri),
+                route_set=list(reversed(resp.record_routes)),
+                local_seq=resp.cseq.seq,
+                remote_seq=None,
+                is_uac=True,
+                invite_seq=resp.cseq.seq,
+                local_contact=self.contact(peer.transport),
+            )
+            dialog.confirm()
+            if len(self.strays) >= 1024:  # bounded: forget the oldest
+                self.strays.pop(next(iter(self.strays)))
+            self.strays[key] = dialog
+        target = peer
+        if peer.transport not in ("TCP", "TLS"):
+            ruri, routes = dialog.request_uri_and_routes()
+            with contextlib.suppress(SipError):
+                uri = NameAddr.parse(routes[0]).uri if routes else SipUri.parse(ruri)
+                target = peer_for_uri(uri, peer.transport)
+        assert self.endpoint is not None
+        self.endpoint.transmit(Transmit(dialog.ack(self.via(target)).to_bytes(), target))
+        if first:
+            log.warning("call %s: 2xx to an INVITE with no call here: ACK and BYE", resp.call_id)
+            bye = dialog.bye(
+                self.via(target),
+                headers=[("Reason", reason_header(Cause.NORMAL_TEMPORARY_FAILURE))],
+            )
+            self.send_request(bye, target)
+            for hook in self.stray_hooks:
+                hook(resp)
 
     def _ack_reinvite(self, leg: SipLeg, req: Request, resp: Response) -> None:
         if 200 <= resp.status < 300 and leg.dialog is not None:

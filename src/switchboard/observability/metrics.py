@@ -162,7 +162,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_media_untrusted_drops_total", "counter", "media", (), "SIP messages dropped silently: from outside [media] trusted, or from a banned source."),
     _spec("switchboard_media_tls_handshake_failures_total", "counter", "media", (), "TLS handshakes that failed, accepted or dialled."),
     _spec("switchboard_media_journal_records_total", "counter", "media", (), "Records written to the node's channel journal (a bridge, a journaled leg's end)."),
-    _spec("switchboard_media_journal_seconds_total", "counter", "media", (), "Event-loop time spent snapshotting and writing journal records."),
+    _spec("switchboard_media_journal_seconds_total", "counter", "media", (), "CPU time the event loop spent snapshotting and writing journal records."),
     _spec("switchboard_media_recovered_legs_total", "counter", "media", ("outcome",), "Call legs found live in the journal at start: resumed, or ended (partner gone, not rebuildable)."),
     _spec("switchboard_media_pdd_seconds", "histogram", "media", ("gateway",), "Post-dial delay of outbound gateway legs: INVITE sent to first 180/183 or negative final response.", PDD_BUCKETS),
     _spec("switchboard_media_setup_latency_seconds", "histogram", "media", (), "INVITE received to 200 OK sent for calls the node answers itself.", SETUP_BUCKETS),
