@@ -62,11 +62,11 @@ def port_taken(port: int) -> bool:
     return False
 
 
-def invite_request_lines(workdir: Path) -> list[str]:
+def invite_lines(workdir: Path, start: str) -> list[str]:
     lines = []
     for log in workdir.glob("media_carrier_uas_*_messages.log"):
         lines += [ln.strip() for ln in log.read_text(errors="replace").splitlines()
-                  if ln.startswith("INVITE ")]  # fmt: skip
+                  if ln.startswith(start)]  # fmt: skip
     return lines
 
 
@@ -101,7 +101,12 @@ async def test_ported_number_routes_and_rates_by_its_routing_number(
     finally:
         carrier_rtp.close()
     host = node.cfg.gateways["carrier"].proxy
-    assert invite_request_lines(tmp_path) == [
+    # the To header names the number called, without the Request-URI's parameters
+    to = invite_lines(tmp_path, "To: ")
+    assert next(t.split(";tag=")[0] for t in to if "+4930123456" in t) == (
+        f"To: <sip:+4930123456@{node.cfg.gateways['carrier'].proxy}>"
+    )
+    assert invite_lines(tmp_path, "INVITE ") == [
         f"INVITE sip:+4930123456;npdi;rn=+4915199@{host} SIP/2.0",
         f"INVITE sip:+4930777777;npdi@{host} SIP/2.0",
     ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -128,6 +129,16 @@ def set_stream_codec(ep: RtpEndpoint, codec: Codec, event_pt: int | None) -> Non
     if ep.codec is codec and ep.event_pt == event_pt:
         return
     ep.set_codec(codec, event_pt)
+
+
+def _to_uri(target: SipUri) -> SipUri:
+    """The To of a new call: the Request-URI without number portability's ``;npdi;rn=``
+    (RFC 4694 §4: they are Request-URI information for the next network; the called party
+    stays the number dialled)."""
+    user = target.user or ""
+    if ";" not in user:
+        return target
+    return dataclasses.replace(target, user=user.split(";", 1)[0])
 
 
 def peer_for_uri(uri: SipUri, default_transport: str = "UDP") -> Peer:
@@ -1248,7 +1259,7 @@ class UserAgent:
         disp = f'"{from_display}" ' if from_display else ""
         from_ = f"{disp}<sip:{from_user}@{from_host}>;tag={leg.local_tag}"
         invite = Request.build(
-            "INVITE", str(target), via=self.via(peer), from_=from_, to=f"<{target}>",
+            "INVITE", str(target), via=self.via(peer), from_=from_, to=f"<{_to_uri(target)}>",
             call_id=call_id, cseq=1, contact=self.contact(peer.transport, peer_host=peer.host),
             content_type="application/sdp",
             headers=[("Allow", ALLOW), *self.ua_header],
