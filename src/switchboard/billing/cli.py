@@ -640,7 +640,7 @@ def cdr_archive(
     months = retention_months or cfg.billing.retention_months
     target = _archive_dir(cfg, out_dir)
     with connect(config) as conn:
-        names = due(conn, months)
+        names = due(conn, months, adopt=not dry_run)
         if dry_run:
             for name in names:
                 print(f"would archive {name}")

@@ -128,10 +128,48 @@ def partitions(conn: psycopg.Connection) -> list[tuple[str, date, bool]]:
     return sorted(found, key=lambda r: r[1])
 
 
-def due(conn: psycopg.Connection, retention_months: int, now: datetime | None = None) -> list[str]:
-    """The partitions ``archive`` would take now, oldest first."""
+def due(
+    conn: psycopg.Connection,
+    retention_months: int,
+    now: datetime | None = None,
+    *,
+    adopt: bool = False,
+) -> list[str]:
+    """The partitions ``archive`` would take now, oldest first.
+
+    CDRs of months that never had a partition (they arrived long after their time, or
+    before partitions were made that far back) sit in ``cdr_default``; those months are
+    due too. With ``adopt`` their rows are moved into a ``cdr_YYYY_MM`` table of their own
+    (not attached: the archive run takes it as it takes an interrupted run's leftover)."""
     first_kept = cutoff(retention_months, now)
-    return [name for name, month, _ in partitions(conn) if month < first_kept]
+    tables = partitions(conn)
+    known = {month for _, month, _ in tables}
+    rows = conn.execute(
+        "SELECT DISTINCT date_trunc('month', start_time AT TIME ZONE 'UTC')::date"
+        " FROM cdr_default WHERE start_time < %s",
+        (datetime(first_kept.year, first_kept.month, 1, tzinfo=UTC),),
+    ).fetchall()
+    stray = sorted(m for (m,) in rows if m not in known)
+    names = {name: month for name, month, _ in tables if month < first_kept}
+    for month in stray:
+        name = f"cdr_{month:%Y_%m}"
+        names[name] = month
+        if adopt:
+            start, end = _bounds(month)
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE {} (LIKE cdr INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                    ).format(sql.Identifier(name))
+                )
+                conn.execute(
+                    sql.SQL(
+                        "WITH moved AS (DELETE FROM cdr_default WHERE start_time >= %s"
+                        " AND start_time < %s RETURNING *) INSERT INTO {} SELECT * FROM moved"
+                    ).format(sql.Identifier(name)),
+                    (start, end),
+                )
+    return sorted(names, key=lambda n: names[n])
 
 
 def _stats(conn: psycopg.Connection, table: str) -> tuple[int, dict[str, str]]:

@@ -223,6 +223,22 @@ def test_late_cdr_and_interrupted_archive(
     assert rows == (41, 1)
     assert conn.execute("SELECT count(*) FROM cdr_default").fetchone() == (0,)
 
+    # CDRs of a month that never had a partition wait in cdr_default: archived all the same
+    stray = [Cdr(f"stray-{i}", month_start(-9) + timedelta(days=3, hours=i),
+                 destination="+4420700", duration=30, billsec=30, carrier="acme")
+             for i in range(3)]  # fmt: skip
+    assert write_batch_sync(conn, stray).inserted == 3
+    assert conn.execute("SELECT count(*) FROM cdr_default").fetchone() == (3,)
+    assert f"would archive {table(-9)}" in run(cli, "cdr", "archive", "--dry-run").stdout
+    assert conn.execute("SELECT count(*) FROM cdr_default").fetchone() == (3,)  # dry: untouched
+    assert f"archived {table(-9)}: 3 CDRs" in run(cli, "cdr", "archive").stdout
+    assert conn.execute("SELECT count(*) FROM cdr_default").fetchone() == (0,)
+    run(cli, "cdr", "restore-archive", table(-9))
+    assert conn.execute(
+        "SELECT count(*) FROM cdr WHERE call_id LIKE 'stray-%%' AND start_time < %s",
+        (month_start(-8),),
+    ).fetchone() == (3,)
+
 
 def test_export_records_request(
     cli: CliRunner, conn: psycopg.Connection, history: list[Cdr], tmp_path: Path
