@@ -24,6 +24,7 @@ from switchboard.lifecycle import ExitCode, Signals, run_service
 from switchboard.media import cdr as cdr_mod
 from switchboard.media.applications import new_switch
 from switchboard.media.applications.media import AppConfig, IvrMenu
+from switchboard.media.collector import CollectorPolicy
 from switchboard.media.core import Switch
 from switchboard.media.dialplan import Dialplan, DialplanError
 from switchboard.media.limits import SessionLimiter
@@ -417,14 +418,19 @@ async def _serve(cfg: Config, name: str) -> int:
     except NodeStartError as exc:
         log.error("%s", exc)
         return ExitCode.START_FAILED
-    # Long-lived startup objects leave the collector's generations: no multi-100 ms
-    # gen-2 pauses stalling call setup and the media tick under load.
+    # Long-lived startup objects leave the collector's generations, and full collections
+    # run only while the node is idle (or hourly): no multi-100 ms gen-2 pauses stalling
+    # call setup and the media tick under load (media/collector.py).
     gc.collect()
     gc.freeze()
+    switch = node.switch
+    policy = CollectorPolicy(lambda: switch.active_calls if switch is not None else 0)
+    policy.start()
     stop = asyncio.Event()
     # first SIGTERM/SIGINT: hang up every call and stop; a second one exits at once
     Signals(stop=stop.set, reload=node.reload).install()
     await stop.wait()
+    policy.stop()
     await node.stop()
     return ExitCode.OK
 

@@ -800,7 +800,31 @@ def bridge(a: RtpEndpoint, b: RtpEndpoint) -> tuple[RelayPath, RelayPath]:
             if out is not None:
                 dst.send_payload(out.payload, out.marker, out.payload_type, out.timestamp)
 
-        return hook
+        if not path.same_codec:
+            return hook
+        audio_pt = path.src.payload_type
+        writer = dst.writer
+
+        def same_codec(
+            src: RtpEndpoint, pt: int, marker: bool, seq: int, ts: int, ssrc: int, payload: bytes
+        ) -> None:
+            # Nearly every packet of a call: audio in the codec both legs agreed, from the
+            # source the mapping is anchored on. Its timestamp moves by the fixed offset
+            # (same clock rate), the payload goes out as it came — what path.map and
+            # send_payload would do, without their two calls and the Relayed object
+            # (bench/media relay: ~1.5 µs of ~8 µs per packet). Anything else (the first
+            # packet, a new SSRC, telephone-event, CN, a stray PT) takes the general path.
+            offset = path.anchor
+            if pt != audio_pt or offset is None or ssrc != path.anchor_ssrc:
+                hook(src, pt, marker, seq, ts, ssrc, payload)
+                return
+            path.relayed += 1
+            if dst.remote is None or dst._closed:
+                return
+            writer.timestamp = (ts + offset) & 0xFFFFFFFF
+            dst._sendto(writer.packet(payload, 0, marker))
+
+        return same_codec
 
     a.on_packet = forward(a_to_b, b)
     if a is not b:

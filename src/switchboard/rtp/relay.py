@@ -66,6 +66,21 @@ class RelayPath:
         self.transcoded = 0
         self.dropped = 0
 
+    @property
+    def same_codec(self) -> bool:
+        """Both legs use one codec and payload type: audio is relayed as it came."""
+        return self._same and self._resampler is None
+
+    @property
+    def anchor(self) -> int | None:
+        """The timestamp offset ``out_ts = in_ts + anchor`` (same clock rate), once fixed."""
+        return self._offset
+
+    @property
+    def anchor_ssrc(self) -> int | None:
+        """The source SSRC the offset was fixed on (a new SSRC re-anchors)."""
+        return self._ssrc
+
     def reset(self) -> None:
         """Forget the timestamp mapping (e.g. after a re-INVITE); the next packet re-anchors it."""
         self._offset = None

@@ -210,6 +210,21 @@ class Echo:
         return self._pcm.popleft() if self._pcm else None
 
 
+class _LegSink:
+    """One leg's input of a :class:`WavRecorder`. A module-level class: a class made per
+    recording is itself a reference cycle (class ↔ its dict) holding the recorder, which
+    only the cyclic collector would free."""
+
+    __slots__ = ("index", "recorder")
+
+    def __init__(self, recorder: WavRecorder, index: int) -> None:
+        self.recorder = recorder
+        self.index = index
+
+    def write_pcm(self, pcm: PCM) -> None:
+        self.recorder.write_pcm(pcm, self.index)
+
+
 class WavRecorder:
     """Records one or more legs to a 16-bit WAV: mono mix (``split=False``) or one channel per leg.
 
@@ -254,13 +269,7 @@ class WavRecorder:
 
     def leg(self, index: int) -> FrameSink:
         """A sink that writes into leg ``index``."""
-        recorder = self
-
-        class _Leg:
-            def write_pcm(self, pcm: PCM) -> None:
-                recorder.write_pcm(pcm, index)
-
-        return _Leg()
+        return _LegSink(self, index)
 
     def _emit(self) -> None:
         while any(self._pending):

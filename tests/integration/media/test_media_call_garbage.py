@@ -2,7 +2,8 @@
 
 Each call kind runs through real media nodes in this process (SIP over loopback UDP,
 RTP, the Event Socket): a scripted caller's echo, playback, conference, a transit call
-bridged through the carrier gateway to a second node, an ESL ``originate``, a refused
+bridged through the carrier gateway to a second node, a recorded call (``record``) and a
+recorded transit call (``record_session`` + ``bridge``), an ESL ``originate``, a refused
 call (488, and a dialplan miss), a call the caller CANCELs while it rings and a
 transit call cancelled while the carrier rings. The garbage collector is off while
 they run. Afterwards every session must already be gone — freed by reference
@@ -46,6 +47,9 @@ RULES_A = [
      "actions": ["answer", "playback tone_stream://%(2000,0,440)", "hangup"]},
     {"name": "conference", "destination": r"^conf-(\w+)$", "actions": ["answer", "conference $1"]},
     {"name": "ring", "destination": "^ring$", "actions": ["ring_ready", "sleep 20000"]},
+    {"name": "record", "destination": "^record$", "actions": ["answer", "record rec1.wav 20"]},
+    {"name": "recorded transit", "destination": r"^rec(\d{3,})$",
+     "actions": ["record_session rec2.wav", "bridge sofia/gateway/carrier/$1"]},
     {"name": "transit", "destination": r"^(\d{3,})$",
      "actions": ["bridge sofia/gateway/carrier/$1"]},
 ]  # fmt: skip
@@ -202,21 +206,26 @@ async def test_finished_calls_are_freed_by_reference_counting(tmp_path: Path, gc
         await _talk_and_bye(peer, port, "playback", "play1", rtp)
         await _talk_and_bye(peer, port, "conf-room1", "conf1", rtp)
         await _talk_and_bye(peer, port, "15551230000", "transit1", rtp)
+        await _talk_and_bye(peer, port, "record", "rec1", rtp)
+        await _talk_and_bye(peer, port, "rec15551230001", "rec2", rtp)
         await _esl_originate(node)
         await _refused(peer, port, "echo", "nocodec1", "18", 488)
         await _refused(peer, port, "nowhere", "noroute1", "0", 404)
         await _cancelled(peer, port, "ring", "cancel1", node)
         await _cancelled(peer, port, "95551230000", "cancel2", carrier)
-        # on A: 7 inbound calls with a session (the 488 has none) and 3 outbound legs
-        # (transit, originate, cancelled transit); on B: those 3 legs' inbound side
-        await async_wait_until(lambda: len(cdrs.records) == 10 and len(carrier_cdrs.records) == 3,
+        # on A: 9 inbound calls with a session (the 488 has none) and 4 outbound legs
+        # (transit, recorded transit, originate, cancelled transit); on B: those 4 legs'
+        # inbound side
+        await async_wait_until(lambda: len(cdrs.records) == 13 and len(carrier_cdrs.records) == 4,
                          timeout=15, what="every CDR")  # fmt: skip
         await async_wait_until(
             lambda: not node.switch.active_calls and not carrier.switch.active_calls,
             timeout=15, what="every call to end",
         )  # fmt: skip
         await asyncio.sleep(0.2)  # the transports' connection_lost callbacks
-        assert len(refs) == 13
+        assert len(refs) == 17
+        recordings = sorted(p.name for p in (tmp_path / "a" / "recordings").glob("*.wav"))
+        assert recordings == ["rec1.wav", "rec2.wav"]
         # A finished call's transactions stay 64·T1 for retransmissions (32 s by default):
         # they must not keep the call's session, legs and media with them that long.
         assert len(node.ua.layer) and len(carrier.ua.layer)  # type: ignore[union-attr]

@@ -1,0 +1,112 @@
+"""When a media node's garbage collector may run a full collection: not under calls.
+
+CPython's cyclic collector runs a full (generation 2) collection on its own whenever
+enough objects survived the younger generations, and a full collection scans every
+live object: a node carrying a few hundred calls and the transactions of the calls that
+ended in the last 32 s (64·T1, RFC 3261 §17) holds several hundred thousand of them, so
+under load the node stopped for 0.1-2.5 s once every few seconds (bench/platform-load,
+docs/media.md "Memory"). Nothing needs those collections: a finished call's objects are
+freed by reference counting the moment it ends (tests/integration/media/
+test_media_call_garbage.py fails on any cycle a call leaves behind).
+
+So :class:`CollectorPolicy` keeps the young generations' automatic collections (they
+scan only recently allocated objects, a few thousand, well under a millisecond, and
+still free short-lived cycles such as an exception's traceback) and takes the automatic
+full collection away (``gc.set_threshold(t0, t1, FULL_NEVER)``). The full collection
+runs from a timer instead, at a moment when nobody waits for it:
+
+* when the node has been without calls for ``idle_after`` seconds and a collection has
+  something to scan (a generation-1 collection ran since the last full one);
+* at the latest ``max_interval`` seconds after the previous one, calls or not — the
+  safety net for cycles made outside the call path (admin API, ESL clients), bounding
+  what they can hold.
+
+Each collection is timed by the loop-lag monitor's ``switchboard_gc_pause_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+FULL_NEVER = 2**31 - 1  # generation-1 collections between automatic full ones: never
+CHECK = 1.0  # s between looks at the node
+IDLE_AFTER = 5.0  # s without calls before a full collection
+MAX_INTERVAL = 3600.0  # s: a full collection at least this often, calls or not
+
+
+class CollectorPolicy:
+    """Full collections only when the node is idle, or hourly (see the module doc)."""
+
+    def __init__(
+        self,
+        active_calls: Callable[[], int],
+        *,
+        check: float = CHECK,
+        idle_after: float = IDLE_AFTER,
+        max_interval: float = MAX_INTERVAL,
+    ) -> None:
+        self.active_calls = active_calls
+        self.check = check
+        self.idle_after = idle_after
+        self.max_interval = max_interval
+        self.collections = 0  # full collections this policy ran
+        self.last_pause = 0.0  # seconds the last one took
+        self._saved: tuple[int, int, int] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_full = 0.0
+        self._idle_since: float | None = None
+
+    def start(self) -> None:
+        """Take over full collections (call from the running loop; ``stop`` gives them back)."""
+        if self._saved is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        t0, t1, t2 = gc.get_threshold()
+        self._saved = (t0, t1, t2)
+        gc.set_threshold(t0, t1, FULL_NEVER)
+        self._last_full = self._loop.time()
+        self._timer = self._loop.call_later(self.check, self._tick)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._saved is not None:
+            gc.set_threshold(*self._saved)
+            self._saved = None
+
+    def _tick(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        if self.active_calls() > 0:
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = now
+        idle = self._idle_since is not None and now - self._idle_since >= self.idle_after
+        # get_count()[2]: generation-1 collections since the last full one, i.e. whether
+        # anything was promoted to the old generation that a full collection would scan.
+        due = now - self._last_full >= self.max_interval
+        if due or (idle and gc.get_count()[2] > 0):
+            self.collect()
+        self._timer = loop.call_later(self.check, self._tick)
+
+    def collect(self) -> int:
+        """Run a full collection now; returns the number of unreachable objects found."""
+        t0 = time.perf_counter()
+        found = gc.collect()
+        self.last_pause = time.perf_counter() - t0
+        self.collections += 1
+        if self._loop is not None:
+            self._last_full = self._loop.time()
+        log.debug(
+            "full collection: %d unreachable object(s) in %.1f ms", found, self.last_pause * 1e3
+        )
+        return found

@@ -1,0 +1,113 @@
+"""The media node's collector policy: no full collection while calls are up.
+
+A full (generation-2) collection scans every live object and stopped a loaded node for
+seconds (docs/media.md, "Memory"); media/collector.py leaves the young generations to the
+interpreter and runs full collections itself when the node is idle, or at the latest
+every ``max_interval``. Observed here through ``gc.callbacks``, as the loop-lag monitor
+sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from switchboard.media.collector import FULL_NEVER, CollectorPolicy
+from tests.support.net import async_wait_until
+
+pytestmark = [pytest.mark.timeout(30)]
+
+
+class Node:
+    """Something with a reference cycle, as a leaked call object would be."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture
+def full_collections() -> Iterator[list[str]]:
+    """Who ran each full collection: 'policy' (collect() on its stack) or 'interpreter'."""
+    seen: list[str] = []
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            seen.append("policy" if policy_running[0] else "interpreter")
+
+    policy_running = [False]
+    original = CollectorPolicy.collect
+
+    def collect(self: CollectorPolicy) -> int:
+        policy_running[0] = True
+        try:
+            return original(self)
+        finally:
+            policy_running[0] = False
+
+    CollectorPolicy.collect = collect  # type: ignore[method-assign]
+    gc.callbacks.append(on_gc)
+    saved = gc.get_threshold()
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(on_gc)
+        CollectorPolicy.collect = original  # type: ignore[method-assign]
+        gc.set_threshold(*saved)
+
+
+def churn(rounds: int) -> None:
+    """Many young collections, with survivors promoted to the old generation."""
+    keep: list[list[int]] = []
+    for i in range(rounds):
+        keep.append([i])
+        if len(keep) > 20_000:
+            keep = keep[10_000:]
+
+
+async def test_no_full_collection_under_calls_one_when_idle(full_collections: list[str]) -> None:
+    calls = [3]
+    policy = CollectorPolicy(lambda: calls[0], check=0.02, idle_after=0.1, max_interval=3600)
+    before = gc.get_threshold()
+    policy.start()
+    try:
+        assert gc.get_threshold() == (before[0], before[1], FULL_NEVER)
+        leaked = Node()
+        ref = weakref.ref(leaked)
+        gen1_before = gc.get_stats()[1]["collections"]
+        churn(100_000)  # the object outlives young collections: now in the old generation
+        assert gc.get_stats()[1]["collections"] - gen1_before >= 2
+        del leaked  # garbage only the full collection can find
+        for _ in range(10):  # a busy node's allocations, calls up throughout
+            churn(50_000)
+            await asyncio.sleep(0.02)
+        assert gc.get_stats()[1]["collections"] - gen1_before > 10  # the young ones ran
+        assert full_collections == []  # ... and no full one
+        assert ref() is not None  # the promoted cycle waits for the idle collection
+        calls[0] = 0
+        await async_wait_until(lambda: full_collections == ["policy"], timeout=5.0,
+                               what="a full collection once idle")  # fmt: skip
+        assert ref() is None
+        assert policy.collections == 1
+        await asyncio.sleep(0.3)  # idle still, but nothing new to scan: no second one
+        assert policy.collections == 1
+    finally:
+        policy.stop()
+    assert gc.get_threshold() == before
+
+
+async def test_full_collection_at_the_latest_after_max_interval(
+    full_collections: list[str],
+) -> None:
+    policy = CollectorPolicy(lambda: 500, check=0.02, idle_after=0.1, max_interval=0.2)
+    policy.start()
+    try:
+        await async_wait_until(lambda: policy.collections >= 2, timeout=5.0,
+                               what="two collections under calls")  # fmt: skip
+        assert set(full_collections) == {"policy"}
+    finally:
+        policy.stop()
