@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from switchboard import config
+from switchboard.billing.accounts import create_account, topup
 from switchboard.billing.rates import import_deck
 from switchboard.media.node import MediaNode
 from tests.support.media import RtpPeer, free_even_range
@@ -41,7 +42,8 @@ async def node(db_url: str, tmp_path: Path) -> AsyncIterator[MediaNode]:
             },
             "gateways": {"carrier": {"proxy": f"127.0.0.1:{free_port()}"}},  # portability rn
             "database": {"url": db_url},
-            "billing": {"portability": True, "flush_interval": 0.05},
+            # credit control too: a ported call is authorised at its routing number's price
+            "billing": {"portability": True, "credit_control": True, "flush_interval": 0.05},
             "platform": {"state_dir": str(tmp_path / "state")},
         },
     )
@@ -81,6 +83,8 @@ async def test_ported_number_routes_and_rates_by_its_routing_number(
         conn.execute(
             "INSERT INTO ported_number (number, routing_number) VALUES ('4930123456', '4915199')"
         )
+        create_account(conn, "customer", ips=["127.0.0.1/32"])
+        topup(conn, "customer", "10")
     port = int(node.cfg.gateways["carrier"].proxy.rpartition(":")[2])
     carrier_rtp = await RtpPeer.open()
     try:
@@ -119,6 +123,11 @@ async def test_ported_number_routes_and_rates_by_its_routing_number(
         await async_wait_until(lambda: len(conn.execute(query).fetchall()) == 4, what="4 CDRs")
         rows = conn.execute(query).fetchall()
     (a1, b1, a2, b2) = rows
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        reservations = conn.execute(
+            "SELECT prefix, rate, state FROM reservation ORDER BY created_at"
+        ).fetchall()
+    assert reservations == [("49151", D("0.200000"), "settled"), ("4930", D("0.010000"), "settled")]
     # the ported call: the caller's leg sold at the mobile rate, the carrier leg bought at it
     assert a1[:3] == ("+4930123456", False, "4915199") and a1[4:6] == (D("0.200000"), "49151")
     assert a1[3] >= 1 and a1[6] == (D("0.20") * a1[3] / 60).quantize(D("0.0001"))
