@@ -16,6 +16,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -45,6 +46,7 @@ class Counts:
     successful: int = 0
     failed: int = 0
     call_ids: str = ""  # SQL LIKE pattern of this run's Call-IDs
+    why: dict[str, int] = field(default_factory=dict)  # what SIPp's error log says, counted
 
     @property
     def setup_failed(self) -> int:
@@ -126,7 +128,24 @@ class Load:
             successful=_int(s, "SuccessfulCall(C)"),
             failed=_int(s, "FailedCall(C)"),
             call_ids=f"%-{self._sipp_pid(pid)}@{CARRIER}",
+            why=self._why(),
         )
+
+    def _why(self) -> dict[str, int]:
+        """Failures by cause, from SIPp's error log: the status of an unexpected answer,
+        an ICMP error (a closed port on the address), a timeout."""
+        out: dict[str, int] = {}
+        for f in self.dir.glob("*_errors.log"):
+            text = f.read_text(errors="replace")
+            for m in re.finditer(
+                r"Aborting call on unexpected message.*?received 'SIP/2.0 (\d+)", text
+            ):
+                out[m[1]] = out.get(m[1], 0) + 1
+            for key, pattern in (("icmp", "ICMP"), ("timeout", "timed out")):
+                n = len(re.findall(pattern, text))
+                if n:
+                    out[key] = n
+        return out
 
     def _sipp_pid(self, wrapper_pid: int) -> str:
         # SIPp names its files <scenario>_<pid>_...; its Call-IDs are <n>-<pid>@<ip>
@@ -224,6 +243,7 @@ def router_failover(lab: Lab, how: str, rate: float, calls: int, hold_s: float) 
         "new_calls_failed": counts.setup_failed,
         "established_dropped": counts.dropped,
         "answered": counts.answered,
+        "why": counts.why,
     }
 
 
@@ -254,6 +274,7 @@ def db_failover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str, A
     return {
         "db_failover_s": round(failover_s, 2),
         "calls_failed": counts.setup_failed + counts.dropped,
+        "why": counts.why,
         "answered": counts.answered,
         "cdr_lost": lost,
         "cdr_duplicated": dup,
@@ -275,6 +296,7 @@ def media_kill(lab: Lab, rate: float, calls: int, hold_s: float, node: str = "me
     return {
         "channels_left": left,
         "calls_failed": counts.setup_failed + counts.dropped,
+        "why": counts.why,
         "new_calls_failed": counts.setup_failed,
         "established_dropped": counts.dropped,
         "answered": counts.answered,
@@ -293,6 +315,7 @@ def partition(lab: Lab, rate: float, calls: int, hold_s: float, node: str = "med
     wait_for("both routers seeing 4 active nodes", lab.routers_see_all_nodes, 30)
     return {
         "calls_failed": counts.setup_failed + counts.dropped,
+        "why": counts.why,
         "new_calls_failed": counts.setup_failed,
         "established_dropped": counts.dropped,
         "answered": counts.answered,
@@ -345,6 +368,7 @@ def rolling_upgrade(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[st
     counts = load.wait()
     return {
         "calls_failed": counts.setup_failed + counts.dropped,
+        "why": counts.why,
         "answered": counts.answered,
         "invites": counts.invites,
         "per_node_s": per_node,
