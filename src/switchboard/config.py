@@ -187,6 +187,10 @@ class TrunkSection(Section):
     caller_id_number: str = ""  # with caller_id = "replace"
     account: str = ""  # the billing account the trunk's calls bill to
     allowed_prefixes: list[str] = Field(default_factory=list)  # E.164 prefixes; [] = any
+    # Mutual TLS on this trunk (docs/security.md, "SIP over TLS"): its calls must arrive
+    # over TLS with a client certificate from [router] tls_ca naming one of these
+    # (subject CN, subjectAltName DNS or IP); [] = not required.
+    tls_client_names: list[str] = Field(default_factory=list)
     # SRTP policy of this trunk's calls on the media nodes (off | optional | mandatory);
     # "" = the node's [media] srtp (docs/security.md, "SRTP")
     srtp: str = Field(default="", pattern="^(|off|optional|mandatory)$")

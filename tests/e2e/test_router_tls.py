@@ -101,10 +101,10 @@ def client_ctx(pki: Pki, cert: object = None) -> ssl.SSLContext:
     return ctx
 
 
-INVITE = """INVITE sip:echo@127.0.0.1:{port} SIP/2.0
+INVITE = """INVITE sip:{user}@127.0.0.1:{port} SIP/2.0
 Via: SIP/2.0/TLS @ME@;branch=z9hG4bK-tls-{n}
 From: <sip:carrier@127.0.0.1>;tag=c{n}
-To: <sip:echo@127.0.0.1:{port}>
+To: <sip:{user}@127.0.0.1:{port}>
 Call-ID: tls-call-{n}@carrier
 CSeq: 1 INVITE
 Contact: <sip:carrier@@ME@;transport=tls>
@@ -142,9 +142,11 @@ def header(msg: str, name: str) -> list[str]:
     return re.findall(rf"^{name}:\s*(.*?)\r?$", msg, re.M | re.I)
 
 
-async def establish(peer: TlsSip, port: int, n: int) -> tuple[str, dict[str, object]]:
+async def establish(
+    peer: TlsSip, port: int, n: int, user: str = "echo"
+) -> tuple[str, dict[str, object]]:
     """INVITE → 200 and the ACK along the route set; returns the 200 and the dialog."""
-    await peer.send(INVITE.format(port=port, n=n))
+    await peer.send(INVITE.format(port=port, n=n, user=user))
     ok = await peer.response(200)
     rr = [v for line in header(ok, "Record-Route") for v in line.split(", ")]
     # §12.1.2: the UAC's route set is the reverse (none with topology hiding)
@@ -162,9 +164,9 @@ async def hang_up(peer: TlsSip, fields: dict[str, object]) -> None:
     await peer.response(200)
 
 
-async def call(peer: TlsSip, port: int, n: int) -> str:
+async def call(peer: TlsSip, port: int, n: int, user: str = "echo") -> str:
     """INVITE → 200, ACK and BYE along the route set; returns the 200."""
-    ok, fields = await establish(peer, port, n)
+    ok, fields = await establish(peer, port, n, user)
     await hang_up(peer, fields)
     return ok
 
@@ -273,6 +275,80 @@ async def test_sighup_reload_rotates_the_certificate_without_dropping_calls(
                 await p.close()
     finally:
         uas.kill()
+
+
+async def test_mutual_tls_per_trunk(tmp_path: Path, pki: Pki) -> None:
+    """A trunk with tls_client_names takes calls only over TLS from a certificate naming
+    it; the same source without one, with another name, or over UDP is refused 403."""
+    uas_port = free_port()
+    uas = await SippPeer.start(tmp_path, "router_uas.xml", "-aa", "-trace_msg", port=uas_port)
+    port, tls_port = free_port(), free_port()
+    sections = tls_sections(pki, port, tls_port, [f"sip:127.0.0.1:{uas_port}"])
+    sections["trunks.mtls"] = {"sources": ["127.0.0.1"], "tls_client_names": ["carrier"]}
+    stranger = pki.issue_client("stranger", "stranger")
+    try:
+        async with running_router(tmp_path, sections) as router:
+            await async_wait_until(lambda: both_active(router), what="the media node answering")
+            good = await TlsSip.connect(tls_port, client_ctx(pki, pki.client))
+            # CN=carrier: admitted, through to the node and back
+            await call(good, port, 0, NUMBER)
+            refused = []
+            for n, cert in ((1, None), (2, stranger)):
+                peer = await TlsSip.connect(tls_port, client_ctx(pki, cert))
+                await peer.send(INVITE.format(port=port, n=n, user=NUMBER))
+                refused.append(await peer.response(403))
+                await peer.close()
+            for msg in refused:
+                assert msg.startswith("SIP/2.0 403 Client Certificate Required"), msg
+            # the trunk's address over UDP: no certificate at all
+            raw = RawUdp()
+            await raw.open()
+            text = INVITE.format(port=port, n=3, user=NUMBER).replace("SIP/2.0/TLS", "SIP/2.0/UDP")
+            raw.send(text.replace("@ME@", f"127.0.0.1:{raw.port}"), port)
+            answer = await raw.final()
+            assert answer.startswith("SIP/2.0 403 Client Certificate Required"), answer
+            raw.close()
+            await good.close()
+            await uas.wait_received("INVITE", 1)  # only the certified call reached the node
+            trunk = router.proxy.trunks.trunks["mtls"]  # type: ignore[union-attr]
+            assert trunk.stats.rejected == {"tls_client": 3}
+            assert trunk.stats.admitted == 1
+    finally:
+        uas.kill()
+
+
+NUMBER = "+4930123456"
+
+
+class RawUdp:
+    """SIP text over UDP from 127.0.0.1, reading until a final response."""
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        queue = self.queue
+
+        class Proto(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                queue.put_nowait(data)
+
+        self.transport, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+        self.port = self.transport.get_extra_info("sockname")[1]
+
+    def send(self, text: str, port: int) -> None:
+        head, _, body = text.partition("\n\n")
+        head = head.strip("\n").replace("\n", "\r\n")
+        data = f"{head}\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+        self.transport.sendto(data, ("127.0.0.1", port))
+
+    async def final(self) -> str:
+        while True:
+            msg = (await asyncio.wait_for(self.queue.get(), 5)).decode()
+            if not re.match(r"SIP/2\.0 1\d\d ", msg):
+                return msg
+
+    def close(self) -> None:
+        self.transport.close()
 
 
 async def test_tls_listen_without_certificate_is_a_config_error(tmp_path: Path) -> None:

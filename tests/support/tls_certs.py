@@ -35,6 +35,10 @@ class Pki:
         """Another server certificate from the same CA (a rotation), with its own CN."""
         return _write(self.directory, stem, *_leaf(cn, self.ca_pair, server=True))
 
+    def issue_client(self, stem: str, cn: str) -> Pem:
+        """Another client certificate from the same CA, with its own CN."""
+        return _write(self.directory, stem, *_leaf(cn, self.ca_pair, server=False))
+
 
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])

@@ -51,6 +51,9 @@ class TcpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = Peer(owner.name, "", 0)
         self.last_activity = owner.loop.time()
+        # Names in the verified client certificate of an accepted TLS connection (mutual
+        # TLS per trunk); None: none presented (or not TLS).
+        self.cert_names: frozenset[str] | None = None
 
     @property
     def key(self) -> Key:
@@ -89,6 +92,7 @@ class TcpConnection(asyncio.Protocol):
         self.transport = tls
         self.last_activity = owner.loop.time()
         owner.handshakes += 1
+        self.cert_names = certificate_names(tls.get_extra_info("peercert"))
         owner._register(self)
 
     def data_received(self, data: bytes) -> None:
@@ -129,6 +133,17 @@ class TcpConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+
+def certificate_names(cert: Any) -> frozenset[str] | None:
+    """The subject common names and subjectAltName DNS names and IP addresses of a peer
+    certificate as :meth:`ssl.SSLSocket.getpeercert` gives it (only ever a certificate
+    the handshake verified); None when the peer presented none."""
+    if not cert:
+        return None
+    names = {v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"}
+    names.update(v for k, v in cert.get("subjectAltName", ()) if k in ("DNS", "IP Address"))
+    return frozenset(names)
 
 
 class TcpTransport:
@@ -242,6 +257,11 @@ class TcpTransport:
             if not conn.write(data):
                 self.on_send_failed(token)
         self._arm_sweeper()
+
+    def peer_names(self, key: Key) -> frozenset[str] | None:
+        """Names in the verified client certificate of the connection from ``key``."""
+        conn = self.connections.get(key)
+        return conn.cert_names if conn is not None else None
 
     def handshake_failed(self, key: Key, exc: BaseException) -> None:
         """Count and log a failed TLS handshake (a scanner, an expired certificate, a peer

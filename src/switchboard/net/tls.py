@@ -37,6 +37,9 @@ class TlsFiles:
     verify_client: bool = False
     verify_server: bool = True
     where: str = "tls"
+    # ask callers for a certificate without requiring one (verified against ``ca`` when
+    # presented): mutual TLS required per trunk, not for every caller
+    request_client: bool = False
 
 
 def server_context(files: TlsFiles) -> ssl.SSLContext:
@@ -46,11 +49,12 @@ def server_context(files: TlsFiles) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_chain(ctx, files)
-    if files.verify_client:
+    if files.verify_client or files.request_client:
         if not files.ca:
-            raise TlsConfigError(f"{files.where}: tls_verify_client needs tls_ca")
+            what = "tls_verify_client" if files.verify_client else "mutual TLS on a trunk"
+            raise TlsConfigError(f"{files.where}: {what} needs tls_ca")
         _load_ca(ctx, files)
-        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.verify_mode = ssl.CERT_REQUIRED if files.verify_client else ssl.CERT_OPTIONAL
     return ctx
 
 

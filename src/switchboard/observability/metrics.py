@@ -145,7 +145,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_router_forwarding_latency_seconds", "histogram", "router", (), "Time the router spends on one SIP message, receive to send.", FORWARDING_BUCKETS),
     _spec("switchboard_router_trunk_calls_total", "counter", "router", ("trunk", "disposition"), "Calls admitted on the trunk that got their final response, by disposition (answered, busy, no_answer, cancelled, failed)."),
     _spec("switchboard_router_trunk_admitted_total", "counter", "router", ("trunk",), "New calls admitted on the trunk; rate() is the trunk's calls per second."),
-    _spec("switchboard_router_trunk_rejections_total", "counter", "router", ("trunk", "reason"), "New calls the trunk refused, by reason: cps, max_calls (503 + Retry-After), direction, tech_prefix, forbidden_destination (403), invalid_number (404), incomplete_number (484), anonymous (433)."),
+    _spec("switchboard_router_trunk_rejections_total", "counter", "router", ("trunk", "reason"), "New calls the trunk refused, by reason: cps, max_calls (503 + Retry-After), direction, tech_prefix, forbidden_destination, tls_client (403), invalid_number (404), incomplete_number (484), anonymous (433)."),
     _spec("switchboard_router_trunk_active_calls", "gauge", "router", ("trunk",), "Calls in progress on the trunk (admitted, not yet failed or hung up): what max_calls limits."),
     _spec("switchboard_router_trunk_calls_per_second", "gauge", "router", ("trunk",), "Calls admitted on the trunk in the last second (the sliding window the cps limit counts)."),
     _spec("switchboard_router_trunk_limit", "gauge", "router", ("trunk", "limit"), "The trunk's configured limits, limit = cps or max_calls; 0 = no limit."),

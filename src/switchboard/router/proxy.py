@@ -529,6 +529,9 @@ class Proxy:
         # Trunks (docs/router.md "Trunks"): a new call's trunk by its source; its sources
         # are exempt from pike (trunk limits govern them). None: the ACL alone decides.
         self.trunks = trunks
+        # The names in the verified client certificate of the TLS connection from a
+        # source (host, port), or None — set by the service (mutual TLS per trunk).
+        self.tls_peer_names: Callable[[tuple[str, int]], frozenset[str] | None] | None = None
         # STIR/SHAKEN (docs/compliance.md "STIR/SHAKEN"): the edge's verdict on a new
         # call's Identity comes with receive(); without one a verifying router says
         # No-TN-Validation. The signer returns the Identity value for a call leaving on
@@ -918,6 +921,14 @@ class Proxy:
                 )
             if trunk is not None and method == b"INVITE":
                 assert self.trunks is not None
+                if trunk.tls_names:
+                    # mutual TLS on this trunk: over TLS, with a certificate naming it
+                    names = None
+                    if transport == "tls" and self.tls_peer_names is not None:
+                        names = self.tls_peer_names(reply_addr)  # streams: the connection
+                    if not trunk.tls_allows(names):
+                        status, reason, _ = trunk.reject("tls_client")
+                        return reply(status, reason)
                 admission = self.trunks.admit(
                     trunk, _user(m.ruri).decode("utf-8", "replace"), _from_user(m), now
                 )

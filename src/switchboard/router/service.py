@@ -150,8 +150,9 @@ def _settings(cfg: config_mod.Config) -> ProxySettings:
     )
 
 
-def _tls_contexts(cfg: config_mod.RouterSection) -> tuple[Any, Any]:
-    """Server and client contexts from ``[router] tls_*`` (raises TlsConfigError)."""
+def _tls_contexts(cfg: config_mod.RouterSection, *, trunk_mtls: bool = False) -> tuple[Any, Any]:
+    """Server and client contexts from ``[router] tls_*`` (raises TlsConfigError);
+    ``trunk_mtls``: some trunk requires a client certificate, so ask every caller for one."""
     files = TlsFiles(
         cfg.tls_cert,
         cfg.tls_key,
@@ -159,8 +160,13 @@ def _tls_contexts(cfg: config_mod.RouterSection) -> tuple[Any, Any]:
         verify_client=cfg.tls_verify_client,
         verify_server=cfg.tls_verify_server,
         where="router",
+        request_client=trunk_mtls,
     )
     return server_context(files), client_context(files)
+
+
+def _trunk_mtls(cfg: config_mod.Config) -> bool:
+    return any(t.tls_client_names for t in cfg.trunks.values())
 
 
 def _aliases(entries: list[str]) -> tuple[tuple[str, int], ...]:
@@ -371,7 +377,7 @@ class Router:
                         via_interfaces.append(Interface("udp", advertised(host), priv.local[1]))
                 elif proto == "tls":
                     if self.tls is None:
-                        server, client = _tls_contexts(cfg.router)
+                        server, client = _tls_contexts(cfg.router, trunk_mtls=_trunk_mtls(cfg))
                         self.tls = TcpTransport(
                             self._on_tls,
                             self._on_send_failed,
@@ -444,6 +450,8 @@ class Router:
             verstat_to_callee=stir_cfg.verstat_to_callee,
             signer=self.signer,
         )
+        if self.tls is not None:
+            self.proxy.tls_peer_names = self.tls.peer_names
         if stir_cfg.verify:
             cache = CertificateCache(
                 anchors,
@@ -627,7 +635,11 @@ class Router:
             trunks = TrunkTable(cfg.trunks, cfg.acl.allow, previous=self.proxy.trunks)
             pike_allow = AddressList(cfg.pike.allow, key="pike.allow")
             ban_allow = AddressList(cfg.security.auth_ban_allow, key="security.auth_ban_allow")
-            tls = _tls_contexts(cfg.router) if self.tls is not None else None
+            tls = (
+                _tls_contexts(cfg.router, trunk_mtls=_trunk_mtls(cfg))
+                if self.tls is not None
+                else None
+            )
         except (config_mod.ConfigError, DispatcherError, TlsConfigError, TrunkConfigError) as exc:
             raise ValueError(str(exc)) from None
         if self.tls is not None and tls is not None:

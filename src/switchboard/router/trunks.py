@@ -60,6 +60,7 @@ REJECTIONS: dict[str, tuple[int, bytes]] = {
     "invalid_number": (404, b"Not Found"),
     "max_calls": (503, b"Trunk Capacity Exceeded"),
     "cps": (503, b"Trunk CPS Exceeded"),
+    "tls_client": (403, b"Client Certificate Required"),
 }
 
 
@@ -88,6 +89,7 @@ class TrunkSettings(Protocol):
     caller_id_number: str
     account: str
     allowed_prefixes: list[str]
+    tls_client_names: list[str]
     stir_sign: bool
     stir_attestation: list[str]
 
@@ -280,6 +282,7 @@ class TrunkState:
         "sources",
         "stats",
         "tech_prefix",
+        "tls_names",
     )
 
     def __init__(self, name: str, t: TrunkSettings | None, sources: tuple[Source, ...],
@@ -297,6 +300,7 @@ class TrunkState:
             self.caller_id = "pass"
             self.allowed: tuple[str, ...] = ()
             self.attest: AttestationRules | None = None
+            self.tls_names: frozenset[str] = frozenset()
         else:
             self.direction = t.direction
             self.cps = float(t.cps)
@@ -309,6 +313,7 @@ class TrunkState:
             self.caller_id_number = t.caller_id_number
             self.account = t.account
             self.allowed = tuple(p.lstrip("+") for p in t.allowed_prefixes)
+            self.tls_names = frozenset(t.tls_client_names)
             # STIR/SHAKEN signing of calls we send on this trunk (docs/compliance.md)
             try:
                 rules = parse_rules(t.stir_attestation, key=f"{key}.stir_attestation")
@@ -335,6 +340,11 @@ class TrunkState:
         r[reason] = r.get(reason, 0) + 1
         status, phrase = REJECTIONS[reason]
         return status, phrase, self.retry_after if status == 503 else 0
+
+    def tls_allows(self, names: frozenset[str] | None) -> bool:
+        """Mutual TLS per trunk: does a connection whose verified client certificate
+        names ``names`` (None: no certificate, or not TLS) carry this trunk's calls?"""
+        return not self.tls_names or (names is not None and not self.tls_names.isdisjoint(names))
 
     def release(self) -> None:
         """A call admitted on this trunk ended (its INVITE failed, or its dialog ended)."""
