@@ -209,8 +209,10 @@ class EslConsole:
                 self.out(HELP)
             case "/event":
                 words = rest.split() or ["ALL"]
-                fmt = "plain"
+                fmt = "plain"  # every header is printed, whatever the format asked for
                 if words[0].lower() in ("plain", "json", "xml"):
+                    if words[0].lower() != "plain":
+                        self.out(f"(events are asked for as plain: {words[0]} is shown the same)")
                     words = words[1:] or ["ALL"]
                 reply = await self.command(f"event {fmt} {' '.join(words)}")
                 if reply.startswith("+OK"):
@@ -267,7 +269,7 @@ class EslConsole:
         elif previous[0] == "/log":
             pool = LEVELS
         elif previous[0] in ("/event", "/nixevent"):
-            pool = ("plain", "json", "ALL", *EVENT_NAMES)
+            pool = ("plain", "ALL", *EVENT_NAMES)
         elif previous[0] == "show" and len(previous) == 1:
             pool = SHOW_ITEMS
         elif takes_uuid(previous[0]) and len(previous) == 1:
@@ -279,7 +281,7 @@ class EslConsole:
 
 HELP = """\
 Type an API command (status, show channels, uuid_kill <uuid>, …) or:
-  /event [plain|json] <NAMES|ALL>   subscribe to events      /noevents   stop them
+  /event [plain] <NAMES|ALL>        subscribe to events      /noevents   stop them
   /nixevent <NAMES>                 drop some events          /filter <Header> <value>
   /log <level>                      stream the node's log (console alert crit err warning
                                     notice info debug, or 0-7) /nolog  stop it

@@ -223,6 +223,14 @@ def test_console_on_a_freeswitch_like_peer(tmp_path: Path) -> None:
             child.expect(shown("0c1e2f3a-1111-4222-8333-444455556666"))
             child.send("\r")
             child.expect(r"\+OK")
+            child.send("/log deb\t")  # console commands complete their arguments too
+            child.expect(shown("ug"))
+            child.send("\r")
+            expect_all(
+                child,
+                r"\+OK log level debug \[7\]",
+                r"\[DEBUG\] switch_core\.c:107 fs-peer line at level debug",
+            )
             child.sendline("/event plain ALL")
             child.expect(r"\[EVENT\] CHANNEL_ANSWER")
             child.expect(r"Channel-Name: sofia/internal/1000@192.0.2.10")  # URL-decoded
