@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
 
 from switchboard.rating.portability import canonical
+from switchboard.rtp.resample import StreamResampler
 from switchboard.rtp.source import WavRecorder
 
 if TYPE_CHECKING:
@@ -248,14 +249,26 @@ class FileRecording:
 
     def _tap(self, leg: int) -> Any:
         rec = self._rec
+        ep = self.a if leg == 0 else self.b
+        # A decoder of its own: G.722 is stateful, and the endpoint's codec object also
+        # serves the relay's transcoding. A leg at another rate than the WAV is resampled.
+        new_state = getattr(ep.codec, "new_state", None)
+        decoder = new_state() if new_state is not None else ep.codec
+        pt = ep.codec.payload_type
+        resampler = (
+            StreamResampler(decoder.sample_rate, rec.rate)
+            if decoder.sample_rate != rec.rate
+            else None
+        )
 
-        def tap(ep: RtpEndpoint, pt: int, marker: bool, seq: int, ts: int, ssrc: int,
-                payload: bytes) -> None:  # fmt: skip
-            if pt != ep.codec.payload_type:
+        def tap(ep: RtpEndpoint, payload_type: int, marker: bool, seq: int, ts: int,
+                ssrc: int, payload: bytes) -> None:  # fmt: skip
+            if payload_type != pt:
                 return  # telephone-events, comfort noise: not audio
             # CodecError (a ValueError): a malformed payload is not recorded
             with contextlib.suppress(ValueError):
-                rec.write_pcm(ep.codec.decode(payload), leg)
+                pcm = decoder.decode(payload)
+                rec.write_pcm(pcm if resampler is None else resampler.process(pcm), leg)
 
         return tap
 

@@ -4,10 +4,23 @@ escaped, ids and associations consistent), the SRC's SDP offer and the SRS's ans
 from __future__ import annotations
 
 import base64
+import wave
 import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import SimpleNamespace
 
-from switchboard.media.intercept import answered_streams, recording_metadata, siprec_offer
-from switchboard.rtp.codec import codec_by_name
+import numpy as np
+import pytest
+
+from switchboard.media.intercept import (
+    FileRecording,
+    HashChain,
+    answered_streams,
+    recording_metadata,
+    siprec_offer,
+    verify_chain,
+)
+from switchboard.rtp.codec import codec_by_name, g722_available
 
 NS = {"r": "urn:ietf:params:xml:ns:recording:1"}
 
@@ -44,3 +57,44 @@ def test_offer_and_answer() -> None:
         b"m=audio 0 RTP/AVP 8\r\na=label:1\r\n"
     )
     assert answered_streams(answer) == {"2": ("192.0.2.9", 5000)}  # label 1 refused (port 0)
+
+
+def _tone(freq: float, seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return np.rint(np.sin(2 * np.pi * freq * t) * 0.3 * 32767).astype(np.int16)
+
+
+def _dominant(pcm: np.ndarray, rate: int = 8000) -> float:
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
+    spectrum[:3] = 0
+    return float(np.argmax(spectrum) * rate / len(pcm))
+
+
+@pytest.mark.skipif(not g722_available(), reason="G722 package missing")
+def test_file_recording_of_a_transcoded_call_with_its_chain(tmp_path: Path) -> None:
+    """Caller on PCMU (8 kHz), called party on G.722 (16 kHz): the WAV is 8 kHz stereo,
+    the G.722 leg resampled; the tap decodes with its own G.722 state, so the relay's
+    decoding of the same packets (here: the endpoint's codec, used in between) does not
+    garble either."""
+    pcmu, g722 = codec_by_name("PCMU"), codec_by_name("G722")
+    a, b = SimpleNamespace(codec=pcmu, tap=None), SimpleNamespace(codec=g722, tap=None)
+    rec = FileRecording(tmp_path, {"a_leg": "call-1"}, a, b)  # type: ignore[arg-type]
+    caller, called = _tone(1000, 1.0, 8000), _tone(500, 1.0, 16000)
+    encoder = codec_by_name("G722")
+    for i in range(50):
+        payload_b = encoder.encode(called[i * 320 : (i + 1) * 320])
+        a.tap(a, 0, False, i, i * 160, 1, pcmu.encode(caller[i * 160 : (i + 1) * 160]))
+        g722.decode(payload_b)  # the relay's own use of the endpoint's codec
+        b.tap(b, 9, False, i, i * 160, 2, payload_b)
+        b.tap(b, 101, False, i, i * 160, 2, b"\x01\x00\x00\xa0")  # an RFC 4733 event: skipped
+    rec.stop_taps()
+    entry = rec.finish(HashChain(tmp_path), 0.0)
+    with wave.open(str(rec.wav)) as w:
+        assert (w.getnchannels(), w.getframerate()) == (2, 8000)
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).reshape(-1, 2)
+    assert 7800 <= len(pcm) <= 8000
+    assert round(_dominant(pcm[2000:, 0])) in range(990, 1011)
+    assert round(_dominant(pcm[2000:, 1])) in range(490, 511)
+    entries, problems = verify_chain(tmp_path)
+    assert problems == [] and entries == [entry] and entry["prev"] == "0" * 64
+    assert oct(rec.wav.stat().st_mode & 0o777) == "0o600"
