@@ -240,7 +240,9 @@ class FileRecording:
 
     def __post_init__(self) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.wav = self.directory / f"{stamp}_{self.meta['a_leg']}.wav"
+        # both legs in the name: one A-leg bridged twice in a second makes two recordings
+        legs = "_".join(str(self.meta[k]) for k in ("a_leg", "b_leg") if self.meta.get(k))
+        self.wav = self.directory / f"{stamp}_{legs}.wav"
         fd = os.open(self.wav, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._fh = os.fdopen(fd, "wb")
         self._rec = WavRecorder(self._fh, rate=self.a.codec.sample_rate, legs=2, split=True)
@@ -505,7 +507,8 @@ class CallIntercept:
         self.node = node
         self.siprec_server = siprec_server
         self.chain = HashChain(directory)
-        self.active: dict[str, Any] = {}
+        self.active: dict[str, Any] = {}  # A-leg uuid → its recording
+        self._a_of: dict[str, str] = {}  # B-leg uuid → A-leg uuid
         self._tasks: set[asyncio.Task[Any]] = set()
         self.recorded = 0
         directory.mkdir(parents=True, exist_ok=True)
@@ -533,6 +536,7 @@ class CallIntercept:
         if target.mode == "siprec" and self.siprec_server:
             rec: Any = SiprecRecording(self.ua, self.siprec_server, meta, a.media, b.media)
             self.active[a.uuid] = rec
+            self._a_of[b.uuid] = a.uuid
             self._spawn(self._start_siprec(a.uuid, rec))
         else:
             try:
@@ -541,6 +545,7 @@ class CallIntercept:
                 log.error("intercept of %s: cannot record: %s", a.uuid, exc)
                 return
             self.active[a.uuid] = rec
+            self._a_of[b.uuid] = a.uuid
             meta = {**meta, "file": rec.wav.name}
         self._spawn(self._audit("start", a.uuid, {k: meta[k] for k in (
             "sip_call_id", "caller", "callee", "target", "warrant", "node")} | {
@@ -548,11 +553,16 @@ class CallIntercept:
             if target.mode == "siprec" else ""}))  # fmt: skip
 
     def on_hangup(self, s: Session) -> None:
-        rec = self.active.pop(s.uuid, None)
+        """Either leg's end ends the recording (the A-leg may go on to another bridge,
+        which is then a recording of its own)."""
+        key = self._a_of.pop(s.uuid, s.uuid)
+        rec = self.active.pop(key, None)
         if rec is None:
             return
+        for b_uuid in [b for b, a in self._a_of.items() if a == key]:
+            del self._a_of[b_uuid]
         rec.stop_taps()
-        self._spawn(self._finish(s.uuid, rec, time.time()))
+        self._spawn(self._finish(key, rec, time.time()))
 
     async def _start_siprec(self, key: str, rec: SiprecRecording) -> None:
         try:

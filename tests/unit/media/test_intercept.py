@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from switchboard.media.intercept import (
+    CallIntercept,
     FileRecording,
     HashChain,
+    Target,
     answered_streams,
     recording_metadata,
     siprec_offer,
@@ -98,3 +100,33 @@ def test_file_recording_of_a_transcoded_call_with_its_chain(tmp_path: Path) -> N
     entries, problems = verify_chain(tmp_path)
     assert problems == [] and entries == [entry] and entry["prev"] == "0" * 64
     assert oct(rec.wav.stat().st_mode & 0o777) == "0o600"
+
+
+def _leg(uuid: str, number: str = "") -> SimpleNamespace:
+    profile = SimpleNamespace(caller_id_number="1001", destination_number=number)
+    channel = SimpleNamespace(variables={"sip_call_id": f"{uuid}@h"}, profile=profile,
+                              created_at=0.0, answered_at=1.0)  # fmt: skip
+    media = SimpleNamespace(codec=codec_by_name("PCMU"), tap=None)
+    return SimpleNamespace(uuid=uuid, data={}, channel=channel, media=media)
+
+
+async def test_either_leg_ending_ends_the_recording_and_a_rebridge_records_again(
+    tmp_path: Path,
+) -> None:
+    target = Target("4930123456", "LI-1", "file")
+    targets = SimpleNamespace(match=lambda *n: target, pool=None)  # audit rows: no database
+    ic = CallIntercept(SimpleNamespace(), SimpleNamespace(), targets, tmp_path / "li",  # type: ignore[arg-type]
+                       node="media-1")  # fmt: skip
+    a, b1, b2 = _leg("a", "+4930123456"), _leg("b1"), _leg("b2")
+    a.data["intercept_target"] = target
+    ic.on_bridge(a, b1)  # type: ignore[arg-type]
+    assert b1.media.tap is not None and a.media.tap is not None
+    ic.on_hangup(b1)  # type: ignore[arg-type]  # the called party hung up first
+    assert b1.media.tap is None and a.media.tap is None and not ic.active
+    ic.on_bridge(a, b2)  # type: ignore[arg-type]  # the caller goes on to another bridge
+    assert b2.media.tap is not None
+    ic.on_hangup(a)  # type: ignore[arg-type]
+    ic.on_hangup(b2)  # type: ignore[arg-type]  # nothing left to end
+    await ic.close()
+    entries, problems = verify_chain(tmp_path / "li")
+    assert problems == [] and len(entries) == 2 and ic.recorded == 2
