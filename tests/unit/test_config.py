@@ -48,6 +48,11 @@ def test_toml_then_env_then_overrides(tmp_path: Path) -> None:
         ('[router]\nrecord_route_host = "vip.example"\n', "router.record_route_host"),
         ('[media]\nsrtp = "sometimes"\n', "media.srtp"),
         ('[gateways.x]\ntransport = "sctp"\n', "gateways.x.transport"),
+        ('[gateways.x]\nportability = "lrn"\n', "gateways.x.portability"),
+        ("[billing]\nretention_months = 1\n", "billing.retention_months"),
+        ("[billing]\nportability_timeout = 0\n", "billing.portability_timeout"),
+        ('[intercept]\nsiprec_server = "srs.example"\n', "intercept.siprec_server"),
+        ("[intercept]\nrefresh = 0\n", "intercept.refresh"),
     ],
 )
 def test_bad_config_is_named(tmp_path: Path, text: str, message: str) -> None:
