@@ -210,6 +210,9 @@ class SecuritySection(Section):
     auth_fail_window: float = Field(default=60.0, gt=0)
     auth_ban_seconds: float = Field(default=600.0, ge=0)
     auth_ban_allow: list[str] = Field(default_factory=list)  # never banned (CIDRs)
+    # IPv6 sources are counted and banned (auth bans, pike) by this network prefix: an
+    # attacker holds a whole /64; 128 = each address alone.
+    ipv6_prefix: int = Field(default=64, ge=1, le=128)
     # Requests whose User-Agent contains one of these (case-insensitive) are dropped silently.
     scanner_user_agents: list[str] = Field(default_factory=lambda: list(DEFAULT_SCANNERS))
     # Server header of the router's own answers; "" = none (nothing names the product).

@@ -226,6 +226,7 @@ class MediaNode:
                 window=sec.auth_fail_window,
                 ban_seconds=sec.auth_ban_seconds,
                 allow=sec.auth_ban_allow,
+                ipv6_prefix=sec.ipv6_prefix,
             ),
         )
         self.ua = ua

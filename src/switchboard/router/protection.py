@@ -27,6 +27,36 @@ DROP_FACTOR = 10
 _CACHE_MAX = 4096
 
 
+class SourceKey:
+    """What a source address counts as in pike and the authentication bans: an IPv4
+    address itself, an IPv6 address by its ``/prefix`` network (default /64: one
+    attacker holds a whole /64 and can take a new address for every request; 128 = each
+    address alone). Bounded cache: the hot path pays the ipaddress work once per source."""
+
+    def __init__(self, ipv6_prefix: int = 64) -> None:
+        if not 1 <= ipv6_prefix <= 128:
+            raise ValueError(f"security.ipv6_prefix: {ipv6_prefix} is not 1..128")
+        self.prefix = ipv6_prefix
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, ip: str) -> str:
+        if ":" not in ip or self.prefix == 128:
+            return ip
+        key = self._cache.get(ip)
+        if key is None:
+            try:
+                net = ipaddress.IPv6Network((ip.strip("[]"), self.prefix), strict=False)
+            except ValueError:
+                key = ip
+            else:
+                mapped = net.network_address.ipv4_mapped
+                key = ip.strip("[]") if mapped is not None else str(net)
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[ip] = key
+        return key
+
+
 def parse_networks(entries: Iterable[str], *, key: str) -> tuple[Network, ...]:
     """``["10.0.0.1", "192.0.2.0/24", "::1"]`` → networks; errors name the key and entry."""
     nets = []
@@ -95,7 +125,9 @@ class Pike:
         ban_seconds: float = 300.0,
         allow: Iterable[str] = (),
         max_sources: int = 100_000,
+        ipv6_prefix: int = 64,
     ) -> None:
+        self.source = SourceKey(ipv6_prefix)  # IPv6 sources counted by their /64
         self.unit = float(sampling_time_unit)
         self.density = int(reqs_density_per_unit)
         self.ban_seconds = float(ban_seconds)
@@ -111,9 +143,12 @@ class Pike:
 
     def check(self, ip: str, now: float) -> PikeResult:
         """Count one request from ``ip`` and say what to do with it."""
+        addr = ip
+        if ":" in ip:
+            ip = self.source(ip)
         c = self._counters.get(ip)
         if c is None:
-            if ip in self.allow:
+            if addr in self.allow:
                 return _ALLOW
             if len(self._counters) >= self.max_sources:
                 self._evict(now)
@@ -130,7 +165,7 @@ class Pike:
             del self._bans[ip]
         if count <= self.density:
             return _ALLOW
-        if ip in self.allow:  # counted only until proven allow-listed (cached lookup)
+        if addr in self.allow:  # counted only until proven allow-listed (cached lookup)
             del self._counters[ip]
             return _ALLOW
         until = now + self.ban_seconds
@@ -164,7 +199,7 @@ class Pike:
                 del self._counters[ip]
 
     def is_banned(self, ip: str, now: float) -> bool:
-        until = self._bans.get(ip)
+        until = self._bans.get(self.source(ip))
         return until is not None and now < until
 
     @property
@@ -226,14 +261,17 @@ class Ban:
     failures: int
     window: float
     seconds: float
+    network: str = ""  # an IPv6 source: the network banned with it ("" = the address)
 
     def log_line(self) -> str:
         """fail2ban-friendly: a fixed prefix, the bare address, nothing variable before it
-        (``failregex = SECURITY BAN: source <HOST> ``)."""
-        return (
+        (``failregex = SECURITY BAN: source <HOST> ``); an IPv6 source's banned network
+        follows at the end."""
+        line = (
             f"SECURITY BAN: source {self.ip} banned for {self.seconds:g} s after "
             f"{self.failures} authentication failures in {self.window:g} s"
         )
+        return f"{line} (network {self.network})" if self.network else line
 
 
 class AuthBans:
@@ -251,7 +289,9 @@ class AuthBans:
         ban_seconds: float = 600.0,
         allow: Iterable[str] = (),
         max_sources: int = 100_000,
+        ipv6_prefix: int = 64,
     ) -> None:
+        self.source = SourceKey(ipv6_prefix)  # IPv6 sources counted by their /64
         self.limit = limit
         self.window = float(window)
         self.ban_seconds = float(ban_seconds)
@@ -268,6 +308,7 @@ class AuthBans:
         self.failures_total += 1
         if ip in self.allow:
             return None
+        addr, ip = ip.strip("[]"), self.source(ip)
         times = self._failures.get(ip)
         if times is None:
             if len(self._failures) >= self.max_sources:
@@ -288,7 +329,7 @@ class AuthBans:
             self._bans = {k: v for k, v in self._bans.items() if v > now}
         self._bans[ip] = now + self.ban_seconds
         self.bans_total += 1
-        return Ban(ip, len(times), self.window, self.ban_seconds)
+        return Ban(addr, len(times), self.window, self.ban_seconds, "" if ip == addr else ip)
 
     @property
     def active(self) -> bool:
@@ -296,7 +337,9 @@ class AuthBans:
         return bool(self._bans)
 
     def is_banned(self, ip: str, now: float) -> bool:
-        """True while ``ip`` is banned (counted as a dropped request)."""
+        """True while ``ip`` (or its IPv6 network) is banned (counted as a dropped request)."""
+        if ":" in ip:
+            ip = self.source(ip)
         until = self._bans.get(ip)
         if until is None:
             return False

@@ -184,6 +184,7 @@ def _bans(cfg: config_mod.SecuritySection) -> AuthBans:
         window=cfg.auth_fail_window,
         ban_seconds=cfg.auth_ban_seconds,
         allow=cfg.auth_ban_allow,
+        ipv6_prefix=cfg.ipv6_prefix,
     )
 
 
@@ -333,6 +334,7 @@ class Router:
                 reqs_density_per_unit=cfg.pike.reqs_density_per_unit,
                 ban_seconds=cfg.pike.ban_seconds,
                 allow=cfg.pike.allow,
+                ipv6_prefix=cfg.security.ipv6_prefix,
             )
             stir_cfg = cfg.stir
             anchors = load_anchors(stir_cfg.trust_anchors) if stir_cfg.verify else []

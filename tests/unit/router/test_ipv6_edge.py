@@ -57,22 +57,39 @@ def test_acl_ipv6_networks_and_loopback() -> None:
         Acl(["2001:db8::/129"], key="acl.allow")
 
 
-def test_pike_blocks_an_ipv6_flooder_not_its_neighbour() -> None:
+def test_pike_counts_ipv6_sources_by_their_64() -> None:
     p = Pike(sampling_time_unit=2.0, reqs_density_per_unit=5, ban_seconds=60.0,
              allow=["2001:db8:aaaa::/48"])  # fmt: skip
-    verdicts = [p.check("2001:db8::66", 0.01 * i) for i in range(8)]
+    # a flooder taking a new address of its /64 for every request is still one source
+    verdicts = [p.check(f"2001:db8:0:1::{i:x}", 0.01 * i) for i in range(1, 9)]
     assert [v.verdict for v in verdicts[:5]] == [Verdict.ALLOW] * 5
     assert verdicts[5].verdict is Verdict.REJECT and verdicts[5].newly_blocked
-    assert p.is_banned("2001:db8::66", 1.0)
-    assert p.check("2001:db8::67", 1.0).verdict is Verdict.ALLOW
+    assert p.is_banned("2001:db8:0:1::ffff", 1.0)  # the whole /64
+    assert p.check("2001:db8:0:2::1", 1.0).verdict is Verdict.ALLOW  # the next /64 is not
     assert all(p.check("2001:db8:aaaa::1", 0.001 * i).verdict is Verdict.ALLOW for i in range(100))
+    # per address when asked: the flooder's neighbour is unaffected
+    q = Pike(sampling_time_unit=2.0, reqs_density_per_unit=5, ban_seconds=60.0, ipv6_prefix=128)
+    for i in range(8):
+        q.check("2001:db8::66", 0.01 * i)
+    assert q.is_banned("2001:db8::66", 1.0) and not q.is_banned("2001:db8::67", 1.0)
 
 
-def test_auth_bans_ipv6_guesser_logged_and_banned_alone() -> None:
+def test_auth_bans_ipv6_guesser_banned_with_its_64_logged_by_address() -> None:
     b = AuthBans(limit=2, window=10, ban_seconds=60, allow=["2001:db8:1::/48"])
-    assert b.failed("2001:db8::66", 0) is None and b.failed("2001:db8::66", 1) is None
-    ban = b.failed("2001:db8::66", 2)
+    assert b.failed("2001:db8::66", 0) is None and b.failed("[2001:db8::67]", 1) is None
+    ban = b.failed("2001:db8::68", 2)  # three addresses of one /64: three failures
     assert ban is not None
-    assert ban.log_line().startswith("SECURITY BAN: source 2001:db8::66 banned for 60 s")
-    assert b.is_banned("2001:db8::66", 3) and not b.is_banned("2001:db8::67", 3)
+    assert ban.log_line() == (
+        "SECURITY BAN: source 2001:db8::68 banned for 60 s after 3 authentication failures "
+        "in 10 s (network 2001:db8::/64)"
+    )
+    assert b.is_banned("2001:db8::1234", 3) and b.is_banned("[2001:db8::66]", 3)
+    assert not b.is_banned("2001:db8:0:1::66", 3)  # another /64
     assert all(b.failed("2001:db8:1::5", t) is None for t in range(10))  # allow-listed
+    # IPv4 lines are unchanged (fail2ban's <HOST> matches the bare address either way)
+    v4 = AuthBans(limit=0, window=10, ban_seconds=60).failed("192.0.2.1", 0)
+    assert v4 is not None and v4.log_line().endswith("failures in 10 s")
+    # per address when asked
+    c = AuthBans(limit=0, window=10, ban_seconds=60, ipv6_prefix=128)
+    assert c.failed("2001:db8::66", 0) is not None
+    assert not c.is_banned("2001:db8::67", 1)
