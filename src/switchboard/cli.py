@@ -173,7 +173,7 @@ def status(
     ] = False,
 ) -> None:
     """The status page in the terminal: KPIs, 15-minute sparklines, destinations, trunks,
-    processes — refreshed in place until Ctrl-C."""
+    processes, recent calls, campaigns — refreshed in place until Ctrl-C."""
     from switchboard import status_term
 
     cfg = load_config(config)

@@ -1,9 +1,11 @@
 """``switchboard status``: the status page's picture in a terminal, for a server without a
 browser — KPIs, the last 15 minutes as sparklines (active calls, calls/s, ASR, PDD p95),
-destinations, trunks and every process's health, redrawn in place (rich ``Live``).
+destinations, trunks, every process's health, the latest calls and the campaigns, redrawn
+in place (rich ``Live``).
 
 It reads what the page reads, from the router's admin address: ``/status/api/summary``,
-``/status/api/history``, ``/destinations`` and ``/trunks`` (see
+``/status/api/history``, ``/status/api/cdrs``, ``/status/api/campaigns``,
+``/destinations`` and ``/trunks`` (see
 docs/operations.md "3. Day-to-day operations"). When the router does not answer, the
 screen says so and keeps trying; Ctrl-C leaves. ``--once`` prints one picture and exits: 0, or 3 when the router
 cannot be reached (for scripts and cron mails).
@@ -26,6 +28,7 @@ from rich.text import Text
 from switchboard.lifecycle import ExitCode
 
 BLOCKS = "▁▂▃▄▅▆▇█"
+RECENT_CALLS = 5  # rows of the recent-calls table (the page shows 20)
 SERIES = (
     # key, label, scale, format, fixed maximum
     ("active_calls", "active calls", 1.0, "{:.0f}", None),
@@ -79,6 +82,9 @@ class Snapshot:
     history: dict[str, Any] | None = None
     destinations: list[dict[str, Any]] = field(default_factory=list)
     trunks: list[dict[str, Any]] = field(default_factory=list)
+    cdrs: list[dict[str, Any]] = field(default_factory=list)
+    campaigns: list[dict[str, Any]] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # "cdrs"/"campaigns": why empty
     error: str = ""
     taken: float = field(default_factory=time.time)
 
@@ -92,13 +98,20 @@ def fetch(client: httpx.Client, base: str) -> Snapshot:
     except (httpx.HTTPError, ValueError) as exc:
         snap.error = f"cannot reach the router at {base}: {exc or type(exc).__name__}"
         return snap
-    for attr, path in (("destinations", "/destinations"), ("trunks", "/trunks")):
+    for attr, path in (
+        ("destinations", "/destinations"),
+        ("trunks", "/trunks"),
+        ("cdrs", f"/status/api/cdrs?limit={RECENT_CALLS}"),
+        ("campaigns", "/status/api/campaigns"),
+    ):
         try:
             data = client.get(base + path).raise_for_status().json()
         except (httpx.HTTPError, ValueError):
             continue  # an older router without the endpoint: no table
         rows = data.get(attr, []) if isinstance(data, dict) else data
         setattr(snap, attr, [r for r in rows if isinstance(r, dict)])
+        if isinstance(data, dict) and data.get("note"):
+            snap.notes[attr] = str(data["note"])
     return snap
 
 
@@ -209,7 +222,42 @@ def render(snap: Snapshot, width: int, title: str = "Switchboard") -> Renderable
             n.get("url", "") if n.get("up") else f"{n.get('url', '')}: {n.get('error', '')}",
         )
     parts.append(procs)
+
+    calls = Table(title="recent calls", title_justify="left", box=None, padding=(0, 1))
+    for name in ("start", "caller", "destination", "disposition", "billsec", "cost"):
+        calls.add_column(
+            name, justify="right" if name in ("billsec", "cost") else "left", no_wrap=True,
+            overflow="ellipsis", min_width=6 if name == "cost" else None,
+        )  # fmt: skip
+    for c in snap.cdrs[:RECENT_CALLS]:
+        calls.add_row(
+            str(c.get("start_time") or "").replace("T", " ")[5:19],  # MM-DD HH:MM:SS
+            str(c.get("caller_id") or "–"),
+            str(c.get("destination") or "–"),
+            str(c.get("disposition") or "–"),
+            _num(c.get("billsec"), "{:.0f}"),
+            "–" if c.get("cost") is None else str(c["cost"]),
+        )
+    parts.append(calls if snap.cdrs else _empty("recent calls", snap.notes.get("cdrs", "none")))
+
+    if snap.campaigns:
+        camps = Table(title="campaigns", title_justify="left", box=None, padding=(0, 1))
+        for name in ("campaign", "status", "contacts", "done", "attempts", "answered", "now"):
+            camps.add_column(name, justify="left" if name in ("campaign", "status") else "right")
+        for c in snap.campaigns:
+            camps.add_row(
+                str(c.get("name", "")), str(c.get("status", "")),
+                *(str(c.get(k, "")) for k in ("contacts", "done", "attempts", "answered",
+                                              "in_progress")),
+            )  # fmt: skip
+        parts.append(camps)
+    elif snap.notes.get("campaigns"):
+        parts.append(_empty("campaigns", snap.notes["campaigns"]))
     return Group(*parts)
+
+
+def _empty(title: str, note: str) -> Text:
+    return Text.assemble((title, "italic"), f": {note}", style="dim")
 
 
 def main(base: str, interval: float, once: bool, title: str = "Switchboard") -> int:

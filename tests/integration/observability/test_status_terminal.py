@@ -40,8 +40,31 @@ class Admin:
     def __init__(self, metrics_url: str) -> None:
         self.port = free_port("tcp")
         self.app = FastAPI()
+
+        async def cdrs(limit: int) -> list[dict[str, Any]]:
+            self.cdr_limit = limit
+            return [
+                {"call_id": "c1", "caller_id": "4930123", "destination": "4420794601",
+                 "start_time": "2026-12-07T10:00:01+00:00", "disposition": "ANSWERED",
+                 "billsec": 42, "cost": "0.0090"},
+            ]  # fmt: skip
+
+        async def campaigns() -> list[dict[str, Any]]:
+            return [
+                {"name": "winter-sale", "status": "running", "contacts": 100, "done": 40,
+                 "attempts": 55, "answered": 31, "in_progress": 3},
+            ]  # fmt: skip
+
+        self.cdr_limit = 0
         self.app.include_router(
-            status_router(StatusSources(metrics_urls=[metrics_url], history_interval=0.5))
+            status_router(
+                StatusSources(
+                    metrics_urls=[metrics_url],
+                    history_interval=0.5,
+                    cdrs=cdrs,
+                    campaigns=campaigns,
+                )
+            )
         )
 
         @self.app.get("/destinations")
@@ -156,6 +179,10 @@ async def test_once_for_scripts(media: tuple[MediaMetrics, str]) -> None:
         assert re.search(r"active calls 2\b", ok.stdout) and "media-1" in ok.stdout
         assert "\x1b[" not in ok.stdout  # not a terminal: no colours
         assert max(len(line) for line in ok.stdout.splitlines()) <= 80
+        # the page's lower tables too: recent calls (5 of them) and campaigns
+        assert re.search(r"12-07 10:00:01 +4930123 +4420794601 +ANSWERED +42 +0\.0090", ok.stdout)
+        assert admin.cdr_limit == 5
+        assert re.search(r"winter-sale +running +100 +40 +55 +31 +3", ok.stdout)
     finally:
         await admin.stop()
     away = await asyncio.to_thread(run, "--url", f"http://127.0.0.1:{free_port('tcp')}")
