@@ -55,7 +55,16 @@ def trunk_headers(uas: SippPeer) -> list[str]:
     return out
 
 
-async def test_three_carriers_at_once_exact_admissions_and_refusals(tmp_path: Path) -> None:
+async def test_three_carriers_at_once_exact_admissions_and_refusals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Exact counts are the trunks' own: the router's overload shedding (a stateless 503 to
+    # new INVITEs while its receive queue lags > 250 ms) stays out of it. On the shared
+    # test machine at load ~13 the test process's loop lagged enough to shed ~10 INVITEs.
+    import switchboard.router.service as service
+
+    monkeypatch.setattr(service, "SHED_DELAY", 3600.0)
+    monkeypatch.setattr(service, "SHED_ALL", 7200.0)
     node_port = free_port()
     node = await SippPeer.start(tmp_path, "router_uas.xml", "-aa", "-trace_msg", port=node_port)
     rport = free_port()
