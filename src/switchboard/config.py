@@ -199,6 +199,9 @@ class TrunkSection(Section):
     # ("A:+4930", "B:+49", "C"); no match: C.
     stir_sign: bool = False
     stir_attestation: list[str] = Field(default_factory=list)
+    # The country of the trunk's callers (ISO 3166 alpha-2): which [emergency] numbers
+    # apply to its calls ("" = every number listed).
+    country: str = ""
 
 
 class SecuritySection(Section):
@@ -256,6 +259,24 @@ class StirSection(Section):
     sign_key: str = ""  # the operator's PEM EC P-256 key (trunks with stir_sign)
     sign_x5u: str = ""  # https URL of the operator's certificate (the PASSporT's x5u)
     origid: str = ""  # RFC 8588 origid; "" = a UUID derived from this host's name
+
+
+class EmergencySection(Section):
+    """[emergency] — emergency calls (docs/compliance.md "Emergency calls"): the numbers per
+    country, the dispatcher set they go to first, the media node's reserve of sessions."""
+
+    # country (ISO 3166 alpha-2, a trunk's `country`) → numbers; "*" applies everywhere
+    numbers: dict[str, list[str]] = Field(default_factory=lambda: {"*": ["112", "911", "999"]})
+    route_set: int = Field(default=0, ge=0)  # dispatcher set tried first; 0 = the normal set
+    reserve_sessions: int = Field(default=10, ge=0)  # per media node, beyond max_sessions
+
+    @field_validator("numbers")
+    @classmethod
+    def _numbers(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        from switchboard.router.emergency import validate
+
+        validate(v)
+        return v
 
 
 class DatabaseSection(Section):
@@ -440,6 +461,7 @@ class Config(Section):
     trunks: dict[str, TrunkSection] = Field(default_factory=dict)
     stir: StirSection = Field(default_factory=StirSection)
     intercept: InterceptSection = Field(default_factory=InterceptSection)
+    emergency: EmergencySection = Field(default_factory=EmergencySection)
 
     @model_validator(mode="after")
     def _trunks(self) -> Config:

@@ -46,6 +46,7 @@ PURE_MODULES = [
     "router/protection.py",
     "router/trunks.py",
     "router/stir.py",
+    "router/emergency.py",
     "media/causes.py",
     "media/channel.py",
     "media/dialplan.py",

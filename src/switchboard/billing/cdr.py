@@ -60,6 +60,12 @@ class Cdr:
     # a ported destination's routing number (digits); rating prices it instead of the
     # dialled number (docs/compliance.md, "Number portability")
     routing_number: str = ""
+    # Regulatory (docs/compliance.md): an emergency call (both legs); the edge router's
+    # STIR/SHAKEN verdict on the inbound leg (TN-Validation-Passed/-Failed/No-TN-Validation)
+    # and the attestation (A/B/C) the caller's PASSporT claimed.
+    emergency: bool = False
+    verstat: str = ""
+    attestation: str = ""
 
     def __post_init__(self) -> None:
         if not self.call_id:

@@ -516,6 +516,9 @@ CDR_COLUMNS = (
     Column("rating_status", "rating", default=False),
     Column("originating_leg", "A-leg", default=False),
     Column("trunk", default=False),
+    Column("emergency", default=False),
+    Column("verstat", default=False),
+    Column("attestation", "attest", default=False),
 )
 
 

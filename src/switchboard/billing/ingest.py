@@ -57,6 +57,9 @@ STAGE_COLUMNS = (
     "originating_leg",
     "trunk",
     "routing_number",
+    "emergency",
+    "verstat",
+    "attestation",
 )
 
 CREATE_STAGE = """
@@ -65,7 +68,8 @@ CREATE TEMP TABLE IF NOT EXISTS cdr_stage (
     answer_time timestamptz, end_time timestamptz, duration integer, billsec integer,
     disposition text, sip_code smallint, hangup_cause text, pdd_ms integer, account text,
     carrier text, direction text, codec text, node text, sip_call_id text COLLATE "C",
-    originating_leg text COLLATE "C", trunk text, routing_number text
+    originating_leg text COLLATE "C", trunk text, routing_number text, emergency boolean,
+    verstat text, attestation text
 ) ON COMMIT DELETE ROWS
 """
 
@@ -154,7 +158,8 @@ INSERT INTO cdr (call_id, caller_id, destination, start_time, answer_time, end_t
                  billsec, disposition, carrier_id, sip_code, hangup_cause, pdd_ms, account_id,
                  direction, codec, node, rate, cost, cost_exact, billed_seconds, sell_prefix,
                  buy_rate, buy_cost, buy_cost_exact, buy_prefix, rating_status, rated_at,
-                 sip_call_id, originating_leg, trunk, routing_number)
+                 sip_call_id, originating_leg, trunk, routing_number, emergency, verstat,
+                 attestation)
 SELECT p.call_id, p.caller_id, p.destination, p.start_time, p.answer_time, p.end_time,
        p.duration, p.billsec, p.disposition, p.carrier_id, p.sip_code, p.hangup_cause,
        p.pdd_ms, p.account_id, p.direction, p.codec, p.node,
@@ -176,7 +181,10 @@ SELECT p.call_id, p.caller_id, p.destination, p.start_time, p.answer_time, p.end
        p.sip_call_id,
        nullif(p.originating_leg, ''),
        nullif(p.trunk, ''),
-       nullif(p.routing_number, '')
+       nullif(p.routing_number, ''),
+       coalesce(p.emergency, false),
+       nullif(p.verstat, ''),
+       nullif(p.attestation, '')
 FROM priced AS p
 """
 
@@ -250,6 +258,9 @@ def copy_text(cdrs: Sequence[Cdr]) -> bytes:
                     _text(c.originating_leg),
                     _text(c.trunk),
                     _text(c.routing_number),
+                    "t" if c.emergency else "f",
+                    _text(c.verstat),
+                    _text(c.attestation),
                 )
             )
         )

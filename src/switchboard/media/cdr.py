@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from switchboard.billing.cdr import Cdr
 from switchboard.media.causes import Cause
-from switchboard.media.channel import ORIGINATING_LEG_VAR
+from switchboard.media.channel import EMERGENCY_VAR, ORIGINATING_LEG_VAR
 
 if TYPE_CHECKING:
     from switchboard.media.core import Session
@@ -110,6 +110,9 @@ def build_cdr(s: Session, node: str) -> Cdr:
         originating_leg=v.get(ORIGINATING_LEG_VAR, "") if ch.direction == "outbound" else "",
         trunk=v.get("trunk", ""),
         routing_number=v.get(ROUTING_NUMBER_VAR, ""),
+        emergency=v.get(EMERGENCY_VAR) == "true",
+        verstat=v.get("stir_verstat", ""),
+        attestation=v.get("stir_attestation", ""),
     )
 
 

@@ -26,6 +26,8 @@ from switchboard.media.causes import Cause
 # originated leg with no A-leg (ESL ``originate``) never has it. The CDR's
 # ``originating_leg`` comes from it, and billing prices no sell side on such a B-leg.
 ORIGINATING_LEG_VAR = "originating_leg_uuid"
+# "true" on both legs of an emergency call (docs/compliance.md "Emergency calls").
+EMERGENCY_VAR = "emergency"
 
 
 class ChannelState(Enum):

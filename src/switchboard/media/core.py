@@ -86,6 +86,7 @@ from switchboard.esl.dialstring import (
 from switchboard.media import events as ev
 from switchboard.media.causes import Cause, parse_cause
 from switchboard.media.channel import (
+    EMERGENCY_VAR,
     ORIGINATING_LEG_VAR,
     CallerProfile,
     CallState,
@@ -253,6 +254,9 @@ class Switch:
         self.core_uuid = str(uuid_mod.uuid4())
         self.events = ev.EventBus()
         self.limits = limits or SessionLimiter()
+        # Dialled numbers that are emergency calls ([emergency] numbers, every country):
+        # admitted from the session reserve, never credit-controlled, flagged on the CDR.
+        self.emergency_numbers: frozenset[str] = frozenset()
         self.dialplan = dialplan
         self.started_at = time.time()
         self._started_mono = time.monotonic()
@@ -436,9 +440,9 @@ class Switch:
         self._fire(ev.CHANNEL_CALLSTATE, s, {"Original-Channel-Call-State": old.value})
 
     # ---------------------------------------------------------------- session creation
-    def admit(self) -> Refusal | None:
+    def admit(self, *, emergency: bool = False) -> Refusal | None:
         """Ask the limiter for one new leg (the UA calls this for each inbound INVITE)."""
-        return self.limits.admit(time.monotonic())
+        return self.limits.admit(time.monotonic(), emergency=emergency)
 
     def create_session(
         self,
@@ -937,7 +941,8 @@ class Switch:
         endpoint = self.endpoints.get(kind)
         if endpoint is None:
             raise OriginateError(Cause.CHAN_NOT_IMPLEMENTED)
-        refusal = self.admit()
+        emergency = a_leg is not None and a_leg.channel.variables.get(EMERGENCY_VAR) == "true"
+        refusal = self.admit(emergency=emergency)
         if refusal is not None:
             log.warning("outbound leg to %s refused: %s", leg.endpoint, refusal.value)
             raise OriginateError(Cause.DESTINATION_OUT_OF_ORDER, refusal.value)
@@ -959,6 +964,14 @@ class Switch:
         variables = {k: v for k, v in variables.items() if k != ORIGINATING_LEG_VAR}
         if a_leg is not None:
             variables[ORIGINATING_LEG_VAR] = a_leg.uuid
+        if emergency:
+            # Both legs are the emergency call; the caller's location (RFC 6442) goes on
+            # unchanged in the B-leg's INVITE (sip_h_ variables become headers).
+            assert a_leg is not None
+            variables[EMERGENCY_VAR] = "true"
+            for k, v in a_leg.channel.variables.items():
+                if k.startswith("sip_h_Geolocation"):
+                    variables[k] = v
         try:
             s = self.create_session(
                 direction="outbound",

@@ -48,6 +48,7 @@ from switchboard.billing.credit import (
 )
 from switchboard.media.causes import Cause, parse_cause
 from switchboard.media.cdr import ROUTING_NUMBER_VAR
+from switchboard.media.channel import EMERGENCY_VAR
 from switchboard.rating.deck import normalise_number
 
 if TYPE_CHECKING:
@@ -117,6 +118,10 @@ class CallCredit:
         if ch.direction != "inbound" or not normalise_number(destination):
             return
         v = ch.variables
+        if v.get(EMERGENCY_VAR) == "true":
+            # An emergency call is never held to a balance (docs/compliance.md).
+            log.info("call %s: emergency call to %s, no credit control", s.uuid, destination)
+            return
         try:
             auth = await self.credit.authorise(
                 s.uuid,

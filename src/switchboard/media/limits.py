@@ -10,6 +10,9 @@ Semantics (``switch_core_session.c`` and ``switch_time.c``, with one deliberate 
   decrement-then-check on a fixed tick admits only 29 and lets a burst straddling the
   tick through twice; we chose the exact reading the issue asks for.
   Refused attempts do not consume the budget (they are still counted in ``sps_last``).
+* Emergency calls (docs/compliance.md "Emergency calls") ignore ``sessions_per_second``
+  and may use ``emergency_reserve`` sessions beyond ``max_sessions``: a node full of
+  ordinary calls still carries them (both legs of each).
 * Refusal surfaces as ``503 Maximum Calls In Progress`` + ``Retry-After`` for an
   inbound INVITE and as cause ``DESTINATION_OUT_OF_ORDER`` for an outbound leg
   (``sofia_outgoing_channel``'s default cause).
@@ -39,6 +42,7 @@ class SessionLimiter:
 
     max_sessions: int = 10000
     sessions_per_second: int = 400
+    emergency_reserve: int = 10
     active: int = 0
     since_startup: int = 0
     peak: int = 0
@@ -53,14 +57,19 @@ class SessionLimiter:
         while self._attempts and self._attempts[0] <= horizon:
             self._attempts.popleft()
 
-    def admit(self, now: float) -> Refusal | None:
-        """Admit one new leg at ``now``: None when admitted, else why it is refused."""
+    def admit(self, now: float, *, emergency: bool = False) -> Refusal | None:
+        """Admit one new leg at ``now``: None when admitted, else why it is refused.
+        ``emergency``: no rate limit, and the reserve beyond ``max_sessions`` is open."""
         self._expire(now)
         self._attempts.append(now)
-        if self.sessions_per_second > 0 and len(self._admitted) >= self.sessions_per_second:
-            return Refusal.THROTTLE
-        if self.active + 1 > self.max_sessions:
-            return Refusal.OVER_LIMIT
+        if emergency:
+            if self.active + 1 > self.max_sessions + self.emergency_reserve:
+                return Refusal.OVER_LIMIT
+        else:
+            if self.sessions_per_second > 0 and len(self._admitted) >= self.sessions_per_second:
+                return Refusal.THROTTLE
+            if self.active + 1 > self.max_sessions:
+                return Refusal.OVER_LIMIT
         self._admitted.append(now)
         self.active += 1
         self.since_startup += 1

@@ -137,8 +137,12 @@ class MediaNode:
         limits = SessionLimiter(
             max_sessions=self.cfg.limits.max_sessions,
             sessions_per_second=self.cfg.limits.sessions_per_second,
+            emergency_reserve=self.cfg.emergency.reserve_sessions,
         )
         sw = new_switch(name=self.name, limits=limits, dialplan=dialplan, ipv4=m.rtp_ip)
+        sw.emergency_numbers = frozenset(
+            n for numbers in self.cfg.emergency.numbers.values() for n in numbers
+        )
         self.switch = sw
 
         def reload_dialplan() -> Dialplan:

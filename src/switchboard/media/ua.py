@@ -27,6 +27,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import re
 import socket
 import ssl
 import time
@@ -44,7 +45,7 @@ from switchboard.esl.dialstring import (
 )
 from switchboard.media.causes import Cause, cause_to_sip, reason_header, sip_to_cause
 from switchboard.media.cdr import ROUTING_NUMBER_VAR
-from switchboard.media.channel import ORIGINATING_LEG_VAR, CallerProfile
+from switchboard.media.channel import EMERGENCY_VAR, ORIGINATING_LEG_VAR, CallerProfile
 from switchboard.media.core import GatewayInfo, OriginateError, Session, Switch
 from switchboard.media.digest import authorization
 from switchboard.media.portability import LOOKED_UP_VAR, request_user
@@ -934,7 +935,10 @@ class UserAgent:
                              headers=[("Reason", reason_header(Cause.INCOMPATIBLE_DESTINATION))])  # fmt: skip
                 self._count_refused("failed")
                 return
-        refusal = self.switch.admit()
+        # An emergency call is known by its number ([emergency] numbers), never by a
+        # header a caller could add: it bypasses the session limits (reserve) and credit.
+        emergency = (ruri.user or "") in self.switch.emergency_numbers
+        refusal = self.switch.admit(emergency=emergency)
         if refusal is not None:
             log.warning("INVITE %s refused: %s", req.call_id, refusal.value)
             # No Q.850 Reason: this 503 is the node's own overload, which the router
@@ -988,6 +992,23 @@ class UserAgent:
             account = req.headers.get("X-Switchboard-Account")
             if account:  # the trunk bills to this account (credit control, CDR, rating)
                 variables["accountcode"] = account
+            # The router's STIR/SHAKEN verdict (docs/compliance.md): its word, like the
+            # trunk, so believed from the router only.
+            verstat = req.headers.get("X-Switchboard-Verstat")
+            if verstat:
+                variables["stir_verstat"] = verstat
+                variables["stir_attestation"] = req.headers.get("X-Switchboard-Attestation") or ""
+        if emergency:
+            variables[EMERGENCY_VAR] = "true"
+            # RFC 6442 location conveyance: passed unchanged to the B-leg.
+            for name in ("Geolocation", "Geolocation-Routing"):
+                values = req.headers.get_all(name)
+                if values:
+                    variables[f"sip_h_{name}"] = ", ".join(values)
+            log.warning("INVITE %s: emergency call to %s from %s", req.call_id, ruri.user,
+                        frm.uri.user)  # fmt: skip
+            if self.metrics is not None:
+                self.metrics.emergency_calls.inc()
         session = self.switch.create_session(
             direction="inbound",
             name=f"sofia/internal/{frm.uri.user or 'anonymous'}@{peer.host}:{peer.port}",
@@ -1170,13 +1191,15 @@ class UserAgent:
                 number = gw.prefix + self._ported(session, number, gw.portability)[gw.strip :]
                 transport = f";transport={gw.transport}" if gw.transport != "udp" else ""
                 target = SipUri.parse(f"sip:{number}@{gw.proxy}{transport}")
-                if gw.caller_id_number:
-                    from_user = gw.caller_id_number
-                from_user = gw.caller_id_prefix + from_user
-                if gw.caller_id_name:
-                    from_display = gw.caller_id_name
-                if gw.from_user:
-                    from_user = gw.from_user
+                emergency = session.channel.variables.get(EMERGENCY_VAR) == "true"
+                if not emergency:  # an emergency call shows the caller's own number
+                    if gw.caller_id_number:
+                        from_user = gw.caller_id_number
+                    from_user = gw.caller_id_prefix + from_user
+                    if gw.caller_id_name:
+                        from_display = gw.caller_id_name
+                    if gw.from_user:
+                        from_user = gw.from_user
                 from_host = gw.from_domain or gw.proxy.rpartition(":")[0]
                 if gw.username:
                     creds = (gw.username, gw.password)
@@ -1262,7 +1285,8 @@ class UserAgent:
             "INVITE", str(target), via=self.via(peer), from_=from_, to=f"<{_to_uri(target)}>",
             call_id=call_id, cseq=1, contact=self.contact(peer.transport, peer_host=peer.host),
             content_type="application/sdp",
-            headers=[("Allow", ALLOW), *self.ua_header],
+            headers=[("Allow", ALLOW), *self.ua_header,
+                     *_custom_headers(session.channel.variables)],
             body=offer.to_bytes(),
         )  # fmt: skip
         session.channel.set_var("sip_call_id", call_id)
@@ -1585,6 +1609,22 @@ class InboundPending:
     @leg.setter
     def leg(self, leg: InboundLeg | None) -> None:
         self._leg = weakref.ref(leg) if leg is not None else None
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!%*_+`'~.-]*")
+
+
+def _custom_headers(variables: Mapping[str, str]) -> list[tuple[str, str]]:
+    """FreeSWITCH's ``sip_h_<Name>`` channel variables: extra headers of the leg's INVITE
+    (an emergency call's Geolocation comes this way). A name that is not a SIP token or
+    a value with a line break is ignored: no header injection."""
+    out = []
+    for k, v in variables.items():
+        if k.startswith("sip_h_"):
+            name = k[6:]
+            if _HEADER_NAME.fullmatch(name) and "\r" not in v and "\n" not in v:
+                out.append((name, v))
+    return out
 
 
 def _ip_of(hostport: str) -> str:

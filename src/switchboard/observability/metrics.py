@@ -150,6 +150,12 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_router_trunk_calls_per_second", "gauge", "router", ("trunk",), "Calls admitted on the trunk in the last second (the sliding window the cps limit counts)."),
     _spec("switchboard_router_trunk_limit", "gauge", "router", ("trunk", "limit"), "The trunk's configured limits, limit = cps or max_calls; 0 = no limit."),
     _spec("switchboard_router_trunk_pdd_seconds", "histogram", "router", ("trunk",), "Post-dial delay of the trunk's calls: INVITE admitted to the first ringing or progress, else to the final response.", PDD_BUCKETS),
+    _spec("switchboard_router_emergency_calls_total", "counter", "router", ("country",), "Emergency calls admitted at the edge (spared pike, shedding, draining and trunk limits), by the trunk's country (any = none set)."),
+    _spec("switchboard_router_stir_verifications_total", "counter", "router", ("verstat", "code"), "New INVITEs verified at the edge (STIR/SHAKEN), by verstat and outcome code (ok, none, stale, bad_signature, dest_mismatch, orig_mismatch, untrusted, no_identity, certificate_pending, ...)."),
+    _spec("switchboard_router_stir_refused_total", "counter", "router", (), "Calls refused by the [stir] policy."),
+    _spec("switchboard_router_stir_certificates_total", "counter", "router", ("result",), "x5u certificate lookups: hit (cache), fetched, failed (unreachable), untrusted (chain not valid)."),
+    _spec("switchboard_router_stir_cached_certificates", "gauge", "router", (), "x5u certificates in the router's cache."),
+    _spec("switchboard_router_stir_signed_total", "counter", "router", ("attest",), "Calls the router signed on trunks with stir_sign, by attestation (A, B, C)."),
     # -- media node (FreeSWITCH role) and its Event Socket ---------------------------------
     _spec("switchboard_media_active_calls", "gauge", "media", (), "Calls in progress on the node (a bridged call counts once)."),
     _spec("switchboard_media_active_channels", "gauge", "media", (), "Channels (call legs) in progress on the node."),
@@ -157,6 +163,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_media_sessions_max", "gauge", "media", (), "Configured max_sessions (FreeSWITCH switch.conf max-sessions)."),
     _spec("switchboard_media_sessions_per_second_max", "gauge", "media", (), "Configured sessions_per_second limit."),
     _spec("switchboard_media_sessions_rejected_total", "counter", "media", ("reason",), "Calls refused with 503 by a limit, by reason (max_sessions, sessions_per_second, gateway_limit, credit)."),
+    _spec("switchboard_media_emergency_calls_total", "counter", "media", (), "Emergency calls the node took (admitted from the session reserve, never credit-controlled)."),
     _spec("switchboard_media_auth_failures_total", "counter", "media", (), "REGISTERs refused 403 by the registrar (wrong password or unknown user), counted per source for bans."),
     _spec("switchboard_media_auth_bans_total", "counter", "media", (), "Sources banned for more than [security] auth_fail_limit authentication failures in auth_fail_window seconds."),
     _spec("switchboard_media_untrusted_drops_total", "counter", "media", (), "SIP messages dropped silently: from outside [media] trusted, or from a banned source."),
@@ -331,6 +338,12 @@ class RouterMetrics:
     trunk_calls_per_second: Gauge
     trunk_limit: Gauge
     trunk_pdd: Histogram
+    emergency_calls: Counter
+    stir_verifications: Counter
+    stir_refused: Counter
+    stir_certificates: Counter
+    stir_cached_certificates: Gauge
+    stir_signed: Counter
 
     DESTINATION_STATES = ("active", "trying", "inactive", "disabled")
 
@@ -371,6 +384,12 @@ class RouterMetrics:
             trunk_calls_per_second=_g(registry, p + "trunk_calls_per_second"),
             trunk_limit=_g(registry, p + "trunk_limit"),
             trunk_pdd=_h(registry, p + "trunk_pdd_seconds"),
+            emergency_calls=_c(registry, p + "emergency_calls_total"),
+            stir_verifications=_c(registry, p + "stir_verifications_total"),
+            stir_refused=_c(registry, p + "stir_refused_total"),
+            stir_certificates=_c(registry, p + "stir_certificates_total"),
+            stir_cached_certificates=_g(registry, p + "stir_cached_certificates"),
+            stir_signed=_c(registry, p + "stir_signed_total"),
         )
 
     def set_destination_state(self, setid: int | str, uri: str, state: str) -> None:
@@ -401,6 +420,7 @@ class MediaMetrics:
     sessions_max: Gauge
     sessions_per_second_max: Gauge
     sessions_rejected: Counter
+    emergency_calls: Counter
     pdd: Histogram
     setup_latency: Histogram
     hangups: Counter
@@ -431,6 +451,7 @@ class MediaMetrics:
             sessions_max=_g(registry, p + "sessions_max"),
             sessions_per_second_max=_g(registry, p + "sessions_per_second_max"),
             sessions_rejected=_c(registry, p + "sessions_rejected_total"),
+            emergency_calls=_c(registry, p + "emergency_calls_total"),
             pdd=_h(registry, p + "pdd_seconds"),
             setup_latency=_h(registry, p + "setup_latency_seconds"),
             hangups=_c(registry, p + "hangups_total"),

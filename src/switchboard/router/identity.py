@@ -323,7 +323,7 @@ class IdentityGate:
 
     def collect(self) -> Iterator[Metric]:
         c = CounterMetricFamily(
-            "switchboard_stir_verifications",
+            "switchboard_router_stir_verifications",
             "New INVITEs verified at the edge, by verstat and outcome code",
             labels=["verstat", "code"],
         )
@@ -331,10 +331,10 @@ class IdentityGate:
             c.add_metric([verstat, code], n)
         yield c
         yield CounterMetricFamily(
-            "switchboard_stir_refused", "Calls refused by [stir] policy", value=self.refused
+            "switchboard_router_stir_refused", "Calls refused by [stir] policy", value=self.refused
         )
         f = CounterMetricFamily(
-            "switchboard_stir_certificates",
+            "switchboard_router_stir_certificates",
             "x5u certificate lookups: hit (cache), fetched, failed (unreachable), untrusted",
             labels=["result"],
         )
@@ -342,7 +342,9 @@ class IdentityGate:
             f.add_metric([result], n)
         yield f
         yield GaugeMetricFamily(
-            "switchboard_stir_cached_certificates", "x5u entries cached", value=len(self.cache)
+            "switchboard_router_stir_cached_certificates",
+            "x5u entries cached",
+            value=len(self.cache),
         )
 
 
@@ -382,7 +384,9 @@ class Signer:
 
     def collect(self) -> Iterator[Metric]:
         c = CounterMetricFamily(
-            "switchboard_stir_signed", "Calls signed on trunks, by attestation", labels=["attest"]
+            "switchboard_router_stir_signed",
+            "Calls signed on trunks, by attestation",
+            labels=["attest"],
         )
         for attest, n in sorted(self.signed.items()):
             c.add_metric([attest], n)

@@ -160,6 +160,13 @@ class RouterCollector:
         yield self.latency.family(
             PREFIX + "forwarding_latency_seconds", "Time to process one SIP message"
         )
+        emergency = CounterMetricFamily(
+            PREFIX + "emergency_calls", "Emergency calls admitted at the edge, by country",
+            labels=["country"],
+        )  # fmt: skip
+        for country, n in sorted(p.stats.emergency.items()):
+            emergency.add_metric([country], n)
+        yield emergency
         if p.trunks is not None:
             yield from trunk_families(p.trunks, self.clock() if self.clock else None)
 

@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from switchboard.router.dispatcher import Destination, Dispatcher, ProbeRequest, StateChanged
+from switchboard.router.emergency import EmergencyNumbers
 from switchboard.router.protection import Acl, AuthBans, Pike, ScannerFilter, Verdict
 from switchboard.router.stir import NOT_VERIFIED
 from switchboard.router.stir import Verdict as StirVerdict
@@ -187,6 +188,7 @@ class ProxySettings:
     wait_time: float = T4
     timer_c: float = TIMER_C
     dialog_expire: float = 7200.0  # Kamailio ds_hash_expire
+    emergency_setid: int = 0  # [emergency] route_set: tried first for emergency calls
 
 
 @dataclass
@@ -209,6 +211,7 @@ class Stats:
     auth_bans: int = 0  # sources banned for too many authentication failures
     auth_ban_drops: int = 0  # requests of banned sources, dropped silently
     acl_drops: int = 0  # requests from outside [acl] allow dropped ([security] outside_acl)
+    emergency: dict[str, int] = field(default_factory=dict)  # emergency calls by country
 
 
 class ServerTxn:
@@ -386,6 +389,7 @@ _TRUNK_HEADERS = (
     b"x-switchboard-account",
     b"x-switchboard-verstat",
     b"x-switchboard-attestation",
+    b"x-switchboard-emergency",
 )
 
 
@@ -508,6 +512,7 @@ class Proxy:
         verify_identity: bool = False,
         verstat_to_callee: bool = False,
         signer: Callable[[TrunkState, str, str], bytes | None] | None = None,
+        emergency: EmergencyNumbers | None = None,
     ) -> None:
         if not interfaces:
             raise ValueError("the proxy needs at least one interface")
@@ -539,6 +544,9 @@ class Proxy:
         self.verify_identity = verify_identity
         self.verstat_to_callee = verstat_to_callee
         self.signer = signer
+        # Emergency numbers (docs/compliance.md "Emergency calls"): such a call is never
+        # refused by pike, draining or trunk limits, and goes to the emergency set first.
+        self.emergency = emergency if emergency else None
         self.pike = pike
         self.bans = bans
         self.scanners = scanners
@@ -729,7 +737,7 @@ class Proxy:
         trunks = self.trunks
         if self.pike is not None and (trunks is None or not trunks.known(ip)):
             verdict = self.pike.check(ip, now)
-            if verdict.verdict is not Verdict.ALLOW:
+            if verdict.verdict is not Verdict.ALLOW and not self.is_emergency(m):
                 return self._flooding(m, verdict, transport, src, conn)
         try:
             wire.validate(m)
@@ -907,19 +915,33 @@ class Proxy:
             return reply(200, None, (b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS",))
         order: list[Destination] = []
         admission = None
+        emergency = ""
         if dispatched:
-            if self.draining and method == b"INVITE":
+            if method == b"INVITE" and self.emergency is not None:
+                emergency = self._emergency_number(m, trunk)
+            if self.draining and method == b"INVITE" and not emergency:
                 return reply(503, b"Shutting Down", self._retry_after(self.settings.retry_after))
-            order = self.dispatcher.select(
-                self.settings.setid, m.call_id.decode("utf-8", "replace")
-            )
+            cid = m.call_id.decode("utf-8", "replace")
+            order = self.dispatcher.select(self.settings.setid, cid)
+            if emergency and self.settings.emergency_setid:
+                first = self.dispatcher.select(self.settings.emergency_setid, cid)
+                order = first + [d for d in order if d not in first]
             if not order:
                 return reply(
                     503,
                     self.settings.unavailable_reason.encode(),
                     self._retry_after(self.settings.retry_after),
                 )
-            if trunk is not None and method == b"INVITE":
+            if trunk is not None and method == b"INVITE" and emergency:
+                assert self.trunks is not None
+                admission = self.trunks.admit_emergency(
+                    trunk, emergency, _user(m.ruri).decode("utf-8", "replace"), now
+                )
+                country = trunk.country or "any"
+                self.stats.emergency[country] = self.stats.emergency.get(country, 0) + 1
+                log.warning("emergency call to %s on trunk %s (%s)", emergency, trunk.name,
+                            m.call_id.decode("utf-8", "replace"))  # fmt: skip
+            elif trunk is not None and method == b"INVITE":
                 assert self.trunks is not None
                 if trunk.tls_names:
                     # mutual TLS on this trunk: over TLS, with a certificate naming it
@@ -1545,6 +1567,8 @@ class Proxy:
                     fwd[i] = _replace_user(line, admission.calling.encode())
                     break
         fwd.append(trunk.header)
+        if admission is not None and admission.emergency:
+            fwd.append(b"X-Switchboard-Emergency: " + admission.emergency.encode())
         if stir is None and self.verify_identity:
             stir = NOT_VERIFIED
         if stir is not None:
@@ -1552,6 +1576,29 @@ class Proxy:
             if self.verstat_to_callee:
                 _add_verstat(fwd, stir.verstat.encode())
         txn.fwd = fwd
+
+    def is_emergency(self, m: Message, src: tuple[str, int] | None = None,
+                     transport: str = "udp") -> bool:  # fmt: skip
+        """A new INVITE to an emergency number, spared pike and load shedding: the number
+        of any country, or (``src`` given) the number of the source's trunk after its
+        tech prefix."""
+        if self.emergency is None or m.method != b"INVITE" or m.to_tag():
+            return False
+        if _user(m.ruri).decode("utf-8", "replace") in self.emergency.all:
+            return True
+        if src is None or self.trunks is None:
+            return False
+        trunk = self.trunks.identify(src[0], src[1], transport[:3])
+        return trunk is not None and bool(self._emergency_number(m, trunk))
+
+    def _emergency_number(self, m: Message, trunk: TrunkState | None) -> str:
+        """The emergency number a new INVITE dials on ``trunk`` ("" when it is not one)."""
+        assert self.emergency is not None
+        user = _user(m.ruri).decode("utf-8", "replace")
+        if trunk is not None and trunk.tech_prefix and user.startswith(trunk.tech_prefix):
+            user = user[len(trunk.tech_prefix) :]
+        country = trunk.country if trunk is not None else ""
+        return user if self.emergency.match(user, country) else ""
 
     def _sign(self, txn: ServerTxn, m: Message, addr: str, port: int, transport: str) -> None:
         """A new INVITE leaving towards a trunk that signs: add our Identity (RFC 8224)

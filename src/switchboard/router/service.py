@@ -52,6 +52,7 @@ from switchboard.router.dispatcher import (
     parse_line,
     parse_list,
 )
+from switchboard.router.emergency import EmergencyNumbers
 from switchboard.router.identity import (
     HELD,
     CertificateCache,
@@ -147,6 +148,7 @@ def _settings(cfg: config_mod.Config) -> ProxySettings:
         failover_codes=match_codes(cfg.dispatcher.failover_codes),
         unavailable_reason=cfg.dispatcher.unavailable_reason,
         retry_after=cfg.dispatcher.retry_after,
+        emergency_setid=cfg.emergency.route_set,
     )
 
 
@@ -448,6 +450,7 @@ class Router:
             acl_drop=cfg.security.outside_acl == "drop",
             hide_topology=cfg.security.topology_hiding,
             trunks=trunks,
+            emergency=EmergencyNumbers(cfg.emergency.numbers),
             verify_identity=stir_cfg.verify,
             verstat_to_callee=stir_cfg.verstat_to_callee,
             signer=self.signer,
@@ -657,6 +660,7 @@ class Router:
         # Calls in progress keep the trunk state they were admitted on; trunks that still
         # exist keep their counters and live calls (TrunkTable(previous=...)).
         p.trunks = trunks
+        p.emergency = EmergencyNumbers(cfg.emergency.numbers) or None
         sec = cfg.security
         if p.bans is not None:  # keep the current bans and counts
             p.bans.limit = sec.auth_fail_limit
@@ -790,8 +794,8 @@ class Router:
             via = wire.Via(m.top_via())
         except wire.BadMessage:
             return False
-        if m.to_tag():
-            return False
+        if m.to_tag() or self.proxy.is_emergency(m, addr):
+            return False  # in-dialog, or an emergency call: never shed
         # The proxy's server-transaction key (proxy._on_request): a retransmitted INVITE
         # of a call already forwarded must keep getting that call's answers.
         key = (via.branch or m.call_id + b"/" + m.cseq_num, via.sent_by, b"INVITE")

@@ -92,6 +92,7 @@ class TrunkSettings(Protocol):
     tls_client_names: list[str]
     stir_sign: bool
     stir_attestation: list[str]
+    country: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +273,7 @@ class TrunkState:
         "caller_id",
         "caller_id_number",
         "calling",
+        "country",
         "cps",
         "direction",
         "header",
@@ -301,6 +303,7 @@ class TrunkState:
             self.allowed: tuple[str, ...] = ()
             self.attest: AttestationRules | None = None
             self.tls_names: frozenset[str] = frozenset()
+            self.country = ""
         else:
             self.direction = t.direction
             self.cps = float(t.cps)
@@ -320,6 +323,7 @@ class TrunkState:
             except ValueError as exc:
                 raise TrunkConfigError(str(exc)) from None
             self.attest = rules if t.stir_sign else None
+            self.country = t.country.upper()
         self.header = b"X-Switchboard-Trunk: " + name.encode()
         if self.account:
             self.header += b"\r\nX-Switchboard-Account: " + self.account.encode()
@@ -389,15 +393,17 @@ class Admission:
     the numbers to forward, None = unchanged), else the refusal to answer. A plain
     slotted class: one is made per admitted call (a frozen dataclass costs ~1 µs more)."""
 
-    __slots__ = ("called", "calling", "reason", "retry_after", "status")
+    __slots__ = ("called", "calling", "emergency", "reason", "retry_after", "status")
 
     def __init__(self, status: int = 0, reason: bytes = b"", retry_after: int = 0,
-                 called: str | None = None, calling: str | None = None) -> None:  # fmt: skip
+                 called: str | None = None, calling: str | None = None,
+                 emergency: str = "") -> None:  # fmt: skip
         self.status = status
         self.reason = reason
         self.retry_after = retry_after
         self.called = called
         self.calling = calling
+        self.emergency = emergency  # the emergency number dialled (docs/compliance.md)
 
 
 ADMITTED = Admission()
@@ -548,6 +554,18 @@ class TrunkTable:
         if out_called is None and out_calling is None:
             return ADMITTED
         return Admission(called=out_called, calling=out_calling)
+
+    def admit_emergency(self, trunk: TrunkState, number: str, dialled: str,
+                        now: float) -> Admission:  # fmt: skip
+        """An emergency call on ``trunk``: admitted whatever the limits and policy, its
+        numbers left as they came (the tech prefix removed); counted like any call, so
+        the trunk's live count and window stay right."""
+        if trunk.cps:
+            trunk._expire(now)
+            trunk._window.append(now)
+        trunk.active += 1
+        trunk.stats.admitted += 1
+        return Admission(called=number if number != dialled else None, emergency=number)
 
     def snapshot(self, now: float) -> list[dict[str, Any]]:
         return [t.snapshot(now) for t in self.trunks.values()]

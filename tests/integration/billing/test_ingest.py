@@ -556,3 +556,20 @@ def test_originating_leg_migration_applies_to_an_already_migrated_database(
     finally:
         with psycopg.connect(admin_url, autocommit=True) as c:
             c.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_compliance_columns_round_trip(conn: psycopg.Connection) -> None:
+    """emergency, verstat and attestation (docs/compliance.md) through the batch COPY and
+    the spool's JSON; a CDR written before they existed reads as not flagged."""
+    flagged = cdr("e1", "112", 30, emergency=True)
+    verified = cdr("v1", "4420", 5, verstat="TN-Validation-Passed", attestation="A")
+    assert Cdr.from_json(verified.to_json()) == verified
+    old = verified.to_json().replace(',"emergency":false', "")
+    assert Cdr.from_json(old).emergency is False
+    write_batch_sync(conn, [flagged, verified, cdr("p1", "4420", 5)])
+    rows = {r["call_id"]: r for r in list_cdrs(conn)}
+    assert (rows["e1"]["emergency"], rows["e1"]["verstat"]) == (True, "")
+    assert (rows["v1"]["emergency"], rows["v1"]["verstat"], rows["v1"]["attestation"]) == (
+        False, "TN-Validation-Passed", "A",
+    )  # fmt: skip
+    assert conn.execute("SELECT verstat FROM cdr WHERE call_id = 'p1'").fetchone() == (None,)

@@ -17,7 +17,10 @@ from tests.support.sip_peer import SDP, Peer, final, request
 
 pytestmark = [pytest.mark.timeout(60)]
 
-HEADERS = "X-Switchboard-Trunk: premium\nX-Switchboard-Account: victim\n"
+HEADERS = (
+    "X-Switchboard-Trunk: premium\nX-Switchboard-Account: victim\n"
+    "X-Switchboard-Verstat: TN-Validation-Passed\nX-Switchboard-Attestation: A\n"
+)
 
 
 async def call_with_trunk_headers(tmp: Path, overrides: dict[str, Any]) -> dict[str, str]:
@@ -32,7 +35,8 @@ async def call_with_trunk_headers(tmp: Path, overrides: dict[str, Any]) -> dict[
         assert isinstance(ok, Response) and ok.status == 200
         [s] = list(node.switch.sessions)
         cdr = build_cdr(s, "media-1")
-        return {"trunk": cdr.trunk, "account": cdr.account}
+        return {"trunk": cdr.trunk, "account": cdr.account, "verstat": cdr.verstat,
+                "attestation": cdr.attestation}  # fmt: skip
     finally:
         peer.close()
         await node.stop()
@@ -41,13 +45,15 @@ async def call_with_trunk_headers(tmp: Path, overrides: dict[str, Any]) -> dict[
 async def test_trunk_headers_from_the_router_name_the_trunk_and_account(tmp_path: Path) -> None:
     # the router listens on 127.0.0.1 (the default): the peer's INVITE is the router's
     got = await call_with_trunk_headers(tmp_path, {})
-    assert got == {"trunk": "premium", "account": "victim"}
+    # and its STIR/SHAKEN verdict (docs/compliance.md "STIR/SHAKEN") on the CDR
+    assert got == {"trunk": "premium", "account": "victim", "verstat": "TN-Validation-Passed",
+                   "attestation": "A"}  # fmt: skip
 
 
 async def test_trunk_headers_from_anyone_else_are_ignored(tmp_path: Path) -> None:
     # the router is elsewhere; 127.0.0.1 is merely trusted (a phone, a carrier)
     got = await call_with_trunk_headers(tmp_path, {"router": {"listen": ["udp:127.0.0.9:5060"]}})
-    assert got == {"trunk": "", "account": ""}
+    assert got == {"trunk": "", "account": "", "verstat": "", "attestation": ""}
 
 
 async def test_media_routers_names_more_edge_routers(tmp_path: Path) -> None:
@@ -55,4 +61,4 @@ async def test_media_routers_names_more_edge_routers(tmp_path: Path) -> None:
         tmp_path,
         {"router": {"listen": ["udp:127.0.0.9:5060"]}, "media": {"routers": ["127.0.0.0/30"]}},
     )
-    assert got == {"trunk": "premium", "account": "victim"}
+    assert got["trunk"] == "premium" and got["account"] == "victim"
