@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from switchboard.config import load
+from switchboard.media import digest
 from switchboard.media.cdr import MemoryCdrSink
 from switchboard.media.node import MediaNode
 from tests.support.net import async_wait_until, free_port
@@ -152,16 +153,41 @@ async def test_no_enumeration_and_password_guesser_banned_while_others_register(
             # 1. Enumeration: a known and an unknown user get the same challenge.
             probe = RawSip("127.0.0.4")
             try:
-                answers = {}
+                answers, nonces = {}, {}
                 for n, user in enumerate(("1000", "1999")):
                     probe.send(
                         request("REGISTER", user, f"127.0.0.1:{rport}", n), ("127.0.0.1", rport)
                     )
                     data = await probe.recv(5.0)
                     assert data is not None, f"no answer for user {user}"
+                    nonce = re.search(rb'nonce="([^"]*)"', data)
+                    assert nonce is not None
+                    nonces[user] = nonce.group(1).decode()
                     answers[user] = blank(data, user, n)
                 assert answers["1000"].startswith(b"SIP/2.0 401 ")
                 assert answers["1000"] == answers["1999"]
+                # ... and a wrong password for each is refused the same way (2 failures
+                # from this source: below the ban limit)
+                refusals = {}
+                for n, user in enumerate(("1000", "1999"), start=10):
+                    challenge = re.search(rb"WWW-Authenticate: ([^\r\n]+)", answers[user])
+                    assert challenge is not None
+                    auth = digest.authorization(
+                        challenge.group(1).decode().replace('nonce="N"', f'nonce="{nonces[user]}"'),
+                        method="REGISTER", uri=f"sip:127.0.0.1:{rport}", username=user,
+                        password="wrong", cnonce="c0ffee",
+                    )  # fmt: skip
+                    assert auth is not None
+                    probe.send(
+                        request("REGISTER", user, f"127.0.0.1:{rport}", n,
+                                f"Authorization: {auth}\n"),
+                        ("127.0.0.1", rport),
+                    )  # fmt: skip
+                    data = await probe.recv(5.0)
+                    assert data is not None, f"no refusal for user {user}"
+                    refusals[user] = blank(data, user, n)
+                assert refusals["1000"].startswith(b"SIP/2.0 403 ")
+                assert refusals["1000"] == refusals["1999"]
             finally:
                 probe.close()
             # 2. A guesser at 127.0.0.2: each wrong password is refused (403) ...
@@ -170,7 +196,7 @@ async def test_no_enumeration_and_password_guesser_banned_while_others_register(
             )
             await guesser.ok()
             await async_wait_until(lambda: router.proxy.stats.auth_bans == 1, 5.0, "the ban")
-            assert router.proxy.stats.auth_failures == LIMIT + 1
+            assert router.proxy.stats.auth_failures == LIMIT + 1 + 2  # + the probe's two
             # ... and then even the right password gets no answer at all from that source,
             late = await sipp_register(tmp_path, rport, "127.0.0.2", "secret1000", 200)
             assert await late.wait(30.0) != 0
