@@ -28,6 +28,9 @@ from switchboard.media.causes import Cause
 ORIGINATING_LEG_VAR = "originating_leg_uuid"
 # "true" on both legs of an emergency call (docs/compliance.md "Emergency calls").
 EMERGENCY_VAR = "emergency"
+# The caller's P-Asserted-Identity with the edge router's STIR verstat, passed on to the
+# B-leg's INVITE (docs/compliance.md "STIR/SHAKEN"); a sip_h_ variable: a header there.
+PAI_VAR = "sip_h_P-Asserted-Identity"
 
 
 class ChannelState(Enum):

@@ -88,6 +88,7 @@ from switchboard.media.causes import Cause, parse_cause
 from switchboard.media.channel import (
     EMERGENCY_VAR,
     ORIGINATING_LEG_VAR,
+    PAI_VAR,
     CallerProfile,
     CallState,
     Channel,
@@ -964,6 +965,8 @@ class Switch:
         variables = {k: v for k, v in variables.items() if k != ORIGINATING_LEG_VAR}
         if a_leg is not None:
             variables[ORIGINATING_LEG_VAR] = a_leg.uuid
+        if a_leg is not None and PAI_VAR in a_leg.channel.variables:
+            variables.setdefault(PAI_VAR, a_leg.channel.variables[PAI_VAR])
         if emergency:
             # Both legs are the emergency call; the caller's location (RFC 6442) goes on
             # unchanged in the B-leg's INVITE (sip_h_ variables become headers).

@@ -45,7 +45,7 @@ from switchboard.esl.dialstring import (
 )
 from switchboard.media.causes import Cause, cause_to_sip, reason_header, sip_to_cause
 from switchboard.media.cdr import ROUTING_NUMBER_VAR
-from switchboard.media.channel import EMERGENCY_VAR, ORIGINATING_LEG_VAR, CallerProfile
+from switchboard.media.channel import EMERGENCY_VAR, ORIGINATING_LEG_VAR, PAI_VAR, CallerProfile
 from switchboard.media.core import GatewayInfo, OriginateError, Session, Switch
 from switchboard.media.digest import authorization
 from switchboard.media.portability import LOOKED_UP_VAR, request_user
@@ -998,6 +998,11 @@ class UserAgent:
             if verstat:
                 variables["stir_verstat"] = verstat
                 variables["stir_attestation"] = req.headers.get("X-Switchboard-Attestation") or ""
+                # [stir] verstat_to_callee: the router put the verdict on the caller's
+                # P-Asserted-Identity; the B-leg carries it on to the callee.
+                pai = req.headers.get("P-Asserted-Identity") or ""
+                if "verstat=" in pai:
+                    variables[PAI_VAR] = pai
         if emergency:
             variables[EMERGENCY_VAR] = "true"
             # RFC 6442 location conveyance: passed unchanged to the B-leg.

@@ -62,3 +62,27 @@ async def test_media_routers_names_more_edge_routers(tmp_path: Path) -> None:
         {"router": {"listen": ["udp:127.0.0.9:5060"]}, "media": {"routers": ["127.0.0.0/30"]}},
     )
     assert got["trunk"] == "premium" and got["account"] == "victim"
+
+
+async def test_verstat_reaches_the_callee_in_p_asserted_identity(tmp_path: Path) -> None:
+    """[stir] verstat_to_callee: the router's P-Asserted-Identity with verstat goes on in
+    the B-leg's INVITE to the carrier; without a verdict the B-leg has no PAI."""
+    carrier = await Peer.udp()
+    node, _ = await start_node(
+        tmp_path, {"gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier.port}"}}}
+    )
+    peer = await Peer.udp()
+    pai = "<sip:+12155550121;verstat=TN-Validation-Passed@carrier.example>"
+    try:
+        for n, extra in enumerate((HEADERS + f"P-Asserted-Identity: {pai}\n", "")):
+            offer = SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")
+            req = request(peer, "INVITE", node.sip_port, call_id=f"v{n}", cseq=1,
+                          branch=f"v{n}", body=offer, extra=extra)  # fmt: skip
+            peer.send(req.replace("sip:echo@", "sip:+12155550131@", 2), node.sip_port)
+            out = await carrier.expect(lambda m: getattr(m, "method", "") == "INVITE")
+            got = out.headers.get("P-Asserted-Identity")  # type: ignore[attr-defined]
+            assert got == (pai if n == 0 else None), got
+    finally:
+        peer.close()
+        carrier.close()
+        await node.stop()
