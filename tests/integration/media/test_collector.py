@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from switchboard.media.collector import FULL_NEVER, CollectorPolicy
+from switchboard.media.collector import FULL_NEVER, CollectorPolicy, _malloc_trim
 from tests.support.net import async_wait_until
 
 pytestmark = [pytest.mark.timeout(30)]
@@ -109,5 +111,34 @@ async def test_full_collection_at_the_latest_after_max_interval(
         await async_wait_until(lambda: policy.collections >= 2, timeout=5.0,
                                what="two collections under calls")  # fmt: skip
         assert set(full_collections) == {"policy"}
+    finally:
+        policy.stop()
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(_malloc_trim() is None, reason="C library without malloc_trim")
+async def test_idle_collection_gives_free_heap_pages_back(full_collections: list[str]) -> None:
+    calls = [1]
+    policy = CollectorPolicy(lambda: calls[0], check=0.02, idle_after=0.05, max_interval=3600)
+    policy.start()
+    try:
+        # A load's worth of 1 KiB messages (malloc's heap, not Python's arenas), one in a
+        # hundred still referenced when the calls are over: the freed pages stay resident.
+        blocks = [os.urandom(8) * 128 for _ in range(60_000)]
+        keep = blocks[::100]
+        del blocks
+        churn(50_000)  # something promoted: the idle collection has work
+        before = rss_mb()
+        calls[0] = 0
+        await async_wait_until(lambda: policy.trims == 1, timeout=5.0, what="the idle trim")
+        after = rss_mb()
+        assert before - after > 30, (before, after)
+        assert len(keep) == 600
     finally:
         policy.stop()
