@@ -4,13 +4,15 @@ A carrier on 127.0.0.1 is the ``acl`` trunk of the default ``[acl] allow`` (no p
 allow-list, no limits raised): pike does not count a trunk's requests (before trunks,
 10 calls/s from one address got 503 for most calls), and the media nodes' default limits
 (``max_sessions`` 10000, ``sessions_per_second`` 400 per node) refuse nothing. SIPp offers
-300 calls at 100/s to a number the default dialplan bridges to the ``carrier`` gateway,
+120 calls at 30/s (INVITE, ACK and BYE: 180 requests per 2 s from one address, six times
+pike's default density of 30) to a number the default dialplan bridges to the ``carrier`` gateway,
 where a SIPp UAS answers: every call is answered and hung up, the router and the nodes
 refuse nothing and the router's dialogs and trunk calls return to 0.
 
-100 calls/s is what the shared 2-core test machine carries reliably with everything else
-running on it; the 300 calls/s figure of the same path is measured by
-``bench/platform-rate`` (docs/router.md "Trunks"). Bounded: 300 calls, SIPp's 60 s timeout.
+At 100 calls/s the shared 2-core test machine failed 51 of 300 calls at load average 15
+(the media nodes fell behind; nothing was refused): the rate this path carries is
+measured by ``bench/platform-rate`` (docs/router.md "Trunks"), not asserted here.
+Bounded: 120 calls, SIPp's 60 s timeout.
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("sipp") is None, reason="Debian sip-tester missing"),
 ]
 
-RATE = 100
-CALLS = 3 * RATE
+RATE = 30
+CALLS = 4 * RATE
 NUMBER = "442071234567"
 
 
 @pytest.fixture(scope="module")
 def platform() -> Iterator[Platform]:
-    p = Platform(media_nodes=2, pike_allow=(), rtp_span=600)
+    p = Platform(media_nodes=2, pike_allow=(), rtp_span=300)
     p.start()
     try:
         wait_until(
