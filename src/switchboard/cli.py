@@ -112,6 +112,7 @@ def media(
         import os
 
         node.preload()  # Python's start-up, paid before the node is needed
+        print("warm spare ready", flush=True)
         go = sys.stdin.readline()
         if not go:
             raise typer.Exit(ExitCode.OK)

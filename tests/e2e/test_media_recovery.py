@@ -72,6 +72,8 @@ def platform() -> Iterator[Platform]:
             30,
             "the media node active at the router",
         )
+        # the spare that replaces a killed node has done its imports (slow under load)
+        wait_until(lambda: "warm spare ready" in p.text(), 60, "media-1's warm spare")
         yield p
     finally:
         p.cleanup()
@@ -152,7 +154,13 @@ def cdrs(p: Platform) -> list[dict[str, Any]]:
         ).fetchall()
 
 
-def check(p: Platform, result: dict[str, Any], call_ms: int = CALL_MS, slack: float = 1) -> None:
+def check(
+    p: Platform,
+    result: dict[str, Any],
+    call_ms: int = CALL_MS,
+    slack: float = 1,
+    max_gap: float = 5.0,
+) -> None:
     rc, out = result["caller"]
     # every call completed: the caller's BYE answered 200 (SIPp's scenario needs it)
     assert rc == 0, out[-3000:] + p.text()[-5000:]
@@ -174,7 +182,7 @@ def check(p: Platform, result: dict[str, Any], call_ms: int = CALL_MS, slack: fl
     assert len([k for k in gaps if k[0] == "carrier"]) == CALLS, gaps
     print("audio gaps (ms):", json.dumps({f"{k[0]}:{k[1]}>{k[2]}": round(v * 1000)
                                           for k, v in gaps.items()}))  # fmt: skip
-    assert max(gaps.values()) < 5.0, gaps
+    assert max(gaps.values()) < max_gap, gaps
 
 
 def test_kill_9_of_a_node_with_bridged_calls_every_call_completes(platform: Platform) -> None:
@@ -185,8 +193,10 @@ def test_kill_9_of_a_node_with_bridged_calls_every_call_completes(platform: Plat
 def test_a_node_killed_three_times_during_one_call(platform: Platform) -> None:
     """Each restart resumes from the journal the previous one rewrote (same ports, the
     dialog's CSeq moved on again): the calls still end normally, one CDR per leg."""
-    result = run_calls_and_kill(platform, kills=3, call_ms=20_000)
-    check(platform, result, call_ms=20_000)
+    result = run_calls_and_kill(platform, kills=3, call_ms=30_000)
+    # the spare started after a restart may still be importing at the next kill (seconds
+    # under load): that restart is a full start
+    check(platform, result, call_ms=30_000, max_gap=12.0)
 
 
 def test_a_bye_sent_while_the_node_is_down_ends_the_call_once_it_is_back(
@@ -201,4 +211,70 @@ def test_a_bye_sent_while_the_node_is_down_ends_the_call_once_it_is_back(
     result = run_calls_and_kill(platform, kills=1, kill_at=9.0)
     down = re.search(r"media-1 restarted \(restart 1, ([0-9.]+) s after", platform.text())
     assert down and float(down[1]) > 1.1, down  # the BYEs were sent while it was down
-    check(platform, result, slack=4)
+    # the node ends the calls when it gets their BYE: up to its downtime after the hang-up
+    check(platform, result, slack=float(down[1]) + 1)
+
+
+def test_a_call_in_setup_when_its_node_dies_is_handed_back_to_the_router() -> None:
+    """The carrier rings for 4 s; the node holding the call is SIGKILLed meanwhile. The
+    restarted node answers the journaled INVITE 503, the router tries the other node and
+    the call completes there; the carrier's 200 to the dead node's INVITE reaches the
+    restarted node, which ACKs and BYEs it (no leg left up) and bills it (a CDR)."""
+    p = Platform(media_nodes=2)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        p.start()
+        wait_until(
+            lambda: (
+                [d["state"] for d in http_json(p.admin_url + "/destinations")]
+                == ["active", "active"]
+            ),
+            30,
+            "both media nodes active at the router",
+        )
+        wait_until(lambda: p.text().count("warm spare ready") >= 2, 30, "the spares")
+        wav = ulaw_wav(p.state / "tone.wav")
+        carrier = sipp([
+            "-sf", str(SIPP_DIR / "media_carrier_slow_uas.xml"), "-p", str(p.carrier),
+            "-m", "2", "-timeout", "60s",
+        ], wav.parent)  # fmt: skip
+        procs.append(carrier)
+        caller = sipp([
+            f"127.0.0.1:{p.router_sip}", "-sf", str(SIPP_DIR / "router_uac_rtp.xml"),
+            "-s", NUMBER, "-m", "1", "-d", "2000", "-p", str(free_run(1)),
+            "-timeout", "50s", "-timeout_error", "-mp", str(free_run(4)),
+        ], wav.parent)  # fmt: skip
+        procs.append(caller)
+
+        def holder() -> int:
+            for i, url in enumerate(p.media_admin_urls()):
+                if "switchboard_media_active_channels 2.0" in http_text(
+                    url + "/metrics"
+                ):  # the inbound leg and the ringing carrier leg
+                    return i + 1
+            return 0
+
+        wait_until(lambda: holder() > 0, 10, "the call ringing on a node")
+        name = f"media-{holder()}"
+        os.kill(p.pids()[name], signal.SIGKILL)
+        caller_out, _ = caller.communicate(timeout=60)
+        assert caller.returncode == 0, caller_out[-3000:] + p.text()[-6000:]
+        carrier_out, _ = carrier.communicate(timeout=60)
+        assert carrier.returncode == 0, carrier_out[-3000:]  # both carrier legs got a BYE
+        assert "1 call(s) in setup handed back to the router (503)" in p.text()
+        assert "2xx to an INVITE with no call here: ACK and BYE" in p.text()
+        wait_until(lambda: len(cdrs(p)) >= 3, 20, "the CDRs")
+        rows = cdrs(p)
+        inbound = [r for r in rows if r["direction"] == "inbound"]
+        outbound = [r for r in rows if r["direction"] == "outbound"]
+        assert len(inbound) == 1 and inbound[0]["billsec"] >= 1, rows  # the call, once
+        assert len(outbound) == 2, rows  # the bridged carrier leg and the stray one
+        assert {r["hangup_cause"] for r in outbound} == {
+            "NORMAL_CLEARING", "NORMAL_TEMPORARY_FAILURE",
+        }, rows  # fmt: skip
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        p.cleanup()

@@ -275,6 +275,7 @@ class Switch:
         self.ready = True
         self.hangup_hooks: list[Callable[[Session], None]] = []
         self.bridge_hooks: list[Callable[[Session, Session], None]] = []  # (A-leg, B-leg)
+        self.inbound_hooks: list[Callable[[Session], None]] = []  # a new inbound call, routed next
         # awaited in order when a channel is first routed, before its applications run
         # (credit control); a hook refuses the call by hanging it up
         self.setup_hooks: list[Callable[[Session], Awaitable[None]]] = []
@@ -483,6 +484,8 @@ class Switch:
 
     def start_inbound(self, s: Session) -> None:
         """Route an inbound session through the dialplan and run its applications."""
+        for hook in self.inbound_hooks:
+            hook(s)
         s.task = asyncio.get_running_loop().create_task(self._run(s, route=True))
 
     def start_apps(self, s: Session, apps: list[tuple[str, str]]) -> None:

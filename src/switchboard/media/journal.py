@@ -8,7 +8,12 @@ journal_dir`` moves it), one record per line:
   variables), written by :mod:`switchboard.media.recovery`;
 * ``E <uuid> <cdr-json>`` — a journaled leg ended; its CDR rides along, so a CDR the
   billing writer had not stored when the process died is submitted again on restart
-  (ingest is idempotent on the leg's uuid: never twice).
+  (ingest is idempotent on the leg's uuid: never twice);
+* ``S <uuid> <json>`` — an inbound call in setup (its INVITE, our To tag, the peer): a
+  restarted node answers it 503 so that the router tries another node, instead of the
+  caller waiting for an answer that died with the process;
+* ``X <uuid>`` — that setup is over without a bridge (answered by an application, or
+  ended). A setup whose leg appears in a ``B`` record is over too (nothing written).
 
 **Cost and durability.** A record is one ``write(2)`` of a line already formatted on the
 event loop — into the page cache, a few microseconds, never waiting for the disk — so a
@@ -53,6 +58,12 @@ class JournalState:
     bridges: dict[str, dict[str, Any]] = field(default_factory=dict)  # A-leg uuid → record
     ends: dict[str, tuple[float, str]] = field(default_factory=dict)  # leg uuid → (t, cdr)
     skipped: int = 0  # damaged records (logged)
+    setups: dict[str, dict[str, Any]] = field(default_factory=dict)  # uuid → S record
+
+    def pending_setups(self) -> list[dict[str, Any]]:
+        """Inbound calls whose setup was cut short: neither bridged nor over."""
+        bridged = {leg["uuid"] for rec in self.bridges.values() for leg in rec["legs"]}
+        return [rec for uuid, rec in self.setups.items() if uuid not in bridged]
 
     def live(self) -> list[dict[str, Any]]:
         """Bridges with at least one leg not ended."""
@@ -87,6 +98,11 @@ def read(path: Path) -> JournalState:
                 uuid, _, cdr = rest.partition(" ")
                 t, _, cdr_json = cdr.partition(" ")
                 state.ends[uuid] = (float(t), cdr_json)
+            elif kind == "S":
+                uuid, _, rec_json = rest.partition(" ")
+                state.setups[uuid] = json.loads(rec_json)
+            elif kind == "X":
+                state.setups.pop(rest, None)
             else:
                 raise ValueError(f"unknown record kind {kind!r}")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -112,6 +128,7 @@ class Journal:
         self._open_legs: dict[str, int] = {}  # A-leg uuid → its legs not ended yet
         self._ends: dict[str, str] = {}  # leg uuid → its E line, recent ones kept on rewrite
         self._end_times: dict[str, float] = {}
+        self._setups: set[str] = set()  # inbound uuids in setup (S written, no B/X yet)
         self.records = 0
         self.bytes = 0
 
@@ -154,6 +171,7 @@ class Journal:
         line = "B " + json.dumps(record, separators=(",", ":")) + "\n"
         self._live[a_uuid] = line
         for uuid in leg_uuids:
+            self._setups.discard(uuid)  # the B record says its setup is over
             if self._leg_of.get(uuid) != a_uuid:
                 self._leg_of[uuid] = a_uuid
                 self._open_legs[a_uuid] = self._open_legs.get(a_uuid, 0) + 1
@@ -178,6 +196,22 @@ class Journal:
 
     def tracks(self, uuid: str) -> bool:
         return uuid in self._leg_of
+
+    def setup(self, uuid: str, record: dict[str, Any]) -> None:
+        """An inbound call entered setup (S). Not kept across rewrites: a rewrite happens
+        at start, before any new call, or past ROTATE_BYTES (a setup lost then only
+        means its caller waits for the router's own timers, as without a journal)."""
+        self._setups.add(uuid)
+        self._append(f"S {uuid} " + json.dumps(record, separators=(",", ":")) + "\n")
+
+    def in_setup(self, uuid: str) -> bool:
+        return uuid in self._setups
+
+    def setup_over(self, uuid: str) -> None:
+        """The setup ended without a bridge (X)."""
+        if uuid in self._setups:
+            self._setups.discard(uuid)
+            self._append(f"X {uuid}\n")
 
     # -- file -------------------------------------------------------------------------
 

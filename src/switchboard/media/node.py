@@ -246,6 +246,10 @@ class MediaNode:
             recovery.install_strays(ua, sink, self.name)
         try:
             await ua.start(self.sip_listen, self._tls_files())
+            if journal_state is not None:
+                from switchboard.media import recovery
+
+                recovery.hand_back_setups(ua, journal_state)
             if restored:
                 self.recovered = recovery.start_resumed(ua, restored)
                 self.metrics.recovered_legs.labels(outcome="resumed").inc(self.recovered[0])

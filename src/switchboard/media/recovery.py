@@ -25,6 +25,10 @@ to its far end, CDR with cause ``NORMAL_TEMPORARY_FAILURE`` and the channel vari
 once: ingest is idempotent on the leg's uuid), so a CDR the billing writer held in memory
 when the process died is not lost.
 
+An inbound call still in setup (``S`` record, no bridge) is answered 503 after the
+restart (:func:`hand_back_setups`) so that the router tries another node; a far leg it
+had opened and that answers later is ACKed, BYE'd and billed (:func:`install_strays`).
+
 Only SIP legs over UDP are journaled; channels running other applications (playback,
 IVR, conference, park) are not resumed — their far ends see the call end when the
 restarted node answers their next request with 481, or by their own RTP timeout.
@@ -45,7 +49,7 @@ from switchboard.media.rtp_endpoint import RtpEndpoint
 from switchboard.media.ua import InboundLeg, OutboundLeg, SipLeg, codec_specs, engine_codec
 from switchboard.sdp import Negotiated, parse_sdp
 from switchboard.sip.dialog import INITIAL_LOCAL_SEQ, Dialog, DialogState
-from switchboard.sip.transaction import Peer
+from switchboard.sip.transaction import Peer, Transmit
 from switchboard.sip.uri import NameAddr
 
 if TYPE_CHECKING:
@@ -114,7 +118,28 @@ def snapshot_leg(s: Session) -> dict[str, Any] | None:
 
 
 def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
-    """Journal every bridge of two resumable legs (its cost on /metrics)."""
+    """Journal every bridge of two resumable legs, and every inbound call's setup (its
+    cost on /metrics)."""
+
+    def on_inbound(s: Session) -> None:
+        leg = s.leg
+        if not isinstance(leg, InboundLeg) or leg.invite is None or leg.peer.transport != "UDP":
+            return
+        t0 = time.thread_time()
+        invite = leg.invite.to_bytes().decode("utf-8", "replace")
+        journal.setup(s.uuid, {"invite": invite, "tag": leg.local_tag,
+                               "peer": [leg.peer.transport, leg.peer.host, leg.peer.port]})  # fmt: skip
+        if metrics is not None:
+            metrics.journal_seconds.inc(time.thread_time() - t0)
+            metrics.journal_records.inc()
+
+    def on_event(ev: Any) -> None:
+        # answered by an application (echo, IVR...): no longer a setup to hand back
+        if ev.name == "CHANNEL_ANSWER" and journal.in_setup(ev.channel_uuid):
+            journal.setup_over(ev.channel_uuid)
+
+    switch.inbound_hooks.append(on_inbound)
+    switch.events.subscribe(on_event)
 
     def on_bridge(a: Session, b: Session) -> None:
         t0 = time.thread_time()
@@ -139,6 +164,7 @@ class JournalingSink:
         self.metrics = metrics
 
     def submit(self, cdr: Any) -> None:
+        self.journal.setup_over(cdr.call_id)  # a setup that ended (X), if it was one
         if self.journal.tracks(cdr.call_id):
             t0 = time.thread_time()
             self.journal.ended(cdr.call_id, cdr.to_json())
@@ -177,6 +203,39 @@ def install_strays(ua: UserAgent, sink: CdrSink, node: str) -> None:
             log.exception("call %s: no CDR for the stray leg", resp.call_id)
 
     ua.stray_hooks.append(on_stray)
+
+
+def hand_back_setups(ua: UserAgent, state: JournalState) -> int:
+    """Answer 503 to every inbound call whose setup the crash cut short (RFC 3261 §16.7:
+    a proxy tries its next destination on a 5xx), again after 0.5 s and 1.5 s as a server
+    transaction would (Timer G) — the router then sends the call to another node instead
+    of the caller waiting for an answer that died with the process. The far leg that
+    INVITE may have opened is ended when its 2xx arrives (a stray 2xx: ACK, BYE)."""
+    from switchboard.sip.message import Request, make_response, parse_message
+
+    n = 0
+    assert ua.endpoint is not None
+    endpoint = ua.endpoint
+    for rec in state.pending_setups():
+        try:
+            req = parse_message(rec["invite"].encode())
+            if not isinstance(req, Request):
+                continue
+            # no Reason: Q.850 here — it would tell the router the far end refused the call
+            # (no failover); this 503 says the node itself could not serve it
+            resp = make_response(req, 503, None, to_tag=rec["tag"])
+            transport, host, port = rec["peer"]
+            out = Transmit(resp.to_bytes(), Peer(transport, host, int(port)))
+        except Exception as exc:  # a damaged record: the router's timers end that call
+            log.warning("journal: setup not handed back: %s", exc)
+            continue
+        endpoint.transmit(out)
+        for delay in (0.5, 1.5):
+            endpoint.loop.call_later(delay, endpoint.transmit, out)
+        n += 1
+    if n:
+        log.warning("recovery: %d call(s) in setup handed back to the router (503)", n)
+    return n
 
 
 async def restore(

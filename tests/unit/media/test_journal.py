@@ -94,3 +94,26 @@ def test_the_file_is_rewritten_past_its_size_limit(
     j.close()
     assert path.stat().st_size < 4096 + 200
     assert [r["legs"][0]["uuid"] for r in read(path).live()] == ["live"]
+
+
+def test_setups_cut_short_are_those_neither_bridged_nor_over(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "media-1.jnl")
+    j.open()
+    for uuid in ("s1", "s2", "s3", "s4"):
+        j.setup(uuid, {"invite": f"INVITE {uuid}", "tag": "t", "peer": ["UDP", "127.0.0.1", 5060]})
+    j.bridged("s1", ("s1", "b1"), bridge("s1", "b1"))  # bridged: resumed, not handed back
+    j.setup_over("s2")  # answered by an application, or ended
+    j.setup_over("s2")  # once only
+    j.setup_over("never")  # not in setup: nothing written
+    assert j.in_setup("s3") and not j.in_setup("s1") and not j.in_setup("s2")
+    j.close()
+    text = (tmp_path / "media-1.jnl").read_text()
+    assert text.count("X ") == 1
+    state = read(tmp_path / "media-1.jnl")
+    assert [r["invite"] for r in state.pending_setups()] == ["INVITE s3", "INVITE s4"]
+    assert state.skipped == 0
+    # the restarted node's journal starts without them: they are answered at this start
+    j2 = Journal(tmp_path / "media-1.jnl")
+    j2.open(state)
+    j2.close()
+    assert read(tmp_path / "media-1.jnl").pending_setups() == []
