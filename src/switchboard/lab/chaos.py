@@ -281,6 +281,48 @@ def db_failover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str, A
     }
 
 
+def db_switchover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str, Any]:
+    """A planned switchover (Patroni's REST API, what ``patronictl switchover`` does)
+    mid-load: the replica becomes the primary; CDRs written meanwhile are stored once."""
+    leader = lab.db_leader()
+    if leader is None:
+        raise LabError("no PostgreSQL leader")
+    candidate = "pg2" if leader == "pg1" else "pg1"
+    load = Load(lab, rate, calls, hold_s).start()
+    time.sleep(hold_s + 1.0)
+    t0 = time.monotonic()
+    body = json.dumps({"leader": leader, "candidate": candidate}).encode()
+    lab.http("etcd", f"http://{leader}:8008/switchover", body, "POST")
+    wait_for(f"{candidate} writable", lambda: lab.db_leader() == candidate and db_write_ok(lab),
+             30, step=0.1)  # fmt: skip
+    switch_s = time.monotonic() - t0
+    counts = load.wait()
+    lost, dup = cdr_counts(lab, counts)
+    wait_for(f"{leader} streaming from {candidate}", lab.db_streaming, 90, step=0.5)
+    return {
+        "db_switchover_s": round(switch_s, 2),
+        "calls_failed": counts.setup_failed + counts.dropped,
+        "why": counts.why,
+        "answered": counts.answered,
+        "cdr_lost": lost,
+        "cdr_duplicated": dup,
+    }
+
+
+def cli_reaches_primary(lab: Lab) -> dict[str, Any]:
+    """The CLI on the monitor host, through deploy/'s multi-host URL: the newest CDR."""
+    from switchboard.lab.topology import CONFIG, SWITCHBOARD
+
+    r = subprocess.run(
+        ["ip", "netns", "exec", "monitor", str(SWITCHBOARD), "cdr", "list", "--config",
+         str(CONFIG), "--limit", "1", "--json"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    if r.returncode != 0:
+        raise LabError(f"switchboard cdr list failed: {r.stdout}{r.stderr}")
+    return dict(json.loads(r.stdout.splitlines()[0]))
+
+
 def media_kill(lab: Lab, rate: float, calls: int, hold_s: float, node: str = "media-2") -> dict:
     """(b) kill -9 of one media node mid-load; restarted 1 s later as systemd's
     Restart=always, RestartSec=1 would, so its journaled calls are resumed."""
