@@ -54,9 +54,9 @@ class TlsSip:
         self.local = writer.get_extra_info("sockname")[:2]
 
     @classmethod
-    async def connect(cls, port: int, ctx: ssl.SSLContext) -> TlsSip:
+    async def connect(cls, port: int, ctx: ssl.SSLContext, host: str = "127.0.0.1") -> TlsSip:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1"), 5
+            asyncio.open_connection(host, port, ssl=ctx, server_hostname=host), 5
         )
         return cls(reader, writer)
 
@@ -349,6 +349,33 @@ class RawUdp:
 
     def close(self) -> None:
         self.transport.close()
+
+
+async def test_tls_carrier_over_ipv6_to_an_ipv4_media_node(tmp_path: Path, pki: Pki) -> None:
+    """tls:[::1] next to udp:127.0.0.1: an IPv6 TLS carrier's call reaches an IPv4 SIPp node
+    and comes back (Record-Route doubled across transport and family without hiding)."""
+    uas_port = free_port()
+    uas = await SippPeer.start(tmp_path, "router_uas.xml", "-aa", "-trace_msg", port=uas_port)
+    port, tls_port = free_port(), free_port(host="::1")
+    sections = tls_sections(pki, port, tls_port, [f"sip:127.0.0.1:{uas_port}"])
+    sections["router"]["listen"] = [f"udp:127.0.0.1:{port}", f"tls:[::1]:{tls_port}"]
+    sections["acl"]["allow"] = ["127.0.0.1", "::1"]
+    sections["security"] = {"topology_hiding": False}
+    try:
+        async with running_router(tmp_path, sections) as router:
+            await async_wait_until(lambda: both_active(router), what="the media node answering")
+            peer = await TlsSip.connect(tls_port, client_ctx(pki), host="::1")
+            peer.local = (f"[{peer.local[0]}]", peer.local[1])
+            ok = await call(peer, port, 0)
+            rr = [v for line in header(ok, "Record-Route") for v in line.split(", ")]
+            assert rr == [
+                f"<sip:127.0.0.1:{port};transport=udp;lr>",
+                f"<sip:[::1]:{tls_port};transport=tls;lr>",
+            ], rr
+            await peer.close()
+            await uas.wait_received("BYE", 1)
+    finally:
+        uas.kill()
 
 
 async def test_tls_listen_without_certificate_is_a_config_error(tmp_path: Path) -> None:
