@@ -31,6 +31,9 @@ EMERGENCY_VAR = "emergency"
 # The caller's P-Asserted-Identity with the edge router's STIR verstat, passed on to the
 # B-leg's INVITE (docs/compliance.md "STIR/SHAKEN"); a sip_h_ variable: a header there.
 PAI_VAR = "sip_h_P-Asserted-Identity"
+# Session data key: body parts (sip.multipart.Part) an emergency call's INVITE carried
+# next to its SDP (a PIDF-LO location, RFC 6442), sent on in the B-leg's INVITE.
+BODY_PARTS = "body_parts"
 
 
 class ChannelState(Enum):

@@ -86,6 +86,7 @@ from switchboard.esl.dialstring import (
 from switchboard.media import events as ev
 from switchboard.media.causes import Cause, parse_cause
 from switchboard.media.channel import (
+    BODY_PARTS,
     EMERGENCY_VAR,
     ORIGINATING_LEG_VAR,
     PAI_VAR,
@@ -990,6 +991,8 @@ class Switch:
         except OriginateError:
             self.limits.release()
             raise
+        if emergency and a_leg is not None and BODY_PARTS in a_leg.data:
+            s.data[BODY_PARTS] = a_leg.data[BODY_PARTS]
         if a_leg is not None:
             for k, v in a_leg.data.get("exported", {}).items():
                 if k != ORIGINATING_LEG_VAR:

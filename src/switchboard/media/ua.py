@@ -45,7 +45,13 @@ from switchboard.esl.dialstring import (
 )
 from switchboard.media.causes import Cause, cause_to_sip, reason_header, sip_to_cause
 from switchboard.media.cdr import ROUTING_NUMBER_VAR
-from switchboard.media.channel import EMERGENCY_VAR, ORIGINATING_LEG_VAR, PAI_VAR, CallerProfile
+from switchboard.media.channel import (
+    BODY_PARTS,
+    EMERGENCY_VAR,
+    ORIGINATING_LEG_VAR,
+    PAI_VAR,
+    CallerProfile,
+)
 from switchboard.media.core import GatewayInfo, OriginateError, Session, Switch
 from switchboard.media.digest import authorization
 from switchboard.media.portability import LOOKED_UP_VAR, request_user
@@ -71,6 +77,7 @@ from switchboard.sdp import (
     process_answer,
 )
 from switchboard.sdp.crypto import KEY_LENGTH
+from switchboard.sip import multipart
 from switchboard.sip.dialog import Dialog, build_cancel
 from switchboard.sip.errors import SipError
 from switchboard.sip.ids import new_branch, new_call_id, new_tag
@@ -905,14 +912,29 @@ class UserAgent:
             return
         offer: SessionDescription | None = None
         ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        sdp_body = req.body
+        # Parts next to the SDP (RFC 5621), e.g. an emergency caller's PIDF-LO location
+        # (RFC 6442 by value): kept for the B-leg of an emergency call.
+        other_parts: list[multipart.Part] = []
         if req.body:
-            if ctype != "application/sdp":
+            if ctype == "multipart/mixed":
+                parts = multipart.split(req.headers.get("Content-Type") or "", req.body)
+                sdps = [p for p in parts or () if p.content_type == "application/sdp"]
+                if parts is not None and len(sdps) <= 1:
+                    sdp_body = sdps[0].body if sdps else b""
+                    other_parts = [p for p in parts if p.content_type != "application/sdp"]
+                    ctype = "application/sdp" if sdps else ""
+                else:
+                    ctype = "unusable multipart"
+            if ctype != "application/sdp" and sdp_body:
                 self.respond(
-                    txn, req, 415, "Unsupported Media Type", headers=[("Accept", "application/sdp")]
-                )
+                    txn, req, 415, "Unsupported Media Type",
+                    headers=[("Accept", "application/sdp, multipart/mixed")],
+                )  # fmt: skip
                 return
+        if sdp_body:
             try:
-                offer = parse_sdp(req.body)
+                offer = parse_sdp(sdp_body)
             except SdpError as exc:
                 log.info("INVITE %s: malformed SDP: %s", req.call_id, exc)
                 self.respond(txn, req, 400, f"Bad Request (SDP: {exc})"[:120])
@@ -982,7 +1004,7 @@ class UserAgent:
             "sip_network_port": str(peer.port),
             "sip_transport": peer.transport.lower(),
             "sip_user_agent": req.headers.get("User-Agent") or "",
-            "switch_r_sdp": req.body.decode("utf-8", "replace") if req.body else "",
+            "switch_r_sdp": sdp_body.decode("utf-8", "replace") if sdp_body else "",
         }
         # The edge router names the carrier trunk (and the account it bills to) and drops
         # these headers from outside input: believed only from a router's address, or
@@ -1005,7 +1027,8 @@ class UserAgent:
                     variables[PAI_VAR] = pai
         if emergency:
             variables[EMERGENCY_VAR] = "true"
-            # RFC 6442 location conveyance: passed unchanged to the B-leg.
+            # RFC 6442 location conveyance: passed unchanged to the B-leg (headers here,
+            # body parts by value through the session's data below).
             for name in ("Geolocation", "Geolocation-Routing"):
                 values = req.headers.get_all(name)
                 if values:
@@ -1020,6 +1043,8 @@ class UserAgent:
             profile=profile,
             variables=variables,
         )
+        if emergency and other_parts:
+            session.data[BODY_PARTS] = other_parts
         leg = InboundLeg(
             ua=self, session=session, peer=peer, call_id=req.call_id,
             local_tag=new_tag(_rand()), rtp=rtp, codecs=self.codecs, invite=req, txn=txn,
@@ -1286,13 +1311,19 @@ class UserAgent:
         leg.local_sdp = offer
         disp = f'"{from_display}" ' if from_display else ""
         from_ = f"{disp}<sip:{from_user}@{from_host}>;tag={leg.local_tag}"
+        content_type, body = "application/sdp", offer.to_bytes()
+        parts = session.data.get(BODY_PARTS)
+        if parts:  # an emergency call's location by value goes on next to our offer
+            content_type, body = multipart.join(
+                [multipart.Part("application/sdp", (), body), *parts], f"sb-{_rand().hex()}"
+            )
         invite = Request.build(
             "INVITE", str(target), via=self.via(peer), from_=from_, to=f"<{_to_uri(target)}>",
             call_id=call_id, cseq=1, contact=self.contact(peer.transport, peer_host=peer.host),
-            content_type="application/sdp",
+            content_type=content_type,
             headers=[("Allow", ALLOW), *self.ua_header,
                      *_custom_headers(session.channel.variables)],
-            body=offer.to_bytes(),
+            body=body,
         )  # fmt: skip
         session.channel.set_var("sip_call_id", call_id)
         session.channel.set_var("switch_l_sdp", offer.to_bytes().decode())
@@ -1535,7 +1566,8 @@ class UserAgent:
             invite = Request.build(
                 "INVITE", old.uri, via=self.via(leg.peer), from_=old.headers.get("From"),
                 to=old.headers.get("To"), call_id=old.call_id, cseq=old.cseq.seq + 1,
-                contact=old.headers.get("Contact"), content_type="application/sdp",
+                contact=old.headers.get("Contact"),
+                content_type=old.headers.get("Content-Type") or "application/sdp",
                 headers=[("Allow", ALLOW), *self.ua_header, (out_hdr, auth)],
                 body=old.body,
             )  # fmt: skip
