@@ -101,7 +101,6 @@ class Platform:
     extra_config: str = ""  # TOML appended to the generated config (e.g. a [limits] table)
     proc: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
-    extra_config: str = ""  # TOML appended to the generated config (sections of its own)
     # [pike] allow of the generated config; () = pike's defaults (loopback is the [acl]
     # trunk, which pike does not count anyway: docs/router.md "Trunks")
     pike_allow: tuple[str, ...] = ("127.0.0.1",)
