@@ -176,6 +176,8 @@ class SipLeg:
     bye_sent: bool = False
     srtp: str = "off"  # SRTP policy of this leg (sdp.crypto)
     srtp_key: bytes = field(default_factory=lambda: os.urandom(KEY_LENGTH))  # our master key+salt
+    # the dialog's remote target and its parse (in_dialog_peer)
+    _target: tuple[str, SipUri] | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -213,13 +215,32 @@ class SipLeg:
     def in_dialog_peer(self) -> Peer:
         """Where in-dialog requests go: the route set / remote target (§12.2.1.1); over
         TCP the connection the dialog came in on."""
-        if self.peer.transport in ("TCP", "TLS") or self.dialog is None:
+        dialog = self.dialog
+        if self.peer.transport in ("TCP", "TLS") or dialog is None:
             return self.peer
-        ruri, routes = self.dialog.request_uri_and_routes()
-        try:
-            target = NameAddr.parse(routes[0]).uri if routes else SipUri.parse(ruri)
-        except SipError:
-            return self.peer
+        # Sent for every ACK and BYE (and again for each retransmitted 2xx): the route set
+        # is already parsed, and the remote target's parse is kept while it is unchanged,
+        # rather than printing and re-parsing both each time (~15 µs a parse).
+        routes = dialog.route_set
+        if routes and "lr" in routes[0].uri.params:
+            target = routes[0].uri  # loose routing: to the first route (§12.2.1.1)
+        elif routes:
+            _ruri, strict = dialog.request_uri_and_routes()
+            try:
+                target = NameAddr.parse(strict[0]).uri
+            except SipError:
+                return self.peer
+        else:
+            cached = self._target
+            remote = dialog.remote_target
+            if cached is not None and cached[0] == remote:
+                target = cached[1]
+            else:
+                try:
+                    target = SipUri.parse(remote)
+                except SipError:
+                    return self.peer
+                self._target = (remote, target)
         return peer_for_uri(target, self.peer.transport)
 
     def send_in_dialog(self, method: str, **kw: Any) -> ClientTransaction | None:
