@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any, cast
@@ -66,33 +67,11 @@ class TcpConnection(asyncio.Protocol):
         owner = self.owner
         self.peer = Peer(owner.name, host, int(port))
         self.last_activity = owner.loop.time()
-        if owner.ssl_server is not None and not self.outbound:
-            # Accepted TLS: handshake first (its failure must be counted, not fatal and
-            # not an asyncio traceback); nothing is written before it completes.
-            task = owner.loop.create_task(self._accept_tls(raw, owner.ssl_server))
-            owner._tasks.add(task)
-            task.add_done_callback(owner._tasks.discard)
-            return
         self.transport = raw
-        owner._register(self)
-
-    async def _accept_tls(self, raw: asyncio.Transport, ctx: ssl.SSLContext) -> None:
-        owner = self.owner
-        try:
-            tls = await owner.loop.start_tls(
-                raw, self, ctx, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
-            )
-        except Exception as exc:  # any handshake failure: count, log, close; never fatal
-            owner.handshake_failed(self.key, exc)
-            raw.abort()
-            return
-        if tls is None:  # pragma: no cover - the loop closed meanwhile
-            raw.abort()
-            return
-        self.transport = tls
-        self.last_activity = owner.loop.time()
-        owner.handshakes += 1
-        self.cert_names = certificate_names(tls.get_extra_info("peercert"))
+        if owner.name == "TLS" and not self.outbound:
+            # accepted by the TLS accept loop: the handshake is done (connect_accepted_socket)
+            owner.handshakes += 1
+            self.cert_names = certificate_names(raw.get_extra_info("peercert"))
         owner._register(self)
 
     def data_received(self, data: bytes) -> None:
@@ -182,11 +161,14 @@ class TcpTransport:
         self._connecting: dict[Key, list[tuple[bytes, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.AbstractServer] = []
+        self._listeners: list[tuple[socket.socket, asyncio.Task[None]]] = []  # TLS
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Accept connections on ``host:port`` (0 picks a free port)."""
+        if self.name == "TLS":
+            return self._listen_tls(host, port)
         server = await self.loop.create_server(
             lambda: TcpConnection(self, outbound=False), unbracket(host), port
         )
@@ -194,6 +176,64 @@ class TcpTransport:
         self._arm_sweeper()
         sockname = server.sockets[0].getsockname()
         return (sockname[0], sockname[1])
+
+    def _listen_tls(self, host: str, port: int) -> tuple[str, int]:
+        """TLS: our own accept loop, each socket handed to ``connect_accepted_socket``
+        with the current server context. Its handshake is awaited in a task of its own,
+        so a failure is counted and logged, never fatal — and the loop (asyncio or
+        uvloop) owns the socket from the first byte: the client's ClientHello cannot
+        reach a plain protocol first (with ``start_tls`` after accepting, uvloop handed
+        it to the plain protocol and both ends waited for each other)."""
+        bare = unbracket(host)
+        family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((bare, port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        task = self.loop.create_task(self._accept_loop(sock))
+        self._listeners.append((sock, task))
+        self._arm_sweeper()
+        sockname = sock.getsockname()
+        return (sockname[0], sockname[1])
+
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, addr = await self.loop.sock_accept(sock)
+            except asyncio.CancelledError:
+                raise
+            except OSError as exc:  # EMFILE and the like: keep accepting after a pause
+                log.warning("TLS accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = self.loop.create_task(self._accept_tls(conn, addr))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _accept_tls(self, conn: socket.socket, addr: Any) -> None:
+        host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+        ctx = self.ssl_server
+        if ctx is None:  # pragma: no cover - listen_tls needs a server context
+            conn.close()
+            return
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: TcpConnection(self, outbound=False),
+                conn,
+                ssl=ctx,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except Exception as exc:  # any handshake failure: count, log, close; never fatal
+            self.handshake_failed((host, int(addr[1])), exc)
+            conn.close()
 
     def send(self, data: bytes, peer: Peer, token: Any = None) -> None:
         """Send on the connection to ``peer``, opening one if needed.  ``token`` is
@@ -289,7 +329,7 @@ class TcpTransport:
             if conn.last_activity < deadline:
                 log.debug("TCP %s:%s idle for %.0f s; closing", *conn.key, self.idle_timeout)
                 conn.close()
-        if self.connections or self._servers:
+        if self.connections or self._servers or self._listeners:
             self._arm_sweeper()
 
     async def close(self) -> None:
@@ -299,6 +339,10 @@ class TcpTransport:
             self._sweeper = None
         for server in self._servers:
             server.close()
+        for sock, task in self._listeners:
+            task.cancel()
+            sock.close()
+        self._listeners.clear()
         for conn in list(self.connections.values()):
             conn.close()
         for task in list(self._tasks):
