@@ -108,7 +108,13 @@ def destinations(p: Platform) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def platform() -> Iterator[Platform]:
     # a chart point every second (default 5 s), so a short load shows as a curve
-    p = Platform(media_nodes=2, extra_config="[status]\nhistory_interval = 1\n")
+    # and a carrier trunk with limits on 127.0.0.2, so the dashboard's trunk panels (limits,
+    # rejections) have something to show: on defaults there is only the unlimited acl trunk
+    p = Platform(
+        media_nodes=2,
+        extra_config="[status]\nhistory_interval = 1\n"
+        '[trunks.e2e-carrier]\nsources = ["127.0.0.2"]\ncps = 1\nmax_calls = 20\n',
+    )
     # --demo: the carrier simulator on the gateway address stays up for the transit tests
     p.start("--demo")
     wait_until(lambda: "The platform keeps running" in p.text(), 90, "the demo's summary")
@@ -185,6 +191,11 @@ def test_prometheus_sees_every_dashboard_query_and_rule(platform: Platform) -> N
         # transit: router → media node → gateway → the carrier simulator (PDD, gateway legs)
         r = sipp_calls(f"127.0.0.1:{platform.router_sip}", "4420794601", calls=10, rate=5)
         assert r.returncode == 0, r.stdout[-3000:]
+        # the trunk's carrier over its cps limit: some calls admitted, the rest refused 503
+        r = sipp_calls(
+            f"127.0.0.1:{platform.router_sip}", "echo", calls=6, rate=6, source="127.0.0.2"
+        )
+        assert r.returncode != 0, "cps = 1 let 6 calls in one second through"
         assert campaign.poll() is None, campaign.communicate()[0][-3000:]
         dialer_names = {
             fam.name + ("_total" if fam.type == "counter" else "")

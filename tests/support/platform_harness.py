@@ -284,10 +284,12 @@ def sipp_calls(
     rate: float,
     duration_ms: int = 1000,
     timeout: float = 60.0,
+    source: str = "127.0.0.1",
 ) -> subprocess.CompletedProcess[str]:
     """SIPp calls through the router (``tests/data/sipp/router_uac.xml``: ACK and BYE follow
     the Record-Route set, as a carrier's switch does): ``calls`` calls to ``service`` at
-    ``rate``/s, bounded in time."""
+    ``rate``/s from ``source`` (another loopback address stands for another carrier),
+    bounded in time."""
     port = free_run(1)
     return subprocess.run(
         [
@@ -298,7 +300,7 @@ def sipp_calls(
             "-m", str(calls),
             "-r", str(rate),
             "-d", str(duration_ms),
-            "-i", "127.0.0.1",
+            "-i", source,
             "-p", str(port),
             "-timeout", f"{int(timeout)}s",
             "-timeout_error",
