@@ -534,7 +534,8 @@ async def test_workers_share_the_port_and_keep_transactions_consistent(workdir: 
     urls = [f"http://127.0.0.1:{admin}", f"http://127.0.0.1:{admin + 1}"]
     try:
         for url in urls:
-            await wait_http(f"{url}/health")
+            # three processes start (parent + 2 workers): ~11 s seen on a loaded 2-core box
+            await wait_http(f"{url}/health", timeout=40)
         async with httpx.AsyncClient() as http:
 
             async def all_active() -> bool:
@@ -545,7 +546,7 @@ async def test_workers_share_the_port_and_keep_transactions_consistent(workdir: 
                 return True
 
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + 10
+            deadline = loop.time() + 20
             while not await all_active():
                 assert loop.time() < deadline, "workers' destinations never became active"
                 await asyncio.sleep(0.1)
