@@ -178,12 +178,19 @@ def cdr_counts(lab: Lab, counts: Counts) -> tuple[int, int]:
     """(lost, duplicated) inbound CDRs of a run's answered calls: an answered call must have
     exactly one answered inbound leg stored."""
     wait_for("every node's CDR spool to be empty", lambda: spools_empty(lab), 60, step=0.5)
-    row = psql(
-        lab,
+    query = (
         "SELECT count(*), count(DISTINCT sip_call_id) FROM cdr WHERE direction = 'inbound' "
-        f"AND billsec > 0 AND sip_call_id LIKE '{counts.call_ids}'",
+        f"AND billsec > 0 AND sip_call_id LIKE '{counts.call_ids}'"
     )
-    rows, distinct = (int(x) for x in row.split("|"))
+
+    def stored() -> tuple[int, int]:
+        rows, distinct = (int(x) for x in psql(lab, query).split("|"))
+        return rows, distinct
+
+    # the writers batch: give the last batches time to land before counting what is missing
+    with contextlib.suppress(LabError):
+        wait_for("the run's CDRs stored", lambda: stored()[1] >= counts.answered, 30, step=0.5)
+    rows, distinct = stored()
     return max(0, counts.answered - distinct), rows - distinct
 
 

@@ -132,6 +132,17 @@ def test_routers_keep_trunk_counters_to_themselves(lab: Lab) -> None:
     after = admitted()
     assert after["router-1"] - before["router-1"] == counts.invites, (before, after)
     assert after["router-2"] == before["router-2"], (before, after)
+    # the nodes believe the routers' X-Switchboard-Trunk ([media] routers in deploy/):
+    # every inbound CDR of the run names the trunk the router admitted it on
+    query = (
+        "SELECT coalesce(trunk, '-'), count(*) FROM cdr WHERE direction = 'inbound' "
+        f"AND sip_call_id LIKE '{counts.call_ids}' GROUP BY 1"
+    )
+    want = f"acl|{counts.answered}"
+    try:  # the writers batch: wait for the run's CDRs
+        wait_for("the run's inbound CDRs", lambda: chaos.psql(lab, query) == want, 30, step=0.5)
+    finally:
+        assert chaos.psql(lab, query) == want
 
 
 def test_postgresql_primary_killed_patroni_promotes_no_cdr_lost(lab: Lab) -> None:
