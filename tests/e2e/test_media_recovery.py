@@ -203,14 +203,14 @@ def test_a_bye_sent_while_the_node_is_down_ends_the_call_once_it_is_back(
     platform: Platform,
 ) -> None:
     """The node's warm spare is killed first, so the node is down for a full start (over
-    1 s). The callers hang up 0.7-1 s after the node was killed: their BYEs reach nothing, SIPp
+    0.6 s). The callers hang up 0.2-0.5 s after the node was killed: their BYEs reach nothing, SIPp
     retransmits them (RFC 3261 §17.1.2.2: 0.5 s, 1 s, 2 s ...) and the restarted node
     answers one with 200 — not 481 — and sends the carrier its BYE. The CDRs end when the
     node got the BYE: at most the restart later than the caller's hang-up."""
     # the last call was bridged ~0.3 s after the first: its BYE comes 9.7-10 s after this
-    result = run_calls_and_kill(platform, kills=1, kill_at=9.0)
+    result = run_calls_and_kill(platform, kills=1, kill_at=9.5)
     down = re.search(r"media-1 restarted \(restart 1, ([0-9.]+) s after", platform.text())
-    assert down and float(down[1]) > 1.1, down  # the BYEs were sent while it was down
+    assert down and float(down[1]) > 0.6, down  # the BYEs were sent while it was down
     # the node ends the calls when it gets their BYE: up to its downtime after the hang-up
     check(platform, result, slack=float(down[1]) + 1)
 

@@ -277,9 +277,21 @@ def start_resumed(ua: UserAgent, restored: list[tuple[list[Session], bool]]) -> 
     """Bridge the whole bridges again, end the halves (BYE, CDR); (resumed, ended) legs."""
     resumed = ended = 0
     sw = ua.switch
+    # The SIP socket listens already: a BYE retransmitted while the node was down may end
+    # one leg before its bridge is re-established (the bridge app runs in a task). Until
+    # then, a leg's end ends its partner here, or the partner would stay up unbridged.
+    partners: dict[str, str] = {}
+
+    def on_hangup(s: Session) -> None:
+        other = partners.pop(s.uuid, None)
+        if other is not None:
+            partners.pop(other, None)
+            sw.hangup(other, Cause.NORMAL_CLEARING)  # a no-op if the bridge ended it
+
     for sessions, whole in restored:
         if whole:
             a, b = sessions
+            partners[a.uuid], partners[b.uuid] = b.uuid, a.uuid
             b.parked = True
             sw.start_apps(b, [])
             sw.start_apps(a, [("_bridge_existing", b.uuid)])
@@ -290,6 +302,8 @@ def start_resumed(ua: UserAgent, restored: list[tuple[list[Session], bool]]) -> 
             sw.start_apps(s, [])
             sw.hangup(s.uuid, Cause.NORMAL_TEMPORARY_FAILURE)
             ended += 1
+    if partners:
+        sw.hangup_hooks.append(on_hangup)
     if resumed or ended:
         log.warning("recovery: %d call leg(s) resumed, %d ended (partner gone)", resumed, ended)
     return resumed, ended
