@@ -16,6 +16,14 @@ pytestmark = [
 ]
 
 
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
 def test_supervisor_killed_leaves_no_process() -> None:
     p = Platform(media_nodes=1)
     try:
@@ -29,6 +37,7 @@ def test_supervisor_killed_leaves_no_process() -> None:
         deadline = time.monotonic() + 30
         while any(alive(x) for x in tree) and time.monotonic() < deadline:
             time.sleep(0.2)  # other processes exiting: nothing to await
-        assert not [x for x in tree if alive(x)]
+        survivors = {x: cmdline(x) for x in tree if alive(x)}
+        assert not survivors, f"still running 30 s after the supervisor's SIGKILL: {survivors}"
     finally:
         p.cleanup()

@@ -201,7 +201,10 @@ def main(state_dir: Path) -> int:
             return EXIT_POSTMASTER_DIED
         with contextlib.suppress(BlockingIOError):
             os.read(rfd, 512)
-    print("stopping PostgreSQL", flush=True)
+    # When the supervisor was SIGKILLed, the pipe our stdout writes to has no reader any
+    # more: the print fails with EPIPE, and PostgreSQL must still be stopped.
+    with contextlib.suppress(OSError):
+        print("stopping PostgreSQL", flush=True)
     database.stop_embedded(state_dir)
     with contextlib.suppress(FileNotFoundError):
         uri_file.unlink()

@@ -709,6 +709,10 @@ class Router:
         if data[:1] == b"\x00" and addr[:2] == self._qprobe_from:  # never SIP
             self._queue_probe_back(data)
             return
+        if len(addr) != 2:
+            # An IPv6 socket gives (host, port, flowinfo, scope_id); the proxy is typed —
+            # and, compiled, checked at run time — for (host, port).
+            addr = (addr[0], addr[1])
         self._seen += 1
         sample = not self._seen % LATENCY_SAMPLE
         t0 = time.perf_counter() if sample else 0.0
