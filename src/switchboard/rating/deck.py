@@ -15,7 +15,7 @@ row is rejected whole.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -157,15 +157,16 @@ def parse_row(fields: dict[str, str]) -> tuple[Rate, str, str]:
     return rate, get("carrier"), get("account")
 
 
-def parse_deck(lines: Iterable[str]) -> list[DeckRow]:
-    """Parse a whole CSV deck or raise DeckError listing every bad line (1-based, header = 1)."""
-    reader = csv.reader(lines)
+def read_header(reader: Any, required: Sequence[str], optional: Sequence[str]) -> list[str]:
+    """The lower-cased header row of a CSV import, or DeckError (line 1) naming missing and
+    unknown columns; shared by every bulk import (rate decks, ported numbers)."""
     try:
         header = [h.strip().lower() for h in next(reader)]
     except StopIteration:
-        raise DeckError([(1, "empty file: expected a header row with prefix,rate")]) from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+        expected = ",".join(required)
+        raise DeckError([(1, f"empty file: expected a header row with {expected}")]) from None
+    missing = [c for c in required if c not in header]
+    unknown = [c for c in header if c not in (*required, *optional)]
     if missing or unknown:
         msg = []
         if missing:
@@ -173,6 +174,13 @@ def parse_deck(lines: Iterable[str]) -> list[DeckRow]:
         if unknown:
             msg.append(f"unknown column(s) {', '.join(unknown)}")
         raise DeckError([(1, "; ".join(msg) + f" (header is {','.join(header)})")])
+    return header
+
+
+def parse_deck(lines: Iterable[str]) -> list[DeckRow]:
+    """Parse a whole CSV deck or raise DeckError listing every bad line (1-based, header = 1)."""
+    reader = csv.reader(lines)
+    header = read_header(reader, REQUIRED_COLUMNS, OPTIONAL_COLUMNS)
     rows: list[DeckRow] = []
     problems: list[tuple[int, str]] = []
     seen: dict[tuple[str, str, str, datetime | None], int] = {}

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from switchboard.rating.deck import DeckError
+from switchboard.rating.deck import DeckError, read_header
 
 REQUIRED = ("number", "routing_number")
 OPTIONAL = ("description",)
@@ -41,21 +41,7 @@ def canonical(text: str) -> str | None:
 def parse_ported(lines: Iterable[str]) -> list[PortedRow]:
     """Parse a whole file or raise DeckError listing every bad line (header = line 1)."""
     reader = csv.reader(lines)
-    try:
-        header = [h.strip().lower() for h in next(reader)]
-    except StopIteration:
-        raise DeckError(
-            [(1, "empty file: expected a header row with number,routing_number")]
-        ) from None
-    missing = [c for c in REQUIRED if c not in header]
-    unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
-    if missing or unknown:
-        msg = []
-        if missing:
-            msg.append(f"missing column(s) {', '.join(missing)}")
-        if unknown:
-            msg.append(f"unknown column(s) {', '.join(unknown)}")
-        raise DeckError([(1, "; ".join(msg) + f" (header is {','.join(header)})")])
+    header = read_header(reader, REQUIRED, OPTIONAL)
     rows: list[PortedRow] = []
     problems: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
