@@ -9,7 +9,6 @@ import asyncio
 import itertools
 import os
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,7 +27,7 @@ from switchboard.billing.rates import import_deck
 from switchboard.billing.reports import list_cdrs
 from switchboard.media.node import MediaNode
 from tests.support.media import RtpPeer, free_even_range
-from tests.support.net import async_wait_until, free_port
+from tests.support.net import async_wait_until, free_port, udp_port_taken
 from tests.support.sipp import HAVE_SIPP, SCENARIOS, finish_sipp, run_sipp
 
 pytestmark = [
@@ -115,17 +114,8 @@ async def carrier_uas(node: MediaNode, workdir: Path, rtp: RtpPeer) -> Any:
         cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     # SIPp is another process: poll (bounded) until it holds its port
-    await async_wait_until(lambda: port_taken(port), timeout=10, what="SIPp carrier listening")
+    await async_wait_until(lambda: udp_port_taken(port), timeout=10, what="SIPp carrier listening")
     return proc
-
-
-def port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 async def esl_low_balance_listener(port: int) -> tuple[asyncio.StreamReader, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import wave
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -28,7 +27,7 @@ from switchboard import config
 from switchboard.media.intercept import verify_chain
 from switchboard.media.node import MediaNode
 from tests.support.media import RtpPeer, dominant_frequency, free_even_range
-from tests.support.net import async_wait_until, free_port
+from tests.support.net import async_wait_until, free_port, udp_port_taken
 from tests.support.sipp import HAVE_SIPP, SCENARIOS, finish_sipp, run_sipp
 
 pytestmark = [
@@ -71,15 +70,6 @@ async def node(db_url: str, tmp_path: Path) -> AsyncIterator[MediaNode]:
         await n.stop()
 
 
-def port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
 async def sipp_uas(scenario: str, port: int, workdir: Path, keys: dict[str, int]) -> Any:
     argv = ["sipp", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
             "-m", "1", "-nostdin", "-timeout", "40s", "-trace_msg"]  # fmt: skip
@@ -88,7 +78,7 @@ async def sipp_uas(scenario: str, port: int, workdir: Path, keys: dict[str, int]
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=workdir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
-    await async_wait_until(lambda: port_taken(port), timeout=10, what=f"SIPp {scenario}")
+    await async_wait_until(lambda: udp_port_taken(port), timeout=10, what=f"SIPp {scenario}")
     return proc
 
 

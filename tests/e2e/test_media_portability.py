@@ -7,7 +7,6 @@ and is priced as dialled."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from decimal import Decimal as D
 from pathlib import Path
@@ -20,7 +19,7 @@ from switchboard.billing.accounts import create_account, topup
 from switchboard.billing.rates import import_deck
 from switchboard.media.node import MediaNode
 from tests.support.media import RtpPeer, free_even_range
-from tests.support.net import async_wait_until, free_port
+from tests.support.net import async_wait_until, free_port, udp_port_taken
 from tests.support.sipp import HAVE_SIPP, SCENARIOS, finish_sipp, run_sipp
 
 pytestmark = [
@@ -55,15 +54,6 @@ async def node(db_url: str, tmp_path: Path) -> AsyncIterator[MediaNode]:
         await n.stop()
 
 
-def port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
 def invite_lines(workdir: Path, start: str) -> list[str]:
     lines = []
     for log in workdir.glob("media_carrier_uas_*_messages.log"):
@@ -94,7 +84,7 @@ async def test_ported_number_routes_and_rates_by_its_routing_number(
             "-key", "rtp_port", str(carrier_rtp.port), "-key", "codecs", "0",
             cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
-        await async_wait_until(lambda: port_taken(port), timeout=10, what="SIPp carrier")
+        await async_wait_until(lambda: udp_port_taken(port), timeout=10, what="SIPp carrier")
         for number in ("+4930123456", "+4930777777"):  # ported, then not ported
             result = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path,
                                     service=number, keys={"rtp_port": free_port()},

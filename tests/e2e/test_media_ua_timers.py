@@ -17,7 +17,7 @@ from switchboard.media.causes import Cause
 from switchboard.media.core import OriginateError
 from switchboard.sip.timers import TimerValues
 from tests.support.media import free_even_range, start_node
-from tests.support.net import async_wait_until, free_port
+from tests.support.net import async_wait_until, free_port, udp_port_taken
 from tests.support.sipp import HAVE_SIPP, SCENARIOS, Sipp, SippResult, run_sipp
 
 pytestmark = [
@@ -26,15 +26,6 @@ pytestmark = [
 ]
 
 FAST = TimerValues(t1=0.02)  # 64·T1 = 1.28 s
-
-
-def _taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 async def _originate_to_deaf_carrier(
@@ -51,7 +42,7 @@ async def _originate_to_deaf_carrier(
     uas = sipp.start(scenario=SCENARIOS / "media_carrier_ignore_cancel.xml",
                      local_port=carrier, timeout=20)  # fmt: skip
     try:
-        await async_wait_until(lambda: _taken(carrier), what="SIPp carrier bound")
+        await async_wait_until(lambda: udp_port_taken(carrier), what="SIPp carrier bound")
         with pytest.raises(OriginateError) as failed:
             await node.switch.originate("sofia/gateway/carrier/4930123", timeout=timeout)
         result = await asyncio.to_thread(uas.wait, 15.0)
@@ -133,7 +124,7 @@ async def test_a_burst_of_250_originates_all_complete(tmp_path: Path, sipp: Sipp
     })  # fmt: skip
     uas = sipp.start(scenario="uas", local_port=carrier, calls=250, timeout=40)
     try:
-        await async_wait_until(lambda: _taken(carrier), what="SIPp carrier bound")
+        await async_wait_until(lambda: udp_port_taken(carrier), what="SIPp carrier bound")
 
         async def originate(i: int) -> str:
             try:
@@ -161,7 +152,7 @@ async def test_originated_call_answered_by_a_silent_carrier_ends_media_timeout(
     })  # fmt: skip
     uas = sipp.start(scenario="uas", local_port=carrier, calls=1, timeout=20)  # answers, no RTP
     try:
-        await async_wait_until(lambda: _taken(carrier), what="SIPp carrier bound")
+        await async_wait_until(lambda: udp_port_taken(carrier), what="SIPp carrier bound")
         ch = await node.switch.originate("sofia/gateway/carrier/4930123", app="park")
         result = await asyncio.to_thread(uas.wait, 15.0)
         assert result.successful == 1, result  # the carrier got our BYE

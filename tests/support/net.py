@@ -32,6 +32,11 @@ def _bindable(kind: int, port: int, host: str) -> bool:
     return True
 
 
+def udp_port_taken(port: int, host: str = HOST) -> bool:
+    """Someone is bound to UDP ``port`` (e.g. a SIPp peer that has started listening)."""
+    return not _bindable(socket.SOCK_DGRAM, port, host)
+
+
 def free_port(kind: PortKind = "both", host: str = HOST, *, even: bool = False) -> int:
     """A port the kernel just handed out on ``host``, free for ``"udp"``, ``"tcp"`` or
     ``"both"`` (a SIP listener binds the same number on both); ``even=True`` for an RTP
