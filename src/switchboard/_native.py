@@ -222,10 +222,10 @@ def build(*, force: bool = False) -> int:
             if rel.parts[0] == "build":
                 continue  # setuptools' intermediate copies
             name = ".".join(rel.with_name(so.name[: -len(suffix)]).parts)
-            shutil.copy2(
-                so, BUILD_DIR / so.name if len(rel.parts) == 1 else BUILD_DIR / f"{name}{suffix}"
-            )
-            files[name] = so.name if len(rel.parts) == 1 else f"{name}{suffix}"
+            # mypyc's shared runtime library keeps its own (top-level) name
+            target = so.name if len(rel.parts) == 1 else f"{name}{suffix}"
+            shutil.copy2(so, BUILD_DIR / target)
+            files[name] = target
     missing = set(MODULES) - set(files)
     if missing:
         print(f"native: the build produced no module for {', '.join(sorted(missing))}")
