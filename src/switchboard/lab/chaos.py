@@ -205,6 +205,26 @@ def spools_empty(lab: Lab) -> bool:
     return True
 
 
+def far_end_counts(lab: Lab) -> tuple[int, int]:
+    """(calls the carrier's UAS answered, BYEs it received) so far, from its counts file."""
+    f = next((lab.dir / "carrier").glob("uas_*_counts.csv"), None)
+    row = _last_row(f) if f else {}
+    return _int(row, "2_200_Sent"), _int(row, "4_BYE_Recv")
+
+
+def far_end_bye_missing(lab: Lab, before: tuple[int, int], timeout: float = 40.0) -> int:
+    """Calls answered by the far end since ``before`` that never got their BYE from the
+    node: its BYE is retransmitted for up to 32 s (64·T1), so wait that long for it."""
+
+    def missing() -> int:
+        now = far_end_counts(lab)
+        return (now[0] - before[0]) - (now[1] - before[1])
+
+    with contextlib.suppress(LabError):
+        wait_for("the far end's BYEs", lambda: missing() <= 0, timeout, step=0.5)
+    return max(0, missing())
+
+
 def db_write_ok(lab: Lab) -> bool:
     try:
         return psql(lab, "SELECT NOT pg_is_in_recovery()", timeout=3) == "t"
@@ -227,6 +247,7 @@ def router_failover(lab: Lab, how: str, rate: float, calls: int, hold_s: float) 
     check script sees /health fail)."""
     if lab.vip_holder() != "router-1":
         raise LabError("router-1 does not hold the floating address")
+    far = far_end_counts(lab)
     load = Load(lab, rate, calls, hold_s).start()
     time.sleep(max(hold_s, 2.0) + 1.0)  # established calls in progress when it fails
     t0 = time.monotonic()
@@ -249,6 +270,8 @@ def router_failover(lab: Lab, how: str, rate: float, calls: int, hold_s: float) 
         "invites": counts.invites,
         "new_calls_failed": counts.setup_failed,
         "established_dropped": counts.dropped,
+        # the other half of a clean end: the carrier leg the node bridged got its BYE
+        "far_end_bye_missing": far_end_bye_missing(lab, far),
         "answered": counts.answered,
         "why": counts.why,
     }

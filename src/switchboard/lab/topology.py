@@ -435,6 +435,11 @@ class Lab:
                 "-p",
                 "5090",
                 "-nostdin",
+                # its message counts (uas_<pid>_counts.csv, every second): chaos.far_end
+                # checks that every call it answered got its BYE
+                "-trace_counts",
+                "-fd",
+                "1",
             ],
         )
         self.log("lab: prometheus")

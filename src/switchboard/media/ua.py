@@ -156,6 +156,42 @@ def peer_for_uri(uri: SipUri, default_transport: str = "UDP") -> Peer:
     return Peer(transport, host, port)
 
 
+class EndedDialogs:
+    """Dialogs this node ended in the last ``keep`` seconds (64·T1 by default, the time a
+    peer goes on retransmitting a request: RFC 3261 §17.1.2.2, Timer F; §17.2.2 Timer J).
+
+    A BYE retransmission normally meets its server transaction, which answers it again
+    (§17.2.2). One that comes back through another proxy (the second router after the
+    floating address moved: a new top Via branch, §16.6 step 8) matches no transaction,
+    and the dialog is gone: 481 would tell the caller the call never ended cleanly. Its
+    dialog is remembered here, so that BYE is answered 200 like the first copy was.
+    Entries are kept in end order and pruned from the front: O(1) per call."""
+
+    def __init__(self, keep: float = 32.0) -> None:
+        self.keep = keep
+        self._until: dict[tuple[str, str], float] = {}  # insertion order = expiry order
+
+    def note(self, key: tuple[str, str], now: float) -> None:
+        self._until.pop(key, None)
+        self._until[key] = now + self.keep
+        self._prune(now)
+
+    def recent(self, key: tuple[str, str], now: float) -> bool:
+        self._prune(now)
+        return key in self._until
+
+    def _prune(self, now: float) -> None:
+        until = self._until
+        while until:
+            key = next(iter(until))
+            if until[key] > now:
+                break
+            del until[key]
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+
 @dataclass(eq=False)
 class SipLeg:
     """SIP state of one channel (shared by inbound and outbound legs)."""
@@ -298,6 +334,8 @@ class SipLeg:
 
     def close(self) -> None:
         self.ua.legs.pop(self.key, None)
+        if self.dialog is not None:
+            self.ua.ended.note(self.key, time.monotonic())
 
 
 @dataclass(eq=False)
@@ -505,6 +543,9 @@ class UserAgent:
         self.untrusted_drops = 0
         self.endpoint: SipEndpoint | None = None
         self.legs: dict[tuple[str, str], SipLeg] = {}
+        # dialogs ended here in the last 64·T1: a BYE for one is a retransmission that
+        # came back by another path (another router: a new Via branch) and gets its 200
+        self.ended = EndedDialogs()
         # 2xx to INVITEs with no call here (sent before a restart), ACKed and BYE'd once;
         # each hook gets the response when one is first ended (recovery writes its CDR)
         self.strays: dict[tuple[str, str], Dialog] = {}
@@ -836,6 +877,10 @@ class UserAgent:
             if leg is None:
                 if method == "OPTIONS":
                     self._options(req, txn)
+                elif method == "BYE" and self.ended.recent(
+                    (req.call_id, req.to_tag), time.monotonic()
+                ):
+                    self.respond(txn, req, 200, "OK", to_tag=None)
                 else:
                     self.respond(txn, req, 481, "Call/Transaction Does Not Exist")
                 return
