@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,6 +239,46 @@ def alerts(lab: Lab) -> list[dict[str, Any]]:
     return list(data["data"]["alerts"])
 
 
+class AlertWatch:
+    """Prometheus's alerts seen while a scenario runs: /api/v1/alerts polled every
+    ``step`` seconds by a thread; ``seen`` holds "AlertName@where" (the uri of a
+    destination's alert, else its instance, else its set) for every alert pending or
+    firing at some poll. The lab's Prometheus scrapes and evaluates every second
+    (Lab.prometheus_config), so a failure of a few seconds shows as pending;
+    the ``for:`` durations that turn it into firing are promtool's tests
+    (deploy/prometheus/alerts_test.yml)."""
+
+    def __init__(self, lab: Lab, step: float = 0.5) -> None:
+        self.lab = lab
+        self.step = step
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> AlertWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError, ValueError, KeyError, subprocess.SubprocessError):
+                for a in alerts(self.lab):
+                    labels = a["labels"]
+                    where = labels.get("uri") or labels.get("instance") or labels.get("set", "")
+                    self.seen.add(f"{labels['alertname']}@{where}")
+            self._stop.wait(self.step)
+
+    def wait_for(self, alert: str, timeout: float = 20.0) -> bool:
+        """Whether ``alert`` ("Name@instance") was seen, waiting up to ``timeout``."""
+        with contextlib.suppress(LabError):
+            wait_for(alert, lambda: alert in self.seen, timeout, step=0.2)
+        return alert in self.seen
+
+
 # ---------------------------------------------------------------------- scenarios
 
 
@@ -250,13 +291,16 @@ def router_failover(lab: Lab, how: str, rate: float, calls: int, hold_s: float) 
     far = far_end_counts(lab)
     load = Load(lab, rate, calls, hold_s).start()
     time.sleep(max(hold_s, 2.0) + 1.0)  # established calls in progress when it fails
-    t0 = time.monotonic()
-    if how == "link":
-        lab.link("router-1", up=False)
-    else:
-        lab.kill("router-1")
-    moved_ms = vip_move_ms(lab, "router-2", t0)
-    counts = load.wait()
+    with AlertWatch(lab) as watch:
+        t0 = time.monotonic()
+        if how == "link":
+            lab.link("router-1", up=False)
+        else:
+            lab.kill("router-1")
+        moved_ms = vip_move_ms(lab, "router-2", t0)
+        # what the operator is told: router1 stopped answering Prometheus's scrapes
+        watch.wait_for("SwitchboardNodeDown@router1:8080")
+        counts = load.wait()
     # repair: cable back / the router restarted (systemd's Restart=always), VIP returns
     if how == "link":
         lab.link("router-1", up=True)
@@ -272,6 +316,7 @@ def router_failover(lab: Lab, how: str, rate: float, calls: int, hold_s: float) 
         "established_dropped": counts.dropped,
         # the other half of a clean end: the carrier leg the node bridged got its BYE
         "far_end_bye_missing": far_end_bye_missing(lab, far),
+        "alerts": sorted(watch.seen),
         "answered": counts.answered,
         "why": counts.why,
     }
@@ -288,27 +333,36 @@ def db_failover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str, A
     other = "db-2" if host == "db-1" else "db-1"
     load = Load(lab, rate, calls, hold_s).start()
     time.sleep(hold_s + 1.0)
-    t0 = time.monotonic()
-    for pid in subprocess.run(["ip", "netns", "pids", host], capture_output=True,
-                              text=True).stdout.split():  # fmt: skip
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid), signal.SIGKILL)
-    wait_for("a writable primary", lambda: db_write_ok(lab) and lab.db_leader() is not None
-             and lab.db_leader() != leader, 60, step=0.1)  # fmt: skip
-    failover_s = time.monotonic() - t0
-    counts = load.wait()
+    with AlertWatch(lab) as watch:
+        t0 = time.monotonic()
+        for pid in subprocess.run(["ip", "netns", "pids", host], capture_output=True,
+                                  text=True).stdout.split():  # fmt: skip
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        wait_for("a writable primary", lambda: db_write_ok(lab) and lab.db_leader() is not None
+                 and lab.db_leader() != leader, 60, step=0.1)  # fmt: skip
+        failover_s = time.monotonic() - t0
+        # the dead host's Patroni stops answering; the promoted one changed role
+        watch.wait_for(f"SwitchboardNodeDown@{leader}:8008")
+        watch.wait_for(f"SwitchboardDatabaseFailover@{other_name(leader)}:8008")
+        counts = load.wait()
     lost, dup = cdr_counts(lab, counts)
     # repair: the old primary rejoins as a replica (pg_rewind), and streams again
     lab.start_patroni(host)
     wait_for(f"{host} streaming from {other}", lab.db_streaming, 90, step=0.5)
     return {
         "db_failover_s": round(failover_s, 2),
+        "alerts": sorted(watch.seen),
         "calls_failed": counts.setup_failed + counts.dropped,
         "why": counts.why,
         "answered": counts.answered,
         "cdr_lost": lost,
         "cdr_duplicated": dup,
     }
+
+
+def other_name(pg: str) -> str:
+    return "pg2" if pg == "pg1" else "pg1"
 
 
 def db_switchover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str, Any]:
@@ -358,15 +412,17 @@ def media_kill(lab: Lab, rate: float, calls: int, hold_s: float, node: str = "me
     Restart=always, RestartSec=1 would, so its journaled calls are resumed."""
     load = Load(lab, rate, calls, hold_s).start()
     time.sleep(hold_s + 1.0)
-    lab.kill(node)
-    time.sleep(1.0)
-    lab.start_media(node)
-    counts = load.wait()
+    with AlertWatch(lab) as watch:
+        lab.kill(node)
+        time.sleep(1.0)  # systemd's RestartSec=1: the alert may or may not catch it
+        lab.start_media(node)
+        counts = load.wait()
     wait_for("both routers seeing 4 active nodes", lab.routers_see_all_nodes, 30)
     # every call has ended at both ends: the node should hold no channel now
     left = node_gauge(lab, node, "switchboard_media_active_channels")
     return {
         "channels_left": left,
+        "alerts": sorted(watch.seen),
         "calls_failed": counts.setup_failed + counts.dropped,
         "why": counts.why,
         "new_calls_failed": counts.setup_failed,
@@ -380,13 +436,15 @@ def partition(lab: Lab, rate: float, calls: int, hold_s: float, node: str = "med
     """(d) one media node cut off from the routers for ``cut_s`` seconds, then back."""
     load = Load(lab, rate, calls, hold_s).start()
     time.sleep(hold_s + 1.0)
-    lab.link(node, up=False)
-    time.sleep(cut_s)
-    lab.link(node, up=True)
-    counts = load.wait()
+    with AlertWatch(lab) as watch:
+        lab.link(node, up=False)
+        time.sleep(cut_s)
+        lab.link(node, up=True)
+        counts = load.wait()
     wait_for("both routers seeing 4 active nodes", lab.routers_see_all_nodes, 30)
     return {
         "calls_failed": counts.setup_failed + counts.dropped,
+        "alerts": sorted(watch.seen),
         "why": counts.why,
         "new_calls_failed": counts.setup_failed,
         "established_dropped": counts.dropped,

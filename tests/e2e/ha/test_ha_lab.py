@@ -76,11 +76,12 @@ def test_every_host_in_its_namespace_with_deploys_addresses(lab: Lab) -> None:
     assert "172.28.0." not in host_addrs.stdout
 
 
-def test_prometheus_scrapes_every_router_and_media_node(lab: Lab) -> None:
+def test_prometheus_scrapes_every_router_media_node_and_patroni(lab: Lab) -> None:
     def all_up() -> bool:
         data = lab.http("monitor", "http://172.28.0.50:9090/api/v1/targets")
         targets = {t["labels"]["instance"]: t["health"] for t in data["data"]["activeTargets"]}
-        want = {"router1:8080", "router2:8080", *(f"media{i}:8081" for i in range(1, 5))}
+        want = {"router1:8080", "router2:8080", "pg1:8008", "pg2:8008"}
+        want |= {f"media{i}:8081" for i in range(1, 5)}
         return want <= {k for k, v in targets.items() if v == "up"}
 
     wait_for("Prometheus to scrape every host", all_up, 40, step=1)
@@ -101,6 +102,8 @@ def test_router_link_cut_moves_the_address_and_keeps_calls(lab: Lab) -> None:
     # keeps ended dialogs 64·T1), and the carrier's leg gets its BYE from the node
     assert r["established_dropped"] == 0, r
     assert r["far_end_bye_missing"] == 0, r
+    # the operator is told: Prometheus (deploy/'s rules) has router1 down
+    assert "SwitchboardNodeDown@router1:8080" in r["alerts"], r
 
 
 def test_router_process_killed_check_script_moves_the_address(lab: Lab) -> None:
@@ -115,6 +118,8 @@ def test_router_process_killed_check_script_moves_the_address(lab: Lab) -> None:
     # the calls established before the kill all end cleanly, at both ends
     assert r["established_dropped"] == 0, r
     assert r["far_end_bye_missing"] == 0, r
+    # the operator is told: Prometheus (deploy/'s rules) has router1 down
+    assert "SwitchboardNodeDown@router1:8080" in r["alerts"], r
 
 
 def test_routers_keep_trunk_counters_to_themselves(lab: Lab) -> None:
@@ -153,6 +158,10 @@ def test_postgresql_primary_killed_patroni_promotes_no_cdr_lost(lab: Lab) -> Non
     r = chaos.db_failover(lab, RATE, int(RATE * 15), HOLD)
     record(lab, "db_failover", r)
     assert r["db_failover_s"] <= 10, r
+    # the dead primary's Patroni down, the promoted one's role changed
+    down = [a for a in r["alerts"] if a.startswith("SwitchboardNodeDown@pg")]
+    assert len(down) == 1, r
+    assert any(a.startswith("SwitchboardDatabaseFailover@pg") for a in r["alerts"]), r
     assert r["cdr_lost"] == 0, r
     assert r["cdr_duplicated"] == 0, r
     assert r["calls_failed"] == 0, r
@@ -184,6 +193,7 @@ def test_media_node_cut_off_for_10_s(lab: Lab) -> None:
     r = chaos.partition(lab, RATE, int(RATE * 18), HOLD)
     record(lab, "partition", r)
     assert r["calls_failed"] == 0, r
+    assert "SwitchboardNodeDown@media3:8081" in r["alerts"], r
 
 
 def test_rolling_upgrade_drops_no_call(lab: Lab) -> None:
@@ -203,8 +213,8 @@ def test_alerts_fire_on_a_dead_media_node(lab: Lab) -> None:
         }
         return ("SwitchboardNodeDown", "media4:8081") in names
 
-    try:
-        wait_for("SwitchboardNodeDown for media4 in /api/v1/alerts", alerted, 60, step=1)
+    try:  # the lab scrapes and evaluates every second: pending within ~2 s
+        wait_for("SwitchboardNodeDown for media4 in /api/v1/alerts", alerted, 20, step=0.5)
     finally:
         lab.start_media("media-4")
         wait_for("media-4 active again", lab.routers_see_all_nodes, 45)
