@@ -307,6 +307,9 @@ class BillingSection(Section):
     # still priced by the default deck in its CDR) or "refuse" (403, CALL_REJECTED)
     unknown_account: str = Field(default="allow", pattern="^(allow|refuse)$")
     extend_before: float = Field(default=5.0, gt=0)  # seconds before a chunk ends: extend()
+    # seconds a call's authorisation (and a chunk's renewal) is retried while billing is
+    # unreachable — a PostgreSQL failover: the caller waits instead of getting 503; 0: 503 at once
+    authorise_retry_for: float = Field(default=0.0, ge=0, le=60)
     backup_dir: str = ""  # empty: <state_dir>/backups
     backup_keep: int = Field(default=14, ge=1)
     pg_bin_dir: str = ""  # empty: the pg_dump/psql inside the pgserver wheel

@@ -299,3 +299,53 @@ async def test_settlement_waits_out_a_database_outage_and_debits_once(
         ).fetchall()
         assert debits == [(-D("0.01") * billsec,)]  # once, 0.01 a second
         assert show(conn, "prepaid").balance == D("1.00") - D("0.01") * billsec
+
+
+@pytest.mark.parametrize("node", [{"authorise_retry_for": 15}], indirect=True)
+async def test_authorisation_waits_out_a_database_outage(
+    node: MediaNode, db_url: str, admin_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database is unreachable when a prepaid call arrives (a PostgreSQL failover):
+    with ``authorise_retry_for`` the node asks again until it is back, then the call goes
+    through, reserved and debited once — instead of 503."""
+    dbname = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        import_deck(conn, DECK)
+        create_account(conn, "prepaid", ips=["127.0.0.1/32"])
+        topup(conn, "prepaid", "1.00")
+    caller, carrier = await RtpPeer.open(), await RtpPeer.open()
+    admin = psycopg.connect(admin_url, autocommit=True)
+    try:
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(
+            sql.Identifier(dbname)))  # fmt: skip
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (dbname,),
+        )
+        uas = await carrier_uas(node, tmp_path, carrier)
+        sipp = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path,
+                              service="442071234567", keys={"rtp_port": caller.port},
+                              pause_ms=1000, background=True)  # fmt: skip
+        await async_wait_until(lambda: "authorising again" in caplog.text, timeout=15,
+                               what="a failed authorisation retried")  # fmt: skip
+        assert not any(s.channel.answered for s in node.switch.sessions)
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
+            sql.Identifier(dbname)))  # fmt: skip
+        result = await finish_sipp(sipp, 30)
+        assert result.returncode == 0, result.output[-2000:]
+        await finish_sipp(uas, 10)
+    finally:
+        admin.close()
+        caller.close()
+        carrier.close()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        await async_wait_until(lambda: show(conn, "prepaid").reserved == D("0"), timeout=20,
+                               what="the call settled")  # fmt: skip
+        await async_wait_until(lambda: len(list_cdrs(conn)) == 2, timeout=20, what="both CDRs")
+        a_leg = next(r for r in list_cdrs(conn) if not r["carrier"])
+        assert a_leg["account"] == "prepaid" and a_leg["billsec"] >= 1
+        assert conn.execute("SELECT count(*) FROM reservation").fetchone() == (1,)
+        debits = conn.execute(
+            "SELECT amount FROM account_transaction WHERE kind = 'call'"
+        ).fetchall()
+        assert debits == [(-D("0.01") * a_leg["billsec"],)]

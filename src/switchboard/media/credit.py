@@ -12,10 +12,14 @@ applications run:
   cause and SIP status (402 no funds, 404 no rate, 403 unknown account when
   ``unknown_account = "refuse"``, 503 billing unreachable: fails closed). A call no
   account matches goes ahead uncontrolled with ``unknown_account = "allow"`` (default).
+  With ``authorise_retry_for`` > 0 an unreachable database (a PostgreSQL failover) is asked
+  again, 0.25 s then every second, for that long before the call is refused; authorising
+  is idempotent per call (one reservation per Call-ID), so a retry never reserves twice.
 * The call is hung up with ``ALLOTTED_TIMEOUT`` when its talk time reaches
   ``max_seconds`` (counted from answer, so billsec never exceeds what was reserved). A
   renewable authorisation (``reserve_seconds`` > 0) is extended ``extend_before`` seconds
-  before each chunk runs out, until billing says it is the last one.
+  before each chunk runs out, until billing says it is the last one; an extension that
+  finds billing unreachable is retried (``authorise_retry_for``) until the chunk ends.
 * At hangup the call is settled with its billsec (whole seconds, as its CDR): debited once,
   reservation released. A settlement the database refuses to take (down, failing over)
   is retried with back-off for ``reservation_grace`` seconds — settling is idempotent. The leg's CDR gets ``accountcode`` = the account, so the sell
@@ -41,6 +45,7 @@ import psycopg
 
 from switchboard.billing.credit import (
     Authorisation,
+    BillingUnavailable,
     CreditControl,
     CreditDenied,
     LowBalance,
@@ -62,6 +67,8 @@ DEFAULT_EXTEND_BEFORE = 5.0  # seconds before a reservation chunk ends that exte
 DEFAULT_SETTLE_RETRY_FOR = 120.0  # [billing] reservation_grace: an open reservation's life
 SETTLE_RETRY_FIRST = 0.5  # seconds before the first retry of a failed settlement, doubling
 SETTLE_RETRY_MAX = 10.0
+AUTHORISE_RETRY_FIRST = 0.25  # [billing] authorise_retry_for: first wait, doubling
+AUTHORISE_RETRY_MAX = 1.0  # a Patroni failover takes ~5 s: ask at least every second
 
 
 def low_balance_event(switch: Switch, low: LowBalance) -> Event:
@@ -98,9 +105,11 @@ class CallCredit:
         unknown_account: str = "allow",
         extend_before: float = DEFAULT_EXTEND_BEFORE,
         settle_retry_for: float = DEFAULT_SETTLE_RETRY_FOR,
+        authorise_retry_for: float = 0.0,
     ) -> None:
         self.switch = switch
         self.settle_retry_for = settle_retry_for
+        self.authorise_retry_for = authorise_retry_for
         self.credit = credit
         self.refuse_unknown = unknown_account == "refuse"
         self.extend_before = extend_before
@@ -122,17 +131,32 @@ class CallCredit:
             # An emergency call is never held to a balance (docs/compliance.md).
             log.info("call %s: emergency call to %s, no credit control", s.uuid, destination)
             return
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.authorise_retry_for
+        delay = AUTHORISE_RETRY_FIRST
         try:
-            auth = await self.credit.authorise(
-                s.uuid,
-                # a ported number is priced by its routing number (media/portability.py)
-                v.get(ROUTING_NUMBER_VAR) or destination,
-                now=datetime.now(UTC),
-                account=v.get("accountcode") or None,
-                gateway=v.get("sip_gateway_name") or None,
-                source_ip=ch.profile.network_addr or None,
-                caller=ch.profile.caller_id_number or None,
-            )
+            while True:
+                try:
+                    auth = await self.credit.authorise(
+                        s.uuid,
+                        # a ported number is priced by its routing number (media/portability.py)
+                        v.get(ROUTING_NUMBER_VAR) or destination,
+                        now=datetime.now(UTC),
+                        account=v.get("accountcode") or None,
+                        gateway=v.get("sip_gateway_name") or None,
+                        source_ip=ch.profile.network_addr or None,
+                        caller=ch.profile.caller_id_number or None,
+                    )
+                    break
+                except BillingUnavailable as exc:
+                    # a failover: authorising again is safe (one reservation per call id)
+                    if s.is_hungup or loop.time() + delay > give_up:
+                        raise
+                    log.warning("call %s: billing unreachable, authorising again in %.2fs: %s",
+                                s.uuid, delay, exc)  # fmt: skip
+                    if await self._ends_within(s, delay):
+                        return  # the caller gave up meanwhile: nothing was reserved
+                    delay = min(delay * 2, AUTHORISE_RETRY_MAX)
         except UnknownAccount as exc:
             if self.refuse_unknown:
                 self.refuse(s, exc)
@@ -181,13 +205,31 @@ class CallCredit:
             if not auth.renewable:
                 break
             try:
-                auth = await self.credit.extend(s.uuid, now=datetime.now(UTC))
+                auth = await self._extend(s, end)
             except CreditDenied as exc:  # billing unreachable: keep the limit we have
                 log.warning("call %s: credit extension failed: %s", s.uuid, exc)
                 auth = replace(auth, renewable=False)
             s.channel.set_var("credit_max_seconds", str(auth.max_seconds))
         log.info("call %s: allotted %ds used up", s.uuid, auth.max_seconds)
         self.switch.hangup(s.uuid, Cause.ALLOTTED_TIMEOUT)
+
+    async def _extend(self, s: Session, end: float) -> Authorisation:
+        """extend(), retried while billing is unreachable (a failover) for up to
+        ``authorise_retry_for`` seconds and never past the chunk's ``end`` (wall clock):
+        the call keeps the talk time it has meanwhile."""
+        give_up = min(time.time() + self.authorise_retry_for, end)
+        delay = AUTHORISE_RETRY_FIRST
+        while True:
+            try:
+                return await self.credit.extend(s.uuid, now=datetime.now(UTC))
+            except BillingUnavailable as exc:
+                if time.time() + delay > give_up or s.is_hungup:
+                    raise
+                log.warning("call %s: billing unreachable, extending again in %.2fs: %s",
+                            s.uuid, delay, exc)  # fmt: skip
+                if await self._ends_within(s, delay):
+                    raise
+                delay = min(delay * 2, AUTHORISE_RETRY_MAX)
 
     @staticmethod
     async def _ends_within(s: Session, seconds: float) -> bool:

@@ -199,6 +199,7 @@ class MediaNode:
                 unknown_account=b.unknown_account,
                 extend_before=b.extend_before,
                 settle_retry_for=float(b.reservation_grace),
+                authorise_retry_for=b.authorise_retry_for,
             )
             self.call_credit.install()
         sw.hangup_hooks.append(self._rtp_metrics)
