@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import random
 import secrets
@@ -68,6 +70,30 @@ _REST_OF_HEADER = struct.Struct("!BHII")  # RFC 3550 §5.1 after the first octet
 DEFAULT_EVENT_PT = 101  # the usual dynamic PT for telephone-event (FreeSWITCH's and most phones')
 
 
+def _libc_connect() -> Callable[..., int] | None:
+    """The C library's ``connect``: Python's ``socket.connect`` cannot pass AF_UNSPEC."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return getattr(ctypes.CDLL(name, use_errno=True), "connect", None)
+    except OSError:
+        return None
+
+
+_connect = _libc_connect()
+# A sockaddr whose family is AF_UNSPEC (0): connect(2) with it dissolves a UDP socket's
+# association (Linux inet_dgram_connect, both families; the BSDs alike).
+_UNSPEC = ctypes.create_string_buffer(16)
+
+
+def _disconnect(sock: socket.socket) -> bool:
+    """Undo ``connect`` on a UDP socket, so it receives from any source again."""
+    if _connect is None:
+        return False
+    return _connect(sock.fileno(), _UNSPEC, len(_UNSPEC)) == 0
+
+
 class _RtpProtocol(asyncio.DatagramProtocol):
     def __init__(self, endpoint: RtpEndpoint) -> None:
         self.endpoint = endpoint
@@ -106,6 +132,7 @@ class RtpEndpoint:
     __slots__ = (
         "_allocator",
         "_closed",
+        "_connected",
         "_dtmf_done",
         "_dtmf_duration_ms",
         "_dtmf_gap",
@@ -119,6 +146,7 @@ class RtpEndpoint:
         "_jb",
         "_loop",
         "_marker_next",
+        "_pinned",
         "_playback_done",
         "_rtcp_due",
         "_rtcp_sock",
@@ -231,6 +259,13 @@ class RtpEndpoint:
         self._transport: asyncio.DatagramTransport | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         self._closed = False
+        # The socket is connect()ed to the latched remote: the kernel then drops other
+        # sources itself and sends without a per-packet address and route lookup.
+        self._connected = False
+        # Bound to a port we chose (allocator or explicit): only then may the socket be
+        # connected, because disconnecting a socket bound to port 0 gives its port back
+        # (Linux keeps the port across AF_UNSPEC connect only when bind named it).
+        self._pinned = False
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -295,6 +330,7 @@ class RtpEndpoint:
             event_pt,
             rtcp_min_interval,
         )
+        ep._pinned = allocator is not None or port != 0
         ep._transport, _ = await loop.create_datagram_endpoint(
             lambda: _RtpProtocol(ep), sock=rtp_sock
         )
@@ -347,7 +383,10 @@ class RtpEndpoint:
 
     def set_remote(self, address: Address, rtcp_address: Address | None = None) -> None:
         """Where to send (from the SDP). Symmetric RTP may later latch to the seen source."""
-        self.remote = (address[0], int(address[1]))
+        remote = (address[0], int(address[1]))
+        if self._connected and remote != self.remote:
+            self._unconnect()
+        self.remote = remote
         self.remote_rtcp = rtcp_address or (address[0], int(address[1]) + 1)
         if self.rtcp is not None and self.rtcp.next_time is None:
             self.rtcp.start(self._loop.time(), random.random())
@@ -378,6 +417,32 @@ class RtpEndpoint:
         """Accept the next source seen as the new remote (after a re-INVITE)."""
         self.latched = False
         self.stats = None
+        if self._connected:
+            self._unconnect()
+
+    def _connect_latched(self) -> None:
+        """Tie the socket to the latched remote (RFC 4961 symmetric RTP done by the kernel).
+
+        A connected UDP socket gets only that source's datagrams (the others are dropped
+        by the kernel, as the latch would drop them here, uncounted) and sends with
+        ``send``: no address to convert and no route to look up per packet, ~1.1 µs less
+        CPU per packet sent (``bench/media``). Only when it can be undone (``relatch``,
+        a new remote): with the C library's ``connect`` at hand, on a port we bound by
+        number (a node's ports come from its RTP range).
+        """
+        remote = self.remote
+        if _connect is None or remote is None or self._closed or not self._pinned:
+            return
+        try:
+            self._sock.connect(remote)
+        except OSError:  # e.g. a family mismatch: stay unconnected, sendto still works
+            return
+        self._connected = True
+
+    def _unconnect(self) -> None:
+        self._connected = False
+        if not _disconnect(self._sock):
+            log.warning("RTP socket %s could not be disconnected", self.local_address)
 
     # -- sending ----------------------------------------------------------------------
 
@@ -467,7 +532,10 @@ class RtpEndpoint:
             return
         srtp = self._srtp
         try:
-            self._sock.sendto(pkt if srtp is None else srtp.tx.protect(bytes(pkt)), remote)
+            if self._connected:
+                self._sock.send(pkt if srtp is None else srtp.tx.protect(bytes(pkt)))
+            else:
+                self._sock.sendto(pkt if srtp is None else srtp.tx.protect(bytes(pkt)), remote)
         except OSError:  # EAGAIN (socket buffer full) or ICMP-reported error: drop, count
             self.send_errors += 1
 
@@ -504,6 +572,8 @@ class RtpEndpoint:
                 source.skip(skipped)
             writer.skip(step * skipped)
         sock = self._sock
+        connected = self._connected
+        srtp = self._srtp
         for _ in range(frames):
             if self._send_pcm:
                 pcm = source.read_pcm()
@@ -516,8 +586,12 @@ class RtpEndpoint:
             pkt = writer.packet(payload, step, self._marker_next)
             self._marker_next = False
             try:
-                srtp = self._srtp
-                sock.sendto(pkt if srtp is None else srtp.tx.protect(bytes(pkt)), remote)
+                if srtp is not None:
+                    pkt = srtp.tx.protect(bytes(pkt))  # type: ignore[assignment]
+                if connected:
+                    sock.send(pkt)
+                else:
+                    sock.sendto(pkt, remote)
             except OSError:
                 self.send_errors += 1
 
@@ -718,6 +792,7 @@ class RtpEndpoint:
                     if self.rtcp is not None and self.rtcp.next_time is None:
                         self.rtcp.start(self._loop.time(), random.random())
                         self._rtcp_due = self.rtcp.next_time or float("inf")
+                self._connect_latched()
             elif remote is None or addr[1] != remote[1] or addr[0] != remote[0]:
                 self.foreign += 1
                 return

@@ -68,8 +68,18 @@ async def test_play_wav_prompt_and_record_it_at_the_far_end() -> None:
         b.close()
 
 
-async def test_symmetric_rtp_latches_to_the_source_seen_and_drops_others() -> None:
-    ep = await RtpEndpoint.open()
+@pytest.mark.parametrize("ranged", [False, True], ids=["any-port", "port-range"])
+async def test_symmetric_rtp_latches_to_the_source_seen_and_drops_others(ranged: bool) -> None:
+    # From a port range (as a node opens its legs) the latched socket is connected to its
+    # peer and the kernel drops other sources; on an ephemeral port the endpoint does.
+    if ranged:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1] & ~1
+        probe.close()
+        ep = await RtpEndpoint.open(allocator=PortAllocator(base, base + 199))
+    else:
+        ep = await RtpEndpoint.open()
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind(("127.0.0.1", 0))
     peer.setblocking(False)
@@ -83,9 +93,13 @@ async def test_symmetric_rtp_latches_to_the_source_seen_and_drops_others() -> No
         peer.sendto(bytes(RtpPacket(0, 1, 160, 42, b"\xff" * 160)), ep.local_address)
         await async_wait_until(lambda: ep.packets_received == 1)
         assert ep.remote == peer.getsockname()
+        # Latched: the socket is connected to the peer, so the kernel drops the intruder's
+        # packet (sent first) and only the peer's next one arrives.
         intruder.sendto(bytes(RtpPacket(0, 2, 320, 43, b"\xff" * 160)), ep.local_address)
-        await async_wait_until(lambda: ep.foreign == 1)
-        assert ep.remote == peer.getsockname() and ep.packets_received == 1
+        peer.sendto(bytes(RtpPacket(0, 2, 320, 42, b"\xff" * 160)), ep.local_address)
+        await async_wait_until(lambda: ep.packets_received == 2)
+        assert ep.remote == peer.getsockname() and ep.remote_ssrc == 42
+        assert ep._connected is ranged and ep.foreign == (0 if ranged else 1)
         # Outgoing media now goes to the latched address.
         ep.play(tone_prompt([1000], on_ms=100))
         loop = asyncio.get_running_loop()
@@ -95,6 +109,12 @@ async def test_symmetric_rtp_latches_to_the_source_seen_and_drops_others() -> No
         ep.relatch()
         intruder.sendto(bytes(RtpPacket(0, 5, 320, 43, b"\xff" * 160)), ep.local_address)
         await async_wait_until(lambda: ep.remote == intruder.getsockname())
+        # ... and the new latch holds: the old peer is the stranger now, the port unchanged.
+        peer.sendto(bytes(RtpPacket(0, 3, 480, 42, b"\xff" * 160)), ep.local_address)
+        intruder.sendto(bytes(RtpPacket(0, 6, 480, 43, b"\xff" * 160)), ep.local_address)
+        await async_wait_until(lambda: ep.packets_received == 4)
+        assert ep.remote_ssrc == 43 and ep._connected is ranged
+        assert ep._sock.getsockname()[1] == ep.port
     finally:
         ep.close()
         peer.close()
