@@ -221,6 +221,9 @@ STANDARD_METRICS = frozenset(
         # Prometheus itself: one per scrape target
         "up",
         "scrape_duration_seconds",
+        # Patroni's REST API /metrics (deploy/: the database pair's roles)
+        "patroni_primary",
+        "patroni_replica",
     }
 )
 

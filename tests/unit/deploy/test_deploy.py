@@ -33,6 +33,7 @@ PROMQL_WORDS = {
     "or",
     "unless",
     "deriv",
+    "changes",
     "le",
     "count",
     "avg",
