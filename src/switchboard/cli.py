@@ -102,11 +102,22 @@ def media(
             "of JSON environment on stdin before starting; exit 0 at end of input.",
         ),
     ] = False,
+    reap: Annotated[
+        bool,
+        typer.Option(
+            "--reap",
+            help="The node NAME is down for good: end the calls in its journal (BYE to "
+            "both far ends, CDRs with cause NETWORK_OUT_OF_ORDER) and exit. Does nothing "
+            "while the node runs. `switchboard up` does this after [media] recovery_timeout.",
+        ),
+    ] = False,
 ) -> None:
     """Run one media node (SIP UA/B2BUA, RTP, dialplan, Event Socket, /metrics)."""
 
     from switchboard.media import node
 
+    if reap:  # --standby: ready up to the journal, then waits for one line on stdin
+        raise typer.Exit(node.reap(load_config(config), name, standby=standby))
     if standby:
         import json
         import os

@@ -21,7 +21,10 @@ the manner of systemd/runit on one box and of uvicorn's lifecycle:
   its stdin; when the node dies the spare is told to go (one line: the environment read
   from ``env_files`` now) and binds the dead node's addresses — a restart then costs the
   journal's replay, not Python's start-up (under load, seconds) — and a new spare is
-  started once it is ready. The database child watches the postmaster itself
+  started once it is ready. A media node not ready again ``[media] recovery_timeout``
+  after it died is *reaped*: what is trying to start is killed, its reaper
+  (``switchboard media --reap``, started at the death and waiting) ends the calls of its
+  journal with BYEs and CDRs, then the node is started again. The database child watches the postmaster itself
   (:mod:`switchboard.billing.embedded`) and exits when it dies, so a ``kill -9`` of
   PostgreSQL is a child death like any other;
 * **reload** — SIGHUP is passed to the router and media nodes (config, dispatcher list,
@@ -65,6 +68,7 @@ STABLE_AFTER = 30.0  # a child up this long resets its backoff
 # it is killed (its calls wait in its journal); one that dies before it is ready (a crash
 # at start) backs off as usual.
 NODE_STABLE_AFTER = 2.0
+REAP_TIMEOUT = 60.0  # a reaper still running after this is killed (it waits 10 s for answers)
 OUTPUT_TAIL = 40  # lines of a child's output kept for the failure message
 
 _PR_SET_PDEATHSIG = 1
@@ -104,6 +108,9 @@ class ServiceSpec:
     first_backoff: float = BACKOFF_FIRST  # delay before restarting it after a stable run
     stable_after: float = STABLE_AFTER  # a run this long, once ready, resets the backoff
     spare: bool = False  # keep a warm spare (argv + --standby) to replace it at once
+    # > 0: a media node not ready again this many seconds after it died is reaped — what
+    # is trying to start is killed and ``argv + --reap`` ends the calls of its journal
+    reap_after: float = 0.0
 
 
 def split_address(value: str) -> tuple[str, int]:
@@ -245,6 +252,7 @@ def plan(
                 first_backoff=0.0,
                 stable_after=NODE_STABLE_AFTER,
                 spare=cfg.media.recovery,
+                reap_after=cfg.media.recovery_timeout if cfg.media.recovery else 0.0,
                 env={**env, **node.env()},
                 env_files=env_files,
                 summary=(
@@ -350,8 +358,11 @@ class _Child:
     was_ready: bool = False  # the current process became ready
     spare: asyncio.subprocess.Process | None = None  # warm spare waiting on its stdin
     spare_pump: asyncio.Task[None] | None = None
+    reaping: asyncio.Task[None] | None = None  # armed at the death of a ready node
+    may_spawn: asyncio.Event = field(default_factory=asyncio.Event)  # cleared while reaping
 
     def __post_init__(self) -> None:
+        self.may_spawn.set()
         if self.backoff < 0:
             self.backoff = self.spec.first_backoff
 
@@ -434,6 +445,11 @@ class Supervisor:
     async def stop(self) -> None:
         """Stop children in reverse start order: SIGTERM, then SIGKILL after the bound."""
         self._stopping.set()
+        for child in self.children:  # a reaper cut short: the next start ends those calls
+            if child.reaping is not None:
+                child.reaping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await child.reaping
         for child in reversed(self.children):
             await self._stop_child(child)
 
@@ -549,6 +565,8 @@ class Supervisor:
                 child.backoff = child.spec.first_backoff
             if self.metrics is not None:
                 self.metrics.up.labels(service=child.spec.name).set(0)
+            if child.spec.reap_after > 0 and child.was_ready and child.reaping is None:
+                child.reaping = asyncio.create_task(self._reap_unless_back(child, died_at))
             log.warning(
                 "%s exited with code %s after %.1f s; restarting %s",
                 child.spec.name,
@@ -562,6 +580,9 @@ class Supervisor:
             if self._stopping.is_set():
                 return
             child.backoff = min(max(child.backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
+            await child.may_spawn.wait()  # not while its reaper holds its journal
+            if self._stopping.is_set():
+                return
             child.restarts += 1
             if self.metrics is not None:
                 self.metrics.restarts.labels(service=child.spec.name).inc()
@@ -581,6 +602,60 @@ class Supervisor:
                     self.metrics.up.labels(service=child.spec.name).set(1)
                 if child.spec.spare:
                     await self._spawn_spare(child)
+
+    async def _reap_unless_back(self, child: _Child, died_at: float) -> None:
+        """A media node died: unless it is ready again ``reap_after`` s later, kill what is
+        trying to start (a hung or crash-looping restart), end the calls of its journal
+        with its reaper (``--reap``: BYE to both far ends, CDRs), then let it restart. The
+        reaper is started at once and waits on its stdin with its configuration loaded and
+        its database connected, so that its start-up is paid before the deadline: the far
+        ends get their BYE within about a second of it."""
+        spec = child.spec
+        reaper = None
+        try:
+            reaper = await self._exec(spec, (*spec.argv, "--reap", "--standby"), standby=True)
+            pump = asyncio.create_task(self._pump(child, reaper))
+            deadline = died_at + spec.reap_after
+            while time.monotonic() < deadline and not self._stopping.is_set():
+                if child.was_ready and child.proc is not None and child.proc.returncode is None:
+                    break  # back: its calls are its own
+                await asyncio.sleep(0.1)  # another process's readiness: polled, bounded
+            back = child.was_ready and child.proc is not None and child.proc.returncode is None
+            if back or self._stopping.is_set() or reaper.stdin is None:
+                return
+            child.may_spawn.clear()
+            proc = child.proc
+            if proc is not None and proc.returncode is None:
+                log.warning("%s not ready %.1f s after it died; killing pid %d",
+                            spec.name, spec.reap_after, proc.pid)  # fmt: skip
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+            log.warning("%s did not come back within recovery_timeout (%.1f s): its reaper "
+                        "ends its calls (pid %d)", spec.name, spec.reap_after, reaper.pid)  # fmt: skip
+            try:
+                reaper.stdin.write((json.dumps(self._env_files(spec)) + "\n").encode())
+                await reaper.stdin.drain()
+                reaper.stdin.close()
+            except (BrokenPipeError, ConnectionResetError):
+                log.error("%s: its reaper died before it could start", spec.name)
+                return
+            try:
+                code = await asyncio.wait_for(reaper.wait(), REAP_TIMEOUT)
+            except TimeoutError:
+                code = None
+            log.warning("%s: reaper exited with code %s", spec.name, code)
+            await asyncio.wait([pump], timeout=2)
+        finally:
+            if reaper is not None and reaper.returncode is None:
+                # not needed (the node is back, or we stop), or over its time: it holds
+                # nothing but, perhaps, the journal's lock — which dies with it
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(reaper.pid, signal.SIGKILL)
+                with contextlib.suppress(Exception):
+                    await reaper.wait()
+            child.may_spawn.set()
+            child.reaping = None
 
     def _signal(self, child: _Child, sig: signal.Signals) -> None:
         if child.proc is None or child.proc.returncode is not None:

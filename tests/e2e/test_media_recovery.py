@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,6 +273,175 @@ def test_a_call_in_setup_when_its_node_dies_is_handed_back_to_the_router() -> No
         assert {r["hangup_cause"] for r in outbound} == {
             "NORMAL_CLEARING", "NORMAL_TEMPORARY_FAILURE",
         }, rows  # fmt: skip
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        p.cleanup()
+
+
+def test_a_node_that_does_not_come_back_has_its_calls_ended() -> None:
+    """The node's warm spare is killed, then the node; its restart hangs (SIGSTOP). After
+    recovery_timeout the supervisor kills the hung restart and the node's reaper ends the
+    journaled calls: both far ends get a BYE within recovery_timeout + 2 s of the kill,
+    one CDR per leg with cause NETWORK_OUT_OF_ORDER. The node that starts afterwards finds
+    those calls ended: none resumed, none billed twice."""
+    timeout = 3.0
+    p = Platform(media_nodes=1, media_config=f"recovery_timeout = {timeout}\n")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        p.start()
+        wait_until(
+            lambda: {d["state"] for d in http_json(p.admin_url + "/destinations")} == {"active"},
+            30,
+            "the media node active at the router",
+        )
+        wait_until(lambda: "warm spare ready" in p.text(), 60, "media-1's warm spare")
+        wav = ulaw_wav(p.state / "tone.wav")
+        base = free_run(4 * CALLS + 8, 30000, 40000)
+        ended: dict[str, float] = {}
+
+        def run(role: str, args: list[str]) -> None:
+            with (p.state / f"{role}.log").open("wb") as out:
+                proc = subprocess.Popen(
+                    [shutil.which("sipp") or "sipp", *args, "-i", "127.0.0.1", "-nostdin"],
+                    cwd=wav.parent, stdout=out, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+            procs.append(proc)
+
+            def waiter() -> None:
+                proc.wait()
+                ended[role] = time.monotonic()  # when its last call got its BYE
+
+            threading.Thread(target=waiter, daemon=True).start()
+
+        run("carrier", [
+            "-sf", str(SIPP_DIR / "media_carrier_rtp_uas.xml"), "-p", str(p.carrier),
+            "-m", str(CALLS), "-timeout", "60s", "-mp", str(base),
+        ])  # fmt: skip
+        run("caller", [
+            f"127.0.0.1:{p.router_sip}", "-sf", str(SIPP_DIR / "router_uac_rtp_wait_bye.xml"),
+            "-s", NUMBER, "-m", str(CALLS), "-r", "10", "-p", str(free_run(1)),
+            "-timeout", "60s", "-timeout_error", "-mp", str(base + 2 * CALLS + 4),
+        ])  # fmt: skip
+        node = p.media_admin_urls()[0]
+        wait_until(lambda: active_calls(node) == CALLS, 20, "every call bridged on the node")
+        answered = time.monotonic()
+        spare = p.spare_pid("media-1")
+        os.kill(spare, signal.SIGKILL)
+        wait_until(lambda: not alive(spare), 5, "the spare gone")
+        victim = p.pids()["media-1"]
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: p.pids().get("media-1", victim) != victim, 10, "media-1 restarting")
+        hung = p.pids()["media-1"]
+        os.kill(hung, signal.SIGSTOP)  # the restart hangs: the node does not come back
+        wait_until(lambda: len(ended) == 2, 30, "both SIPps done")
+        for proc in procs:
+            assert proc.returncode == 0, (
+                (p.state / "caller.log").read_text()[-2000:]
+                + (p.state / "carrier.log").read_text()[-2000:]
+                + p.text()[-6000:]
+            )
+        text = p.text()
+        assert "media-1 did not come back within recovery_timeout" in text, text[-5000:]
+        print("BYEs received (s after the kill):",
+              {k: round(v - killed, 2) for k, v in ended.items()})  # fmt: skip
+        # both far ends got their BYE (SIPp exits once its last call's BYE is answered)
+        for role, t in ended.items():
+            assert t - killed <= timeout + 2.0, (role, t - killed, text[-5000:])
+        wait_until(lambda: len(cdrs(p)) >= 2 * CALLS, 20, "every leg's CDR")
+        rows = cdrs(p)
+        assert len(rows) == 2 * CALLS and len({r["call_id"] for r in rows}) == 2 * CALLS, rows
+        assert {r["direction"] for r in rows} == {"inbound", "outbound"}, rows
+        assert {r["hangup_cause"] for r in rows} == {"NETWORK_OUT_OF_ORDER"}, rows
+        lived = max(ended.values()) - answered
+        for r in rows:  # billed from the answer to the BYE: nothing unbilled
+            assert killed - answered - 1 <= int(r["billsec"]) <= lived + 1, (r, lived)
+        # the node starts again (not hung this time) and resumes nothing
+        wait_until(lambda: "media-1 restarted" in p.text(), 60, "media-1 back")
+        assert active_calls(node) == 0
+        wait_until(lambda: "CDR(s) of legs ended before the restart" in p.text(), 10,
+                   "the late node replaying the end records")  # fmt: skip
+        assert len(cdrs(p)) == 2 * CALLS, cdrs(p)  # replayed, not billed again
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        p.cleanup()
+
+
+def test_a_prepaid_call_resumed_after_a_crash_still_ends_at_its_credit_limit() -> None:
+    """Credit control with 2 s reservations renewed 0.5 s before they run out; the account
+    buys 8 s. The node is killed 3 s into the call (its journal says 2 s, the database
+    has renewed the reservation since); the resumed node asks billing for the call's limit
+    and cuts the call at 8 s from its original answer (ALLOTTED_TIMEOUT): the caller and
+    the carrier get their BYE, the account is debited once for 8 s, nothing stays
+    reserved."""
+    from decimal import Decimal as D
+
+    from switchboard.billing.accounts import create_account, show, topup
+    from switchboard.billing.rates import import_deck
+
+    p = Platform(
+        media_nodes=1,
+        extra_config="[billing]\ncredit_control = true\nflush_interval = 0.05\n"
+        "reserve_seconds = 2\nextend_before = 0.5\n",
+    )
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        p.start()
+        wait_until(
+            lambda: {d["state"] for d in http_json(p.admin_url + "/destinations")} == {"active"},
+            30,
+            "the media node active at the router",
+        )
+        wait_until(lambda: "warm spare ready" in p.text(), 60, "media-1's warm spare")
+        url = (p.state / "state" / "postgres.uri").read_text().strip()
+        with psycopg.connect(url, autocommit=True) as conn:
+            # 0.60 a minute billed per second: 0.08 buys 8 s
+            import_deck(conn, ["prefix,rate,connect_fee,increment\n", "44,0.60,0,1/1\n"])
+            create_account(conn, "prepaid", ips=["127.0.0.1/32"])
+            topup(conn, "prepaid", "0.08")
+        wav = ulaw_wav(p.state / "tone.wav")
+        base = free_run(12, 30000, 40000)
+        carrier = sipp([
+            "-sf", str(SIPP_DIR / "media_carrier_rtp_uas.xml"), "-p", str(p.carrier),
+            "-m", "1", "-timeout", "40s", "-mp", str(base),
+        ], wav.parent)  # fmt: skip
+        procs.append(carrier)
+        caller = sipp([
+            f"127.0.0.1:{p.router_sip}", "-sf", str(SIPP_DIR / "router_uac_rtp_wait_bye.xml"),
+            "-s", NUMBER, "-m", "1", "-p", str(free_run(1)), "-timeout", "40s",
+            "-timeout_error", "-mp", str(base + 6),
+        ], wav.parent)  # fmt: skip
+        procs.append(caller)
+        node = p.media_admin_urls()[0]
+        wait_until(lambda: active_calls(node) == 1, 20, "the call bridged on the node")
+        answered = time.monotonic()
+        time.sleep(max(0.0, answered + 3.0 - time.monotonic()))  # into the second chunk
+        victim = p.pids()["media-1"]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: p.pids().get("media-1", victim) != victim, 10, "media-1 restarted")
+        caller_out, _ = caller.communicate(timeout=30)
+        talk = time.monotonic() - answered
+        assert caller.returncode == 0, caller_out[-2000:] + p.text()[-6000:]
+        carrier_out, _ = carrier.communicate(timeout=15)
+        assert carrier.returncode == 0, carrier_out[-2000:]
+        assert "credit control resumed" in p.text(), p.text()[-5000:]
+        assert 7.0 < talk < 10.0, talk  # cut at the 8 s the balance buys, not before
+        with psycopg.connect(url, autocommit=True) as conn:
+            wait_until(lambda: len(cdrs(p)) == 2, 20, "both legs' CDRs")
+            inbound = next(r for r in cdrs(p) if r["direction"] == "inbound")
+            assert inbound["hangup_cause"] == "ALLOTTED_TIMEOUT" and inbound["billsec"] == 8
+            wait_until(lambda: show(conn, "prepaid").reserved == D("0"), 10, "settled")
+            assert show(conn, "prepaid").balance == D("0")
+            debits = conn.execute(
+                "SELECT amount FROM account_transaction WHERE kind = 'call'"
+            ).fetchall()
+            assert debits == [(D("-0.080000"),)]  # once, for the whole call
     finally:
         for proc in procs:
             if proc.poll() is None:

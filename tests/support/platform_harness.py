@@ -99,6 +99,7 @@ class Platform:
     state: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sb-e2e-up-")))
     rtp_span: int = 200  # RTP ports per media node (a call leg takes 2: RTP and RTCP)
     extra_config: str = ""  # TOML appended to the generated config (e.g. a [limits] table)
+    media_config: str = ""  # TOML lines added to the generated [media] table
     proc: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
     # [pike] allow of the generated config; () = pike's defaults (loopback is the [acl]
@@ -141,7 +142,8 @@ class Platform:
             f'[media]\nlisten = ["udp:127.0.0.1:{self.media_sip}", "tcp:127.0.0.1:{self.media_sip}"]\n'
             f'admin = "127.0.0.1:{self.media_admin}"\n'
             f"rtp_port_start = {self.rtp}\nrtp_port_end = {self.rtp + self.rtp_span - 1}\n"
-            f'[gateways.carrier]\nproxy = "127.0.0.1:{self.carrier}"\n'
+            + self.media_config
+            + f'[gateways.carrier]\nproxy = "127.0.0.1:{self.carrier}"\n'
         )
         return text + self.extra_config
 

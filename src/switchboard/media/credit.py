@@ -25,6 +25,14 @@ applications run:
   is retried with back-off for ``reservation_grace`` seconds — settling is idempotent. The leg's CDR gets ``accountcode`` = the account, so the sell
   side is priced with the account's deck.
 
+After a crash of the node, a resumed call is policed again (:meth:`CallCredit.resume`):
+its reservation is still open in the database, so the restarted node asks ``extend()``
+for its current limit (a renewable call gets its next chunk; an expired or settled one
+its last limit) — or, when billing does not answer, keeps the limit the journal holds —
+and hangs up with ``ALLOTTED_TIMEOUT`` at it, counted from the call's original answer.
+At its end it is settled once with the whole call's billsec. A reaper (the node did not
+come back) settles the calls it ends the same way, without policing them.
+
 Timers are awaits on the session's own events (answered, ended) with a timeout: no
 polling. Low-balance notices become a ``CUSTOM`` event with ``Event-Subclass:
 switchboard::low_balance`` on the Event Socket (:func:`low_balance_event`).
@@ -37,7 +45,6 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -113,7 +120,7 @@ class CallCredit:
         self.credit = credit
         self.refuse_unknown = unknown_account == "refuse"
         self.extend_before = extend_before
-        self._calls: dict[str, asyncio.Task[None]] = {}
+        self._calls: dict[str, asyncio.Future[None]] = {}
         self._settling: set[asyncio.Task[None]] = set()
 
     def install(self) -> None:
@@ -173,8 +180,48 @@ class CallCredit:
             "call %s: account %s authorised for %ds%s",
             s.uuid, auth.account, auth.max_seconds, " (renewable)" if auth.renewable else "",
         )  # fmt: skip
-        task = asyncio.get_running_loop().create_task(self._police(s, auth))
+        task = asyncio.get_running_loop().create_task(
+            self._police(s, auth.max_seconds, auth.renewable)
+        )
         self._calls[s.uuid] = task
+
+    def resume(self, s: Session, *, police: bool = True) -> bool:
+        """A leg rebuilt from the journal after a crash: if it was credit controlled (it
+        carries ``credit_max_seconds``), police it again (``police``: hang up at its
+        limit) and settle it at its end. False: nothing to control."""
+        v = s.channel.variables
+        if s.channel.direction != "inbound" or "credit_max_seconds" not in v:
+            return False
+        loop = asyncio.get_running_loop()
+        if police:
+            task: asyncio.Future[None] = loop.create_task(self._police_resumed(s))
+        else:  # a reaper: the leg ends now, settled by on_hangup
+            task = loop.create_future()
+            task.set_result(None)
+        self._calls[s.uuid] = task
+        return True
+
+    async def _police_resumed(self, s: Session) -> None:
+        try:
+            journaled = int(s.channel.variables.get("credit_max_seconds", "0"))
+        except ValueError:
+            journaled = 0
+        try:
+            # its reservation is open: extend() reads its limit now (renewed past the
+            # journal's, perhaps) and reserves the next chunk of a renewable call
+            auth = await self.credit.extend(s.uuid, now=datetime.now(UTC))
+        except UnknownAccount:
+            return  # never authorised after all: nothing to police
+        except CreditDenied as exc:  # billing unreachable: the last limit we know
+            log.warning("call %s: resumed with its journaled limit %ds: %s",
+                        s.uuid, journaled, exc)  # fmt: skip
+            max_seconds, renewable = journaled, False
+        else:
+            max_seconds, renewable = max(auth.max_seconds, 0), auth.renewable
+        s.channel.set_var("credit_max_seconds", str(max_seconds))
+        log.info("call %s: credit control resumed, %ds%s", s.uuid, max_seconds,
+                 " (renewable)" if renewable else "")  # fmt: skip
+        await self._police(s, max_seconds, renewable)
 
     def refuse(self, s: Session, exc: CreditDenied) -> None:
         """Hang the unanswered call up with the denial's cause; its SIP status travels in
@@ -186,7 +233,7 @@ class CallCredit:
         self.switch.hangup(s.uuid, parse_cause(exc.cause, Cause.CALL_REJECTED))
 
     # ------------------------------------------------------------------ in call
-    async def _police(self, s: Session, auth: Authorisation) -> None:
+    async def _police(self, s: Session, max_seconds: int, renewable: bool) -> None:
         answered = asyncio.ensure_future(s.answered.wait())
         ended = asyncio.ensure_future(s.ended.wait())
         try:
@@ -198,19 +245,20 @@ class CallCredit:
             return
         answered_at = s.channel.answered_at or time.time()
         while True:
-            end = answered_at + auth.max_seconds
-            wake = end - self.extend_before if auth.renewable else end
+            end = answered_at + max_seconds
+            wake = end - self.extend_before if renewable else end
             if await self._ends_within(s, wake - time.time()):
                 return
-            if not auth.renewable:
+            if not renewable:
                 break
             try:
                 auth = await self._extend(s, end)
+                max_seconds, renewable = auth.max_seconds, auth.renewable
             except CreditDenied as exc:  # billing unreachable: keep the limit we have
                 log.warning("call %s: credit extension failed: %s", s.uuid, exc)
-                auth = replace(auth, renewable=False)
-            s.channel.set_var("credit_max_seconds", str(auth.max_seconds))
-        log.info("call %s: allotted %ds used up", s.uuid, auth.max_seconds)
+                renewable = False
+            s.channel.set_var("credit_max_seconds", str(max_seconds))
+        log.info("call %s: allotted %ds used up", s.uuid, max_seconds)
         self.switch.hangup(s.uuid, Cause.ALLOTTED_TIMEOUT)
 
     async def _extend(self, s: Session, end: float) -> Authorisation:

@@ -28,6 +28,13 @@ then starts with no call to resume.
 the recent ends (:data:`KEEP_ENDS_FOR` seconds) when it passes :data:`ROTATE_BYTES` and
 at every start.
 
+**One writer.** A node holds an exclusive ``flock`` on ``<node>.lock`` next to its
+journal for as long as it runs (:func:`lock`); the kernel drops it when the process dies,
+however it dies. A reaper (``switchboard media --reap``: the node did not come back within
+``recovery_timeout``) ends the journaled calls only while it holds that lock, and writes
+their end records before it lets go — so a node that starts late waits for it, then finds
+those calls ended: it neither resumes nor bills them again.
+
 **Damage.** A record cut short by a crash mid-``write`` (only the last line can be) or a
 line that does not parse is skipped and logged; every whole record is used.
 """
@@ -35,6 +42,7 @@ line that does not parse is skipped and logged; every whole record is used.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -72,6 +80,31 @@ class JournalState:
             for rec in self.bridges.values()
             if any(leg["uuid"] not in self.ends for leg in rec["legs"])
         ]
+
+
+class JournalBusy(Exception):
+    """Another live process (the node itself, or a reaper) holds the journal's lock."""
+
+
+def lock(path: Path, *, wait: bool) -> int:
+    """Take the exclusive lock of the journal at ``path`` and return its descriptor (held
+    until closed or the process exits). ``wait=False``: :class:`JournalBusy` when another
+    process holds it; ``wait=True``: block until it is free (a reaper ending the calls
+    finishes first: seconds)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise JournalBusy(f"{path}: held by another process") from None
+            log.warning("journal %s: held by another process (a reaper?); waiting", path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read(path: Path) -> JournalState:

@@ -13,7 +13,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import sys
+import time
 import tomllib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +82,16 @@ class MediaNode:
         cdr_sink: cdr_mod.CdrSink | None = None,
         esl: bool = True,
         admin: bool = True,
+        reap: bool = False,
+        go: Any = None,
     ) -> None:
         self.cfg = cfg
+        # a reaper: end the journaled calls of this node, which did not come back, and
+        # take no call (docs/media.md "Crash recovery")
+        self.reap = reap
+        # a reaper's cue (awaited before it touches the journal); False: dismissed
+        self.go: Callable[[], Awaitable[bool]] | None = go
+        self._journal_lock = -1
         self.name = name
         self.n = node_number(name)
         self.state_dir = state_dir or Path(cfg.platform.state_dir)
@@ -134,10 +146,10 @@ class MediaNode:
             dialplan, menus = load_dialplan(self.cfg)
         except DialplanError as exc:
             raise NodeStartError(str(exc)) from None
-        limits = SessionLimiter(
-            max_sessions=self.cfg.limits.max_sessions,
+        limits = SessionLimiter(  # a reaper admits nothing: a new INVITE gets 503
+            max_sessions=0 if self.reap else self.cfg.limits.max_sessions,
             sessions_per_second=self.cfg.limits.sessions_per_second,
-            emergency_reserve=self.cfg.emergency.reserve_sessions,
+            emergency_reserve=0 if self.reap else self.cfg.emergency.reserve_sessions,
         )
         sw = new_switch(name=self.name, limits=limits, dialplan=dialplan, ipv4=m.rtp_ip)
         sw.emergency_numbers = frozenset(
@@ -170,12 +182,17 @@ class MediaNode:
         sw.events.subscribe(self._on_event)
         sink = self.cdr_sink or await self._default_sink()
         journal_state = None
-        if m.recovery:
+        if m.recovery or self.reap:
             from switchboard.media import journal as journal_mod
             from switchboard.media import recovery
 
             jdir = Path(m.journal_dir) if m.journal_dir else self.state_dir / "journal"
             path = jdir / f"{self.name}.jnl"
+            if self.go is not None and not await self.go():
+                raise ReaperDismissed(self.name)
+            # one process at a time: a node started while a reaper ends its calls waits,
+            # then reads their end records; a reaper gives way to a node that is up
+            self._journal_lock = await asyncio.to_thread(journal_mod.lock, path, wait=not self.reap)
             journal_state = journal_mod.read(path)
             self.journal = journal_mod.Journal(path)
             self.journal.open(journal_state)
@@ -184,7 +201,7 @@ class MediaNode:
                             self.name, self.metrics)  # fmt: skip
         else:
             cdr_mod.install(sw, sink, self.name, self.metrics)
-        if self.billing is not None and self.billing.portability is not None:
+        if self.billing is not None and self.billing.portability is not None and not self.reap:
             from switchboard.media.portability import CallPortability
 
             # before credit control: the call is authorised at its routing number's price
@@ -235,7 +252,7 @@ class MediaNode:
             ),
         )
         self.ua = ua
-        if self.cfg.intercept.enabled:
+        if self.cfg.intercept.enabled and not self.reap:
             await self._start_intercept(sw, ua)
         restored: list[Any] = []
         if journal_state is not None:
@@ -243,24 +260,33 @@ class MediaNode:
 
             # rebuilt before the SIP socket listens: a BYE retransmitted by a far end
             # while the node was down must find its dialog, not a 481
-            restored = await recovery.restore(ua, journal_state, sink)
+            restored = await recovery.restore(ua, journal_state, sink, any_port=self.reap)
             recovery.install_strays(ua, sink, self.name)
         try:
-            await ua.start(self.sip_listen, self._tls_files())
+            if self.reap:
+                await self._listen_to_reap(ua)
+            else:
+                await ua.start(self.sip_listen, self._tls_files())
             if journal_state is not None:
                 from switchboard.media import recovery
 
                 recovery.hand_back_setups(ua, journal_state)
-            if restored:
+            if self.call_credit is not None:  # prepaid calls: policed again, or settled
+                for sessions, whole in restored:  # when they end here and now
+                    for s in sessions:
+                        self.call_credit.resume(s, police=whole and not self.reap)
+            if self.reap:
+                self.recovered = (0, recovery.end_all(ua, restored))
+            elif restored:
                 self.recovered = recovery.start_resumed(ua, restored)
                 self.metrics.recovered_legs.labels(outcome="resumed").inc(self.recovered[0])
                 self.metrics.recovered_legs.labels(outcome="ended").inc(self.recovered[1])
-            if self.want_esl:
+            if self.want_esl and not self.reap:
                 from switchboard.media.event_socket import EslSettings, EventSocketServer
 
                 self.esl = EventSocketServer(sw, EslSettings.from_config(self.cfg.esl, self.n))
                 await self.esl.start()
-            if self.want_admin:
+            if self.want_admin and not self.reap:
                 from switchboard.observability.metrics import serve_metrics
 
                 host, port = self.admin_address
@@ -275,6 +301,20 @@ class MediaNode:
             "%s up: SIP %s, RTP %d-%d, admin %s:%d",
             self.name, self.sip_listen, start, end, *self.admin_address,
         )  # fmt: skip
+
+    async def _listen_to_reap(self, ua: UserAgent) -> None:
+        """A reaper's SIP socket: UDP on the node's own address, so that a far end's BYE
+        retransmitted meanwhile is answered 200 (its call ends then, not later) — or on
+        any port of that host when something else holds it (our BYEs' answers come
+        back to the Via). Journaled legs are UDP only."""
+        udp = [x for x in self.sip_listen if x.startswith("udp:")] or ["udp:127.0.0.1:0"]
+        try:
+            await ua.start(udp[:1], self._tls_files())
+        except OSError as exc:
+            host = udp[0].partition(":")[2].rpartition(":")[0]
+            log.warning("%s reaper: %s taken (%s); sending from another port", self.name,
+                        udp[0], exc)  # fmt: skip
+            await ua.start([f"udp:{host}:0"], self._tls_files())
 
     async def _start_intercept(self, sw: Switch, ua: UserAgent) -> None:
         """Lawful recording (media/intercept.py): the target list read before the SIP
@@ -405,6 +445,9 @@ class MediaNode:
             await self.intercept.targets.close()
         if self.journal is not None:
             self.journal.close()
+        if self._journal_lock >= 0:  # after the last record: a node waiting may read now
+            os.close(self._journal_lock)
+            self._journal_lock = -1
         if self.esl is not None:
             await self.esl.close()
         if self.ua is not None:
@@ -443,6 +486,66 @@ async def _serve(cfg: Config, name: str) -> int:
     policy.stop()
     await node.stop()
     return ExitCode.OK
+
+
+class ReaperDismissed(Exception):
+    """The node came back before its reaper was told to go: nothing to do."""
+
+
+REAP_WAIT = 10.0  # seconds a reaper waits for the answers to its BYEs (retransmitted meanwhile)
+
+
+async def _reap(cfg: Config, name: str, *, standby: bool = False) -> int:
+    """End the journaled calls of node ``name``, which did not come back: BYE to every far
+    end, one CDR per leg, end records in its journal (docs/media.md "Crash recovery").
+    Exit 0 also when the node turns out to be running (its journal is locked): its calls
+    are its own then."""
+    from switchboard.media.journal import JournalBusy
+    from switchboard.sip.transaction import State
+
+    async def go() -> bool:
+        """``standby``: everything before the journal is ready (configuration, database
+        pool), so the far ends get their BYE within a second of the cue — one line on
+        stdin; end of input dismisses the reaper."""
+        print("reaper ready", flush=True)
+        return bool(await asyncio.to_thread(sys.stdin.readline))
+
+    node = MediaNode(cfg, name, reap=True, go=go if standby else None)
+    try:
+        await node.start()
+    except ReaperDismissed:
+        await node.stop()
+        return ExitCode.OK
+    except JournalBusy:
+        await node.stop()
+        log.warning("%s is running (its journal is locked): nothing to reap", name)
+        return ExitCode.OK
+    except NodeStartError as exc:
+        log.error("%s reaper: %s", name, exc)
+        return ExitCode.START_FAILED
+    ua, sw = node.ua, node.switch
+    assert ua is not None and sw is not None
+
+    def waiting() -> int:  # BYEs not answered yet (Timer E retransmits them meanwhile)
+        return sum(
+            1
+            for key, t in list(ua.layer.clients.items())
+            if key[1] == "BYE" and t.state in (State.TRYING, State.PROCEEDING)
+        )
+
+    deadline = time.monotonic() + REAP_WAIT
+    while (sw.active_calls or waiting()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # another process's answers: nothing of ours to await
+    unanswered = waiting()
+    await node.stop()
+    log.warning("%s reaped: %d call leg(s) ended, %d BYE(s) unanswered", name,
+                node.recovered[1], unanswered)  # fmt: skip
+    return ExitCode.OK
+
+
+def reap(cfg: Config, name: str, *, standby: bool = False) -> int:
+    """``switchboard media --reap``: :func:`_reap` in its own event loop."""
+    return run_service(f"{name}-reaper", _reap(cfg, name, standby=standby))
 
 
 def preload() -> None:

@@ -29,6 +29,15 @@ An inbound call still in setup (``S`` record, no bridge) is answered 503 after t
 restart (:func:`hand_back_setups`) so that the router tries another node; a far leg it
 had opened and that answers later is ACKed, BYE'd and billed (:func:`install_strays`).
 
+**A node that does not come back** within ``[media] recovery_timeout`` (its restarts fail
+or hang) is *reaped* (:func:`end_all`, run by ``switchboard media --reap``, which the
+supervisor of ``switchboard up`` starts): a short-lived process of the same node takes
+the journal's lock, rebuilds the live legs as a restart would, and ends every one of them
+— BYE to each far end with ``Reason: Q.850;cause=38``, a CDR with cause
+``NETWORK_OUT_OF_ORDER`` and ``switchboard_recovery=node_lost``, an end record in the
+journal — then exits. A node that starts later finds those legs ended (nothing resumed,
+their CDRs stored once: ingest is idempotent on the leg's uuid).
+
 Only SIP legs over UDP are journaled; channels running other applications (playback,
 IVR, conference, park) are not resumed — their far ends see the call end when the
 restarted node answers their next request with 481, or by their own RTP timeout.
@@ -64,7 +73,8 @@ CSEQ_SKIP = 1000  # our CSeq after a restart: past any request sent after the sn
 SEQ_SKIP = 100  # RTP sequence numbers skipped on top of the time that passed
 PACKETS_PER_SECOND = 50  # 20 ms packets: how far the sequence number moves per second
 _SKIP_VARS = frozenset({"switch_r_sdp", "switch_l_sdp"})  # kept as SDP, not variables
-RECOVERY_VAR = "switchboard_recovery"  # "resumed" or "ended" on recovered channels
+RECOVERY_VAR = "switchboard_recovery"  # "resumed", "ended" or "node_lost" on recovered legs
+LOST_CAUSE = Cause.NETWORK_OUT_OF_ORDER  # a reaped leg: its node did not come back
 
 
 def snapshot_leg(s: Session) -> dict[str, Any] | None:
@@ -239,7 +249,7 @@ def hand_back_setups(ua: UserAgent, state: JournalState) -> int:
 
 
 async def restore(
-    ua: UserAgent, state: JournalState, sink: CdrSink | None
+    ua: UserAgent, state: JournalState, sink: CdrSink | None, *, any_port: bool = False
 ) -> list[tuple[list[Session], bool]]:
     """Rebuild the journal's live bridges (before the UA listens: a retransmitted BYE must
     find its dialog); each entry: the rebuilt legs and whether the bridge is whole. CDRs
@@ -260,7 +270,7 @@ async def restore(
         sessions: list[Session] = []
         for data in legs:
             try:
-                sessions.append(await _restore_leg(ua, data))
+                sessions.append(await _restore_leg(ua, data, any_port=any_port))
             except Exception as exc:  # a leg we cannot rebuild: say so, end what we can
                 log.error("call %s: leg %s not resumed: %s", data["call_id"], data["uuid"], exc)
         whole = len(sessions) == len(rec["legs"]) == 2
@@ -309,21 +319,46 @@ def start_resumed(ua: UserAgent, restored: list[tuple[list[Session], bool]]) -> 
     return resumed, ended
 
 
-async def _restore_leg(ua: UserAgent, data: dict[str, Any]) -> Session:
+def end_all(ua: UserAgent, restored: list[tuple[list[Session], bool]]) -> int:
+    """A reaper's work: end every rebuilt leg — BYE (``Reason: Q.850;cause=38``), CDR
+    with :data:`LOST_CAUSE` and ``switchboard_recovery=node_lost`` — whole bridges and
+    halves alike; the number of legs ended."""
+    sw = ua.switch
+    n = 0
+    for sessions, _whole in restored:
+        for s in sessions:
+            s.channel.set_var(RECOVERY_VAR, "node_lost")
+            s.parked = True
+            sw.start_apps(s, [])
+            if sw.hangup(s.uuid, LOST_CAUSE):
+                n += 1
+    if n:
+        log.warning("recovery: %d call leg(s) of a node that did not come back ended (%s)",
+                    n, LOST_CAUSE.name)  # fmt: skip
+    return n
+
+
+async def _restore_leg(ua: UserAgent, data: dict[str, Any], *, any_port: bool = False) -> Session:
     sw = ua.switch
     r = data["rtp"]
     elapsed = max(0.0, time.time() - float(r["at"]))
     neg = Negotiated(**data["neg"])
-    rtp = await RtpEndpoint.open(
-        str(r.get("ip") or ua.rtp_ip),  # the leg's family (journals before IPv6: IPv4)
-        port=int(r["port"]),
-        allocator=ua.ports,
-        codec=engine_codec(neg),
-        event_pt=neg.event_pt,
-        ssrc=int(r["ssrc"]),
-        seq=(int(r["seq"]) + int(elapsed * PACKETS_PER_SECOND) + SEQ_SKIP) & 0xFFFF,
-        ts=(int(r["ts"]) + int(elapsed * int(r["rate"]))) & 0xFFFFFFFF,
-    )
+    kw: dict[str, Any] = {
+        "allocator": ua.ports,
+        "codec": engine_codec(neg),
+        "event_pt": neg.event_pt,
+        "ssrc": int(r["ssrc"]),
+        "seq": (int(r["seq"]) + int(elapsed * PACKETS_PER_SECOND) + SEQ_SKIP) & 0xFFFF,
+        "ts": (int(r["ts"]) + int(elapsed * int(r["rate"]))) & 0xFFFFFFFF,
+    }
+    ip = str(r.get("ip") or ua.rtp_ip)  # the leg's family (journals before IPv6: IPv4)
+    try:
+        rtp = await RtpEndpoint.open(ip, port=int(r["port"]), **kw)
+    except OSError:
+        if not any_port:
+            raise
+        # a reaper only says goodbye on this leg: any free port of the range will do
+        rtp = await RtpEndpoint.open(ip, **kw)
     try:
         s = sw.create_session(
             direction=data["dir"],

@@ -54,8 +54,8 @@ class MediaSection(_Section):
     cdr_file: str = ""  # JSON-lines CDR sink until billing is wired; "" → state/cdr/<name>.jsonl
     # calls survive a crash of the node: bridges journaled, resumed on restart (docs/media.md)
     recovery: bool = True
-    # seconds a crashed node is given to come back; reserved for ending the calls of a
-    # node that does not (docs/media.md "Crash recovery": not acted on yet)
+    # seconds a crashed node is given to come back under `switchboard up`; then its reaper
+    # ends its journaled calls (BYE both ways, CDRs: docs/media.md "Crash recovery")
     recovery_timeout: float = Field(default=10.0, gt=0)
     journal_dir: str = ""  # where <name>.jnl lives; "" → <state_dir>/journal
     realm: str = "switchboard"  # digest realm of the registrar

@@ -117,3 +117,24 @@ def test_setups_cut_short_are_those_neither_bridged_nor_over(tmp_path: Path) -> 
     j2.open(state)
     j2.close()
     assert read(tmp_path / "media-1.jnl").pending_setups() == []
+
+
+def test_one_process_at_a_time_holds_the_journal(tmp_path: Path) -> None:
+    """A reaper (wait=False) gives way to a running node; a node (wait=True) waits for a
+    reaper to finish — flock on a descriptor of its own, as another process would."""
+    import os
+    import threading
+
+    path = tmp_path / "journal" / "media-1.jnl"
+    held = journal_mod.lock(path, wait=False)
+    with pytest.raises(journal_mod.JournalBusy):
+        journal_mod.lock(path, wait=False)
+    got: list[int] = []
+    waiter = threading.Thread(target=lambda: got.append(journal_mod.lock(path, wait=True)))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive() and not got  # blocked while the lock is held
+    os.close(held)
+    waiter.join(5)
+    assert got
+    os.close(got[0])
