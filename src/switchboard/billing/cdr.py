@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,8 +102,12 @@ class Cdr:
         )
 
     def to_json(self) -> str:
-        """One JSON line (the spool format)."""
-        data = asdict(self)
+        """One JSON line (the spool format); fields in declaration order, times in UTC.
+
+        Built field by field rather than with ``dataclasses.asdict``, which deep-copies
+        every value: every field is an immutable scalar, and a node writes this line for
+        each leg it ends (recovery journal, spool) — asdict was ~5 % of its CPU."""
+        data = {name: getattr(self, name) for name in _FIELDS}
         for key in ("start_time", "answer_time", "end_time"):
             if data[key] is not None:
                 data[key] = data[key].astimezone(UTC).isoformat()
@@ -115,5 +119,8 @@ class Cdr:
         for key in ("start_time", "answer_time", "end_time"):
             if data.get(key) is not None:
                 data[key] = datetime.fromisoformat(data[key])
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in _FIELD_SET})
+
+
+_FIELDS = tuple(f.name for f in fields(Cdr))  # declaration order
+_FIELD_SET = frozenset(_FIELDS)

@@ -807,7 +807,9 @@ class EventSocketServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._unsubscribe = self.switch.events.subscribe(self._on_event)
+        self._unsubscribe = self.switch.events.subscribe(
+            self._on_event, headers=lambda: bool(self.connections)
+        )
         self._log_tap = _LogTap(self)
         logging.getLogger().addHandler(self._log_tap)
         self._server = await asyncio.start_server(

@@ -119,19 +119,39 @@ Subscriber = Callable[[Event], None]
 
 @dataclass
 class EventBus:
-    """Synchronous publish/subscribe. ``subscribe`` returns a function that unsubscribes."""
+    """Synchronous publish/subscribe. ``subscribe`` returns a function that unsubscribes.
+
+    A subscriber that looks only at an event's ``name`` and ``channel_uuid`` (the node's
+    call counter, the recovery journal) subscribes with ``headers=False``; one that reads
+    headers only sometimes passes a predicate (the Event Socket server: while it has a
+    client). While no subscriber wants headers, :meth:`headers_wanted` is false and the
+    switch fires channel events without snapshotting the channel for them — a node
+    without Event Socket clients pays nothing per event beyond the call itself.
+    """
 
     _subscribers: list[Subscriber] = field(default_factory=list)
     published: int = 0
+    _readers: list[tuple[Subscriber, bool | Callable[[], bool]]] = field(default_factory=list)
 
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+    def subscribe(
+        self, callback: Subscriber, *, headers: bool | Callable[[], bool] = True
+    ) -> Callable[[], None]:
         self._subscribers.append(callback)
+        entry = (callback, headers)
+        if headers is not False:
+            self._readers.append(entry)
 
         def unsubscribe() -> None:
             if callback in self._subscribers:
                 self._subscribers.remove(callback)
+            if entry in self._readers:
+                self._readers.remove(entry)
 
         return unsubscribe
+
+    def headers_wanted(self) -> bool:
+        """Whether any subscriber may read the headers of an event fired now."""
+        return any(wants is True or (callable(wants) and wants()) for _, wants in self._readers)
 
     def publish(self, event: Event) -> None:
         self.published += 1

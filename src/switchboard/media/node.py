@@ -174,12 +174,12 @@ class MediaNode:
         )
         self.registry = new_registry("media")
         self.metrics = MediaMetrics.create(self.registry)
-        # event-loop stalls and collector pauses on /metrics (observability/loop_lag.py)
+        # event-loop stalls and collector pauses on /metrics (observability/loop_lag.py);
+        # sampled once the node is up (end of start)
         self.loop_lag = LoopLagMonitor(self.registry)
-        self.loop_lag.start()
         self.metrics.sessions_max.set(limits.max_sessions)
         self.metrics.sessions_per_second_max.set(limits.sessions_per_second)
-        sw.events.subscribe(self._on_event)
+        sw.events.subscribe(self._on_event, headers=False)  # name and uuid only
         sink = self.cdr_sink or await self._default_sink()
         journal_state = None
         if m.recovery or self.reap:
@@ -297,6 +297,7 @@ class MediaNode:
         except OSError as exc:
             await self.stop()
             raise NodeStartError(f"{self.name}: cannot bind: {exc}") from None
+        self.loop_lag.start()
         log.info(
             "%s up: SIP %s, RTP %d-%d, admin %s:%d",
             self.name, self.sip_listen, start, end, *self.admin_address,

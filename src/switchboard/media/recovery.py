@@ -149,7 +149,7 @@ def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
             journal.setup_over(ev.channel_uuid)
 
     switch.inbound_hooks.append(on_inbound)
-    switch.events.subscribe(on_event)
+    switch.events.subscribe(on_event, headers=False)
 
     def on_bridge(a: Session, b: Session) -> None:
         t0 = time.thread_time()

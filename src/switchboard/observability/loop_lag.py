@@ -15,6 +15,10 @@ handles by as much. :class:`LoopLagMonitor` makes such stalls visible:
   the loop for as long as it scans the heap.
 
 Use: ``mon = LoopLagMonitor(registry); mon.start()`` from the running loop; ``mon.stop()``.
+A service starts sampling when it is up: its start-up (imports, binding, the first full
+collection) runs before it serves anything and took 100-300 ms on every process of
+``switchboard up``, which a scrape in the next 20 s read as a stall of the running
+service. A stall of a running service is never left out.
 """
 
 from __future__ import annotations

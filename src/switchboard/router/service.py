@@ -480,8 +480,7 @@ class Router:
         for extra in (self.identity, self.signer):
             if extra is not None:
                 self.registry.register(extra)
-        self.loop_lag = LoopLagMonitor(self.registry)
-        self.loop_lag.start()
+        self.loop_lag = LoopLagMonitor(self.registry)  # sampling starts below, once up
         self.interfaces = interfaces
         app = create_app(self)
         self._status_board = getattr(app.state, "status_board", None)
@@ -495,6 +494,7 @@ class Router:
         gc.collect()
         gc.freeze()
         self._gc_start()
+        self.loop_lag.start()
         # The receive-queue probe goes to the socket new calls arrive on (a worker's own
         # socket when sharded: the shared port may hash the probe to another worker).
         probed = (

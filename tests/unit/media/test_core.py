@@ -52,6 +52,30 @@ async def test_originate_park_then_hangup_event_order(sw: Switch) -> None:
     assert sw.limits.active == 0
 
 
+async def test_channel_headers_rendered_only_while_a_subscriber_reads_them(sw: Switch) -> None:
+    """Name-only subscribers (the node's counters, the journal) cost no channel snapshot;
+    a reader that wants headers now and then (an Event Socket server with a client) gets
+    the full channel headers of every event fired while it wants them."""
+    names: list[Event] = []
+    sw.events.subscribe(names.append, headers=False)
+    reading = False
+    full: list[Event] = []
+    sw.events.subscribe(full.append, headers=lambda: reading)
+    ch = await sw.originate("{origination_uuid=u-9}sip:answer@127.0.0.1", app="park")
+    await async_wait_until(lambda: any(e.name == "CHANNEL_PARK" for e in names))
+    park = next(e for e in full if e.name == "CHANNEL_PARK")
+    assert park.channel_uuid == ch.uuid
+    assert dict(park.headers) == {"Event-Name": "CHANNEL_PARK"}  # nothing was snapshotted
+    reading = True
+    assert sw.hangup("u-9", "NORMAL_CLEARING")
+    await async_wait_until(lambda: any(e.name == "CHANNEL_DESTROY" for e in full))
+    complete = next(e for e in full if e.name == "CHANNEL_HANGUP_COMPLETE")
+    assert complete.headers["Unique-ID"] == "u-9"
+    assert complete.headers["Hangup-Cause"] == "NORMAL_CLEARING"
+    assert "variable_billsec" in complete.headers
+    assert [e.name for e in names] == [e.name for e in full]  # both saw every event
+
+
 async def test_originate_failure_cause_and_early_media(sw: Switch) -> None:
     with pytest.raises(OriginateError) as err:
         await sw.originate("sip:busy@127.0.0.1")
