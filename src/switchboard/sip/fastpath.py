@@ -36,6 +36,7 @@ from switchboard.sip.message import (
     _tag_of,
     check_fields,
     check_line,
+    check_request_uri,
 )
 from switchboard.sip.uri import TOKEN_CHARS, split_commas
 
@@ -373,11 +374,14 @@ def validate(m: Message) -> None:
     shape = tuple([kind for kind, _ in checked])
     if (
         shape in _GOOD_SHAPES
-        and (not m.method or (m.ruri in _GOOD_URIS and m.cseq_method == m.method))
+        and (not m.method or m.cseq_method == m.method)
         and all(_plain(kind, lines[i]) for kind, i in fresh)
     ):
-        # Structure and request part as before; only the new lines are checked, in
-        # order, so the first bad one gives the error check_fields would give.
+        # Structure as before; only the new lines are checked, in order, so the first
+        # bad one gives the error check_fields would give, then a new Request-URI
+        # (check_request's other part, the CSeq method, is the equality just tested).
+        # In-dialog requests have a new Request-URI per call (the remote target), and
+        # their other lines were mostly seen in the call's earlier messages.
         top = m.vias[0] if m.vias else -1
         for kind, i in fresh:
             line = lines[i]
@@ -389,6 +393,12 @@ def validate(m: Message) -> None:
             if i == top and vias is not None and len(vias) == 1:
                 _LAST_TOP[0] = (value, vias[0])  # Via() of this value reuses it
             _remember(good, line)
+        if m.method and m.ruri not in _GOOD_URIS:
+            try:
+                check_request_uri(_text(m.ruri))
+            except SipParseError as exc:
+                raise BadMessage(exc.status, exc.reason) from None
+            _remember(_GOOD_URIS, m.ruri)
         return
     key = _KEY_OF_KIND
     fields = []

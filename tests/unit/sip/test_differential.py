@@ -273,3 +273,31 @@ _RURIS = [
 @given(valid_requests())
 def test_generated_valid_requests_agree(data: bytes) -> None:
     assert assert_agree(data) == "valid", data
+
+
+@pytest.mark.parametrize(
+    ("ruri", "status"),
+    [
+        ("sip:sbth-1a2b3c@192.0.2.1;transport=udp", 0),
+        ("mailto:bob@example.com", 416),  # unknown scheme (RFC 4475 §3.1.2.10 "unksm")
+        ("sip:bob@example.com?Subject=hi", 400),  # headers in a Request-URI ("escruri")
+    ],
+)
+def test_new_request_uri_of_a_known_shape_is_checked(ruri: str, status: int) -> None:
+    """validate() remembers shapes and lines that passed; an in-dialog request whose only
+    new part is its Request-URI (a per-call remote target) must still get the core's
+    verdict on that URI. The first request teaches the memo the shape and every line."""
+    lines = (
+        "Via: SIP/2.0/UDP 192.0.2.5:5070;branch=z9hG4bK-known-shape\r\n"
+        "From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>;tag=2\r\n"
+        "Call-ID: known-shape@192.0.2.5\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    assert assert_agree(f"BYE sip:b@192.0.2.9:5080 SIP/2.0\r\n{lines}".encode()) == "valid"
+    data = f"BYE {ruri} SIP/2.0\r\n{lines}".encode()
+    verdict = assert_agree(data)
+    assert verdict == ("valid" if not status else "invalid")
+    if status:
+        with pytest.raises(fastpath.BadMessage) as exc:
+            fastpath.validate(fastpath.parse(data))
+        assert exc.value.status == status
