@@ -638,7 +638,10 @@ _DOC_GROUPS: tuple[tuple[str, str, str], ...] = (
         "`process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, "
         "`process_max_fds`, `process_start_time_seconds`, `python_info` (the dashboard's "
         "*system resources* row), and Prometheus's own `up{job,instance}` per target (the "
-        "*node down* alert).",
+        "*node down* alert). In the HA layout (deploy/), Prometheus also scrapes Patroni's "
+        "REST API (`pg1:8008`, `pg2:8008`, job `switchboard-patroni`): `patroni_primary` and "
+        "`patroni_replica` (1 when that host is the leader / a streaming replica) drive "
+        "SwitchboardDatabaseFailover and SwitchboardDatabaseNoReplica.",
     ),
     (
         "Calls — the original system's names (media node)",
