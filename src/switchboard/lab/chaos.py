@@ -26,7 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from switchboard.lab.topology import HOSTS, MEDIA, ROOT, ROUTERS, VIP_A, Lab, LabError, wait_for
+from switchboard.lab.topology import (
+    HOSTS,
+    MEDIA,
+    PREPAID_ACCOUNT,
+    ROOT,
+    ROUTERS,
+    VIP_A,
+    VIP_B,
+    Lab,
+    LabError,
+    wait_for,
+)
 
 UAC_SCENARIO = ROOT / "tests" / "data" / "sipp" / "router_uac.xml"
 CARRIER = HOSTS["carrier"][0]
@@ -84,6 +95,7 @@ class Load:
     calls: int
     hold_s: float
     number: str = "4930123456"
+    to: str = VIP_A  # the floating address the carrier sends to
     proc: subprocess.Popen[bytes] | None = None
     dir: Path = field(default_factory=Path)
     started: float = 0.0
@@ -97,7 +109,7 @@ class Load:
         bound = int(self.calls / self.rate + self.hold_s + 40)
         cmd = [
             "ip", "netns", "exec", "carrier", "sipp", "-sf", str(UAC_SCENARIO),
-            "-i", CARRIER, "-p", str(5070 + n % 20), "-s", self.number, f"{VIP_A}:5060",
+            "-i", CARRIER, "-p", str(5070 + n % 20), "-s", self.number, f"{self.to}:5060",
             "-m", str(self.calls), "-r", str(self.rate), "-d", str(int(self.hold_s * 1000)),
             "-l", str(int(self.rate * (self.hold_s + 5)) + 50),
             "-nostdin", "-trace_counts", "-trace_stat", "-fd", "1", "-trace_err",
@@ -193,6 +205,34 @@ def cdr_counts(lab: Lab, counts: Counts) -> tuple[int, int]:
         wait_for("the run's CDRs stored", lambda: stored()[1] >= counts.answered, 30, step=0.5)
     rows, distinct = stored()
     return max(0, counts.answered - distinct), rows - distinct
+
+
+def prepaid(lab: Lab, counts: Counts) -> dict[str, Any]:
+    """The carrier's prepaid account after a run (its calls credit-controlled on the nodes,
+    docs/billing.md): ``overspent`` — accounts whose balance went below their credit limit
+    (balance + credit_limit < 0); ``reserved_left`` — funds still reserved once every call
+    has settled (should return to 0); ``debits_missing`` / ``debits_duplicated`` — answered
+    calls of the run whose inbound CDR has no call debit in the ledger / more than one."""
+
+    def reserved() -> str:
+        return psql(lab, f"SELECT reserved FROM account WHERE name = '{PREPAID_ACCOUNT}'")
+
+    # settlements are retried while the database fails over: wait for them (bounded)
+    with contextlib.suppress(LabError):
+        wait_for("the run's calls settled", lambda: float(reserved()) == 0, 60, step=0.5)
+    missing, twice = (int(x) for x in psql(lab, (
+        "SELECT count(*) FILTER (WHERE n = 0), count(*) FILTER (WHERE n > 1) FROM ("
+        " SELECT (SELECT count(*) FROM account_transaction t WHERE t.kind = 'call'"
+        "  AND t.call_id = c.call_id) AS n FROM cdr c WHERE c.direction = 'inbound'"
+        f"  AND c.billsec > 0 AND c.sip_call_id LIKE '{counts.call_ids}') x"
+    )).split("|"))  # fmt: skip
+    overspent = int(psql(lab, "SELECT count(*) FROM account WHERE balance + credit_limit < 0"))
+    return {
+        "prepaid_overspent": overspent,
+        "reserved_left": float(reserved()),
+        "debits_missing": missing,
+        "debits_duplicated": twice,
+    }
 
 
 def spools_empty(lab: Lab) -> bool:
@@ -347,6 +387,7 @@ def db_failover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str, A
         watch.wait_for(f"SwitchboardDatabaseFailover@{other_name(leader)}:8008")
         counts = load.wait()
     lost, dup = cdr_counts(lab, counts)
+    money = prepaid(lab, counts)
     # repair: the old primary rejoins as a replica (pg_rewind), and streams again
     lab.start_patroni(host)
     wait_for(f"{host} streaming from {other}", lab.db_streaming, 90, step=0.5)
@@ -358,6 +399,7 @@ def db_failover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str, A
         "answered": counts.answered,
         "cdr_lost": lost,
         "cdr_duplicated": dup,
+        **money,
     }
 
 
@@ -382,6 +424,7 @@ def db_switchover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str,
     switch_s = time.monotonic() - t0
     counts = load.wait()
     lost, dup = cdr_counts(lab, counts)
+    money = prepaid(lab, counts)
     wait_for(f"{leader} streaming from {candidate}", lab.db_streaming, 90, step=0.5)
     return {
         "db_switchover_s": round(switch_s, 2),
@@ -390,6 +433,7 @@ def db_switchover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str,
         "answered": counts.answered,
         "cdr_lost": lost,
         "cdr_duplicated": dup,
+        **money,
     }
 
 
@@ -450,6 +494,44 @@ def partition(lab: Lab, rate: float, calls: int, hold_s: float, node: str = "med
         "established_dropped": counts.dropped,
         "answered": counts.answered,
     }
+
+
+def trunk_row(lab: Lab, router: str, name: str = "carrier") -> dict[str, Any]:
+    rows = lab.http("monitor", f"http://{HOSTS[router][0]}:8080/trunks")
+    return next(dict(r) for r in rows if r["name"] == name)
+
+
+def set_trunk_cps(lab: Lab, cps: int) -> None:
+    """PUT /trunks on both routers: deploy/'s [trunks.carrier] with this cps limit."""
+    for r in ROUTERS:
+        cfg = trunk_row(lab, r)["config"]
+        body = json.dumps({"carrier": {**cfg, "cps": cps}}).encode()
+        lab.http("monitor", f"http://{HOSTS[r][0]}:8080/trunks", body, "PUT")
+
+
+def trunk_cps_per_router(lab: Lab, cps: int, rate: float, calls: int) -> dict[str, Any]:
+    """Per-router state: the carrier's cps limit counted by each router alone. The carrier
+    sends ``calls`` calls at ``rate``/s to each floating address at once (router-1 holds
+    one, router-2 the other); each router admits about ``cps`` a second, so the pair
+    admits up to twice the limit (docs/operations.md, "What each router keeps to itself")."""
+    set_trunk_cps(lab, cps)
+    try:
+        before = {r: trunk_row(lab, r) for r in ROUTERS}
+        a = Load(lab, rate, calls, 1.0, to=VIP_A).start()
+        b = Load(lab, rate, calls, 1.0, to=VIP_B).start()
+        counts = {VIP_A: a.wait(), VIP_B: b.wait()}
+        after = {r: trunk_row(lab, r) for r in ROUTERS}
+    finally:
+        set_trunk_cps(lab, 0)
+    out: dict[str, Any] = {"span_s": calls / rate}
+    for r in ROUTERS:
+        out[r] = {
+            "admitted": after[r]["admitted"] - before[r]["admitted"],
+            "rejected_cps": after[r]["rejected"].get("cps", 0)
+            - before[r]["rejected"].get("cps", 0),
+        }
+    out["answered"] = {k: c.answered for k, c in counts.items()}
+    return out
 
 
 def set_state(lab: Lab, node: str, state: str) -> None:

@@ -57,6 +57,13 @@ KEEPALIVED = {"router-1": "keepalived-router1.conf", "router-2": "keepalived-rou
 CHECK_SCRIPT_PROD = "/usr/local/bin/check_router.sh"
 
 
+# the carrier's prepaid account: 0.60 a minute billed per second; funds for the lab's
+# calls (reservations of 60 s each, renewed: deploy/'s [billing] reserve_seconds)
+PREPAID_ACCOUNT = "carrier"
+PREPAID_RATE = "0.60"
+PREPAID_TOPUP = "100000"
+
+
 class LabError(RuntimeError):
     """The lab could not be built or a step did not come true in time."""
 
@@ -331,6 +338,24 @@ class Lab:
         if r.returncode != 0:
             raise LabError(f"switchboard db migrate failed: {r.stdout}{r.stderr}")
 
+    def cli(self, *args: str, timeout: float = 60) -> str:
+        """``switchboard ARGS --config deploy/'s`` on the monitor host (the operator's CLI)."""
+        r = netns_exec("monitor", str(SWITCHBOARD), *args, "--config", str(CONFIG),
+                       timeout=timeout)  # fmt: skip
+        if r.returncode != 0:
+            raise LabError(f"switchboard {' '.join(args)} failed: {r.stdout}{r.stderr}")
+        return r.stdout
+
+    def prepaid(self) -> None:
+        """The carrier's prepaid account (deploy/'s [trunks.carrier] account) and the sell
+        deck that prices its calls, made with the CLI as an operator would."""
+        deck = self.dir / "monitor" / "deck.csv"
+        deck.parent.mkdir(parents=True, exist_ok=True)
+        deck.write_text(f"prefix,rate,connect_fee,increment\n49,{PREPAID_RATE},0,1/1\n")
+        self.cli("rates", "import", str(deck))
+        self.cli("accounts", "create", PREPAID_ACCOUNT, "--kind", "prepaid")
+        self.cli("accounts", "topup", PREPAID_ACCOUNT, PREPAID_TOPUP)
+
     def start_media(self, host: str) -> None:
         # deploy/systemd/switchboard-media@.service ExecStart, %i = the host's name
         self.start(host, host, [str(SWITCHBOARD), "media", "--config", str(CONFIG), "--name", host])
@@ -422,6 +447,7 @@ class Lab:
         self.etcd()
         self.log("lab: PostgreSQL under Patroni (db-1, db-2)")
         self.postgres()
+        self.prepaid()
         self.log("lab: media nodes")
         for h in MEDIA:
             self.start_media(h)
