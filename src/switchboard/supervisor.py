@@ -23,10 +23,10 @@ the manner of systemd/runit on one box and of uvicorn's lifecycle:
   journal's replay, not Python's start-up (under load, seconds) — and a new spare is
   started once it is ready. A media node not ready again ``[media] recovery_timeout``
   after it died is *reaped*: what is trying to start is killed, its reaper
-  (``switchboard media --reap``, started at the death and waiting) ends the calls of its
-  journal with BYEs and CDRs, then the node is started again. The database child watches the postmaster itself
-  (:mod:`switchboard.billing.embedded`) and exits when it dies, so a ``kill -9`` of
-  PostgreSQL is a child death like any other;
+  (``switchboard media --reap``, started halfway there and waiting) ends the calls of its
+  journal with BYEs and CDRs, then the node is started again. The database child
+  watches the postmaster itself (:mod:`switchboard.billing.embedded`) and exits when it
+  dies, so a ``kill -9`` of PostgreSQL is a child death like any other;
 * **reload** — SIGHUP is passed to the router and media nodes (config, dispatcher list,
   dialplan), so ``kill -HUP`` works on the platform as on each service;
 * **stop** — the first SIGINT/SIGTERM stops children in reverse order: SIGTERM to each
@@ -607,21 +607,31 @@ class Supervisor:
         """A media node died: unless it is ready again ``reap_after`` s later, kill what is
         trying to start (a hung or crash-looping restart), end the calls of its journal
         with its reaper (``--reap``: BYE to both far ends, CDRs), then let it restart. The
-        reaper is started at once and waits on its stdin with its configuration loaded and
-        its database connected, so that its start-up is paid before the deadline: the far
-        ends get their BYE within about a second of it."""
+        reaper is started halfway to that deadline and waits on its stdin with its
+        configuration loaded and its database connected, so that its start-up is paid
+        before the deadline: the far ends get their BYE within about a second of it."""
         spec = child.spec
         reaper = None
+
+        def back() -> bool:
+            return child.was_ready and child.proc is not None and child.proc.returncode is None
+
+        async def wait_until(deadline: float) -> bool:
+            """False when the node is back (or we stop) before ``deadline``."""
+            while time.monotonic() < deadline and not self._stopping.is_set():
+                if back():
+                    return False
+                await asyncio.sleep(0.1)  # another process's readiness: polled, bounded
+            return not back() and not self._stopping.is_set()
+
         try:
+            # halfway: a node that restarts in its usual second never meets its reaper,
+            # and no reaper competes with that restart for the CPU
+            if not await wait_until(died_at + spec.reap_after / 2):
+                return
             reaper = await self._exec(spec, (*spec.argv, "--reap", "--standby"), standby=True)
             pump = asyncio.create_task(self._pump(child, reaper))
-            deadline = died_at + spec.reap_after
-            while time.monotonic() < deadline and not self._stopping.is_set():
-                if child.was_ready and child.proc is not None and child.proc.returncode is None:
-                    break  # back: its calls are its own
-                await asyncio.sleep(0.1)  # another process's readiness: polled, bounded
-            back = child.was_ready and child.proc is not None and child.proc.returncode is None
-            if back or self._stopping.is_set() or reaper.stdin is None:
+            if not await wait_until(died_at + spec.reap_after) or reaper.stdin is None:
                 return
             child.may_spawn.clear()
             proc = child.proc

@@ -448,3 +448,72 @@ def test_a_prepaid_call_resumed_after_a_crash_still_ends_at_its_credit_limit() -
                 proc.kill()
                 proc.communicate()
         p.cleanup()
+
+
+def test_a_conference_of_three_survives_kill_9_and_an_ivr_call_ends_cleanly(
+    platform: Platform,
+) -> None:
+    """Three SIPp members in conf-room1 (RTP both ways) and one caller in the IVR; the node
+    is SIGKILLed. The restarted node puts the three members back in their room (same
+    ports: the mixed audio reaches each member again) and ends the IVR call with a BYE
+    and a CDR (NORMAL_TEMPORARY_FAILURE); the members hang up later, one CDR each covering
+    the whole call."""
+    p = platform
+    wav = ulaw_wav(p.state / "tone.wav")
+    base = free_run(20, 30000, 40000)
+    members_ports = range(base, base + 10)
+    capture = LoopbackCapture(members_ports)
+    members = sipp([
+        f"127.0.0.1:{p.router_sip}", "-sf", str(SIPP_DIR / "router_uac_rtp.xml"),
+        "-s", "conf-room1", "-m", "3", "-r", "10", "-d", "8000", "-p", str(free_run(1)),
+        "-timeout", "60s", "-timeout_error", "-mp", str(base),
+    ], wav.parent)  # fmt: skip
+    ivr = sipp([
+        f"127.0.0.1:{p.router_sip}", "-sf", str(SIPP_DIR / "router_uac_rtp_wait_bye.xml"),
+        "-s", "ivr", "-m", "1", "-p", str(free_run(1)), "-timeout", "60s",
+        "-timeout_error", "-mp", str(base + 10),
+    ], wav.parent)  # fmt: skip
+    node = p.media_admin_urls()[0]
+    try:
+        wait_until(lambda: active_calls(node) == 4, 20, "three members and the IVR call")
+        time.sleep(1.0)  # the members hear each other through the room
+        victim = p.pids()["media-1"]
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: p.pids().get("media-1", victim) != victim, 10, "media-1 restarted")
+        ivr_out, _ = ivr.communicate(timeout=30)
+        assert ivr.returncode == 0, ivr_out[-2000:] + p.text()[-5000:]  # it got its BYE
+        wait_until(lambda: active_calls(node) == 3, 15, "the three members resumed")
+        members_out, _ = members.communicate(timeout=40)
+        assert members.returncode == 0, members_out[-2000:] + p.text()[-5000:]
+    finally:
+        for proc in (members, ivr):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        capture.stop()
+    assert "recovery: 3 call leg(s) resumed, 1 ended" in p.text(), p.text()[-5000:]
+    # the room's mix reaches every member after the restart (within 3 s of the kill)
+    to_members = {
+        flow: arrivals for flow, arrivals in capture.flows().items() if len(arrivals) > 100
+    }  # fmt: skip  (node port → SIPp port)
+    assert len(to_members) == 3, (
+        str(
+            {
+                flow: (len(arr), [round(x.t - killed, 2) for x in arr[:: max(1, len(arr) // 10)]])
+                for flow, arr in capture.flows().items()
+            }
+        )
+        + "\n".join(x for x in p.text().splitlines() if "media-1" in x)[-6000:]
+    )
+    for flow, arrivals in to_members.items():
+        assert LoopbackCapture.max_gap(arrivals, killed - 1.0, killed + 3.0) < 3.0, flow
+        assert any(a.t > killed + 3.0 for a in arrivals), flow  # audio after the resume
+    wait_until(lambda: len(cdrs(p)) >= 4, 20, "the CDRs")
+    rows = cdrs(p)
+    assert len(rows) == 4 and len({r["call_id"] for r in rows}) == 4, rows
+    causes = sorted(r["hangup_cause"] for r in rows)
+    assert causes == ["NORMAL_CLEARING"] * 3 + ["NORMAL_TEMPORARY_FAILURE"], rows
+    for r in rows:
+        if r["hangup_cause"] == "NORMAL_CLEARING":  # answer → the member's BYE, 8 s
+            assert 7 <= int(r["billsec"]) <= 9, r

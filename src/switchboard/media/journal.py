@@ -3,7 +3,8 @@
 One append-only text file per node, ``<state_dir>/journal/<node>.jnl`` (``[media]
 journal_dir`` moves it), one record per line:
 
-* ``B <json>`` — a bridge was established (or re-established): both legs' recoverable
+* ``B <json>`` — a bridge was established (or re-established), or a leg is in an
+  application of its own (one leg, ``app``: a conference room to rejoin, or none): the legs' recoverable
   state (SIP dialog, SDPs, RTP port/SSRC/sequence/timestamp, channel times and
   variables), written by :mod:`switchboard.media.recovery`;
 * ``E <uuid> <cdr-json>`` — a journaled leg ended; its CDR rides along, so a CDR the
@@ -126,7 +127,10 @@ def read(path: Path) -> JournalState:
             kind, _, rest = raw.decode().partition(" ")
             if kind == "B":
                 rec = json.loads(rest)
-                state.bridges[rec["legs"][0]["uuid"]] = rec
+                key = rec["legs"][0]["uuid"]
+                for leg in rec["legs"][1:]:  # a leg's record of its own is superseded
+                    state.bridges.pop(leg["uuid"], None)
+                state.bridges[key] = rec
             elif kind == "E":
                 uuid, _, cdr = rest.partition(" ")
                 t, _, cdr_json = cdr.partition(" ")
@@ -204,6 +208,8 @@ class Journal:
         line = "B " + json.dumps(record, separators=(",", ":")) + "\n"
         self._live[a_uuid] = line
         for uuid in leg_uuids:
+            if uuid != a_uuid and self._live.pop(uuid, None) is not None:
+                self._open_legs.pop(uuid, None)  # its record of one leg: superseded
             self._setups.discard(uuid)  # the B record says its setup is over
             if self._leg_of.get(uuid) != a_uuid:
                 self._leg_of[uuid] = a_uuid

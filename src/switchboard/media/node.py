@@ -272,7 +272,7 @@ class MediaNode:
 
                 recovery.hand_back_setups(ua, journal_state)
             if self.call_credit is not None:  # prepaid calls: policed again, or settled
-                for sessions, whole in restored:  # when they end here and now
+                for sessions, whole, _app in restored:  # when they end here and now
                     for s in sessions:
                         self.call_credit.resume(s, police=whole and not self.reap)
             if self.reap:

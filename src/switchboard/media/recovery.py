@@ -38,9 +38,12 @@ the journal's lock, rebuilds the live legs as a restart would, and ends every on
 journal — then exits. A node that starts later finds those legs ended (nothing resumed,
 their CDRs stored once: ingest is idempotent on the leg's uuid).
 
-Only SIP legs over UDP are journaled; channels running other applications (playback,
-IVR, conference, park) are not resumed — their far ends see the call end when the
-restarted node answers their next request with 481, or by their own RTP timeout.
+Only SIP legs over UDP are journaled. A conference member (its ``add-member``) is
+journaled as a record of one leg with its room: a restart puts it back in the room (the
+room is created again; mute/deaf flags kept, no PIN asked again). Any other answered
+inbound leg outside a bridge — playback, IVR, echo, park — is journaled at its answer
+and *ended* by a restart (BYE, CDR with ``NORMAL_TEMPORARY_FAILURE``,
+``switchboard_recovery=ended``): where it was in its prompt or menu is not kept.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from switchboard.media.applications.conference import parse_conference_arg
 from switchboard.media.causes import Cause
 from switchboard.media.channel import CallerProfile
 from switchboard.media.rtp_endpoint import RtpEndpoint
@@ -143,10 +147,47 @@ def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
             metrics.journal_seconds.inc(time.thread_time() - t0)
             metrics.journal_records.inc()
 
+    def journal_alone(uuid: str, app: list[str] | None) -> None:
+        """A leg in an application of its own (not a bridge): a record of one leg —
+        ``app`` is what a restart runs on it again (a conference); without one the
+        restart ends it cleanly (BYE, CDR) instead of leaving it silent."""
+        s = switch.session(uuid)
+        if s is None or s.is_hungup:
+            return
+        t0 = time.thread_time()
+        leg = snapshot_leg(s)
+        if leg is None:
+            return
+        journal.bridged(uuid, (uuid,), {"legs": [leg], "app": app})
+        if metrics is not None:
+            metrics.journal_seconds.inc(time.thread_time() - t0)
+            metrics.journal_records.inc()
+
     def on_event(ev: Any) -> None:
-        # answered by an application (echo, IVR...): no longer a setup to hand back
-        if ev.name == "CHANNEL_ANSWER" and journal.in_setup(ev.channel_uuid):
-            journal.setup_over(ev.channel_uuid)
+        name = ev.name
+        if name == "CHANNEL_ANSWER":
+            uuid = ev.channel_uuid
+            # answered by an application (echo, IVR...): no longer a setup to hand back
+            if journal.in_setup(uuid):
+                journal.setup_over(uuid)
+            ch = switch.channel(uuid)
+            if ch is not None and ch.direction == "inbound" and ch.application != "bridge":
+                journal_alone(uuid, None)  # playback, IVR, echo, park...
+        elif (
+            name == "CUSTOM"
+            and ev.headers.get("Action") == "add-member"
+            and (ev.headers.get("Event-Subclass") == "conference::maintenance")
+        ):
+            uuid = ev.channel_uuid
+            ch = switch.channel(uuid)
+            if ch is not None:
+                room, _pin, flags = parse_conference_arg(
+                    ch.variables.get("current_application_data", "")
+                )
+                room = ev.headers.get("Conference-Name") or room
+                kept = "|".join(sorted(flags & {"mute", "deaf"}))
+                # the member rejoins its room (no PIN again: it was let in)
+                journal_alone(uuid, ["conference", room + (f"+flags{{{kept}}}" if kept else "")])
 
     switch.inbound_hooks.append(on_inbound)
     switch.events.subscribe(on_event, headers=False)
@@ -248,9 +289,12 @@ def hand_back_setups(ua: UserAgent, state: JournalState) -> int:
     return n
 
 
+Restored = tuple[list["Session"], bool, "tuple[str, str] | None"]  # legs, whole, app
+
+
 async def restore(
     ua: UserAgent, state: JournalState, sink: CdrSink | None, *, any_port: bool = False
-) -> list[tuple[list[Session], bool]]:
+) -> list[Restored]:
     """Rebuild the journal's live bridges (before the UA listens: a retransmitted BYE must
     find its dialog); each entry: the rebuilt legs and whether the bridge is whole. CDRs
     of ended legs are submitted again. :func:`start_resumed` then bridges or ends them."""
@@ -264,7 +308,7 @@ async def restore(
                 replayed += 1
             except ValueError as exc:
                 log.warning("journal: CDR of an ended leg not replayed: %s", exc)
-    out: list[tuple[list[Session], bool]] = []
+    out: list[Restored] = []
     for rec in state.live():
         legs = [leg for leg in rec["legs"] if leg["uuid"] not in state.ends]
         sessions: list[Session] = []
@@ -273,18 +317,24 @@ async def restore(
                 sessions.append(await _restore_leg(ua, data, any_port=any_port))
             except Exception as exc:  # a leg we cannot rebuild: say so, end what we can
                 log.error("call %s: leg %s not resumed: %s", data["call_id"], data["uuid"], exc)
-        whole = len(sessions) == len(rec["legs"]) == 2
+        app = rec.get("app")
+        if len(rec["legs"]) == 1:  # a leg in an application: resumed only into a conference
+            whole = len(sessions) == 1 and bool(app)
+        else:
+            whole = len(sessions) == len(rec["legs"]) == 2
         for s in sessions:
             s.channel.set_var(RECOVERY_VAR, "resumed" if whole else "ended")
-        out.append((sessions, whole))
+        out.append((sessions, whole, (str(app[0]), str(app[1])) if app else None))
     if replayed:
         log.warning("recovery: %d CDR(s) of legs ended before the restart submitted again",
                     replayed)  # fmt: skip
     return out
 
 
-def start_resumed(ua: UserAgent, restored: list[tuple[list[Session], bool]]) -> tuple[int, int]:
-    """Bridge the whole bridges again, end the halves (BYE, CDR); (resumed, ended) legs."""
+def start_resumed(ua: UserAgent, restored: list[Restored]) -> tuple[int, int]:
+    """Bridge the whole bridges again, put conference members back in their rooms, end
+    the rest — halves of bridges, legs in playback or IVR — (BYE, CDR); (resumed, ended)
+    legs."""
     resumed = ended = 0
     sw = ua.switch
     # The SIP socket listens already: a BYE retransmitted while the node was down may end
@@ -298,7 +348,12 @@ def start_resumed(ua: UserAgent, restored: list[tuple[list[Session], bool]]) -> 
             partners.pop(other, None)
             sw.hangup(other, Cause.NORMAL_CLEARING)  # a no-op if the bridge ended it
 
-    for sessions, whole in restored:
+    for sessions, whole, app in restored:
+        if whole and app is not None and len(sessions) == 1:
+            # not parked: a parked channel waits for commands instead of running its apps
+            sw.start_apps(sessions[0], [app])  # the room is created again by its first member
+            resumed += 1
+            continue
         if whole:
             a, b = sessions
             partners[a.uuid], partners[b.uuid] = b.uuid, a.uuid
@@ -307,7 +362,8 @@ def start_resumed(ua: UserAgent, restored: list[tuple[list[Session], bool]]) -> 
             sw.start_apps(a, [("_bridge_existing", b.uuid)])
             resumed += 2
             continue
-        for s in sessions:  # half a bridge: its partner ended or could not be rebuilt
+        for s in sessions:  # half a bridge (its partner ended or could not be rebuilt),
+            # or a leg in playback or IVR: where it was cannot be taken up again
             s.parked = True
             sw.start_apps(s, [])
             sw.hangup(s.uuid, Cause.NORMAL_TEMPORARY_FAILURE)
@@ -319,13 +375,13 @@ def start_resumed(ua: UserAgent, restored: list[tuple[list[Session], bool]]) -> 
     return resumed, ended
 
 
-def end_all(ua: UserAgent, restored: list[tuple[list[Session], bool]]) -> int:
+def end_all(ua: UserAgent, restored: list[Restored]) -> int:
     """A reaper's work: end every rebuilt leg — BYE (``Reason: Q.850;cause=38``), CDR
     with :data:`LOST_CAUSE` and ``switchboard_recovery=node_lost`` — whole bridges and
     halves alike; the number of legs ended."""
     sw = ua.switch
     n = 0
-    for sessions, _whole in restored:
+    for sessions, _whole, _app in restored:
         for s in sessions:
             s.channel.set_var(RECOVERY_VAR, "node_lost")
             s.parked = True

@@ -138,3 +138,24 @@ def test_one_process_at_a_time_holds_the_journal(tmp_path: Path) -> None:
     waiter.join(5)
     assert got
     os.close(got[0])
+
+
+def test_a_leg_record_of_its_own_is_superseded_by_its_bridge(tmp_path: Path) -> None:
+    """A leg journaled alone (answered into an application, or a conference member) and
+    then bridged as the B-leg is resumed once, in its bridge — in the running journal,
+    after a restart, and after a rewrite."""
+    path = tmp_path / "n.jnl"
+    j = Journal(path)
+    j.open()
+    alone = {"legs": [{"uuid": "b", "call_id": "b@y"}], "app": ["conference", "r1"]}
+    j.bridged("b", ("b",), alone)
+    j.bridged("a", ("a", "b"), bridge("a", "b"))
+    j.close()
+    live = read(path).live()
+    assert [[leg["uuid"] for leg in r["legs"]] for r in live] == [["a", "b"]]
+    j = Journal(path)
+    j.open(read(path))  # a rewrite keeps the bridge only
+    j.ended("a", "{}")
+    j.ended("b", "{}")
+    j.close()
+    assert read(path).live() == []
