@@ -55,7 +55,7 @@ import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from switchboard.router.dispatcher import Destination, Dispatcher, ProbeRequest, StateChanged
 from switchboard.router.emergency import EmergencyNumbers
@@ -69,19 +69,19 @@ from switchboard.sip.fastpath import BadMessage, Message, Via
 log = logging.getLogger(__name__)
 
 # RFC 3261 Table 4 (Appendix A).
-T1 = 0.5
-T2 = 4.0
-T4 = 5.0
-TIMER_B = 64 * T1  # INVITE client transaction timeout
-TIMER_F = 64 * T1  # non-INVITE client transaction timeout
-TIMER_H = 64 * T1  # wait for ACK of a non-2xx final
-TIMER_C = 180.0  # §16.6 item 11: "larger than 3 minutes"
+T1: Final = 0.5
+T2: Final = 4.0
+T4: Final = 5.0
+TIMER_B: Final = 64 * T1  # INVITE client transaction timeout
+TIMER_F: Final = 64 * T1  # non-INVITE client transaction timeout
+TIMER_H: Final = 64 * T1  # wait for ACK of a non-2xx final
+TIMER_C: Final = 180.0  # §16.6 item 11: "larger than 3 minutes"
 
-MAGIC = b"z9hG4bK"
+MAGIC: Final = b"z9hG4bK"
 # §16.7 step 6: within 4xx these are preferred because the caller can act on them.
-_PREFERRED_4XX = frozenset((401, 407, 415, 420, 484))
-_DIALOG_CREATING = frozenset((b"INVITE", b"SUBSCRIBE", b"REFER"))
-_METHOD_NAMES = {
+_PREFERRED_4XX: Final = frozenset((401, 407, 415, 420, 484))
+_DIALOG_CREATING: Final = frozenset((b"INVITE", b"SUBSCRIBE", b"REFER"))
+_METHOD_NAMES: Final = {
     m.encode(): m
     for m in [
         "INVITE",
@@ -101,7 +101,7 @@ _METHOD_NAMES = {
     ]
 }
 
-_REASONS = {
+_REASONS: Final = {
     100: b"Trying",
     200: b"OK",
     400: b"Bad Request",
@@ -384,7 +384,7 @@ def _replace_user(line: bytes, user: bytes) -> bytes:
     return line[: colon + 1] + user + line[user_end:]
 
 
-_TRUNK_HEADERS = (
+_TRUNK_HEADERS: Final = (
     b"x-switchboard-trunk",
     b"x-switchboard-account",
     b"x-switchboard-verstat",
@@ -1809,7 +1809,7 @@ class Proxy:
         return sum(1 for t in self.txns.values() if not t.final)
 
 
-CALLS_HEADER = b"x-switchboard-calls:"
+CALLS_HEADER: Final = b"x-switchboard-calls:"
 """A media node's live channel count on its OPTIONS answers (docs/media.md)."""
 
 
@@ -1823,8 +1823,8 @@ def reported_calls(m: Message) -> int | None:
     return None
 
 
-_AUTH_FAILED = frozenset((401, 403, 407))
-_CREDENTIALS = (b"authorization:", b"proxy-authorization:")
+_AUTH_FAILED: Final = frozenset((401, 403, 407))
+_CREDENTIALS: Final = (b"authorization:", b"proxy-authorization:")
 
 
 def _has_credentials(txn: ServerTxn) -> bool:
@@ -1833,7 +1833,7 @@ def _has_credentials(txn: ServerTxn) -> bool:
     return any(ln[:20].lower().startswith(_CREDENTIALS) for ln in txn.fwd)
 
 
-_NO_DIALOG = HiddenDialog(b"", b"", b"", 0.0)
+_NO_DIALOG: Final = HiddenDialog(b"", b"", b"", 0.0)
 """Hiding without a dialog (a dispatched non-INVITE): responses lose Contact/Record-Route."""
 
 
@@ -1866,7 +1866,7 @@ def _contact_uri(line: bytes) -> bytes:
     return value.partition(b";")[0]
 
 
-_ALIAS = b";alias="
+_ALIAS: Final = b";alias="
 
 
 def _add_alias(lines: list[bytes], transport: str, src: tuple[str, int]) -> None:
