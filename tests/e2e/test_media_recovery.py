@@ -517,3 +517,115 @@ def test_a_conference_of_three_survives_kill_9_and_an_ivr_call_ends_cleanly(
     for r in rows:
         if r["hangup_cause"] == "NORMAL_CLEARING":  # answer → the member's BYE, 8 s
             assert 7 <= int(r["billsec"]) <= 9, r
+
+
+def test_a_reinvite_sent_while_the_node_is_down_updates_the_call_once_it_is_back(
+    platform: Platform,
+) -> None:
+    """The callers put their calls on hold (re-INVITE, a=sendonly) 0.2-0.5 s after the node
+    was killed with no warm spare: SIPp retransmits the INVITE (RFC 3261 Timer A) and the
+    restarted node answers it 200 with a=recvonly (SIPp checks it) instead of 481; the
+    calls then end normally, one CDR per leg."""
+    p = platform
+    wav = ulaw_wav(p.state / "tone.wav")
+    base = free_run(4 * CALLS + 8, 30000, 40000)
+    carrier = sipp([
+        "-sf", str(SIPP_DIR / "media_carrier_rtp_uas.xml"), "-p", str(p.carrier),
+        "-m", str(CALLS), "-timeout", "60s", "-mp", str(base),
+    ], wav.parent)  # fmt: skip
+    caller = sipp([
+        f"127.0.0.1:{p.router_sip}", "-sf", str(SIPP_DIR / "router_uac_rtp_reinvite_hold.xml"),
+        "-s", NUMBER, "-m", str(CALLS), "-r", "10", "-d", "6000", "-p", str(free_run(1)),
+        "-timeout", "60s", "-timeout_error", "-mp", str(base + 2 * CALLS + 4),
+    ], wav.parent)  # fmt: skip
+    node = p.media_admin_urls()[0]
+    try:
+        wait_until(lambda: active_calls(node) == CALLS, 20, "every call bridged on the node")
+        bridged = time.monotonic()
+        time.sleep(max(0.0, bridged + 5.0 - time.monotonic()))
+        spare = p.spare_pid("media-1")  # none: the node is down for a full start
+        os.kill(spare, signal.SIGKILL)
+        wait_until(lambda: not alive(spare), 5, "the spare gone")
+        time.sleep(max(0.0, bridged + 5.5 - time.monotonic()))
+        victim = p.pids()["media-1"]
+        os.kill(victim, signal.SIGKILL)
+        caller_out, _ = caller.communicate(timeout=60)
+        carrier_out, _ = carrier.communicate(timeout=30)
+    finally:
+        for proc in (caller, carrier):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    down = re.search(r"media-1 restarted \(restart 1, ([0-9.]+) s after", p.text())
+    assert down and float(down[1]) > 0.6, down  # the re-INVITEs were sent while it was down
+    assert caller.returncode == 0, caller_out[-3000:] + p.text()[-5000:]
+    assert carrier.returncode == 0, carrier_out[-3000:]
+    wait_until(lambda: len(cdrs(p)) >= 2 * CALLS, 20, "every leg's CDR")
+    rows = cdrs(p)
+    assert len(rows) == 2 * CALLS and len({r["call_id"] for r in rows}) == 2 * CALLS, rows
+    assert {r["hangup_cause"] for r in rows} == {"NORMAL_CLEARING"}, rows
+
+
+def test_a_leg_whose_rtp_port_was_taken_moves_with_a_reinvite(platform: Platform) -> None:
+    """While the node is down (no warm spare) another process takes the port of the
+    caller's leg. The restarted node rebuilds that leg on another port of its range and
+    sends the caller a re-INVITE with the new port (SIPp answers it); the node's media
+    reaches the caller from the new port, and the call ends normally."""
+    import socket
+
+    p = platform
+    wav = ulaw_wav(p.state / "tone.wav")
+    base = free_run(12, 30000, 40000)
+    caller_port = base + 6
+    capture = LoopbackCapture(range(caller_port, caller_port + 1))
+    carrier = sipp([
+        "-sf", str(SIPP_DIR / "media_carrier_rtp_uas.xml"), "-p", str(p.carrier),
+        "-m", "1", "-timeout", "60s", "-mp", str(base),
+    ], wav.parent)  # fmt: skip
+    caller = sipp([
+        f"127.0.0.1:{p.router_sip}", "-sf", str(SIPP_DIR / "router_uac_rtp_accept_reinvite.xml"),
+        "-s", NUMBER, "-m", "1", "-d", "3000", "-p", str(free_run(1)),
+        "-timeout", "60s", "-timeout_error", "-mp", str(caller_port),
+    ], wav.parent)  # fmt: skip
+    node = p.media_admin_urls()[0]
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        wait_until(lambda: active_calls(node) == 1, 20, "the call bridged on the node")
+        wait_until(lambda: len(capture.flows()) >= 1, 5, "the node's media to the caller")
+        old_port = next(iter(capture.flows()))[0]
+        spare = p.spare_pid("media-1")
+        os.kill(spare, signal.SIGKILL)
+        wait_until(lambda: not alive(spare), 5, "the spare gone")
+        victim = p.pids()["media-1"]
+        os.kill(victim, signal.SIGKILL)
+
+        def take() -> bool:  # the port is free once the kernel has closed the dead socket
+            try:
+                blocker.bind(("127.0.0.1", old_port))  # someone else's socket now
+            except OSError:
+                return False
+            return True
+
+        wait_until(take, 2, "the dead node's RTP port taken", interval=0.005)
+        killed = time.monotonic()
+        caller_out, _ = caller.communicate(timeout=60)
+        try:
+            carrier_out, _ = carrier.communicate(timeout=30)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(caller_out[-4000:] + p.text()[-3000:]) from exc
+    finally:
+        blocker.close()
+        for proc in (caller, carrier):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        capture.stop()
+    assert caller.returncode == 0, caller_out[-3000:] + p.text()[-5000:]  # re-INVITE, BYE
+    assert carrier.returncode == 0, carrier_out[-3000:]
+    assert re.search(r"RTP port \d+ taken .*: leg moved to \d+", p.text()), p.text()[-5000:]
+    new_flows = [f for f in capture.flows() if f[0] != old_port]
+    assert new_flows, capture.flows().keys()
+    assert sum(1 for a in capture.flows()[new_flows[0]] if a.t > killed) > 50
+    wait_until(lambda: len(cdrs(p)) >= 2, 20, "both legs' CDRs")
+    rows = cdrs(p)
+    assert len(rows) == 2 and {r["hangup_cause"] for r in rows} == {"NORMAL_CLEARING"}, rows

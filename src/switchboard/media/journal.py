@@ -236,6 +236,10 @@ class Journal:
     def tracks(self, uuid: str) -> bool:
         return uuid in self._leg_of
 
+    def record_of(self, uuid: str) -> str | None:
+        """The key (A-leg uuid) of the live record holding leg ``uuid``, if any."""
+        return self._leg_of.get(uuid)
+
     def setup(self, uuid: str, record: dict[str, Any]) -> None:
         """An inbound call entered setup (S). Not kept across rewrites: a rewrite happens
         at start, before any new call, or past ROTATE_BYTES (a setup lost then only

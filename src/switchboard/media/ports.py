@@ -69,6 +69,12 @@ class PortAllocator:
         self._used.add(port)
         return rtp, rtcp
 
+    def hand_out_last(self, ports: set[int]) -> None:
+        """Move these free ports to the end of the queue: a restarted node keeps the ports
+        its journaled legs are about to take again from the legs that must move."""
+        keep = [p for p in self._free if p not in ports]
+        self._free = deque(keep + [p for p in self._free if p in ports])
+
     def release(self, port: int) -> None:
         """Give ``port`` back; it goes to the end of the queue. Unknown ports are an error."""
         if port not in self._used:

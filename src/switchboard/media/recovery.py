@@ -78,6 +78,7 @@ SEQ_SKIP = 100  # RTP sequence numbers skipped on top of the time that passed
 PACKETS_PER_SECOND = 50  # 20 ms packets: how far the sequence number moves per second
 _SKIP_VARS = frozenset({"switch_r_sdp", "switch_l_sdp"})  # kept as SDP, not variables
 RECOVERY_VAR = "switchboard_recovery"  # "resumed", "ended" or "node_lost" on recovered legs
+MOVED = "recovery_moved"  # Session.data key: the leg's RTP port changed at the restart
 LOST_CAUSE = Cause.NETWORK_OUT_OF_ORDER  # a reaped leg: its node did not come back
 
 
@@ -147,6 +148,15 @@ def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
             metrics.journal_seconds.inc(time.thread_time() - t0)
             metrics.journal_records.inc()
 
+    # key → (leg uuids, app) of the records written, to write them again on an update;
+    # forgotten when their legs end (on_hangup below)
+    records: dict[str, tuple[tuple[str, ...], list[str] | None]] = {}
+
+    def on_hangup(s: Session) -> None:
+        records.pop(s.uuid, None)
+
+    switch.hangup_hooks.append(on_hangup)
+
     def journal_alone(uuid: str, app: list[str] | None) -> None:
         """A leg in an application of its own (not a bridge): a record of one leg —
         ``app`` is what a restart runs on it again (a conference); without one the
@@ -159,13 +169,37 @@ def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
         if leg is None:
             return
         journal.bridged(uuid, (uuid,), {"legs": [leg], "app": app})
+        records[uuid] = ((uuid,), app)
+        if metrics is not None:
+            metrics.journal_seconds.inc(time.thread_time() - t0)
+            metrics.journal_records.inc()
+
+    def on_update(uuid: str) -> None:
+        """A re-INVITE changed a journaled leg (far-end address, hold, codec): its record
+        is written again, or the next restart would send to where the far end was."""
+        key = journal.record_of(uuid)
+        if key is None:
+            return
+        rec = records.get(key)
+        if rec is None:
+            return
+        legs = [switch.session(leg_uuid) for leg_uuid in rec[0]]
+        if any(s is None or s.is_hungup for s in legs):
+            return
+        t0 = time.thread_time()
+        snaps = [snapshot_leg(s) for s in legs if s is not None]
+        if any(x is None for x in snaps):
+            return
+        journal.bridged(key, rec[0], {"legs": snaps, "app": rec[1]})
         if metrics is not None:
             metrics.journal_seconds.inc(time.thread_time() - t0)
             metrics.journal_records.inc()
 
     def on_event(ev: Any) -> None:
         name = ev.name
-        if name == "CHANNEL_ANSWER":
+        if name == "CALL_UPDATE":
+            on_update(ev.channel_uuid)
+        elif name == "CHANNEL_ANSWER":
             uuid = ev.channel_uuid
             # answered by an application (echo, IVR...): no longer a setup to hand back
             if journal.in_setup(uuid):
@@ -198,6 +232,8 @@ def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
         if legs[0] is None or legs[1] is None:
             return
         journal.bridged(a.uuid, (a.uuid, b.uuid), {"legs": list(legs)})
+        records[a.uuid] = ((a.uuid, b.uuid), None)
+        records.pop(b.uuid, None)
         if metrics is not None:
             metrics.journal_seconds.inc(time.thread_time() - t0)
             metrics.journal_records.inc()
@@ -309,6 +345,10 @@ async def restore(
             except ValueError as exc:
                 log.warning("journal: CDR of an ended leg not replayed: %s", exc)
     out: list[Restored] = []
+    # a leg that must move (its port taken) takes a port no other journaled leg needs
+    if ua.ports is not None:
+        ua.ports.hand_out_last({int(leg["rtp"]["port"]) for rec in state.live()
+                                for leg in rec["legs"] if "rtp" in leg})  # fmt: skip
     for rec in state.live():
         legs = [leg for leg in rec["legs"] if leg["uuid"] not in state.ends]
         sessions: list[Session] = []
@@ -348,6 +388,10 @@ def start_resumed(ua: UserAgent, restored: list[Restored]) -> tuple[int, int]:
             partners.pop(other, None)
             sw.hangup(other, Cause.NORMAL_CLEARING)  # a no-op if the bridge ended it
 
+    for sessions, whole, _app in restored:
+        for s in sessions if whole else ():
+            if s.data.pop(MOVED, False) and isinstance(s.leg, SipLeg):
+                reoffer(s.leg)
     for sessions, whole, app in restored:
         if whole and app is not None and len(sessions) == 1:
             # not parked: a parked channel waits for commands instead of running its apps
@@ -373,6 +417,31 @@ def start_resumed(ua: UserAgent, restored: list[Restored]) -> tuple[int, int]:
     if resumed or ended:
         log.warning("recovery: %d call leg(s) resumed, %d ended (partner gone)", resumed, ended)
     return resumed, ended
+
+
+def reoffer(leg: SipLeg) -> None:
+    """RFC 3264 §8: a new offer in a re-INVITE — same session id, version moved on, the
+    leg's negotiated codec (and telephone-event) on its new port — so that the far end
+    sends its media to where the leg is now. Its answer is applied as any re-INVITE's
+    (:meth:`UserAgent._ack_reinvite`)."""
+    from switchboard.media.ua import codec_specs as specs
+    from switchboard.sdp import create_offer
+
+    neg = leg.negotiated
+    codecs = (specs([neg.codec]) if neg is not None else []) or leg.codecs
+    leg.sdp_version += 1
+    offer = create_offer(
+        codecs=codecs,
+        event_pt=neg.event_pt if neg is not None else None,
+        address=leg.ua.leg_sdp_ip(leg),
+        port=leg.rtp.port,
+        session_id=leg.sdp_session_id,
+        version=leg.sdp_version,
+        srtp=leg._reoffer_srtp(),
+        srtp_key=leg.srtp_key,
+    )
+    leg.local_sdp = offer
+    leg.send_in_dialog("INVITE", body=offer.to_bytes(), content_type="application/sdp")
 
 
 def end_all(ua: UserAgent, restored: list[Restored]) -> int:
@@ -408,13 +477,17 @@ async def _restore_leg(ua: UserAgent, data: dict[str, Any], *, any_port: bool = 
         "ts": (int(r["ts"]) + int(elapsed * int(r["rate"]))) & 0xFFFFFFFF,
     }
     ip = str(r.get("ip") or ua.rtp_ip)  # the leg's family (journals before IPv6: IPv4)
+    moved = False
     try:
         rtp = await RtpEndpoint.open(ip, port=int(r["port"]), **kw)
-    except OSError:
-        if not any_port:
-            raise
-        # a reaper only says goodbye on this leg: any free port of the range will do
+    except OSError as exc:
+        # another process took the port while the node was down: another port of the
+        # range, and (not for a reaper, which only says goodbye) a re-INVITE telling the
+        # far end where its media goes now (:func:`reoffer`)
         rtp = await RtpEndpoint.open(ip, **kw)
+        moved = not any_port
+        log.warning("call %s: RTP port %s taken (%s): leg moved to %d", data["call_id"],
+                    r["port"], exc, rtp.port)  # fmt: skip
     try:
         s = sw.create_session(
             direction=data["dir"],
@@ -469,6 +542,8 @@ async def _restore_leg(ua: UserAgent, data: dict[str, Any], *, any_port: bool = 
             s.data["gateway"] = gateway
             s.data["gateway_slot"] = gateway
     leg.acked.set()
+    if moved:
+        s.data[MOVED] = True
     session_id, version, local_sdp = data["sdp"]
     leg.sdp_session_id, leg.sdp_version = str(session_id), int(version)
     leg.local_sdp = parse_sdp(local_sdp.encode())
