@@ -10,6 +10,11 @@ handles by as much. :class:`LoopLagMonitor` makes such stalls visible:
 * ``switchboard_event_loop_lag_max_seconds`` is the largest lateness seen in the current
   and the previous ``window`` seconds (so a scrape every ``window`` seconds sees every
   stall's peak);
+* ``switchboard_event_loop_stall_max_seconds``: the same peak with the time the loop's
+  thread spent runnable but waiting for a CPU taken out (``/proc/thread-self/schedstat``,
+  its run-queue wait). On a machine busy with other work a process is late without being
+  at fault; what remains is what it blocked itself — a long callback, a blocking system
+  call, a garbage collection. Where schedstat is missing it equals the lag;
 * a ``gc.callbacks`` hook times each collection the interpreter runs
   (``switchboard_gc_pause_seconds{generation}``): a full (generation 2) collection blocks
   the loop for as long as it scans the heap.
@@ -24,7 +29,9 @@ service. A stall of a running service is never left out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
 import time
 from typing import Any
 
@@ -50,8 +57,10 @@ class LoopLagMonitor:
         disable_created_metrics()  # as new_registry does: no `_created` companion series
         lag = build(registry, "switchboard_event_loop_lag_seconds")
         peak = build(registry, "switchboard_event_loop_lag_max_seconds")
+        stall = build(registry, "switchboard_event_loop_stall_max_seconds")
         assert isinstance(lag, Histogram) and isinstance(peak, Gauge)
-        self.lag, self.peak = lag, peak
+        assert isinstance(stall, Gauge)
+        self.lag, self.peak, self.stall_peak = lag, peak, stall
         self.gc_pause: Histogram | None = None
         if gc_pauses:
             pause = build(registry, "switchboard_gc_pause_seconds")
@@ -60,6 +69,11 @@ class LoopLagMonitor:
         self.interval = interval
         self.window = window
         self.max_seen = 0.0  # largest lateness since start (seconds), for tests and benches
+        self.max_stall = 0.0  # largest lateness not spent waiting for a CPU, since start
+        self._sched_fd = -1  # /proc/thread-self/schedstat of the loop's thread
+        self._waited = 0  # its run-queue wait so far (ns)
+        self._stall_window = 0.0
+        self._stall_previous = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._due = 0.0
@@ -74,6 +88,9 @@ class LoopLagMonitor:
         if self._handle is not None:
             return
         self._loop = asyncio.get_running_loop()
+        with contextlib.suppress(OSError):  # opened by the loop's thread: its own counters
+            self._sched_fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+            self._waited = self._run_queue_wait()
         now = time.perf_counter()
         self._window_end = now + self.window
         self._schedule(now)
@@ -86,6 +103,16 @@ class LoopLagMonitor:
             self._handle = None
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
+        if self._sched_fd >= 0:
+            os.close(self._sched_fd)
+            self._sched_fd = -1
+
+    def _run_queue_wait(self) -> int:
+        """Nanoseconds the loop's thread has waited on a run queue (schedstat field 2)."""
+        try:
+            return int(os.pread(self._sched_fd, 128, 0).split()[1])
+        except (OSError, IndexError, ValueError):
+            return self._waited
 
     # -- sampling ------------------------------------------------------------------------
     def _schedule(self, now: float) -> None:
@@ -101,13 +128,25 @@ class LoopLagMonitor:
         self.lag.observe(late)
         if late > self.max_seen:
             self.max_seen = late
+        stall = late
+        if self._sched_fd >= 0:
+            waited = self._run_queue_wait()
+            stall = max(0.0, late - (waited - self._waited) / 1e9)
+            self._waited = waited
+        if stall > self.max_stall:
+            self.max_stall = stall
         if now >= self._window_end:
             self._previous_max = self._window_max
             self._window_max = 0.0
+            self._stall_previous = self._stall_window
+            self._stall_window = 0.0
             self._window_end = now + self.window
         if late > self._window_max:
             self._window_max = late
+        if stall > self._stall_window:
+            self._stall_window = stall
         self.peak.set(max(self._window_max, self._previous_max))
+        self.stall_peak.set(max(self._stall_window, self._stall_previous))
         self._schedule(now)
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:

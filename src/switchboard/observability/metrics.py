@@ -112,6 +112,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_build_info", "gauge", "common", ("service", "version"), "Always 1; the process's service name and Switchboard version."),
     _spec("switchboard_event_loop_lag_seconds", "histogram", "common", (), "How late a timer asked to run every 20 ms actually ran: a stall of the process's event loop shows as a sample of its length.", LAG_BUCKETS),
     _spec("switchboard_event_loop_lag_max_seconds", "gauge", "common", (), "Largest event-loop lag seen in the last 10 to 20 seconds."),
+    _spec("switchboard_event_loop_stall_max_seconds", "gauge", "common", (), "Largest event-loop lag of the last 10 to 20 seconds less the time the loop's thread waited for a CPU (Linux schedstat): what the process itself blocked for (a long callback, a blocking call, a collection), not a busy machine."),
     _spec("switchboard_gc_pause_seconds", "histogram", "common", ("generation",), "Duration of each garbage collection the interpreter ran, by generation (2 = full); the event loop waits for it.", LAG_BUCKETS),
     # -- calls: the original system's names (media node, one sample per call leg) --------
     _spec("voip_calls_total", "counter", "media", ("direction", "disposition"), "Finished call legs by direction (inbound, outbound) and disposition (answered, busy, no_answer, failed, cancelled)."),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from switchboard.observability.loop_lag import LoopLagMonitor
@@ -69,3 +71,30 @@ async def test_full_collections_are_timed_by_generation_and_stop_unhooks() -> No
     before = _value(reg, "switchboard_gc_pause_seconds_count", {"generation": "2"})
     gc.collect(2)
     assert _value(reg, "switchboard_gc_pause_seconds_count", {"generation": "2"}) == before
+
+
+async def test_a_loop_blocked_by_its_own_work_or_a_blocking_call_is_a_stall() -> None:
+    """The stall gauge keeps what the process blocked itself — 120 ms of its own CPU in
+    one callback, a 120 ms blocking call — and takes out only the time the loop's thread
+    waited on the run queue (the kernel's schedstat, Linux): it is never above the lag."""
+    if not os.path.exists("/proc/thread-self/schedstat"):
+        pytest.skip("no schedstat")
+    reg = CollectorRegistry()
+    mon = LoopLagMonitor(reg, interval=0.01, window=5.0, gc_pauses=False)
+    mon.start()
+    try:
+        await asyncio.sleep(0.05)
+        end = time.thread_time() + 0.12
+        while time.thread_time() < end:  # 120 ms of this thread's CPU, however long it takes
+            pass
+        await asyncio.sleep(0.03)
+        # late >= own CPU + run-queue wait - interval, and the wait is what is taken out
+        assert mon.max_stall >= 0.1, (mon.max_stall, mon.max_seen)
+        assert mon.max_stall <= mon.max_seen
+        busy = _value(reg, "switchboard_event_loop_stall_max_seconds")
+        assert busy == mon.max_stall
+        time.sleep(0.25)  # a blocking call: no CPU, no run queue — still the loop's stall
+        await asyncio.sleep(0.03)
+        assert mon.max_stall >= 0.2
+    finally:
+        mon.stop()
