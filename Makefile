@@ -23,7 +23,7 @@ $(BIN)/switchboard: pyproject.toml
 
 deps: $(BIN)/switchboard
 
-# The router's hot path compiled with mypyc (src/switchboard/_native.py): a no-op while the
+# The router's and the RTP engine's hot paths compiled with mypyc (src/switchboard/_native.py): a no-op while the
 # build matches the source; a module edited since is run from source until the next build.
 native: deps
 	@$(BIN)/python -c 'import sys; from switchboard._native import main; sys.exit(main(["build"]))'
@@ -95,7 +95,7 @@ test: native system-deps esl-node-deps esl-client-deps
 
 # The modules `make native` compiles, tested once more as the Python source they are.
 test-pure: deps
-	SWITCHBOARD_NATIVE=0 $(BIN)/python -m pytest -q tests/unit/router tests/unit/sip
+	SWITCHBOARD_NATIVE=0 $(BIN)/python -m pytest -q tests/unit/router tests/unit/sip tests/unit/rtp
 
 # The unit tests only (tests/unit: pure, no sockets, processes or database): under a minute.
 test-fast: deps

@@ -1,7 +1,9 @@
-"""The router's hot path compiled to C with mypyc, loaded only while it matches the source.
+"""The hot paths compiled to C with mypyc, loaded only while they match the source.
 
 The modules in :data:`MODULES` — the SIP fast path and the router's proxy core with the
-pure modules it calls on every message — are plain, fully typed Python. ``make native``
+pure modules it calls on every message, and the RTP helpers a media node calls for every
+packet (the header writer, the RFC 3550 receive statistics) — are plain, fully typed
+Python. ``make native``
 (part of ``make run`` and ``make test``) compiles them with mypyc, the compiler that
 ships with mypy, into ``_native_build/`` next to this file (not in version control).
 Nothing else changes: the same source is the documentation, the test subject and the
@@ -38,13 +40,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-# Compiled as one group: the SIP fast path and the proxy core with its pure helpers.
+# Compiled as one group: the SIP fast path and the proxy core with its pure helpers; the
+# RTP packet writer and receive statistics (per packet on a media node: bench/media).
 MODULES = (
     "switchboard.sip.fastpath",
     "switchboard.router.proxy",
     "switchboard.router.dispatcher",
     "switchboard.router.protection",
     "switchboard.router.trunks",
+    "switchboard.rtp.packet",
+    "switchboard.rtp.stats",
 )
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILD_DIR = PACKAGE_DIR / "_native_build"

@@ -17,13 +17,15 @@ runs from a timer instead, at a moment when nobody waits for it:
 
 * when the node has been without calls for ``idle_after`` seconds and a collection has
   something to scan (a generation-1 collection ran since the last full one);
+* once more when it has been without calls for ``settled_after`` seconds (40): the
+  last calls' transactions live 32 s after them and hold their messages until then;
 * at the latest ``max_interval`` seconds after the previous one, calls or not — the
   safety net for cycles made outside the call path (admin API, ESL clients), bounding
   what they can hold.
 
 Each collection is timed by the loop-lag monitor's ``switchboard_gc_pause_seconds``.
 
-After the idle collection the C allocator is asked to give its free pages back to the
+After each idle collection the C allocator is asked to give its free pages back to the
 system (glibc ``malloc_trim``): SIP messages, SDP bodies and RTP payloads are over
 512 bytes, so they live in malloc's heap rather than Python's own arenas, and the pages
 of a load's worth of them stayed resident after the calls ended (free, but counted in
@@ -46,6 +48,10 @@ log = logging.getLogger(__name__)
 FULL_NEVER = 2**31 - 1  # generation-1 collections between automatic full ones: never
 CHECK = 1.0  # s between looks at the node
 IDLE_AFTER = 5.0  # s without calls before a full collection
+# s without calls before the second idle pass: the last calls' transactions have ended by
+# then (they live 64·T1 = 32 s after their last message, RFC 3261 §17) and so has what they
+# held, after the first pass had given back what it could.
+SETTLED_AFTER = 40.0
 MAX_INTERVAL = 3600.0  # s: a full collection at least this often, calls or not
 
 
@@ -69,11 +75,14 @@ class CollectorPolicy:
         *,
         check: float = CHECK,
         idle_after: float = IDLE_AFTER,
+        settled_after: float = SETTLED_AFTER,
         max_interval: float = MAX_INTERVAL,
     ) -> None:
         self.active_calls = active_calls
         self.check = check
         self.idle_after = idle_after
+        self.settled_after = settled_after
+        self._settled = False  # the second idle pass of this idle period is done
         self.max_interval = max_interval
         self.collections = 0  # full collections this policy ran
         self.last_pause = 0.0  # seconds the last one took
@@ -110,20 +119,31 @@ class CollectorPolicy:
         now = loop.time()
         if self.active_calls() > 0:
             self._idle_since = None
+            self._settled = False
         elif self._idle_since is None:
             self._idle_since = now
-        idle = self._idle_since is not None and now - self._idle_since >= self.idle_after
+        idle_for = now - self._idle_since if self._idle_since is not None else -1.0
+        idle = idle_for >= self.idle_after
         # get_count()[2]: generation-1 collections since the last full one, i.e. whether
         # anything was promoted to the old generation that a full collection would scan.
         due = now - self._last_full >= self.max_interval
         if idle and gc.get_count()[2] > 0:
             self.collect()
-            if self._trim is not None:
-                self._trim(0)
-                self.trims += 1
+            self._give_back()
+        elif idle_for >= self.settled_after and not self._settled:
+            # The finished calls' transactions are gone now: reference counting freed
+            # their messages after the first pass, into pages nobody gave back yet.
+            self._settled = True
+            self.collect()
+            self._give_back()
         elif due:
             self.collect()
         self._timer = loop.call_later(self.check, self._tick)
+
+    def _give_back(self) -> None:
+        if self._trim is not None:
+            self._trim(0)
+            self.trims += 1
 
     def collect(self) -> int:
         """Run a full collection now; returns the number of unreachable objects found."""

@@ -142,3 +142,31 @@ async def test_idle_collection_gives_free_heap_pages_back(full_collections: list
         assert len(keep) == 600
     finally:
         policy.stop()
+
+
+async def test_a_second_idle_pass_when_the_last_transactions_are_gone(
+    full_collections: list[str],
+) -> None:
+    # The first idle pass comes 5 s after the last call, while the calls' transactions
+    # (32 s) still hold their messages; the second, once they are gone, gives back what
+    # reference counting freed since — with no young collection in between to prompt it.
+    calls = [1]
+    policy = CollectorPolicy(
+        lambda: calls[0], check=0.02, idle_after=0.05, settled_after=0.5, max_interval=3600
+    )
+    policy.start()
+    try:
+        churn(50_000)
+        calls[0] = 0
+        await async_wait_until(lambda: policy.collections >= 1, timeout=5.0, what="first pass")
+        first = policy.collections
+        assert not policy._settled
+        await async_wait_until(lambda: policy._settled, timeout=5.0, what="the settled pass")
+        assert policy.collections == first + 1
+        if _malloc_trim() is not None:
+            assert policy.trims == first + 1
+        await asyncio.sleep(0.3)
+        assert policy.collections == first + 1  # once per idle period
+        assert "interpreter" not in full_collections
+    finally:
+        policy.stop()
