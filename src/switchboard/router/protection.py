@@ -250,7 +250,18 @@ class ScannerFilter:
         if self._re is None:
             return False
         head = data.find(b"\r\n\r\n")
-        return self._re.search(data, 0, head if head >= 0 else len(data)) is not None
+        end = head if head >= 0 else len(data)
+        # The search only matches at a line starting "user-agent" or "server" (any
+        # case): without one, skip it. A case-insensitive search from ``^`` at every
+        # position of the head cost ~100,000 instructions per request (callgrind).
+        low = data[:end].lower()
+        if not (
+            low.startswith((b"user-agent", b"server"))
+            or low.find(b"\nuser-agent") >= 0
+            or low.find(b"\nserver") >= 0
+        ):
+            return False
+        return self._re.search(data, 0, end) is not None
 
 
 @dataclass(frozen=True)

@@ -407,7 +407,7 @@ def _from_far_end(m: Message) -> bool:
     destination itself failed. Read only for failure responses, off the hot path."""
     for line in m.lines:
         name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() == b"reason" and b"q.850" in value.lower():
+        if colon and name.strip().lower() == b"reason" and value.lower().find(b"q.850") >= 0:
             return True
     return False
 
@@ -911,7 +911,7 @@ class Proxy:
                 return []
             self.stats.acl_rejects += 1
             return reply(403)
-        if dispatched and method == b"OPTIONS" and b"@" not in m.ruri:
+        if dispatched and method == b"OPTIONS" and m.ruri.find(b"@") < 0:
             return reply(200, None, (b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS",))
         order: list[Destination] = []
         admission = None
@@ -1346,7 +1346,7 @@ class Proxy:
     def _strip(self, m: Message) -> bytes:
         """§16.7 step 3: remove the topmost Via (ours)."""
         i = m.vias[0]
-        if b"," in m.lines[i]:
+        if m.lines[i].find(b",") >= 0:
             _, rest = wire.first_value(m.value(i))
             if rest:
                 m.lines[i] = wire.header_name(m.lines[i]) + b": " + rest
@@ -1454,7 +1454,9 @@ class Proxy:
     def _stateless_response(self, m: Message, via: Via) -> list[Send]:
         """§16.7 / §16.11: a response with no client transaction (a late 2xx) goes up by
         the next Via, if the top one is ours."""
-        if via.sent_by not in self._sent_by or (len(m.vias) < 2 and b"," not in m.value(m.vias[0])):
+        if via.sent_by not in self._sent_by or (
+            len(m.vias) < 2 and m.value(m.vias[0]).find(b",") < 0
+        ):
             return []
         data = self._strip(m)
         try:
@@ -1839,7 +1841,7 @@ _NO_DIALOG: Final = HiddenDialog(b"", b"", b"", 0.0)
 
 def _is_via(line: bytes) -> bool:
     low = line[:4].lower()
-    return low == b"via:" or low[:2] == b"v:" or (low == b"via " and b":" in line[:8])
+    return low == b"via:" or low[:2] == b"v:" or (low == b"via " and line[:8].find(b":") >= 0)
 
 
 def _is_contact(line: bytes) -> bool:

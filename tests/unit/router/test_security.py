@@ -35,6 +35,27 @@ def test_scanner_filter_ignores_bodies_other_headers_and_real_phones() -> None:
     assert not ScannerFilter([]).match(invite(extra="User-Agent: friendly-scanner"))
 
 
+@pytest.mark.parametrize(
+    ("extra", "scanner"),
+    [
+        ("uSER-aGENT:friendly-scanner", True),
+        ("Server: sipvicious", True),
+        ("SERVER \t: x sipcli/v1", True),
+        ("User-Agent: baresip\r\nX-Note: friendly-scanner", False),
+        ("X-User-Agent: friendly-scanner", False),  # not a line starting with the name
+        ("Subject: server friendly-scanner", False),
+    ],
+)
+def test_scanner_filter_agrees_with_its_search(extra: str, scanner: bool) -> None:
+    """match() skips the regular expression when no line starts with User-Agent or
+    Server; the answer is the search's over the whole header block either way."""
+    f = ScannerFilter(DEFAULT_SCANNERS)
+    data = invite(extra=extra)
+    assert f._re is not None
+    full = f._re.search(data, 0, data.find(b"\r\n\r\n")) is not None
+    assert f.match(data) is full is scanner
+
+
 def test_auth_bans_more_than_limit_in_window_then_expires() -> None:
     b = AuthBans(limit=3, window=10, ban_seconds=60)
     assert [b.failed("192.0.2.1", t) for t in (0, 1, 2)] == [None, None, None]
