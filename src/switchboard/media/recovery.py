@@ -365,10 +365,38 @@ async def restore(
         for s in sessions:
             s.channel.set_var(RECOVERY_VAR, "resumed" if whole else "ended")
         out.append((sessions, whole, (str(app[0]), str(app[1])) if app else None))
+    _end_partners_together(ua, out)
     if replayed:
         log.warning("recovery: %d CDR(s) of legs ended before the restart submitted again",
                     replayed)  # fmt: skip
     return out
+
+
+def _end_partners_together(ua: UserAgent, restored: list[Restored]) -> None:
+    """Until a rebuilt bridge is re-established, the end of either leg ends the other.
+
+    Installed before the SIP socket listens: a BYE the far end retransmitted while the
+    node was down can arrive as soon as the UDP socket is bound — while the node still
+    binds TCP and before :func:`start_resumed` runs the bridge app — and end one leg of
+    a bridge nobody has re-established. Without this its partner stayed up unbridged,
+    parked and billed until its RTP timeout — one way the HA lab's media kill (no warm
+    spare: seconds down, callers hanging up meanwhile) left carrier legs up ~65 s."""
+    sw = ua.switch
+    partners: dict[str, str] = {}
+    for sessions, whole, app in restored:
+        if whole and app is None and len(sessions) == 2:
+            a, b = sessions
+            partners[a.uuid], partners[b.uuid] = b.uuid, a.uuid
+    if not partners:
+        return
+
+    def on_hangup(s: Session) -> None:
+        other = partners.pop(s.uuid, None)
+        if other is not None:
+            partners.pop(other, None)
+            sw.hangup(other, Cause.NORMAL_CLEARING)  # a no-op if the bridge ended it
+
+    sw.hangup_hooks.append(on_hangup)
 
 
 def start_resumed(ua: UserAgent, restored: list[Restored]) -> tuple[int, int]:
@@ -377,20 +405,9 @@ def start_resumed(ua: UserAgent, restored: list[Restored]) -> tuple[int, int]:
     legs."""
     resumed = ended = 0
     sw = ua.switch
-    # The SIP socket listens already: a BYE retransmitted while the node was down may end
-    # one leg before its bridge is re-established (the bridge app runs in a task). Until
-    # then, a leg's end ends its partner here, or the partner would stay up unbridged.
-    partners: dict[str, str] = {}
-
-    def on_hangup(s: Session) -> None:
-        other = partners.pop(s.uuid, None)
-        if other is not None:
-            partners.pop(other, None)
-            sw.hangup(other, Cause.NORMAL_CLEARING)  # a no-op if the bridge ended it
-
     for sessions, whole, _app in restored:
         for s in sessions if whole else ():
-            if s.data.pop(MOVED, False) and isinstance(s.leg, SipLeg):
+            if s.data.pop(MOVED, False) and isinstance(s.leg, SipLeg) and not s.is_hungup:
                 reoffer(s.leg)
     for sessions, whole, app in restored:
         if whole and app is not None and len(sessions) == 1:
@@ -400,7 +417,10 @@ def start_resumed(ua: UserAgent, restored: list[Restored]) -> tuple[int, int]:
             continue
         if whole:
             a, b = sessions
-            partners[a.uuid], partners[b.uuid] = b.uuid, a.uuid
+            if a.is_hungup or b.is_hungup:
+                # a BYE came in while the UDP socket listened and the rest of the node
+                # was still starting: the partner hook (restore) has ended the other leg
+                continue
             b.parked = True
             sw.start_apps(b, [])
             sw.start_apps(a, [("_bridge_existing", b.uuid)])
@@ -412,8 +432,6 @@ def start_resumed(ua: UserAgent, restored: list[Restored]) -> tuple[int, int]:
             sw.start_apps(s, [])
             sw.hangup(s.uuid, Cause.NORMAL_TEMPORARY_FAILURE)
             ended += 1
-    if partners:
-        sw.hangup_hooks.append(on_hangup)
     if resumed or ended:
         log.warning("recovery: %d call leg(s) resumed, %d ended (partner gone)", resumed, ended)
     return resumed, ended
