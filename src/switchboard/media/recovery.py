@@ -152,8 +152,11 @@ def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
     # forgotten when their legs end (on_hangup below)
     records: dict[str, tuple[tuple[str, ...], list[str] | None]] = {}
 
+    records_with_app: set[str] = set()  # conference members journaled with their room
+
     def on_hangup(s: Session) -> None:
         records.pop(s.uuid, None)
+        records_with_app.discard(s.uuid)
 
     switch.hangup_hooks.append(on_hangup)
 
@@ -207,21 +210,21 @@ def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
             ch = switch.channel(uuid)
             if ch is not None and ch.direction == "inbound" and ch.application != "bridge":
                 journal_alone(uuid, None)  # playback, IVR, echo, park...
-        elif (
-            name == "CUSTOM"
-            and ev.headers.get("Action") == "add-member"
-            and (ev.headers.get("Event-Subclass") == "conference::maintenance")
-        ):
+        elif name == "CUSTOM":
+            # a conference's add-member (read from the channel: events carry no headers
+            # when no Event Socket client wants them); the member rejoins its room on a
+            # restart, without its PIN again (it was let in)
             uuid = ev.channel_uuid
-            ch = switch.channel(uuid)
-            if ch is not None:
-                room, _pin, flags = parse_conference_arg(
-                    ch.variables.get("current_application_data", "")
-                )
-                room = ev.headers.get("Conference-Name") or room
-                kept = "|".join(sorted(flags & {"mute", "deaf"}))
-                # the member rejoins its room (no PIN again: it was let in)
-                journal_alone(uuid, ["conference", room + (f"+flags{{{kept}}}" if kept else "")])
+            ch = switch.channel(uuid) if uuid else None
+            if ch is None or ch.application != "conference" or uuid in records_with_app:
+                return
+            room = ch.variables.get("conference_name")
+            if not room:
+                return  # still at its PIN prompt
+            _room, _pin, flags = parse_conference_arg(ch.application_data)
+            kept = "|".join(sorted(flags & {"mute", "deaf"}))
+            records_with_app.add(uuid)
+            journal_alone(uuid, ["conference", room + (f"+flags{{{kept}}}" if kept else "")])
 
     switch.inbound_hooks.append(on_inbound)
     switch.events.subscribe(on_event, headers=False)
