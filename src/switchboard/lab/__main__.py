@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-from switchboard.lab.topology import Lab, LabError
+from switchboard.lab.topology import Lab, LabBusy, LabError
 
 
 def main(argv: list[str]) -> int:
@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
         return 1
     lab = Lab()
     if argv[0] == "down":
-        lab.down()
+        lab.down(force=True)  # the operator asked: whoever runs it
         print("lab: down")
         return 0
 
@@ -31,6 +31,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     try:
         lab.up()
+    except LabBusy as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 3
     except LabError as exc:
         print(f"lab: {exc}; tearing down (logs kept in {lab.dir})", file=sys.stderr)
         lab.down()

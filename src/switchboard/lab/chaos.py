@@ -214,18 +214,22 @@ def prepaid(lab: Lab, counts: Counts) -> dict[str, Any]:
     has settled (should return to 0); ``debits_missing`` / ``debits_duplicated`` — answered
     calls of the run whose inbound CDR has no call debit in the ledger / more than one."""
 
+    if not lab.prepaid:
+        return {}
+
     def reserved() -> str:
         return psql(lab, f"SELECT reserved FROM account WHERE name = '{PREPAID_ACCOUNT}'")
 
     # settlements are retried while the database fails over: wait for them (bounded)
     with contextlib.suppress(LabError):
         wait_for("the run's calls settled", lambda: float(reserved()) == 0, 60, step=0.5)
+    # one hash join (the ledger has no index on call_id: a subquery per CDR took > 5 s)
     missing, twice = (int(x) for x in psql(lab, (
         "SELECT count(*) FILTER (WHERE n = 0), count(*) FILTER (WHERE n > 1) FROM ("
-        " SELECT (SELECT count(*) FROM account_transaction t WHERE t.kind = 'call'"
-        "  AND t.call_id = c.call_id) AS n FROM cdr c WHERE c.direction = 'inbound'"
-        f"  AND c.billsec > 0 AND c.sip_call_id LIKE '{counts.call_ids}') x"
-    )).split("|"))  # fmt: skip
+        " SELECT c.call_id, count(t.id) AS n FROM cdr c LEFT JOIN account_transaction t"
+        "  ON t.kind = 'call' AND t.call_id = c.call_id WHERE c.direction = 'inbound'"
+        f"  AND c.billsec > 0 AND c.sip_call_id LIKE '{counts.call_ids}' GROUP BY c.call_id) x"
+    ), timeout=30).split("|"))  # fmt: skip
     overspent = int(psql(lab, "SELECT count(*) FROM account WHERE balance + credit_limit < 0"))
     return {
         "prepaid_overspent": overspent,
@@ -366,9 +370,7 @@ def db_failover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str, A
     """(c) the PostgreSQL primary dies (kill -9 of everything on its host: Patroni and the
     postmaster) mid-load: Patroni promotes the replica; CDRs spooled meanwhile are written
     once each."""
-    leader = lab.db_leader()
-    if leader is None:
-        raise LabError("no PostgreSQL leader")
+    leader = current_leader(lab)
     host = "db-1" if leader == "pg1" else "db-2"
     other = "db-2" if host == "db-1" else "db-1"
     load = Load(lab, rate, calls, hold_s).start()
@@ -403,6 +405,21 @@ def db_failover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str, A
     }
 
 
+def current_leader(lab: Lab) -> str:
+    """The Patroni leader's name, asked until its REST API answers (bounded: a loaded
+    machine can leave one /cluster request without an answer for its 3 s)."""
+    found: list[str] = []
+
+    def leader() -> bool:
+        name = lab.db_leader()
+        if name is not None:
+            found.append(name)
+        return name is not None
+
+    wait_for("a PostgreSQL leader", leader, 30, step=0.5)
+    return found[-1]
+
+
 def other_name(pg: str) -> str:
     return "pg2" if pg == "pg1" else "pg1"
 
@@ -410,9 +427,7 @@ def other_name(pg: str) -> str:
 def db_switchover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str, Any]:
     """A planned switchover (Patroni's REST API, what ``patronictl switchover`` does)
     mid-load: the replica becomes the primary; CDRs written meanwhile are stored once."""
-    leader = lab.db_leader()
-    if leader is None:
-        raise LabError("no PostgreSQL leader")
+    leader = current_leader(lab)
     candidate = "pg2" if leader == "pg1" else "pg1"
     load = Load(lab, rate, calls, hold_s).start()
     time.sleep(hold_s + 1.0)
@@ -439,11 +454,11 @@ def db_switchover(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str,
 
 def cli_reaches_primary(lab: Lab) -> dict[str, Any]:
     """The CLI on the monitor host, through deploy/'s multi-host URL: the newest CDR."""
-    from switchboard.lab.topology import CONFIG, SWITCHBOARD
+    from switchboard.lab.topology import SWITCHBOARD
 
     r = subprocess.run(
         ["ip", "netns", "exec", "monitor", str(SWITCHBOARD), "cdr", "list", "--config",
-         str(CONFIG), "--limit", "1", "--json"],
+         str(lab.config), "--limit", "1", "--json"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     if r.returncode != 0:

@@ -68,6 +68,29 @@ class LabError(RuntimeError):
     """The lab could not be built or a step did not come true in time."""
 
 
+class LabBusy(LabError):
+    """Another process's lab is up: its namespaces carry the same names."""
+
+
+def owner_file() -> Path:
+    """Where the process running the lab writes its pid: the namespaces' names are the
+    machine's, so one lab at a time (a second ``up`` would tear the first one down)."""
+    return Path(os.environ.get("LAB_OWNER_FILE", "/run/switchboard-lab.owner"))
+
+
+def other_owner() -> int | None:
+    """The pid of another live process running a lab, if there is one. A ``make lab``
+    that has returned (its lab left up for the user) or an interrupted run owns nothing:
+    the next lab clears what it left."""
+    try:
+        pid = int(owner_file().read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if pid == os.getpid() or not Path(f"/proc/{pid}").exists():
+        return None
+    return pid
+
+
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 
@@ -106,6 +129,26 @@ class Lab:
     dir: Path = field(default_factory=lambda: Path(os.environ.get("LAB_DIR", "/tmp/sblab")))
     log: Callable[[str], None] = print
     procs: dict[str, int] = field(default_factory=dict)
+    # the carrier's calls prepaid: credit control on in the lab's copy of deploy/'s config
+    # (deploy/ leaves it off: one account at 50 calls/s is more than its row can take)
+    prepaid: bool = False
+
+    @property
+    def config(self) -> Path:
+        """deploy/'s switchboard.toml, or with ``prepaid`` its copy (next to a copy of the
+        dispatcher list it names) with ``[billing] credit_control = true``."""
+        if not self.prepaid:
+            return CONFIG
+        out = self.dir / "config" / CONFIG.name
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(CONFIG.parent / "dispatcher.list", out.parent / "dispatcher.list")
+            text = CONFIG.read_text()
+            on = text.replace("credit_control = false", "credit_control = true", 1)
+            if on == text:
+                raise LabError(f"no 'credit_control = false' in {CONFIG} to turn on")
+            out.write_text(on)
+        return out
 
     # ------------------------------------------------------------------ addresses
     def http(self, host: str, url: str, data: bytes | None = None, method: str = "GET") -> Any:
@@ -192,8 +235,13 @@ class Lab:
         ip("-n", HUB, "link", "set", f"v-{host}", "up" if up else "down")
 
     # ------------------------------------------------------------------ down
-    def down(self) -> None:
-        """Kill every process in the lab's namespaces, delete them and their files."""
+    def down(self, force: bool = False) -> None:
+        """Kill every process in the lab's namespaces, delete them and their files —
+        unless another live process runs the lab (``force``: ``make lab-down``)."""
+        other = other_owner()
+        if other is not None and not force:
+            self.log(f"lab: left alone — process {other} runs it ({owner_file()})")
+            return
         for ns in lab_namespaces():
             pids = ip("netns", "pids", ns, check=False).stdout.split()
             for pid in pids:
@@ -211,6 +259,8 @@ class Lab:
         for host in HOSTS:
             shutil.rmtree(f"/etc/netns/{host}", ignore_errors=True)
         self.procs = {}
+        with contextlib.suppress(OSError):
+            owner_file().unlink()
         if self.dir.exists():
             for child in self.dir.iterdir():
                 if child.is_dir():
@@ -333,20 +383,20 @@ class Lab:
 
     def migrate(self) -> None:
         r = netns_exec(
-            "monitor", str(SWITCHBOARD), "db", "migrate", "--config", str(CONFIG), timeout=60
+            "monitor", str(SWITCHBOARD), "db", "migrate", "--config", str(self.config), timeout=60
         )
         if r.returncode != 0:
             raise LabError(f"switchboard db migrate failed: {r.stdout}{r.stderr}")
 
     def cli(self, *args: str, timeout: float = 60) -> str:
         """``switchboard ARGS --config deploy/'s`` on the monitor host (the operator's CLI)."""
-        r = netns_exec("monitor", str(SWITCHBOARD), *args, "--config", str(CONFIG),
+        r = netns_exec("monitor", str(SWITCHBOARD), *args, "--config", str(self.config),
                        timeout=timeout)  # fmt: skip
         if r.returncode != 0:
             raise LabError(f"switchboard {' '.join(args)} failed: {r.stdout}{r.stderr}")
         return r.stdout
 
-    def prepaid(self) -> None:
+    def make_prepaid(self) -> None:
         """The carrier's prepaid account (deploy/'s [trunks.carrier] account) and the sell
         deck that prices its calls, made with the CLI as an operator would."""
         deck = self.dir / "monitor" / "deck.csv"
@@ -358,7 +408,8 @@ class Lab:
 
     def start_media(self, host: str) -> None:
         # deploy/systemd/switchboard-media@.service ExecStart, %i = the host's name
-        self.start(host, host, [str(SWITCHBOARD), "media", "--config", str(CONFIG), "--name", host])
+        cmd = [str(SWITCHBOARD), "media", "--config", str(self.config), "--name", host]
+        self.start(host, host, cmd)
 
     def media_ready(self, host: str) -> bool:
         addr = HOSTS[host][0]
@@ -366,7 +417,7 @@ class Lab:
 
     def start_router(self, host: str) -> None:
         # deploy/systemd/switchboard-router.service ExecStart
-        self.start(host, host, [str(SWITCHBOARD), "router", "--config", str(CONFIG)])
+        self.start(host, host, [str(SWITCHBOARD), "router", "--config", str(self.config)])
 
     def router_states(self, host: str) -> dict[str, str]:
         addr = HOSTS[host][0]
@@ -437,9 +488,21 @@ class Lab:
             ],
         )
 
+    def claim(self) -> None:
+        """Make this process the lab's owner, or LabBusy naming the one that is."""
+        other = other_owner()
+        if other is not None:
+            raise LabBusy(
+                f"another HA lab is running (process {other}, {owner_file()}): wait for it,"
+                " or stop it with `make lab-down`"
+            )
+        owner_file().write_text(f"{os.getpid()} {self.dir}\n")
+
     def up(self) -> None:
         t0 = time.monotonic()
+        self.claim()
         self.down()
+        self.claim()  # down() cleared the file with the leftovers
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log(f"lab: network ({len(HOSTS)} hosts on {SUBNET}, bridge in namespace {HUB})")
         self.network()
@@ -447,7 +510,8 @@ class Lab:
         self.etcd()
         self.log("lab: PostgreSQL under Patroni (db-1, db-2)")
         self.postgres()
-        self.prepaid()
+        if self.prepaid:
+            self.make_prepaid()
         self.log("lab: media nodes")
         for h in MEDIA:
             self.start_media(h)

@@ -56,7 +56,7 @@ def lab() -> Iterator[Lab]:
     # not under pytest's tmp (mode 700): Patroni runs as the postgres user in <dir>/db-N
     d = Path(tempfile.mkdtemp(prefix="sblab-test-"))
     d.chmod(0o755)
-    lab = Lab(dir=d, log=lambda _m: None)
+    lab = Lab(dir=d, log=lambda _m: None, prepaid=True)
     try:
         lab.up()
         yield lab
