@@ -326,7 +326,16 @@ def test_a_node_that_does_not_come_back_has_its_calls_ended() -> None:
             "-timeout", "60s", "-timeout_error", "-mp", str(base + 2 * CALLS + 4),
         ])  # fmt: skip
         node = p.media_admin_urls()[0]
-        wait_until(lambda: active_calls(node) == CALLS, 20, "every call bridged on the node")
+        try:
+            wait_until(lambda: active_calls(node) == CALLS, 20, "every call bridged on the node")
+        except AssertionError as exc:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+            logs = "".join(
+                (p.state / f"{r}.log").read_text()[-2500:] for r in ("caller", "carrier")
+            )
+            raise AssertionError(f"{active_calls(node)} calls: {logs}{p.text()[-3000:]}") from exc
         answered = time.monotonic()
         spare = p.spare_pid("media-1")
         os.kill(spare, signal.SIGKILL)
