@@ -116,6 +116,54 @@ async def test_parallel_authorisations_never_overspend(
     assert info.value.status == 402
 
 
+async def test_the_same_call_asked_for_at_once_is_reserved_once(
+    conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
+) -> None:
+    # A retransmitted INVITE handled in parallel (two nodes, or a retry racing the first
+    # ask): both asks find no reservation before either commits; one reserves, the other
+    # gets the same answer, and the account holds the amount once.
+    create_account(conn, "dup", gateways=["gw"])
+    topup(conn, "dup", "5.00")
+    cc = CreditControl(pool, max_call_seconds=60)
+    answers = await asyncio.gather(
+        *(cc.authorise("same", "4420", gateway="gw", now=NOW) for _ in range(8))
+    )
+    assert {(a.max_seconds, a.reserved) for a in answers} == {(60, D("0.6000"))}
+    assert balance(conn, "dup") == (D("5.00"), D("0.60"))
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM reservation WHERE call_id = 'same'")
+        assert cur.fetchone() == (1,)
+
+
+async def test_funds_spent_between_the_reads_are_seen_under_the_lock(
+    conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
+) -> None:
+    # The price is worked out before the row is locked; if another call reserves the
+    # funds in between, the locked check refuses the stale amount and the decision is
+    # taken again on the locked row: the second call gets what is left, not 0 and not more.
+    create_account(conn, "race", gateways=["gw"])
+    topup(conn, "race", "1.00")  # 100 s at 0.01/s
+    cc = CreditControl(pool)
+    first = await cc.authorise("r1", "4420", gateway="gw", now=NOW)
+    assert first.max_seconds == 100
+    await cc.settle("r1", 70, now=NOW)  # 0.30 left
+    # Another node reserves 0.20 of it and has not committed yet: our read sees 0.30 free,
+    # our reserving statement waits for its lock.
+    with conn.transaction():
+        conn.execute("UPDATE account SET reserved = reserved + 0.20 WHERE name = 'race'")
+        second = asyncio.create_task(cc.authorise("r2", "4420", gateway="gw", now=NOW))
+        for _ in range(500):  # bounded: until our statement waits on the row lock
+            await asyncio.sleep(0.01)
+            waiting = conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
+            if waiting and waiting[0]:
+                break
+        else:
+            raise AssertionError("the authorisation never waited for the row lock")
+    auth = await second
+    assert (auth.max_seconds, auth.reserved) == (10, D("0.1000"))
+    assert balance(conn, "race") == (D("0.30"), D("0.30"))
+
+
 async def test_late_hangup_overspends_at_most_one_increment(
     conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
 ) -> None:
