@@ -247,7 +247,7 @@ class CallCredit:
         while True:
             end = answered_at + max_seconds
             wake = end - self.extend_before if renewable else end
-            if await self._ends_within(s, wake - time.time()):
+            if await self._ends_before(s, wake):
                 return
             if not renewable:
                 break
@@ -278,6 +278,17 @@ class CallCredit:
                 if await self._ends_within(s, delay):
                     raise
                 delay = min(delay * 2, AUTHORISE_RETRY_MAX)
+
+    @classmethod
+    async def _ends_before(cls, s: Session, when: float) -> bool:
+        """True if the leg ends before the wall-clock time ``when``. The loop's timers may
+        fire a little early (uvloop counts whole milliseconds from its cached clock): a
+        call cut at 7.999 s is billed 7 s (billsec rounds down) where 8 s were bought, so
+        the wait goes on until the wall clock has passed ``when``."""
+        while (left := when - time.time()) > 0:
+            if await cls._ends_within(s, left + 0.001):
+                return True
+        return s.is_hungup
 
     @staticmethod
     async def _ends_within(s: Session, seconds: float) -> bool:
