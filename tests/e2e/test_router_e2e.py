@@ -242,6 +242,71 @@ async def test_flood_from_one_source_is_blocked_while_carrier_continues(
     assert warnings == ["RATE LIMIT: 127.0.0.3"]
 
 
+async def test_each_router_of_a_pair_keeps_its_own_pike_counts(workdir: Path) -> None:
+    """Two routers on one configuration (an HA pair: docs/operations.md "What each router
+    keeps to itself"): a stranger's flood banned by one is not banned by the other, which
+    has counted none of it and still answers the stranger (403, the acl's answer, not
+    pike's 503) — pike's counters and bans are
+    per router, so a stranger spreading a flood over the pair gets up to twice the
+    density before either bans it."""
+    ports = [free_port(), free_port()]
+    pike = {"sampling_time_unit": 1, "reqs_density_per_unit": 50, "ban_seconds": 30}
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.3", 0))
+    sport = stranger.getsockname()[1]
+
+    def options(n: int, rport: int) -> bytes:
+        return (
+            f"OPTIONS sip:127.0.0.1:{rport} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.3:{sport};branch=z9hG4bK-pp{n}\r\n"
+            f"From: <sip:x@127.0.0.3>;tag=p{n}\r\nTo: <sip:y@127.0.0.1>\r\n"
+            f"Call-ID: pair-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+
+    async def reply_to(n: int, rport: int) -> bytes:
+        stranger.sendto(options(n, rport), ("127.0.0.1", rport))
+        loop = asyncio.get_running_loop()
+        data = await asyncio.wait_for(loop.sock_recv(stranger, 65535), 5)
+        return data.split(b"\r\n", 1)[0]
+
+    stranger.setblocking(False)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            routers = []
+            for i, rport in enumerate(ports):
+                (workdir / f"r{i}").mkdir()
+                sections = router_sections(
+                    rport, ["sip:127.0.0.1:9"], acl={"allow": ["127.0.0.1"]}, pike=pike
+                )
+                routers.append(
+                    await stack.enter_async_context(running_router(workdir / f"r{i}", sections))
+                )
+            one, two = routers
+            # a stranger outside the acl is answered 403 by either router until pike bans it
+            assert await reply_to(0, ports[1]) == b"SIP/2.0 403 Forbidden"
+            for n in range(1, 201):  # 200 requests in ~0.2 s to the first: 4x its density
+                stranger.sendto(options(n, ports[0]), ("127.0.0.1", ports[0]))
+                if n % 20 == 0:
+                    await asyncio.sleep(0.02)
+            now = one.loop.time()
+            assert one.proxy.pike is not None and two.proxy.pike is not None
+            await async_wait_until(
+                lambda: one.proxy.pike.is_banned("127.0.0.3", one.loop.time()), 5,
+                "the first router bans the stranger",
+            )  # fmt: skip
+            assert one.proxy.stats.pike_blocks == 1
+            # the second saw one request of it: no ban, nothing counted against it
+            assert not two.proxy.pike.is_banned("127.0.0.3", now)
+            assert two.proxy.stats.pike_blocks == 0
+            with contextlib.suppress(BlockingIOError):
+                while stranger.recv(65535):  # what the first answered, out of the way
+                    pass
+            assert await reply_to(1000, ports[1]) == b"SIP/2.0 403 Forbidden"  # not 503
+    finally:
+        stranger.close()
+
+
 async def test_malformed_oversized_and_tcp_garbage_do_not_disturb_calls(workdir: Path) -> None:
     a, b, pa, pb = await uas_pair(workdir, "router_uas.xml", "router_uas.xml")
     rport = free_port()
