@@ -238,13 +238,7 @@ class CreditControl:
             # again on the locked row and reserves: concurrent calls on one account hold
             # its lock for that statement and the commit, not for five round trips (at 50
             # calls/s on one prepaid account the queue on the lock grew to seconds).
-            await cur.execute(
-                "SELECT id, name, balance, credit_limit, reserved, deck_id FROM account"
-                " WHERE id = %s",
-                (account_id,),
-            )
-            seen = await cur.fetchone()
-            assert seen is not None
+            seen = await self._account(cur, account_id, lock=False)
             await cur.execute("SELECT 1 FROM reservation WHERE call_id = %s", (call_id,))
             if await cur.fetchone() is None:
                 rate = await self._rate(cur, seen, destination, now)
@@ -263,6 +257,18 @@ class CreditControl:
             # A reservation for this call exists already (a retransmitted INVITE), or the
             # funds changed between the two reads: decide on the locked row.
             return await self._authorise_locked(cur, account_id, call_id, destination, now)
+
+    @staticmethod
+    async def _account(cur: Any, account_id: int, *, lock: bool) -> dict[str, Any]:
+        """The account row the authorisation decides on; ``lock``: ``FOR UPDATE``."""
+        await cur.execute(
+            "SELECT id, name, balance, credit_limit, reserved, deck_id FROM account"
+            " WHERE id = %s" + (" FOR UPDATE" if lock else ""),
+            (account_id,),
+        )
+        row: dict[str, Any] | None = await cur.fetchone()
+        assert row is not None
+        return row
 
     async def _rate(self, cur: Any, acct: dict[str, Any], destination: str, now: datetime) -> Rate:
         """The sell rate for ``destination`` in the account's deck (or the default deck)."""
@@ -306,13 +312,7 @@ class CreditControl:
     async def _authorise_locked(
         self, cur: Any, account_id: int, call_id: str, destination: str, now: datetime
     ) -> Authorisation:
-        await cur.execute(
-            "SELECT id, name, balance, credit_limit, reserved, deck_id FROM account"
-            " WHERE id = %s FOR UPDATE",
-            (account_id,),
-        )
-        acct = await cur.fetchone()
-        assert acct is not None
+        acct = await self._account(cur, account_id, lock=True)
         # A retransmitted INVITE or a second ask for the same call gets the same answer.
         await cur.execute("SELECT * FROM reservation WHERE call_id = %s", (call_id,))
         existing = await cur.fetchone()
