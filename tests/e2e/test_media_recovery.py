@@ -63,18 +63,26 @@ def active_calls(url: str) -> float:
     return 0.0
 
 
+def ready(p: Platform) -> None:
+    """Every media node active at the router, and each node's warm spare (the process that
+    replaces a killed node) done with its imports — slow under load."""
+    nodes = len(p.media_admin_urls())
+    wait_until(
+        lambda: (
+            [d["state"] for d in http_json(p.admin_url + "/destinations")] == ["active"] * nodes
+        ),
+        30,
+        "the media nodes active at the router",
+    )
+    wait_until(lambda: p.text().count("warm spare ready") >= nodes, 60, "the warm spares")
+
+
 @pytest.fixture
 def platform() -> Iterator[Platform]:
     p = Platform(media_nodes=1)
     p.start()
     try:
-        wait_until(
-            lambda: {d["state"] for d in http_json(p.admin_url + "/destinations")} == {"active"},
-            30,
-            "the media node active at the router",
-        )
-        # the spare that replaces a killed node has done its imports (slow under load)
-        wait_until(lambda: "warm spare ready" in p.text(), 60, "media-1's warm spare")
+        ready(p)
         yield p
     finally:
         p.cleanup()
@@ -225,15 +233,7 @@ def test_a_call_in_setup_when_its_node_dies_is_handed_back_to_the_router() -> No
     procs: list[subprocess.Popen[str]] = []
     try:
         p.start()
-        wait_until(
-            lambda: (
-                [d["state"] for d in http_json(p.admin_url + "/destinations")]
-                == ["active", "active"]
-            ),
-            30,
-            "both media nodes active at the router",
-        )
-        wait_until(lambda: p.text().count("warm spare ready") >= 2, 30, "the spares")
+        ready(p)
         wav = ulaw_wav(p.state / "tone.wav")
         carrier = sipp([
             "-sf", str(SIPP_DIR / "media_carrier_slow_uas.xml"), "-p", str(p.carrier),
@@ -292,12 +292,7 @@ def test_a_node_that_does_not_come_back_has_its_calls_ended() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         p.start()
-        wait_until(
-            lambda: {d["state"] for d in http_json(p.admin_url + "/destinations")} == {"active"},
-            30,
-            "the media node active at the router",
-        )
-        wait_until(lambda: "warm spare ready" in p.text(), 60, "media-1's warm spare")
+        ready(p)
         wav = ulaw_wav(p.state / "tone.wav")
         base = free_run(4 * CALLS + 8, 30000, 40000)
         ended: dict[str, float] = {}
@@ -402,12 +397,7 @@ def test_a_prepaid_call_resumed_after_a_crash_still_ends_at_its_credit_limit() -
     procs: list[subprocess.Popen[str]] = []
     try:
         p.start()
-        wait_until(
-            lambda: {d["state"] for d in http_json(p.admin_url + "/destinations")} == {"active"},
-            30,
-            "the media node active at the router",
-        )
-        wait_until(lambda: "warm spare ready" in p.text(), 60, "media-1's warm spare")
+        ready(p)
         url = (p.state / "state" / "postgres.uri").read_text().strip()
         with psycopg.connect(url, autocommit=True) as conn:
             # 0.60 a minute billed per second: 0.08 buys 8 s
