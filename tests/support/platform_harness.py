@@ -39,14 +39,25 @@ def port_free(port: int) -> bool:
     return True
 
 
+_HANDED_OUT: dict[int, float] = {}  # port -> when free_run gave it out in this process
+_HOLD_S = 120.0  # long enough for any configuration to be written and started
+
+
 def free_run(n: int, lo: int = 20000, hi: int = 32000) -> int:
     """First port of ``n`` consecutive ports free for both TCP and UDP on 127.0.0.1.
 
     Below Linux's ephemeral range (32768+) by default, so a port found free is not taken
-    by some process's outgoing connection before the service binds it."""
+    by some process's outgoing connection before the service binds it. A port is not
+    handed out twice within two minutes in one process: a configuration picks all its
+    ports before anything binds them, and two picks must not land on the same port."""
+    now = time.monotonic()
+    for port in [p for p, t in _HANDED_OUT.items() if now - t > _HOLD_S]:
+        del _HANDED_OUT[port]
     for _ in range(200):
         base = random.randrange(lo, hi - n)
-        if all(port_free(base + i) for i in range(n)):
+        run = range(base, base + n)
+        if not any(p in _HANDED_OUT for p in run) and all(port_free(p) for p in run):
+            _HANDED_OUT.update(dict.fromkeys(run, now))
             return base
     raise RuntimeError("no free port range")
 

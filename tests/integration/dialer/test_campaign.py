@@ -131,7 +131,15 @@ async def test_endpoint_drop_continues_on_the_other(db_uri: str) -> None:
     progress = await asyncio.wait_for(task, 30)
     both = Counter(n for n, _, _ in a.originates + b.originates)
     assert max(both.values()) == 1
-    assert set(both) == set(numbers)
+    async with store.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT number FROM dialer_contact WHERE campaign_id=%s AND last_outcome='unknown'",
+            (camp.id,),
+        )
+        unknown = {row["number"] for row in await cur.fetchall()}
+    # An originate written to the socket as it closed may never have been read by the peer:
+    # such a number is closed as unknown (not re-dialed); every other number went out once.
+    assert set(numbers) - set(both) <= unknown
     assert len(b.originates) >= 30
     assert (
         progress.unknown >= 1
