@@ -18,6 +18,8 @@ manner of uvicorn's (``main()`` → ``run()`` → serve until a signal):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import enum
 import logging
 import signal
@@ -96,3 +98,15 @@ def run_service(service: str, main: Coroutine[Any, Any, int], *, level: str = "I
 
 
 __all__ = ["STOP_SIGNALS", "ExitCode", "Signals", "run_service"]
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: deliver SIGTERM to this child when its parent dies, even by SIGKILL, so a
+    supervisor's children (the platform's services, a router's workers) are never left
+    running on their own. Pass as ``preexec_fn``; a no-op where prctl is missing."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

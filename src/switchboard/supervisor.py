@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import json
 import logging
@@ -54,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from switchboard.config import Config
-from switchboard.lifecycle import ExitCode, Signals, run_service
+from switchboard.lifecycle import ExitCode, Signals, die_with_parent, run_service
 from switchboard.observability.metrics import PlatformMetrics
 
 log = logging.getLogger(__name__)
@@ -70,8 +69,6 @@ STABLE_AFTER = 30.0  # a child up this long resets its backoff
 NODE_STABLE_AFTER = 2.0
 REAP_TIMEOUT = 60.0  # a reaper still running after this is killed (it waits 10 s for answers)
 OUTPUT_TAIL = 40  # lines of a child's output kept for the failure message
-
-_PR_SET_PDEATHSIG = 1
 
 
 class StartError(Exception):
@@ -338,13 +335,6 @@ def check_addresses(specs: Sequence[ServiceSpec]) -> None:
         raise StartError("cannot start:\n  " + "\n  ".join(problems))
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: deliver SIGTERM to this child if the supervisor dies (even by SIGKILL)."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 @dataclass
 class _Child:
     spec: ServiceSpec
@@ -472,7 +462,7 @@ class Supervisor:
             stderr=asyncio.subprocess.STDOUT,
             env=env,
             start_new_session=True,  # own process group: signals reach its whole tree
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
 
     async def _spawn(self, child: _Child) -> None:

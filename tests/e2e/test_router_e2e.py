@@ -23,6 +23,7 @@ import pytest
 
 from switchboard.router.dispatcher import DestinationState
 from tests.support.net import async_wait_until, free_port
+from tests.support.platform_harness import alive
 from tests.support.router import (
     admin_url,
     both_active,
@@ -472,6 +473,48 @@ async def wait_http(url: str, timeout: float = 10.0) -> None:
             if loop.time() > deadline:
                 raise AssertionError(f"{url} did not come up")
             await asyncio.sleep(0.1)
+
+
+async def test_workers_exit_when_their_supervisor_is_killed(workdir: Path) -> None:
+    """kill -9 of a multi-worker router's parent leaves no worker holding the port."""
+    rport, admin = free_port(), free_port("tcp")
+    while not _tcp_free(admin + 1):  # worker i serves admin port + i
+        admin = free_port("tcp")
+    sections = router_sections(
+        rport,
+        ["sip:127.0.0.1:9"],
+        router={"listen": [f"udp:127.0.0.1:{rport}"], "admin": f"127.0.0.1:{admin}", "workers": 2},
+    )
+    proc = await start_cli(workdir, sections)
+    workers: list[int] = []
+    try:
+        for port in (admin, admin + 1):
+            await wait_http(f"http://127.0.0.1:{port}/health", timeout=40)
+        workers = [
+            int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        ]
+        assert len(workers) == 2
+        proc.kill()
+        await async_wait_until(
+            lambda: not any(alive(pid) for pid in [proc.pid, *workers]), 20, "the workers' exit"
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", rport))  # nobody holds the SIP port any more
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _tcp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+        try:
+            t.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 async def test_sigterm_drains_in_flight_and_refuses_new_invites(workdir: Path) -> None:

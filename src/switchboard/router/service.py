@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from switchboard import _native
 from switchboard import config as config_mod
-from switchboard.lifecycle import ExitCode, Signals, run_service
+from switchboard.lifecycle import ExitCode, Signals, die_with_parent, run_service
 from switchboard.net.tcp import TcpTransport
 from switchboard.net.tls import TlsConfigError, TlsFiles, client_context, server_context
 from switchboard.net.udp import unbracket
@@ -1002,6 +1002,9 @@ async def supervise(cfg: config_mod.Config, config_path: Path) -> int:
                 # Own session: a terminal's Ctrl-C reaches the supervisor only, which
                 # forwards it once (a second copy would force the workers' exit).
                 start_new_session=True,
+                # A supervisor killed outright (SIGKILL, OOM) takes its workers with it:
+                # they drain and exit instead of holding the port without a parent.
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
         )
 
