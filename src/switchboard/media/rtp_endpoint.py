@@ -4,7 +4,8 @@ Send path (per tick, per stream): take the next pre-encoded payload from the sou
 rewrite seq/ts in a preallocated header with ``struct.pack_into``, ``sendto`` on the
 stream's own non-blocking socket. No task, timer or allocation per packet.
 
-Receive path: ``datagram_received`` → symmetric-RTP latch check → one
+Receive path: the socket's readiness callback reads one datagram (``recv`` once the
+socket is connected to the latched peer, ``recvfrom`` before) → symmetric-RTP latch check → one
 ``struct.unpack_from`` (:func:`~switchboard.rtp.packet.peek_header`) → RFC 3550 A.1/A.8
 statistics → telephone-event, relay hook, jitter buffer or sink. Malformed datagrams
 are counted and dropped; the endpoint never raises on a peer's bytes.
@@ -67,6 +68,10 @@ DtmfHook = Callable[["RtpEndpoint", DtmfEvent], None]
 
 _REST_OF_HEADER = struct.Struct("!BHII")  # RFC 3550 §5.1 after the first octet
 
+# Largest RTP datagram read: 20 ms of L16 at 48 kHz stereo (3,840 octets) and headers fit;
+# UDP truncates anything longer, which no audio codec here produces.
+_MAX_DATAGRAM = 4096
+
 DEFAULT_EVENT_PT = 101  # the usual dynamic PT for telephone-event (FreeSWITCH's and most phones')
 
 
@@ -92,18 +97,6 @@ def _disconnect(sock: socket.socket) -> bool:
     if _connect is None:
         return False
     return _connect(sock.fileno(), _UNSPEC, len(_UNSPEC)) == 0
-
-
-class _RtpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, endpoint: RtpEndpoint) -> None:
-        self.endpoint = endpoint
-        # The endpoint's bound method as an instance attribute: the event loop calls it
-        # directly, one Python frame less per received packet.
-        self.datagram_received = endpoint._on_rtp  # type: ignore[method-assign]
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a peer that went away: not our failure.
-        self.endpoint.send_errors += 1
 
 
 class _RtcpProtocol(asyncio.DatagramProtocol):
@@ -148,6 +141,7 @@ class RtpEndpoint:
         "_marker_next",
         "_pinned",
         "_playback_done",
+        "_reading",
         "_rtcp_due",
         "_rtcp_sock",
         "_rtcp_transport",
@@ -158,7 +152,6 @@ class RtpEndpoint:
         "_sock",
         "_source",
         "_srtp",
-        "_transport",
         "_ts_step",
         "codec",
         "event_pt",
@@ -256,7 +249,7 @@ class RtpEndpoint:
                 min_time=rtcp_min_interval,
             )
         self._rtcp_due = float("inf")
-        self._transport: asyncio.DatagramTransport | None = None
+        self._reading = False  # the RTP socket's fd is registered with the loop (add_reader)
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         self._closed = False
         # The socket is connect()ed to the latched remote: the kernel then drops other
@@ -331,9 +324,10 @@ class RtpEndpoint:
             rtcp_min_interval,
         )
         ep._pinned = allocator is not None or port != 0
-        ep._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _RtpProtocol(ep), sock=rtp_sock
-        )
+        # The RTP socket is read by the endpoint's own readiness callback, not through a
+        # datagram transport: see _readable.
+        loop.add_reader(rtp_sock.fileno(), ep._readable)
+        ep._reading = True
         if rtcp_sock is not None:
             rtcp_sock.setblocking(False)
             ep._rtcp_transport, _ = await loop.create_datagram_endpoint(
@@ -365,8 +359,10 @@ class RtpEndpoint:
         if self.rtcp is not None and self.remote_rtcp is not None and self._rtcp_sock is not None:
             with contextlib.suppress(OSError):
                 self._rtcp_sock.sendto(self.rtcp.bye(), self.remote_rtcp)
-        if self._transport is not None:
-            self._transport.close()
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
         if self._rtcp_transport is not None:
             self._rtcp_transport.close()
         if self._allocator is not None:
@@ -758,6 +754,30 @@ class RtpEndpoint:
         hook = self.on_dtmf
         if hook is not None:
             hook(self, event)
+
+    def _readable(self) -> None:
+        """The RTP socket is readable: take one datagram (the loop calls again while more wait).
+
+        The endpoint reads its socket itself rather than through a datagram transport:
+        a latched leg's socket is connected, so ``recv`` needs no source address, where
+        the transport built one (address string and tuple) for every packet, and read
+        until EAGAIN — a second, failing ``recvmsg`` for the one packet a 20 ms stream
+        has ready per wake-up.
+        """
+        try:
+            if self._connected:
+                data = self._sock.recv(_MAX_DATAGRAM)
+                addr = self.remote
+            else:
+                data, addr = self._sock.recvfrom(_MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            # ICMP port unreachable reported on the connected socket (a peer that went
+            # away), or the socket closed under us: not our failure, nothing to read.
+            self.send_errors += 1
+            return
+        self._on_rtp(data, addr)
 
     def _on_rtp(self, data: bytes, addr: Any) -> None:
         srtp = self._srtp

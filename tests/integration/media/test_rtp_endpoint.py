@@ -121,6 +121,35 @@ async def test_symmetric_rtp_latches_to_the_source_seen_and_drops_others(ranged:
         intruder.close()
 
 
+async def test_a_latched_leg_outlives_its_peer_going_away_and_coming_back() -> None:
+    # A connected socket gets the ICMP port-unreachable for what it sent to a vanished
+    # peer as an error on its next read: counted, and the leg reads on when the peer
+    # (same address) sends again.
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    base = probe.getsockname()[1] & ~1
+    probe.close()
+    ep = await RtpEndpoint.open(allocator=PortAllocator(base, base + 199))
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    address = peer.getsockname()
+    try:
+        ep.set_remote(address)
+        peer.sendto(bytes(RtpPacket(0, 1, 160, 42, b"\xff" * 160)), ep.local_address)
+        await async_wait_until(lambda: ep.packets_received == 1)
+        assert ep._connected
+        peer.close()
+        ep.play(tone_prompt([1000], on_ms=200))
+        await async_wait_until(lambda: ep.send_errors >= 1)
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(address)
+        peer.sendto(bytes(RtpPacket(0, 2, 320, 42, b"\xff" * 160)), ep.local_address)
+        await async_wait_until(lambda: ep.packets_received == 2)
+    finally:
+        ep.close()
+        peer.close()
+
+
 async def test_allocator_ports_are_released_on_close() -> None:
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.bind(("127.0.0.1", 0))
