@@ -252,6 +252,10 @@ class MediaNode:
             ),
         )
         self.ua = ua
+        if self.journal is not None and not self.reap:
+            from switchboard.media import recovery
+
+            recovery.install_setups(self.journal, ua, self.metrics)
         if self.cfg.intercept.enabled and not self.reap:
             await self._start_intercept(sw, ua)
         restored: list[Any] = []

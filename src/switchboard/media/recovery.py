@@ -133,20 +133,8 @@ def snapshot_leg(s: Session) -> dict[str, Any] | None:
 
 
 def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
-    """Journal every bridge of two resumable legs, and every inbound call's setup (its
-    cost on /metrics)."""
-
-    def on_inbound(s: Session) -> None:
-        leg = s.leg
-        if not isinstance(leg, InboundLeg) or leg.invite is None or leg.peer.transport != "UDP":
-            return
-        t0 = time.thread_time()
-        invite = leg.invite.to_bytes().decode("utf-8", "replace")
-        journal.setup(s.uuid, {"invite": invite, "tag": leg.local_tag,
-                               "peer": [leg.peer.transport, leg.peer.host, leg.peer.port]})  # fmt: skip
-        if metrics is not None:
-            metrics.journal_seconds.inc(time.thread_time() - t0)
-            metrics.journal_records.inc()
+    """Journal every bridge of two resumable legs (their cost on /metrics); inbound
+    calls' setups are journaled by :func:`install_setups`."""
 
     # key → (leg uuids, app) of the records written, to write them again on an update;
     # forgotten when their legs end (on_hangup below)
@@ -208,8 +196,18 @@ def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
             if journal.in_setup(uuid):
                 journal.setup_over(uuid)
             ch = switch.channel(uuid)
-            if ch is not None and ch.direction == "inbound" and ch.application != "bridge":
+            if ch is None:
+                return
+            if ch.direction == "inbound" and ch.application != "bridge":
                 journal_alone(uuid, None)  # playback, IVR, echo, park...
+            elif ch.direction == "outbound" and ch.other_leg and journal.in_setup(ch.other_leg):
+                # A bridge's far leg answered — its 2xx ACKed in this very step — while
+                # the caller's leg is still in setup: the bridge record comes a loop turn
+                # later, when the bridge application runs again. A crash in between left
+                # a leg the far end keeps (and bills) with no BYE and no CDR; journaled
+                # alone here, a restart hands the caller's setup back (503) and ends this
+                # leg (BYE, CDR). The bridge record supersedes it.
+                journal_alone(uuid, None)
         elif name == "CUSTOM":
             # a conference's add-member (read from the channel: events carry no headers
             # when no Event Socket client wants them); the member rejoins its room on a
@@ -226,7 +224,6 @@ def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
             records_with_app.add(uuid)
             journal_alone(uuid, ["conference", room + (f"+flags{{{kept}}}" if kept else "")])
 
-    switch.inbound_hooks.append(on_inbound)
     switch.events.subscribe(on_event, headers=False)
 
     def on_bridge(a: Session, b: Session) -> None:
@@ -242,6 +239,32 @@ def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
             metrics.journal_records.inc()
 
     switch.bridge_hooks.append(on_bridge)
+
+
+def install_setups(journal: Journal, ua: UserAgent, metrics: Any = None) -> None:
+    """Journal every inbound INVITE over UDP (an ``S`` record) the moment it is received,
+    in the same step as its 100 Trying: from that 100 on, the router waits for our final
+    response (Timer C, minutes) instead of retransmitting or trying another node, so a
+    setup journaled only once its session exists (after the RTP port is opened, a few
+    loop turns later) left a window in which a crash cost the caller the call — at 50
+    calls/s under load, a few calls per kill. The restart answers every such setup 503
+    (:func:`hand_back_setups`). An INVITE refused before its session existed gets its
+    ``X`` record at once."""
+
+    def on_invite(pending: Any) -> None:
+        peer = pending.peer
+        if peer.transport != "UDP":
+            return
+        t0 = time.thread_time()
+        invite = pending.request.to_bytes().decode("utf-8", "replace")
+        journal.setup(pending.uuid, {"invite": invite, "tag": pending.tag,
+                                     "peer": [peer.transport, peer.host, peer.port]})  # fmt: skip
+        if metrics is not None:
+            metrics.journal_seconds.inc(time.thread_time() - t0)
+            metrics.journal_records.inc()
+
+    ua.invite_hooks.append(on_invite)
+    ua.setup_refused_hooks.append(journal.setup_over)
 
 
 class JournalingSink:

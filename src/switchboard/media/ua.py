@@ -31,6 +31,7 @@ import re
 import socket
 import ssl
 import time
+import uuid as uuid_mod
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -550,6 +551,12 @@ class UserAgent:
         # each hook gets the response when one is first ended (recovery writes its CDR)
         self.strays: dict[tuple[str, str], Dialog] = {}
         self.stray_hooks: list[Any] = []
+        # a new INVITE, called before anything yields — its 100 Trying has just left, so
+        # the router waits for a final response from us: recovery journals the setup here
+        # (each hook gets the pending context, whose uuid and tag the call will carry) —
+        # and when its setup ends with no session (a refusal, a CANCEL before one existed)
+        self.invite_hooks: list[Any] = []
+        self.setup_refused_hooks: list[Any] = []
         self.gateway_calls: dict[str, int] = dict.fromkeys(self.gateways, 0)
         self.gateway_state: dict[str, str] = {}
         self.udp_port = 0
@@ -890,6 +897,11 @@ class UserAgent:
             case "INVITE":
                 leg_ctx = InboundPending(req, peer)
                 txn.context = leg_ctx
+                if self.invite_hooks:
+                    leg_ctx.uuid = str(uuid_mod.uuid4())
+                    leg_ctx.tag = new_tag(_rand())
+                    for hook in self.invite_hooks:
+                        hook(leg_ctx)
                 self._spawn(self._on_invite_guarded(leg_ctx, txn))
             case "CANCEL":
                 self._on_cancel(req, txn)
@@ -967,6 +979,10 @@ class UserAgent:
                 self.switch.hangup(leg.session.uuid, Cause.NORMAL_TEMPORARY_FAILURE)
             else:
                 self.respond(txn, pending.request, 500, "Server Internal Error")
+        finally:
+            if pending.uuid and not pending.started:
+                for hook in self.setup_refused_hooks:
+                    hook(pending.uuid)
 
     async def _on_invite(self, pending: InboundPending, txn: ServerTransaction) -> None:
         req, peer = pending.request, pending.peer
@@ -1108,12 +1124,15 @@ class UserAgent:
             name=f"sofia/internal/{frm.uri.user or 'anonymous'}@{peer.host}:{peer.port}",
             profile=profile,
             variables=variables,
+            uuid=pending.uuid or None,
         )
+        pending.started = True
         if emergency and other_parts:
             session.data[BODY_PARTS] = other_parts
         leg = InboundLeg(
             ua=self, session=session, peer=peer, call_id=req.call_id,
-            local_tag=new_tag(_rand()), rtp=rtp, codecs=self.codecs, invite=req, txn=txn,
+            local_tag=pending.tag or new_tag(_rand()), rtp=rtp, codecs=self.codecs, invite=req,
+            txn=txn,
             received_at=received, contact=self.contact(peer.transport, peer_host=peer.host),
             srtp=srtp, srtp_key=srtp_key,
         )  # fmt: skip
@@ -1701,6 +1720,11 @@ class InboundPending:
     request: Request
     peer: Peer
     cancelled: bool = False
+    # given at receipt when a hook journals the setup (UserAgent.invite_hooks): the
+    # session's uuid and our To tag, so that a restart can answer this INVITE
+    uuid: str = ""
+    tag: str = ""
+    started: bool = False  # a session was created for it (its end is the session's)
     # weak: the INVITE transaction (and this context with it) stays 64·T1 after the
     # final response; the leg lives as long as its session does, not that long
     _leg: weakref.ref[InboundLeg] | None = None
