@@ -49,6 +49,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,10 @@ class Journal:
         self._open_legs: dict[str, int] = {}  # A-leg uuid → its legs not ended yet
         self._ends: dict[str, str] = {}  # leg uuid → its E line, recent ones kept on rewrite
         self._end_times: dict[str, float] = {}
+        # (time, leg uuid) of the kept ends, oldest first: each new end drops those past
+        # KEEP_ENDS_FOR, so the CDR lines held for a rewrite are the last 120 s of them,
+        # not every end since the last rewrite (up to ROTATE_BYTES of them: tens of MB).
+        self._end_order: deque[tuple[float, str]] = deque()
         self._setups: set[str] = set()  # inbound uuids in setup (S written, no B/X yet)
         self.records = 0
         self.bytes = 0
@@ -182,10 +187,11 @@ class Journal:
                     if leg["uuid"] not in state.ends:
                         self._leg_of[leg["uuid"]] = a_uuid
                         self._open_legs[a_uuid] = self._open_legs.get(a_uuid, 0) + 1
-            for uuid, (t, cdr) in state.ends.items():
+            for uuid, (t, cdr) in sorted(state.ends.items(), key=lambda item: item[1][0]):
                 if now - t < KEEP_ENDS_FOR:
                     self._ends[uuid] = f"E {uuid} {t:.3f} {cdr}\n"
                     self._end_times[uuid] = t
+                    self._end_order.append((t, uuid))
         self._rewrite()
         self._thread = threading.Thread(target=self._sync_loop, name="journal-sync", daemon=True)
         self._thread.start()
@@ -229,9 +235,19 @@ class Journal:
             self._open_legs[a_uuid] = left
         t = time.time()
         line = f"E {uuid} {t:.3f} {cdr_json}\n"
+        self._forget_ends_before(t - KEEP_ENDS_FOR)
         self._ends[uuid] = line
         self._end_times[uuid] = t
+        self._end_order.append((t, uuid))
         self._append(line)
+
+    def _forget_ends_before(self, cutoff: float) -> None:
+        """Drop the end records a rewrite would no longer keep (ended at ``cutoff`` or before)."""
+        order = self._end_order
+        while order and order[0][0] <= cutoff:
+            _, uuid = order.popleft()
+            self._end_times.pop(uuid, None)
+            self._ends.pop(uuid, None)
 
     def tracks(self, uuid: str) -> bool:
         return uuid in self._leg_of
@@ -277,10 +293,7 @@ class Journal:
 
     def _rewrite(self) -> None:
         """Write the live records to a new file and switch to it (atomic rename)."""
-        now = time.time()
-        for uuid in [u for u, t in self._end_times.items() if now - t >= KEEP_ENDS_FOR]:
-            del self._end_times[uuid]
-            self._ends.pop(uuid, None)
+        self._forget_ends_before(time.time() - KEEP_ENDS_FOR)
         text = "".join(self._live.values()) + "".join(self._ends.values())
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

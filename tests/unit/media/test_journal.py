@@ -96,6 +96,30 @@ def test_the_file_is_rewritten_past_its_size_limit(
     assert [r["legs"][0]["uuid"] for r in read(path).live()] == ["live"]
 
 
+def test_the_journal_holds_the_cdrs_of_recent_ends_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A rewrite keeps the ends of the last KEEP_ENDS_FOR seconds; the lines held in memory
+    # for it are those, not every end since the last rewrite (a 64 MB file's worth).
+    clock = [1000.0]
+    monkeypatch.setattr(journal_mod.time, "time", lambda: clock[0])
+    j = Journal(tmp_path / "media-1.jnl")
+    j.open()
+    try:
+        for i in range(300):  # one call every 2 s: 600 s of calls
+            clock[0] += 2.0
+            j.bridged(f"a{i}", (f"a{i}", f"b{i}"), bridge(f"a{i}", f"b{i}"))
+            j.ended(f"a{i}", '{"cdr":"' + "x" * 600 + '"}')
+            j.ended(f"b{i}", "{}")
+        # the calls of the last 120 s: 60 calls, two legs each
+        assert len(j._ends) == len(j._end_times) == 120
+        assert set(j._ends) == {f"{leg}{i}" for i in range(240, 300) for leg in "ab"}
+    finally:
+        j.close()
+    lines = (tmp_path / "media-1.jnl").read_text().splitlines()
+    assert sum(line.startswith("E ") for line in lines) == 600  # the file still has them all
+
+
 def test_setups_cut_short_are_those_neither_bridged_nor_over(tmp_path: Path) -> None:
     j = Journal(tmp_path / "media-1.jnl")
     j.open()
