@@ -162,11 +162,19 @@ class CallCredit:
                     log.warning("call %s: billing unreachable, authorising again in %.2fs: %s",
                                 s.uuid, delay, exc)  # fmt: skip
                     if await self._ends_within(s, delay):
-                        return  # the caller gave up meanwhile: nothing was reserved
+                        # the caller gave up meanwhile; an attempt whose answer was lost
+                        # may have reserved all the same (committed, then the connection
+                        # broke): release it (nothing to do when it did not)
+                        self._settle_later(s.uuid, 0)
+                        return
                     delay = min(delay * 2, AUTHORISE_RETRY_MAX)
         except UnknownAccount as exc:
             if self.refuse_unknown:
                 self.refuse(s, exc)
+            return
+        except BillingUnavailable as exc:
+            self.refuse(s, exc)
+            self._settle_later(s.uuid, 0)  # the same: a lost answer's reservation
             return
         except CreditDenied as exc:
             self.refuse(s, exc)
