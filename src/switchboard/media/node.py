@@ -35,6 +35,7 @@ from switchboard.media.limits import SessionLimiter
 from switchboard.media.ports import PortAllocator
 from switchboard.media.settings import RTP_BASE, RTP_SPAN, IvrMenuSection, node_number
 from switchboard.media.ua import UserAgent
+from switchboard.net import descriptors
 from switchboard.net.address import own_address
 from switchboard.net.tls import TlsConfigError, TlsFiles
 from switchboard.router.protection import AuthBans
@@ -469,8 +470,17 @@ class MediaNode:
             await self.billing.close()
 
 
+# descriptors besides the RTP range's sockets: SIP, ESL and admin listeners and their
+# clients, database connections, log and journal files
+OTHER_DESCRIPTORS = 512
+
+
 async def _serve(cfg: Config, name: str) -> int:
     node = MediaNode(cfg, name)
+    # One socket per RTP port at most: the limit and the descriptor table sized for it
+    # now, not grown under the first calls (net/descriptors.py).
+    start, end = node.rtp_range
+    descriptors.reserve(end - start + 1 + OTHER_DESCRIPTORS)
     # Long-lived startup objects leave the collector's generations, and full collections
     # run only while the node is idle (or hourly): no multi-100 ms gen-2 pauses stalling
     # call setup and the media tick under load (media/collector.py). The start-up heap's

@@ -26,22 +26,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import resource
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     PlatformCollector,
-    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from switchboard import __version__
 
@@ -229,13 +234,77 @@ STANDARD_METRICS = frozenset(
 )
 
 
+class _ProcessCollector:
+    """prometheus_client's ``process_*`` series (same names and meaning) at a fraction of
+    its cost: it counts open descriptors by listing ``/proc/self/fd``, and a media node
+    under load holds ~2,000 of them (two sockets per call leg) — 2-10 ms of the event
+    loop's time per scrape for the listing alone. Linux 6.2 and later give the count as
+    the directory's size; older kernels (size 0) are listed as before."""
+
+    def __init__(self) -> None:
+        self._ticks = float(os.sysconf("SC_CLK_TCK"))
+        self._pagesize = resource.getpagesize()
+        self._btime = 0.0
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path("/proc/stat").read_bytes().splitlines():
+                if line.startswith(b"btime "):
+                    self._btime = float(line.split()[1])
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        if not self._btime:  # no /proc (not Linux): nothing, as prometheus_client does
+            return
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parts = Path("/proc/self/stat").read_bytes().rsplit(b")", 1)[-1].split()
+            yield GaugeMetricFamily(
+                "process_virtual_memory_bytes", "Virtual memory size in bytes.", float(parts[20])
+            )
+            yield GaugeMetricFamily(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                float(parts[21]) * self._pagesize,
+            )
+            yield GaugeMetricFamily(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                float(parts[19]) / self._ticks + self._btime,
+            )
+            yield CounterMetricFamily(
+                "process_cpu_seconds_total",
+                "Total user and system CPU time spent in seconds.",
+                (float(parts[11]) + float(parts[12])) / self._ticks,
+            )
+        with contextlib.suppress(OSError):
+            fds = os.stat("/proc/self/fd").st_size or len(os.listdir("/proc/self/fd"))
+            yield GaugeMetricFamily(
+                "process_open_fds", "Number of open file descriptors.", float(fds)
+            )
+            yield GaugeMetricFamily(
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                float(resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
+            )
+
+
 class _ModuleLevelMetrics:
     """Bridges metrics declared at module level (prometheus_client's global ``REGISTRY``) —
     e.g. the billing writer's, embedded in a media node — into a service's registry.
 
-    The global registry's own process/platform/gc collectors are skipped: the service
-    registry has them already. ``describe()`` is empty so registration takes no names.
+    The global registry's own process/platform/gc collectors are left out: the service
+    registry has them already. They are unregistered from it (:meth:`bridge`), not
+    filtered out of its output — filtered, they still ran at every scrape, the process
+    collector's listing of ``/proc/self/fd`` included. ``describe()`` is empty so
+    registration takes no names.
     """
+
+    @classmethod
+    def bridge(cls, registry: CollectorRegistry) -> None:
+        for default in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            with contextlib.suppress(KeyError):  # unregistered by an earlier registry
+                REGISTRY.unregister(default)
+        registry.register(cls())
 
     _SKIP = ("process_", "python_")
 
@@ -259,10 +328,10 @@ def new_registry(service: str, *, include_module_level: bool = True) -> Collecto
     # a dashboard uses; process-wide, and services are one process each.
     disable_created_metrics()
     registry = CollectorRegistry(auto_describe=True)
-    ProcessCollector(registry=registry)
+    registry.register(_ProcessCollector())
     PlatformCollector(registry=registry)
     if include_module_level:
-        registry.register(_ModuleLevelMetrics())
+        _ModuleLevelMetrics.bridge(registry)
     info = build(registry, "switchboard_build_info")
     assert isinstance(info, Gauge)
     info.labels(service=service, version=__version__).set(1)

@@ -38,3 +38,38 @@ async def test_serve_metrics_standalone_survives_garbage() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_process_series_count_the_descriptors_a_node_opens() -> None:
+    """process_open_fds follows the sockets this process opens (counted from the kernel's
+    /proc/self/fd size, not a listing), process_max_fds is the soft limit, and each
+    process_* series is there once (the global registry's own collector is not bridged
+    in a second time)."""
+    import resource
+    import socket
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from switchboard.observability.metrics import render
+
+    def scrape() -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for fam in text_string_to_metric_families(render(reg).decode()):
+            for s in fam.samples:
+                if s.name.startswith("process_"):
+                    out.setdefault(s.name, []).append(s.value)
+        return out
+
+    reg = new_registry("media")
+    before = scrape()
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(300)]
+    try:
+        after = scrape()
+    finally:
+        for s in socks:
+            s.close()
+    assert all(len(v) == 1 for v in after.values()), after
+    assert after["process_open_fds"][0] - before["process_open_fds"][0] == 300
+    assert after["process_max_fds"][0] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert after["process_resident_memory_bytes"][0] > 10e6
+    assert {"process_cpu_seconds_total", "process_start_time_seconds"} <= set(after)
