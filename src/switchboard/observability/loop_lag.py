@@ -17,7 +17,13 @@ handles by as much. :class:`LoopLagMonitor` makes such stalls visible:
   call, a garbage collection. Where schedstat is missing it equals the lag;
 * a ``gc.callbacks`` hook times each collection the interpreter runs
   (``switchboard_gc_pause_seconds{generation}``): a full (generation 2) collection blocks
-  the loop for as long as it scans the heap.
+  the loop for as long as it scans the heap;
+* a tick later than ``STALL_LOG`` (50 ms) is logged at WARNING — at most one line per
+  window, with the count of the others — with what the loop's thread did meanwhile
+  (schedstat): *running* (its own work: a long callback or many, a collection),
+  *waiting for a CPU* (the machine's doing), *asleep* (the wait for the timer to be due,
+  plus any blocking: a system call, a lock, the GIL held by another thread). Without
+  schedstat the line gives the lateness alone.
 
 Use: ``mon = LoopLagMonitor(registry); mon.start()`` from the running loop; ``mon.stop()``.
 A service starts sampling when it is up: its start-up (imports, binding, the first full
@@ -31,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import time
 from typing import Any
@@ -41,6 +48,9 @@ from switchboard.observability.metrics import build
 
 INTERVAL = 0.02  # s: 50 samples per second; a few µs each
 WINDOW = 10.0  # s: the max gauge covers the current and the previous window
+STALL_LOG = 0.05  # s: a tick this late is logged with what the loop's thread did
+
+log = logging.getLogger(__name__)
 
 
 class LoopLagMonitor:
@@ -72,6 +82,9 @@ class LoopLagMonitor:
         self.max_stall = 0.0  # largest lateness not spent waiting for a CPU, since start
         self._sched_fd = -1  # /proc/thread-self/schedstat of the loop's thread
         self._waited = 0  # its run-queue wait so far (ns)
+        self._ran = 0  # its time on a CPU so far (ns)
+        self._logged_window = -1.0  # window end of the last stall line
+        self._unlogged = 0  # stalls over STALL_LOG since that line, not logged
         self._stall_window = 0.0
         self._stall_previous = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -90,7 +103,7 @@ class LoopLagMonitor:
         self._loop = asyncio.get_running_loop()
         with contextlib.suppress(OSError):  # opened by the loop's thread: its own counters
             self._sched_fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
-            self._waited = self._run_queue_wait()
+            self._ran, self._waited = self._schedstat()
         now = time.perf_counter()
         self._window_end = now + self.window
         self._schedule(now)
@@ -107,12 +120,14 @@ class LoopLagMonitor:
             os.close(self._sched_fd)
             self._sched_fd = -1
 
-    def _run_queue_wait(self) -> int:
-        """Nanoseconds the loop's thread has waited on a run queue (schedstat field 2)."""
+    def _schedstat(self) -> tuple[int, int]:
+        """Nanoseconds the loop's thread has run on a CPU and waited on a run queue
+        (schedstat fields 1 and 2)."""
         try:
-            return int(os.pread(self._sched_fd, 128, 0).split()[1])
+            fields = os.pread(self._sched_fd, 128, 0).split()
+            return int(fields[0]), int(fields[1])
         except (OSError, IndexError, ValueError):
-            return self._waited
+            return self._ran, self._waited
 
     # -- sampling ------------------------------------------------------------------------
     def _schedule(self, now: float) -> None:
@@ -129,12 +144,16 @@ class LoopLagMonitor:
         if late > self.max_seen:
             self.max_seen = late
         stall = late
+        ran = waited = -1.0  # seconds this tick's interval spent running / runnable
         if self._sched_fd >= 0:
-            waited = self._run_queue_wait()
-            stall = max(0.0, late - (waited - self._waited) / 1e9)
-            self._waited = waited
+            ran_ns, waited_ns = self._schedstat()
+            ran, waited = (ran_ns - self._ran) / 1e9, (waited_ns - self._waited) / 1e9
+            self._ran, self._waited = ran_ns, waited_ns
+            stall = max(0.0, late - waited)
         if stall > self.max_stall:
             self.max_stall = stall
+        if late > STALL_LOG:
+            self._log_stall(late, ran, waited)
         if now >= self._window_end:
             self._previous_max = self._window_max
             self._window_max = 0.0
@@ -148,6 +167,25 @@ class LoopLagMonitor:
         self.peak.set(max(self._window_max, self._previous_max))
         self.stall_peak.set(max(self._stall_window, self._stall_previous))
         self._schedule(now)
+
+    def _log_stall(self, late: float, ran: float, waited: float) -> None:
+        """One WARNING per window at most: a stalled process must not also flood its log."""
+        if self._logged_window == self._window_end:
+            self._unlogged += 1
+            return
+        self._logged_window = self._window_end
+        others = f" ({self._unlogged} more since the last line)" if self._unlogged else ""
+        self._unlogged = 0
+        if ran < 0:
+            log.warning("event loop stalled: a tick %.0f ms late%s", late * 1e3, others)
+            return
+        span = late + self.interval  # since the previous tick asked to run again
+        asleep = max(0.0, span - ran - waited)
+        log.warning(
+            "event loop stalled: a tick %.0f ms late; over those %.0f ms the loop's thread"
+            " ran %.0f ms, waited %.0f ms for a CPU, slept %.0f ms%s",
+            late * 1e3, span * 1e3, ran * 1e3, waited * 1e3, asleep * 1e3, others,
+        )  # fmt: skip
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import re
 import time
 
 import pytest
@@ -98,3 +99,35 @@ async def test_a_loop_blocked_by_its_own_work_or_a_blocking_call_is_a_stall() ->
         assert mon.max_stall >= 0.2
     finally:
         mon.stop()
+
+
+async def test_a_stall_is_logged_once_per_window_with_what_the_loop_thread_did(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 120 ms callback that computes shows as the thread running, one that sleeps in a
+    system call as the thread asleep; a second stall in the same window is counted on the
+    next line, not logged on its own."""
+    caplog.set_level("WARNING", logger="switchboard.observability.loop_lag")
+    reg = CollectorRegistry()
+    mon = LoopLagMonitor(reg, interval=0.01, window=1.5, gc_pauses=False)
+    mon.start()
+    try:
+        await asyncio.sleep(0.05)
+        end = time.thread_time() + 0.12
+        while time.thread_time() < end:  # the stall under test: 120 ms of CPU work
+            pass
+        await asyncio.sleep(0.03)
+        time.sleep(0.08)  # a second stall in the same window: counted, not logged
+        await asyncio.sleep(1.6)  # the next window
+        time.sleep(0.12)  # blocked in a system call for 120 ms
+        await asyncio.sleep(0.05)
+    finally:
+        mon.stop()
+    lines = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+    assert len(lines) == 2, lines
+    nums = [[float(x) for x in re.findall(r"(\d+) ms", line)] for line in lines]
+    late, _span, ran, _waited, _slept = nums[0]
+    assert late >= 100 and ran >= 80, lines[0]  # running: its own work
+    late, _span, ran, _waited, slept = nums[1]
+    assert late >= 100 and slept >= 100 and ran < 50, lines[1]  # asleep: blocked
+    assert "(1 more since the last line)" in lines[1]
