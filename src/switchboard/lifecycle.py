@@ -22,7 +22,9 @@ import contextlib
 import ctypes
 import enum
 import logging
+import os
 import signal
+import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +86,25 @@ class Signals:
             self.force()
 
 
+def notify_ready() -> bool:
+    """Tell a service manager the service is up: ``READY=1`` to ``$NOTIFY_SOCKET`` (systemd's
+    ``Type=notify``, sd_notify(3)), so that ``TimeoutStartSec=`` catches a start that hangs.
+    False when no manager asked (the variable is unset) or the socket is gone."""
+    addr = os.environ.get("NOTIFY_SOCKET", "")
+    if not addr:
+        return False
+    if addr.startswith("@"):  # an abstract socket
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(addr)
+            sock.sendall(b"READY=1")
+    except OSError as exc:
+        log.warning("NOTIFY_SOCKET %s: %s", addr, exc)
+        return False
+    return True
+
+
 def run_service(service: str, main: Coroutine[Any, Any, int], *, level: str = "INFO") -> int:
     """Set up logging for ``service`` and run ``main`` on a fresh event loop.
 
@@ -97,7 +118,7 @@ def run_service(service: str, main: Coroutine[Any, Any, int], *, level: str = "I
         return exc.code if isinstance(exc.code, int) else ExitCode.FAILED
 
 
-__all__ = ["STOP_SIGNALS", "ExitCode", "Signals", "run_service"]
+__all__ = ["STOP_SIGNALS", "ExitCode", "Signals", "notify_ready", "run_service"]
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h

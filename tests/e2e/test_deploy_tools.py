@@ -68,6 +68,7 @@ def test_systemd_units_parse() -> None:
     assert {u.name for u in units} >= {
         "switchboard-router.service",
         "switchboard-media@.service",
+        "switchboard-media-reaper@.service",
         "switchboard.target",
         "switchboard-backup.timer",
     }

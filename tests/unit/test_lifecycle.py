@@ -71,3 +71,22 @@ def test_run_service_logs_with_service_and_call_id() -> None:
     assert run_service("media-7", main()) == 3
     line = out.getvalue().strip()
     assert " media-7 switchboard.test: bridging call_id=abc@host" in line
+
+
+def test_ready_is_told_to_a_service_manager_that_asked(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """systemd's Type=notify: READY=1 on $NOTIFY_SOCKET once the service is up; nothing
+    when no manager asked, and no failure when its socket is gone."""
+    import socket
+
+    from switchboard.lifecycle import notify_ready
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert notify_ready() is False
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(str(path))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        assert notify_ready() is True
+        assert manager.recv(64) == b"READY=1"
+    path.unlink()
+    assert notify_ready() is False

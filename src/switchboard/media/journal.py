@@ -36,6 +36,13 @@ however it dies. A reaper (``switchboard media --reap``: the node did not come b
 their end records before it lets go — so a node that starts late waits for it, then finds
 those calls ended: it neither resumes nor bills them again.
 
+**Heartbeat.** A node that is up (listening, not a reaper) touches ``<node>.lock`` once
+per ``fsync_interval`` from the same thread (:attr:`Journal.alive`); its modification time
+is when the node was last known up. A node starting on a journal whose heartbeat is older
+than ``recovery_timeout`` (:func:`down_for`) was gone too long for its calls to be resumed —
+its restarts crashed or hung, or the machine was off: it ends them as a reaper would,
+whoever restarts it (``switchboard up``, systemd, a container runtime, an operator).
+
 **Damage.** A record cut short by a crash mid-``write`` (only the last line can be) or a
 line that does not parse is skipped and logged; every whole record is used.
 """
@@ -109,6 +116,16 @@ def lock(path: Path, *, wait: bool) -> int:
     return fd
 
 
+def down_for(path: Path, now: float | None = None) -> float | None:
+    """Seconds since the node of the journal at ``path`` was last up (its heartbeat on
+    ``<node>.lock``); None when it never ran here."""
+    try:
+        beat = path.with_suffix(".lock").stat().st_mtime
+    except FileNotFoundError:
+        return None
+    return max(0.0, (time.time() if now is None else now) - beat)
+
+
 def read(path: Path) -> JournalState:
     """Parse a journal; damaged records are counted and logged, never fatal."""
     state = JournalState()
@@ -173,6 +190,9 @@ class Journal:
         self._setups: set[str] = set()  # inbound uuids in setup (S written, no B/X yet)
         self.records = 0
         self.bytes = 0
+        # set once the node is up (not by a reaper): the sync thread touches <node>.lock
+        # every fsync_interval, the heartbeat down_for() reads
+        self.alive = False
 
     def open(self, state: JournalState | None = None) -> None:
         """Rewrite the file from ``state`` (what survives of the previous run), then append."""
@@ -311,8 +331,17 @@ class Journal:
             self._dirty = True
         self._size = len(text)
 
+    def heartbeat(self) -> None:
+        """Say the node is up now (the lock file's modification time)."""
+        try:
+            os.utime(self.path.with_suffix(".lock"))
+        except OSError as exc:
+            log.error("journal %s: heartbeat failed: %s", self.path, exc)
+
     def _sync_loop(self) -> None:
         while not self._stop.wait(self.fsync_interval):
+            if self.alive:
+                self.heartbeat()
             with self._lock:
                 if not self._dirty or self._fd < 0:
                     continue

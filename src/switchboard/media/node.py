@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from switchboard.config import Config
-from switchboard.lifecycle import ExitCode, Signals, run_service
+from switchboard.lifecycle import ExitCode, Signals, notify_ready, run_service
 from switchboard.media import cdr as cdr_mod
 from switchboard.media.applications import new_switch
 from switchboard.media.applications.media import AppConfig, IvrMenu
@@ -90,6 +90,9 @@ class MediaNode:
         # a reaper: end the journaled calls of this node, which did not come back, and
         # take no call (docs/media.md "Crash recovery")
         self.reap = reap
+        # > 0: this node was down that many seconds, past recovery_timeout: it ends the
+        # journal's calls (BYE, CDR NETWORK_OUT_OF_ORDER) instead of resuming them
+        self.lost_for = 0.0
         # a reaper's cue (awaited before it touches the journal); False: dismissed
         self.go: Callable[[], Awaitable[bool]] | None = go
         self._journal_lock = -1
@@ -195,6 +198,13 @@ class MediaNode:
             # then reads their end records; a reaper gives way to a node that is up
             self._journal_lock = await asyncio.to_thread(journal_mod.lock, path, wait=not self.reap)
             journal_state = journal_mod.read(path)
+            # gone longer than recovery_timeout (restarts crashed or hung, the machine was
+            # off): its calls are ended here as a reaper would, not resumed — whoever
+            # restarted it (systemd, a container runtime, an operator: no supervisor's
+            # reaper there)
+            down = journal_mod.down_for(path)
+            if not self.reap and journal_state.live() and down is not None:
+                self.lost_for = down if down > m.recovery_timeout else 0.0
             self.journal = journal_mod.Journal(path)
             self.journal.open(journal_state)
             recovery.install(self.journal, sw, self.metrics)
@@ -279,9 +289,19 @@ class MediaNode:
             if self.call_credit is not None:  # prepaid calls: policed again, or settled
                 for sessions, whole, _app in restored:  # when they end here and now
                     for s in sessions:
-                        self.call_credit.resume(s, police=whole and not self.reap)
+                        self.call_credit.resume(
+                            s, police=whole and not (self.reap or self.lost_for)
+                        )
             if self.reap:
                 self.recovered = (0, recovery.end_all(ua, restored))
+            elif self.lost_for and restored:
+                self.recovered = (0, recovery.end_all(ua, restored))
+                self.metrics.recovered_legs.labels(outcome="ended").inc(self.recovered[1])
+                log.warning(
+                    "%s was down %.1f s, longer than recovery_timeout (%.1f s): its %d "
+                    "journaled call leg(s) ended, not resumed",
+                    self.name, self.lost_for, m.recovery_timeout, self.recovered[1],
+                )  # fmt: skip
             elif restored:
                 self.recovered = recovery.start_resumed(ua, restored)
                 self.metrics.recovered_legs.labels(outcome="resumed").inc(self.recovered[0])
@@ -303,6 +323,9 @@ class MediaNode:
             await self.stop()
             raise NodeStartError(f"{self.name}: cannot bind: {exc}") from None
         self.loop_lag.start()
+        if self.journal is not None and not self.reap:
+            self.journal.alive = True  # the heartbeat: a restart knows how long it was gone
+            self.journal.heartbeat()
         log.info(
             "%s up: SIP %s, RTP %d-%d, admin %s:%d",
             self.name, self.sip_listen, start, end, *self.admin_address,
@@ -494,6 +517,7 @@ async def _serve(cfg: Config, name: str) -> int:
         log.error("%s", exc)
         return ExitCode.START_FAILED
     gc.freeze()
+    notify_ready()  # systemd's Type=notify: started (TimeoutStartSec= bounds a hung start)
     switch = node.switch
     policy = CollectorPolicy(lambda: switch.active_calls if switch is not None else 0)
     policy.start()

@@ -183,3 +183,32 @@ def test_a_leg_record_of_its_own_is_superseded_by_its_bridge(tmp_path: Path) -> 
     j.ended("b", "{}")
     j.close()
     assert read(path).live() == []
+
+
+def test_a_node_that_is_up_keeps_its_heartbeat_fresh(tmp_path: Path) -> None:
+    """down_for: how long since the node was last up — None before it ever ran; the sync
+    thread of a node that is up (alive) touches the lock file every fsync_interval; a
+    node not yet up (starting, or a reaper) does not."""
+    import os
+    import time
+
+    path = tmp_path / "journal" / "media-1.jnl"
+    assert journal_mod.down_for(path) is None
+    fd = journal_mod.lock(path, wait=False)
+    lock_file = path.with_suffix(".lock")
+    old = time.time() - 60
+    os.utime(lock_file, (old, old))
+    assert journal_mod.down_for(path) == pytest.approx(60, abs=1)
+    j = Journal(path, fsync_interval=0.02)
+    j.open()
+    try:
+        time.sleep(0.1)  # five sync rounds of a node not up yet
+        assert journal_mod.down_for(path) == pytest.approx(60, abs=1)
+        j.alive = True
+        deadline = time.monotonic() + 5
+        while journal_mod.down_for(path) > 1:  # type: ignore[operator]
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.02)
+    finally:
+        j.close()
+        os.close(fd)

@@ -1,0 +1,79 @@
+"""A node started on a journal whose heartbeat is older than ``recovery_timeout`` ends its
+calls instead of resuming them — whoever restarted it (systemd, a container runtime, an
+operator), with no supervisor's reaper around: BYE with Q.850 cause 38 to both far ends,
+CDRs with ``NETWORK_OUT_OF_ORDER``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from switchboard.media import journal
+from switchboard.sip.message import Request, Response
+from tests.support.media import start_node
+from tests.support.net import async_wait_until
+from tests.support.sip_peer import SDP, Peer, request
+
+
+def ok_to(req: Request, *, tag: str = "", sdp: str = "", contact: str = "") -> str:
+    to = req.headers.get("To") or ""
+    return (
+        f"SIP/2.0 200 OK\nVia: {req.headers.get('Via')}\nFrom: {req.headers.get('From')}\n"
+        f"To: {to}{';tag=' + tag if tag else ''}\nCall-ID: {req.call_id}\n"
+        f"CSeq: {req.cseq.seq} {req.method}\n"
+        + (f"Contact: <{contact}>\nContent-Type: application/sdp\n" if sdp else "")
+        + f"Content-Length: {len(sdp.replace(chr(10), chr(13) + chr(10)))}\n\n{sdp}"
+    )
+
+
+async def test_a_node_back_after_recovery_timeout_ends_its_calls(tmp_path: Path) -> None:
+    carrier, caller = await Peer.udp(), await Peer.udp()
+    gateways = {"gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier.port}"}}}
+    node, _ = await start_node(tmp_path / "a", gateways)
+    path = tmp_path / "a" / "state" / "journal" / "media-1.jnl"
+    copy = tmp_path / "b" / "state" / "journal" / "media-1.jnl"
+    copy.parent.mkdir(parents=True)
+    later = None
+    try:
+        offer = SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")
+        invite = request(caller, "INVITE", node.sip_port, call_id="lost1", cseq=1,
+                         branch="lost1", body=offer)  # fmt: skip
+        caller.send(invite.replace("sip:echo@", "sip:+12155550131@", 2), node.sip_port)
+        out = await carrier.expect(lambda m: isinstance(m, Request) and m.method == "INVITE")
+        assert isinstance(out, Request)
+        answer = SDP.format(ver=1, port=40002, fmt="0", dir="sendrecv")
+        contact = f"sip:carrier@127.0.0.1:{carrier.port}"
+        carrier.send(ok_to(out, tag="carrier1", sdp=answer, contact=contact), node.sip_port)
+        await caller.expect(lambda m: isinstance(m, Response) and m.status == 200)
+        await async_wait_until(lambda: journal.read(path).live(), 5, "the bridge journaled")
+        shutil.copy(path, copy)
+        # the node "died" with that journal and was last up a minute ago
+        beat = time.time() - 60
+        copy.with_suffix(".lock").touch()
+        os.utime(copy.with_suffix(".lock"), (beat, beat))
+
+        later, sink = await start_node(tmp_path / "b", gateways)
+        byes = []
+        for peer in (caller, carrier):
+            bye = await peer.expect(
+                lambda m: isinstance(m, Request) and m.method == "BYE" and m.cseq.seq > 1000
+            )
+            assert isinstance(bye, Request)
+            assert "cause=38" in (bye.headers.get("Reason") or "")  # network out of order
+            peer.send(ok_to(bye), later.sip_port)
+            byes.append(bye.call_id)
+        assert byes == ["lost1", out.call_id]
+        await async_wait_until(lambda: len(sink.records) == 2, 5, "both legs' CDRs")
+        assert {(c.direction, c.hangup_cause) for c in sink.records} == {
+            ("inbound", "NETWORK_OUT_OF_ORDER"),
+            ("outbound", "NETWORK_OUT_OF_ORDER"),
+        }
+        assert later.switch is not None and later.switch.active_calls == 0  # none resumed
+    finally:
+        caller.close()
+        carrier.close()
+        if later is not None:
+            await later.stop()
+        await node.stop()
