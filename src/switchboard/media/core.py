@@ -522,12 +522,13 @@ class Switch:
         s.answered.set()
 
     def on_remote_hangup(self, s: Session, cause: Cause, *, sip_status: int | None = None,
-                         disposition: str = "recv_bye") -> None:  # fmt: skip
-        """The peer ended the leg (BYE, CANCEL, failure response, timeout)."""
+                         disposition: str = "recv_bye", at: float | None = None) -> None:  # fmt: skip
+        """The peer ended the leg (BYE, CANCEL, failure response, timeout); ``at``: when,
+        if not now (a leg a crash interrupted while it was ending, ended on restart)."""
         if sip_status is not None:
             s.channel.sip_status = sip_status
         s.channel.hangup_disposition = disposition
-        self._hangup(s, cause, notify_leg=False)
+        self._hangup(s, cause, notify_leg=False, at=at)
 
     def on_dtmf(self, s: Session, digit: str, duration_samples: int, source: str = "RTP") -> None:
         """A DTMF digit arrived (RFC 4733, INFO or in-band); queued for applications."""
@@ -1146,9 +1147,11 @@ class Switch:
             cmd.done.set_result(response)
 
     # ---------------------------------------------------------------- hangup
-    def _hangup(self, s: Session, cause: Cause, *, notify_leg: bool) -> None:
+    def _hangup(
+        self, s: Session, cause: Cause, *, notify_leg: bool, at: float | None = None
+    ) -> None:
         ch = s.channel
-        if not ch.mark_hangup(cause, time.time()):
+        if not ch.mark_hangup(cause, time.time() if at is None else at):
             return
         ch.set_var("hangup_cause", cause.name)
         ch.set_var("hangup_cause_q850", str(cause.q850))

@@ -10,6 +10,9 @@ journal_dir`` moves it), one record per line:
 * ``E <uuid> <cdr-json>`` — a journaled leg ended; its CDR rides along, so a CDR the
   billing writer had not stored when the process died is submitted again on restart
   (ingest is idempotent on the leg's uuid: never twice);
+* ``H <uuid> <time> <cause>`` — the far end ended a journaled leg (its BYE answered): a
+  crash before the leg's ``E`` (its CDR comes a few loop turns later) must not have the
+  restart BYE a far end that already hung up, nor bill it up to the restart;
 * ``S <uuid> <json>`` — an inbound call in setup (its INVITE, our To tag, the peer): a
   restarted node answers it 503 so that the router tries another node, instead of the
   caller waiting for an answer that died with the process;
@@ -76,6 +79,7 @@ class JournalState:
     ends: dict[str, tuple[float, str]] = field(default_factory=dict)  # leg uuid → (t, cdr)
     skipped: int = 0  # damaged records (logged)
     setups: dict[str, dict[str, Any]] = field(default_factory=dict)  # uuid → S record
+    hangups: dict[str, tuple[float, str]] = field(default_factory=dict)  # uuid → (t, cause)
 
     def pending_setups(self) -> list[dict[str, Any]]:
         """Inbound calls whose setup was cut short: neither bridged nor over."""
@@ -158,6 +162,9 @@ def read(path: Path) -> JournalState:
                 state.setups[uuid] = json.loads(rec_json)
             elif kind == "X":
                 state.setups.pop(rest, None)
+            elif kind == "H":
+                uuid, t, cause = rest.split(" ")
+                state.hangups[uuid] = (float(t), cause)
             else:
                 raise ValueError(f"unknown record kind {kind!r}")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -188,6 +195,7 @@ class Journal:
         # not every end since the last rewrite (up to ROTATE_BYTES of them: tens of MB).
         self._end_order: deque[tuple[float, str]] = deque()
         self._setups: set[str] = set()  # inbound uuids in setup (S written, no B/X yet)
+        self._hangups: dict[str, str] = {}  # leg uuid → its H line, until its E
         self.records = 0
         self.bytes = 0
         # set once the node is up (not by a reaper): the sync thread touches <node>.lock
@@ -207,6 +215,9 @@ class Journal:
                     if leg["uuid"] not in state.ends:
                         self._leg_of[leg["uuid"]] = a_uuid
                         self._open_legs[a_uuid] = self._open_legs.get(a_uuid, 0) + 1
+            for uuid, (t, cause) in state.hangups.items():
+                if uuid in self._leg_of:
+                    self._hangups[uuid] = f"H {uuid} {t:.3f} {cause}\n"
             for uuid, (t, cdr) in sorted(state.ends.items(), key=lambda item: item[1][0]):
                 if now - t < KEEP_ENDS_FOR:
                     self._ends[uuid] = f"E {uuid} {t:.3f} {cdr}\n"
@@ -245,6 +256,7 @@ class Journal:
     def ended(self, uuid: str, cdr_json: str) -> None:
         """A journaled leg ended; ``cdr_json`` is its CDR (replayed if not stored)."""
         a_uuid = self._leg_of.pop(uuid, None)
+        self._hangups.pop(uuid, None)
         if a_uuid is None:
             return  # never journaled: nothing to resume, nothing to write
         left = self._open_legs.get(a_uuid, 1) - 1
@@ -268,6 +280,15 @@ class Journal:
             _, uuid = order.popleft()
             self._end_times.pop(uuid, None)
             self._ends.pop(uuid, None)
+
+    def hung_up(self, uuid: str, cause: str, at: float) -> None:
+        """The far end ended journaled leg ``uuid`` at ``at`` (H); its E follows with its
+        CDR."""
+        if uuid not in self._leg_of or uuid in self._hangups:
+            return
+        line = f"H {uuid} {at:.3f} {cause}\n"
+        self._hangups[uuid] = line
+        self._append(line)
 
     def tracks(self, uuid: str) -> bool:
         return uuid in self._leg_of
@@ -314,7 +335,11 @@ class Journal:
     def _rewrite(self) -> None:
         """Write the live records to a new file and switch to it (atomic rename)."""
         self._forget_ends_before(time.time() - KEEP_ENDS_FOR)
-        text = "".join(self._live.values()) + "".join(self._ends.values())
+        text = (
+            "".join(self._live.values())
+            + "".join(self._hangups.values())
+            + "".join(self._ends.values())
+        )
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

@@ -79,6 +79,7 @@ PACKETS_PER_SECOND = 50  # 20 ms packets: how far the sequence number moves per 
 _SKIP_VARS = frozenset({"switch_r_sdp", "switch_l_sdp"})  # kept as SDP, not variables
 RECOVERY_VAR = "switchboard_recovery"  # "resumed", "ended" or "node_lost" on recovered legs
 MOVED = "recovery_moved"  # Session.data key: the leg's RTP port changed at the restart
+HUNG_UP = "recovery_hung_up"  # Session.data key: (time, cause) its far end had hung up
 LOST_CAUSE = Cause.NETWORK_OUT_OF_ORDER  # a reaped leg: its node did not come back
 
 
@@ -188,7 +189,16 @@ def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
 
     def on_event(ev: Any) -> None:
         name = ev.name
-        if name == "CALL_UPDATE":
+        if name == "CHANNEL_HANGUP":
+            # the far end's BYE, answered 200 in this very step: journaled now, as its CDR
+            # (the E record) comes a few loop turns later — a restart in between must
+            # neither BYE a far end that hung up nor bill it up to the restart
+            uuid = ev.channel_uuid
+            if journal.tracks(uuid):
+                ch = switch.channel(uuid)
+                if ch is not None and ch.hangup_disposition == "recv_bye" and ch.hangup_cause:
+                    journal.hung_up(uuid, ch.hangup_cause.name, ch.hangup_at or time.time())
+        elif name == "CALL_UPDATE":
             on_update(ev.channel_uuid)
         elif name == "CHANNEL_ANSWER":
             uuid = ev.channel_uuid
@@ -389,6 +399,10 @@ async def restore(
         else:
             whole = len(sessions) == len(rec["legs"]) == 2
         for s in sessions:
+            if s.uuid in state.hangups:  # its far end had hung up before the crash
+                s.data[HUNG_UP] = state.hangups[s.uuid]
+                whole = False
+        for s in sessions:
             s.channel.set_var(RECOVERY_VAR, "resumed" if whole else "ended")
         out.append((sessions, whole, (str(app[0]), str(app[1])) if app else None))
     _end_partners_together(ua, out)
@@ -452,15 +466,42 @@ def start_resumed(ua: UserAgent, restored: list[Restored]) -> tuple[int, int]:
             sw.start_apps(a, [("_bridge_existing", b.uuid)])
             resumed += 2
             continue
-        for s in sessions:  # half a bridge (its partner ended or could not be rebuilt),
-            # or a leg in playback or IVR: where it was cannot be taken up again
-            s.parked = True
-            sw.start_apps(s, [])
-            sw.hangup(s.uuid, Cause.NORMAL_TEMPORARY_FAILURE)
+        # half a bridge (its partner ended or could not be rebuilt), or a leg in playback
+        # or IVR: where it was cannot be taken up again; the partner of a leg whose far end
+        # had hung up ends as its bridge would have ended it, with that cause
+        cause = next((_cause(s.data[HUNG_UP][1]) for s in sessions if HUNG_UP in s.data),
+                     Cause.NORMAL_TEMPORARY_FAILURE)  # fmt: skip
+        for s in sessions:
+            _end(sw, s, cause)
             ended += 1
     if resumed or ended:
         log.warning("recovery: %d call leg(s) resumed, %d ended (partner gone)", resumed, ended)
     return resumed, ended
+
+
+def _cause(name: str) -> Cause:
+    try:
+        return Cause[name]
+    except KeyError:
+        return Cause.NORMAL_CLEARING
+
+
+def _end(sw: Any, s: Session, cause: Cause) -> bool:
+    """End a rebuilt leg: BYE with ``cause`` — or, when its far end had hung up before the
+    crash (an ``H`` record), silently, at the time and with the cause it hung up with."""
+    s.parked = True
+    sw.start_apps(s, [])
+    hung = s.data.pop(HUNG_UP, None)
+    if hung is None:
+        return bool(sw.hangup(s.uuid, cause))
+    if s.is_hungup:
+        return False
+    if isinstance(s.leg, SipLeg):
+        s.leg.bye_sent = True  # the dialog is over: no BYE
+    sw.on_remote_hangup(s, _cause(hung[1]), disposition="recv_bye", at=float(hung[0]))
+    if isinstance(s.leg, SipLeg):
+        s.leg.close()
+    return True
 
 
 def reoffer(leg: SipLeg) -> None:
@@ -497,9 +538,7 @@ def end_all(ua: UserAgent, restored: list[Restored]) -> int:
     for sessions, _whole, _app in restored:
         for s in sessions:
             s.channel.set_var(RECOVERY_VAR, "node_lost")
-            s.parked = True
-            sw.start_apps(s, [])
-            if sw.hangup(s.uuid, LOST_CAUSE):
+            if _end(sw, s, LOST_CAUSE):
                 n += 1
     if n:
         log.warning("recovery: %d call leg(s) of a node that did not come back ended (%s)",

@@ -1,7 +1,8 @@
-"""A node started on a journal whose heartbeat is older than ``recovery_timeout`` ends its
-calls instead of resuming them — whoever restarted it (systemd, a container runtime, an
-operator), with no supervisor's reaper around: BYE with Q.850 cause 38 to both far ends,
-CDRs with ``NETWORK_OUT_OF_ORDER``."""
+"""Legs a restart must end rather than resume. A node started on a journal whose heartbeat
+is older than ``recovery_timeout`` ends its calls — whoever restarted it (systemd, a
+container runtime, an operator), with no supervisor's reaper around: BYE with Q.850 cause
+38 to both far ends, CDRs with ``NETWORK_OUT_OF_ORDER``. A leg whose far end's BYE the
+node had answered just before it died is ended without a BYE, billed to that BYE."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from switchboard.media import journal
 from switchboard.sip.message import Request, Response
@@ -71,6 +73,73 @@ async def test_a_node_back_after_recovery_timeout_ends_its_calls(tmp_path: Path)
             ("outbound", "NETWORK_OUT_OF_ORDER"),
         }
         assert later.switch is not None and later.switch.active_calls == 0  # none resumed
+    finally:
+        caller.close()
+        carrier.close()
+        if later is not None:
+            await later.stop()
+        await node.stop()
+
+
+async def test_a_leg_whose_bye_was_answered_just_before_the_crash_is_not_byed_again(
+    tmp_path: Path,
+) -> None:
+    """Killed right after answering the caller's BYE (the leg's CDR and the carrier's BYE
+    come a few loop turns later): the restart sends the carrier its BYE, not the caller,
+    and the caller's CDR ends at its BYE, not at the restart."""
+    carrier, caller = await Peer.udp(), await Peer.udp()
+    gateways = {"gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier.port}"}}}
+    node, _ = await start_node(tmp_path / "a", gateways)
+    path = tmp_path / "a" / "state" / "journal" / "media-1.jnl"
+    copy = tmp_path / "b" / "state" / "journal" / "media-1.jnl"
+    copy.parent.mkdir(parents=True)
+    hung_at: list[float] = []
+
+    def on_event(ev: Any) -> None:  # subscribed after the journal's own hook
+        ch = node.switch.channel(ev.channel_uuid) if ev.name == "CHANNEL_HANGUP" else None
+        if ch is not None and ch.direction == "inbound" and not copy.exists():
+            shutil.copy(path, copy)
+            hung_at.append(time.time())
+
+    later = None
+    try:
+        offer = SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")
+        invite = request(caller, "INVITE", node.sip_port, call_id="hung1", cseq=1,
+                         branch="hung1", body=offer)  # fmt: skip
+        caller.send(invite.replace("sip:echo@", "sip:+12155550131@", 2), node.sip_port)
+        out = await carrier.expect(lambda m: isinstance(m, Request) and m.method == "INVITE")
+        assert isinstance(out, Request)
+        answer = SDP.format(ver=1, port=40002, fmt="0", dir="sendrecv")
+        contact = f"sip:carrier@127.0.0.1:{carrier.port}"
+        carrier.send(ok_to(out, tag="carrier1", sdp=answer, contact=contact), node.sip_port)
+        ok = await caller.expect(lambda m: isinstance(m, Response) and m.status == 200)
+        assert isinstance(ok, Response)
+        await async_wait_until(lambda: journal.read(path).live(), 5, "the bridge journaled")
+        node.switch.events.subscribe(on_event, headers=False)
+        caller.send(request(caller, "BYE", node.sip_port, call_id="hung1", cseq=2,
+                            branch="hung1bye", to_tag=ok.to_tag or ""), node.sip_port)  # fmt: skip
+        await caller.expect(lambda m: isinstance(m, Response) and m.cseq.method == "BYE")
+        assert hung_at and copy.exists()
+        started = time.time()
+
+        later, sink = await start_node(tmp_path / "b", gateways)
+        bye = await carrier.expect(
+            lambda m: isinstance(m, Request) and m.method == "BYE" and m.cseq.seq > 1000
+        )
+        assert isinstance(bye, Request) and bye.call_id == out.call_id
+        assert "cause=16" in (bye.headers.get("Reason") or "")  # as the bridge would have
+        carrier.send(ok_to(bye), later.sip_port)
+        await async_wait_until(lambda: len(sink.records) == 2, 5, "both legs' CDRs")
+        cdr_in = next(c for c in sink.records if c.direction == "inbound")
+        assert cdr_in.hangup_cause == "NORMAL_CLEARING"
+        assert cdr_in.end_time is not None and cdr_in.end_time.timestamp() < started
+        assert abs(cdr_in.end_time.timestamp() - hung_at[0]) < 0.5
+        late_byes = []
+        while not caller.inbox.empty():
+            m = caller.inbox.get_nowait()
+            if isinstance(m, Request) and m.method == "BYE" and m.cseq.seq > 1000:
+                late_byes.append(m)
+        assert late_byes == []  # the caller had hung up: no BYE from the restart
     finally:
         caller.close()
         carrier.close()

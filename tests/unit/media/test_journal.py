@@ -212,3 +212,24 @@ def test_a_node_that_is_up_keeps_its_heartbeat_fresh(tmp_path: Path) -> None:
     finally:
         j.close()
         os.close(fd)
+
+
+def test_a_far_end_hangup_is_kept_until_the_legs_end(tmp_path: Path) -> None:
+    """H: a journaled leg whose far end hung up — read back, kept across the rewrite of a
+    restart, forgotten once the leg's E is written; a leg never journaled writes none."""
+    path = tmp_path / "media-1.jnl"
+    j = Journal(path)
+    j.open()
+    j.bridged("a1", ("a1", "b1"), bridge("a1", "b1"))
+    j.bridged("a2", ("a2", "b2"), bridge("a2", "b2"))
+    j.hung_up("a1", "NORMAL_CLEARING", 1000.25)
+    j.hung_up("a2", "USER_BUSY", 1000.5)
+    j.hung_up("zz", "NORMAL_CLEARING", 1000.0)  # not journaled: nothing written
+    j.ended("a2", '{"cdr": 1}')
+    j.close()
+    state = read(path)
+    assert state.hangups == {"a1": (1000.25, "NORMAL_CLEARING"), "a2": (1000.5, "USER_BUSY")}
+    again = Journal(path)
+    again.open(state)  # a restart's rewrite: a1 is still live and hung up; a2 has its E
+    again.close()
+    assert read(path).hangups == {"a1": (1000.25, "NORMAL_CLEARING")}
