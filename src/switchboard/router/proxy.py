@@ -871,7 +871,9 @@ class Proxy:
         loop = wire.loop_hash(m).encode()
         for i in m.vias:
             line = m.lines[i]
-            if any(sb in line for sb in self._sent_by) and (self._prefix + loop) in line:
+            if any(line.find(sb) >= 0 for sb in self._sent_by) and (
+                line.find(self._prefix + loop) >= 0
+            ):
                 return reply(482)
         # §16.4 route preprocessing and §16.5 target.
         kept: list[bytes] | None = None

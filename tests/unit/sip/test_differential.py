@@ -301,3 +301,78 @@ def test_new_request_uri_of_a_known_shape_is_checked(ruri: str, status: int) -> 
         with pytest.raises(fastpath.BadMessage) as exc:
             fastpath.validate(fastpath.parse(data))
         assert exc.value.status == status
+
+
+_ID_LINES = (
+    "Via: SIP/2.0/UDP 192.0.2.5:5070;branch=z9hG4bK{b};rport\r\n"
+    'From: "A" <sip:a@example.com;x=1>;tag={t}\r\nTo: <sip:b@example.com>;tag={t}\r\n'
+    "Call-ID: id-memo@192.0.2.5\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n"
+    "Content-Length: 0\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["-other.1", "x", "A!*_+'~z", 'x"y', "x<y", "x`y", "x%4", "x%41y", "x;y", "x,y", "x y", "x=y"],
+)
+def test_lines_differing_only_in_branch_or_tag_share_a_verdict(value: str) -> None:
+    """validate() remembers Via/From/To lines by their text with a branch or tag value
+    made of alphanumerics and -.!*_+'~ replaced (a new one per transaction/dialog): a
+    value with any other character must still get the core's own verdict."""
+    head = "BYE sip:b@192.0.2.9:5080 SIP/2.0\r\n"
+    assert assert_agree((head + _ID_LINES.format(b="-memo", t="1")).encode()) == "valid"
+    assert assert_agree((head + _ID_LINES.format(b=value, t=value)).encode())
+    assert assert_agree((head + _ID_LINES.format(b="-memo", t=value)).encode())
+    assert assert_agree((head + _ID_LINES.format(b=value, t="1")).encode())
+
+
+@SETTINGS
+@given(st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=8))
+def test_generated_branch_and_tag_values_agree(value: str) -> None:
+    head = "BYE sip:b@192.0.2.9:5080 SIP/2.0\r\n"
+    assert_agree((head + _ID_LINES.format(b="-memo", t="1")).encode())
+    assert_agree((head + _ID_LINES.format(b=value, t=value)).encode())
+
+
+def _core_via(value: bytes) -> tuple[Any, ...] | None:
+    """The fast path's Via fields as read by the core's Via parser (None: unparsable)."""
+    from switchboard.sip.headers import Via as CoreVia
+
+    try:
+        core = CoreVia.parse(value.decode("latin-1"))
+    except SipParseError:
+        return None
+    p = core.params
+    port = core.port if core.port is not None else 5060
+    sent_by = core.host if core.port is None else f"{core.host}:{core.port}"
+    return (
+        core.transport.lower(),
+        core.host.lower(),
+        port,
+        sent_by.encode("latin-1"),
+        (p.get("branch") or "").encode("latin-1"),
+        None if "rport" not in p else (p["rport"] or "").encode("latin-1"),
+        (p.get("received") or "").encode("latin-1"),
+    )
+
+
+def _fast_via(value: bytes) -> tuple[Any, ...] | None:
+    try:
+        v = fastpath.Via(value)
+    except fastpath.BadMessage:
+        return None
+    return (v.transport, v.host, v.port, v.sent_by, v.branch, v.rport, v.received)
+
+
+@SETTINGS
+@given(
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=8),
+    st.sampled_from(["", ";rport", ";received=192.0.2.7;rport=5071", ";x=y", "`", "%41"]),
+)
+def test_via_read_with_a_new_branch_is_the_cores_reading(value: str, tail: str) -> None:
+    """Via() reuses the reading of a Via that differed only in its branch value (one
+    per request): whatever the new value, the fields are the core's own."""
+    known = b"SIP/2.0/UDP 192.0.2.5:5070;branch=z9hG4bK-known" + tail.encode()
+    assert _fast_via(known) == _core_via(known)
+    data = f"SIP/2.0/UDP 192.0.2.5:5070;branch={value}{tail}".encode()
+    assert _fast_via(data) == _core_via(data), data
