@@ -196,6 +196,9 @@ def build(*, force: bool = False) -> int:
         print("native: mypyc is not installed; the router runs its pure Python hot path")
         return 0
     sources = dependencies()
+    # Hashed before the copy the compiler reads: a file edited during the (minutes long)
+    # build must not be recorded as the source of a module compiled from its old text.
+    digests = {m: _digest(m) for m in sources}
     with tempfile.TemporaryDirectory(prefix="switchboard-native-") as tmp:
         work = Path(tmp)
         shutil.copytree(
@@ -242,7 +245,7 @@ def build(*, force: bool = False) -> int:
                 "ext_suffix": _tag(),
                 "modules": list(MODULES),
                 "files": files,
-                "sources": {m: _digest(m) for m in sources},
+                "sources": digests,
             },
             indent=1,
         )

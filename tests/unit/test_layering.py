@@ -53,6 +53,7 @@ PURE_MODULES = [
     "media/digest.py",
     "media/events.py",
     "media/limits.py",
+    "media/overload.py",
     "media/rtp_timeout.py",
     "billing/cdr.py",
     "dialer/pacing.py",

@@ -32,6 +32,7 @@ from switchboard.media.collector import CollectorPolicy
 from switchboard.media.core import Switch
 from switchboard.media.dialplan import Dialplan, DialplanError
 from switchboard.media.limits import SessionLimiter
+from switchboard.media.overload import OverloadGuard, ShedReason, idle_percent, parse_proc_stat
 from switchboard.media.ports import PortAllocator
 from switchboard.media.settings import RTP_BASE, RTP_SPAN, IvrMenuSection, node_number
 from switchboard.media.ua import UserAgent
@@ -118,6 +119,10 @@ class MediaNode:
         self._channels = 0
         self._calls = 0
         self._call_uuids: set[str] = set()  # channels counted in _calls
+        self._idle_cpu: float | None = None  # the machine's idle CPU %, last second
+        self._cpu_reading: tuple[int, int] | None = None
+        self._cpu_timer: asyncio.TimerHandle | None = None
+        self._queue_probe: Any = None  # net.queue_probe.ReceiveQueueProbe when shedding
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -326,6 +331,7 @@ class MediaNode:
         if self.journal is not None and not self.reap:
             self.journal.alive = True  # the heartbeat: a restart knows how long it was gone
             self.journal.heartbeat()
+        self._install_overload_guard(ua)
         log.info(
             "%s up: SIP %s, RTP %d-%d, admin %s:%d",
             self.name, self.sip_listen, start, end, *self.admin_address,
@@ -464,7 +470,58 @@ class MediaNode:
             except DialplanError as exc:
                 log.error("%s: dialplan reload failed, keeping the old one: %s", self.name, exc)
 
+    def _install_overload_guard(self, ua: UserAgent) -> None:
+        """[limits] overload guards: new calls shed while the node is behind
+        (media/overload.py). A reaper admits nothing anyway."""
+        from switchboard.net.queue_probe import ReceiveQueueProbe
+
+        lim = self.cfg.limits
+        guard = OverloadGuard(
+            max_delay=lim.overload_delay,
+            min_idle_cpu=lim.min_idle_cpu,
+            retry_after=lim.overload_retry_after,
+        )
+        if self.reap or not guard.enabled:
+            return
+        monitor = self.loop_lag
+        probe = None
+        if guard.max_delay > 0 and ua.endpoint is not None and ua.endpoint.udp:
+            probe = ReceiveQueueProbe(ua.endpoint.udp[0])
+            if probe.start():
+                self._queue_probe = probe
+            else:
+                probe = None
+
+        def overload() -> ShedReason | None:
+            behind = monitor.behind()
+            if probe is not None:
+                behind = max(behind, probe.delay())
+            return guard.check(delay=behind, idle_cpu=self._idle_cpu)
+
+        ua.overload = overload
+        ua.overload_retry_after = guard.retry_after
+        if guard.min_idle_cpu > 0:
+            self._sample_cpu()
+
+    def _sample_cpu(self) -> None:
+        """The machine's idle CPU over the last second, from /proc/stat (a procfs read:
+        microseconds, never blocks); unknown where /proc/stat is missing."""
+        try:
+            with open("/proc/stat") as f:
+                reading = parse_proc_stat(f.read(4096))
+        except OSError:
+            reading = None
+        if reading is not None and self._cpu_reading is not None:
+            self._idle_cpu = idle_percent(self._cpu_reading, reading)
+        self._cpu_reading = reading
+        self._cpu_timer = asyncio.get_running_loop().call_later(1.0, self._sample_cpu)
+
     async def stop(self) -> None:
+        if self._cpu_timer is not None:
+            self._cpu_timer.cancel()
+            self._cpu_timer = None
+        if self._queue_probe is not None:
+            self._queue_probe.stop()
         if self.loop_lag is not None:
             self.loop_lag.stop()
         if self.switch is not None:

@@ -164,6 +164,16 @@ class LimitsSection(_Section):
     max_sessions: int = Field(default=10000, ge=1)
     sessions_per_second: int = Field(default=400, ge=1)  # exact sliding 1 s window
     retry_after: int = Field(default=300, ge=0)  # Retry-After on the 503 (sofia.c)
+    # Overload shedding (media/overload.py, docs/media.md "Overload"): new calls get 503 +
+    # overload_retry_after while the node is more than overload_delay seconds behind (a
+    # datagram's wait in its SIP receive queue, or its event-loop lag): a growing share
+    # above it, all of them from twice it (0 = off). Under the router's failover_timeout
+    # (2 s) with room: the router hears the node before it gives up on it. min_idle_cpu:
+    # every new call while the machine's idle CPU is below this percentage (FreeSWITCH
+    # min-idle-cpu; 0 = off, its default).
+    overload_delay: float = Field(default=0.25, ge=0)
+    min_idle_cpu: float = Field(default=0.0, ge=0, le=100)
+    overload_retry_after: int = Field(default=1, ge=0)
 
 
 class GatewaySection(_Section):

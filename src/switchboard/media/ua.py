@@ -33,7 +33,7 @@ import ssl
 import time
 import uuid as uuid_mod
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +101,7 @@ from switchboard.sip.transaction import (
 from switchboard.sip.uri import NameAddr, SipUri
 
 if TYPE_CHECKING:
+    from switchboard.media.overload import ShedReason
     from switchboard.media.settings import GatewaySection, UserSection
 
 log = logging.getLogger(__name__)
@@ -518,6 +519,12 @@ class UserAgent:
             algorithms=tuple(digest_algorithms),
         )
         self.retry_after = retry_after
+        # [limits] overload guards (media/overload.py), set by the node: why a new call is
+        # shed now (None: admit), and the Retry-After of that 503
+        self.overload: Callable[[], ShedReason | None] | None = None
+        self.overload_retry_after = 1
+        self._shed_logged = 0.0
+        self._shed_unlogged = 0
         self.user_agent = user_agent
         # No product name by default: it tells a scanner which exploits to try.
         self.ua_header: list[tuple[str, str]] = [("User-Agent", user_agent)] if user_agent else []
@@ -895,6 +902,8 @@ class UserAgent:
             return
         match method:
             case "INVITE":
+                if self.overload is not None and self._shed(req, txn):
+                    return
                 leg_ctx = InboundPending(req, peer)
                 txn.context = leg_ctx
                 if self.invite_hooks:
@@ -921,6 +930,32 @@ class UserAgent:
                 self.respond(txn, req, 481, "Call/Transaction Does Not Exist")
             case _:
                 self.respond(txn, req, 405, "Method Not Allowed", headers=[("Allow", ALLOW)])
+
+    def _shed(self, req: Request, txn: ServerTransaction) -> bool:
+        """Refuse a new call while the node is behind (media/overload.py): 503 with a short
+        Retry-After before anything is made for it, no Q.850 Reason (the node's own state:
+        the router tries another node). Emergency calls are never shed."""
+        assert self.overload is not None
+        reason = self.overload()
+        if reason is None:
+            return False
+        try:
+            if (req.ruri.user or "") in self.switch.emergency_numbers:
+                return False
+        except SipError:
+            return False  # _on_invite answers the malformed request
+        self.respond(txn, req, 503, "Service Unavailable",
+                     headers=[("Retry-After", str(self.overload_retry_after))])  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.overload_shed.labels(reason=reason.value).inc()
+        # one line a second at most: logging every refusal is work an overloaded node lacks
+        now = time.monotonic()
+        self._shed_unlogged += 1
+        if now - self._shed_logged >= 1.0:
+            log.warning("overloaded (%s): %d new call(s) shed with 503",
+                        reason.value, self._shed_unlogged)  # fmt: skip
+            self._shed_logged, self._shed_unlogged = now, 0
+        return True
 
     def _accept(self, message: Request | Response | None, peer: Peer) -> bool:
         """The endpoint's gate: SIP only from trusted networks; nothing from banned sources."""

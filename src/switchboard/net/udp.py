@@ -10,13 +10,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 
 from switchboard.sip.transaction import Peer
 
 log = logging.getLogger(__name__)
 
 DatagramHandler = Callable[[bytes, Peer], None]
+
+
+class QueueProbe(Protocol):
+    """What the transport needs of net/queue_probe.py's ReceiveQueueProbe."""
+
+    source: tuple[str, int]  # the probe's own address: its datagrams come from there
+
+    def back(self, data: bytes) -> None: ...
 
 
 def unbracket(host: str) -> str:
@@ -32,6 +40,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.local: tuple[str, int] = ("", 0)
         self.closed = asyncio.get_running_loop().create_future()
+        self.probe: QueueProbe | None = None  # net/queue_probe.py, when measured
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not isinstance-checked: asyncio's own selector transport does not inherit
@@ -44,6 +53,10 @@ class UdpTransport(asyncio.DatagramProtocol):
         host = str(addr[0])
         if ":" in host:
             host = f"[{host}]"
+        probe = self.probe
+        if probe is not None and data[:1] == b"\x00" and (host, addr[1]) == probe.source:
+            probe.back(data)  # never SIP: the receive-queue probe's stamp
+            return
         try:
             self._on_datagram(data, Peer("UDP", host, int(addr[1])))
         except Exception:  # the process never dies on a peer's bytes

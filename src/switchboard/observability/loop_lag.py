@@ -50,6 +50,8 @@ INTERVAL = 0.02  # s: 50 samples per second; a few µs each
 WINDOW = 10.0  # s: the max gauge covers the current and the previous window
 STALL_LOG = 0.05  # s: a tick this late is logged with what the loop's thread did
 
+RECENT = 0.5  # s: behind() covers the current and the previous such window
+
 log = logging.getLogger(__name__)
 
 
@@ -94,6 +96,9 @@ class LoopLagMonitor:
         self._window_max = 0.0
         self._previous_max = 0.0
         self._gc_started = 0.0
+        self._recent_end = 0.0
+        self._recent_max = 0.0
+        self._recent_previous = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -164,6 +169,12 @@ class LoopLagMonitor:
             self._window_max = late
         if stall > self._stall_window:
             self._stall_window = stall
+        if now >= self._recent_end:
+            self._recent_previous = self._recent_max if now < self._recent_end + RECENT else 0.0
+            self._recent_max = 0.0
+            self._recent_end = now + RECENT
+        if late > self._recent_max:
+            self._recent_max = late
         self.peak.set(max(self._window_max, self._previous_max))
         self.stall_peak.set(max(self._stall_window, self._stall_previous))
         self._schedule(now)
@@ -186,6 +197,15 @@ class LoopLagMonitor:
             " ran %.0f ms, waited %.0f ms for a CPU, slept %.0f ms%s",
             late * 1e3, span * 1e3, ran * 1e3, waited * 1e3, asleep * 1e3, others,
         )  # fmt: skip
+
+    def behind(self) -> float:
+        """How far behind the loop is now (seconds): the largest lateness of the last
+        0.5-1 s, or the lateness of the sample now overdue if that is more (a loop that
+        is stuck in a long run of work has not run the sample yet). 0 before start()."""
+        if self._handle is None:
+            return 0.0
+        overdue = time.perf_counter() - self._due
+        return max(self._recent_max, self._recent_previous, overdue)
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":

@@ -135,6 +135,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_router_destination_probe_latency_seconds", "gauge", "router", ("set", "uri"), "Smoothed round-trip time of answered OPTIONS probes."),
     _spec("switchboard_router_destination_timeouts_total", "counter", "router", ("set", "uri"), "Probes or calls the destination left unanswered."),
     _spec("switchboard_router_failovers_total", "counter", "router", (), "Calls moved to the next destination (408/5xx or no answer in failover_timeout)."),
+    _spec("switchboard_router_overload_rejects_total", "counter", "router", (), "Calls answered 503 + Retry-After (the smallest the nodes gave) because every media node shed them: the platform is overloaded."),
     _spec("switchboard_router_branch_timeouts_total", "counter", "router", (), "Forwarded requests that got no answer in time."),
     _spec("switchboard_router_acl_rejects_total", "counter", "router", (), "Dialog-creating requests from sources outside [acl].allow, answered 403."),
     _spec("switchboard_router_pike_blocks_total", "counter", "router", (), "Source IPs that crossed the pike density and were blocked."),
@@ -169,6 +170,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_media_sessions_max", "gauge", "media", (), "Configured max_sessions (FreeSWITCH switch.conf max-sessions)."),
     _spec("switchboard_media_sessions_per_second_max", "gauge", "media", (), "Configured sessions_per_second limit."),
     _spec("switchboard_media_sessions_rejected_total", "counter", "media", ("reason",), "Calls refused with 503 by a limit, by reason (max_sessions, sessions_per_second, gateway_limit, credit)."),
+    _spec("switchboard_media_overload_shed_total", "counter", "media", ("reason",), "New calls the node shed with 503 + Retry-After because it was behind, before any media work: delay (its SIP receive queue or event loop over [limits] overload_delay), idle_cpu (the machine's idle CPU under min_idle_cpu)."),
     _spec("switchboard_media_emergency_calls_total", "counter", "media", (), "Emergency calls the node took (admitted from the session reserve, never credit-controlled)."),
     _spec("switchboard_media_auth_failures_total", "counter", "media", (), "REGISTERs refused 403 by the registrar (wrong password or unknown user), counted per source for bans."),
     _spec("switchboard_media_auth_bans_total", "counter", "media", (), "Sources banned for more than [security] auth_fail_limit authentication failures in auth_fail_window seconds."),
@@ -403,6 +405,7 @@ class RouterMetrics:
     auth_bans: Counter
     auth_ban_drops: Counter
     acl_drops: Counter
+    overload_rejects: Counter
     tls_handshake_failures: Counter
     trunk_calls: Counter
     trunk_admitted: Counter
@@ -449,6 +452,7 @@ class RouterMetrics:
             auth_bans=_c(registry, p + "auth_bans_total"),
             auth_ban_drops=_c(registry, p + "auth_ban_drops_total"),
             acl_drops=_c(registry, p + "acl_drops_total"),
+            overload_rejects=_c(registry, p + "overload_rejects_total"),
             tls_handshake_failures=_c(registry, p + "tls_handshake_failures_total"),
             trunk_calls=_c(registry, p + "trunk_calls_total"),
             trunk_admitted=_c(registry, p + "trunk_admitted_total"),
@@ -477,6 +481,7 @@ class RouterMetrics:
 
 DISPOSITIONS = ("answered", "busy", "no_answer", "failed", "cancelled")
 SESSION_REJECT_REASONS = ("max_sessions", "sessions_per_second", "gateway_limit", "credit")
+SHED_REASONS = ("delay", "idle_cpu")
 DIRECTIONS = ("inbound", "outbound")
 
 
@@ -493,6 +498,7 @@ class MediaMetrics:
     sessions_max: Gauge
     sessions_per_second_max: Gauge
     sessions_rejected: Counter
+    overload_shed: Counter
     emergency_calls: Counter
     pdd: Histogram
     setup_latency: Histogram
@@ -524,6 +530,7 @@ class MediaMetrics:
             sessions_max=_g(registry, p + "sessions_max"),
             sessions_per_second_max=_g(registry, p + "sessions_per_second_max"),
             sessions_rejected=_c(registry, p + "sessions_rejected_total"),
+            overload_shed=_c(registry, p + "overload_shed_total"),
             emergency_calls=_c(registry, p + "emergency_calls_total"),
             pdd=_h(registry, p + "pdd_seconds"),
             setup_latency=_h(registry, p + "setup_latency_seconds"),
@@ -552,6 +559,8 @@ class MediaMetrics:
             m.rtp_packets.labels(direction=d)
         for reason in SESSION_REJECT_REASONS:
             m.sessions_rejected.labels(reason=reason)
+        for reason in SHED_REASONS:
+            m.overload_shed.labels(reason=reason)
         return m
 
     def call_ended(self, direction: str, disposition: str, billsec: float) -> None:

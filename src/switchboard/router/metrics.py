@@ -119,6 +119,11 @@ class RouterCollector:
             ("auth_bans", "Sources banned for authentication failures", s.auth_bans),
             ("auth_ban_drops", "Requests dropped silently from banned sources", s.auth_ban_drops),
             ("acl_drops", "Requests from outside the ACL dropped silently", s.acl_drops),
+            (
+                "overload_rejects",
+                "Calls answered 503 + Retry-After because every media node shed them",
+                s.overload_rejects,
+            ),
         ):
             yield CounterMetricFamily(PREFIX + name, doc, value=value)
         yield CounterMetricFamily(

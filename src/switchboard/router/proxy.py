@@ -211,6 +211,7 @@ class Stats:
     auth_bans: int = 0  # sources banned for too many authentication failures
     auth_ban_drops: int = 0  # requests of banned sources, dropped silently
     acl_drops: int = 0  # requests from outside [acl] allow dropped ([security] outside_acl)
+    overload_rejects: int = 0  # calls answered 503 + Retry-After: every destination shed them
     emergency: dict[str, int] = field(default_factory=dict)  # emergency calls by country
 
 
@@ -410,6 +411,35 @@ def _from_far_end(m: Message) -> bool:
         if colon and name.strip().lower() == b"reason" and value.lower().find(b"q.850") >= 0:
             return True
     return False
+
+
+def _shed_retry_after(responses: list[tuple[int, bytes | None]]) -> int | None:
+    """When every destination answered 503 with a ``Retry-After`` and no Q.850 ``Reason``
+    (each shed the call: it is overloaded — RFC 3261 §21.5.4, RFC 7339), the smallest
+    Retry-After; otherwise None. Read only when a 503 is the best final response."""
+    retry: int | None = None
+    for status, data in responses:
+        if status != 503 or data is None:
+            return None
+        value = _header_value(data, b"retry-after")
+        if value is None or _header_value(data, b"reason") is not None:
+            return None
+        digits = value.split(b";")[0].split(b"(")[0].strip()
+        if not digits.isdigit():
+            return None
+        seconds = int(digits)
+        retry = seconds if retry is None else min(retry, seconds)
+    return retry
+
+
+def _header_value(data: bytes, name: bytes) -> bytes | None:
+    """The value of the first header ``name`` (lower case, full form) of a message."""
+    head = data[: data.find(b"\r\n\r\n")] if data.find(b"\r\n\r\n") >= 0 else data
+    for line in head.split(b"\r\n")[1:]:
+        key, colon, value = line.partition(b":")
+        if colon and key.strip().lower() == name:
+            return value.strip()
+    return None
 
 
 def _is_identity(line: bytes) -> bool:
@@ -1483,6 +1513,7 @@ class Proxy:
         """Send the final response upstream. ``status`` 0: choose the best one (§16.7 step 6)."""
         if txn.final:
             return []
+        extra: tuple[bytes, ...] = ()
         if status == 0:
             if txn.cancelled:
                 status, data = 487, None
@@ -1500,13 +1531,20 @@ class Proxy:
                     )
                 )
                 if status == 503:
-                    # §16.7 step 6: a lone 503 means only "this hop is busy": answer 500.
-                    status, data = 500, None
+                    retry = _shed_retry_after(txn.responses)
+                    if retry is not None:
+                        # Every destination shed the call (overloaded): the platform is,
+                        # so the caller gets our own 503 and when to come back.
+                        self.stats.overload_rejects += 1
+                        data, extra = None, self._retry_after(retry)
+                    else:
+                        # §16.7 step 6: a lone 503 means only "this hop is busy": answer 500.
+                        status, data = 500, None
         txn.final = status
         if txn.trunk is not None:
             self._trunk_final(txn, status, now, ended=True)
         if data is None:
-            data = self._reply(txn.msg, status, reason)
+            data = self._reply(txn.msg, status, reason, extra)
         else:
             self._count_reply(status)
             data = self._outward(txn, data, status)

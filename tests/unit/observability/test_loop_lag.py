@@ -131,3 +131,21 @@ async def test_a_stall_is_logged_once_per_window_with_what_the_loop_thread_did(
     late, _span, ran, _waited, slept = nums[1]
     assert late >= 100 and slept >= 100 and ran < 50, lines[1]  # asleep: blocked
     assert "(1 more since the last line)" in lines[1]
+
+
+async def test_behind_sees_a_stall_while_it_lasts_and_forgets_it_within_a_second() -> None:
+    """What the media node's overload guard reads (media/overload.py)."""
+    mon = LoopLagMonitor(CollectorRegistry(), interval=0.01, gc_pauses=False)
+    assert mon.behind() == 0.0  # not started
+    mon.start()
+    try:
+        await asyncio.sleep(0.05)
+        assert mon.behind() < 0.05
+        time.sleep(0.15)  # the stall under test; behind() read from inside it:
+        assert mon.behind() >= 0.1  # the overdue sample, before any sample ran late
+        await asyncio.sleep(0.02)
+        assert mon.behind() >= 0.1  # the late sample is remembered...
+        await asyncio.sleep(1.1)
+        assert mon.behind() < 0.05  # ...for 0.5-1 s
+    finally:
+        mon.stop()

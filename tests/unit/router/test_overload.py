@@ -1,0 +1,96 @@
+"""The router under overload (docs/router.md "Overload"): a node's shed 503 is tried on the
+next node and, when every node shed the call, the caller gets the router's own 503 with
+Retry-After; a node that answered 100 Trying is never failed over on timeout."""
+
+from __future__ import annotations
+
+from switchboard.router.dispatcher import DestinationState, Dispatcher, ProbingConfig, parse_list
+from switchboard.router.proxy import Interface, Proxy, Send
+from tests.support.sipmsg import header, invite, response_to, start_line
+
+UAC = ("127.0.0.1", 5070)
+M1 = ("127.0.0.1", 5081)
+M2 = ("127.0.0.1", 5082)
+
+
+def make_proxy() -> Proxy:
+    d = Dispatcher(
+        parse_list("1 sip:127.0.0.1:5081\n1 sip:127.0.0.1:5082\n"),
+        algorithm=4,
+        probing=ProbingConfig(
+            ping_interval=5, ping_timeout=1, probing_threshold=2, inactive_threshold=1
+        ),
+        now=1e9,  # no probing in these tests
+    )
+    ifaces = [Interface("udp", "127.0.0.1", 5060), Interface("tcp", "127.0.0.1", 5060)]
+    return Proxy(ifaces, d, secret=b"test")
+
+
+def one(sends: list[Send], addr: tuple[str, int]) -> bytes:
+    found = [s.data for s in sends if s.addr == addr]
+    assert len(found) == 1, (addr, sends)
+    return found[0]
+
+
+def to(sends: list[Send], addr: tuple[str, int]) -> list[bytes]:
+    return [s.data for s in sends if s.addr == addr]
+
+
+def shed(request: bytes, retry: int | None = 1, reason: bytes = b"") -> bytes:
+    """A node's 503: overloaded, come back in ``retry`` seconds (None: no Retry-After)."""
+    extra = b"" if retry is None else b"Retry-After: %d\r\n" % retry
+    return response_to(request, 503, "Service Unavailable").replace(
+        b"Content-Length: 0", extra + reason + b"Content-Length: 0"
+    )
+
+
+def states(p: Proxy) -> list[DestinationState]:
+    return [d.state for d in p.dispatcher.sets[1].destinations]
+
+
+def test_every_node_shedding_gives_the_caller_503_with_the_smallest_retry_after() -> None:
+    p = make_proxy()
+    fwd1 = one(p.receive(invite(), "udp", UAC, None, 0.0), M1)
+    fwd2 = one(p.receive(shed(fwd1, 3), "udp", M1, None, 0.01), M2)  # failed over at once
+    out = p.receive(shed(fwd2, 1), "udp", M2, None, 0.02)
+    final = to(out, UAC)
+    assert [start_line(x) for x in final] == ["SIP/2.0 503 Service Unavailable"]
+    assert header(final[0], "Retry-After") == ["1"]
+    assert p.stats.overload_rejects == 1 and p.stats.failovers == 1
+    # a shedding node is busy, not dead: both stay active, no failure counted
+    assert states(p) == [DestinationState.ACTIVE, DestinationState.ACTIVE]
+    assert all(d.failures == 0 for d in p.dispatcher.sets[1].destinations)
+
+
+def test_one_node_shedding_the_other_answering_connects_the_call() -> None:
+    p = make_proxy()
+    fwd1 = one(p.receive(invite(), "udp", UAC, None, 0.0), M1)
+    fwd2 = one(p.receive(shed(fwd1), "udp", M1, None, 0.01), M2)
+    ok = p.receive(response_to(fwd2, 200), "udp", M2, None, 0.02)
+    assert [start_line(x) for x in to(ok, UAC)] == ["SIP/2.0 200 OK"]
+    assert p.stats.overload_rejects == 0
+
+
+def test_a_503_without_retry_after_or_with_a_q850_reason_is_not_shedding() -> None:
+    for retry, reason in ((None, b""), (1, b"Reason: Q.850;cause=41\r\n")):
+        p = make_proxy()
+        fwd1 = one(p.receive(invite(), "udp", UAC, None, 0.0), M1)
+        fwd2 = one(p.receive(shed(fwd1), "udp", M1, None, 0.01), M2)
+        last = shed(fwd2, retry, reason)
+        out = p.receive(last, "udp", M2, None, 0.02)
+        # §16.7 step 6 as before: 503s that do not all say "overloaded" become one 500
+        assert [start_line(x) for x in to(out, UAC)] == ["SIP/2.0 500 Server Internal Error"]
+        assert p.stats.overload_rejects == 0
+
+
+def test_a_node_that_sent_100_trying_is_not_failed_over_on_timeout() -> None:
+    p = make_proxy()
+    fwd1 = one(p.receive(invite(), "udp", UAC, None, 0.0), M1)
+    assert p.receive(response_to(fwd1, 100, "Trying"), "udp", M1, None, 0.3) == []
+    # long past failover_timeout (2 s): the node is working on it; no second INVITE
+    for t in (1.0, 2.5, 5.0, 30.0):
+        assert to(p.handle_timer(t), M2) == []
+    assert p.stats.failovers == 0 and p.stats.branch_timeouts == 0
+    assert states(p) == [DestinationState.ACTIVE, DestinationState.ACTIVE]
+    ok = p.receive(response_to(fwd1, 200), "udp", M1, None, 31.0)
+    assert [start_line(x) for x in to(ok, UAC)] == ["SIP/2.0 200 OK"]
