@@ -50,7 +50,7 @@ class OverloadGuard:
     """Admission of new calls by how far behind the node is ([limits] ``overload_delay``,
     ``min_idle_cpu``, ``overload_retry_after``)."""
 
-    max_delay: float = 0.25  # seconds; 0 = off
+    max_delay: float = 0.5  # seconds; 0 = off
     min_idle_cpu: float = 0.0  # percent of the machine's CPU; 0 = off
     retry_after: int = 1  # seconds, the shed 503's Retry-After
     _credit: float = 0.0  # shares of a call owed to shedding (spreads the shed calls)

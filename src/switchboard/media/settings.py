@@ -171,7 +171,7 @@ class LimitsSection(_Section):
     # (2 s) with room: the router hears the node before it gives up on it. min_idle_cpu:
     # every new call while the machine's idle CPU is below this percentage (FreeSWITCH
     # min-idle-cpu; 0 = off, its default).
-    overload_delay: float = Field(default=0.25, ge=0)
+    overload_delay: float = Field(default=0.5, ge=0)
     min_idle_cpu: float = Field(default=0.0, ge=0, le=100)
     overload_retry_after: int = Field(default=1, ge=0)
 

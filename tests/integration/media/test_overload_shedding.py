@@ -1,0 +1,135 @@
+"""Overloaded media nodes shed new calls with 503 and the router never dials twice
+(docs/media.md "Overload", docs/router.md "Overload").
+
+A real router in the test's event loop, two real media nodes on an event loop of their
+own (a thread); the overload under test is the nodes' loop running 0.3 s late on every
+turn (nodes starved of CPU) while the router keeps time. Transit calls sent meanwhile are
+refused by both nodes before any channel exists — the carrier sees no INVITE — and the
+caller gets the router's own 503 with the nodes' Retry-After; no branch times out, no
+node is marked inactive. Once the nodes keep time again, calls go through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from switchboard.router.dispatcher import DestinationState
+from switchboard.sip.message import Response
+from tests.support.media import start_node
+from tests.support.net import async_wait_until, free_port
+from tests.support.router import both_active, router_sections, running_router
+from tests.support.sip_peer import SDP, Peer, final, request
+
+pytestmark = [pytest.mark.timeout(60)]
+T = TypeVar("T")
+
+CALLS = 4
+TURN = 0.3  # seconds: how late the loop runs on every turn while overloaded
+
+
+class NodeLoop:
+    """An event loop in a thread of its own, for the media nodes."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def overload(self, seconds: float) -> None:
+        """The overload under test: every turn of the nodes' loop comes TURN s late."""
+        end = time.monotonic() + seconds
+
+        def late_turn() -> None:
+            time.sleep(TURN)
+            if time.monotonic() < end:
+                self.loop.call_soon(late_turn)
+
+        self.loop.call_soon_threadsafe(late_turn)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def shed(node: object) -> float:
+    reg = node.registry  # type: ignore[attr-defined]
+    return reg.get_sample_value("switchboard_media_overload_shed_total", {"reason": "delay"}) or 0.0
+
+
+async def test_overloaded_nodes_shed_calls_and_the_router_answers_503_without_duplicates(
+    tmp_path: Path,
+) -> None:
+    carrier = await Peer.udp()
+    caller = await Peer.udp()
+    # overload_delay 0.1 s: every new call is shed from 0.2 s behind
+    limits = {"limits": {"overload_delay": 0.1},
+              "gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier.port}"}}}  # fmt: skip
+    nodes = []
+    node_loop = NodeLoop()
+    for name in ("n1", "n2"):
+        (tmp_path / name).mkdir()
+        node, _ = await node_loop.run(start_node(tmp_path / name, limits))
+        nodes.append(node)
+    rport = free_port()
+    uris = [f"sip:127.0.0.1:{n.sip_port}" for n in nodes]
+    try:
+        async with running_router(tmp_path, router_sections(rport, uris)) as router:
+            await async_wait_until(lambda: both_active(router), what="probing")
+            offer = SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")
+            for i in range(CALLS):  # transit calls: each admitted one would dial the carrier
+                invite = request(caller, "INVITE", rport, call_id=f"o{i}", cseq=1,
+                                 branch=f"o{i}", body=offer)  # fmt: skip
+                caller.send(invite.replace("sip:echo@", "sip:442071234567@", 1), rport)
+            node_loop.overload(1.5)
+            finals: dict[str, Response] = {}
+            while len(finals) < CALLS:  # (the router retransmits a 503 until its ACK)
+                r = await caller.expect(final)
+                assert isinstance(r, Response)
+                finals[r.call_id] = r
+            assert sorted(finals) == [f"o{i}" for i in range(CALLS)]
+            for r in finals.values():
+                assert (r.status, r.headers.get("Retry-After")) == (503, "1"), r
+                ack = request(caller, "ACK", rport, call_id=r.call_id, cseq=1,
+                              branch=r.call_id, to_tag=r.to_tag or "")  # fmt: skip
+                caller.send(ack.replace("sip:echo@", "sip:442071234567@", 1), rport)
+            assert carrier.inbox.empty()  # no carrier leg for any of them
+            assert all(not n.switch.sessions for n in nodes)
+            # each call was tried on every node the dispatcher had selectable (both, unless a
+            # probe answered late during the overload), and every node shed it
+            stats = router.proxy.stats
+            total = sum(shed(n) for n in nodes)
+            assert CALLS <= total <= 2 * CALLS
+            assert (stats.overload_rejects, stats.failovers) == (CALLS, total - CALLS)
+            assert stats.branch_timeouts == 0  # every node answered in time: no timeout failover
+            # caught up: the next call is admitted (the delay is forgotten within a second)
+            await async_wait_until(
+                lambda: (
+                    all(n.loop_lag.behind() < 0.05 for n in nodes)
+                    and {d.state for d in router.proxy.dispatcher.destinations()}
+                    == {DestinationState.ACTIVE}
+                ),
+                5,
+                "nodes caught up and active",
+            )
+            caller.send(request(caller, "INVITE", rport, call_id="after", cseq=1,
+                                branch="after", body=offer), rport)  # fmt: skip
+            ok = await caller.expect(lambda m: final(m) and m.call_id == "after")
+            assert isinstance(ok, Response) and ok.status == 200, ok
+            assert sum(shed(n) for n in nodes) == total
+    finally:
+        caller.close()
+        carrier.close()
+        for n in nodes:
+            await node_loop.run(n.stop())
+        node_loop.close()
