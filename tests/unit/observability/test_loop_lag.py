@@ -140,12 +140,11 @@ async def test_behind_sees_a_stall_while_it_lasts_and_forgets_it_within_a_second
     mon.start()
     try:
         await asyncio.sleep(0.05)
-        assert mon.behind() < 0.05
-        time.sleep(0.15)  # the stall under test; behind() read from inside it:
-        assert mon.behind() >= 0.1  # the overdue sample, before any sample ran late
+        time.sleep(0.3)  # the stall under test; behind() read from inside it:
+        assert mon.behind() >= 0.25  # the overdue sample, before any sample ran late
         await asyncio.sleep(0.02)
-        assert mon.behind() >= 0.1  # the late sample is remembered...
+        assert mon.behind() >= 0.25  # the late sample is remembered...
         await asyncio.sleep(1.1)
-        assert mon.behind() < 0.05  # ...for 0.5-1 s
+        assert mon.behind() < 0.25  # ...for 0.5-1 s (what is left: a busy machine's lateness)
     finally:
         mon.stop()
