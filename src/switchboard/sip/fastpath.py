@@ -358,7 +358,7 @@ def _plain(kind: int, line: bytes) -> bool:
 # Via, From and To lines that differ only in a branch (§8.1.1.7) or tag (§19.3) value share
 # their verdict: each new transaction and dialog brings a new one, so the exact-bytes
 # memo above missed about 6 lines of every call (the caller's and our own Via in each
-# response, the new tags), each a parse by the core.  The memo key replaces the first
+# response, the new tags), each a parse by the core.  The memo key replaces the last
 # such value with a fixed one when it is made only of characters that every grammar
 # position where ``;branch=`` / ``;tag=`` can stand accepts alike — a header or Via
 # parameter (token), a URI parameter (paramchar), a URI user part or header, a quoted
@@ -378,10 +378,15 @@ def _memo_key(kind: int, line: bytes) -> bytes:
         name = b";tag="
     else:
         return line
-    start = line.find(name)
-    if start < 0:
+    # The last such parameter (any one would do: each substitution keeps the verdict),
+    # found from the end where it usually stands, without bytes.find (see _colon).
+    size = len(name)
+    j = len(line) - size
+    while j >= 0 and (line[j] != 59 or line[j : j + size] != name):  # 59: ";"
+        j -= 1
+    if j < 0:
         return line
-    start += len(name)
+    start = j + size
     end = start
     n = len(line)
     safe = _ID_SAFE
