@@ -42,7 +42,7 @@ those calls ended: it neither resumes nor bills them again.
 **Heartbeat.** A node that is up (listening, not a reaper) touches ``<node>.lock`` once
 per ``fsync_interval`` from the same thread (:attr:`Journal.alive`); its modification time
 is when the node was last known up. A node starting on a journal whose heartbeat is older
-than ``recovery_timeout`` (:func:`down_for`) was gone too long for its calls to be resumed —
+than ``recovery_timeout`` plus that interval (:func:`down_for`) was gone too long for its calls to be resumed —
 its restarts crashed or hung, or the machine was off: it ends them as a reaper would,
 whoever restarts it (``switchboard up``, systemd, a container runtime, an operator).
 

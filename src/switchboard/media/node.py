@@ -209,7 +209,9 @@ class MediaNode:
             # reaper there)
             down = journal_mod.down_for(path)
             if not self.reap and journal_state.live() and down is not None:
-                self.lost_for = down if down > m.recovery_timeout else 0.0
+                # the heartbeat is up to one interval older than the node's death
+                late = down > m.recovery_timeout + journal_mod.FSYNC_INTERVAL
+                self.lost_for = down if late else 0.0
             self.journal = journal_mod.Journal(path)
             self.journal.open(journal_state)
             recovery.install(self.journal, sw, self.metrics)
