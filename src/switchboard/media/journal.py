@@ -83,8 +83,12 @@ class JournalState:
 
     def pending_setups(self) -> list[dict[str, Any]]:
         """Inbound calls whose setup was cut short: neither bridged nor over."""
+        return list(self.pending_setup_items().values())
+
+    def pending_setup_items(self) -> dict[str, dict[str, Any]]:
+        """:meth:`pending_setups` by the call's uuid."""
         bridged = {leg["uuid"] for rec in self.bridges.values() for leg in rec["legs"]}
-        return [rec for uuid, rec in self.setups.items() if uuid not in bridged]
+        return {uuid: rec for uuid, rec in self.setups.items() if uuid not in bridged}
 
     def live(self) -> list[dict[str, Any]]:
         """Bridges with at least one leg not ended."""
@@ -195,6 +199,10 @@ class Journal:
         # not every end since the last rewrite (up to ROTATE_BYTES of them: tens of MB).
         self._end_order: deque[tuple[float, str]] = deque()
         self._setups: set[str] = set()  # inbound uuids in setup (S written, no B/X yet)
+        # S lines of the previous run's setups, kept by rewrites until handed back (X): a
+        # node killed again between its start's rewrite and the hand-back left them to
+        # nobody — the router then waited out Timer C for those callers
+        self._carried: dict[str, str] = {}
         self._hangups: dict[str, str] = {}  # leg uuid → its H line, until its E
         self.records = 0
         self.bytes = 0
@@ -215,6 +223,9 @@ class Journal:
                     if leg["uuid"] not in state.ends:
                         self._leg_of[leg["uuid"]] = a_uuid
                         self._open_legs[a_uuid] = self._open_legs.get(a_uuid, 0) + 1
+            for uuid, rec in state.pending_setup_items().items():
+                self._setups.add(uuid)
+                self._carried[uuid] = f"S {uuid} " + json.dumps(rec, separators=(",", ":")) + "\n"
             for uuid, (t, cause) in state.hangups.items():
                 if uuid in self._leg_of:
                     self._hangups[uuid] = f"H {uuid} {t:.3f} {cause}\n"
@@ -248,6 +259,7 @@ class Journal:
             if uuid != a_uuid and self._live.pop(uuid, None) is not None:
                 self._open_legs.pop(uuid, None)  # its record of one leg: superseded
             self._setups.discard(uuid)  # the B record says its setup is over
+            self._carried.pop(uuid, None)
             if self._leg_of.get(uuid) != a_uuid:
                 self._leg_of[uuid] = a_uuid
                 self._open_legs[a_uuid] = self._open_legs.get(a_uuid, 0) + 1
@@ -298,9 +310,10 @@ class Journal:
         return self._leg_of.get(uuid)
 
     def setup(self, uuid: str, record: dict[str, Any]) -> None:
-        """An inbound call entered setup (S). Not kept across rewrites: a rewrite happens
-        at start, before any new call, or past ROTATE_BYTES (a setup lost then only
-        means its caller waits for the router's own timers, as without a journal)."""
+        """An inbound call entered setup (S). Not kept across a rotation past ROTATE_BYTES
+        (a setup lost then only means its caller waits for the router's own timers, as
+        without a journal); the previous run's setups are kept by the start's rewrite
+        until handed back."""
         self._setups.add(uuid)
         self._append(f"S {uuid} " + json.dumps(record, separators=(",", ":")) + "\n")
 
@@ -311,6 +324,7 @@ class Journal:
         """The setup ended without a bridge (X)."""
         if uuid in self._setups:
             self._setups.discard(uuid)
+            self._carried.pop(uuid, None)
             self._append(f"X {uuid}\n")
 
     # -- file -------------------------------------------------------------------------
@@ -337,6 +351,7 @@ class Journal:
         self._forget_ends_before(time.time() - KEEP_ENDS_FOR)
         text = (
             "".join(self._live.values())
+            + "".join(self._carried.values())
             + "".join(self._hangups.values())
             + "".join(self._ends.values())
         )

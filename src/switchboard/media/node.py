@@ -292,7 +292,7 @@ class MediaNode:
             if journal_state is not None:
                 from switchboard.media import recovery
 
-                recovery.hand_back_setups(ua, journal_state)
+                recovery.hand_back_setups(ua, journal_state, self.journal)
             if self.call_credit is not None:  # prepaid calls: policed again, or settled
                 for sessions, whole, _app in restored:  # when they end here and now
                     for s in sessions:

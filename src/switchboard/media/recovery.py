@@ -328,7 +328,7 @@ def install_strays(ua: UserAgent, sink: CdrSink, node: str) -> None:
     ua.stray_hooks.append(on_stray)
 
 
-def hand_back_setups(ua: UserAgent, state: JournalState) -> int:
+def hand_back_setups(ua: UserAgent, state: JournalState, journal: Journal | None = None) -> int:
     """Answer 503 to every inbound call whose setup the crash cut short (RFC 3261 §16.7:
     a proxy tries its next destination on a 5xx), again after 0.5 s and 1.5 s as a server
     transaction would (Timer G) — the router then sends the call to another node instead
@@ -339,7 +339,9 @@ def hand_back_setups(ua: UserAgent, state: JournalState) -> int:
     n = 0
     assert ua.endpoint is not None
     endpoint = ua.endpoint
-    for rec in state.pending_setups():
+    for key, rec in state.pending_setup_items().items():
+        if journal is not None:
+            journal.setup_over(key)  # handed back: a later restart has nothing to answer
         try:
             req = parse_message(rec["invite"].encode())
             if not isinstance(req, Request):

