@@ -22,8 +22,9 @@ handles by as much. :class:`LoopLagMonitor` makes such stalls visible:
   window, with the count of the others — with what the loop's thread did meanwhile
   (schedstat): *running* (its own work: a long callback or many, a collection),
   *waiting for a CPU* (the machine's doing), *asleep* (the wait for the timer to be due,
-  plus any blocking: a system call, a lock, the GIL held by another thread). Without
-  schedstat the line gives the lateness alone.
+  plus any blocking: a system call, a lock, the GIL held by another thread), and how
+  much of the span garbage collections took. Without schedstat the line gives the
+  lateness (and the collections) alone.
 
 Use: ``mon = LoopLagMonitor(registry); mon.start()`` from the running loop; ``mon.stop()``.
 A service starts sampling when it is up: its start-up (imports, binding, the first full
@@ -96,6 +97,7 @@ class LoopLagMonitor:
         self._window_max = 0.0
         self._previous_max = 0.0
         self._gc_started = 0.0
+        self._gc_in_span = 0.0  # seconds of collections since the last tick
         self._recent_end = 0.0
         self._recent_max = 0.0
         self._recent_previous = 0.0
@@ -157,8 +159,9 @@ class LoopLagMonitor:
             stall = max(0.0, late - waited)
         if stall > self.max_stall:
             self.max_stall = stall
+        collecting, self._gc_in_span = self._gc_in_span, 0.0
         if late > STALL_LOG:
-            self._log_stall(late, ran, waited)
+            self._log_stall(late, ran, waited, collecting)
         if now >= self._window_end:
             self._previous_max = self._window_max
             self._window_max = 0.0
@@ -179,7 +182,7 @@ class LoopLagMonitor:
         self.stall_peak.set(max(self._stall_window, self._stall_previous))
         self._schedule(now)
 
-    def _log_stall(self, late: float, ran: float, waited: float) -> None:
+    def _log_stall(self, late: float, ran: float, waited: float, collecting: float) -> None:
         """One WARNING per window at most: a stalled process must not also flood its log."""
         if self._logged_window == self._window_end:
             self._unlogged += 1
@@ -187,15 +190,18 @@ class LoopLagMonitor:
         self._logged_window = self._window_end
         others = f" ({self._unlogged} more since the last line)" if self._unlogged else ""
         self._unlogged = 0
+        # collections are timed only with gc_pauses (the gc callback); wall time, and a
+        # collection holds the GIL, so it stalled the loop whichever thread ran it
+        gc_note = f", {collecting * 1e3:.0f} ms of it garbage collection" if collecting else ""
         if ran < 0:
-            log.warning("event loop stalled: a tick %.0f ms late%s", late * 1e3, others)
+            log.warning("event loop stalled: a tick %.0f ms late%s%s", late * 1e3, gc_note, others)
             return
         span = late + self.interval  # since the previous tick asked to run again
         asleep = max(0.0, span - ran - waited)
         log.warning(
             "event loop stalled: a tick %.0f ms late; over those %.0f ms the loop's thread"
-            " ran %.0f ms, waited %.0f ms for a CPU, slept %.0f ms%s",
-            late * 1e3, span * 1e3, ran * 1e3, waited * 1e3, asleep * 1e3, others,
+            " ran %.0f ms, waited %.0f ms for a CPU, slept %.0f ms%s%s",
+            late * 1e3, span * 1e3, ran * 1e3, waited * 1e3, asleep * 1e3, gc_note, others,
         )  # fmt: skip
 
     def behind(self) -> float:
@@ -213,4 +219,5 @@ class LoopLagMonitor:
         elif self.gc_pause is not None and self._gc_started:
             took = time.perf_counter() - self._gc_started
             self._gc_started = 0.0
+            self._gc_in_span += took
             self.gc_pause.labels(generation=str(info.get("generation", ""))).observe(took)

@@ -148,3 +148,27 @@ async def test_behind_sees_a_stall_while_it_lasts_and_forgets_it_within_a_second
         assert mon.behind() < 0.25  # ...for 0.5-1 s (what is left: a busy machine's lateness)
     finally:
         mon.stop()
+
+
+async def test_a_stall_line_says_how_much_of_it_was_garbage_collection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full collection of a large heap on the loop's thread is named in the stall line."""
+    caplog.set_level("WARNING", logger="switchboard.observability.loop_lag")
+    reg = CollectorRegistry()
+    mon = LoopLagMonitor(reg, interval=0.01, window=5.0)
+    heap = [[i] for i in range(200_000)]  # containers for the collector to scan
+    mon.start()
+    try:
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.06:  # at least 60 ms of collections
+            gc.collect()
+        await asyncio.sleep(0.05)
+    finally:
+        mon.stop()
+        del heap
+    lines = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+    assert len(lines) == 1, lines
+    found = re.search(r"(\d+) ms of it garbage collection", lines[0])
+    assert found and int(found.group(1)) >= 50, lines[0]
