@@ -73,6 +73,13 @@ class RouterSection(Section):
     # the floating address two routers share behind keepalived, so in-dialog requests
     # reach whichever router holds it (Kamailio's listen ... advertise).
     record_route_host: str = ""
+    # The address the Via of a forwarded request names instead of the socket's ("" = the
+    # socket's; Kamailio's advertise): the floating address this router holds, so the
+    # responses of calls in setup reach whichever router holds it after this one dies
+    # (docs/operations.md, "What each router keeps to itself"). Per router in an
+    # active-active pair (each its own address); with workers > 1 each worker's Via keeps
+    # its own socket.
+    via_host: str = ""
     # SIP over TLS (docs/security.md): PEM files; re-read on SIGHUP.
     tls_cert: str = ""  # certificate chain of tls: listen addresses
     tls_key: str = ""
@@ -101,7 +108,7 @@ class RouterSection(Section):
     def _admin(cls, v: str) -> str:
         return _check_address(v)
 
-    @field_validator("record_route_host")
+    @field_validator("record_route_host", "via_host")
     @classmethod
     def _rr_host(cls, v: str) -> str:
         import ipaddress

@@ -335,6 +335,9 @@ def router_failover(lab: Lab, how: str, rate: float, calls: int, hold_s: float) 
     far = far_end_counts(lab)
     load = Load(lab, rate, calls, hold_s).start()
     time.sleep(max(hold_s, 2.0) + 1.0)  # established calls in progress when it fails
+    # calls being set up inside router-1 when it fails (INVITEs without a final response):
+    # the ones whose answers must now find their way through router-2
+    in_setup = router_gauge(lab, "router-1", "switchboard_router_pending_transactions")
     with AlertWatch(lab) as watch:
         t0 = time.monotonic()
         if how == "link":
@@ -355,6 +358,7 @@ def router_failover(lab: Lab, how: str, rate: float, calls: int, hold_s: float) 
     wait_for("router-1 seeing the media nodes", lab.routers_see_all_nodes, 30)
     return {
         "vip_move_ms": round(moved_ms),
+        "in_setup_at_failure": in_setup,
         "invites": counts.invites,
         "new_calls_failed": counts.setup_failed,
         "established_dropped": counts.dropped,
@@ -477,10 +481,13 @@ def media_kill(lab: Lab, rate: float, calls: int, hold_s: float, node: str = "me
         lab.start_media(node)
         counts = load.wait()
     wait_for("both routers seeing 4 active nodes", lab.routers_see_all_nodes, 30)
-    # every call has ended at both ends: the node should hold no channel now
-    left = node_gauge(lab, node, "switchboard_media_active_channels")
+    # every call has ended at the carrier: no node should hold a channel now (a carrier
+    # leg left parked on the restarted node would stay until rtp_timeout). Counted on
+    # every node, after a grace of a few seconds for the last BYEs in flight.
+    left = channels_left(lab)
     return {
-        "channels_left": left,
+        "channels_left": sum(left.values()),
+        "channels_left_per_node": left,
         "alerts": sorted(watch.seen),
         "calls_failed": counts.setup_failed + counts.dropped,
         "why": counts.why,
@@ -490,19 +497,39 @@ def media_kill(lab: Lab, rate: float, calls: int, hold_s: float, node: str = "me
     }
 
 
+def channels_left(lab: Lab, grace_s: float = 5.0) -> dict[str, float]:
+    """``switchboard_media_active_channels`` of every media node, once all are 0 or
+    ``grace_s`` has passed."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        left = {n: node_gauge(lab, n, "switchboard_media_active_channels") for n in MEDIA}
+        if not any(left.values()) or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
 def partition(lab: Lab, rate: float, calls: int, hold_s: float, node: str = "media-3",
               cut_s: float = 10.0) -> dict[str, Any]:  # fmt: skip
-    """(d) one media node cut off from the routers for ``cut_s`` seconds, then back."""
+    """(d) one media node cut off from the routers, and only from them, for ``cut_s``
+    seconds, then back: its calls' media to the carrier, its database and Prometheus
+    stay reachable (Lab.cut_from_routers), as when a switch port or an ACL between the
+    routers and the node fails."""
     load = Load(lab, rate, calls, hold_s).start()
     time.sleep(hold_s + 1.0)
     with AlertWatch(lab) as watch:
-        lab.link(node, up=False)
-        time.sleep(cut_s)
-        lab.link(node, up=True)
+        lab.cut_from_routers(node, cut=True)
+        try:
+            time.sleep(cut_s)
+        finally:
+            lab.cut_from_routers(node, cut=False)
         counts = load.wait()
     wait_for("both routers seeing 4 active nodes", lab.routers_see_all_nodes, 30)
+    left = channels_left(lab)
     return {
         "calls_failed": counts.setup_failed + counts.dropped,
+        # INVITEs the node answered while cut off got no ACK: it ends them after 64·T1
+        "channels_left": sum(left.values()),
+        "channels_left_per_node": left,
         "alerts": sorted(watch.seen),
         "why": counts.why,
         "new_calls_failed": counts.setup_failed,
@@ -556,12 +583,31 @@ def set_state(lab: Lab, node: str, state: str) -> None:
         lab.http("monitor", f"http://{HOSTS[r][0]}:8080/destinations/state", body, "POST")
 
 
+def router_gauge(lab: Lab, router: str, name: str) -> float:
+    text = str(lab.http("monitor", f"http://{HOSTS[router][0]}:8080/metrics"))
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise OSError(f"no {name} on {router}")
+
+
 def node_gauge(lab: Lab, node: str, name: str) -> float:
     text = str(lab.http("monitor", f"http://{HOSTS[node][0]}:8081/metrics"))
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise OSError(f"no {name} on {node}")
+
+
+def authorisations(lab: Lab) -> tuple[float, float]:
+    """Credit authorisations so far on all media nodes: (count, seconds spent), from
+    ``switchboard_credit_authorisation_seconds`` (a node's restart resets its share)."""
+    count = total = 0.0
+    for node in MEDIA:
+        with contextlib.suppress(OSError):  # none yet (credit control off: never)
+            count += node_gauge(lab, node, "switchboard_credit_authorisation_seconds_count")
+            total += node_gauge(lab, node, "switchboard_credit_authorisation_seconds_sum")
+    return count, total
 
 
 def node_calls(lab: Lab, node: str) -> float:

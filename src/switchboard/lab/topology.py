@@ -47,6 +47,8 @@ HOSTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "etcd": ("172.28.0.40", ()),
     "monitor": ("172.28.0.50", ("prometheus",)),
 }
+# where ``ip netns exec HOST`` finds the files it bind-mounts over /etc (hosts)
+ETC_NETNS = Path("/etc/netns")
 VIP_A = "172.28.0.100"
 VIP_B = "172.28.0.101"
 MEDIA = ("media-1", "media-2", "media-3", "media-4")
@@ -93,6 +95,18 @@ def other_owner() -> int | None:
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def router_env(host: str) -> dict[str, str]:
+    """deploy/config/routerN.env of router-N: systemd's EnvironmentFile syntax (KEY=VALUE
+    lines, # comments)."""
+    path = DEPLOY / "config" / f"{host.replace('-', '')}.env"
+    env = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            env[key.strip()] = value.strip()
+    return env
 
 
 def netns_exec(host: str, *cmd: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
@@ -234,6 +248,26 @@ class Lab:
         """Cut (or restore) HOST's cable: its port on the bridge goes down."""
         ip("-n", HUB, "link", "set", f"v-{host}", "up" if up else "down")
 
+    def cut_from_routers(self, host: str, cut: bool) -> None:
+        """Cut (or restore) the path between HOST and both routers, and only that: a
+        blackhole rule on each side (to the routers' own and floating addresses on HOST,
+        to HOST's address on each router), so HOST still reaches the database, the
+        carrier and Prometheus, and no packet crosses either way (no ICMP error tells
+        anyone). Rules, looked up before the main table: keepalived's routes to the media
+        nodes stay as they are."""
+        verb = "add" if cut else "del"
+        addr = HOSTS[host][0]
+        for peer in (*(HOSTS[r][0] for r in ROUTERS), VIP_A, VIP_B):
+            rule = ("ip", "rule", verb, "prio", "100", "to", f"{peer}/32", "blackhole")
+            r = netns_exec(host, *rule)
+            if r.returncode:
+                raise LabError(f"{host}: {' '.join(rule)}: {r.stderr.strip()}")
+        for router in ROUTERS:
+            rule = ("ip", "rule", verb, "prio", "100", "to", f"{addr}/32", "blackhole")
+            r = netns_exec(router, *rule)
+            if r.returncode:
+                raise LabError(f"{router}: {' '.join(rule)}: {r.stderr.strip()}")
+
     # ------------------------------------------------------------------ down
     def down(self, force: bool = False) -> None:
         """Kill every process in the lab's namespaces, delete them and their files —
@@ -257,7 +291,7 @@ class Lab:
                 time.sleep(0.05)
             ip("netns", "del", ns, check=False)
         for host in HOSTS:
-            shutil.rmtree(f"/etc/netns/{host}", ignore_errors=True)
+            shutil.rmtree(ETC_NETNS / host, ignore_errors=True)
         self.procs = {}
         with contextlib.suppress(OSError):
             owner_file().unlink()
@@ -301,7 +335,7 @@ class Lab:
             ip("-n", host, "route", "add", "default", "dev", "eth0")
             ip("-n", HUB, "link", "set", f"v-{host}", "master", BRIDGE)
             ip("-n", HUB, "link", "set", f"v-{host}", "up")
-            etc = Path("/etc/netns") / host
+            etc = ETC_NETNS / host
             etc.mkdir(parents=True, exist_ok=True)
             (etc / "hosts").write_text(hosts_file)
             # no DNS in the lab: a lookup that falls through the hosts file (an IPv6 one)
@@ -416,8 +450,14 @@ class Lab:
         return bool(self.http("monitor", f"http://{addr}:8081/metrics"))
 
     def start_router(self, host: str) -> None:
-        # deploy/systemd/switchboard-router.service ExecStart
-        self.start(host, host, [str(SWITCHBOARD), "router", "--config", str(self.config)])
+        # deploy/systemd/switchboard-router.service: ExecStart with its EnvironmentFile,
+        # deploy/config/router1.env or router2.env (the floating address its Via names)
+        self.start(
+            host,
+            host,
+            [str(SWITCHBOARD), "router", "--config", str(self.config)],
+            env=router_env(host),
+        )
 
     def router_states(self, host: str) -> dict[str, str]:
         addr = HOSTS[host][0]

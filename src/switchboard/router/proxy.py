@@ -151,6 +151,13 @@ class Interface:
     # the host Record-Route names instead of ``host`` ([router] record_route_host: a
     # floating address shared by two routers)
     rr_host: str = ""
+    # the host the Via of a forwarded request names instead of ``host`` ([router]
+    # via_host, Kamailio's advertise: the floating address this router holds), so the
+    # responses of a call in setup reach whichever router holds that address when this
+    # one dies; the router there has no transaction and forwards them statelessly by
+    # the next Via (§16.11, _stateless_response). Probes keep ``host``: their answers
+    # must come back to the router that asked.
+    via_host: str = ""
 
     @property
     def key(self) -> str:
@@ -165,6 +172,18 @@ class Interface:
     def via(self) -> bytes:
         return (
             b"Via: SIP/2.0/" + self.transport.upper().encode() + b" " + self.hostport + b";branch="
+        )
+
+    @property
+    def forward_via(self) -> bytes:
+        """The Via of a forwarded request: ``via_host`` when one is configured."""
+        if not self.via_host:
+            return self.via
+        return (
+            b"Via: SIP/2.0/"
+            + self.transport.upper().encode()
+            + f" {self.via_host}:{self.port}".encode()
+            + b";branch="
         )
 
     @property
@@ -558,7 +577,14 @@ class Proxy:
         self.via_interfaces.update({i.key: i for i in via_interfaces or ()})
         vias = list(self.via_interfaces.values())
         self.local = {(i.host.lower(), i.port) for i in [*interfaces, *vias]} | set(aliases)
-        self._sent_by = list({i.hostport for i in [*interfaces, *vias]})
+        # A Via naming any of these is this router's: its own sockets, its via_host and
+        # its aliases (the peer's floating address: a response of a call the dead peer
+        # was setting up is forwarded statelessly, §16.11)
+        self._sent_by = list(
+            {i.hostport for i in [*interfaces, *vias]}
+            | {f"{i.via_host}:{i.port}".encode() for i in [*interfaces, *vias] if i.via_host}
+            | {f"{h}:{p}".encode() for h, p in aliases}
+        )
         self.dispatcher = dispatcher
         self.acl = acl or Acl(["0.0.0.0/0", "::/0"])
         # Trunks (docs/router.md "Trunks"): a new call's trunk by its source; its sources
@@ -1054,7 +1080,7 @@ class Proxy:
             br.dest = dest
             return self._branch_failed(br, 503, now, None)
         bid = self._prefix + txn.loop + b"." + self._token()
-        via_line = via_iface.via + bid
+        via_line = via_iface.forward_via + bid
         lines = [txn.first, via_line]
         if txn.record_route:
             lines.append(iface.record_route)
@@ -1143,7 +1169,7 @@ class Proxy:
                 for ln in fwd
                 if not _is_via(ln) and not _is_product(ln)
             ]
-        lines = [m.lines[0], iface.via + bid, *fwd]
+        lines = [m.lines[0], iface.forward_via + bid, *fwd]
         if m.cl < 0 and transport != "udp":
             lines.append(b"Content-Length: %d" % len(m.body))
         return [Send(transport, (addr, port), wire.build(lines, m.body))]
@@ -1223,7 +1249,7 @@ class Proxy:
             return reply(481)
         # §16.11: the branch is a function of the incoming one (retransmissions match).
         bid = self._prefix + b"%08x" % zlib.crc32(via.branch + via.sent_by) + b".c"
-        lines = [m.lines[0], iface.via + bid, *self._prepare(m, kept if n_own else None)]
+        lines = [m.lines[0], iface.forward_via + bid, *self._prepare(m, kept if n_own else None)]
         if m.cl < 0 and out_transport != "udp":
             lines.append(b"Content-Length: %d" % len(m.body))
         return [Send(out_transport, (addr, port), wire.build(lines, m.body))]

@@ -423,6 +423,16 @@ class Router:
                 replace(i, rr_host=rr_host) if i.host.startswith("[") == v6 else i
                 for i in interfaces
             ]
+        via_host = cfg.router.via_host
+        if via_host:
+            # the floating address in the Via of forwarded requests, same family rule
+            v6 = ":" in via_host
+            if v6 and not via_host.startswith("["):
+                via_host = f"[{via_host}]"
+            interfaces = [
+                replace(i, via_host=via_host) if i.host.startswith("[") == v6 else i
+                for i in interfaces
+            ]
         primary: dict[str, Interface] = {}
         for i in interfaces:
             primary.setdefault(i.key, i)  # the first of each transport and family
@@ -442,6 +452,7 @@ class Router:
             resolve=_Resolver(),
             aliases=tuple((i.host, i.port) for i in interfaces)
             + tuple((i.rr_host, i.port) for i in interfaces if i.rr_host)
+            + tuple((i.via_host, i.port) for i in interfaces if i.via_host)
             + _aliases(cfg.router.aliases),
             via_interfaces=via_interfaces,
             bans=_bans(cfg.security),

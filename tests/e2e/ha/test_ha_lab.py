@@ -42,7 +42,6 @@ pytestmark = [
 # Load of the scenarios: 20 calls/s, calls held 3 s (bench/ha runs 50 calls/s, 10 s calls).
 RATE = 20.0
 HOLD = 3.0
-SETUP_S = 1.0  # allowance for a call's setup time (failure_window)
 
 
 def record(lab: Lab, name: str, r: dict) -> None:
@@ -89,20 +88,21 @@ def test_prometheus_scrapes_every_router_media_node_and_patroni(lab: Lab) -> Non
 
 
 def failure_window(vip_move_ms: float) -> int:
-    """New calls a router failure may cost: those sent while the address moves, plus those
-    still being set up inside the dead router (their 200 follows its own Via address, not
-    the floating one). Setup includes the prepaid authorisation (a database transaction on
-    the carrier's account row): up to a second on this shared machine."""
-    return math.ceil(RATE * (vip_move_ms / 1000 + SETUP_S))
+    """New calls a router failure may cost: those sent while the address moves. Calls
+    being set up inside the dead router are not among them: its Via and its packets'
+    source name the floating address ([router] via_host, keepalived's virtual_routes), so
+    the node's answers reach router-2, which forwards them statelessly to the carrier
+    (they failed before: 0-15 of 200 here, 123-165 of 1,000 at bench/ha's 50 calls/s)."""
+    return math.ceil(RATE * vip_move_ms / 1000)
 
 
 def test_router_link_cut_moves_the_address_and_keeps_calls(lab: Lab) -> None:
     r = chaos.router_failover(lab, "link", RATE, int(RATE * 10), HOLD)
     record(lab, "router_failover_link", r)
     assert r["vip_move_ms"] <= 1000, r
-    # calls set up through router-1 end through router-2 (Record-Route names the address);
-    # only a call whose INVITE transaction was inside router-1 when its cable was cut (its
-    # 200 went down with it) may fail: none outside the window the address takes to move
+    # calls set up through router-1 end through router-2 (Record-Route names the address),
+    # and calls router-1 was still setting up are answered through router-2 (Via): none
+    # may fail outside the window the address takes to move
     window = failure_window(r["vip_move_ms"])
     assert r["new_calls_failed"] <= window, r
     assert r["answered"] >= r["invites"] - window, r
@@ -232,7 +232,10 @@ def test_media_node_cut_off_for_10_s(lab: Lab) -> None:
     r = chaos.partition(lab, RATE, int(RATE * 18), HOLD)
     record(lab, "partition", r)
     assert r["calls_failed"] == 0, r
-    assert "SwitchboardNodeDown@media3:8081" in r["alerts"], r
+    # cut off from the routers only: they stop sending it calls (their probes fail), while
+    # Prometheus still scrapes it — the alert is the routers', not a node down
+    assert "SwitchboardDestinationInactive@sip:172.28.0.23:5081" in r["alerts"], r
+    assert "SwitchboardNodeDown@media3:8081" not in r["alerts"], r
 
 
 def test_rolling_upgrade_drops_no_call(lab: Lab) -> None:

@@ -52,8 +52,14 @@ def test_lab_down_asked_for_stops_whoever_runs_it(
     try:
         owner.write_text(f"{other.pid}\n")
         monkeypatch.setattr(topology, "lab_namespaces", lambda: [])
+        # not the machine's /etc/netns: a lab running meanwhile (make test-ha) needs its
+        # hosts files (removing them once broke every name lookup of a running lab)
+        etc = tmp_path / "netns"
+        (etc / "monitor").mkdir(parents=True)
+        monkeypatch.setattr(topology, "ETC_NETNS", etc)
         Lab(dir=tmp_path / "mine", log=lambda _m: None).down(force=True)
         assert not owner.exists()
+        assert not (etc / "monitor").exists()
     finally:
         other.kill()
         other.wait()

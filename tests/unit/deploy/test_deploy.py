@@ -197,6 +197,40 @@ def test_production_config_is_valid_for_this_build() -> None:
     assert [s.port for s in specs] == [5081] * 4
 
 
+def test_each_router_s_via_names_the_floating_address_its_keepalived_holds() -> None:
+    """routerN.env ([router] via_host, the router's own settings beside the shared
+    switchboard.toml) names the address keepalived makes that router MASTER of, and the
+    compose service and the systemd unit read it."""
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    unit = (DEPLOY / "systemd" / "switchboard-router.service").read_text()
+    assert "EnvironmentFile=-/etc/switchboard/router.env" in unit
+    for n in (1, 2):
+        env_file = DEPLOY / "config" / f"router{n}.env"
+        environ = dict(
+            ln.split("=", 1)
+            for ln in env_file.read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")
+        )
+        cfg = config.load(DEPLOY / "config" / "switchboard.toml", environ=environ)
+        keepalived = (DEPLOY / "keepalived" / f"keepalived-router{n}.conf").read_text()
+        master = re.search(r"state MASTER.*?virtual_ipaddress \{\s*([0-9.]+)/", keepalived, re.S)
+        assert master is not None
+        assert cfg.router.via_host == master.group(1)
+        # and its packets to the media nodes leave from that address while it holds it (a
+        # node answers at the source address): routes in that instance, none in the other
+        instances = re.split(r"\nvrrp_instance ", keepalived)[1:]
+        mine = next(i for i in instances if "state MASTER" in i)
+        other = next(i for i in instances if "state BACKUP" in i)
+        for host in (1, 2, 3, 4):
+            assert f"src {cfg.router.via_host} to 172.28.0.2{host}/32 dev eth0" in mine
+        assert "virtual_routes" not in other
+        # the nodes believe a router's X-Switchboard-Account from that address too (or a
+        # prepaid carrier's calls go uncharged: unknown account, allowed)
+        assert cfg.router.via_host in cfg.media.routers
+        assert f"{cfg.router.via_host}:5060" in cfg.router.aliases  # its own address too
+        assert compose["services"][f"router{n}"]["env_file"] == [f"./config/router{n}.env"]
+
+
 def test_sysctl_keeps_the_original_kernel_parameters() -> None:
     text = (DEPLOY / "sysctl" / "99-switchboard.conf").read_text()
     values = dict(

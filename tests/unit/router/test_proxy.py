@@ -586,3 +586,47 @@ def test_record_route_names_the_floating_address_and_the_peer_router_routes_by_i
     assert start_line(b) == "BYE sip:uas@127.0.0.1:5081 SIP/2.0"
     assert header(b, "Route") == []  # its own Route entry taken off
     assert header(b, "Via")[0].startswith("SIP/2.0/UDP 172.28.0.12:5060;")
+
+
+def test_via_names_the_floating_address_and_the_peer_forwards_a_setup_response() -> None:
+    """[router] via_host: the Via of a forwarded INVITE names the floating address, so
+    when the router dies with the call in setup, the node's 200 reaches the router that
+    took the address over; it has no transaction and forwards the 200 statelessly by the
+    next Via to the carrier (RFC 3261 §16.11). The node's probes still name the router's
+    own address (their answers must come back to the router that asked)."""
+    vip, vip_b = "172.28.0.100", "172.28.0.101"
+
+    def router(own: str, via_host: str) -> Proxy:
+        d = Dispatcher(
+            parse_list("1 sip:127.0.0.1:5081\n"),
+            algorithm=4,
+            probing=ProbingConfig(
+                ping_interval=5, ping_timeout=1, probing_threshold=2, inactive_threshold=1
+            ),
+            now=0.0,
+        )
+        iface = Interface("udp", own, 5060, rr_host=vip, via_host=via_host)
+        # active-active: each names the address it holds; both are each router's own
+        return Proxy([iface], d, secret=own.encode(), aliases=((vip, 5060), (vip_b, 5060)))
+
+    first, second = router("172.28.0.11", vip), router("172.28.0.12", vip_b)
+    fwd = one(first.receive(invite(ruri=f"sip:echo@{vip}:5060"), "udp", UAC, None, 0.0), M1)
+    assert header(fwd, "Via")[0].startswith(f"SIP/2.0/UDP {vip}:5060;branch=z9hG4bK")
+    # the first router dies; the node's 180 and 200 arrive at the second one
+    for status, reason in ((180, "Ringing"), (200, "OK")):
+        out = second.receive(response_to(fwd, status, reason), "udp", M1, None, 1.0)
+        assert [(s.addr, start_line(s.data)) for s in out] == [(UAC, f"SIP/2.0 {status} {reason}")]
+        assert header(out[0].data, "Via") == ["SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-uac-1"]
+    assert second.transaction_count == 0
+    # a response whose top Via is not a router's own is dropped, not relayed
+    stranger = response_to(fwd, 200).replace(vip.encode() + b":5060", b"10.9.9.9:5060", 1)
+    assert second.receive(stranger, "udp", M1, None, 1.1) == []
+    # its own calls name its own floating address
+    own = one(
+        second.receive(invite(call_id="c2", ruri=f"sip:echo@{vip_b}:5060"), "udp", UAC, None, 2.0),
+        M1,
+    )
+    assert header(own, "Via")[0].startswith(f"SIP/2.0/UDP {vip_b}:5060;branch=z9hG4bK")
+    # probes: the router's own address
+    [probe] = [s for s in second.handle_timer(10.0) if s.data.startswith(b"OPTIONS ")]
+    assert header(probe.data, "Via")[0].startswith("SIP/2.0/UDP 172.28.0.12:5060;")
