@@ -98,6 +98,7 @@ class LoopLagMonitor:
         self._previous_max = 0.0
         self._gc_started = 0.0
         self._gc_in_span = 0.0  # seconds of collections since the last tick
+        self._gc_oldest = -1  # the oldest generation collected since the last tick
         self._recent_end = 0.0
         self._recent_max = 0.0
         self._recent_previous = 0.0
@@ -160,8 +161,9 @@ class LoopLagMonitor:
         if stall > self.max_stall:
             self.max_stall = stall
         collecting, self._gc_in_span = self._gc_in_span, 0.0
+        oldest, self._gc_oldest = self._gc_oldest, -1
         if late > STALL_LOG:
-            self._log_stall(late, ran, waited, collecting)
+            self._log_stall(late, ran, waited, collecting, oldest)
         if now >= self._window_end:
             self._previous_max = self._window_max
             self._window_max = 0.0
@@ -182,7 +184,9 @@ class LoopLagMonitor:
         self.stall_peak.set(max(self._stall_window, self._stall_previous))
         self._schedule(now)
 
-    def _log_stall(self, late: float, ran: float, waited: float, collecting: float) -> None:
+    def _log_stall(
+        self, late: float, ran: float, waited: float, collecting: float, oldest: int
+    ) -> None:
         """One WARNING per window at most: a stalled process must not also flood its log."""
         if self._logged_window == self._window_end:
             self._unlogged += 1
@@ -192,7 +196,12 @@ class LoopLagMonitor:
         self._unlogged = 0
         # collections are timed only with gc_pauses (the gc callback); wall time, and a
         # collection holds the GIL, so it stalled the loop whichever thread ran it
-        gc_note = f", {collecting * 1e3:.0f} ms of it garbage collection" if collecting else ""
+        gc_note = (
+            f", {collecting * 1e3:.0f} ms of it garbage collection (generation {oldest}"
+            f"{' the oldest' if oldest else ''})"
+            if collecting
+            else ""
+        )
         if ran < 0:
             log.warning("event loop stalled: a tick %.0f ms late%s%s", late * 1e3, gc_note, others)
             return
@@ -220,4 +229,5 @@ class LoopLagMonitor:
             took = time.perf_counter() - self._gc_started
             self._gc_started = 0.0
             self._gc_in_span += took
+            self._gc_oldest = max(self._gc_oldest, int(info.get("generation", 0)))
             self.gc_pause.labels(generation=str(info.get("generation", ""))).observe(took)

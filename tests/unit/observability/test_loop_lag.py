@@ -170,5 +170,5 @@ async def test_a_stall_line_says_how_much_of_it_was_garbage_collection(
         del heap
     lines = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
     assert len(lines) == 1, lines
-    found = re.search(r"(\d+) ms of it garbage collection", lines[0])
+    found = re.search(r"(\d+) ms of it garbage collection \(generation 2 the oldest\)", lines[0])
     assert found and int(found.group(1)) >= 50, lines[0]
