@@ -618,6 +618,9 @@ class Proxy:
         self.settings = settings or ProxySettings()
         self.resolve = resolve
         self.stats = Stats()
+        # destination URI -> until when it sheds new calls (its last shed 503's
+        # Retry-After): a call one node shed is not tried on a node that sheds too
+        self._shedding: dict[str, float] = {}
         self.txns: dict[tuple[bytes, bytes, bytes], ServerTxn] = {}
         self.branches: dict[bytes, Branch] = {}
         self.dialogs: dict[bytes, Dialog] = {}
@@ -1368,10 +1371,27 @@ class Proxy:
             and status in self.settings.failover_codes
             and not _from_far_end(m)
             and any(d.selectable for d in txn.order)
+            and not (status == 503 and self._shed_everywhere(br, txn, now))
         ):
             self.stats.failovers += 1
             return out + self._next_destination(txn, now)
         return out + self._finish(txn, 0, None, now)
+
+    def _shed_everywhere(self, br: Branch, txn: ServerTxn, now: float) -> bool:
+        """A 503 from ``br``'s destination: when it shed the call (Retry-After, no Reason:
+        docs/router.md "Overload"), note until when it sheds; True when every node left to
+        try is shedding too — trying them would only give them more work to refuse."""
+        if br.dest is None or txn.responses[-1][1] is None:
+            return False
+        retry = _shed_retry_after(txn.responses[-1:])
+        if retry is None:
+            return False
+        shedding = self._shedding
+        shedding[br.dest.spec.uri] = now + max(retry, 1)
+        if len(shedding) > 64:  # destinations removed by a reload
+            for uri in [u for u, until in shedding.items() if until <= now]:
+                del shedding[uri]
+        return all(shedding.get(d.spec.uri, 0.0) > now for d in txn.order if d.selectable)
 
     def _provisional(self, br: Branch, txn: ServerTxn, m: Message, now: float) -> list[Send]:
         out: list[Send] = []

@@ -94,3 +94,22 @@ def test_a_node_that_sent_100_trying_is_not_failed_over_on_timeout() -> None:
     assert states(p) == [DestinationState.ACTIVE, DestinationState.ACTIVE]
     ok = p.receive(response_to(fwd1, 200), "udp", M1, None, 31.0)
     assert [start_line(x) for x in to(ok, UAC)] == ["SIP/2.0 200 OK"]
+
+
+def test_a_call_one_node_shed_is_not_tried_on_a_node_that_sheds_too() -> None:
+    """Within a node's Retry-After the router knows it sheds: a call the other node shed
+    gets the router's 503 at once instead of more work for a node that refuses it."""
+    p = make_proxy()
+    fwd1 = one(p.receive(invite(call_id="c1", branch="z9hG4bK-c1"), "udp", UAC, None, 0.0), M1)
+    fwd2 = one(p.receive(shed(fwd1), "udp", M1, None, 0.01), M2)
+    p.receive(shed(fwd2), "udp", M2, None, 0.02)
+    # the next call starts on M2 (round robin); M1 shed 0.1 s ago, Retry-After 1
+    fwd = one(p.receive(invite(call_id="c2", branch="z9hG4bK-c2"), "udp", UAC, None, 0.1), M2)
+    out = p.receive(shed(fwd), "udp", M2, None, 0.11)
+    assert to(out, M1) == []
+    assert [start_line(x) for x in to(out, UAC)] == ["SIP/2.0 503 Service Unavailable"]
+    assert (p.stats.failovers, p.stats.overload_rejects) == (1, 2)
+    # past the Retry-After a shed call is tried on the other node again
+    fwd = one(p.receive(invite(call_id="c3", branch="z9hG4bK-c3"), "udp", UAC, None, 1.5), M1)
+    assert to(p.receive(shed(fwd), "udp", M1, None, 1.51), M2) != []
+    assert p.stats.failovers == 2
