@@ -1513,12 +1513,13 @@ class Proxy:
         lines = head.split(b"\r\n")
         out = [lines[0]]
         for ln in lines[1:]:
-            if _is_contact(ln):
+            role = _role(ln)
+            if role == _CONTACT_LINE:
                 if h is not _NO_DIALOG:
                     if txn.is_invite and status < 300:
                         h.node_target = _contact_uri(ln) or h.node_target
                     out.append(h.contact)
-            elif not _is_rr(ln) and not _is_product(ln):
+            elif role != _RR_LINE and role != _PRODUCT_LINE:
                 out.append(ln)
         return b"\r\n".join(out) + sep + body
 
@@ -1928,6 +1929,44 @@ _NO_DIALOG: Final = HiddenDialog(b"", b"", b"", 0.0)
 def _is_via(line: bytes) -> bool:
     low = line[:4].lower()
     return low == b"via:" or low[:2] == b"v:" or (low == b"via " and line[:8].find(b":") >= 0)
+
+
+_OTHER: Final = 0
+_CONTACT_LINE: Final = 1
+_RR_LINE: Final = 2
+_PRODUCT_LINE: Final = 3
+_VIA_LINE: Final = 4
+# Header name as spelled before the colon → its role for topology hiding; the spellings
+# a peer uses are few, so a line costs a short scan, a slice and a dict lookup instead of
+# three lower-cased prefixes (~2,900 instructions per line, callgrind). Bounded.
+_ROLES: Final[dict[bytes, int]] = {}
+
+
+def _role(line: bytes) -> int:
+    """_CONTACT_LINE, _RR_LINE, _PRODUCT_LINE, _VIA_LINE or _OTHER (the _is_* tests)."""
+    c = wire.colon(line)
+    if c < 0:
+        return _role_of(line)
+    name = line[:c]
+    role = _ROLES.get(name)
+    if role is None:
+        role = _role_of(line)
+        if len(_ROLES) >= 1024:
+            _ROLES.clear()
+        _ROLES[name] = role
+    return role
+
+
+def _role_of(line: bytes) -> int:
+    if _is_contact(line):
+        return _CONTACT_LINE
+    if _is_rr(line):
+        return _RR_LINE
+    if _is_product(line):
+        return _PRODUCT_LINE
+    if _is_via(line):
+        return _VIA_LINE
+    return _OTHER
 
 
 def _is_contact(line: bytes) -> bool:

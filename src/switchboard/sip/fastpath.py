@@ -159,7 +159,7 @@ class Message:
     def value(self, index: int) -> bytes:
         """The value of header line ``index`` (after the colon, LWS stripped)."""
         line = self.lines[index]
-        return line[_colon(line) + 1 :].strip(_WS)
+        return line[colon(line) + 1 :].strip(_WS)
 
     def top_via(self) -> bytes:
         value = self.value(self.vias[0])
@@ -227,7 +227,7 @@ def parse(data: bytes, *, stream: bool = False) -> Message:
         method, uri, version = parts
         if method not in _METHODS and (not method or not _TOKEN.issuperset(method)):
             raise BadMessage(400, "Bad Method")
-        if not uri or _has_tab(uri) or _colon(uri) < 0 or not _alpha_start(uri):
+        if not uri or _has_tab(uri) or colon(uri) < 0 or not _alpha_start(uri):
             raise BadMessage(400, "Bad Request-URI")
         if version != _VERSION:
             _version(version)
@@ -237,7 +237,7 @@ def parse(data: bytes, *, stream: bool = False) -> Message:
     checked = m.checked
     for i in range(1, len(lines)):
         line = lines[i]
-        c = _colon(line)
+        c = colon(line)
         kind = _NAME_KIND.get(line[:c]) if c > 0 else None
         if kind is None:
             kind = _name_kind(line, c)
@@ -351,7 +351,7 @@ def _plain(kind: int, line: bytes) -> bool:
     if kind == _CONTACT:
         return line.find(b"*") < 0
     if kind in (_ROUTE, _RR):
-        return bool(line[_colon(line) + 1 :].strip(_WS))
+        return bool(line[colon(line) + 1 :].strip(_WS))
     return True
 
 
@@ -379,7 +379,7 @@ def _memo_key(kind: int, line: bytes) -> bytes:
     else:
         return line
     # The last such parameter (any one would do: each substitution keeps the verdict),
-    # found from the end where it usually stands, without bytes.find (see _colon).
+    # found from the end where it usually stands, without bytes.find (see colon).
     size = len(name)
     j = len(line) - size
     while j >= 0 and (line[j] != 59 or line[j : j + size] != name):  # 59: ";"
@@ -407,7 +407,7 @@ def _folded(lines: list[bytes]) -> bool:
 
 
 def _has_tab(text: bytes) -> bool:
-    """``text.find(b"\t") >= 0`` for a short value (see _colon)."""
+    """``text.find(b"\t") >= 0`` for a short value (see colon)."""
     i = 0
     n = len(text)
     while i < n and text[i] != 9:
@@ -415,7 +415,7 @@ def _has_tab(text: bytes) -> bool:
     return i < n
 
 
-def _colon(line: bytes) -> int:
+def colon(line: bytes) -> int:
     """``line.find(b":")`` for a header line, where the colon is a few bytes in: bytes.find
     takes its arguments the slow way (~700 instructions of argument parsing per call,
     callgrind), this loop compiles to a few per byte."""
@@ -463,7 +463,7 @@ def validate(m: Message) -> None:
         top = m.vias[0] if m.vias else -1
         for kind, i, key in fresh:
             line = lines[i]
-            value = line[_colon(line) + 1 :].strip(_WS)
+            value = line[colon(line) + 1 :].strip(_WS)
             try:
                 vias = check_line(_KEY_OF_KIND[kind], _text(value))
             except SipParseError as exc:
@@ -698,7 +698,7 @@ def branch_of(via_value: bytes) -> bytes:
 
 
 def header_name(line: bytes) -> bytes:
-    return line[: _colon(line)].rstrip()
+    return line[: colon(line)].rstrip()
 
 
 def loop_hash(m: Message) -> str:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+from switchboard.router import proxy as proxy_mod
 from switchboard.router.dispatcher import Dispatcher, parse_list
 from switchboard.router.proxy import Interface, Proxy, Send
 from tests.support.sipmsg import header, invite, response_to, start_line
@@ -118,3 +121,27 @@ def test_failed_call_forgets_its_hidden_dialog_and_hiding_is_switchable() -> Non
     )
     [ok] = to(plain.receive(node_answer(fwd, 200), "udp", NODE, None, 0.1), CARRIER)
     assert header(ok, "Contact") == ["<sip:uas@10.0.0.5:5081>"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"Contact: <sip:a@b>", b"contact : <sip:a@b>", b"m: <sip:a@b>", b"M:<sip:a@b>",
+        b"Record-Route: <sip:r;lr>", b"record-route :<sip:r;lr>", b"Server: x/1.0",
+        b"server :x", b"User-Agent: x", b"USER-AGENT : x", b"Via: SIP/2.0/UDP h",
+        b"v: SIP/2.0/UDP h", b"via : SIP/2.0/UDP h", b"From: <sip:a@b>;tag=1",
+        b"Route: <sip:r;lr>", b"Contact-X: y", b"Servers: y", b"v", b"Subject: Contact: m:",
+    ],
+)  # fmt: skip
+def test_line_role_by_name_agrees_with_the_prefix_tests(line: bytes) -> None:
+    """Topology hiding classifies a header line by its name, remembered per spelling:
+    the same answer as the prefix tests, the second time (cached) as the first."""
+    expected = (
+        proxy_mod._CONTACT_LINE if proxy_mod._is_contact(line)
+        else proxy_mod._RR_LINE if proxy_mod._is_rr(line)
+        else proxy_mod._PRODUCT_LINE if proxy_mod._is_product(line)
+        else proxy_mod._VIA_LINE if proxy_mod._is_via(line)
+        else proxy_mod._OTHER
+    )  # fmt: skip
+    assert proxy_mod._role(line) == expected
+    assert proxy_mod._role(line) == expected
