@@ -336,6 +336,19 @@ class RtpEndpoint:
         ep._scheduler.add(ep)
         return ep
 
+    def pause_reading(self) -> None:
+        """Leave the RTP socket unread (datagrams wait in its buffer) until
+        :meth:`resume_reading` — a restart rebuilding a thousand journaled legs must not
+        spend its loop on the packets far ends keep sending to legs not bridged yet."""
+        if self._reading and not self._closed:
+            self._reading = False
+            self._loop.remove_reader(self._sock.fileno())
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self._closed:
+            self._loop.add_reader(self._sock.fileno(), self._readable)
+            self._reading = True
+
     @property
     def port(self) -> int:
         return self.local_address[1]
