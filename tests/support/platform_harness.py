@@ -62,6 +62,13 @@ def free_run(n: int, lo: int = 20000, hi: int = 32000) -> int:
     raise RuntimeError("no free port range")
 
 
+def release_run(base: int, n: int) -> None:
+    """Give back a run free_run handed out, once whatever used it has ended (a large RTP
+    range held for two minutes would leave no room for the next configuration's)."""
+    for port in range(base, base + n):
+        _HANDED_OUT.pop(port, None)
+
+
 def alive(pid: int) -> bool:
     """Running and not a zombie (some containers' PID 1 never reaps orphans)."""
     try:
@@ -231,6 +238,13 @@ class Platform:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
         shutil.rmtree(self.state, ignore_errors=True)
+        n = self.media_nodes
+        for base, count in (
+            (self.router_sip, 1), (self.router_admin, 1), (self.platform_admin, 1),
+            (self.media_sip, n), (self.media_admin, n), (self.esl, n), (self.carrier, 1),
+            (self.rtp, self.rtp_span * n),
+        ):  # fmt: skip
+            release_run(base, count)
 
 
 @dataclass
