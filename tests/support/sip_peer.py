@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from switchboard.sip.framer import StreamFramer
-from switchboard.sip.message import Response, parse_message
+from switchboard.sip.message import Request, Response, parse_message
 
 SDP = (
     "v=0\r\no=peer 1 {ver} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -86,6 +86,19 @@ def request(peer: Peer, method: str, node_port: int, *, call_id: str, cseq: int,
         f"Max-Forwards: 70\n{extra}"
         + (f"Content-Type: {ctype}\n" if body else "")
         + f"Content-Length: {len(body.replace(chr(10), chr(13) + chr(10)))}\n\n{body}"
+    )
+
+
+def ok_to(req: Request, *, tag: str = "", sdp: str = "", contact: str = "") -> str:
+    """The far end's 200 OK to ``req`` (a To tag for an INVITE, an SDP answer with its
+    Contact); ``Peer.send`` turns its newlines into CRLF."""
+    to = req.headers.get("To") or ""
+    return (
+        f"SIP/2.0 200 OK\nVia: {req.headers.get('Via')}\nFrom: {req.headers.get('From')}\n"
+        f"To: {to}{';tag=' + tag if tag else ''}\nCall-ID: {req.call_id}\n"
+        f"CSeq: {req.cseq.seq} {req.method}\n"
+        + (f"Contact: <{contact}>\nContent-Type: application/sdp\n" if sdp else "")
+        + f"Content-Length: {len(sdp.replace(chr(10), chr(13) + chr(10)))}\n\n{sdp}"
     )
 
 

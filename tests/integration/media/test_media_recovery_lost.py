@@ -16,18 +16,24 @@ from switchboard.media import journal
 from switchboard.sip.message import Request, Response
 from tests.support.media import start_node
 from tests.support.net import async_wait_until
-from tests.support.sip_peer import SDP, Peer, request
+from tests.support.sip_peer import SDP, Peer, ok_to, request
 
 
-def ok_to(req: Request, *, tag: str = "", sdp: str = "", contact: str = "") -> str:
-    to = req.headers.get("To") or ""
-    return (
-        f"SIP/2.0 200 OK\nVia: {req.headers.get('Via')}\nFrom: {req.headers.get('From')}\n"
-        f"To: {to}{';tag=' + tag if tag else ''}\nCall-ID: {req.call_id}\n"
-        f"CSeq: {req.cseq.seq} {req.method}\n"
-        + (f"Contact: <{contact}>\nContent-Type: application/sdp\n" if sdp else "")
-        + f"Content-Length: {len(sdp.replace(chr(10), chr(13) + chr(10)))}\n\n{sdp}"
-    )
+async def bridged(node: Any, caller: Peer, carrier: Peer, call_id: str) -> tuple[Request, Response]:
+    """A call from ``caller`` bridged by ``node`` to ``carrier``: the carrier's INVITE and
+    the caller's 200."""
+    offer = SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")
+    invite = request(caller, "INVITE", node.sip_port, call_id=call_id, cseq=1,
+                     branch=call_id, body=offer)  # fmt: skip
+    caller.send(invite.replace("sip:echo@", "sip:+12155550131@", 2), node.sip_port)
+    out = await carrier.expect(lambda m: isinstance(m, Request) and m.method == "INVITE")
+    assert isinstance(out, Request)
+    answer = SDP.format(ver=1, port=40002, fmt="0", dir="sendrecv")
+    contact = f"sip:carrier@127.0.0.1:{carrier.port}"
+    carrier.send(ok_to(out, tag="carrier1", sdp=answer, contact=contact), node.sip_port)
+    ok = await caller.expect(lambda m: isinstance(m, Response) and m.status == 200)
+    assert isinstance(ok, Response)
+    return out, ok
 
 
 async def test_a_node_back_after_recovery_timeout_ends_its_calls(tmp_path: Path) -> None:
@@ -39,16 +45,7 @@ async def test_a_node_back_after_recovery_timeout_ends_its_calls(tmp_path: Path)
     copy.parent.mkdir(parents=True)
     later = None
     try:
-        offer = SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")
-        invite = request(caller, "INVITE", node.sip_port, call_id="lost1", cseq=1,
-                         branch="lost1", body=offer)  # fmt: skip
-        caller.send(invite.replace("sip:echo@", "sip:+12155550131@", 2), node.sip_port)
-        out = await carrier.expect(lambda m: isinstance(m, Request) and m.method == "INVITE")
-        assert isinstance(out, Request)
-        answer = SDP.format(ver=1, port=40002, fmt="0", dir="sendrecv")
-        contact = f"sip:carrier@127.0.0.1:{carrier.port}"
-        carrier.send(ok_to(out, tag="carrier1", sdp=answer, contact=contact), node.sip_port)
-        await caller.expect(lambda m: isinstance(m, Response) and m.status == 200)
+        out, _ = await bridged(node, caller, carrier, "lost1")
         await async_wait_until(lambda: journal.read(path).live(), 5, "the bridge journaled")
         shutil.copy(path, copy)
         # the node "died" with that journal and was last up a minute ago
@@ -103,17 +100,7 @@ async def test_a_leg_whose_bye_was_answered_just_before_the_crash_is_not_byed_ag
 
     later = None
     try:
-        offer = SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")
-        invite = request(caller, "INVITE", node.sip_port, call_id="hung1", cseq=1,
-                         branch="hung1", body=offer)  # fmt: skip
-        caller.send(invite.replace("sip:echo@", "sip:+12155550131@", 2), node.sip_port)
-        out = await carrier.expect(lambda m: isinstance(m, Request) and m.method == "INVITE")
-        assert isinstance(out, Request)
-        answer = SDP.format(ver=1, port=40002, fmt="0", dir="sendrecv")
-        contact = f"sip:carrier@127.0.0.1:{carrier.port}"
-        carrier.send(ok_to(out, tag="carrier1", sdp=answer, contact=contact), node.sip_port)
-        ok = await caller.expect(lambda m: isinstance(m, Response) and m.status == 200)
-        assert isinstance(ok, Response)
+        out, ok = await bridged(node, caller, carrier, "hung1")
         await async_wait_until(lambda: journal.read(path).live(), 5, "the bridge journaled")
         node.switch.events.subscribe(on_event, headers=False)
         caller.send(request(caller, "BYE", node.sip_port, call_id="hung1", cseq=2,

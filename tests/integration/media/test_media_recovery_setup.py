@@ -18,7 +18,7 @@ from switchboard.media import journal
 from switchboard.sip.message import Request, Response
 from tests.support.media import start_node
 from tests.support.net import async_wait_until
-from tests.support.sip_peer import SDP, Peer, final, request
+from tests.support.sip_peer import SDP, Peer, final, ok_to, request
 
 
 class SnapshotOnTrying(Peer):
@@ -89,15 +89,9 @@ async def test_a_far_leg_answered_before_the_bridge_was_journaled_is_ended_by_a_
         caller.send(invite.replace("sip:echo@", "sip:+12155550131@", 2), node.sip_port)
         out = await carrier.expect(lambda m: isinstance(m, Request) and m.method == "INVITE")
         assert isinstance(out, Request)
-        carrier.send(
-            f"SIP/2.0 200 OK\nVia: {out.headers.get('Via')}\nFrom: {out.headers.get('From')}\n"
-            f"To: {out.headers.get('To')};tag=carrier1\nCall-ID: {out.call_id}\n"
-            f"CSeq: {out.cseq.seq} INVITE\nContact: <sip:carrier@127.0.0.1:{carrier.port}>\n"
-            "Content-Type: application/sdp\n"
-            f"Content-Length: {len(SDP.format(ver=1, port=40002, fmt='0', dir='sendrecv'))}\n\n"
-            + SDP.format(ver=1, port=40002, fmt="0", dir="sendrecv"),
-            node.sip_port,
-        )
+        answer = SDP.format(ver=1, port=40002, fmt="0", dir="sendrecv")
+        contact = f"sip:carrier@127.0.0.1:{carrier.port}"
+        carrier.send(ok_to(out, tag="carrier1", sdp=answer, contact=contact), node.sip_port)
         ack = await carrier.expect(lambda m: isinstance(m, Request))
         assert isinstance(ack, Request) and ack.method == "ACK"
         assert copy.exists()
@@ -115,12 +109,7 @@ async def test_a_far_leg_answered_before_the_bridge_was_journaled_is_ended_by_a_
         )
         assert isinstance(bye, Request) and bye.call_id == out.call_id
         assert bye.to_tag == "carrier1" and "cause=41" in bye.headers.get("Reason", "")
-        carrier.send(
-            f"SIP/2.0 200 OK\nVia: {bye.headers.get('Via')}\nFrom: {bye.headers.get('From')}\n"
-            f"To: {bye.headers.get('To')}\nCall-ID: {bye.call_id}\nCSeq: {bye.cseq.seq} BYE\n"
-            "Content-Length: 0\n\n",
-            restarted.sip_port,
-        )
+        carrier.send(ok_to(bye), restarted.sip_port)
         await async_wait_until(
             lambda: any(c.sip_call_id == out.call_id for c in sink.records), 5, "carrier CDR"
         )
