@@ -412,27 +412,10 @@ class Router:
         except OSError as exc:
             await self._close_sockets()
             raise StartError(f"cannot bind: {exc.strerror or exc}") from None
-        rr_host = cfg.router.record_route_host
-        if rr_host:
-            # the floating address in Record-Route, for the interfaces of its family; it is
-            # also this router's own address when a Route or Request-URI names it
-            v6 = ":" in rr_host
-            if v6 and not rr_host.startswith("["):
-                rr_host = f"[{rr_host}]"
-            interfaces = [
-                replace(i, rr_host=rr_host) if i.host.startswith("[") == v6 else i
-                for i in interfaces
-            ]
-        via_host = cfg.router.via_host
-        if via_host:
-            # the floating address in the Via of forwarded requests, same family rule
-            v6 = ":" in via_host
-            if v6 and not via_host.startswith("["):
-                via_host = f"[{via_host}]"
-            interfaces = [
-                replace(i, via_host=via_host) if i.host.startswith("[") == v6 else i
-                for i in interfaces
-            ]
+        # The floating address in Record-Route (also this router's own address when a Route
+        # or Request-URI names it) and in the Via of forwarded requests.
+        interfaces = _with_floating(interfaces, "rr_host", cfg.router.record_route_host)
+        interfaces = _with_floating(interfaces, "via_host", cfg.router.via_host)
         primary: dict[str, Interface] = {}
         for i in interfaces:
             primary.setdefault(i.key, i)  # the first of each transport and family
@@ -989,6 +972,23 @@ def _reuseport_udp(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.setblocking(False)
     return sock
+
+
+def _with_floating(interfaces: list[Interface], field: str, host: str) -> list[Interface]:
+    """``interfaces`` with ``field`` (``rr_host`` or ``via_host``) set to the floating
+    address ``host`` on those of its address family (IPv6 bracketed); unchanged when
+    ``host`` is empty."""
+    if not host:
+        return interfaces
+    v6 = ":" in host
+    if v6 and not host.startswith("["):
+        host = f"[{host}]"
+    out = []
+    for i in interfaces:
+        if i.host.startswith("[") == v6:
+            i = replace(i, via_host=host) if field == "via_host" else replace(i, rr_host=host)
+        out.append(i)
+    return out
 
 
 WORKER_ENV = "SWITCHBOARD_ROUTER_WORKER"
