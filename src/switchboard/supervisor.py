@@ -44,6 +44,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 from collections import deque
@@ -357,6 +358,30 @@ class _Child:
             self.backoff = self.spec.first_backoff
 
 
+async def accepts(host: str, port: int, local: tuple[str, int] | None = None) -> bool:
+    """Something listens on ``host``:``port``. A connection to itself does not count: with
+    nothing listening on a port of the ephemeral range, the kernel can pick that very port
+    as the probe's source and complete a TCP simultaneous open with itself (RFC 9293
+    §3.5) — the service would be called ready before it had even bound its port."""
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, local_addr=local), 1.0
+        )
+    except (OSError, TimeoutError):
+        return False
+    itself = writer.get_extra_info("sockname") == writer.get_extra_info("peername")
+    if itself:
+        # closed with a reset, not a FIN: a FIN would leave the port in TIME-WAIT for a
+        # minute, and the service could not bind it
+        writer.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return not itself
+
+
 class Supervisor:
     """Starts, watches, restarts and stops the platform's processes."""
 
@@ -534,13 +559,7 @@ class Supervisor:
     async def _is_ready(self, spec: ServiceSpec) -> bool:
         if spec.ready_file is not None and not spec.ready_file.exists():
             return False
-        if spec.ready is not None:
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(*spec.ready), 1.0)
-            except (OSError, TimeoutError):
-                return False
-            writer.close()
-        return True
+        return spec.ready is None or await accepts(*spec.ready)
 
     async def _watch(self, child: _Child) -> None:
         """Restart ``child`` whenever it exits while the platform is running."""

@@ -18,6 +18,9 @@ HOST = "127.0.0.1"
 
 PortKind = Literal["udp", "tcp", "both"]
 
+_GIVEN: dict[tuple[str, int], float] = {}  # (host, port) -> when free_port gave it out
+_GIVEN_HOLD_S = 120.0  # long enough for any test to start what binds it
+
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -41,7 +44,11 @@ def free_port(kind: PortKind = "both", host: str = HOST, *, even: bool = False) 
     """A port the kernel just handed out on ``host``, free for ``"udp"``, ``"tcp"`` or
     ``"both"`` (a SIP listener binds the same number on both); ``even=True`` for an RTP
     port (RFC 3550 §11: RTP on an even port, RTCP on the next odd one). An IPv6
-    ``host`` (``"::1"``) gives a port free on that address."""
+    ``host`` (``"::1"``) gives a port free on that address.
+
+    The kernel may hand the same free port to two calls in a row: a port is not given out
+    twice within two minutes in one process (two services of one test drew the same port,
+    and one's readiness probe reached the other)."""
     if kind not in ("udp", "tcp", "both"):
         raise ValueError(f"free_port: kind is 'udp', 'tcp' or 'both', not {kind!r} (host=...?)")
     for _ in range(200):
@@ -53,6 +60,10 @@ def free_port(kind: PortKind = "both", host: str = HOST, *, even: bool = False) 
             continue
         if kind == "both" and not _bindable(socket.SOCK_STREAM, port, host):
             continue
+        now = time.monotonic()
+        if now - _GIVEN.get((host, port), -_GIVEN_HOLD_S) < _GIVEN_HOLD_S:
+            continue
+        _GIVEN[(host, port)] = now
         return port
     raise RuntimeError(f"no free {kind} port on {host}")
 

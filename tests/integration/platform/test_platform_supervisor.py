@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from switchboard.observability.metrics import PlatformMetrics, new_registry, render
-from switchboard.supervisor import Listen, ServiceSpec, StartError, Supervisor, check_addresses
+from switchboard.supervisor import (
+    Listen,
+    ServiceSpec,
+    StartError,
+    Supervisor,
+    accepts,
+    check_addresses,
+)
 from tests.support.net import async_wait_until, free_port
 
 CHILD = str(Path(__file__).resolve().parents[2] / "support" / "platform_child.py")
@@ -270,3 +277,12 @@ async def test_sighup_reaches_the_services_that_reload(tmp_path: Path) -> None:
         assert sup.children[1].proc.returncode is None  # reloaded, not killed
     finally:
         await sup.stop()
+
+
+async def test_a_probe_that_connects_to_itself_is_not_a_ready_service() -> None:
+    # nothing listens on the port; a probe whose source is that same port completes a
+    # TCP simultaneous open with itself — which must not count as the service accepting
+    port = free_port("tcp")
+    assert not await accepts("127.0.0.1", port, local=("127.0.0.1", port))
+    with socket.create_server(("127.0.0.1", port)):
+        assert await accepts("127.0.0.1", port)
