@@ -337,7 +337,7 @@ def router_failover(lab: Lab, how: str, rate: float, calls: int, hold_s: float) 
     time.sleep(max(hold_s, 2.0) + 1.0)  # established calls in progress when it fails
     # calls being set up inside router-1 when it fails (INVITEs without a final response):
     # the ones whose answers must now find their way through router-2
-    in_setup = router_gauge(lab, "router-1", "switchboard_router_pending_transactions")
+    in_setup = gauge(lab, "router-1", "switchboard_router_pending_transactions")
     with AlertWatch(lab) as watch:
         t0 = time.monotonic()
         if how == "link":
@@ -502,7 +502,7 @@ def channels_left(lab: Lab, grace_s: float = 5.0) -> dict[str, float]:
     ``grace_s`` has passed."""
     deadline = time.monotonic() + grace_s
     while True:
-        left = {n: node_gauge(lab, n, "switchboard_media_active_channels") for n in MEDIA}
+        left = {n: gauge(lab, n, "switchboard_media_active_channels") for n in MEDIA}
         if not any(left.values()) or time.monotonic() > deadline:
             return left
         time.sleep(0.5)
@@ -583,20 +583,15 @@ def set_state(lab: Lab, node: str, state: str) -> None:
         lab.http("monitor", f"http://{HOSTS[r][0]}:8080/destinations/state", body, "POST")
 
 
-def router_gauge(lab: Lab, router: str, name: str) -> float:
-    text = str(lab.http("monitor", f"http://{HOSTS[router][0]}:8080/metrics"))
+def gauge(lab: Lab, host: str, name: str) -> float:
+    """A metric's value on a lab host, from its /metrics: a router's on 8080, a media
+    node's on 8081."""
+    port = 8080 if host in ROUTERS else 8081
+    text = str(lab.http("monitor", f"http://{HOSTS[host][0]}:{port}/metrics"))
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
-    raise OSError(f"no {name} on {router}")
-
-
-def node_gauge(lab: Lab, node: str, name: str) -> float:
-    text = str(lab.http("monitor", f"http://{HOSTS[node][0]}:8081/metrics"))
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise OSError(f"no {name} on {node}")
+    raise OSError(f"no {name} on {host}")
 
 
 def authorisations(lab: Lab) -> tuple[float, float]:
@@ -605,13 +600,13 @@ def authorisations(lab: Lab) -> tuple[float, float]:
     count = total = 0.0
     for node in MEDIA:
         with contextlib.suppress(OSError):  # none yet (credit control off: never)
-            count += node_gauge(lab, node, "switchboard_credit_authorisation_seconds_count")
-            total += node_gauge(lab, node, "switchboard_credit_authorisation_seconds_sum")
+            count += gauge(lab, node, "switchboard_credit_authorisation_seconds_count")
+            total += gauge(lab, node, "switchboard_credit_authorisation_seconds_sum")
     return count, total
 
 
 def node_calls(lab: Lab, node: str) -> float:
-    return node_gauge(lab, node, "switchboard_media_active_calls")
+    return gauge(lab, node, "switchboard_media_active_calls")
 
 
 def rolling_upgrade(lab: Lab, rate: float, calls: int, hold_s: float) -> dict[str, Any]:
