@@ -124,6 +124,11 @@ class RouterCollector:
                 "Calls answered 503 + Retry-After because every media node shed them",
                 s.overload_rejects,
             ),
+            (
+                "late_answers_ended",
+                "Late 2xx of a node the router had given up: ACKed and ended with BYE",
+                s.late_answers_ended,
+            ),
         ):
             yield CounterMetricFamily(PREFIX + name, doc, value=value)
         yield CounterMetricFamily(

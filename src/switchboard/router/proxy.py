@@ -120,7 +120,16 @@ _REASONS: Final = {
 }
 
 # Timer kinds in the heap.
-_RETRANS, _FAILOVER, _RESP_RETRANS, _CLEANUP, _CANCEL_GIVEUP, _CANCEL_RETRANS = range(6)
+(
+    _RETRANS,
+    _FAILOVER,
+    _RESP_RETRANS,
+    _CLEANUP,
+    _CANCEL_GIVEUP,
+    _CANCEL_RETRANS,
+    _FORGET,
+    _LATE_BYE,
+) = range(8)
 
 
 class Send(NamedTuple):
@@ -231,6 +240,7 @@ class Stats:
     auth_ban_drops: int = 0  # requests of banned sources, dropped silently
     acl_drops: int = 0  # requests from outside [acl] allow dropped ([security] outside_acl)
     overload_rejects: int = 0  # calls answered 503 + Retry-After: every destination shed them
+    late_answers_ended: int = 0  # 2xx on a branch given up: ACKed and ended with BYE
     emergency: dict[str, int] = field(default_factory=dict)  # emergency calls by country
 
 
@@ -306,6 +316,7 @@ class ServerTxn:
 
 class Branch:
     __slots__ = (
+        "abandoned",
         "addr",
         "cancel",
         "cancel_answered",
@@ -317,6 +328,9 @@ class Branch:
         "id",
         "interval",
         "is_invite",
+        "keep_until",
+        "late_ack",
+        "late_final",
         "method",
         "provisional",
         "responded",
@@ -345,6 +359,32 @@ class Branch:
         self.dest: Destination | None = None
         self.data = b""
         self.via_line = b""
+        # Given up by the router (no answer in time, Timer C, transport error, CANCEL
+        # unanswered) while the call went on elsewhere: see Proxy._abandon.
+        self.abandoned = False
+        self.keep_until = 0.0
+        self.late_final = 0  # a final response that arrived after it was given up
+        self.late_ack: bytes | None = (
+            None  # the ACK sent for a late 2xx (resent on its retransmissions)
+        )
+
+
+class LateBye:
+    """The BYE the router sends to end a late 2xx's dialog: a non-INVITE client
+    transaction of its own (Timer E retransmissions on UDP, given up after Timer F)."""
+
+    __slots__ = ("addr", "answered", "data", "id", "interval", "transport", "until")
+
+    def __init__(
+        self, bid: bytes, transport: str, addr: tuple[str, int], data: bytes, until: float
+    ) -> None:
+        self.id = bid
+        self.transport = transport
+        self.addr = addr
+        self.data = data
+        self.until = until
+        self.interval = T1
+        self.answered = False
 
 
 class HiddenDialog:
@@ -625,6 +665,7 @@ class Proxy:
         self.branches: dict[bytes, Branch] = {}
         self.dialogs: dict[bytes, Dialog] = {}
         self.probes: dict[bytes, int] = {}
+        self._late_byes: dict[bytes, LateBye] = {}  # by Via branch
         self.draining = False
         self._secret = zlib.crc32(secret).to_bytes(4, "big").hex().encode()
         self._prefix = MAGIC + b"sb"
@@ -1302,6 +1343,8 @@ class Proxy:
         branch = wire.branch_of(m.top_via())
         br = self.branches.get(branch)
         if br is None:
+            if self._late_byes and branch in self._late_byes:
+                return self._late_bye_answered(branch, m)
             try:
                 via = Via(m.top_via())
             except BadMessage:
@@ -1334,6 +1377,8 @@ class Proxy:
         status = m.status
         if status < 200:
             return self._provisional(br, txn, m, now)
+        if br.abandoned:
+            return self._late_final(br, m, now)
         if br.final:
             # A retransmitted final: re-ACK a non-2xx, pass a 2xx on (the UAC ACKs it).
             if status >= 300:
@@ -1400,8 +1445,10 @@ class Proxy:
         br.provisional = True
         if br.final or txn.branch is not br or txn.final:
             # A branch we gave up on woke up: cancel it (§16.7 step 10).
-            if br.cancel is None and not 200 <= br.final < 300:
+            if br.cancel is None and not 200 <= br.final < 300 and not br.late_final:
                 out.extend(self._send_cancel(br, now))
+                if br.abandoned:
+                    br.keep_until = max(br.keep_until, now + TIMER_F)
             return out
         if br.cancel_pending:
             out.extend(self._send_cancel(br, now))
@@ -1722,6 +1769,7 @@ class Proxy:
     # ------------------------------------------------------------------ failures
     def _branch_failed(self, br: Branch, status: int, now: float, report: str | None) -> list[Send]:
         br.final = status
+        self._abandon(br, now)
         if report and br.dest is not None:
             ch = self.dispatcher.report_failure(br.dest, report)
             if ch is not None:
@@ -1740,6 +1788,99 @@ class Proxy:
             self.stats.failovers += 1
             return self._next_destination(txn, now)
         return self._finish(txn, 0, None, now)
+
+    # ------------------------------------------------------------------ branches given up
+    def _abandon(self, br: Branch, now: float) -> None:
+        """The router gave ``br`` up without its final response (no answer within
+        ``failover_timeout``, Timer C, a transport error, a CANCEL never answered).
+
+        The destination may still have the INVITE — a media node restarted after a crash
+        reads the retransmission queued for it — and answer it after the call went to
+        another node. Such a branch is kept for Timer B (longer once it is cancelled):
+        a provisional response gets it a CANCEL, retransmitted until answered (§9.1,
+        §16.10); a final response is ACKed, a 2xx ended with ACK and BYE by the router
+        itself (:meth:`_late_final`). Only for dispatched INVITEs: the router chose
+        that destination, so the leg it left behind is the router's to clean up.
+        """
+        txn = br.txn
+        if not br.id or not br.is_invite or not txn.dispatched or br.abandoned:
+            return
+        br.abandoned = True
+        br.keep_until = now + TIMER_B
+
+    def _late_final(self, br: Branch, m: Message, now: float) -> list[Send]:
+        """A final response on a branch the router had given up (:meth:`_abandon`).
+
+        A non-2xx is only ACKed (§17.1.1.3). A 2xx is not forwarded although §16.7 step
+        5 forwards every 2xx: the caller already has its answer from another node (or
+        its failure), and a second dialog from the same INVITE is the UAC's to end
+        (§13.2.2.4) — a carrier's UAC that does not would leave the node's leg, and its
+        carrier leg, up and billed until their RTP timeout. The router, which made the
+        failover decision, ends it: ACK (§13.2.2.4, to the 2xx's Contact) and BYE with
+        ``Reason: SIP;cause=200;text="Call completed elsewhere"`` (RFC 3326) to the
+        destination the INVITE went to. A retransmitted 2xx gets the same ACK again.
+        """
+        if m.status >= 300:
+            br.late_final = m.status
+            return [self._ack_for(br, m)]
+        if br.late_ack is not None:
+            return [Send(br.transport, br.addr, br.late_ack, None)]
+        if m.to < 0:
+            return []
+        br.late_final = m.status
+        txn = br.txn
+        im = txn.msg
+        contact = next((line for line in m.lines if _is_contact(line)), None)
+        target = _contact_uri(contact) if contact is not None else im.ruri
+        via = br.via_line[: len(br.via_line) - len(br.id)]
+        dialog = [im.lines[im.from_], m.lines[m.to], b"Call-ID: " + im.call_id]
+        ack_id = self._prefix + self._token()
+        br.late_ack = wire.build(
+            [
+                b"ACK " + target + b" SIP/2.0",
+                via + ack_id,
+                *dialog,
+                b"CSeq: " + im.cseq_num + b" ACK",
+                b"Max-Forwards: 70",
+                b"Content-Length: 0",
+            ],
+            b"",
+        )
+        bye_id = self._prefix + self._token()
+        cseq = int(im.cseq_num) + 1 if im.cseq_num.isdigit() else 2
+        data = wire.build(
+            [
+                b"BYE " + target + b" SIP/2.0",
+                via + bye_id,
+                *dialog,
+                b"CSeq: %d BYE" % cseq,
+                b"Max-Forwards: 70",
+                b'Reason: SIP;cause=200;text="Call completed elsewhere"',
+                b"Content-Length: 0",
+            ],
+            b"",
+        )
+        bye = LateBye(bye_id, br.transport, br.addr, data, now + TIMER_F)
+        self._late_byes[bye_id] = bye
+        self._at(now + T1 if br.transport == "udp" else bye.until, _LATE_BYE, bye)
+        self.stats.late_answers_ended += 1
+        log.warning(
+            "call %s answered by %s:%d after the router had given that node up: "
+            "ACKed and ended with BYE (the caller's call is on another node)",
+            im.call_id.decode("utf-8", "replace"),
+            br.addr[0],
+            br.addr[1],
+        )
+        return [
+            Send(br.transport, br.addr, br.late_ack, None),
+            Send(br.transport, br.addr, data, None),
+        ]
+
+    def _late_bye_answered(self, branch: bytes, m: Message) -> list[Send]:
+        if m.status >= 200:
+            bye = self._late_byes.pop(branch)
+            bye.answered = True
+        return []
 
     def transport_error(self, branch: bytes, now: float) -> list[Send]:
         """The service could not send a request of ``branch`` (§16.9: as if 503)."""
@@ -1839,8 +1980,11 @@ class Proxy:
                 txn.dead = True
                 del self.txns[txn.key]
                 for b in txn.branches:
-                    self.branches.pop(b.id, None)
                     self._ringing.pop(b, None)
+                    if b.abandoned and b.keep_until > now:
+                        self._at(b.keep_until, _FORGET, b)  # a late answer still finds it
+                    else:
+                        self.branches.pop(b.id, None)
                 # Break the txn <-> branch cycle so reference counting frees both at
                 # once: no garbage-collector pauses under load.
                 txn.branches = []
@@ -1848,7 +1992,14 @@ class Proxy:
             return []
         if kind == _CANCEL_RETRANS:
             br = obj
-            if br.cancel_answered or br.final or br.cancel is None or br.txn.dead:
+            if br.abandoned:
+                # Given up: retransmitted until the node answers it or the branch's
+                # own final arrives, for Timer F (the txn may be gone by then).
+                if br.cancel_answered or br.late_final or br.cancel is None:
+                    return []
+                if now >= br.keep_until:
+                    return []
+            elif br.cancel_answered or br.final or br.cancel is None or br.txn.dead:
                 return []
             br.cancel_interval = min(br.cancel_interval * 2, T2)
             self._at(now + br.cancel_interval, _CANCEL_RETRANS, br)
@@ -1859,8 +2010,27 @@ class Proxy:
                 return []
             # §9.1: no final within 64·T1 after CANCEL: consider the branch cancelled.
             br.final = 487
+            self._abandon(br, now)
             txn = br.txn
             return self._finish(txn, 487, None, now) if not txn.final else []
+        if kind == _FORGET:
+            br = obj
+            if br.keep_until > now:
+                self._at(br.keep_until, _FORGET, br)
+            elif self.branches.get(br.id) is br:
+                del self.branches[br.id]
+            return []
+        if kind == _LATE_BYE:
+            bye: LateBye = obj
+            if bye.answered or now >= bye.until:
+                self._late_byes.pop(bye.id, None)
+                return []
+            if bye.transport == "udp":
+                bye.interval = min(bye.interval * 2, T2)  # Timer E
+                self._at(min(now + bye.interval, bye.until), _LATE_BYE, bye)
+                return [Send(bye.transport, bye.addr, bye.data, None)]
+            self._at(bye.until, _LATE_BYE, bye)
+            return []
         return []  # pragma: no cover
 
     def _probe(self, req: ProbeRequest) -> Send | None:
