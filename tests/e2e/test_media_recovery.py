@@ -228,12 +228,29 @@ def test_a_call_in_setup_when_its_node_dies_is_handed_back_to_the_router() -> No
     """The carrier rings for 4 s; the node holding the call is SIGKILLed meanwhile. The
     restarted node answers the journaled INVITE 503, the router tries the other node and
     the call completes there; the carrier's 200 to the dead node's INVITE reaches the
-    restarted node, which ACKs and BYEs it (no leg left up) and bills it (a CDR)."""
-    p = Platform(media_nodes=2)
+    restarted node, which ACKs and BYEs it (no leg left up) and bills it (a CDR). The call
+    is prepaid: the dead node's leg had reserved funds before the kill — the restart
+    releases them, and the account is debited once, for the call that completed."""
+    from decimal import Decimal as D
+
+    from switchboard.billing.accounts import create_account, show, topup
+    from switchboard.billing.rates import import_deck
+
+    p = Platform(
+        media_nodes=2,
+        extra_config="[billing]\ncredit_control = true\nflush_interval = 0.05\n"
+        "reserve_seconds = 60\n",
+    )
     procs: list[subprocess.Popen[str]] = []
     try:
         p.start()
         ready(p)
+        url = (p.state / "state" / "postgres.uri").read_text().strip()
+        with psycopg.connect(url, autocommit=True) as conn:
+            # 0.60 a minute billed per second: each leg reserves a minute, 0.60
+            import_deck(conn, ["prefix,rate,connect_fee,increment\n", "44,0.60,0,1/1\n"])
+            create_account(conn, "prepaid", ips=["127.0.0.1/32"])
+            topup(conn, "prepaid", "5.00")
         wav = ulaw_wav(p.state / "tone.wav")
         carrier = sipp([
             "-sf", str(SIPP_DIR / "media_carrier_slow_uas.xml"), "-p", str(p.carrier),
@@ -273,6 +290,12 @@ def test_a_call_in_setup_when_its_node_dies_is_handed_back_to_the_router() -> No
         assert {r["hangup_cause"] for r in outbound} == {
             "NORMAL_CLEARING", "NORMAL_TEMPORARY_FAILURE",
         }, rows  # fmt: skip
+        with psycopg.connect(url, autocommit=True) as conn:
+            wait_until(lambda: show(conn, "prepaid").reserved == D("0"), 10, "released")
+            legs = conn.execute("SELECT state FROM reservation ORDER BY id").fetchall()
+            assert legs == [("settled",), ("settled",)], legs  # the dead node's, the call's
+            debit = D(inbound[0]["billsec"]) / 100  # 0.01 a second
+            assert show(conn, "prepaid").balance == D("5.00") - debit
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -115,6 +115,15 @@ class Settlement:
 
 
 @dataclass(frozen=True, slots=True)
+class Swept:
+    """What one :meth:`CreditControl.sweep` did: reservations settled from their call's
+    CDR, and released with nothing debited."""
+
+    settled: int = 0
+    expired: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class LowBalance:
     """An account's balance fell below its low-balance mark."""
 
@@ -186,6 +195,24 @@ WITH acct AS (
 )
 SELECT acct.name, acct.balance AS before, acct.low_balance, debit.balance AS after
   FROM acct LEFT JOIN debit ON true
+"""
+
+
+# Release one reservation nobody settled (CreditControl.sweep): account row first, as in
+# _SETTLE; a row back means this statement released it (another sweeper did not).
+_EXPIRE = """
+WITH acct AS (
+    SELECT id FROM account WHERE id = %(account_id)s FOR UPDATE
+), res AS (
+    UPDATE reservation SET state = 'expired', settled_at = %(now)s
+      FROM acct
+     WHERE reservation.id = %(id)s AND reservation.state = 'open'
+       AND reservation.account_id = acct.id
+    RETURNING reservation.account_id, reservation.amount
+)
+UPDATE account SET reserved = greatest(0, account.reserved - res.amount)
+  FROM res WHERE account.id = res.account_id
+RETURNING account.id
 """
 
 
@@ -514,13 +541,19 @@ class CreditControl:
         prepaid account the settlements' lock held every authorisation of that account
         waiting for seconds (docs/operations.md, "Prepaid at 50 calls/s").
         """
+        return (await self._settle(call_id, billsec, now))[0]
+
+    async def _settle(
+        self, call_id: str, billsec: int, now: datetime
+    ) -> tuple[Settlement | None, bool]:
+        """settle(); the flag says whether this call of it debited (False: settled before)."""
         async with self.pool.connection() as conn:
             await _autocommit(conn)
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute("SELECT * FROM reservation WHERE call_id = %s", (call_id,))
             res = await cur.fetchone()
             if res is None:
-                return None
+                return None, False
             row = None
             if res["state"] == "open":
                 cost = price(_rate_from_row(res), billsec).cost
@@ -553,7 +586,7 @@ class CreditControl:
                     done["billsec"] or 0,
                     done["cost"] or Decimal(0),
                     done["balance"],
-                )
+                ), False
         balance = row["after"]
         threshold = row["low_balance"]
         low: LowBalance | None = None
@@ -567,20 +600,59 @@ class CreditControl:
                     self.on_low_balance(low)
                 except Exception:  # a faulty hook must not undo a committed debit
                     log.exception("low-balance hook failed")
-        return Settlement(call_id, row["name"], billsec, cost, balance)
+        return Settlement(call_id, row["name"], billsec, cost, balance), True
 
-    async def expire(self, now: datetime) -> int:
-        """Release reservations whose call outlived ``max_seconds`` + grace without a
-        settlement (a media node died): the funds become available again, nothing is
-        debited. Run it periodically; returns how many were released."""
-        async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "WITH gone AS (UPDATE reservation SET state = 'expired', settled_at = %s"
-                " WHERE state = 'open' AND expires_at < %s RETURNING account_id, amount),"
-                " per AS (SELECT account_id, sum(amount) AS amount FROM gone GROUP BY account_id)"
-                " UPDATE account AS a SET reserved = greatest(0, a.reserved - per.amount)"
-                " FROM per WHERE a.id = per.account_id RETURNING a.id",
-                (now, now),
+    async def sweep(self, now: datetime, *, limit: int = 500) -> Swept:
+        """Settle or release the reservations nobody settled: open past ``expires_at``.
+
+        ``expires_at`` is the reservation's end (``max_seconds``, renewed by extend())
+        plus ``grace_seconds``: a node hangs every call up at its reservation's end when it
+        cannot renew it, and retries a failed settlement for the grace period, so past it
+        no live channel anywhere still holds the reservation — the session TTL of
+        prepaid systems (CGRateS' session TTL, a Diameter credit-control session timeout).
+        A reservation left open means its settlement was lost (a node killed between
+        hangup and settlement, a node that never came back): if the call's CDR is stored
+        it is settled with the CDR's billsec — debited once, as the node would have —
+        otherwise it is released, nothing debited. Each one is logged with its call id
+        and counted in ``switchboard_credit_reservations_swept_total{outcome}``.
+
+        Every node may sweep at once: each reservation changes state once (the statements
+        act only on a reservation still open), so none is settled or released twice.
+        """
+        settled = expired = 0
+        async with self.pool.connection() as conn:
+            await _autocommit(conn)
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                "SELECT r.id, r.call_id, r.account_id, r.amount, r.created_at, c.billsec"
+                " FROM reservation r LEFT JOIN LATERAL (SELECT billsec FROM cdr"
+                "  WHERE cdr.call_id = r.call_id LIMIT 1) c ON true"
+                " WHERE r.state = 'open' AND r.expires_at < %s ORDER BY r.expires_at LIMIT %s",
+                (now, limit),
             )
-            released = cur.rowcount
-        return released
+            stale = await cur.fetchall()
+            for r in stale:
+                age = (now - r["created_at"]).total_seconds()
+                if r["billsec"] is not None:
+                    done, fresh = await self._settle(r["call_id"], int(r["billsec"]), now)
+                    if done is not None and fresh:
+                        settled += 1
+                        metrics.SWEPT.labels("settled").inc()
+                        log.warning(
+                            "reservation of call %s (account %s, %s reserved, %.0f s old)"
+                            " never settled: settled from its CDR, %d s, %s",
+                            r["call_id"], done.account, r["amount"], age, done.billsec,
+                            done.cost,
+                        )  # fmt: skip
+                    continue
+                await cur.execute(_EXPIRE, {"id": r["id"], "account_id": r["account_id"],
+                                            "now": now})  # fmt: skip
+                if await cur.fetchone() is not None:
+                    expired += 1
+                    metrics.SWEPT.labels("expired").inc()
+                    log.warning(
+                        "reservation of call %s (account %d, %s reserved, %.0f s old) never"
+                        " settled and no CDR: released, nothing debited",
+                        r["call_id"], r["account_id"], r["amount"], age,
+                    )  # fmt: skip
+        return Swept(settled, expired)

@@ -34,3 +34,9 @@ AUTHORISATIONS = Counter(
 LOW_BALANCE = Counter(
     "switchboard_low_balance_events", "Accounts whose balance fell below their low-balance mark"
 )
+SWEPT = Counter(
+    "switchboard_credit_reservations_swept",
+    "Reservations left open past their expiry (their settlement was lost), by what the"
+    " sweep did: settled from the call's CDR, or expired (released, nothing debited)",
+    ["outcome"],
+)

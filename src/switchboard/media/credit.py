@@ -31,7 +31,11 @@ for its current limit (a renewable call gets its next chunk; an expired or settl
 its last limit) — or, when billing does not answer, keeps the limit the journal holds —
 and hangs up with ``ALLOTTED_TIMEOUT`` at it, counted from the call's original answer.
 At its end it is settled once with the whole call's billsec. A reaper (the node did not
-come back) settles the calls it ends the same way, without policing them.
+come back) settles the calls it ends the same way, without policing them. A call the
+crash caught in setup is handed back to the router (503), which dials it again from another
+node: the reservation its first authorisation made is released (:meth:`CallCredit.release`)
+— before, it stayed reserved until its expiry. Whatever still escapes (a node that never
+comes back and no reaper) is swept by billing (:meth:`CreditControl.sweep`).
 
 Timers are awaits on the session's own events (answered, ended) with a timeout: no
 polling. Low-balance notices become a ``CUSTOM`` event with ``Event-Subclass:
@@ -313,6 +317,12 @@ class CallCredit:
             return
         task.cancel()
         self._settle_later(s.uuid, billsec(s))
+
+    def release(self, call_id: str) -> None:
+        """Release the reservation of a leg that never talked (a setup a crash cut short
+        and the restart handed back): settled with 0 s, nothing debited; nothing happens
+        when the leg was never authorised."""
+        self._settle_later(call_id, 0)
 
     def _settle_later(self, call_id: str, seconds: int) -> None:
         task = asyncio.get_running_loop().create_task(self._settle(call_id, seconds))

@@ -292,7 +292,14 @@ class MediaNode:
             if journal_state is not None:
                 from switchboard.media import recovery
 
+                setups = list(journal_state.pending_setup_items())
                 recovery.hand_back_setups(ua, journal_state, self.journal)
+                if self.call_credit is not None:
+                    # a setup cut short may hold a reservation its authorisation made
+                    # before the crash: the router dials the call again elsewhere (a new
+                    # leg, a reservation of its own), so this one is released here
+                    for uuid in setups:
+                        self.call_credit.release(uuid)
             if self.call_credit is not None:  # prepaid calls: policed again, or settled
                 for sessions, whole, _app in restored:  # when they end here and now
                     for s in sessions:

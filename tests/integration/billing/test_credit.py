@@ -22,6 +22,7 @@ from switchboard.billing.credit import (
     InsufficientFunds,
     LowBalance,
     NoRate,
+    Swept,
     UnknownAccount,
 )
 from switchboard.billing.rates import import_deck
@@ -223,16 +224,49 @@ async def test_low_balance_event_fires_once_when_crossing(
     assert REGISTRY.get_sample_value("switchboard_low_balance_events_total") == before + 1
 
 
-async def test_expired_reservations_are_released(
+def swept(outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "switchboard_credit_reservations_swept_total", {"outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def test_the_sweep_settles_or_releases_reservations_nobody_settled(
     conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
 ) -> None:
+    """Three calls authorised; their settlements never come (the node died after hangup).
+    Until their expiry (the reservation's end + grace) the sweep leaves them alone; then
+    the call whose CDR is stored is settled from it (debited once, as the node would
+    have), the other two are released with nothing debited. Two nodes sweeping at once
+    and a late settlement from the node change nothing more."""
     create_account(conn, "alice", gateways=["gw"])
-    topup(conn, "alice", "1")
-    cc = CreditControl(pool, grace_seconds=10)
-    auth = await cc.authorise("c1", "4420", gateway="gw", now=NOW)
-    assert await cc.expire(NOW + timedelta(seconds=auth.max_seconds)) == 0
-    assert await cc.expire(NOW + timedelta(seconds=auth.max_seconds + 11)) == 1
-    assert balance(conn, "alice") == (D("1"), D("0"))
+    topup(conn, "alice", "3")
+    now = datetime.now(UTC)
+    cc = CreditControl(pool, grace_seconds=10, reserve_seconds=60)  # 0.60 each
+    auths = [await cc.authorise(f"c{i}", "4420", gateway="gw", now=now) for i in range(3)]
+    assert balance(conn, "alice") == (D("3"), D("1.80"))
+    # c0 was answered and talked 42 s: its CDR is stored (the writer spools and retries)
+    conn.execute(
+        "INSERT INTO cdr (call_id, start_time, billsec, direction) VALUES ('c0', %s, 42,"
+        " 'inbound')",
+        (now,),
+    )
+    before = swept("settled"), swept("expired")
+    end = now + timedelta(seconds=auths[0].max_seconds)
+    assert await cc.sweep(end + timedelta(seconds=10)) == Swept(0, 0)  # not expired yet
+    later = end + timedelta(seconds=11)
+    first, second = await asyncio.gather(cc.sweep(later), cc.sweep(later))
+    assert (first.settled + second.settled, first.expired + second.expired) == (1, 2)
+    assert (swept("settled"), swept("expired")) == (before[0] + 1, before[1] + 2)
+    assert balance(conn, "alice") == (D("2.58"), D("0"))  # 42 s at 0.60/min, once
+    states = conn.execute("SELECT call_id, state, billsec FROM reservation ORDER BY call_id")
+    assert states.fetchall() == [("c0", "settled", 42), ("c1", "expired", None),
+                                 ("c2", "expired", None)]  # fmt: skip
+    assert await cc.sweep(later) == Swept(0, 0)
+    late = await cc.settle("c0", 42, now=later)  # the node's own retry, at last
+    assert late is not None and late.balance == D("2.58")
+    debits = conn.execute("SELECT count(*) FROM account_transaction WHERE kind = 'call'")
+    assert debits.fetchone() == (1,)
 
 
 async def test_billing_database_down_fails_closed() -> None:
