@@ -602,6 +602,16 @@ class CreditControl:
                     log.exception("low-balance hook failed")
         return Settlement(call_id, row["name"], billsec, cost, balance), True
 
+    async def open_among(self, call_ids: list[str]) -> list[str]:
+        """The calls of ``call_ids`` whose reservation is still open (one query)."""
+        async with self.pool.connection() as conn:
+            await _autocommit(conn)
+            cur = await conn.execute(
+                "SELECT call_id FROM reservation WHERE call_id = ANY(%s) AND state = 'open'",
+                (call_ids,),
+            )
+            return [str(row[0]) for row in await cur.fetchall()]
+
     async def sweep(self, now: datetime, *, limit: int = 500) -> Swept:
         """Settle or release the reservations nobody settled: open past ``expires_at``.
 

@@ -300,6 +300,9 @@ class MediaNode:
                     # leg, a reservation of its own), so this one is released here
                     for uuid in setups:
                         self.call_credit.release(uuid)
+                    # a call that hung up just before the crash: its settlement may have
+                    # died with the process
+                    self.call_credit.settle_ended(_ended_billsecs(journal_state))
             if self.call_credit is not None:  # prepaid calls: policed again, or settled
                 for sessions, whole, _app in restored:  # when they end here and now
                     for s in sessions:
@@ -699,4 +702,20 @@ def router_addresses(cfg: Config) -> list[str]:
             continue  # a host name: its addresses belong in [media] trusted
         if not ip.is_unspecified:
             out.append(str(ip))
+    return out
+
+
+def _ended_billsecs(state: Any) -> dict[str, int]:
+    """Call id → billsec of the credit-controlled (inbound, with an account) legs whose end
+    the journal holds, from their journaled CDRs."""
+    from switchboard.billing.cdr import Cdr
+
+    out: dict[str, int] = {}
+    for _uuid, (_t, cdr_json) in state.ends.items():
+        try:
+            cdr = Cdr.from_json(cdr_json)
+        except ValueError:  # restore() already said so
+            continue
+        if cdr.direction == "inbound" and cdr.account:
+            out[cdr.call_id] = cdr.billsec
     return out

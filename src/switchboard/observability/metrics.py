@@ -201,6 +201,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_credit_authorisations_total", "counter", "billing", ("result",), "Credit authorisations at call setup, by result."),
     _spec("switchboard_credit_authorisation_seconds", "histogram", "billing", (), "Credit authorisation latency (reserve funds, compute the maximum duration).", RATING_BUCKETS),
     _spec("switchboard_low_balance_events_total", "counter", "billing", (), "Accounts whose balance fell below their low-balance mark."),
+    _spec("switchboard_credit_reservations_swept_total", "counter", "billing", ("outcome",), "Reservations nobody settled, swept past their expiry: `settled` from the call's CDR, or `expired` (released, nothing debited). Any means a settlement was lost."),
     # -- the `switchboard up` supervisor (its own /metrics at [platform] admin) -----------------
     _spec("switchboard_platform_restarts_total", "counter", "platform", ("service",), "Times the supervisor restarted a child process that died (database, media-N, router)."),
     _spec("switchboard_platform_service_up", "gauge", "platform", ("service",), "1 while the child process runs and was ready, 0 from its death until it is ready again."),

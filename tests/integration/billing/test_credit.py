@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
+from typing import TYPE_CHECKING, cast
 
 import psycopg
 import pytest
@@ -26,6 +27,9 @@ from switchboard.billing.credit import (
     UnknownAccount,
 )
 from switchboard.billing.rates import import_deck
+
+if TYPE_CHECKING:
+    from switchboard.media.core import Switch
 
 NOW = datetime.now(UTC)
 
@@ -315,3 +319,29 @@ async def test_chunked_reservations_share_a_balance_and_extend_to_the_limit(
     assert not again.renewable
     with pytest.raises(UnknownAccount):
         await cc.extend("never", now=NOW)
+
+
+async def test_a_restart_settles_the_calls_that_ended_just_before_the_crash(
+    conn: psycopg.Connection, pool: AsyncConnectionPool, deck: None
+) -> None:
+    """A node killed just after three calls hung up: one settlement had committed, two
+    died with the process. The restart hands CallCredit the journal's ended legs with
+    their CDRs' billsec: the two open reservations are settled, the settled one is not
+    debited again, a call billing never saw is ignored."""
+    from switchboard.media.credit import CallCredit
+
+    create_account(conn, "alice", gateways=["gw"])
+    topup(conn, "alice", "3")
+    now = datetime.now(UTC)
+    cc = CreditControl(pool, reserve_seconds=60)
+    for call in ("c1", "c2", "c3"):
+        await cc.authorise(call, "4420", gateway="gw", now=now)
+    await cc.settle("c1", 30, now=now)  # its node's own settlement made it
+    node = CallCredit(cast("Switch", object()), cc)
+    node.settle_ended({"c1": 30, "c2": 12, "c3": 0, "never": 5})
+    await node.close()  # waits for the settlements in flight
+    rows = conn.execute(
+        "SELECT call_id, state, billsec FROM reservation ORDER BY call_id"
+    ).fetchall()
+    assert rows == [("c1", "settled", 30), ("c2", "settled", 12), ("c3", "settled", 0)]
+    assert balance(conn, "alice") == (D("2.58"), D("0"))  # 30 s + 12 s, each once
