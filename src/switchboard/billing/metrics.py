@@ -26,7 +26,7 @@ DB_UP = Gauge("switchboard_cdr_database_up", "1 when the CDR writer can reach th
 AUTH_SECONDS = Histogram(
     "switchboard_credit_authorisation_seconds",
     "Credit authorisation latency",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 AUTHORISATIONS = Counter(
     "switchboard_credit_authorisations", "Credit authorisations by result", ["result"]

@@ -485,6 +485,9 @@ def media_kill(lab: Lab, rate: float, calls: int, hold_s: float, node: str = "me
     # leg left parked on the restarted node would stay until rtp_timeout). Counted on
     # every node, after a grace of a few seconds for the last BYEs in flight.
     left = channels_left(lab)
+    # prepaid: the killed node's reservations settled once each — the calls resumed, the
+    # ones that hung up just before the kill, the setups handed back (released)
+    money = prepaid(lab, counts)
     return {
         "channels_left": sum(left.values()),
         "channels_left_per_node": left,
@@ -494,6 +497,7 @@ def media_kill(lab: Lab, rate: float, calls: int, hold_s: float, node: str = "me
         "new_calls_failed": counts.setup_failed,
         "established_dropped": counts.dropped,
         "answered": counts.answered,
+        **money,
     }
 
 
@@ -603,6 +607,37 @@ def authorisations(lab: Lab) -> tuple[float, float]:
             count += gauge(lab, node, "switchboard_credit_authorisation_seconds_count")
             total += gauge(lab, node, "switchboard_credit_authorisation_seconds_sum")
     return count, total
+
+
+def authorisation_buckets(lab: Lab) -> dict[float, float]:
+    """``switchboard_credit_authorisation_seconds`` of all media nodes, bucket by bucket:
+    upper bound (seconds, ``inf`` last) → authorisations so far at most that long."""
+    out: dict[float, float] = {}
+    prefix = 'switchboard_credit_authorisation_seconds_bucket{le="'
+    for node in MEDIA:
+        with contextlib.suppress(OSError):
+            text = str(lab.http("monitor", f"http://{HOSTS[node][0]}:8081/metrics"))
+            for line in text.splitlines():
+                if line.startswith(prefix):
+                    le, _, value = line[len(prefix) :].partition('"} ')
+                    out[float(le)] = out.get(float(le), 0.0) + float(value)
+    return out
+
+
+def authorisation_p99_ms(before: dict[float, float], after: dict[float, float]) -> float:
+    """The 99th percentile of the authorisations between two :func:`authorisation_buckets`
+    readings, as the upper bound of its bucket in ms (``inf``: over the last bucket; 0:
+    none). A node restarted between the readings counts from zero again: its share of
+    ``before`` is then larger than it should be, so use readings of one scenario."""
+    bounds = sorted(after)
+    delta = {le: max(0.0, after[le] - before.get(le, 0.0)) for le in bounds}
+    total = delta[bounds[-1]] if bounds else 0.0
+    if total <= 0:
+        return 0.0
+    for le in bounds:
+        if delta[le] >= 0.99 * total:
+            return le * 1000
+    return float("inf")
 
 
 def node_calls(lab: Lab, node: str) -> float:
