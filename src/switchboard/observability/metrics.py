@@ -594,6 +594,7 @@ class BillingMetrics:
     authorisations: Counter
     authorisation_latency: Histogram
     low_balance: Counter
+    reservations_swept: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> BillingMetrics:
@@ -608,6 +609,7 @@ class BillingMetrics:
             authorisations=_c(registry, "switchboard_credit_authorisations_total"),
             authorisation_latency=_h(registry, "switchboard_credit_authorisation_seconds"),
             low_balance=_c(registry, "switchboard_low_balance_events_total"),
+            reservations_swept=_c(registry, "switchboard_credit_reservations_swept_total"),
         )
 
 
