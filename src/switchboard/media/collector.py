@@ -56,7 +56,7 @@ import ctypes.util
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,13 @@ class CollectorPolicy:
         check: float = CHECK,
         idle_after: float = IDLE_AFTER,
         max_interval: float = MAX_INTERVAL,
+        before_idle: Sequence[Callable[[], object]] = (),
     ) -> None:
         self.active_calls = active_calls
+        # Records the node keeps for a while after a call (pruned when the next call
+        # comes), dropped before the idle pass once they are past their time: each one
+        # left alive keeps a whole allocator arena of the load resident.
+        self.before_idle = tuple(before_idle)
         self.check = check
         self.idle_after = idle_after
         self._idle_done = False  # this idle period's pass has run
@@ -142,6 +147,11 @@ class CollectorPolicy:
         since = now - self._last_full
         if idle_for >= self.idle_after and not self._idle_done:
             self._idle_done = True
+            for expire in self.before_idle:
+                try:
+                    expire()
+                except Exception:  # a housekeeping bug must not stop the collections
+                    log.exception("expiring records before the idle collection")
             self.collect()
             self._give_back()
         elif since >= self.max_interval and (calls == 0 or since >= 2 * self.max_interval):

@@ -588,7 +588,10 @@ async def _serve(cfg: Config, name: str) -> int:
     gc.freeze()
     notify_ready()  # systemd's Type=notify: started (TimeoutStartSec= bounds a hung start)
     switch = node.switch
-    policy = CollectorPolicy(lambda: switch.active_calls if switch is not None else 0)
+    expire = [node.ua.ended.expire] if node.ua is not None else []
+    policy = CollectorPolicy(
+        lambda: switch.active_calls if switch is not None else 0, before_idle=expire
+    )
     policy.start()
     stop = asyncio.Event()
     # first SIGTERM/SIGINT: hang up every call and stop; a second one exits at once

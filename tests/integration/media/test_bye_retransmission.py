@@ -9,6 +9,7 @@ transaction. It must get 200 (the call did end cleanly), not 481
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,15 @@ def test_ended_dialogs_are_forgotten_after_64_t1() -> None:
     assert len(ended) == 1  # the expired one pruned
     assert not ended.recent(("c2", "t2"), 142.0)
     assert len(ended) == 0
+
+
+def test_an_idle_node_forgets_its_ended_dialogs_without_another_call() -> None:
+    # Pruned as calls end, an idle node would keep the last 32 s of them for good (and
+    # the memory they sit in): the collector's idle pass expires them first.
+    ended = EndedDialogs(keep=32.0)
+    now = time.monotonic()
+    ended.note(("old", "t1"), now - 40.0)
+    ended.note(("new", "t2"), now)
+    ended.expire()
+    assert len(ended) == 1
+    assert ended.recent(("new", "t2"), now)

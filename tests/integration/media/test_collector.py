@@ -206,3 +206,23 @@ async def test_idle_collection_gives_free_heap_pages_back(full_collections: list
         assert len(keep) == 600
     finally:
         policy.stop()
+
+
+def test_records_past_their_time_are_dropped_before_the_idle_pass() -> None:
+    clock, calls = Clock(), [10]
+    seen: list[int] = []
+
+    def expire() -> None:
+        seen.append(policy.collections)
+
+    def broken() -> None:
+        raise RuntimeError("housekeeping bug")
+
+    policy = CollectorPolicy(lambda: calls[0], idle_after=40.0, before_idle=[broken, expire])
+    policy._loop = clock  # type: ignore[assignment]
+    run_for(policy, clock, 100)
+    assert seen == []  # calls up: records are pruned as calls end, not here
+    calls[0] = 0
+    run_for(policy, clock, 100)
+    assert seen == [0]  # once, before the pass (which ran despite the broken one)
+    assert policy.collections == 1
