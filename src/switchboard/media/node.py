@@ -588,9 +588,11 @@ async def _serve(cfg: Config, name: str) -> int:
     gc.freeze()
     notify_ready()  # systemd's Type=notify: started (TimeoutStartSec= bounds a hung start)
     switch = node.switch
-    expire = [node.ua.ended.expire] if node.ua is not None else []
+    ua = node.ua
     policy = CollectorPolicy(
-        lambda: switch.active_calls if switch is not None else 0, before_idle=expire
+        lambda: switch.active_calls if switch is not None else 0,
+        before_idle=[ua.ended.expire] if ua is not None else [],
+        transactions=(lambda: len(ua.layer)) if ua is not None else (lambda: 0),
     )
     policy.start()
     stop = asyncio.Event()

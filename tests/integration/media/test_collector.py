@@ -21,6 +21,7 @@ import pytest
 
 from switchboard.media.collector import (
     FULL_NEVER,
+    QUIET_TRANSACTIONS,
     YOUNG_COLLECTIONS,
     CollectorPolicy,
     _malloc_trim,
@@ -225,4 +226,19 @@ def test_records_past_their_time_are_dropped_before_the_idle_pass() -> None:
     calls[0] = 0
     run_for(policy, clock, 100)
     assert seen == [0]  # once, before the pass (which ran despite the broken one)
+    assert policy.collections == 1
+
+
+def test_the_idle_pass_waits_for_the_sip_layer_to_quieten() -> None:
+    # A call in setup has no channel yet, and a caller's retransmissions outlive the
+    # calls: 40 s without calls, the transactions (and their messages) may still be there.
+    clock, calls, transactions = Clock(), [0], [5_000]
+    policy = CollectorPolicy(
+        lambda: calls[0], idle_after=40.0, transactions=lambda: transactions[0]
+    )
+    policy._loop = clock  # type: ignore[assignment]
+    run_for(policy, clock, 120)
+    assert policy.collections == 0
+    transactions[0] = QUIET_TRANSACTIONS  # the routers' probes: an idle node's own
+    run_for(policy, clock, 2)
     assert policy.collections == 1
