@@ -47,6 +47,7 @@ PURE_MODULES = [
     "router/trunks.py",
     "router/stir.py",
     "router/emergency.py",
+    "router/overload.py",
     "media/causes.py",
     "media/channel.py",
     "media/dialplan.py",

@@ -137,7 +137,8 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_router_destination_probe_latency_seconds", "gauge", "router", ("set", "uri"), "Smoothed round-trip time of answered OPTIONS probes."),
     _spec("switchboard_router_destination_timeouts_total", "counter", "router", ("set", "uri"), "Probes or calls the destination left unanswered."),
     _spec("switchboard_router_failovers_total", "counter", "router", (), "Calls moved to the next destination (408/5xx or no answer in failover_timeout)."),
-    _spec("switchboard_router_overload_rejects_total", "counter", "router", (), "Calls answered 503 + Retry-After (the smallest the nodes gave) because every media node shed them: the platform is overloaded."),
+    _spec("switchboard_router_overload_rejects_total", "counter", "router", (), "Calls answered 503 + Retry-After (the smallest the nodes gave) because the media nodes are shedding: every node tried shed the call, or the router refused it itself for them (edge shedding): the platform is overloaded."),
+    _spec("switchboard_router_overload_edge_rejects_total", "counter", "router", (), "Of switchboard_router_overload_rejects_total, the calls the router refused at its edge, without asking a node, because its nodes were shedding that share of new calls ([dispatcher] edge_shedding)."),
     _spec("switchboard_router_late_answers_ended_total", "counter", "router", (), "Calls a media node answered after the router had given it up and sent the call elsewhere: the router ACKed that 2xx and ended it with BYE."),
     _spec("switchboard_router_branch_timeouts_total", "counter", "router", (), "Forwarded requests that got no answer in time."),
     _spec("switchboard_router_acl_rejects_total", "counter", "router", (), "Dialog-creating requests from sources outside [acl].allow, answered 403."),
@@ -410,6 +411,7 @@ class RouterMetrics:
     auth_ban_drops: Counter
     acl_drops: Counter
     overload_rejects: Counter
+    overload_edge_rejects: Counter
     late_answers_ended: Counter
     tls_handshake_failures: Counter
     trunk_calls: Counter
@@ -458,6 +460,7 @@ class RouterMetrics:
             auth_ban_drops=_c(registry, p + "auth_ban_drops_total"),
             acl_drops=_c(registry, p + "acl_drops_total"),
             overload_rejects=_c(registry, p + "overload_rejects_total"),
+            overload_edge_rejects=_c(registry, p + "overload_edge_rejects_total"),
             late_answers_ended=_c(registry, p + "late_answers_ended_total"),
             tls_handshake_failures=_c(registry, p + "tls_handshake_failures_total"),
             trunk_calls=_c(registry, p + "trunk_calls_total"),

@@ -129,6 +129,11 @@ class RouterCollector:
                 "Late 2xx of a node the router had given up: ACKed and ended with BYE",
                 s.late_answers_ended,
             ),
+            (
+                "overload_edge_rejects",
+                "Of overload_rejects, calls refused at the edge for the shedding nodes",
+                s.edge_sheds,
+            ),
         ):
             yield CounterMetricFamily(PREFIX + name, doc, value=value)
         yield CounterMetricFamily(

@@ -59,6 +59,7 @@ from typing import Any, Final, NamedTuple
 
 from switchboard.router.dispatcher import Destination, Dispatcher, ProbeRequest, StateChanged
 from switchboard.router.emergency import EmergencyNumbers
+from switchboard.router.overload import EdgeShedding
 from switchboard.router.protection import Acl, AuthBans, Pike, ScannerFilter, Verdict
 from switchboard.router.stir import NOT_VERIFIED
 from switchboard.router.stir import Verdict as StirVerdict
@@ -217,6 +218,7 @@ class ProxySettings:
     timer_c: float = TIMER_C
     dialog_expire: float = 7200.0  # Kamailio ds_hash_expire
     emergency_setid: int = 0  # [emergency] route_set: tried first for emergency calls
+    edge_shedding: bool = True  # [dispatcher] edge_shedding (router/overload.py)
 
 
 @dataclass
@@ -240,6 +242,7 @@ class Stats:
     auth_ban_drops: int = 0  # requests of banned sources, dropped silently
     acl_drops: int = 0  # requests from outside [acl] allow dropped ([security] outside_acl)
     overload_rejects: int = 0  # calls answered 503 + Retry-After: every destination shed them
+    edge_sheds: int = 0  # ... of which the edge refused for the shedding nodes (overload.py)
     late_answers_ended: int = 0  # 2xx on a branch given up: ACKed and ended with BYE
     emergency: dict[str, int] = field(default_factory=dict)  # emergency calls by country
 
@@ -661,6 +664,8 @@ class Proxy:
         # destination URI -> until when it sheds new calls (its last shed 503's
         # Retry-After): a call one node shed is not tried on a node that sheds too
         self._shedding: dict[str, float] = {}
+        # the share of new calls refused here for shedding nodes (docs/router.md "Overload")
+        self.edge: EdgeShedding | None = EdgeShedding() if self.settings.edge_shedding else None
         self.txns: dict[tuple[bytes, bytes, bytes], ServerTxn] = {}
         self.branches: dict[bytes, Branch] = {}
         self.dialogs: dict[bytes, Dialog] = {}
@@ -761,12 +766,26 @@ class Proxy:
             self.stats.bad_messages += 1
             return self._reply_unparsable(data, exc, transport, src, conn)
         if m.method:
-            scanners = self.scanners
-            if scanners is not None and scanners.match(data):
-                self.stats.scanner_drops += 1
-                return []  # no answer at all: the scanner's list stays empty
-            return self._on_request(m, transport, src, conn, now, stir)
+            return self.receive_request(m, data, transport, src, conn, now, stir)
         return self._on_response(m, now)
+
+    def receive_request(
+        self,
+        m: Message,
+        data: bytes,
+        transport: str,
+        src: tuple[str, int],
+        conn: Any,
+        now: float,
+        stir: StirVerdict | None = None,
+    ) -> list[Send]:
+        """A request ``data`` the caller has parsed already into ``m`` (the service's
+        load shedding reads a new INVITE before it decides): as :meth:`receive`."""
+        scanners = self.scanners
+        if scanners is not None and scanners.match(data):
+            self.stats.scanner_drops += 1
+            return []  # no answer at all: the scanner's list stays empty
+        return self._on_request(m, transport, src, conn, now, stir)
 
     def _reply_unparsable(
         self, data: bytes, exc: BadMessage, transport: str, src: tuple[str, int], conn: Any
@@ -1034,6 +1053,10 @@ class Proxy:
                     self.settings.unavailable_reason.encode(),
                     self._retry_after(self.settings.retry_after),
                 )
+            if self.edge is not None and method == b"INVITE" and not emergency:
+                refused = self._edge_shed(order, now)
+                if refused:
+                    return reply(503, None, refused)
             if trunk is not None and method == b"INVITE" and emergency:
                 assert self.trunks is not None
                 admission = self.trunks.admit_emergency(
@@ -1162,6 +1185,8 @@ class Proxy:
             if txn.is_invite:
                 _release(txn.dest)
                 dest.active_calls += 1
+                if self.edge is not None:
+                    self.edge.tried()
             txn.dest = dest
             return self._forward(txn, dest.transport, (addr, dest.spec.port), dest, now)
         return self._finish(txn, 0, None, now)
@@ -1410,13 +1435,15 @@ class Proxy:
         if txn.final:
             return out
         txn.responses.append((status, self._strip(m)))
+        # (every node's shed 503 is noted, the last one tried included)
+        shed_everywhere = status == 503 and txn.dispatched and self._shed_everywhere(br, txn, now)
         if (
             txn.dispatched
             and not txn.cancelled
             and status in self.settings.failover_codes
             and not _from_far_end(m)
             and any(d.selectable for d in txn.order)
-            and not (status == 503 and self._shed_everywhere(br, txn, now))
+            and not shed_everywhere
         ):
             self.stats.failovers += 1
             return out + self._next_destination(txn, now)
@@ -1433,10 +1460,25 @@ class Proxy:
             return False
         shedding = self._shedding
         shedding[br.dest.spec.uri] = now + max(retry, 1)
+        if self.edge is not None:
+            self.edge.shed(br.dest.spec.uri, retry)
         if len(shedding) > 64:  # destinations removed by a reload
             for uri in [u for u, until in shedding.items() if until <= now]:
                 del shedding[uri]
         return all(shedding.get(d.spec.uri, 0.0) > now for d in txn.order if d.selectable)
+
+    def _edge_shed(self, order: list[Destination], now: float) -> tuple[bytes, ...]:
+        """Refuse this new call here, for the nodes that are shedding (router/overload.py)?
+        Its 503's Retry-After line when so, () when the call goes to a node."""
+        edge = self.edge
+        assert edge is not None
+        if edge.due(now):
+            edge.update(now, [d.spec.uri for d in order])
+        if not edge.refuse():
+            return ()
+        self.stats.overload_rejects += 1
+        self.stats.edge_sheds += 1
+        return self._retry_after(edge.retry_after) or (b"Retry-After: 1",)
 
     def _provisional(self, br: Branch, txn: ServerTxn, m: Message, now: float) -> list[Send]:
         out: list[Send] = []

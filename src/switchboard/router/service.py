@@ -61,6 +61,7 @@ from switchboard.router.identity import (
     load_anchors,
 )
 from switchboard.router.metrics import LatencyHistogram, make_registry
+from switchboard.router.overload import EdgeShedding
 from switchboard.router.protection import Acl, AddressList, AuthBans, Pike, ScannerFilter
 from switchboard.router.proxy import Interface, Proxy, ProxySettings, Send, default_resolve
 from switchboard.router.trunks import TrunkConfigError, TrunkTable
@@ -149,6 +150,7 @@ def _settings(cfg: config_mod.Config) -> ProxySettings:
         unavailable_reason=cfg.dispatcher.unavailable_reason,
         retry_after=cfg.dispatcher.retry_after,
         emergency_setid=cfg.emergency.route_set,
+        edge_shedding=cfg.dispatcher.edge_shedding,
     )
 
 
@@ -650,6 +652,8 @@ class Router:
         p.dispatcher.probing = probing
         p.dispatcher.load(specs)
         p.settings = settings
+        if settings.edge_shedding != (p.edge is not None):
+            p.edge = EdgeShedding() if settings.edge_shedding else None
         p.acl = acl
         # Calls in progress keep the trunk state they were admitted on; trunks that still
         # exist keep their counters and live calls (TrunkTable(previous=...)).
@@ -698,8 +702,11 @@ class Router:
     def on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         # Hot path: one in LATENCY_SAMPLE messages is timed for the histogram, and only
         # the transaction heap can have gained an earlier deadline during receive().
-        if self.shedding and data[:7] == b"INVITE " and self._shed(data, addr):
-            return
+        parsed: wire.Message | None = None
+        if self.shedding and data[:7] == b"INVITE ":
+            shed, parsed = self._shed(data, addr)
+            if shed:
+                return
         if data[:1] == b"\x00" and addr[:2] == self._qprobe_from:  # never SIP
             self._queue_probe_back(data)
             return
@@ -713,6 +720,10 @@ class Router:
         try:
             if self.identity is not None and data[:7] == b"INVITE ":
                 sends = self._verified(data, "udp", addr, None)
+            elif parsed is not None:  # read by _shed already: not parsed twice
+                sends = self.proxy.receive_request(
+                    parsed, data, "udp", addr, None, self.loop.time()
+                )
             else:
                 sends = self.proxy.receive(data, "udp", addr, None, self.loop.time())
             if sends:
@@ -783,26 +794,32 @@ class Router:
             self.shedding = False
         self._shed_fraction = fraction
 
-    def _shed(self, data: bytes, addr: tuple[str, int]) -> bool:
-        """Answer a new INVITE 503 statelessly; False: let the proxy have it (in-dialog,
-        retransmission of a call it accepted, or unparsable: its job to answer)."""
+    def _shed(self, data: bytes, addr: tuple[str, int]) -> tuple[bool, wire.Message | None]:
+        """Answer a new INVITE 503 statelessly: (True, the message) when shed. (False,
+        the message or None): let the proxy have it — in-dialog, a retransmission of a
+        call it accepted, an emergency call, unparsable (its job to answer), or not this
+        one's turn. Only an INVITE whose turn it is to be shed is parsed here (every
+        n-th INVITE datagram: the others cost nothing more), and a parsed one the proxy
+        then takes as it is (Proxy.receive_request): no INVITE is parsed twice."""
+        fraction = self._shed_fraction
+        credit = self._shed_credit + fraction
+        if credit < 1.0:
+            self._shed_credit = credit
+            return False, None
         try:
             m = wire.parse(data)
             wire.validate(m)
             via = wire.Via(m.top_via())
         except wire.BadMessage:
-            return False
+            return False, None
         if m.to_tag() or self.proxy.is_emergency(m, addr):
-            return False  # in-dialog, or an emergency call: never shed
+            return False, m  # in-dialog, or an emergency call: never shed (nor counted)
         # The proxy's server-transaction key (proxy._on_request): a retransmitted INVITE
         # of a call already forwarded must keep getting that call's answers.
         key = (via.branch or m.call_id + b"/" + m.cseq_num, via.sent_by, b"INVITE")
         if key in self.proxy.txns:
-            return False
-        self._shed_credit += self._shed_fraction
-        if self._shed_credit < 1.0:
-            return False
-        self._shed_credit -= 1.0
+            return False, m
+        self._shed_credit = credit - 1.0
         self.shed_total += 1
         # Counted like the proxy's own requests and local replies (admin /stats, /metrics).
         stats = self.proxy.stats
@@ -822,7 +839,7 @@ class Router:
             lines.append(self.proxy.server_line)
         lines.append(b"Content-Length: 0")
         self._transmit([Send("udp", reply_addr, wire.build(lines, b""))])
-        return True
+        return True, m
 
     def _verified(self, data: bytes, transport: str, src: tuple[str, int], conn: Any) -> list[Send]:
         """A new INVITE through the STIR gate: verified at once (certificate cached),

@@ -6,7 +6,8 @@ own (a thread); the overload under test is the nodes' loop running 0.3 s late on
 turn (nodes starved of CPU) while the router keeps time. Transit calls sent meanwhile are
 refused by both nodes before any channel exists — the carrier sees no INVITE — and the
 caller gets the router's own 503 with the nodes' Retry-After; no branch times out, no
-node is marked inactive. Once the nodes keep time again, calls go through.
+node is marked inactive. An emergency call sent with them is shed by neither tier: it
+is the carrier's only INVITE. Once the nodes keep time again, calls go through.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from typing import Any, TypeVar
 import pytest
 
 from switchboard.router.dispatcher import DestinationState
-from switchboard.sip.message import Response
+from switchboard.sip.message import Request, Response
 from tests.support.media import start_node
 from tests.support.net import async_wait_until, free_port
 from tests.support.router import both_active, router_sections, running_router
-from tests.support.sip_peer import SDP, Peer, final, request
+from tests.support.sip_peer import SDP, Peer, final, ok_to, request
 
 pytestmark = [pytest.mark.timeout(60)]
 T = TypeVar("T")
@@ -84,18 +85,24 @@ async def test_overloaded_nodes_shed_calls_and_the_router_answers_503_without_du
     rport = free_port()
     uris = [f"sip:127.0.0.1:{n.sip_port}" for n in nodes]
     try:
-        async with running_router(tmp_path, router_sections(rport, uris)) as router:
+        # failover_timeout past the overload: the emergency call, admitted by a node whose
+        # every loop turn is late, must not be failed over on timeout
+        sections = router_sections(rport, uris, dispatcher={"failover_timeout": 4.0})
+        async with running_router(tmp_path, sections) as router:
             await async_wait_until(lambda: both_active(router), what="probing")
             offer = SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")
             for i in range(CALLS):  # transit calls: each admitted one would dial the carrier
                 invite = request(caller, "INVITE", rport, call_id=f"o{i}", cseq=1,
                                  branch=f"o{i}", body=offer)  # fmt: skip
                 caller.send(invite.replace("sip:echo@", "sip:442071234567@", 1), rport)
+            # and an emergency call ([emergency] numbers' default): never shed, by either tier
+            sos = request(caller, "INVITE", rport, call_id="sos", cseq=1, branch="sos", body=offer)
+            caller.send(sos.replace("sip:echo@", "sip:112@", 1), rport)
             node_loop.overload(1.5)
             finals: dict[str, Response] = {}
             while len(finals) < CALLS:  # (the router retransmits a 503 until its ACK)
                 r = await caller.expect(final)
-                assert isinstance(r, Response)
+                assert isinstance(r, Response) and r.call_id != "sos", r
                 finals[r.call_id] = r
             assert sorted(finals) == [f"o{i}" for i in range(CALLS)]
             for r in finals.values():
@@ -103,8 +110,22 @@ async def test_overloaded_nodes_shed_calls_and_the_router_answers_503_without_du
                 ack = request(caller, "ACK", rport, call_id=r.call_id, cseq=1,
                               branch=r.call_id, to_tag=r.to_tag or "")  # fmt: skip
                 caller.send(ack.replace("sip:echo@", "sip:442071234567@", 1), rport)
-            assert carrier.inbox.empty()  # no carrier leg for any of them
-            assert all(not n.switch.sessions for n in nodes)
+            # the emergency call went through: the carrier's only INVITE (no leg for the
+            # others), and the carrier's answer is the caller's
+            leg = await carrier.expect(lambda m: isinstance(m, Request), timeout=15)
+            assert isinstance(leg, Request) and (leg.method, leg.ruri.user) == ("INVITE", "112")
+            port = int(str(leg.headers.get("Via")).split(";")[0].rsplit(":", 1)[1])
+            carrier.send(ok_to(leg, tag="psap").replace("200 OK", "486 Busy Here", 1), port)
+            r = await caller.expect(lambda m: final(m) and m.call_id == "sos", timeout=15)
+            assert isinstance(r, Response) and r.status == 486, r
+            caller.send(request(caller, "ACK", rport, call_id="sos", cseq=1, branch="sos",
+                                to_tag=r.to_tag or "").replace("sip:echo@", "sip:112@", 1),
+                        rport)  # fmt: skip
+            await async_wait_until(lambda: all(not n.switch.sessions for n in nodes), 10,
+                                   "the emergency call's legs ended")  # fmt: skip
+            while not carrier.inbox.empty():  # the node's ACK of the 486, nothing else
+                m = carrier.inbox.get_nowait()
+                assert isinstance(m, Request) and m.method == "ACK", m
             # each call was tried on every node the dispatcher had selectable (both, unless a
             # probe answered late during the overload), and every node shed it
             stats = router.proxy.stats

@@ -5,7 +5,9 @@ Retry-After; a node that answered 100 Trying is never failed over on timeout."""
 from __future__ import annotations
 
 from switchboard.router.dispatcher import DestinationState, Dispatcher, ProbingConfig, parse_list
-from switchboard.router.proxy import Interface, Proxy, Send
+from switchboard.router.emergency import EmergencyNumbers
+from switchboard.router.overload import MAX_SHARE, STEP_DOWN, WINDOW, EdgeShedding
+from switchboard.router.proxy import Interface, Proxy, ProxySettings, Send
 from tests.support.sipmsg import header, invite, response_to, start_line
 
 UAC = ("127.0.0.1", 5070)
@@ -13,7 +15,7 @@ M1 = ("127.0.0.1", 5081)
 M2 = ("127.0.0.1", 5082)
 
 
-def make_proxy() -> Proxy:
+def make_proxy(**settings: bool) -> Proxy:
     d = Dispatcher(
         parse_list("1 sip:127.0.0.1:5081\n1 sip:127.0.0.1:5082\n"),
         algorithm=4,
@@ -23,7 +25,10 @@ def make_proxy() -> Proxy:
         now=1e9,  # no probing in these tests
     )
     ifaces = [Interface("udp", "127.0.0.1", 5060), Interface("tcp", "127.0.0.1", 5060)]
-    return Proxy(ifaces, d, secret=b"test")
+    return Proxy(
+        ifaces, d, settings=ProxySettings(**settings), secret=b"test",  # type: ignore[arg-type]
+        emergency=EmergencyNumbers({"*": ["112", "911"]}),
+    )  # fmt: skip
 
 
 def one(sends: list[Send], addr: tuple[str, int]) -> bytes:
@@ -113,3 +118,116 @@ def test_a_call_one_node_shed_is_not_tried_on_a_node_that_sheds_too() -> None:
     fwd = one(p.receive(invite(call_id="c3", branch="z9hG4bK-c3"), "udp", UAC, None, 1.5), M1)
     assert to(p.receive(shed(fwd), "udp", M1, None, 1.51), M2) != []
     assert p.stats.failovers == 2
+
+
+# -- edge shedding (router/overload.py) -------------------------------------------------
+N1, N2 = "sip:127.0.0.1:5081", "sip:127.0.0.1:5082"
+
+
+def window(e: EdgeShedding, now: float, tries: int, sheds: dict[str, int]) -> None:
+    """One window: ``tries`` INVITEs sent, ``sheds`` of them shed by each destination."""
+    for _ in range(tries):
+        e.tried()
+    for uri, n in sheds.items():
+        for _ in range(n):
+            e.shed(uri, 1)
+    assert e.due(now)
+    e.update(now, [N1, N2])
+
+
+def refusals(e: EdgeShedding, calls: int) -> list[bool]:
+    return [e.refuse() for _ in range(calls)]
+
+
+def test_the_edge_takes_over_the_share_every_node_sheds_spread_evenly() -> None:
+    e = EdgeShedding()
+    window(e, 0.0, 0, {})
+    assert e.share == 0.0 and not any(refusals(e, 100))
+    # both nodes shed half of what they got: the edge refuses every second call
+    window(e, WINDOW, 20, {N1: 5, N2: 5})
+    assert e.share == 0.5
+    assert refusals(e, 6) == [False, True] * 3
+    # half of what the edge let through was shed again: 1 - 0.5 * 0.5
+    window(e, 2 * WINDOW, 10, {N1: 3, N2: 2})
+    assert e.share == 0.75
+    assert refusals(e, 8).count(True) == 6
+
+
+def test_a_node_with_room_is_not_refused_calls_and_the_share_steps_down() -> None:
+    e = EdgeShedding()
+    window(e, 0.0, 20, {N1: 10})  # only N1 sheds: the router's failover places them on N2
+    assert e.share == 0.0 and not any(refusals(e, 50))
+    window(e, WINDOW, 20, {N1: 5, N2: 5})
+    assert e.share == 0.5
+    window(e, 2 * WINDOW, 20, {N1: 4})  # N2 caught up: give the load back step by step
+    assert e.share == 0.5 - STEP_DOWN
+    window(e, 3 * WINDOW, 20, {N2: 1})
+    assert round(e.share, 9) == round(0.5 - 2 * STEP_DOWN, 9)
+    # no node shed anything: the overload is over, the share halves each window
+    window(e, 4 * WINDOW, 20, {})
+    assert round(e.share, 9) == round((0.5 - 2 * STEP_DOWN) / 2, 9)
+    window(e, 5 * WINDOW, 20, {N1: 2, N2: 2})
+    assert e.share > 0.3
+    # idle for 5 s: halved for every window that passed (and dropped when that small)
+    for _ in range(3):
+        e.tried()
+    e.update(5 * WINDOW + 5.0, [N1, N2])
+    assert e.share == 0.0 and not any(refusals(e, 50))
+
+
+def test_the_edge_never_refuses_every_call() -> None:
+    e = EdgeShedding()
+    for i in range(5):
+        window(e, i * WINDOW, 10, {N1: 5, N2: 5})
+    assert e.share == MAX_SHARE
+    assert refusals(e, 100).count(False) == 5
+
+
+def shed_calls(p: Proxy, calls: int, now: float) -> int:
+    """``calls`` new calls, each INVITE sent to a node shed by it; how many were sent."""
+    sent = 0
+    for i in range(calls):
+        out = p.receive(invite(call_id=f"s{i}", branch=f"z9hG4bK-s{i}"), "udp", UAC, None, now)
+        while out:
+            s = out.pop()
+            if s.addr in (M1, M2) and s.data.startswith(b"INVITE"):
+                sent += 1
+                out.extend(p.receive(shed(s.data), "udp", s.addr, None, now + 0.01))
+    return sent
+
+
+def test_the_router_refuses_at_its_edge_what_its_nodes_shed_but_never_an_emergency_call() -> None:
+    p = make_proxy()
+    # the first window: both nodes shed every INVITE they get (the failed-over ones too)
+    assert shed_calls(p, 6, 0.1) >= 6 and p.stats.edge_sheds == 0
+    # next window: every node shed all it got, so the edge refuses the most it may
+    # (MAX_SHARE) itself — 503 + the nodes' Retry-After at once, nothing sent to a node
+    before = p.stats.overload_rejects
+    refused = forwarded = 0
+    for i in range(20):
+        out = p.receive(invite(call_id=f"e{i}", branch=f"z9hG4bK-e{i}"), "udp", UAC, None, 0.6)
+        if to(out, M1) or to(out, M2):
+            forwarded += 1
+            continue
+        final = to(out, UAC)
+        assert [start_line(x) for x in final] == ["SIP/2.0 503 Service Unavailable"]
+        assert header(final[0], "Retry-After") == ["1"]
+        refused += 1
+    assert (refused, forwarded) == (19, 1)
+    assert (p.stats.edge_sheds, p.stats.overload_rejects) == (19, before + 19)
+    # an emergency call is never refused here: it goes to a node
+    for i in range(5):
+        out = p.receive(invite(call_id=f"sos{i}", branch=f"z9hG4bK-sos{i}",
+                               ruri="sip:911@127.0.0.1:5060"), "udp", UAC, None, 0.61)  # fmt: skip
+        assert len(to(out, M1) + to(out, M2)) == 1, out
+    assert p.stats.edge_sheds == 19
+
+
+def test_edge_shedding_off_sends_every_call_to_a_node() -> None:
+    p = make_proxy(edge_shedding=False)
+    assert p.edge is None
+    shed_calls(p, 6, 0.1)
+    for i in range(5):
+        out = p.receive(invite(call_id=f"n{i}", branch=f"z9hG4bK-n{i}"), "udp", UAC, None, 0.7)
+        assert len(to(out, M1) + to(out, M2)) == 1
+    assert p.stats.edge_sheds == 0
