@@ -3,6 +3,7 @@ path, on UDP and TCP; matching rules of §17.1.3/§17.2.3 including RFC 2543."""
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from switchboard.sip.transaction import (
     State,
     Terminated,
     TimedOut,
+    Transaction,
     TransactionLayer,
     TransactionStateError,
     Transmit,
@@ -590,8 +592,29 @@ def test_cancelled_timers_do_not_accumulate() -> None:
         layer.send_request(req, TCP, now=0.0)
         layer.receive(reply(req, 200), TCP, now=0.0)
     assert len(layer) == 0
-    assert len(layer._heap) <= 4096 + 1
+    assert len(layer._heap) <= 64 + 1
     assert layer.get_timer() is None
+
+
+def test_an_idle_layer_keeps_no_ended_transaction() -> None:
+    # A stopped timer's heap entry held its transaction (request, SDP, headers) until
+    # its deadline: Timer C (181 s) of every INVITE of a load, behind the timers an
+    # idle node still runs (its routers' probes).
+    layer = TransactionLayer(timer_c=181.0)  # as a media node's user agent runs it
+    before = sum(isinstance(o, Transaction) for o in gc.get_objects())
+    for i in range(1000):
+        req = request("INVITE", branch=f"z9hG4bK{i}", call_id=f"c{i}")
+        layer.send_request(req, UDP, now=0.0)  # Timers A, B and C running
+        layer.receive(reply(req, 486), UDP, now=0.1)  # A-C stopped, Timer D (32 s)
+    probe = request("OPTIONS", branch="z9hG4bKprobe", call_id="probe")
+    (new,) = layer.receive(probe, UDP, now=30.0)
+    assert isinstance(new, RequestReceived)
+    layer.send_response(new.transaction, make_response(probe, 200, to_tag="p"), now=30.0)
+    del new
+    run_until(layer, 40.0)  # every Timer D has fired; the probe's Timer J runs to 62 s
+    assert len(layer) == 1
+    left = sum(isinstance(o, Transaction) for o in gc.get_objects()) - before
+    assert left == 1  # the probe's, none of the 1,000 ended INVITEs'
 
 
 def test_duplicate_client_branch_is_refused() -> None:
