@@ -140,6 +140,9 @@ class DispatcherSection(Section):
     probing_threshold: int = Field(default=3, ge=1)
     inactive_threshold: int = Field(default=2, ge=1)
     failover_timeout: float = Field(default=2.0, gt=0)
+    # a node inactive this long that still holds calls is taken for lost with its box:
+    # the router ends its calls (docs/router.md "A media node lost with its box"); 0 = off
+    lost_node_timeout: float = Field(default=60.0, ge=0)
     failover_codes: str = "408|5xx"
     ping_reply_codes: str = "2xx"  # probe answers that prove a box alive (ds_ping_reply_codes)
     unavailable_reason: str = "No Media Server Available"

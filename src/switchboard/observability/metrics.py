@@ -140,6 +140,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_router_overload_rejects_total", "counter", "router", (), "Calls answered 503 + Retry-After (the smallest the nodes gave) because the media nodes are shedding: every node tried shed the call, or the router refused it itself for them (edge shedding): the platform is overloaded."),
     _spec("switchboard_router_overload_edge_rejects_total", "counter", "router", (), "Of switchboard_router_overload_rejects_total, the calls the router refused at its edge, without asking a node, because its nodes were shedding that share of new calls ([dispatcher] edge_shedding)."),
     _spec("switchboard_router_late_answers_ended_total", "counter", "router", (), "Calls a media node answered after the router had given it up and sent the call elsewhere: the router ACKed that 2xx and ended it with BYE."),
+    _spec("switchboard_router_lost_node_calls_ended_total", "counter", "router", (), "Call legs of a media node inactive for lost_node_timeout (its box lost) that the router ended itself: BYE to the far end."),
     _spec("switchboard_router_branch_timeouts_total", "counter", "router", (), "Forwarded requests that got no answer in time."),
     _spec("switchboard_router_acl_rejects_total", "counter", "router", (), "Dialog-creating requests from sources outside [acl].allow, answered 403."),
     _spec("switchboard_router_pike_blocks_total", "counter", "router", (), "Source IPs that crossed the pike density and were blocked."),
@@ -413,6 +414,7 @@ class RouterMetrics:
     overload_rejects: Counter
     overload_edge_rejects: Counter
     late_answers_ended: Counter
+    lost_node_calls_ended: Counter
     tls_handshake_failures: Counter
     trunk_calls: Counter
     trunk_admitted: Counter
@@ -462,6 +464,7 @@ class RouterMetrics:
             overload_rejects=_c(registry, p + "overload_rejects_total"),
             overload_edge_rejects=_c(registry, p + "overload_edge_rejects_total"),
             late_answers_ended=_c(registry, p + "late_answers_ended_total"),
+            lost_node_calls_ended=_c(registry, p + "lost_node_calls_ended_total"),
             tls_handshake_failures=_c(registry, p + "tls_handshake_failures_total"),
             trunk_calls=_c(registry, p + "trunk_calls_total"),
             trunk_admitted=_c(registry, p + "trunk_admitted_total"),

@@ -134,6 +134,11 @@ class RouterCollector:
                 "Of overload_rejects, calls refused at the edge for the shedding nodes",
                 s.edge_sheds,
             ),
+            (
+                "lost_node_calls_ended",
+                "Call legs of a lost media node ended by the router (BYE to the far end)",
+                s.lost_node_calls_ended,
+            ),
         ):
             yield CounterMetricFamily(PREFIX + name, doc, value=value)
         yield CounterMetricFamily(

@@ -57,7 +57,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
-from switchboard.router.dispatcher import Destination, Dispatcher, ProbeRequest, StateChanged
+from switchboard.router.dispatcher import (
+    Destination,
+    DestinationState,
+    Dispatcher,
+    ProbeRequest,
+    StateChanged,
+)
 from switchboard.router.emergency import EmergencyNumbers
 from switchboard.router.overload import EdgeShedding
 from switchboard.router.protection import Acl, AuthBans, Pike, ScannerFilter, Verdict
@@ -129,8 +135,9 @@ _REASONS: Final = {
     _CANCEL_GIVEUP,
     _CANCEL_RETRANS,
     _FORGET,
-    _LATE_BYE,
-) = range(8)
+    _OWN_BYE,
+    _LOST_SWEEP,
+) = range(9)
 
 
 class Send(NamedTuple):
@@ -219,6 +226,9 @@ class ProxySettings:
     dialog_expire: float = 7200.0  # Kamailio ds_hash_expire
     emergency_setid: int = 0  # [emergency] route_set: tried first for emergency calls
     edge_shedding: bool = True  # [dispatcher] edge_shedding (router/overload.py)
+    # a media node inactive this long still holding dialogs: the router ends them (BYE to
+    # their far ends); 0 = off. docs/router.md "A media node lost with its box"
+    lost_node_timeout: float = 0.0
 
 
 @dataclass
@@ -244,6 +254,7 @@ class Stats:
     overload_rejects: int = 0  # calls answered 503 + Retry-After: every destination shed them
     edge_sheds: int = 0  # ... of which the edge refused for the shedding nodes (overload.py)
     late_answers_ended: int = 0  # 2xx on a branch given up: ACKed and ended with BYE
+    lost_node_calls_ended: int = 0  # far ends sent BYE because their node was lost
     emergency: dict[str, int] = field(default_factory=dict)  # emergency calls by country
 
 
@@ -372,9 +383,10 @@ class Branch:
         )
 
 
-class LateBye:
-    """The BYE the router sends to end a late 2xx's dialog: a non-INVITE client
-    transaction of its own (Timer E retransmissions on UDP, given up after Timer F)."""
+class OwnBye:
+    """A BYE the router sends itself (a late 2xx's dialog, a far end of a lost node): a
+    non-INVITE client transaction of its own (Timer E retransmissions on UDP, given up
+    after Timer F)."""
 
     __slots__ = ("addr", "answered", "data", "id", "interval", "transport", "until")
 
@@ -402,6 +414,42 @@ class HiddenDialog:
         self.contact = contact  # the Contact header line carriers see
         self.node_target = b""  # the media node's Contact URI (its remote target)
         self.created = created
+
+
+class FarEnd:
+    """What the router needs to end one dialog of a media node on the node's behalf —
+    the BYE the node would send to that far end (the caller of a dispatched call, or the
+    carrier of a call the node placed through the router). Raw lines, kept as they came
+    (read only if the node is lost: nothing parsed per call)."""
+
+    __slots__ = (
+        "call_id",
+        "created",
+        "cseq",
+        "from_line",
+        "node",
+        "routes",
+        "target",
+        "to_caller",
+        "to_line",
+        "transport",
+    )  # fmt: skip
+
+    def __init__(
+        self, node: str, call_id: bytes, transport: str, target: bytes, routes: list[bytes],
+        from_line: bytes, to_line: bytes, cseq: int, created: float, *, to_caller: bool,
+    ) -> None:  # fmt: skip
+        self.node = node  # the destination's URI
+        self.call_id = call_id
+        self.transport = transport
+        self.target = target  # the far end's Contact line
+        self.routes = routes  # Record-Route lines: the request's, or the 2xx's
+        self.from_line = from_line  # the INVITE's From
+        self.to_line = to_line  # the 2xx's To
+        self.cseq = cseq
+        self.created = created
+        # a BYE to the caller goes the other way: From/To swapped (§12.1.1)
+        self.to_caller = to_caller
 
 
 class Dialog:
@@ -670,7 +718,13 @@ class Proxy:
         self.branches: dict[bytes, Branch] = {}
         self.dialogs: dict[bytes, Dialog] = {}
         self.probes: dict[bytes, int] = {}
-        self._late_byes: dict[bytes, LateBye] = {}  # by Via branch
+        self._own_byes: dict[bytes, OwnBye] = {}  # by Via branch
+        # dialogs of the media nodes by Call-ID, when lost_node_timeout is on (one per
+        # call leg the router carries: the caller's and the carrier's)
+        self.far_ends: dict[bytes, FarEnd] = {}
+        self._down_since: dict[str, float] = {}  # node URI -> first seen inactive
+        self._node_addrs: dict[tuple[str, int], str] = {}  # a node's (ip, port) -> URI
+        self._sweeping = False
         self.draining = False
         self._secret = zlib.crc32(secret).to_bytes(4, "big").hex().encode()
         self._prefix = MAGIC + b"sb"
@@ -1368,8 +1422,8 @@ class Proxy:
         branch = wire.branch_of(m.top_via())
         br = self.branches.get(branch)
         if br is None:
-            if self._late_byes and branch in self._late_byes:
-                return self._late_bye_answered(branch, m)
+            if self._own_byes and branch in self._own_byes:
+                return self._own_bye_answered(branch, m)
             try:
                 via = Via(m.top_via())
             except BadMessage:
@@ -1414,6 +1468,8 @@ class Proxy:
         br.final = status
         br.responded = True
         if status < 300:
+            if self.settings.lost_node_timeout and txn.is_invite and not txn.final:
+                self._remember_far_end(txn, m, now)  # before _strip: m's indexes hold
             data = self._strip(m)
             if txn.final and not txn.is_invite:
                 return []
@@ -1716,6 +1772,8 @@ class Proxy:
             log.warning(ban.log_line())
 
     def _end_dialog(self, call_id: bytes) -> None:
+        if self.far_ends:
+            self.far_ends.pop(call_id, None)
         d = self.dialogs.pop(call_id, None)
         if d is not None:
             _release(d.dest)
@@ -1902,9 +1960,7 @@ class Proxy:
             ],
             b"",
         )
-        bye = LateBye(bye_id, br.transport, br.addr, data, now + TIMER_F)
-        self._late_byes[bye_id] = bye
-        self._at(now + T1 if br.transport == "udp" else bye.until, _LATE_BYE, bye)
+        self._own_bye(bye_id, br.transport, br.addr, data, now)
         self.stats.late_answers_ended += 1
         log.warning(
             "call %s answered by %s:%d after the router had given that node up: "
@@ -1918,9 +1974,154 @@ class Proxy:
             Send(br.transport, br.addr, data, None),
         ]
 
-    def _late_bye_answered(self, branch: bytes, m: Message) -> list[Send]:
+    def _own_bye(
+        self, bid: bytes, transport: str, addr: tuple[str, int], data: bytes, now: float
+    ) -> None:
+        bye = OwnBye(bid, transport, addr, data, now + TIMER_F)
+        self._own_byes[bid] = bye
+        self._at(now + T1 if transport == "udp" else bye.until, _OWN_BYE, bye)
+
+    # ------------------------------------------------------------------ lost media nodes
+    def _remember_far_end(self, txn: ServerTxn, m: Message, now: float) -> None:
+        """A 2xx to an INVITE (``m``, indexes valid): if one end of the dialog is a media
+        node, keep what ending it from the router takes (:class:`FarEnd`) — a dispatched
+        call's caller, or the carrier of a call a node placed through the router. UDP
+        only: a stream's far end is reached over its own connection."""
+        im = txn.msg
+        if m.to < 0 or im.from_ < 0:
+            return
+        if txn.dispatched:
+            dest = txn.dest
+            if dest is None or txn.transport != "udp":
+                return
+            contact = b""
+            for ln in im.lines:  # the caller's Contact: its remote target (§12.1.1)
+                if _is_contact(ln):
+                    contact = ln
+                    break
+            if not contact:
+                return
+            fe = FarEnd(dest.spec.uri, im.call_id, "udp", contact,
+                        [im.lines[i] for i in im.rrs], im.lines[im.from_], m.lines[m.to],
+                        _FAR_END_CSEQ, now, to_caller=True)  # fmt: skip
+        else:
+            br = txn.branch
+            if br is None or im.to_tag():
+                return
+            if not self._node_addrs:
+                self._refresh_node_addrs()
+            node = self._node_addrs.get(txn.reply_addr)
+            if node is None:
+                return
+            contact = b""
+            for ln in m.lines:
+                if _is_contact(ln):
+                    contact = ln
+                    break
+            if not contact:
+                return
+            cseq = int(im.cseq_num) if im.cseq_num.isdigit() else 1
+            fe = FarEnd(node, im.call_id, br.transport, contact, [m.lines[i] for i in m.rrs],
+                        im.lines[im.from_], m.lines[m.to], cseq + _FAR_END_CSEQ, now,
+                        to_caller=False)  # fmt: skip
+        self.far_ends[fe.call_id] = fe
+        if not self._sweeping:
+            self._sweeping = True
+            self._at(now + 1.0, _LOST_SWEEP, None)
+
+    def _refresh_node_addrs(self) -> None:
+        addrs: dict[tuple[str, int], str] = {}
+        for d in self.dispatcher.destinations():
+            ip = self.resolve(d.spec.host)
+            if ip is not None:
+                addrs[(ip, d.spec.port)] = d.spec.uri
+        self._node_addrs = addrs
+
+    def _end_lost_nodes(self, now: float) -> list[Send]:
+        """Once a second while the router holds node dialogs: a node inactive (no probe
+        answered) for ``lost_node_timeout`` — longer than its own restart, warm spare and
+        reaper take (docs/media.md "Crash recovery") — is taken for lost with its box, and
+        the router ends its calls: BYE to every far end it still holds a dialog with
+        (a reaper or a restarted node that ended them sent BYEs through the router, which
+        removed them)."""
+        timeout = self.settings.lost_node_timeout
+        lost: set[str] = set()
+        for d in self.dispatcher.destinations():
+            uri = d.spec.uri
+            if d.state is DestinationState.INACTIVE:
+                if now - self._down_since.setdefault(uri, now) >= timeout:
+                    lost.add(uri)
+            else:
+                self._down_since.pop(uri, None)
+        self._refresh_node_addrs()
+        out: list[Send] = []
+        if lost:
+            ended: dict[str, int] = {}
+            for cid, fe in list(self.far_ends.items()):
+                if fe.node in lost:
+                    out.extend(self._bye_far_end(fe, now))
+                    self._end_dialog(cid)
+                    ended[fe.node] = ended.get(fe.node, 0) + 1
+            for uri, n in ended.items():
+                self.stats.lost_node_calls_ended += n
+                log.warning(
+                    "media node %s inactive for %.0f s (lost_node_timeout): %d call leg(s) "
+                    "it held ended by the router, BYE to their far ends",
+                    uri, now - self._down_since[uri], n,
+                )  # fmt: skip
+        if self.far_ends and not self._sweeping:
+            self._sweeping = True
+            self._at(now + 1.0, _LOST_SWEEP, None)
+        return out
+
+    def _bye_far_end(self, fe: FarEnd, now: float) -> list[Send]:
+        """The BYE the lost node would have sent (§15.1.1, §12.2.1.1): to the far end's
+        Contact by the dialog's route set — for the caller the INVITE's Record-Route in
+        order, for a carrier the 2xx's entries beyond the router's own, reversed."""
+        try:
+            rrs = _rr_values(fe.routes)
+            if not fe.to_caller:
+                beyond: list[bytes] = []
+                for v in rrs:
+                    if any(hp in v for hp in self._sent_by):
+                        break
+                    beyond.append(v)
+                rrs = beyond[::-1]
+            target = _contact_uri(fe.target)
+            t, host, port, _ = wire.uri_target(rrs[0] if rrs else target)
+        except BadMessage:
+            return []
+        transport = t or fe.transport
+        addr = self.resolve(host)
+        iface = self.via_interfaces.get(iface_key(transport, addr)) if addr else None
+        if addr is None or iface is None:
+            return []
+        if fe.to_caller:
+            dialog = [b"From: " + _value(fe.to_line), b"To: " + _value(fe.from_line)]
+        else:
+            dialog = [fe.from_line, fe.to_line]
+        bid = self._prefix + self._token()
+        data = wire.build(
+            [
+                b"BYE " + target + b" SIP/2.0",
+                iface.forward_via + bid,
+                *[b"Route: " + r for r in rrs],
+                *dialog,
+                b"Call-ID: " + fe.call_id,
+                b"CSeq: %d BYE" % fe.cseq,
+                b"Max-Forwards: 70",
+                # what the node's reaper says (docs/media.md "Crash recovery")
+                b'Reason: Q.850;cause=38;text="NETWORK_OUT_OF_ORDER"',
+                b"Content-Length: 0",
+            ],
+            b"",
+        )
+        self._own_bye(bid, transport, (addr, port), data, now)
+        return [Send(transport, (addr, port), data, None)]
+
+    def _own_bye_answered(self, branch: bytes, m: Message) -> list[Send]:
         if m.status >= 200:
-            bye = self._late_byes.pop(branch)
+            bye = self._own_byes.pop(branch)
             bye.answered = True
         return []
 
@@ -1992,6 +2193,10 @@ class Proxy:
                 if h.created > cutoff:
                     break
                 self._drop_hidden(h)
+            for cid, fe in list(self.far_ends.items()):
+                if fe.created > cutoff:
+                    break
+                del self.far_ends[cid]
         return out
 
     def _fire(self, kind: int, obj: Any, now: float) -> list[Send]:
@@ -2062,16 +2267,19 @@ class Proxy:
             elif self.branches.get(br.id) is br:
                 del self.branches[br.id]
             return []
-        if kind == _LATE_BYE:
-            bye: LateBye = obj
+        if kind == _LOST_SWEEP:
+            self._sweeping = False
+            return self._end_lost_nodes(now)
+        if kind == _OWN_BYE:
+            bye: OwnBye = obj
             if bye.answered or now >= bye.until:
-                self._late_byes.pop(bye.id, None)
+                self._own_byes.pop(bye.id, None)
                 return []
             if bye.transport == "udp":
                 bye.interval = min(bye.interval * 2, T2)  # Timer E
-                self._at(min(now + bye.interval, bye.until), _LATE_BYE, bye)
+                self._at(min(now + bye.interval, bye.until), _OWN_BYE, bye)
                 return [Send(bye.transport, bye.addr, bye.data, None)]
-            self._at(bye.until, _LATE_BYE, bye)
+            self._at(bye.until, _OWN_BYE, bye)
             return []
         return []  # pragma: no cover
 
@@ -2257,6 +2465,25 @@ def _take_alias(m: Message) -> tuple[str, str, int] | None:
     m.lines[0] = m.lines[0].replace(ruri, new, 1)
     m.ruri = new
     return t, host.decode("ascii", "replace"), int(port)
+
+
+_FAR_END_CSEQ: Final = 100_000
+
+
+def _value(line: bytes) -> bytes:
+    return line[wire.colon(line) + 1 :].strip()
+
+
+def _rr_values(lines: list[bytes]) -> list[bytes]:
+    """Record-Route lines → their values, one per URI, in order (§7.3.1 comma lists)."""
+    out = []
+    for line in lines:
+        rest = _value(line)
+        while rest:
+            first, rest = wire.first_value(rest)
+            if first:
+                out.append(first)
+    return out
 
 
 def _route_lines(txn: ServerTxn) -> list[bytes]:

@@ -151,6 +151,7 @@ def _settings(cfg: config_mod.Config) -> ProxySettings:
         retry_after=cfg.dispatcher.retry_after,
         emergency_setid=cfg.emergency.route_set,
         edge_shedding=cfg.dispatcher.edge_shedding,
+        lost_node_timeout=cfg.dispatcher.lost_node_timeout,
     )
 
 
