@@ -121,6 +121,7 @@ def media(
     if standby:
         import json
         import os
+        import time
 
         node.preload()  # Python's start-up, paid before the node is needed
         print("warm spare ready", flush=True)
@@ -128,6 +129,7 @@ def media(
         if not go:
             raise typer.Exit(ExitCode.OK)
         os.environ.update(json.loads(go))
+        os.environ["SWITCHBOARD_GO_AT"] = repr(time.time())  # the restart's timing line
     cfg = load_config(config)
     raise typer.Exit(node.run(cfg, name))
 

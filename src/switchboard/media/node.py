@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import os
 import sys
@@ -151,6 +152,8 @@ class MediaNode:
         from switchboard.observability.metrics import MediaMetrics, new_registry
 
         m = self.cfg.media
+        # what a restart's audio gap is made of (logged once the calls resumed)
+        stamps: list[tuple[str, float]] = [("start", time.monotonic())]
         try:
             dialplan, menus = load_dialplan(self.cfg)
         except DialplanError as exc:
@@ -189,7 +192,9 @@ class MediaNode:
         self.metrics.sessions_max.set(limits.max_sessions)
         self.metrics.sessions_per_second_max.set(limits.sessions_per_second)
         sw.events.subscribe(self._on_event, headers=False)  # name and uuid only
+        stamps.append(("setup", time.monotonic()))
         sink = self.cdr_sink or await self._default_sink()
+        stamps.append(("database", time.monotonic()))
         journal_state = None
         if m.recovery or self.reap:
             from switchboard.media import journal as journal_mod
@@ -202,7 +207,9 @@ class MediaNode:
             # one process at a time: a node started while a reaper ends its calls waits,
             # then reads their end records; a reaper gives way to a node that is up
             self._journal_lock = await asyncio.to_thread(journal_mod.lock, path, wait=not self.reap)
+            stamps.append(("lock", time.monotonic()))
             journal_state = journal_mod.read(path)
+            stamps.append(("journal read", time.monotonic()))
             # gone longer than recovery_timeout (restarts crashed or hung, the machine was
             # off): its calls are ended here as a reaper would, not resumed — whoever
             # restarted it (systemd, a container runtime, an operator: no supervisor's
@@ -282,8 +289,10 @@ class MediaNode:
 
             # rebuilt before the SIP socket listens: a BYE retransmitted by a far end
             # while the node was down must find its dialog, not a 481
+            stamps.append(("user agent", time.monotonic()))
             restored = await recovery.restore(ua, journal_state, sink, any_port=self.reap)
             recovery.install_strays(ua, sink, self.name)
+            stamps.append(("rebuild", time.monotonic()))
         try:
             if self.reap:
                 await self._listen_to_reap(ua)
@@ -323,6 +332,8 @@ class MediaNode:
                 self.recovered = recovery.start_resumed(ua, restored)
                 self.metrics.recovered_legs.labels(outcome="resumed").inc(self.recovered[0])
                 self.metrics.recovered_legs.labels(outcome="ended").inc(self.recovered[1])
+                stamps.append(("listen+resume", time.monotonic()))
+                log.warning("recovery timing: %s", _timing(stamps, len(restored)))
             if self.want_esl and not self.reap:
                 from switchboard.media.event_socket import EslSettings, EventSocketServer
 
@@ -664,6 +675,24 @@ def reap(cfg: Config, name: str, *, standby: bool = False) -> int:
     return run_service(f"{name}-reaper", _reap(cfg, name, standby=standby))
 
 
+def _timing(stamps: list[tuple[str, float]], bridges: int) -> str:
+    """``go→start 12 ms, setup 30 ms, ...`` — each step of a restart and what it took;
+    ``go`` is when a warm spare was told to take over (``SWITCHBOARD_GO_AT``, wall clock)."""
+    parts = []
+    go_at = os.environ.get("SWITCHBOARD_GO_AT", "")
+    if go_at:
+        with contextlib.suppress(ValueError):
+            # the wall clock for the one step across processes; monotonic after that
+            ahead = time.monotonic() - stamps[0][1]
+            parts.append(f"go→start {(time.time() - ahead - float(go_at)) * 1000:.0f} ms")
+    for (_, before), (name, at) in itertools.pairwise(stamps):
+        parts.append(f"{name} {(at - before) * 1000:.0f} ms")
+    parts.append(f"total {(stamps[-1][1] - stamps[0][1]) * 1000:.0f} ms ({bridges} call(s))")
+    if go_at:
+        parts.append(f"go at {float(go_at):.3f}")
+    return ", ".join(parts)
+
+
 def preload() -> None:
     """Import what :func:`run` imports on the way (a warm spare does this while it waits:
     a restart then costs the node's own start, not Python's — seconds under load)."""
@@ -674,10 +703,18 @@ def preload() -> None:
         "switchboard.billing.service",
         "switchboard.media.credit",
         "switchboard.media.event_socket",
+        "switchboard.media.intercept",
         "switchboard.media.journal",
+        "switchboard.media.portability",
         "switchboard.media.recovery",
+        "switchboard.net.queue_probe",
         "switchboard.observability.loop_lag",
         "switchboard.observability.metrics",
+        # the configuration's validation imports these (trunks, STIR certificates:
+        # cryptography): 180 ms of a cold first load, 0.4 ms warm — paid by every
+        # restart's "go" until they were preloaded (bench/chaos: go→start 142-401 ms)
+        "switchboard.router.stir",
+        "switchboard.router.trunks",
     ):
         with contextlib.suppress(ImportError):  # uvloop is optional
             importlib.import_module(module)
