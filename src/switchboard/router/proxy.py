@@ -808,8 +808,10 @@ class Proxy:
     ) -> list[Send]:
         """One datagram or one framed stream message from ``src`` (``stir``: the edge's
         verification of its Identity header, for a new INVITE)."""
-        if not data.strip(b"\r\n"):
-            return []  # CRLF keep-alive (RFC 5626 §4.4.1); the adapter answers pings
+        # CRLF keep-alive (RFC 5626 §4.4.1); the adapter answers pings.  The first byte
+        # tells every real message apart without copying it (strip() made a copy).
+        if not data or ((data[0] == 13 or data[0] == 10) and not data.strip(b"\r\n")):
+            return []
         try:
             m = wire.parse(data, stream=transport != "udp")
             if not m.method:
@@ -836,7 +838,8 @@ class Proxy:
         """A request ``data`` the caller has parsed already into ``m`` (the service's
         load shedding reads a new INVITE before it decides): as :meth:`receive`."""
         scanners = self.scanners
-        if scanners is not None and scanners.match(data):
+        # Only a request with a User-Agent or Server line can match (parse noted it).
+        if scanners is not None and m.product and scanners.match(data):
             self.stats.scanner_drops += 1
             return []  # no answer at all: the scanner's list stays empty
         return self._on_request(m, transport, src, conn, now, stir)

@@ -89,6 +89,32 @@ def test_scanner_gets_no_answer_and_is_counted() -> None:
     assert to_uac(p.receive(invite(), "udp", UAC, None, 0.0)) == ["SIP/2.0 100 Trying"]
 
 
+@pytest.mark.parametrize(
+    ("extra", "scanner"),
+    [
+        ("uSER-aGENT:friendly-scanner", True),
+        ("Server: sipvicious", True),
+        ("SERVER \t: x sipcli/v1", True),
+        ("User-Agent\t:sipvicious", True),
+        ("User-Agent: baresip\r\nX-Note: friendly-scanner", False),
+        ("X-User-Agent: friendly-scanner", False),
+        ("Subject: server friendly-scanner", False),
+        ("", False),
+    ],
+)
+def test_proxy_drops_scanners_by_the_searchs_answer(extra: str, scanner: bool) -> None:
+    """The proxy runs the filter only on requests whose parse saw a User-Agent or Server
+    line (any spelling, space before the colon): what it drops is what the search finds
+    in the header block."""
+    f = ScannerFilter(DEFAULT_SCANNERS)
+    p = make_proxy(scanners=f)
+    data = invite(extra=extra) if extra else invite()
+    assert f._re is not None
+    assert (f._re.search(data, 0, data.find(b"\r\n\r\n")) is not None) is scanner
+    assert (p.receive(data, "udp", GUESSER, None, 0.0) == []) is scanner
+    assert p.stats.scanner_drops == int(scanner)
+
+
 def test_no_server_header_by_default_and_configurable() -> None:
     p = make_proxy()
     opt = invite(method="OPTIONS", ruri="sip:127.0.0.1:5060", body="")
