@@ -10,6 +10,7 @@ sees them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import os
 import weakref
@@ -121,6 +122,11 @@ class Clock:
 
     def call_later(self, delay: float, callback: Any) -> None:
         return None
+
+    def run_in_executor(self, executor: Any, fn: Any) -> concurrent.futures.Future[Any]:
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        done.set_result(fn())
+        return done
 
 
 def policy_on(clock: Clock, calls: list[int], **kw: float) -> CollectorPolicy:
