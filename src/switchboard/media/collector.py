@@ -178,8 +178,9 @@ class CollectorPolicy:
 
     def _give_back(self) -> None:
         # In a worker thread: the trim walks the C heap (25 ms for a 70 MB fragmented
-        # one on this machine; in the loop's thread it was most of a 48 ms stall after a
-        # load), and ctypes lets go of the interpreter lock while it runs.
+        # one on this machine, in a test process; a node's loop ran 48 ms in one stall
+        # after a load, 6 ms of it the collection), and ctypes lets go of the
+        # interpreter lock while it runs.
         if self._trim is None or self._trimming or self._loop is None:
             return
         self._trimming = True
