@@ -53,6 +53,7 @@ import itertools
 import logging
 import math
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
@@ -83,6 +84,7 @@ TIMER_B: Final = 64 * T1  # INVITE client transaction timeout
 TIMER_F: Final = 64 * T1  # non-INVITE client transaction timeout
 TIMER_H: Final = 64 * T1  # wait for ACK of a non-2xx final
 TIMER_C: Final = 180.0  # §16.6 item 11: "larger than 3 minutes"
+TIMER_L: Final = 64 * T1  # RFC 6026 §7.1: an INVITE server transaction stays Accepted
 
 MAGIC: Final = b"z9hG4bK"
 # §16.7 step 6: within 4xx these are preferred because the caller can act on them.
@@ -719,6 +721,10 @@ class Proxy:
         self.dialogs: dict[bytes, Dialog] = {}
         self.probes: dict[bytes, int] = {}
         self._own_byes: dict[bytes, OwnBye] = {}  # by Via branch
+        # INVITEs answered 2xx whose transaction ended (RFC 6026 "Accepted"): key ->
+        # until when their retransmissions are absorbed; (until, key) oldest first
+        self._accepted: dict[tuple[bytes, bytes, bytes], float] = {}
+        self._accepted_order: deque[tuple[float, tuple[bytes, bytes, bytes]]] = deque()
         # dialogs of the media nodes by Call-ID, when lost_node_timeout is on (one per
         # call leg the router carries: the caller's and the carrier's)
         self.far_ends: dict[bytes, FarEnd] = {}
@@ -946,6 +952,9 @@ class Proxy:
             self.stats.retransmissions += 1
             if txn.last is not None:
                 return [Send(txn.transport, txn.reply_addr, txn.last, txn.conn)]
+            return []
+        if self._accepted and key in self._accepted and self._accepted[key] > now:
+            self.stats.retransmissions += 1  # an answered INVITE again: absorbed
             return []
         if method == b"CANCEL":
             return self._on_cancel(m, via, transport, reply_addr, conn, now)
@@ -1892,6 +1901,22 @@ class Proxy:
             return self._next_destination(txn, now)
         return self._finish(txn, 0, None, now)
 
+    def _accept(self, key: tuple[bytes, bytes, bytes], now: float) -> None:
+        """An INVITE answered 2xx leaves the transaction table after ``wait_time``, but
+        its retransmissions are absorbed until Timer L (RFC 6026 §7.1, "Accepted"): a
+        caller that missed the 100 and the 2xx (its socket overflowing under load) keeps
+        retransmitting, and a copy arriving after the transaction ended was a new call —
+        dispatched again and answered by a node a second time (bench/chaos at load 42:
+        162 calls billed twice). Only the key is kept (~100 bytes), not the transaction."""
+        acc, order = self._accepted, self._accepted_order
+        until = now + TIMER_L
+        acc[key] = until
+        order.append((until, key))
+        while order and order[0][0] <= now:
+            t, k = order.popleft()
+            if acc.get(k) == t:
+                del acc[k]
+
     # ------------------------------------------------------------------ branches given up
     def _abandon(self, br: Branch, now: float) -> None:
         """The router gave ``br`` up without its final response (no answer within
@@ -2229,6 +2254,8 @@ class Proxy:
             if not txn.dead and self.txns.get(txn.key) is txn:
                 txn.dead = True
                 del self.txns[txn.key]
+                if txn.is_invite and 200 <= txn.final < 300:
+                    self._accept(txn.key, now)
                 for b in txn.branches:
                     self._ringing.pop(b, None)
                     if b.abandoned and b.keep_until > now:

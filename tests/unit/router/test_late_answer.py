@@ -134,3 +134,23 @@ def test_a_node_that_answers_in_time_is_not_affected() -> None:
     assert to_uac(out) == ["SIP/2.0 200 OK"] and methods(out, M1) == []
     assert to_uac(p.receive(response_to(fwd, 200), "udp", M1, None, 0.6)) == ["SIP/2.0 200 OK"]
     assert p.stats.late_answers_ended == 0
+
+
+def test_an_answered_invite_retransmitted_after_its_transaction_is_not_a_new_call() -> None:
+    # RFC 6026 §7.1: a caller that missed the 100 and the 2xx retransmits its INVITE;
+    # a copy arriving after the transaction ended (wait_time) must not be dispatched
+    # again — the other node would answer the same call a second time
+    p = make_proxy()
+    inv = invite()
+    fwd = one(p.receive(inv, "udp", UAC, None, 0.0), M1)
+    assert to_uac(p.receive(response_to(fwd, 200), "udp", M1, None, 0.1)) == ["SIP/2.0 200 OK"]
+    p.handle_timer(6.0)
+    assert p.transaction_count == 0
+    assert p.receive(inv, "udp", UAC, None, 7.5) == []  # absorbed: no node sees it
+    # a new INVITE (another branch) of the same caller is a new transaction at once
+    other = invite(branch="z9hG4bK-uac-2", call_id="call-2@carrier")
+    assert to_uac(p.receive(other, "udp", UAC, None, 8.0)) == ["SIP/2.0 100 Trying"]
+    assert p.receive(inv, "udp", UAC, None, 30.0) == []
+    # past Timer L (64·T1 after the transaction ended) it is a request like any other
+    late = p.receive(inv, "udp", UAC, None, 40.0)
+    assert to_uac(late) == ["SIP/2.0 100 Trying"]
