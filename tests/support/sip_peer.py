@@ -73,6 +73,22 @@ class Peer(asyncio.DatagramProtocol):
             self.writer.close()
 
 
+class ProbedNode(Peer):
+    """A fake media node behind a router: answers the router's OPTIONS probes itself
+    (while ``alive``) and keeps every other message for the test."""
+
+    router_port = 0
+    alive = True
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        msg = parse_message(data)
+        if isinstance(msg, Request) and msg.method == "OPTIONS":
+            if self.alive:
+                self.send(ok_to(msg), self.router_port)
+            return
+        self.inbox.put_nowait(msg)
+
+
 def request(peer: Peer, method: str, node_port: int, *, call_id: str, cseq: int, branch: str,
             to_tag: str = "", body: str = "", ctype: str = "application/sdp", extra: str = "") -> str:  # fmt: skip
     tt = f";tag={to_tag}" if to_tag else ""

@@ -10,23 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from switchboard.sip.message import Request, Response, parse_message
+from switchboard.sip.message import Request, Response
 from tests.support.net import free_port
 from tests.support.router import router_sections, running_router
-from tests.support.sip_peer import Peer, ok_to, request
-
-
-class Node(Peer):
-    """A fake media node: answers the router's OPTIONS probes itself, keeps the rest."""
-
-    router_port = 0
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        msg = parse_message(data)
-        if isinstance(msg, Request) and msg.method == "OPTIONS":
-            self.send(ok_to(msg), self.router_port)
-            return
-        self.inbox.put_nowait(msg)
+from tests.support.sip_peer import Peer, ProbedNode, ok_to, request
 
 
 def is_req(method: str) -> object:
@@ -41,7 +28,7 @@ async def test_a_late_answer_is_acked_and_ended_by_the_router_not_given_to_the_c
     tmp_path: Path,
 ) -> None:
     rport = free_port()
-    late, live = await Node.udp(), await Node.udp()
+    late, live = await ProbedNode.udp(), await ProbedNode.udp()
     caller = await Peer.udp()
     late.router_port = live.router_port = rport
     sections = router_sections(
