@@ -910,7 +910,9 @@ class Router:
                         self._on_send_failed(s.branch)
                     continue
                 try:
-                    sock.transport.sendto(s.data, (unbracket(host), s.addr[1]))
+                    # the proxy's (host, port) as it is for IPv4 (no call, no new tuple)
+                    addr = (unbracket(host), s.addr[1]) if v6 else s.addr
+                    sock.transport.sendto(s.data, addr)
                 except (OSError, ValueError) as exc:
                     log.debug("UDP send to %s:%d failed: %s", *s.addr, exc)
                     if s.branch:
