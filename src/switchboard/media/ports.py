@@ -27,8 +27,13 @@ class PortAllocator:
         first = start + (start % 2)
         if not 0 < first < end <= 65535:
             raise ValueError(f"bad RTP port range {start}-{end}")
-        # The last even port p needs p+1 ≤ end.
-        self._free: deque[int] = deque(range(first, end, 2))
+        # The last even port p needs p+1 ≤ end. The port numbers are made once, here:
+        # a port given back is queued as this object, not as the caller's (an int made by
+        # getsockname() under a load, which would keep the allocator's page of that load
+        # resident for as long as the port waits in the queue).
+        self._ports = tuple(range(first, end, 2))
+        self._first = first
+        self._free: deque[int] = deque(self._ports)
         self._used: set[int] = set()
         self.start, self.end = start, end
 
@@ -66,7 +71,7 @@ class PortAllocator:
             raise
         with contextlib.suppress(ValueError):
             self._free.remove(port)  # O(n), once per resumed leg at start
-        self._used.add(port)
+        self._used.add(self._ports[(port - self._first) // 2])
         return rtp, rtcp
 
     def hand_out_last(self, ports: set[int]) -> None:
@@ -80,7 +85,7 @@ class PortAllocator:
         if port not in self._used:
             raise ValueError(f"RTP port {port} is not allocated")
         self._used.discard(port)
-        self._free.append(port)
+        self._free.append(self._ports[(port - self._first) // 2])
 
     def bind_pair(
         self, host: str, attempts: int | None = None
