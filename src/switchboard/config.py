@@ -147,8 +147,8 @@ class DispatcherSection(Section):
     ping_reply_codes: str = "2xx"  # probe answers that prove a box alive (ds_ping_reply_codes)
     unavailable_reason: str = "No Media Server Available"
     retry_after: int = Field(default=5, ge=0)
-    # while the nodes shed, send them only the calls they take and refuse the rest at the
-    # edge (docs/router.md "Overload"): a stateless 503 at the router, not a node's work
+    # refuse at the edge the share of new calls the nodes are shedding (docs/router.md
+    # "Overload"): each refusal then costs the router a stateless 503, not a node its work
     edge_shedding: bool = True
 
     @field_validator("algorithm")

@@ -714,8 +714,7 @@ class Proxy:
         # destination URI -> until when it sheds new calls (its last shed 503's
         # Retry-After): a call one node shed is not tried on a node that sheds too
         self._shedding: dict[str, float] = {}
-        # while the nodes shed, the new calls they do not take are refused here
-        # (router/overload.py, docs/router.md "Overload")
+        # the share of new calls refused here for shedding nodes (docs/router.md "Overload")
         self.edge: EdgeShedding | None = EdgeShedding() if self.settings.edge_shedding else None
         self.txns: dict[tuple[bytes, bytes, bytes], ServerTxn] = {}
         self.branches: dict[bytes, Branch] = {}
@@ -1543,7 +1542,7 @@ class Proxy:
         assert edge is not None
         if edge.due(now):
             edge.update(now, [d.spec.uri for d in order])
-        if not edge.refuse(now):
+        if not edge.refuse():
             return ()
         self.stats.overload_rejects += 1
         self.stats.edge_sheds += 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from switchboard.router.dispatcher import DestinationState, Dispatcher, ProbingConfig, parse_list
 from switchboard.router.emergency import EmergencyNumbers
-from switchboard.router.overload import GROWTH, MIN_SHARE, WINDOW, EdgeShedding
+from switchboard.router.overload import MAX_SHARE, STEP_DOWN, WINDOW, EdgeShedding
 from switchboard.router.proxy import Interface, Proxy, ProxySettings, Send
 from tests.support.sipmsg import header, invite, response_to, start_line
 
@@ -103,9 +103,8 @@ def test_a_node_that_sent_100_trying_is_not_failed_over_on_timeout() -> None:
 
 def test_a_call_one_node_shed_is_not_tried_on_a_node_that_sheds_too() -> None:
     """Within a node's Retry-After the router knows it sheds: a call the other node shed
-    gets the router's 503 at once instead of more work for a node that refuses it (edge
-    shedding off: with it the router would refuse the third call itself, below)."""
-    p = make_proxy(edge_shedding=False)
+    gets the router's 503 at once instead of more work for a node that refuses it."""
+    p = make_proxy()
     fwd1 = one(p.receive(invite(call_id="c1", branch="z9hG4bK-c1"), "udp", UAC, None, 0.0), M1)
     fwd2 = one(p.receive(shed(fwd1), "udp", M1, None, 0.01), M2)
     p.receive(shed(fwd2), "udp", M2, None, 0.02)
@@ -125,9 +124,13 @@ def test_a_call_one_node_shed_is_not_tried_on_a_node_that_sheds_too() -> None:
 N1, N2 = "sip:127.0.0.1:5081", "sip:127.0.0.1:5082"
 
 
-def window(e: EdgeShedding, now: float, tries: int, sheds: dict[str, int]) -> None:
-    """One window ending at ``now``: ``tries`` INVITEs sent, ``sheds`` of them shed by
-    each destination."""
+def window(
+    e: EdgeShedding, now: float, tries: int, sheds: dict[str, int], offered: int = 100
+) -> None:
+    """One window: ``offered`` new calls (each asks the edge), ``tries`` INVITEs sent,
+    ``sheds`` of them shed by each destination."""
+    for _ in range(offered):
+        e.refuse()
     for _ in range(tries):
         e.tried()
     for uri, n in sheds.items():
@@ -137,52 +140,63 @@ def window(e: EdgeShedding, now: float, tries: int, sheds: dict[str, int]) -> No
     e.update(now, [N1, N2])
 
 
-def offer(e: EdgeShedding, start: float, rate: float, seconds: float) -> list[bool]:
-    """New calls at ``rate``/s from ``start``: refused or not, each."""
-    n = int(rate * seconds)
-    return [e.refuse(start + i / rate) for i in range(n)]
+def refusals(e: EdgeShedding, calls: int) -> list[bool]:
+    return [e.refuse() for _ in range(calls)]
 
 
-def test_the_edge_passes_on_what_every_node_took_and_refuses_the_rest_evenly() -> None:
+def test_the_edge_takes_over_the_share_every_node_sheds_spread_evenly() -> None:
     e = EdgeShedding()
     window(e, 0.0, 0, {})
-    assert e.rate is None and not any(offer(e, 0.0, 300, 0.5))
-    # 150 INVITEs in the window (300/s), both nodes shed 90: they took 60 = 120/s
-    window(e, WINDOW, 150, {N1: 45, N2: 45})
-    assert e.rate == 120
-    got = offer(e, WINDOW, 300, 1.0)  # 300/s offered: 120/s go on, spread evenly
-    assert abs(got.count(False) - 120) <= 13  # (the bucket's BURST at most on top)
-    assert max(len(run) for run in "".join("x" if r else "." for r in got).split(".")) <= 2
-    # calls offered under the limit: none refused (a peak that ended goes through at once)
-    assert not any(offer(e, 3 * WINDOW + 0.1, 100, 0.5))
+    assert e.share == 0.0 and not any(refusals(e, 100))
+    # both nodes shed half of what they got: the edge refuses every second call
+    window(e, WINDOW, 20, {N1: 5, N2: 5})
+    assert e.share == 0.5
+    assert refusals(e, 6) == [False, True] * 3
+    # half of what the edge let through was shed again: 1 - 0.5 * 0.5
+    window(e, 2 * WINDOW, 10, {N1: 3, N2: 2})
+    assert e.share == 0.75
+    assert refusals(e, 8).count(True) == 6
 
 
-def test_a_node_with_room_lets_the_limit_grow_and_the_overload_ends() -> None:
+def test_a_node_with_room_is_not_refused_calls_and_the_share_steps_down() -> None:
     e = EdgeShedding()
     window(e, 0.0, 20, {N1: 10})  # only N1 sheds: the router's failover places them on N2
-    assert e.rate is None and not any(offer(e, 0.0, 100, 0.5))
-    window(e, WINDOW, 100, {N1: 25, N2: 25})
-    assert e.rate == 100
-    window(e, 2 * WINDOW, 50, {N1: 4})  # N2 took all it got: the limit grows
-    assert e.rate == 100 * GROWTH
-    window(e, 3 * WINDOW, 65, {})  # no node shed anything: it doubles
-    assert e.rate == 200 * GROWTH
-    # the calls sent fell clearly under the limit: no limit any more
-    window(e, 4 * WINDOW, 60, {})
-    assert e.rate is None and not any(offer(e, 4 * WINDOW, 500, 0.5))
+    assert e.share == 0.0 and not any(refusals(e, 50))
+    window(e, WINDOW, 20, {N1: 5, N2: 5})
+    assert e.share == 0.5
+    window(e, 2 * WINDOW, 20, {N1: 4})  # N2 caught up: give the load back step by step
+    assert e.share == 0.5 - STEP_DOWN
+    window(e, 3 * WINDOW, 20, {N2: 1})
+    assert round(e.share, 9) == round(0.5 - 2 * STEP_DOWN, 9)
+    # no node shed anything: the overload is over, the share halves each window
+    window(e, 4 * WINDOW, 20, {})
+    assert round(e.share, 9) == round((0.5 - 2 * STEP_DOWN) / 2, 9)
+    window(e, 5 * WINDOW, 20, {N1: 2, N2: 2})
+    assert e.share > 0.3
+    # idle for 5 s: halved for every window that passed (and dropped when that small)
+    for _ in range(3):
+        e.tried()
+    e.update(5 * WINDOW + 5.0, [N1, N2])
+    assert e.share == 0.0 and not any(refusals(e, 50))
+
+
+def test_when_the_peak_is_over_the_edge_stops_refusing_at_once() -> None:
+    e = EdgeShedding()
+    window(e, 0.0, 0, {})
+    window(e, WINDOW, 100, {N1: 30, N2: 30})  # 100 offered, both nodes shed 60 %
+    assert e.share == 0.6
+    # the backlog is still being shed, but fewer calls are offered (30) than the edge let
+    # through (40): the peak is over, the nodes decide again
+    window(e, 2 * WINDOW, 30, {N1: 20, N2: 10}, offered=30)
+    assert e.share == 0.0 and not any(refusals(e, 50))
 
 
 def test_the_edge_never_refuses_every_call() -> None:
     e = EdgeShedding()
-    window(e, 0.0, 0, {})
-    window(e, WINDOW, 100, {N1: 50, N2: 50})  # the nodes shed all they got
-    assert e.rate == MIN_SHARE * 200
-    assert offer(e, WINDOW, 200, 1.0).count(False) >= 10
-    # with a limit set, a window of nothing taken (a backlog draining) halves it at most
-    window(e, 3 * WINDOW, 100, {})
-    assert e.rate == 4 * MIN_SHARE * 200
-    window(e, 4 * WINDOW, 50, {N1: 25, N2: 25})
-    assert e.rate == 2 * MIN_SHARE * 200
+    for i in range(5):
+        window(e, i * WINDOW, 10, {N1: 5, N2: 5})
+    assert e.share == MAX_SHARE
+    assert refusals(e, 100).count(False) == 5
 
 
 def shed_calls(p: Proxy, calls: int, now: float) -> int:
@@ -202,26 +216,27 @@ def test_the_router_refuses_at_its_edge_what_its_nodes_shed_but_never_an_emergen
     p = make_proxy()
     # the first window: both nodes shed every INVITE they get (the failed-over ones too)
     assert shed_calls(p, 6, 0.1) >= 6 and p.stats.edge_sheds == 0
-    # next window: the nodes took none of them, so the edge lets through only a trickle
-    # (MIN_SHARE of what was sent): the router's 503 + the nodes' Retry-After at once,
-    # nothing sent to a node
+    # next window: every node shed all it got, so the edge refuses the most it may
+    # (MAX_SHARE) itself — 503 + the nodes' Retry-After at once, nothing sent to a node
     before = p.stats.overload_rejects
+    refused = forwarded = 0
     for i in range(20):
         out = p.receive(invite(call_id=f"e{i}", branch=f"z9hG4bK-e{i}"), "udp", UAC, None, 0.6)
-        assert to(out, M1) == [] and to(out, M2) == []
+        if to(out, M1) or to(out, M2):
+            forwarded += 1
+            continue
         final = to(out, UAC)
         assert [start_line(x) for x in final] == ["SIP/2.0 503 Service Unavailable"]
         assert header(final[0], "Retry-After") == ["1"]
-    assert (p.stats.edge_sheds, p.stats.overload_rejects) == (20, before + 20)
+        refused += 1
+    assert (refused, forwarded) == (19, 1)
+    assert (p.stats.edge_sheds, p.stats.overload_rejects) == (19, before + 19)
     # an emergency call is never refused here: it goes to a node
     for i in range(5):
         out = p.receive(invite(call_id=f"sos{i}", branch=f"z9hG4bK-sos{i}",
                                ruri="sip:911@127.0.0.1:5060"), "udp", UAC, None, 0.61)  # fmt: skip
         assert len(to(out, M1) + to(out, M2)) == 1, out
-    assert p.stats.edge_sheds == 20
-    # windows later no node shed anything (the overload is over): calls go to nodes again
-    out = p.receive(invite(call_id="after", branch="z9hG4bK-after"), "udp", UAC, None, 2.0)
-    assert len(to(out, M1) + to(out, M2)) == 1 and p.stats.edge_sheds == 20
+    assert p.stats.edge_sheds == 19
 
 
 def test_edge_shedding_off_sends_every_call_to_a_node() -> None:
