@@ -139,6 +139,7 @@ class RtpEndpoint:
         "_jb",
         "_loop",
         "_marker_next",
+        "_paused_rcvbuf",
         "_pinned",
         "_playback_done",
         "_reading",
@@ -193,6 +194,7 @@ class RtpEndpoint:
     ) -> None:
         self._sock = rtp_sock
         self._rtcp_sock = rtcp_sock
+        self._paused_rcvbuf = 0  # the receive buffer's size while pause_reading shrank it
         self.codec = codec
         self.event_pt = event_pt
         self._scheduler = scheduler
@@ -337,15 +339,25 @@ class RtpEndpoint:
         return ep
 
     def pause_reading(self) -> None:
-        """Leave the RTP socket unread (datagrams wait in its buffer) until
-        :meth:`resume_reading` — a restart rebuilding a thousand journaled legs must not
-        spend its loop on the packets far ends keep sending to legs not bridged yet."""
+        """Leave the RTP socket unread until :meth:`resume_reading` — a restart
+        rebuilding a thousand journaled legs must not spend its loop on the packets far
+        ends keep sending to legs not bridged yet. The socket's receive buffer shrinks to
+        the kernel's minimum meanwhile (a few datagrams): what arrives while paused is
+        stale audio, and a thousand legs' second of it (~50,000 datagrams) read at
+        resume held the loop before the bridges could start relaying."""
         if self._reading and not self._closed:
             self._reading = False
             self._loop.remove_reader(self._sock.fileno())
+            sock = self._sock
+            self._paused_rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # clamped to the minimum
 
     def resume_reading(self) -> None:
         if not self._reading and not self._closed:
+            if self._paused_rcvbuf:
+                # getsockopt reports the doubled size the kernel keeps (socket(7))
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._paused_rcvbuf // 2)
+                self._paused_rcvbuf = 0
             self._loop.add_reader(self._sock.fileno(), self._readable)
             self._reading = True
 
