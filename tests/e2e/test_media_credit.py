@@ -325,7 +325,9 @@ async def test_authorisation_waits_out_a_database_outage(
         uas = await carrier_uas(node, tmp_path, carrier)
         sipp = await run_sipp("media_call_hangup.xml", node.sip_port, tmp_path,
                               service="442071234567", keys={"rtp_port": caller.port},
-                              pause_ms=1000, background=True)  # fmt: skip
+                              pause_ms=1500, background=True)  # fmt: skip
+        # (1.5 s, not 1 s: billsec is whole seconds rounded down, and a 1,000 ms pause
+        # left no margin — one clean-clone CI run stored billsec 0)
         await async_wait_until(lambda: "authorising again" in caplog.text, timeout=15,
                                what="a failed authorisation retried")  # fmt: skip
         assert not any(s.channel.answered for s in node.switch.sessions)
