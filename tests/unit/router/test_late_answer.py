@@ -7,36 +7,9 @@ is ACKed and ended with BYE by the router itself, never forwarded to the caller.
 
 from __future__ import annotations
 
-from switchboard.router.dispatcher import Dispatcher, ProbingConfig, parse_list
-from switchboard.router.proxy import Interface, Proxy, Send
+from switchboard.router.proxy import Proxy, Send
+from tests.support.proxy_core import M1, M2, UAC, make_proxy, one, to_uac
 from tests.support.sipmsg import header, invite, response_to, start_line
-
-UAC = ("127.0.0.1", 5070)
-M1 = ("127.0.0.1", 5081)
-M2 = ("127.0.0.1", 5082)
-
-
-def make_proxy() -> Proxy:
-    d = Dispatcher(
-        parse_list("1 sip:127.0.0.1:5081\n1 sip:127.0.0.1:5082\n"),
-        algorithm=4,
-        probing=ProbingConfig(
-            ping_interval=5, ping_timeout=1, probing_threshold=2, inactive_threshold=1
-        ),
-        now=1e9,  # no probing in these tests
-    )
-    ifaces = [Interface("udp", "127.0.0.1", 5060), Interface("tcp", "127.0.0.1", 5060)]
-    return Proxy(ifaces, d, secret=b"test")
-
-
-def one(sends: list[Send], addr: tuple[str, int]) -> bytes:
-    found = [s.data for s in sends if s.addr == addr]
-    assert len(found) == 1, (addr, sends)
-    return found[0]
-
-
-def to_uac(sends: list[Send]) -> list[str]:
-    return [start_line(s.data) for s in sends if s.addr == UAC]
 
 
 def methods(sends: list[Send], addr: tuple[str, int]) -> list[str]:

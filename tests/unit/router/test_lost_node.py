@@ -5,31 +5,19 @@ caller and to the carrier of each call the node held."""
 
 from __future__ import annotations
 
-from switchboard.router.dispatcher import DestinationState, Dispatcher, ProbingConfig, parse_list
-from switchboard.router.proxy import Interface, Proxy, ProxySettings, Send
+from switchboard.router.dispatcher import DestinationState
+from switchboard.router.proxy import Proxy, ProxySettings
+from tests.support import proxy_core
+from tests.support.proxy_core import M1, UAC, to
 from tests.support.sipmsg import header, invite, response_to, start_line
 
-UAC = ("127.0.0.1", 5070)
-M1 = ("127.0.0.1", 5081)
 CARRIER = ("127.0.0.1", 5090)
 REASON = ['Q.850;cause=38;text="NETWORK_OUT_OF_ORDER"']
 
 
 def make_proxy(timeout: float = 60.0) -> Proxy:
-    d = Dispatcher(
-        parse_list("1 sip:127.0.0.1:5081\n1 sip:127.0.0.1:5082\n"),
-        algorithm=8,  # the list's order: calls go to M1
-        probing=ProbingConfig(
-            ping_interval=5, ping_timeout=1, probing_threshold=2, inactive_threshold=1
-        ),
-        now=1e9,  # no probing: the tests set the node's state
-    )
-    ifaces = [Interface("udp", "127.0.0.1", 5060), Interface("tcp", "127.0.0.1", 5060)]
-    return Proxy(ifaces, d, secret=b"test", settings=ProxySettings(lost_node_timeout=timeout))
-
-
-def to(sends: list[Send], addr: tuple[str, int]) -> list[bytes]:
-    return [s.data for s in sends if s.addr == addr]
+    # algorithm 8, the list's order: calls go to M1; no probing: the tests set its state
+    return proxy_core.make_proxy(algorithm=8, settings=ProxySettings(lost_node_timeout=timeout))
 
 
 def bridged_call(p: Proxy) -> None:

@@ -4,41 +4,20 @@ Retry-After; a node that answered 100 Trying is never failed over on timeout."""
 
 from __future__ import annotations
 
-from switchboard.router.dispatcher import DestinationState, Dispatcher, ProbingConfig, parse_list
+from switchboard.router.dispatcher import DestinationState
 from switchboard.router.emergency import EmergencyNumbers
 from switchboard.router.overload import MAX_SHARE, STEP_DOWN, WINDOW, EdgeShedding
-from switchboard.router.proxy import Interface, Proxy, ProxySettings, Send
+from switchboard.router.proxy import Proxy, ProxySettings
+from tests.support import proxy_core
+from tests.support.proxy_core import M1, M2, UAC, one, to
 from tests.support.sipmsg import header, invite, response_to, start_line
-
-UAC = ("127.0.0.1", 5070)
-M1 = ("127.0.0.1", 5081)
-M2 = ("127.0.0.1", 5082)
 
 
 def make_proxy(**settings: bool) -> Proxy:
-    d = Dispatcher(
-        parse_list("1 sip:127.0.0.1:5081\n1 sip:127.0.0.1:5082\n"),
-        algorithm=4,
-        probing=ProbingConfig(
-            ping_interval=5, ping_timeout=1, probing_threshold=2, inactive_threshold=1
-        ),
-        now=1e9,  # no probing in these tests
-    )
-    ifaces = [Interface("udp", "127.0.0.1", 5060), Interface("tcp", "127.0.0.1", 5060)]
-    return Proxy(
-        ifaces, d, settings=ProxySettings(**settings), secret=b"test",  # type: ignore[arg-type]
+    return proxy_core.make_proxy(
+        settings=ProxySettings(**settings),  # type: ignore[arg-type]
         emergency=EmergencyNumbers({"*": ["112", "911"]}),
-    )  # fmt: skip
-
-
-def one(sends: list[Send], addr: tuple[str, int]) -> bytes:
-    found = [s.data for s in sends if s.addr == addr]
-    assert len(found) == 1, (addr, sends)
-    return found[0]
-
-
-def to(sends: list[Send], addr: tuple[str, int]) -> list[bytes]:
-    return [s.data for s in sends if s.addr == addr]
+    )
 
 
 def shed(request: bytes, retry: int | None = 1, reason: bytes = b"") -> bytes:

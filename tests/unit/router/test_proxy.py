@@ -8,40 +8,9 @@ import pytest
 
 from switchboard.router.dispatcher import DestinationState, Dispatcher, ProbingConfig, parse_list
 from switchboard.router.protection import Acl, Pike
-from switchboard.router.proxy import Interface, Proxy, ProxySettings, Send
+from switchboard.router.proxy import Interface, Proxy, ProxySettings
+from tests.support.proxy_core import M1, M2, UAC, make_proxy, one, to_uac
 from tests.support.sipmsg import header, invite, response_to, start_line
-
-UAC = ("127.0.0.1", 5070)
-M1 = ("127.0.0.1", 5081)
-M2 = ("127.0.0.1", 5082)
-
-
-def make_proxy(
-    listing: str = "1 sip:127.0.0.1:5081\n1 sip:127.0.0.1:5082\n",
-    *,
-    algorithm: int = 4,
-    **kw: object,
-) -> Proxy:
-    d = Dispatcher(
-        parse_list(listing),
-        algorithm=algorithm,
-        probing=ProbingConfig(
-            ping_interval=5, ping_timeout=1, probing_threshold=2, inactive_threshold=1
-        ),
-        now=1e9,  # no probing unless a test asks for it
-    )
-    ifaces = [Interface("udp", "127.0.0.1", 5060), Interface("tcp", "127.0.0.1", 5060)]
-    return Proxy(ifaces, d, secret=b"test", **kw)  # type: ignore[arg-type]
-
-
-def one(sends: list[Send], addr: tuple[str, int]) -> bytes:
-    found = [s.data for s in sends if s.addr == addr]
-    assert len(found) == 1, (addr, sends)
-    return found[0]
-
-
-def to_uac(sends: list[Send]) -> list[str]:
-    return [start_line(s.data) for s in sends if s.addr == UAC]
 
 
 def test_invite_gets_100_and_is_forwarded_with_via_and_record_route() -> None:
