@@ -18,8 +18,29 @@ HOST = "127.0.0.1"
 
 PortKind = Literal["udp", "tcp", "both"]
 
-_GIVEN: dict[tuple[str, int], float] = {}  # (host, port) -> when free_port gave it out
+# (host, port) -> when free_port or a harness's port run gave it out in this process
+_GIVEN: dict[tuple[str, int], float] = {}
 _GIVEN_HOLD_S = 120.0  # long enough for any test to start what binds it
+
+
+def claim(ports: range | list[int], host: str = HOST) -> bool:
+    """Reserve ``ports`` on ``host`` for this process unless one of them was handed out
+    in the last two minutes: a configuration picks every port before anything binds
+    them, and two picks must not land on the same port. The one registry behind
+    :func:`free_port` and the platform harness's port runs."""
+    now = time.monotonic()
+    for key in [k for k, t in _GIVEN.items() if now - t >= _GIVEN_HOLD_S]:
+        del _GIVEN[key]
+    if any((host, p) in _GIVEN for p in ports):
+        return False
+    _GIVEN.update(dict.fromkeys(((host, p) for p in ports), now))
+    return True
+
+
+def release(ports: range | list[int], host: str = HOST) -> None:
+    """Give back ports :func:`claim` reserved, once whatever used them has ended."""
+    for p in ports:
+        _GIVEN.pop((host, p), None)
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -60,11 +81,8 @@ def free_port(kind: PortKind = "both", host: str = HOST, *, even: bool = False) 
             continue
         if kind == "both" and not _bindable(socket.SOCK_STREAM, port, host):
             continue
-        now = time.monotonic()
-        if now - _GIVEN.get((host, port), -_GIVEN_HOLD_S) < _GIVEN_HOLD_S:
-            continue
-        _GIVEN[(host, port)] = now
-        return port
+        if claim([port], host):
+            return port
     raise RuntimeError(f"no free {kind} port on {host}")
 
 

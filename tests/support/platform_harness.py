@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.net import claim, release
+
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "switchboard.json"
@@ -39,10 +41,6 @@ def port_free(port: int) -> bool:
     return True
 
 
-_HANDED_OUT: dict[int, float] = {}  # port -> when free_run gave it out in this process
-_HOLD_S = 120.0  # long enough for any configuration to be written and started
-
-
 def free_run(n: int, lo: int = 20000, hi: int = 32000) -> int:
     """First port of ``n`` consecutive ports free for both TCP and UDP on 127.0.0.1.
 
@@ -50,14 +48,10 @@ def free_run(n: int, lo: int = 20000, hi: int = 32000) -> int:
     by some process's outgoing connection before the service binds it. A port is not
     handed out twice within two minutes in one process: a configuration picks all its
     ports before anything binds them, and two picks must not land on the same port."""
-    now = time.monotonic()
-    for port in [p for p, t in _HANDED_OUT.items() if now - t > _HOLD_S]:
-        del _HANDED_OUT[port]
     for _ in range(200):
         base = random.randrange(lo, hi - n)
         run = range(base, base + n)
-        if not any(p in _HANDED_OUT for p in run) and all(port_free(p) for p in run):
-            _HANDED_OUT.update(dict.fromkeys(run, now))
+        if all(port_free(p) for p in run) and claim(run):
             return base
     raise RuntimeError("no free port range")
 
@@ -65,8 +59,7 @@ def free_run(n: int, lo: int = 20000, hi: int = 32000) -> int:
 def release_run(base: int, n: int) -> None:
     """Give back a run free_run handed out, once whatever used it has ended (a large RTP
     range held for two minutes would leave no room for the next configuration's)."""
-    for port in range(base, base + n):
-        _HANDED_OUT.pop(port, None)
+    release(range(base, base + n))
 
 
 def alive(pid: int) -> bool:
