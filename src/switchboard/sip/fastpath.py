@@ -60,6 +60,7 @@ _PROXY_REQUIRE: Final = 9
 _CONTACT: Final = 10
 _CTYPE: Final = 11
 _EXPIRES: Final = 12
+CONTACT: Final = _CONTACT  # Message.checked's kind of a Contact line (the proxy's hiding)
 _KIND_OF_NAME: Final = {
     b"via": _VIA,
     b"route": _ROUTE,
@@ -525,10 +526,12 @@ def _remember(memo: dict[Any, None], key: Any) -> None:
     memo[key] = None
 
 
-def validate(m: Message) -> None:
+def validate(m: Message, ruri_known: bool = False) -> None:
     """The full parser's verdict on ``m`` — :func:`~switchboard.sip.message.check_fields`
     over the header lines :func:`parse` indexed and, for a request, the Request-URI and
     method — raising :class:`BadMessage` with the same status (400, 416, 501).
+    ``ruri_known``: the Request-URI is one the caller wrote itself and knows valid (the
+    router's topology-hiding Contact, new in every call): not read again, nor remembered.
 
     check_fields is check_structure + check_line per line + check_request, each a pure
     function of its input, so what passed before is not checked again: lines by their
@@ -562,7 +565,7 @@ def validate(m: Message) -> None:
             if i == top and vias is not None and len(vias) == 1:
                 _LAST_TOP[0] = (value, vias[0])  # Via() of this value reuses it
             _remember(good, key)
-        if m.method and m.ruri not in _GOOD_URIS:
+        if m.method and not ruri_known and m.ruri not in _GOOD_URIS:
             try:
                 check_request_uri(_text(m.ruri))
             except SipParseError as exc:
@@ -589,7 +592,7 @@ def validate(m: Message) -> None:
             plain = False
     if plain:
         _remember(_GOOD_SHAPES, shape)
-    if m.method:
+    if m.method and not ruri_known:
         _remember(_GOOD_URIS, m.ruri)
 
 

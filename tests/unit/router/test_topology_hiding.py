@@ -95,6 +95,66 @@ def test_carrier_sees_only_the_router_and_in_dialog_requests_work_both_ways() ->
     assert p.hidden == {} and p.hidden_calls == {}
 
 
+def sipp_answer(fwd: bytes, status: int, reason: str, product: bool) -> bytes:
+    """A node's answer as SIPp writes it: both Vias joined on one line, a compact
+    Contact, a body; with ``product`` also a Server line."""
+    data = response_to(fwd, status, reason, contact="10.0.0.5:5081")
+    head, _, _ = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    vias = [ln for ln in lines if ln.startswith(b"Via: ")]
+    joined = b"Via: " + b", ".join(v[5:] for v in vias)
+    out = [lines[0], joined] + [ln for ln in lines[1:] if not ln.startswith(b"Via: ")]
+    out = [b"m:" + ln[8:] if ln.startswith(b"Contact:") else ln for ln in out]
+    out = [ln for ln in out if not ln.startswith(b"Content-Length")]
+    body = b"v=0\r\nc=IN IP4 198.51.100.7\r\n" if status == 200 else b""
+    if product:
+        out.append(b"Server: Switchboard")
+    out.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(out) + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize("product", [False, True])
+def test_hidden_answers_are_kept_hidden_for_retransmissions(product: bool) -> None:
+    """The carrier's answers are hidden from the parsed lines (no Server line) or from
+    the bytes (with one) alike, and a retransmitted INVITE gets the hidden answer again
+    (it once got the node's as it came: Contact, Record-Route and all)."""
+    p = hiding_proxy()
+    inv = invite(via="192.0.2.10:5070", ruri="sip:echo@203.0.113.1:5060")
+    [fwd] = to(p.receive(inv, "udp", CARRIER, None, 0.0), NODE)
+    seen: dict[int, bytes] = {}
+    for status, reason in ((180, "Ringing"), (200, "OK")):
+        answer = sipp_answer(fwd, status, reason, product)
+        [up] = to(p.receive(answer, "udp", NODE, None, 0.1), CARRIER)
+        assert leaks(up) == [] and header(up, "Record-Route") == [], up
+        assert up.split(b"\r\n\r\n", 1)[1] == answer.split(b"\r\n\r\n", 1)[1]
+        assert header(up, "Via") == ["SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-uac-1"]
+        seen[status] = up
+        again = to(p.receive(inv, "udp", CARRIER, None, 0.2), CARRIER)
+        assert again == [up], again
+    [contact] = header(seen[200], "Contact")
+    target = contact[1:-1]
+    # Both ways give the same bytes (the keys are the same: same secret, same counter).
+    q = hiding_proxy()
+    [qfwd] = to(q.receive(inv, "udp", CARRIER, None, 0.0), NODE)
+    [other] = to(
+        q.receive(sipp_answer(qfwd, 200, "OK", not product), "udp", NODE, None, 0.1), CARRIER
+    )
+    assert other == seen[200]
+    # The carrier's ACK to the Contact as given, its BYE to it with a parameter added.
+    ack = invite(method="ACK", via="192.0.2.10:5070", branch="z9hG4bK-ack", to_tag="uas1",
+                 ruri=target, body="")  # fmt: skip
+    [fack] = to(p.receive(ack, "udp", CARRIER, None, 0.3), NODE)
+    assert start_line(fack) == "ACK sip:uas@10.0.0.5:5081 SIP/2.0"
+    bye = invite(method="BYE", via="192.0.2.10:5070", branch="z9hG4bK-bye", to_tag="uas1",
+                 cseq=2, ruri=target + ";x=1", body="")  # fmt: skip
+    [fbye] = to(p.receive(bye, "udp", CARRIER, None, 1.0), NODE)
+    assert start_line(fbye) == "BYE sip:uas@10.0.0.5:5081 SIP/2.0"
+    # A Request-URI naming the key but not valid is answered as the core would (400).
+    bad = bye.replace(target.encode(), target.encode() + b";x=%zz").replace(b"-bye", b"-bad")
+    [answer] = to(p.receive(bad, "udp", CARRIER, None, 1.1), CARRIER)
+    assert start_line(answer).startswith("SIP/2.0 400"), answer
+
+
 def test_failed_call_forgets_its_hidden_dialog_and_hiding_is_switchable() -> None:
     p = hiding_proxy()
     out = p.receive(
