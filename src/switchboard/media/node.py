@@ -602,7 +602,11 @@ async def _serve(cfg: Config, name: str) -> int:
     ua = node.ua
     policy = CollectorPolicy(
         lambda: switch.active_calls if switch is not None else 0,
-        before_idle=[ua.ended.expire] if ua is not None else [],
+        before_idle=[
+            *([ua.ended.expire] if ua is not None else []),
+            # the journal's end records kept for a rewrite: the load's last 120 s of CDR lines
+            *([node.journal.forget_ends] if node.journal is not None else []),
+        ],
         transactions=(lambda: len(ua.layer)) if ua is not None else (lambda: 0),
     )
     policy.start()

@@ -261,3 +261,31 @@ def test_setups_cut_short_survive_the_restarts_rewrite_until_handed_back(tmp_pat
     final.open(read(path))  # and a later rewrite does not bring it back
     final.close()
     assert read(path).pending_setups() == []
+
+
+def test_the_idle_pass_drops_the_kept_ends_from_memory_not_from_the_file(
+    tmp_path: Path,
+) -> None:
+    # The node's idle pass (no call for 40 s) calls forget_ends: the E lines a rewrite
+    # would carry over leave memory, the file keeps them for a restart, and a later
+    # rewrite carries only the ends that came after.
+    j = Journal(tmp_path / "media-1.jnl")
+    j.open()
+    try:
+        for i in range(3):
+            j.bridged(f"a{i}", (f"a{i}", f"b{i}"), bridge(f"a{i}", f"b{i}"))
+            j.ended(f"a{i}", '{"cdr": "a"}')
+            j.ended(f"b{i}", '{"cdr": "b"}')
+        j.bridged("a9", ("a9", "b9"), bridge("a9", "b9"))  # a call still up
+        j.forget_ends()
+        assert j._ends == {} and j._end_times == {} and not j._end_order
+        assert set(read(tmp_path / "media-1.jnl").ends) == {
+            f"{leg}{i}" for i in range(3) for leg in "ab"
+        }
+        j.ended("a9", '{"cdr": "late"}')
+        j._rewrite()
+    finally:
+        j.close()
+    state = read(tmp_path / "media-1.jnl")
+    assert set(state.ends) == {"a9"}
+    assert [r["legs"][0]["uuid"] for r in state.live()] == ["a9"]
