@@ -124,6 +124,7 @@ class MediaNode:
         self._cpu_reading: tuple[int, int] | None = None
         self._cpu_timer: asyncio.TimerHandle | None = None
         self._queue_probe: Any = None  # net.queue_probe.ReceiveQueueProbe when shedding
+        self.overload_guard: OverloadGuard | None = None  # media/overload.py, when on
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -515,14 +516,21 @@ class MediaNode:
             else:
                 probe = None
 
+        # how far behind now (not the loop's peak of the last second, which kept a stall
+        # that was over in view), confirmed by readings in a row: a stall leaves one
+        if probe is not None:
+            probe.on_reading = guard.reading
+        monitor.on_tick = lambda late: guard.reading(late, 1)
+
         def overload() -> ShedReason | None:
-            behind = monitor.behind()
+            behind = monitor.current()
             if probe is not None:
                 behind = max(behind, probe.delay())
             return guard.check(delay=behind, idle_cpu=self._idle_cpu)
 
         ua.overload = overload
         ua.overload_retry_after = guard.retry_after
+        self.overload_guard = guard
         if guard.min_idle_cpu > 0:
             self._sample_cpu()
 

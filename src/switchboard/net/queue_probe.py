@@ -22,6 +22,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 
 from switchboard.net.udp import UdpTransport, unbracket
 
@@ -44,6 +45,7 @@ class ReceiveQueueProbe:
         self._to: tuple[str, int] = ("", 0)
         self._back = 0.0  # when the last probe came out (monotonic)
         self._timer: asyncio.TimerHandle | None = None
+        self.on_reading: Callable[[float], None] | None = None  # each wait measured
 
     def start(self) -> bool:
         """Start probing; False (and a warning) when no socket could be made."""
@@ -104,3 +106,5 @@ class ReceiveQueueProbe:
         self._back = now
         self.last = max(0.0, wait)
         self.peak = max(self.peak, self.last)
+        if self.on_reading is not None:
+            self.on_reading(self.last)

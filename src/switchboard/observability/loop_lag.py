@@ -41,6 +41,7 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, disable_created_metrics
@@ -102,6 +103,8 @@ class LoopLagMonitor:
         self._recent_end = 0.0
         self._recent_max = 0.0
         self._recent_previous = 0.0
+        self._last_late = 0.0  # the last tick's lateness
+        self.on_tick: Callable[[float], None] | None = None  # each tick's lateness (s)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -180,6 +183,9 @@ class LoopLagMonitor:
             self._recent_end = now + RECENT
         if late > self._recent_max:
             self._recent_max = late
+        self._last_late = late
+        if self.on_tick is not None:
+            self.on_tick(late)
         self.peak.set(max(self._window_max, self._previous_max))
         self.stall_peak.set(max(self._stall_window, self._stall_previous))
         self._schedule(now)
@@ -221,6 +227,14 @@ class LoopLagMonitor:
             return 0.0
         overdue = time.perf_counter() - self._due
         return max(self._recent_max, self._recent_previous, overdue)
+
+    def current(self) -> float:
+        """How late the loop runs now (seconds): the last tick's lateness, or the sample
+        now overdue if that is more — without :meth:`behind`'s memory of the last second,
+        which keeps a stall that is over in view. 0 before start()."""
+        if self._handle is None:
+            return 0.0
+        return max(self._last_late, time.perf_counter() - self._due)
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":

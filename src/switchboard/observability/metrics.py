@@ -139,6 +139,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_router_failovers_total", "counter", "router", (), "Calls moved to the next destination (408/5xx or no answer in failover_timeout)."),
     _spec("switchboard_router_overload_rejects_total", "counter", "router", (), "Calls answered 503 + Retry-After (the smallest the nodes gave) because the media nodes are shedding: every node tried shed the call, or the router refused it itself for them (edge shedding): the platform is overloaded."),
     _spec("switchboard_router_overload_edge_rejects_total", "counter", "router", (), "Of switchboard_router_overload_rejects_total, the calls the router refused at its edge, without asking a node, because its nodes were shedding that share of new calls ([dispatcher] edge_shedding)."),
+    _spec("switchboard_router_overload_retries_total", "counter", "router", (), "Calls every media node shed (503 + Retry-After) that the router sent to the nodes once more after that Retry-After instead of answering the caller 503: a node's shedding may be a moment's stall."),
     _spec("switchboard_router_late_answers_ended_total", "counter", "router", (), "Calls a media node answered after the router had given it up and sent the call elsewhere: the router ACKed that 2xx and ended it with BYE."),
     _spec("switchboard_router_lost_node_calls_ended_total", "counter", "router", (), "Call legs of a media node inactive for lost_node_timeout (its box lost) that the router ended itself: BYE to the far end."),
     _spec("switchboard_router_branch_timeouts_total", "counter", "router", (), "Forwarded requests that got no answer in time."),
@@ -413,6 +414,7 @@ class RouterMetrics:
     acl_drops: Counter
     overload_rejects: Counter
     overload_edge_rejects: Counter
+    overload_retries: Counter
     late_answers_ended: Counter
     lost_node_calls_ended: Counter
     tls_handshake_failures: Counter
@@ -463,6 +465,7 @@ class RouterMetrics:
             acl_drops=_c(registry, p + "acl_drops_total"),
             overload_rejects=_c(registry, p + "overload_rejects_total"),
             overload_edge_rejects=_c(registry, p + "overload_edge_rejects_total"),
+            overload_retries=_c(registry, p + "overload_retries_total"),
             late_answers_ended=_c(registry, p + "late_answers_ended_total"),
             lost_node_calls_ended=_c(registry, p + "lost_node_calls_ended_total"),
             tls_handshake_failures=_c(registry, p + "tls_handshake_failures_total"),

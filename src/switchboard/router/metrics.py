@@ -135,6 +135,11 @@ class RouterCollector:
                 s.edge_sheds,
             ),
             (
+                "overload_retries",
+                "Calls every media node shed, sent to the nodes again after their Retry-After",
+                s.shed_retries,
+            ),
+            (
                 "lost_node_calls_ended",
                 "Call legs of a lost media node ended by the router (BYE to the far end)",
                 s.lost_node_calls_ended,

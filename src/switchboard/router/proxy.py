@@ -85,6 +85,8 @@ TIMER_F: Final = 64 * T1  # non-INVITE client transaction timeout
 TIMER_H: Final = 64 * T1  # wait for ACK of a non-2xx final
 TIMER_C: Final = 180.0  # §16.6 item 11: "larger than 3 minutes"
 TIMER_L: Final = 64 * T1  # RFC 6026 §7.1: an INVITE server transaction stays Accepted
+# a call every node shed is tried again once after their Retry-After, if it is this short
+SHED_RETRY_MAX: Final = 2
 
 MAGIC: Final = b"z9hG4bK"
 # §16.7 step 6: within 4xx these are preferred because the caller can act on them.
@@ -139,7 +141,8 @@ _REASONS: Final = {
     _FORGET,
     _OWN_BYE,
     _LOST_SWEEP,
-) = range(9)
+    _SHED_RETRY,
+) = range(10)
 
 
 class Send(NamedTuple):
@@ -255,6 +258,7 @@ class Stats:
     acl_drops: int = 0  # requests from outside [acl] allow dropped ([security] outside_acl)
     overload_rejects: int = 0  # calls answered 503 + Retry-After: every destination shed them
     edge_sheds: int = 0  # ... of which the edge refused for the shedding nodes (overload.py)
+    shed_retries: int = 0  # calls every node shed, sent to the nodes again after Retry-After
     late_answers_ended: int = 0  # 2xx on a branch given up: ACKed and ended with BYE
     lost_node_calls_ended: int = 0  # far ends sent BYE because their node was lost
     emergency: dict[str, int] = field(default_factory=dict)  # emergency calls by country
@@ -289,6 +293,7 @@ class ServerTxn:
         "record_route",
         "reply_addr",
         "responses",
+        "shed_retry",
         "t0",
         "transport",
         "trunk",
@@ -321,6 +326,7 @@ class ServerTxn:
         self.last: bytes | None = None
         self.order: list[Destination] = []
         self.responses: list[tuple[int, bytes | None]] = []
+        self.shed_retry = 0  # 1: every node shed it, tried again after Retry-After; 2: done
         self.g_interval = T1
         self.conn: Any = None
         # Topology hiding: ``hide`` is the dialog when this transaction's messages cross
@@ -1346,6 +1352,8 @@ class Proxy:
         if inv.final:
             return out
         inv.cancelled = True
+        if inv.shed_retry == 1:  # no branch pending: waiting to try the nodes again
+            return out + self._finish(inv, 487, None, now)
         br = inv.branch
         if br is not None and not br.final and br.cancel is None:
             if br.provisional:
@@ -1535,7 +1543,29 @@ class Proxy:
         ):
             self.stats.failovers += 1
             return out + self._next_destination(txn, now)
+        if shed_everywhere and self._shed_retry(txn, now):
+            return out
         return out + self._finish(txn, 0, None, now)
+
+    def _shed_retry(self, txn: ServerTxn, now: float) -> bool:
+        """Every node shed this new call: send it to them again once, after the smallest
+        Retry-After they gave (RFC 3261 §21.5.4: the time after which the client may try
+        again), instead of answering the caller 503 at once. A node's shedding can be a
+        transient — a second's stall while a peer node's crash recovery takes the box's
+        CPU — and the caller, who has our 100 Trying, waits a second rather than losing
+        the call. Once per call and only for a short Retry-After (at most
+        :data:`SHED_RETRY_MAX` s): an overloaded platform answers 503 on the second
+        round, and a node still shedding then is not asked (its Retry-After has not
+        run out: :meth:`_shed_everywhere`). True when the retry is scheduled."""
+        if txn.shed_retry or txn.cancelled or not txn.is_invite:
+            return False
+        retry = _shed_retry_after(txn.responses)
+        if retry is None or retry > SHED_RETRY_MAX:
+            return False
+        txn.shed_retry = 1
+        self.stats.shed_retries += 1
+        self._at(now + max(retry, 1), _SHED_RETRY, txn)
+        return True
 
     def _shed_everywhere(self, br: Branch, txn: ServerTxn, now: float) -> bool:
         """A 503 from ``br``'s destination: when it shed the call (Retry-After, no Reason:
@@ -2347,6 +2377,19 @@ class Proxy:
                 txn.branches = []
                 txn.branch = None
             return []
+        if kind == _SHED_RETRY:
+            txn = obj
+            if txn.dead or txn.final or txn.shed_retry != 1:
+                return []
+            txn.shed_retry = 2
+            if not txn.cancelled:
+                cid = txn.call_id.decode("utf-8", "replace")
+                shedding = self._shedding  # a node that shed another call since: not asked
+                txn.order = [d for d in self.dispatcher.select(self.settings.setid, cid)
+                             if shedding.get(d.spec.uri, 0.0) <= now]  # fmt: skip
+                if txn.order:
+                    return self._next_destination(txn, now)
+            return self._finish(txn, 0, None, now)  # 487 when cancelled, else the 503
         if kind == _CANCEL_RETRANS:
             br = obj
             if br.abandoned:

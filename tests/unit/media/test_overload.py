@@ -83,3 +83,56 @@ def test_idle_percent_from_two_proc_stat_readings() -> None:
     assert idle_percent(b, b) is None  # no time between them
     assert parse_proc_stat("intr 1 2 3\n") is None
     assert parse_proc_stat("cpu  x y z\n") is None
+
+
+def test_a_stall_leaves_one_stale_reading_and_sheds_nothing() -> None:
+    """The loop stood still 2.4 s (its CPU taken by a peer's crash recovery): the probe
+    queued before the stall comes out 2.4 s late, the next one shows the backlog cleared —
+    the node was catching up, not overloaded, and admits every call meanwhile."""
+    guard = OverloadGuard(max_delay=0.5)
+    guard.reading(0.02)
+    guard.reading(2.4)  # the stale probe
+    assert not guard.sustained
+    assert shed_count(guard, 2.4) == []  # the stall's batch of INVITEs: admitted
+    guard.reading(0.1)  # sent after the stall: the backlog cleared at once
+    assert shed_count(guard, 0.1) == []
+    guard.reading(2.8)  # another stall, seconds later: still one reading each
+    assert shed_count(guard, 2.8) == []
+
+
+def test_a_delay_confirmed_by_the_next_reading_sheds_as_before() -> None:
+    guard = OverloadGuard(max_delay=0.5)
+    guard.reading(0.7)
+    assert shed_count(guard, 1.0, 10) == []  # one reading: not yet
+    guard.reading(1.0)  # the next probe waited as long: the node stays behind
+    assert guard.sustained
+    assert len(shed_count(guard, 1.0)) == 100
+    guard.reading(0.8)
+    assert len(shed_count(guard, 0.75)) == 50  # the share by delay, as without readings
+    guard.reading(0.3)  # caught up: the next excursion must be confirmed again
+    assert not guard.sustained
+    assert shed_count(guard, 1.0, 10) == []
+    guard.reading(0.6)
+    guard.reading(0.6)
+    assert guard.check(delay=1.0, idle_cpu=None) is ShedReason.DELAY
+
+
+def test_either_measurement_confirms_the_delay_on_its_own() -> None:
+    """A stall leaves one late probe and one late loop tick: two readings over the
+    threshold, but one of each — not sustained. Two late ticks in a row are."""
+    guard = OverloadGuard(max_delay=0.5)
+    guard.reading(2.4, 0)
+    guard.reading(2.4, 1)
+    assert not guard.sustained
+    guard.reading(0.05, 0)
+    guard.reading(0.9, 1)  # the next tick is late too: the loop stays behind
+    assert guard.sustained
+    guard.reading(0.05, 1)
+    assert not guard.sustained
+
+
+def test_without_readings_the_delay_sheds_at_once() -> None:
+    """A node with no receive-queue probe (no UDP socket) sheds by its loop lag alone."""
+    guard = OverloadGuard(max_delay=0.5)
+    assert guard.sustained
+    assert guard.check(delay=1.0, idle_cpu=None) is ShedReason.DELAY

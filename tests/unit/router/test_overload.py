@@ -7,7 +7,7 @@ from __future__ import annotations
 from switchboard.router.dispatcher import DestinationState
 from switchboard.router.emergency import EmergencyNumbers
 from switchboard.router.overload import MAX_SHARE, STEP_DOWN, WINDOW, EdgeShedding
-from switchboard.router.proxy import Proxy, ProxySettings
+from switchboard.router.proxy import SHED_RETRY_MAX, Proxy, ProxySettings
 from tests.support import proxy_core
 from tests.support.proxy_core import M1, M2, UAC, one, to
 from tests.support.sipmsg import header, invite, response_to, start_line
@@ -36,11 +36,18 @@ def test_every_node_shedding_gives_the_caller_503_with_the_smallest_retry_after(
     p = make_proxy()
     fwd1 = one(p.receive(invite(), "udp", UAC, None, 0.0), M1)
     fwd2 = one(p.receive(shed(fwd1, 3), "udp", M1, None, 0.01), M2)  # failed over at once
-    out = p.receive(shed(fwd2, 1), "udp", M2, None, 0.02)
+    # every node shed it: tried once more after the smallest Retry-After (1 s), not before
+    assert to(p.receive(shed(fwd2, 1), "udp", M2, None, 0.02), UAC) == []
+    assert p.handle_timer(0.9) == []
+    # M1 asked for 3 s: only M2, whose second away is over, is asked again
+    again = p.handle_timer(1.02)
+    assert to(again, M1) == [] and start_line(one(again, M2)).startswith("INVITE ")
+    out = p.receive(shed(one(again, M2), 1), "udp", M2, None, 1.03)
     final = to(out, UAC)
     assert [start_line(x) for x in final] == ["SIP/2.0 503 Service Unavailable"]
     assert header(final[0], "Retry-After") == ["1"]
     assert p.stats.overload_rejects == 1 and p.stats.failovers == 1
+    assert p.stats.shed_retries == 1
     # a shedding node is busy, not dead: both stay active, no failure counted
     assert states(p) == [DestinationState.ACTIVE, DestinationState.ACTIVE]
     assert all(d.failures == 0 for d in p.dispatcher.sets[1].destinations)
@@ -80,6 +87,51 @@ def test_a_node_that_sent_100_trying_is_not_failed_over_on_timeout() -> None:
     assert [start_line(x) for x in to(ok, UAC)] == ["SIP/2.0 200 OK"]
 
 
+def test_a_call_every_node_shed_in_a_moment_of_stall_is_connected_a_second_later() -> None:
+    """Both nodes shed a call (one stalled while the other's crash recovery took the CPU):
+    the caller keeps our 100 Trying, and the node that has room a second later takes it."""
+    p = make_proxy()
+    out = p.receive(invite(), "udp", UAC, None, 0.0)
+    assert [start_line(x) for x in to(out, UAC)] == ["SIP/2.0 100 Trying"]
+    fwd2 = one(p.receive(shed(one(out, M1)), "udp", M1, None, 0.01), M2)
+    assert to(p.receive(shed(fwd2), "udp", M2, None, 0.02), UAC) == []
+    # a retransmitted INVITE meanwhile gets the 100 again, no node is asked
+    out = p.receive(invite(), "udp", UAC, None, 0.5)
+    assert [start_line(x) for x in to(out, UAC)] == ["SIP/2.0 100 Trying"]
+    assert to(out, M1) == to(out, M2) == []
+    again = p.handle_timer(1.02)
+    fwd = (to(again, M1) + to(again, M2))[0]
+    node = M1 if to(again, M1) else M2
+    ok = p.receive(response_to(fwd, 200), "udp", node, None, 1.05)
+    assert [start_line(x) for x in to(ok, UAC)] == ["SIP/2.0 200 OK"]
+    assert (p.stats.shed_retries, p.stats.overload_rejects) == (1, 0)
+
+
+def test_a_call_cancelled_while_waiting_for_the_retry_ends_at_once() -> None:
+    p = make_proxy()
+    fwd1 = one(p.receive(invite(), "udp", UAC, None, 0.0), M1)
+    fwd2 = one(p.receive(shed(fwd1), "udp", M1, None, 0.01), M2)
+    p.receive(shed(fwd2), "udp", M2, None, 0.02)
+    cancel = invite().replace(b"INVITE sip:", b"CANCEL sip:", 1).replace(b"1 INVITE", b"1 CANCEL")
+    out = p.receive(cancel, "udp", UAC, None, 0.3)
+    assert sorted(start_line(x) for x in to(out, UAC)) == [
+        "SIP/2.0 200 OK",
+        "SIP/2.0 487 Request Terminated",
+    ]
+    assert to(p.handle_timer(1.1), M1) == to(p.handle_timer(1.1), M2) == []  # nobody asked
+
+
+def test_a_long_retry_after_is_not_waited_for() -> None:
+    """A node that asks for more than SHED_RETRY_MAX seconds is overloaded for longer than
+    a caller should wait: the caller gets the 503 at once, as before."""
+    p = make_proxy()
+    fwd1 = one(p.receive(invite(), "udp", UAC, None, 0.0), M1)
+    fwd2 = one(p.receive(shed(fwd1, SHED_RETRY_MAX + 1), "udp", M1, None, 0.01), M2)
+    out = p.receive(shed(fwd2, SHED_RETRY_MAX + 1), "udp", M2, None, 0.02)
+    assert [start_line(x) for x in to(out, UAC)] == ["SIP/2.0 503 Service Unavailable"]
+    assert p.stats.shed_retries == 0
+
+
 def test_a_call_one_node_shed_is_not_tried_on_a_node_that_sheds_too() -> None:
     """Within a node's Retry-After the router knows it sheds: a call the other node shed
     gets the router's 503 at once instead of more work for a node that refuses it."""
@@ -90,12 +142,15 @@ def test_a_call_one_node_shed_is_not_tried_on_a_node_that_sheds_too() -> None:
     # the next call starts on M2 (round robin); M1 shed 0.1 s ago, Retry-After 1
     fwd = one(p.receive(invite(call_id="c2", branch="z9hG4bK-c2"), "udp", UAC, None, 0.1), M2)
     out = p.receive(shed(fwd), "udp", M2, None, 0.11)
-    assert to(out, M1) == []
-    assert [start_line(x) for x in to(out, UAC)] == ["SIP/2.0 503 Service Unavailable"]
-    assert (p.stats.failovers, p.stats.overload_rejects) == (1, 2)
+    assert to(out, M1) == to(out, UAC) == []  # not M1: the retry a second later
+    p.handle_timer(1.02)  # c1's retry (it is left unanswered: Timer B's business)
+    again = p.handle_timer(1.11)  # c2's retry: both nodes' second is over, one is asked
+    assert len(to(again, M1) + to(again, M2)) == 1
+    assert p.stats.failovers == 1 and p.stats.shed_retries == 2
     # past the Retry-After a shed call is tried on the other node again
-    fwd = one(p.receive(invite(call_id="c3", branch="z9hG4bK-c3"), "udp", UAC, None, 1.5), M1)
-    assert to(p.receive(shed(fwd), "udp", M1, None, 1.51), M2) != []
+    out = p.receive(invite(call_id="c3", branch="z9hG4bK-c3"), "udp", UAC, None, 2.5)
+    node, other = (M1, M2) if to(out, M1) else (M2, M1)
+    assert to(p.receive(shed(one(out, node)), "udp", node, None, 2.51), other) != []
     assert p.stats.failovers == 2
 
 
