@@ -48,6 +48,7 @@ PURE_MODULES = [
     "router/stir.py",
     "router/emergency.py",
     "router/overload.py",
+    "router/lost_node.py",
     "media/causes.py",
     "media/channel.py",
     "media/dialplan.py",

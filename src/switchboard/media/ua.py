@@ -81,7 +81,7 @@ from switchboard.sdp.crypto import KEY_LENGTH
 from switchboard.sip import multipart
 from switchboard.sip.dialog import Dialog, build_cancel
 from switchboard.sip.errors import SipError
-from switchboard.sip.ids import new_branch, new_call_id, new_tag
+from switchboard.sip.ids import leg_tag, new_branch, new_call_id, new_tag
 from switchboard.sip.message import Request, Response, make_response
 from switchboard.sip.timers import DEFAULT_TIMERS, TIMER_C, TimerValues
 from switchboard.sip.transaction import (
@@ -913,7 +913,7 @@ class UserAgent:
                 txn.context = leg_ctx
                 if self.invite_hooks:
                     leg_ctx.uuid = str(uuid_mod.uuid4())
-                    leg_ctx.tag = new_tag(_rand())
+                    leg_ctx.tag = leg_tag(_rand(), leg_ctx.uuid)
                     for hook in self.invite_hooks:
                         hook(leg_ctx)
                 self._spawn(self._on_invite_guarded(leg_ctx, txn))
@@ -1171,7 +1171,8 @@ class UserAgent:
             session.data[BODY_PARTS] = other_parts
         leg = InboundLeg(
             ua=self, session=session, peer=peer, call_id=req.call_id,
-            local_tag=pending.tag or new_tag(_rand()), rtp=rtp, codecs=self.codecs, invite=req,
+            local_tag=pending.tag or leg_tag(_rand(), session.uuid), rtp=rtp, codecs=self.codecs,
+            invite=req,
             txn=txn,
             received_at=received, contact=self.contact(peer.transport, peer_host=peer.host),
             srtp=srtp, srtp_key=srtp_key,
@@ -1424,7 +1425,11 @@ class UserAgent:
             raise OriginateError(Cause.DESTINATION_OUT_OF_ORDER, f"RTP: {exc}") from None
         call_id = new_call_id(_rand(), self.host_for(peer.host))
         leg = OutboundLeg(
-            ua=self, session=session, peer=peer, call_id=call_id, local_tag=new_tag(_rand()),
+            ua=self, session=session, peer=peer, call_id=call_id,
+            # names the channel and its A-leg: the router bills this leg from it if the
+            # node is lost with its box (sip/ids.py leg_tag)
+            local_tag=leg_tag(_rand(), session.uuid,
+                              session.channel.variables.get(ORIGINATING_LEG_VAR, "")),
             rtp=rtp, codecs=list(codecs), gateway=gateway, credentials=creds, srtp=srtp,
         )  # fmt: skip
         session.leg = leg

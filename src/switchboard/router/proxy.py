@@ -294,6 +294,7 @@ class ServerTxn:
         "reply_addr",
         "responses",
         "shed_retry",
+        "started",
         "t0",
         "transport",
         "trunk",
@@ -311,6 +312,7 @@ class ServerTxn:
         self.in_iface: Interface | None = None
         self.trunk: TrunkState | None = None  # admitted on this trunk: counts until the end
         self.t0 = -1.0  # when a trunk call was admitted (post-dial delay); -1 once measured
+        self.started = 0.0  # when the request arrived (a lost node's CDR: the leg's start)
         self.record_route = False
         self.first = b""
         self.fwd: list[bytes] = []
@@ -437,15 +439,21 @@ class FarEnd:
 
     __slots__ = (
         "call_id",
+        "caller_line",
+        "conn",
+        "conn_addr",
         "created",
         "cseq",
         "from_line",
         "node",
+        "request_line",
         "routes",
+        "started",
         "target",
         "to_caller",
         "to_line",
         "transport",
+        "trunk",
     )  # fmt: skip
 
     def __init__(
@@ -460,9 +468,22 @@ class FarEnd:
         self.from_line = from_line  # the INVITE's From
         self.to_line = to_line  # the 2xx's To
         self.cseq = cseq
-        self.created = created
+        self.created = created  # when the 2xx passed: the leg's answer time
         # a BYE to the caller goes the other way: From/To swapped (§12.1.1)
         self.to_caller = to_caller
+        # for the leg's CDR (router/lost_node.py): the INVITE's request line (its
+        # destination), when it arrived, the trunk a dispatched call came in on
+        self.request_line = b""
+        self.started = created
+        self.trunk: TrunkState | None = None
+        self.caller_line = from_line  # the From the node got (a trunk may rewrite its user)
+        # a caller on TCP/TLS: the connection it opened (reached over it, not its Contact)
+        self.conn: Any = None
+        self.conn_addr: tuple[str, int] | None = None
+
+
+def _ignore_lost_leg(fe: FarEnd, now: float) -> None:
+    """The default :attr:`Proxy.on_lost_leg`: no CDR (the router has no database)."""
 
 
 class Dialog:
@@ -752,6 +773,8 @@ class Proxy:
         self._next_c_sweep = 0.0
         self._ringing: dict[Branch, None] = {}
         self.on_state_change: Callable[[StateChanged], None] = _log_state_change
+        # a call leg of a lost node the router ended (its CDR: router/lost_node.py)
+        self.on_lost_leg: Callable[[FarEnd, float], None] = _ignore_lost_leg
 
     # ------------------------------------------------------------------ helpers
     def _token(self) -> bytes:
@@ -1181,6 +1204,7 @@ class Proxy:
         txn.reply_addr = reply_addr
         txn.conn = conn
         txn.call_id = m.call_id
+        txn.started = now
         txn.loop = loop
         txn.dispatched = dispatched
         txn.in_iface = self.interfaces.get(iface_key(transport, reply_addr[0]))
@@ -2123,14 +2147,14 @@ class Proxy:
     def _remember_far_end(self, txn: ServerTxn, m: Message, now: float) -> None:
         """A 2xx to an INVITE (``m``, indexes valid): if one end of the dialog is a media
         node, keep what ending it from the router takes (:class:`FarEnd`) — a dispatched
-        call's caller, or the carrier of a call a node placed through the router. UDP
-        only: a stream's far end is reached over its own connection."""
+        call's caller, or the carrier of a call a node placed through the router. A caller
+        on TCP/TLS is reached over the connection it opened (kept with the entry)."""
         im = txn.msg
         if m.to < 0 or im.from_ < 0:
             return
         if txn.dispatched:
             dest = txn.dest
-            if dest is None or txn.transport != "udp":
+            if dest is None:
                 return
             contact = b""
             for ln in im.lines:  # the caller's Contact: its remote target (§12.1.1)
@@ -2139,9 +2163,18 @@ class Proxy:
                     break
             if not contact:
                 return
-            fe = FarEnd(dest.spec.uri, im.call_id, "udp", contact,
+            fe = FarEnd(dest.spec.uri, im.call_id, txn.transport, contact,
                         [im.lines[i] for i in im.rrs], im.lines[im.from_], m.lines[m.to],
                         _FAR_END_CSEQ, now, to_caller=True)  # fmt: skip
+            if txn.trunk is not None:
+                fe.trunk = txn.trunk
+                for line in txn.fwd:  # the From as forwarded: a trunk may set its user
+                    if line[:5].lower() == b"from:" or line[:2].lower() == b"f:":
+                        fe.caller_line = line
+                        break
+            if txn.transport != "udp":
+                fe.conn = txn.conn
+                fe.conn_addr = txn.reply_addr
         else:
             br = txn.branch
             if br is None or im.to_tag():
@@ -2162,6 +2195,8 @@ class Proxy:
             fe = FarEnd(node, im.call_id, br.transport, contact, [m.lines[i] for i in m.rrs],
                         im.lines[im.from_], m.lines[m.to], cseq + _FAR_END_CSEQ, now,
                         to_caller=False)  # fmt: skip
+        fe.request_line = txn.first  # as forwarded (a trunk's tech prefix removed)
+        fe.started = txn.started
         self.far_ends[fe.call_id] = fe
         if not self._sweeping:
             self._sweeping = True
@@ -2199,6 +2234,7 @@ class Proxy:
                 if fe.node in lost:
                     out.extend(self._bye_far_end(fe, now))
                     self._end_dialog(cid)
+                    self.on_lost_leg(fe, now)
                     ended[fe.node] = ended.get(fe.node, 0) + 1
             for uri, n in ended.items():
                 self.stats.lost_node_calls_ended += n
@@ -2230,6 +2266,11 @@ class Proxy:
         except BadMessage:
             return []
         transport = t or fe.transport
+        if fe.conn_addr is not None:
+            # a caller on TCP/TLS: over the connection it opened (the next hop either way:
+            # its first Record-Route is the proxy at the far end of that connection)
+            transport = fe.transport
+            host, port = fe.conn_addr
         addr = self.resolve(host)
         iface = self.via_interfaces.get(iface_key(transport, addr)) if addr else None
         if addr is None or iface is None:
@@ -2255,7 +2296,7 @@ class Proxy:
             b"",
         )
         self._own_bye(bid, transport, (addr, port), data, now)
-        return [Send(transport, (addr, port), data, None)]
+        return [Send(transport, (addr, port), data, fe.conn, bid)]
 
     def _own_bye_answered(self, branch: bytes, m: Message) -> list[Send]:
         if m.status >= 200:

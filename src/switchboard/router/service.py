@@ -70,6 +70,7 @@ from switchboard.sip.transaction import Peer
 
 if TYPE_CHECKING:
     from switchboard.observability.status import StatusBoard
+    from switchboard.router.lost_node_billing import LostLegBilling
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +324,8 @@ class Router:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self.admin_address: tuple[str, int] = ("", 0)
+        # the CDRs of a lost media node's legs the router ends (with a database)
+        self.lost_legs: LostLegBilling | None = None  # psycopg imported only then
 
     # -- start / stop -------------------------------------------------------------------
     async def start(self) -> None:
@@ -454,6 +457,15 @@ class Router:
         )
         if self.tls is not None:
             self.proxy.tls_peer_names = self.tls.peer_names
+        if settings.lost_node_timeout and cfg.database.url:
+            # docs/router.md "A media node lost with its box": each leg the router ends
+            # gets its CDR (router/lost_node.py), stored like the nodes' own
+            from switchboard.router.lost_node_billing import LostLegBilling
+
+            name = "router" if self.workers == 1 else f"router-{self.worker}"
+            self.lost_legs = LostLegBilling(cfg, name=name, clock=self.loop.time)
+            await self.lost_legs.start()
+            self.proxy.on_lost_leg = self.lost_legs.leg_ended
         if stir_cfg.verify:
             cache = CertificateCache(
                 anchors,
@@ -591,6 +603,8 @@ class Router:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._admin_task, 5.0)
         await self._close_sockets()
+        if self.lost_legs is not None:
+            await self.lost_legs.close()
 
     def request_stop(self) -> None:
         """First call: drain. Second call: force."""

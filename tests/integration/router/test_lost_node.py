@@ -1,11 +1,24 @@
 """A media node lost with its box: the router, which record-routes every call, ends the
 calls the node held once it has been inactive for ``lost_node_timeout`` — BYE to the
-caller and to the carrier (docs/router.md "A media node lost with its box")."""
+caller and to the carrier, and writes each leg's CDR into the billing database
+(docs/router.md "A media node lost with its box")."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from switchboard.billing.accounts import create_account, show, topup
+from switchboard.billing.cdr import Cdr
+from switchboard.billing.credit import CreditControl, Swept
+from switchboard.billing.ingest import write_batch_sync
+from switchboard.billing.rates import import_deck
+from switchboard.sip.ids import leg_tag
 from switchboard.sip.message import Request, Response
 from tests.support.net import free_port
 from tests.support.router import router_sections, running_router
@@ -18,14 +31,34 @@ def is_req(method: str) -> object:
     return lambda m: isinstance(m, Request) and m.method == method
 
 
-async def test_the_router_ends_the_calls_of_a_node_that_stays_inactive(tmp_path: Path) -> None:
+A_LEG = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"  # the node's channels
+B_LEG = "11223344-5566-4778-8899-aabbccddeeff"
+
+
+async def test_the_router_ends_the_calls_of_a_node_that_stays_inactive(
+    tmp_path: Path, db_url: str
+) -> None:
+    """... and bills them: one CDR per leg under the node's channel uuid (its tags), the
+    cause NETWORK_OUT_OF_ORDER, answered at the 2xx, ended at the router's BYE; the
+    prepaid caller's reservation, which no node will settle, is settled from it by the
+    sweep; the CDRs the node writes when its box comes back are dropped as duplicates."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        import_deck(conn, ["prefix,rate,connect_fee,increment\n", "44,0.60,0,1/1\n"])
+        create_account(conn, "alice", gateways=["gw"])
+        topup(conn, "alice", "3")
+    pool = AsyncConnectionPool(db_url, min_size=1, max_size=2, open=False)
+    await pool.open(wait=True)
+    credit = CreditControl(pool, grace_seconds=10)
     rport = free_port()
     node = await ProbedNode.udp()
     caller, carrier = await Peer.udp(), await Peer.udp()
     node.router_port = rport
     sections = router_sections(
-        rport, [f"sip:127.0.0.1:{node.port}"], dispatcher={"lost_node_timeout": 1.0}
-    )
+        rport, [f"sip:127.0.0.1:{node.port}"], dispatcher={"lost_node_timeout": 1.0},
+        database={"url": db_url}, platform={"state_dir": str(tmp_path / "state")},
+        **{"gateways.carrier": {"proxy": f"127.0.0.1:{carrier.port}"}},
+    )  # fmt: skip
+    a_tag, b_tag = leg_tag(bytes(10), A_LEG), leg_tag(bytes(10), B_LEG, A_LEG)
     try:
         async with running_router(tmp_path, sections) as router:
             # the caller's call, answered by the node
@@ -35,14 +68,16 @@ async def test_the_router_ends_the_calls_of_a_node_that_stays_inactive(tmp_path:
             )
             inv = await node.expect(is_req("INVITE"))
             assert isinstance(inv, Request)
-            node.send(
-                ok_to(inv, tag="node", sdp=SDP, contact=f"sip:n@127.0.0.1:{node.port}"), rport
-            )
+            # the node reserves the prepaid caller's credit under its channel uuid
+            auth = await credit.authorise(A_LEG, "4420", gateway="gw", now=datetime.now(UTC))
+            before_answer = time.time()
+            node.send(ok_to(inv, tag=a_tag, sdp=SDP, contact=f"sip:n@127.0.0.1:{node.port}"), rport)
             await caller.expect(lambda m: isinstance(m, Response) and m.status == 200)
+            answered = time.time()
             # the node's leg to the carrier, through the router, answered
             leg = request(node, "INVITE", carrier.port, call_id="out-1", cseq=5, branch="n1",
                           body=SDP, extra=f"Route: <sip:127.0.0.1:{rport};lr>\n")  # fmt: skip
-            node.send(leg, rport)
+            node.send(leg.replace("tag=alice1", f"tag={b_tag}"), rport)
             inv2 = await carrier.expect(is_req("INVITE"))
             assert isinstance(inv2, Request)
             ok2 = ok_to(inv2, tag="carr", sdp=SDP, contact=f"sip:k@127.0.0.1:{carrier.port}")
@@ -53,8 +88,9 @@ async def test_the_router_ends_the_calls_of_a_node_that_stays_inactive(tmp_path:
             node.alive = False
             bye_in = await caller.expect(is_req("BYE"), timeout=15)
             bye_out = await carrier.expect(is_req("BYE"), timeout=15)
+            ended = time.time()
             assert isinstance(bye_in, Request) and isinstance(bye_out, Request)
-            assert bye_in.call_id == "in-1" and "tag=node" in (bye_in.headers.get("From") or "")
+            assert bye_in.call_id == "in-1" and a_tag in (bye_in.headers.get("From") or "")
             assert bye_out.call_id == "out-1" and "tag=carr" in (bye_out.headers.get("To") or "")
             for bye in (bye_in, bye_out):
                 assert (bye.headers.get("Reason") or "").startswith("Q.850;cause=38")
@@ -62,6 +98,46 @@ async def test_the_router_ends_the_calls_of_a_node_that_stays_inactive(tmp_path:
             carrier.send(ok_to(bye_out), rport)
             assert router.proxy.far_ends == {} and router.proxy.dialog_count == 0
             assert router.proxy.stats.lost_node_calls_ended == 2
+            assert router.lost_legs is not None
+            await router.lost_legs.writer.flush(timeout=10)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT call_id, sip_call_id, direction, hangup_cause, disposition, billsec,"
+                " answer_time, end_time, originating_leg, caller_id, destination, node,"
+                " (SELECT name FROM carrier WHERE id = cdr.carrier_id)"
+                " FROM cdr ORDER BY direction"
+            ).fetchall()
+            assert [r[:5] for r in rows] == [
+                (A_LEG, "in-1", "inbound", "NETWORK_OUT_OF_ORDER", "ANSWERED"),
+                (B_LEG, "out-1", "outbound", "NETWORK_OUT_OF_ORDER", "ANSWERED"),
+            ]
+            inbound, outbound = rows
+            assert inbound[8] is None and outbound[8] == A_LEG
+            assert (inbound[9], inbound[10]) == ("alice", "echo") and outbound[12] == "carrier"
+            assert inbound[11] == f"sip:127.0.0.1:{node.port}"
+            for r in rows:  # answered at the 2xx, ended at the router's BYE
+                answer, end = r[6].timestamp(), r[7].timestamp()
+                assert before_answer - 0.01 <= answer <= answered + 0.01 and end <= ended + 0.01
+                assert r[5] == int(end - answer) and r[5] >= 1
+            # no node settles the prepaid call: the sweep does, from the router's CDR
+            expiry = datetime.now(UTC) + timedelta(seconds=auth.max_seconds + 11)
+            assert await credit.sweep(expiry) == Swept(1, 0)
+            state = conn.execute("SELECT state, billsec FROM reservation").fetchone()
+            assert state == ("settled", inbound[5])
+            view = show(conn, "alice")
+            assert (
+                view.reserved == 0 and view.balance == Decimal("3") - Decimal("0.01") * inbound[5]
+            )
+            # the node's box comes back: its journal ends the calls and writes their CDRs
+            late = [Cdr.from_times(leg, datetime.now(UTC) - timedelta(seconds=90),
+                                   datetime.now(UTC), datetime.now(UTC) - timedelta(seconds=80),
+                                   hangup_cause="RECOVERY_ON_TIMER_EXPIRE", direction=d)
+                    for leg, d in ((A_LEG, "inbound"), (B_LEG, "outbound"))]  # fmt: skip
+            result = write_batch_sync(conn, late)
+            assert (result.inserted, result.duplicates) == (0, 2)
+            count = conn.execute("SELECT count(*), min(hangup_cause) FROM cdr").fetchone()
+            assert count == (2, "NETWORK_OUT_OF_ORDER")
     finally:
+        await pool.close()
         for p in (node, caller, carrier):
             p.close()

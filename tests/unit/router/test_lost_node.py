@@ -1,12 +1,18 @@
 """A media node lost with its box (docs/router.md "A media node lost with its box"): no
 reaper on that box can end its calls, so the router, which record-routes every dialog,
 ends them itself once the node has been inactive for ``lost_node_timeout`` — BYE to the
-caller and to the carrier of each call the node held."""
+caller and to the carrier of each call the node held — and writes each leg's CDR under
+the channel uuid the node's tag names (router/lost_node.py)."""
 
 from __future__ import annotations
 
+import uuid
+
+from switchboard.net.tcp import Peer
 from switchboard.router.dispatcher import DestinationState
-from switchboard.router.proxy import Proxy, ProxySettings
+from switchboard.router.lost_node import carrier_of, leg_cdr
+from switchboard.router.proxy import FarEnd, Proxy, ProxySettings
+from switchboard.sip.ids import leg_of_tag, leg_tag
 from tests.support import proxy_core
 from tests.support.proxy_core import M1, UAC, to
 from tests.support.sipmsg import header, invite, response_to, start_line
@@ -20,16 +26,18 @@ def make_proxy(timeout: float = 60.0) -> Proxy:
     return proxy_core.make_proxy(algorithm=8, settings=ProxySettings(lost_node_timeout=timeout))
 
 
-def bridged_call(p: Proxy) -> None:
-    """A caller's call dispatched to M1 and answered there; M1's leg to the carrier
-    through the router, answered by the carrier. Both ACKed."""
+def bridged_call(p: Proxy, a_tag: str = "node1", b_tag: str = "from1") -> None:
+    """A caller's call dispatched to M1 and answered there (M1's To tag ``a_tag``); M1's
+    leg to the carrier through the router (its From tag ``b_tag``), answered by the
+    carrier. Both ACKed."""
     fwd = to(p.receive(invite(), "udp", UAC, None, 0.0), M1)[0]
-    ok = response_to(fwd, 200, to_tag="node1", contact="127.0.0.1:5081")
+    ok = response_to(fwd, 200, to_tag=a_tag, contact="127.0.0.1:5081")
     assert [start_line(d) for d in to(p.receive(ok, "udp", M1, None, 0.1), UAC)] == [
         "SIP/2.0 200 OK"
     ]
     leg = invite(call_id="leg-b@node1", via="127.0.0.1:5081", branch="z9hG4bK-node-1",
                  ruri="sip:carrier@127.0.0.1:5090", route="<sip:127.0.0.1:5060;lr>", cseq=7)  # fmt: skip
+    leg = leg.replace(b"tag=from1", b"tag=" + b_tag.encode())
     out = to(p.receive(leg, "udp", M1, None, 0.2), CARRIER)
     assert len(out) == 1
     ok = response_to(out[0], 200, to_tag="carr", contact="127.0.0.1:5090")
@@ -105,3 +113,107 @@ def test_off_keeps_no_table() -> None:
     assert p.far_ends == {} and p.dialog_count == 1
     lose_m1(p, 10.0)
     assert [s for t in range(11, 200, 5) for s in p.handle_timer(float(t))] == []
+
+
+A_LEG = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+B_LEG = "11223344-5566-4778-8899-aabbccddeeff"
+
+
+def test_a_node_tag_names_its_channel_and_a_b_leg_its_a_leg() -> None:
+    rand = bytes(10)
+    a, b = leg_tag(rand, A_LEG), leg_tag(rand, B_LEG, A_LEG)
+    assert a == "sbl-0f1e2d3c4b5a49688776a5b4c3d2e1f0"
+    assert leg_of_tag(a) == (A_LEG, "") and leg_of_tag(b) == (B_LEG, A_LEG)
+    fresh = str(uuid.uuid4())
+    assert leg_of_tag(leg_tag(rand, fresh)) == (fresh, "")
+    # a uuid of a client's choosing is no UUID: a random tag, which names no channel
+    assert leg_tag(rand, "my-call-7") == rand.hex() and leg_of_tag(rand.hex()) is None
+    for bad in ("sbl-", "sbl-xyz", "sbl-" + "g" * 32, f"{a}-{a[4:]}-{a[4:]}", "SBL" + a[3:]):
+        assert leg_of_tag(bad) is None
+
+
+def test_the_router_writes_the_cdr_of_each_leg_it_ended_under_the_node_channel_uuid() -> None:
+    """Both legs of the lost node's call: the inbound leg by the 2xx's To tag, the outbound
+    one by its INVITE's From tag (with its A-leg); start at the INVITE, answer at the 2xx,
+    end at the router's BYE; the cause says the node was lost."""
+    p = make_proxy()
+    ended: list[tuple[FarEnd, float]] = []
+    p.on_lost_leg = lambda fe, now: ended.append((fe, now))
+    bridged_call(p, leg_tag(bytes(10), A_LEG), leg_tag(bytes(10), B_LEG, A_LEG))
+    lose_m1(p, 10.0)
+    assert [s for t in range(11, 70) for s in p.handle_timer(float(t))] == []
+    assert ended == []
+    p.handle_timer(70.5)
+    assert len(ended) == 2
+    wall = 1_800_000_000.0  # the proxy's clock 0 is this Unix time
+    cdrs = {c.direction: c for fe, now in ended
+            if (c := leg_cdr(fe, now, wall, node="sip:127.0.0.1:5081",
+                             gateways={"carrier": "127.0.0.1:5090", "other": "10.0.0.9"},
+                             prefixes={"carrier": "car"})) is not None}  # fmt: skip
+    inbound, outbound = cdrs["inbound"], cdrs["outbound"]
+    assert inbound.call_id == A_LEG and inbound.originating_leg == ""
+    assert inbound.sip_call_id == "call-1@carrier" and inbound.caller_id == "alice"
+    assert inbound.destination == "echo" and inbound.carrier == ""
+    assert inbound.start_time.timestamp() == wall + 0.0
+    assert inbound.answer_time is not None and inbound.answer_time.timestamp() == wall + 0.1
+    assert inbound.end_time is not None and inbound.end_time.timestamp() == wall + 70.5
+    assert (inbound.duration, inbound.billsec) == (70, 70)
+    assert outbound.call_id == B_LEG and outbound.originating_leg == A_LEG
+    assert outbound.sip_call_id == "leg-b@node1" and outbound.carrier == "carrier"
+    assert outbound.destination == "rier"  # the gateway's prefix "car" taken off
+    assert outbound.start_time.timestamp() == wall + 0.2
+    assert (outbound.duration, outbound.billsec) == (70, 70)
+    for c in (inbound, outbound):
+        assert c.disposition == "ANSWERED" and c.sip_code == 200
+        assert c.hangup_cause == "NETWORK_OUT_OF_ORDER" and c.node == "sip:127.0.0.1:5081"
+
+
+def test_legs_whose_tag_names_no_channel_get_no_cdr_and_ended_normally_none() -> None:
+    p = make_proxy()
+    ended: list[FarEnd] = []
+    p.on_lost_leg = lambda fe, now: ended.append(fe)
+    bridged_call(p)  # tags node1/from1: not a media node's channel tags
+    lose_m1(p, 10.0)
+    p.handle_timer(70.5)
+    assert len(ended) == 2
+    assert [leg_cdr(fe, 70.5, 0.0, node="n") for fe in ended] == [None, None]
+    # a call ended through the router before the loss is not the router's to bill
+    q = make_proxy()
+    q.on_lost_leg = lambda fe, now: ended.append(fe)
+    bridged_call(q, leg_tag(bytes(10), A_LEG), leg_tag(bytes(10), B_LEG, A_LEG))
+    bye = invite(method="BYE", call_id="leg-b@node1", via="127.0.0.1:5081", branch="z9hG4bK-b2",
+                 ruri="sip:uas@127.0.0.1:5090", route="<sip:127.0.0.1:5060;lr>", cseq=8,
+                 to_tag="carr", body="")  # fmt: skip
+    fwd = to(q.receive(bye, "udp", M1, None, 5.0), CARRIER)[0]
+    q.receive(response_to(fwd, 200), "udp", CARRIER, None, 5.1)
+    lose_m1(q, 10.0)
+    q.handle_timer(70.5)
+    assert [fe.call_id for fe in ended[2:]] == [b"call-1@carrier"]
+
+
+def test_carrier_of_matches_the_gateway_proxy() -> None:
+    gws = {"a": "10.0.0.1", "b": "10.0.0.2:5080", "v6": "[2001:db8::1]:5062"}
+    assert carrier_of(b"INVITE sip:123@10.0.0.1 SIP/2.0", gws) == "a"
+    assert carrier_of(b"INVITE sip:123@10.0.0.1:5060;user=phone SIP/2.0", gws) == "a"
+    assert carrier_of(b"INVITE sip:123@10.0.0.2:5080 SIP/2.0", gws) == "b"
+    assert carrier_of(b"INVITE sip:123@10.0.0.2 SIP/2.0", gws) == ""
+    assert carrier_of(b"INVITE sip:123@[2001:DB8::1]:5062 SIP/2.0", gws) == "v6"
+    assert carrier_of(b"garbage", gws) == ""
+
+
+def test_a_caller_on_tcp_gets_the_bye_over_the_connection_it_opened() -> None:
+    p = make_proxy()
+    caller = ("127.0.0.1", 40123)  # the caller's ephemeral port: its Contact says 5070
+    conn = Peer("TCP", *caller)
+    msg = invite().replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+    fwd = to(p.receive(msg, "tcp", caller, conn, 0.0), M1)[0]
+    ok = response_to(fwd, 200, to_tag=leg_tag(bytes(10), A_LEG), contact="127.0.0.1:5081")
+    assert len(to(p.receive(ok, "udp", M1, None, 0.1), caller)) == 1
+    lose_m1(p, 10.0)
+    out = p.handle_timer(70.5)
+    (bye,) = [s for s in out if s.addr == caller]
+    assert bye.transport == "tcp" and bye.conn is conn
+    assert start_line(bye.data) == "BYE sip:alice@127.0.0.1:5070 SIP/2.0"
+    assert header(bye.data, "Via")[0].startswith("SIP/2.0/TCP ")
+    assert header(bye.data, "Reason") == REASON
+    assert p.stats.lost_node_calls_ended == 1
