@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 
 # RFC 3261 Table 4 (Appendix A).
 T1: Final = 0.5
+_MAX_FIFOS: Final = 16  # timer delays with their own FIFO (Proxy._after); others: the heap
 T2: Final = 4.0
 T4: Final = 5.0
 TIMER_B: Final = 64 * T1  # INVITE client transaction timeout
@@ -410,6 +411,77 @@ class OwnBye:
         self.until = until
         self.interval = T1
         self.answered = False
+
+
+class Timers:
+    """The transaction timers: (time, kind, object), taken in time order, ties in the
+    order they were set.
+
+    A timer set a fixed delay from now (T1, failover_timeout, Timer B/F/H, wait_time…)
+    goes to that delay's FIFO: appended in time order, each FIFO is sorted, and the
+    earliest timer is the least of a few heads. Others (and a clock that went back) go
+    to a heap. In one heap of ~40,000 timers at 1,000 calls/s every pop sifted through
+    ~15 levels of tuple comparisons (perf: ~5 % of the router process)."""
+
+    __slots__ = ("fifo_list", "fifos", "heap", "seq")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, int, Any]] = []
+        self.fifos: dict[float, deque[tuple[float, int, int, Any]]] = {}
+        self.fifo_list: list[deque[tuple[float, int, int, Any]]] = []
+        self.seq = 0
+
+    def at(self, when: float, kind: int, obj: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (when, self.seq, kind, obj))
+
+    def after(self, now: float, delay: float, kind: int, obj: Any) -> None:
+        when = now + delay
+        q = self.fifos.get(delay)
+        if q is None:
+            if len(self.fifos) >= _MAX_FIFOS:
+                self.at(when, kind, obj)
+                return
+            q = deque()
+            self.fifos[delay] = q
+            self.fifo_list.append(q)
+        if q and q[-1][0] > when:  # the clock went back (a test's): q stays sorted
+            self.at(when, kind, obj)
+            return
+        self.seq += 1
+        q.append((when, self.seq, kind, obj))
+
+    def next(self) -> float:
+        """When the earliest timer is due (inf: none)."""
+        t = self.heap[0][0] if self.heap else math.inf
+        for q in self.fifo_list:
+            if q:
+                w = q[0][0]
+                if w < t:
+                    t = w
+        return t
+
+    def pop_due(self, now: float) -> tuple[int, Any] | None:
+        """The earliest timer due at ``now`` (removed): (kind, object), or None."""
+        heap = self.heap
+        when = heap[0][0] if heap else math.inf
+        seq = heap[0][1] if heap else 0
+        first: deque[tuple[float, int, int, Any]] | None = None
+        for q in self.fifo_list:
+            if q:
+                head = q[0]
+                if head[0] < when or (head[0] == when and head[1] < seq):
+                    when, seq, first = head[0], head[1], q
+        if when > now:
+            return None
+        if first is None:
+            _, _, kind, obj = heapq.heappop(heap)
+        else:
+            _, _, kind, obj = first.popleft()
+        return kind, obj
+
+    def __len__(self) -> int:
+        return len(self.heap) + sum(len(q) for q in self.fifo_list)
 
 
 class HiddenDialog:
@@ -767,8 +839,7 @@ class Proxy:
         self._secret = zlib.crc32(secret).to_bytes(4, "big").hex().encode()
         self._prefix = MAGIC + b"sb"
         self._counter = itertools.count(1)
-        self._heap: list[tuple[float, int, int, Any]] = []
-        self._seq = itertools.count()
+        self._timers = Timers()
         self._next_sweep = 0.0
         self._next_c_sweep = 0.0
         self._ringing: dict[Branch, None] = {}
@@ -781,7 +852,10 @@ class Proxy:
         return self._secret + b"%x" % next(self._counter)
 
     def _at(self, when: float, kind: int, obj: Any) -> None:
-        heapq.heappush(self._heap, (when, next(self._seq), kind, obj))
+        self._timers.at(when, kind, obj)
+
+    def _after(self, now: float, delay: float, kind: int, obj: Any) -> None:
+        self._timers.after(now, delay, kind, obj)
 
     def is_local(self, host: str, port: int) -> bool:
         return (host, port) in self.local
@@ -1278,11 +1352,11 @@ class Proxy:
         txn.branches.append(br)
         self.branches[bid] = br
         if transport == "udp":
-            self._at(now + T1, _RETRANS, br)
+            self._after(now, T1, _RETRANS, br)
         if dest is not None:
-            self._at(now + self.settings.failover_timeout, _FAILOVER, br)
+            self._after(now, self.settings.failover_timeout, _FAILOVER, br)
         else:
-            self._at(now + (TIMER_B if txn.is_invite else TIMER_F), _FAILOVER, br)
+            self._after(now, TIMER_B if txn.is_invite else TIMER_F, _FAILOVER, br)
         return [Send(transport, addr, data, None, bid)]
 
     def _next_destination(self, txn: ServerTxn, now: float) -> list[Send]:
@@ -1310,7 +1384,7 @@ class Proxy:
             if not txn.acked:
                 # §17.2.1: the ACK for our non-2xx final ends the exchange hop-by-hop.
                 txn.acked = True
-                self._at(now + (T4 if txn.transport == "udp" else 0.0), _CLEANUP, txn)
+                self._after(now, T4 if txn.transport == "udp" else 0.0, _CLEANUP, txn)
             return []
         # ACK for 2xx: its own transaction end to end, forwarded statelessly (§16.11).
         if m.maxfwd >= 0:
@@ -1459,8 +1533,8 @@ class Proxy:
         ]
         br.cancel = wire.build(lines, b"")
         if br.transport == "udp":
-            self._at(now + T1, _CANCEL_RETRANS, br)
-        self._at(now + TIMER_F, _CANCEL_GIVEUP, br)
+            self._after(now, T1, _CANCEL_RETRANS, br)
+        self._after(now, TIMER_F, _CANCEL_GIVEUP, br)
         return [Send(br.transport, br.addr, br.cancel, None)]
 
     def _ack_for(self, br: Branch, resp: Message) -> Send:
@@ -1540,7 +1614,7 @@ class Proxy:
             if not txn.final:
                 txn.final = status
                 txn.last = data
-                self._at(now + self.settings.wait_time, _CLEANUP, txn)
+                self._after(now, self.settings.wait_time, _CLEANUP, txn)
             if txn.is_invite and txn.dispatched:
                 trunk = txn.trunk
                 if trunk is not None:
@@ -1896,10 +1970,10 @@ class Proxy:
             _release(txn.dest)
             txn.dest = None
             if txn.transport == "udp":
-                self._at(now + T1, _RESP_RETRANS, txn)
-            self._at(now + TIMER_H, _CLEANUP, txn)
+                self._after(now, T1, _RESP_RETRANS, txn)
+            self._after(now, TIMER_H, _CLEANUP, txn)
         else:
-            self._at(now + self.settings.wait_time, _CLEANUP, txn)
+            self._after(now, self.settings.wait_time, _CLEANUP, txn)
         if txn.method == b"BYE":
             self._end_dialog(txn.call_id)
         return [Send(txn.transport, txn.reply_addr, data, txn.conn)]
@@ -2200,7 +2274,7 @@ class Proxy:
         self.far_ends[fe.call_id] = fe
         if not self._sweeping:
             self._sweeping = True
-            self._at(now + 1.0, _LOST_SWEEP, None)
+            self._after(now, 1.0, _LOST_SWEEP, None)
 
     def _refresh_node_addrs(self) -> None:
         addrs: dict[tuple[str, int], str] = {}
@@ -2245,7 +2319,7 @@ class Proxy:
                 )  # fmt: skip
         if self.far_ends and not self._sweeping:
             self._sweeping = True
-            self._at(now + 1.0, _LOST_SWEEP, None)
+            self._after(now, 1.0, _LOST_SWEEP, None)
         return out
 
     def _bye_far_end(self, fe: FarEnd, now: float) -> list[Send]:
@@ -2323,21 +2397,21 @@ class Proxy:
         t = min(self.dispatcher.get_timer(), self._next_sweep)
         if self._ringing and self._next_c_sweep < t:
             t = self._next_c_sweep
-        if self._heap and self._heap[0][0] < t:
-            return self._heap[0][0]
-        return t
+        return min(t, self._timers.next())
 
     def heap_deadline(self) -> float:
         """The earliest transaction timer (the only deadline :meth:`receive` can move
         earlier); cheaper than :meth:`get_timer` for a per-message check."""
-        return self._heap[0][0] if self._heap else math.inf
+        return self._timers.next()
 
     def handle_timer(self, now: float) -> list[Send]:
         out: list[Send] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, kind, obj = heapq.heappop(heap)
-            out.extend(self._fire(kind, obj, now))
+        timers = self._timers
+        while True:
+            due = timers.pop_due(now)
+            if due is None:
+                break
+            out.extend(self._fire(due[0], due[1], now))
         if self.dispatcher.get_timer() <= now:
             requests, changes = self.dispatcher.handle_timer(now)
             for ch in changes:
@@ -2385,7 +2459,7 @@ class Proxy:
                 return []
             # Timers A (INVITE: doubling) and E (non-INVITE: capped at T2), UDP only.
             br.interval = br.interval * 2 if br.is_invite else min(br.interval * 2, T2)
-            self._at(now + br.interval, _RETRANS, br)
+            self._after(now, br.interval, _RETRANS, br)
             return [Send(br.transport, br.addr, br.data, None, br.id)]
         if kind == _FAILOVER:
             br = obj
@@ -2398,7 +2472,7 @@ class Proxy:
             if txn.acked or txn.dead or txn.last is None:
                 return []
             txn.g_interval = min(txn.g_interval * 2, T2)  # Timer G
-            self._at(now + txn.g_interval, _RESP_RETRANS, txn)
+            self._after(now, txn.g_interval, _RESP_RETRANS, txn)
             return [Send(txn.transport, txn.reply_addr, txn.last, txn.conn)]
         if kind == _CLEANUP:
             txn = obj
@@ -2443,7 +2517,7 @@ class Proxy:
             elif br.cancel_answered or br.final or br.cancel is None or br.txn.dead:
                 return []
             br.cancel_interval = min(br.cancel_interval * 2, T2)
-            self._at(now + br.cancel_interval, _CANCEL_RETRANS, br)
+            self._after(now, br.cancel_interval, _CANCEL_RETRANS, br)
             return [Send(br.transport, br.addr, br.cancel, None)]
         if kind == _CANCEL_GIVEUP:
             br = obj
