@@ -108,8 +108,9 @@ def leg_cdr(
     gateways: Mapping[str, str] | None = None,
     prefixes: Mapping[str, str] | None = None,
 ) -> Cdr | None:
-    """The CDR of the node's leg of ``fe``, ended by the router at ``ended`` (the proxy's
-    clock; ``wall_offset`` turns it into Unix time). None when the node's tag names no
+    """The CDR of the node's leg of ``fe``, ended by the router at ``ended`` — or when its
+    far end's BYE arrived, if one went unanswered (``fe.bye_at``) — on the proxy's
+    clock (``wall_offset`` turns it into Unix time). None when the node's tag names no
     channel. An outbound leg's destination is its INVITE's user less its gateway's
     ``prefix`` (``prefixes``: gateway name -> prefix)."""
     if fe.to_caller:  # a dispatched call: the node's inbound leg, its tag in the 2xx's To
@@ -131,7 +132,9 @@ def leg_cdr(
     trunk = fe.trunk
     start = datetime.fromtimestamp(fe.started + wall_offset, UTC)
     answer = datetime.fromtimestamp(fe.created + wall_offset, UTC)
-    end = datetime.fromtimestamp(max(ended, fe.created) + wall_offset, UTC)
+    # a far end that hung up meanwhile (its BYE unanswered by the lost node) ended its leg
+    # then; the others end at the router's BYE
+    end = datetime.fromtimestamp(max(fe.bye_at or ended, fe.created) + wall_offset, UTC)
     return Cdr.from_times(
         uuid,
         start,

@@ -510,6 +510,7 @@ class FarEnd:
     (read only if the node is lost: nothing parsed per call)."""
 
     __slots__ = (
+        "bye_at",
         "call_id",
         "caller_line",
         "conn",
@@ -552,6 +553,9 @@ class FarEnd:
         # a caller on TCP/TLS: the connection it opened (reached over it, not its Contact)
         self.conn: Any = None
         self.conn_addr: tuple[str, int] | None = None
+        # a BYE for this dialog that got no 2xx (its node gone?): when it arrived — the
+        # leg's end; the far end needs no BYE from the router then
+        self.bye_at = 0.0
 
 
 def _ignore_lost_leg(fe: FarEnd, now: float) -> None:
@@ -1975,7 +1979,9 @@ class Proxy:
         else:
             self._after(now, self.settings.wait_time, _CLEANUP, txn)
         if txn.method == b"BYE":
-            self._end_dialog(txn.call_id)
+            # no 2xx: the leg ended for the BYE's sender all the same (§15.1.1); its node
+            # may be gone — a lost node's leg is then billed up to this BYE, not sent one
+            self._end_dialog(txn.call_id, bye_failed=txn.started)
         return [Send(txn.transport, txn.reply_addr, data, txn.conn)]
 
     def _auth_failed(self, txn: ServerTxn, now: float) -> None:
@@ -1991,9 +1997,14 @@ class Proxy:
             self.stats.auth_bans += 1
             log.warning(ban.log_line())
 
-    def _end_dialog(self, call_id: bytes) -> None:
+    def _end_dialog(self, call_id: bytes, bye_failed: float = 0.0) -> None:
         if self.far_ends:
-            self.far_ends.pop(call_id, None)
+            if bye_failed:
+                fe = self.far_ends.get(call_id)
+                if fe is not None and not fe.bye_at:
+                    fe.bye_at = bye_failed  # kept for its CDR if the node is lost
+            else:
+                self.far_ends.pop(call_id, None)
         d = self.dialogs.pop(call_id, None)
         if d is not None:
             _release(d.dest)
@@ -2303,19 +2314,24 @@ class Proxy:
         self._refresh_node_addrs()
         out: list[Send] = []
         if lost:
-            ended: dict[str, int] = {}
+            ended: dict[str, list[int]] = {}
             for cid, fe in list(self.far_ends.items()):
                 if fe.node in lost:
-                    out.extend(self._bye_far_end(fe, now))
+                    n = ended.setdefault(fe.node, [0, 0])
+                    if fe.bye_at:
+                        n[1] += 1  # its far end hung up (its BYE went unanswered)
+                    else:
+                        out.extend(self._bye_far_end(fe, now))
+                        n[0] += 1
                     self._end_dialog(cid)
                     self.on_lost_leg(fe, now)
-                    ended[fe.node] = ended.get(fe.node, 0) + 1
-            for uri, n in ended.items():
-                self.stats.lost_node_calls_ended += n
+            for uri, (byes, hung_up) in ended.items():
+                self.stats.lost_node_calls_ended += byes
                 log.warning(
                     "media node %s inactive for %.0f s (lost_node_timeout): %d call leg(s) "
-                    "it held ended by the router, BYE to their far ends",
-                    uri, now - self._down_since[uri], n,
+                    "it held ended by the router, BYE to their far ends; %d more hung up "
+                    "by their far ends meanwhile",
+                    uri, now - self._down_since[uri], byes, hung_up,
                 )  # fmt: skip
         if self.far_ends and not self._sweeping:
             self._sweeping = True

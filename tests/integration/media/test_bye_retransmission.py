@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from switchboard.media.ua import EndedDialogs
+from switchboard.sip.ids import leg_of_tag
 from switchboard.sip.message import Response
 from tests.support.media import start_node
 from tests.support.net import async_wait_until
@@ -57,6 +58,9 @@ async def test_bye_retransmitted_through_another_router_gets_200(tmp_path: Path)
         assert isinstance(r, Response) and r.status == 200
         # ended once: one CDR, no channel left
         assert len(cdrs.records) == 1
+        # the node's To tag named the channel the CDR is keyed on (what the router bills
+        # a lost node's leg under: docs/router.md "A media node lost with its box")
+        assert leg_of_tag(tag) == (cdrs.records[0].call_id, "")
         assert not node.switch.sessions
 
         # a BYE for a dialog that never was here is still 481 (RFC 3261 §12.2.2)

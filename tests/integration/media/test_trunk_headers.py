@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from switchboard.media.cdr import build_cdr
+from switchboard.sip.ids import leg_of_tag
 from switchboard.sip.message import Response
 from tests.support.media import start_node
 from tests.support.sip_peer import SDP, Peer, final, request
@@ -82,6 +83,15 @@ async def test_verstat_reaches_the_callee_in_p_asserted_identity(tmp_path: Path)
             out = await carrier.expect(lambda m: getattr(m, "method", "") == "INVITE")
             got = out.headers.get("P-Asserted-Identity")  # type: ignore[attr-defined]
             assert got == (pai if n == 0 else None), got
+            # the B-leg's From tag names its channel and its A-leg (the router bills the
+            # legs of a node lost with its box under them: docs/router.md)
+            ids = leg_of_tag(out.from_tag or "")  # type: ignore[attr-defined]
+            assert ids is not None
+            b_leg = node.switch.session(ids[0])
+            assert b_leg is not None and b_leg.channel.direction == "outbound"
+            assert b_leg.channel.variables.get("originating_leg_uuid") == ids[1]
+            a_leg = node.switch.session(ids[1])
+            assert a_leg is not None and a_leg.channel.direction == "inbound"
     finally:
         peer.close()
         carrier.close()

@@ -217,3 +217,29 @@ def test_a_caller_on_tcp_gets_the_bye_over_the_connection_it_opened() -> None:
     assert header(bye.data, "Via")[0].startswith("SIP/2.0/TCP ")
     assert header(bye.data, "Reason") == REASON
     assert p.stats.lost_node_calls_ended == 1
+
+
+def test_a_far_end_that_hung_up_meanwhile_is_billed_to_its_bye_and_sent_none() -> None:
+    """The box dies; the caller hears nothing and hangs up: its BYE goes to the dead node,
+    which never answers (408 after Timer F). That leg ended at the caller's BYE: its CDR
+    ends there and the router sends the caller no BYE; the carrier leg is ended as usual."""
+    p = make_proxy()
+    ended: list[tuple[FarEnd, float]] = []
+    p.on_lost_leg = lambda fe, now: ended.append((fe, now))
+    bridged_call(p, leg_tag(bytes(10), A_LEG), leg_tag(bytes(10), B_LEG, A_LEG))
+    bye = invite(method="BYE", call_id="call-1@carrier", branch="z9hG4bK-uac-bye", cseq=2,
+                 ruri="sip:n@127.0.0.1:5081", to_tag=leg_tag(bytes(10), A_LEG), body="",
+                 route="<sip:127.0.0.1:5060;lr>")  # fmt: skip
+    assert len(to(p.receive(bye, "udp", UAC, None, 5.0), M1)) == 1
+    answers = [s for t in range(6, 40) for s in p.handle_timer(float(t))]
+    assert [start_line(d) for d in to(answers, UAC)] == ["SIP/2.0 408 Request Timeout"]
+    assert p.dialog_count == 0 and len(p.far_ends) == 2  # kept for the CDR
+    lose_m1(p, 40.0)
+    out = p.handle_timer(100.5)
+    assert to(out, UAC) == [] and len(to(out, CARRIER)) == 1
+    assert p.stats.lost_node_calls_ended == 1 and p.far_ends == {}
+    cdrs = {c.direction: c for fe, now in ended if (c := leg_cdr(fe, now, 0.0, node="n"))}
+    inbound, outbound = cdrs["inbound"], cdrs["outbound"]
+    assert inbound.end_time is not None and inbound.end_time.timestamp() == 5.0
+    assert (inbound.billsec, inbound.duration) == (4, 5)
+    assert outbound.end_time is not None and outbound.end_time.timestamp() == 100.5
