@@ -37,6 +37,7 @@ class LostLegBilling:
         *,
         name: str = "router",
         clock: Callable[[], float] = time.monotonic,
+        node_name: Callable[[str], str] = str,
     ) -> None:
         b = cfg.billing
         spool = Path(b.spool_dir) if b.spool_dir else Path(cfg.platform.state_dir) / "spool"
@@ -54,6 +55,19 @@ class LostLegBilling:
         self.gateways = {n: g.proxy for n, g in cfg.gateways.items()}
         self.prefixes = {n: g.prefix for n, g in cfg.gateways.items() if g.prefix}
         self.clock = clock  # the proxy's clock (the event loop's: monotonic)
+        self.node_name = node_name  # a destination URI -> the CDR's node (its duid)
+        # A lost call's reservation expires reservation_grace after the box died at the
+        # earliest; the router's CDR is stored once the node is found inactive (probes)
+        # and lost_node_timeout has passed: later than that, the sweep releases it unpaid.
+        d = cfg.dispatcher
+        found = d.probing_threshold * d.ping_interval + d.ping_timeout + d.lost_node_timeout
+        if b.credit_control and found + 1 >= b.reservation_grace:
+            log.warning(
+                "a lost node's calls are billed by the router ~%.0f s after its box died"
+                " (dispatcher probing + lost_node_timeout), not before billing."
+                "reservation_grace (%d s): the sweep may release their prepaid reservations"
+                " with nothing debited", found, b.reservation_grace,
+            )  # fmt: skip
         self.written = 0  # CDRs queued
         self.unbillable = 0  # legs whose node tag names no channel
 
@@ -68,7 +82,7 @@ class LostLegBilling:
     def leg_ended(self, fe: FarEnd, now: float) -> None:
         wall_offset = time.time() - self.clock()
         try:
-            cdr = leg_cdr(fe, now, wall_offset, node=fe.node, gateways=self.gateways,
+            cdr = leg_cdr(fe, now, wall_offset, node=self.node_name(fe.node), gateways=self.gateways,
                           prefixes=self.prefixes)  # fmt: skip
         except ValueError as exc:  # a 2xx's bytes the record cannot hold: say so
             cdr = None

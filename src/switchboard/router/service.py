@@ -463,7 +463,9 @@ class Router:
             from switchboard.router.lost_node_billing import LostLegBilling
 
             name = "router" if self.workers == 1 else f"router-{self.worker}"
-            self.lost_legs = LostLegBilling(cfg, name=name, clock=self.loop.time)
+            self.lost_legs = LostLegBilling(
+                cfg, name=name, clock=self.loop.time, node_name=self._node_name
+            )
             await self.lost_legs.start()
             self.proxy.on_lost_leg = self.lost_legs.leg_ended
         if stir_cfg.verify:
@@ -605,6 +607,13 @@ class Router:
         await self._close_sockets()
         if self.lost_legs is not None:
             await self.lost_legs.close()
+
+    def _node_name(self, uri: str) -> str:
+        """A dispatcher destination's name for its CDRs: its ``duid`` attribute, or URI."""
+        for d in self.proxy.dispatcher.destinations():
+            if d.spec.uri == uri:
+                return d.spec.duid
+        return uri
 
     def request_stop(self) -> None:
         """First call: drain. Second call: force."""

@@ -54,7 +54,7 @@ async def test_the_router_ends_the_calls_of_a_node_that_stays_inactive(
     caller, carrier = await Peer.udp(), await Peer.udp()
     node.router_port = rport
     sections = router_sections(
-        rport, [f"sip:127.0.0.1:{node.port}"], dispatcher={"lost_node_timeout": 1.0},
+        rport, [f"sip:127.0.0.1:{node.port} 0 0 duid=media-7"], dispatcher={"lost_node_timeout": 1.0},
         database={"url": db_url}, platform={"state_dir": str(tmp_path / "state")},
         **{"gateways.carrier": {"proxy": f"127.0.0.1:{carrier.port}"}},
     )  # fmt: skip
@@ -114,7 +114,7 @@ async def test_the_router_ends_the_calls_of_a_node_that_stays_inactive(
             inbound, outbound = rows
             assert inbound[8] is None and outbound[8] == A_LEG
             assert (inbound[9], inbound[10]) == ("alice", "echo") and outbound[12] == "carrier"
-            assert inbound[11] == f"sip:127.0.0.1:{node.port}"
+            assert inbound[11] == outbound[11] == "media-7"  # the destination's duid
             for r in rows:  # answered at the 2xx, ended at the router's BYE
                 answer, end = r[6].timestamp(), r[7].timestamp()
                 assert before_answer - 0.01 <= answer <= answered + 0.01 and end <= ended + 0.01

@@ -7,6 +7,9 @@ the channel uuid the node's tag names (router/lost_node.py)."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
+
+import pytest
 
 from switchboard.net.tcp import Peer
 from switchboard.router.dispatcher import DestinationState
@@ -243,3 +246,32 @@ def test_a_far_end_that_hung_up_meanwhile_is_billed_to_its_bye_and_sent_none() -
     assert inbound.end_time is not None and inbound.end_time.timestamp() == 5.0
     assert (inbound.billsec, inbound.duration) == (4, 5)
     assert outbound.end_time is not None and outbound.end_time.timestamp() == 100.5
+
+
+def test_the_service_side_queues_one_cdr_per_billable_leg_and_warns_on_a_short_grace(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from switchboard import config as config_mod
+    from switchboard.router.lost_node_billing import LostLegBilling
+
+    def billing(**over: dict[str, object]) -> LostLegBilling:
+        cfg = config_mod.load(None, environ={}, overrides={
+            "database": {"url": "postgresql://127.0.0.1:1/none"},
+            "platform": {"state_dir": str(tmp_path)}, **over})  # fmt: skip
+        return LostLegBilling(cfg, clock=lambda: 0.0, node_name=lambda uri: "media-1")
+
+    p = make_proxy()
+    legs = billing()
+    p.on_lost_leg = legs.leg_ended
+    bridged_call(p, leg_tag(bytes(10), A_LEG), leg_tag(bytes(10), B_LEG, A_LEG))
+    q = make_proxy()
+    q.on_lost_leg = legs.leg_ended
+    bridged_call(q)  # a node whose tags name no channel
+    for proxy in (p, q):
+        lose_m1(proxy, 10.0)
+        proxy.handle_timer(70.5)
+    assert (legs.written, legs.unbillable, legs.writer.queued) == (2, 2, 2)
+    assert not [r for r in caplog.records if "reservation_grace" in r.getMessage()]
+    # prepaid with a grace the router cannot meet: probing 16 s + 110 s >= 120 s
+    billing(billing={"credit_control": True}, dispatcher={"lost_node_timeout": 110.0})
+    assert [r for r in caplog.records if "reservation_grace" in r.getMessage()]
