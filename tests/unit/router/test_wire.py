@@ -37,6 +37,11 @@ def test_folded_header_is_joined() -> None:
         (b"SIP/2.0 99 Odd\r\n\r\n", "Bad Status Line"),
         (b"INVITE sip:a SIP/2.0\r\nContent-Length: 10\r\n\r\nshort", "Truncated Body"),
         (b"INVITE sip:a SIP/2.0\r\nVia: x\r\n", "Missing Empty Line After Headers"),
+        (b"INVITE sip:a SIP/2.0\r\nSubject: a\rb\r\n\r\n", "Bare CR or LF"),
+        (b"INVITE sip:a SIP/2.0\r\nSubject: a\nb\r\n\r\n", "Bare CR or LF"),
+        (b"INVITE sip:a SIP/2.0\r\nSubject: a\r\r\n\r\n", "Bare CR or LF"),
+        (b"INVITE sip:a SIP/2.0\n\r\nSubject: a\r\n\r\n", "Bare CR or LF"),
+        (b"INVITE sip:a SIP/2.0\r\nSubject: a\r\n \rb\r\n\r\n", "Bare CR or LF"),
     ],
 )
 def test_bad_messages(data: bytes, reason: str) -> None:
