@@ -142,6 +142,8 @@ _SPECS: tuple[MetricSpec, ...] = (
     _spec("switchboard_router_overload_retries_total", "counter", "router", (), "Calls every media node shed (503 + Retry-After) that the router sent to the nodes once more after that Retry-After instead of answering the caller 503: a node's shedding may be a moment's stall."),
     _spec("switchboard_router_late_answers_ended_total", "counter", "router", (), "Calls a media node answered after the router had given it up and sent the call elsewhere: the router ACKed that 2xx and ended it with BYE."),
     _spec("switchboard_router_lost_node_calls_ended_total", "counter", "router", (), "Call legs of a media node inactive for lost_node_timeout (its box lost) that the router ended itself: BYE to the far end."),
+    _spec("switchboard_router_lost_node_cdrs_total", "counter", "router", (), "CDRs the router wrote (queued to its CDR writer) for the call legs it ended of a lost media node, under the node's channel uuid."),
+    _spec("switchboard_router_lost_node_legs_unbilled_total", "counter", "router", (), "Call legs of a lost media node the router ended without writing a CDR: the node's tag named no channel (an older node, a client's own origination_uuid). Alert on any increase."),
     _spec("switchboard_router_branch_timeouts_total", "counter", "router", (), "Forwarded requests that got no answer in time."),
     _spec("switchboard_router_acl_rejects_total", "counter", "router", (), "Dialog-creating requests from sources outside [acl].allow, answered 403."),
     _spec("switchboard_router_pike_blocks_total", "counter", "router", (), "Source IPs that crossed the pike density and were blocked."),
@@ -417,6 +419,8 @@ class RouterMetrics:
     overload_retries: Counter
     late_answers_ended: Counter
     lost_node_calls_ended: Counter
+    lost_node_cdrs: Counter
+    lost_node_legs_unbilled: Counter
     tls_handshake_failures: Counter
     trunk_calls: Counter
     trunk_admitted: Counter
@@ -468,6 +472,8 @@ class RouterMetrics:
             overload_retries=_c(registry, p + "overload_retries_total"),
             late_answers_ended=_c(registry, p + "late_answers_ended_total"),
             lost_node_calls_ended=_c(registry, p + "lost_node_calls_ended_total"),
+            lost_node_cdrs=_c(registry, p + "lost_node_cdrs_total"),
+            lost_node_legs_unbilled=_c(registry, p + "lost_node_legs_unbilled_total"),
             tls_handshake_failures=_c(registry, p + "tls_handshake_failures_total"),
             trunk_calls=_c(registry, p + "trunk_calls_total"),
             trunk_admitted=_c(registry, p + "trunk_admitted_total"),

@@ -22,7 +22,7 @@ from switchboard.router.lost_node import leg_cdr
 
 if TYPE_CHECKING:
     from switchboard.config import Config
-    from switchboard.router.proxy import FarEnd
+    from switchboard.router.proxy import FarEnd, Stats
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class LostLegBilling:
         name: str = "router",
         clock: Callable[[], float] = time.monotonic,
         node_name: Callable[[str], str] = str,
+        stats: Stats | None = None,
     ) -> None:
         b = cfg.billing
         spool = Path(b.spool_dir) if b.spool_dir else Path(cfg.platform.state_dir) / "spool"
@@ -70,6 +71,7 @@ class LostLegBilling:
             )  # fmt: skip
         self.written = 0  # CDRs queued
         self.unbillable = 0  # legs whose node tag names no channel
+        self.stats = stats  # the proxy's counters (the router's metrics)
 
     async def start(self) -> None:
         """Start the writer (replays what an earlier run left in the spool)."""
@@ -89,6 +91,8 @@ class LostLegBilling:
             log.error("call %s: no CDR for the lost node's leg: %s", fe.call_id, exc)
         if cdr is None:
             self.unbillable += 1
+            if self.stats is not None:
+                self.stats.lost_node_legs_unbilled += 1
             log.warning(
                 "call %s: the lost node %s's leg is not billed by the router: its tag names"
                 " no channel (a node older than this router, or a uuid of the client's choosing)",
@@ -96,6 +100,8 @@ class LostLegBilling:
             )  # fmt: skip
             return
         self.written += 1
+        if self.stats is not None:
+            self.stats.lost_node_cdrs += 1
         self.writer.submit(cdr)
         log.info(
             "call %s: CDR of leg %s (%s, %d s) written by the router for lost node %s",

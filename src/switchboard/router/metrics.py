@@ -144,6 +144,16 @@ class RouterCollector:
                 "Call legs of a lost media node ended by the router (BYE to the far end)",
                 s.lost_node_calls_ended,
             ),
+            (
+                "lost_node_cdrs",
+                "CDRs the router wrote for the legs it ended of a lost media node",
+                s.lost_node_cdrs,
+            ),
+            (
+                "lost_node_legs_unbilled",
+                "Legs of a lost media node the router ended without a CDR (tag names no channel)",
+                s.lost_node_legs_unbilled,
+            ),
         ):
             yield CounterMetricFamily(PREFIX + name, doc, value=value)
         yield CounterMetricFamily(

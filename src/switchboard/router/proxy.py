@@ -262,6 +262,10 @@ class Stats:
     shed_retries: int = 0  # calls every node shed, sent to the nodes again after Retry-After
     late_answers_ended: int = 0  # 2xx on a branch given up: ACKed and ended with BYE
     lost_node_calls_ended: int = 0  # far ends sent BYE because their node was lost
+    # the CDRs of those legs (router/lost_node.py), counted by the service that writes
+    # them, and the legs whose node tag named no channel (not billed by the router)
+    lost_node_cdrs: int = 0
+    lost_node_legs_unbilled: int = 0
     emergency: dict[str, int] = field(default_factory=dict)  # emergency calls by country
 
 

@@ -464,7 +464,11 @@ class Router:
 
             name = "router" if self.workers == 1 else f"router-{self.worker}"
             self.lost_legs = LostLegBilling(
-                cfg, name=name, clock=self.loop.time, node_name=self._node_name
+                cfg,
+                name=name,
+                clock=self.loop.time,
+                node_name=self._node_name,
+                stats=self.proxy.stats,
             )
             await self.lost_legs.start()
             self.proxy.on_lost_leg = self.lost_legs.leg_ended

@@ -98,6 +98,8 @@ async def test_the_router_ends_the_calls_of_a_node_that_stays_inactive(
             carrier.send(ok_to(bye_out), rport)
             assert router.proxy.far_ends == {} and router.proxy.dialog_count == 0
             assert router.proxy.stats.lost_node_calls_ended == 2
+            assert router.proxy.stats.lost_node_cdrs == 2
+            assert router.proxy.stats.lost_node_legs_unbilled == 0
             assert router.lost_legs is not None
             await router.lost_legs.writer.flush(timeout=10)
         with psycopg.connect(db_url, autocommit=True) as conn:

@@ -253,12 +253,15 @@ def test_the_service_side_queues_one_cdr_per_billable_leg_and_warns_on_a_short_g
 ) -> None:
     from switchboard import config as config_mod
     from switchboard.router.lost_node_billing import LostLegBilling
+    from switchboard.router.proxy import Stats
+
+    stats = Stats()
 
     def billing(**over: dict[str, object]) -> LostLegBilling:
         cfg = config_mod.load(None, environ={}, overrides={
             "database": {"url": "postgresql://127.0.0.1:1/none"},
             "platform": {"state_dir": str(tmp_path)}, **over})  # fmt: skip
-        return LostLegBilling(cfg, clock=lambda: 0.0, node_name=lambda uri: "media-1")
+        return LostLegBilling(cfg, clock=lambda: 0.0, node_name=lambda uri: "m1", stats=stats)
 
     p = make_proxy()
     legs = billing()
@@ -271,6 +274,7 @@ def test_the_service_side_queues_one_cdr_per_billable_leg_and_warns_on_a_short_g
         lose_m1(proxy, 10.0)
         proxy.handle_timer(70.5)
     assert (legs.written, legs.unbillable, legs.writer.queued) == (2, 2, 2)
+    assert (stats.lost_node_cdrs, stats.lost_node_legs_unbilled) == (2, 2)  # the metrics
     assert not [r for r in caplog.records if "reservation_grace" in r.getMessage()]
     # prepaid with a grace the router cannot meet: probing 16 s + 110 s >= 120 s
     billing(billing={"credit_control": True}, dispatcher={"lost_node_timeout": 110.0})
