@@ -20,8 +20,12 @@ from switchboard.billing.ingest import write_batch_sync
 from switchboard.billing.rates import import_deck
 from switchboard.sip.ids import leg_tag
 from switchboard.sip.message import Request, Response
-from tests.support.net import free_port
+from switchboard.sip.transaction import Peer as SipPeer
+from switchboard.sip.transaction import Transmit
+from tests.support.media import RtpPeer, start_node
+from tests.support.net import async_wait_until, free_port
 from tests.support.router import router_sections, running_router
+from tests.support.sip_peer import SDP as PEER_SDP
 from tests.support.sip_peer import Peer, ProbedNode, ok_to, request
 
 SDP = "v=0\no=a 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n"
@@ -143,3 +147,81 @@ async def test_the_router_ends_the_calls_of_a_node_that_stays_inactive(
         await pool.close()
         for p in (node, caller, carrier):
             p.close()
+
+
+async def test_a_node_cut_off_from_the_router_leaves_one_cdr_per_leg_and_no_leg_up(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A real media node, alive, partitioned from the router (its SIP both ways dropped;
+    its RTP still flows): the router ends the call at lost_node_timeout — BYE to the
+    caller, the leg's CDR under the node's channel uuid. The caller hangs up and stops its
+    RTP; the node ends its leg at rtp_timeout (its BYE lost in the partition) and writes
+    its own CDR for the same leg — a duplicate billing drops. No channel is left."""
+    rport = free_port()
+    node, cdrs = await start_node(tmp_path, {"media": {"rtp_timeout": 3.0}})
+    caller, rtp = await Peer.udp(), await RtpPeer.open()
+    sections = router_sections(
+        rport, [f"sip:127.0.0.1:{node.sip_port}"], dispatcher={"lost_node_timeout": 1.0},
+        database={"url": db_url}, platform={"state_dir": str(tmp_path / "router-state")},
+    )  # fmt: skip
+    ua = node.ua
+    assert ua is not None and ua.endpoint is not None
+    endpoint = ua.endpoint
+    cut = False
+    accept, transmit = endpoint.accept, endpoint.transmit
+
+    def from_router(m: Request | Response | None, peer: SipPeer) -> bool:
+        if cut and peer.port == rport:
+            return False
+        return accept is None or accept(m, peer)
+
+    def to_router(out: Transmit) -> None:
+        if not (cut and out.peer.port == rport):
+            transmit(out)
+
+    endpoint.accept = from_router
+    endpoint.transmit = to_router  # type: ignore[method-assign]
+    try:
+        async with running_router(tmp_path, sections) as router:
+            offer = PEER_SDP.format(ver=1, port=rtp.port, fmt="0", dir="sendrecv")
+            caller.send(
+                request(caller, "INVITE", rport, call_id="cut-1", cseq=1, branch="k1", body=offer),
+                rport,
+            )
+            ok = await caller.expect(lambda m: isinstance(m, Response) and m.status == 200)
+            assert isinstance(ok, Response)
+            tag = ok.to_tag or ""
+            contact = (ok.headers.get("Contact") or "").strip("<>")
+            rr = ok.headers.get("Record-Route") or ""
+            ack = request(caller, "ACK", rport, call_id="cut-1", cseq=1, branch="k2",
+                          to_tag=tag, extra=f"Route: {rr}\n")  # fmt: skip
+            caller.send(ack.replace(f"sip:echo@127.0.0.1:{rport}", contact, 1), rport)
+            media_port = int(ok.body.decode().split("m=audio ", 1)[1].split()[0])
+            rtp.send_tone(("127.0.0.1", media_port), 440.0, 30.0)
+            await async_wait_until(lambda: len(rtp.received) > 10, what="the echo")
+            (session,) = list(node.switch.sessions)
+            channel = session.uuid
+            cut = True  # the partition: the node's SIP to and from the router is lost
+            bye = await caller.expect(is_req("BYE"), timeout=15)
+            assert isinstance(bye, Request) and bye.call_id == "cut-1"
+            rtp.close()  # the caller hangs up: its audio stops
+            caller.send(ok_to(bye), rport)
+            assert router.lost_legs is not None
+            await router.lost_legs.writer.flush(timeout=10)
+            # the node, alive, sees the audio stop and ends its leg itself
+            await async_wait_until(lambda: len(cdrs.records) == 1, timeout=15,
+                                   what="the node's own CDR")  # fmt: skip
+            assert not node.switch.sessions  # no leg left up
+        (own,) = cdrs.records
+        assert own.call_id == channel and own.hangup_cause == "MEDIA_TIMEOUT"
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            rows = conn.execute("SELECT call_id, hangup_cause FROM cdr").fetchall()
+            assert rows == [(channel, "NETWORK_OUT_OF_ORDER")]  # the router's, first
+            result = write_batch_sync(conn, [own])  # the node's writer stores its own
+            assert (result.inserted, result.duplicates) == (0, 1)
+            assert conn.execute("SELECT count(*) FROM cdr").fetchone() == (1,)
+    finally:
+        cut = False
+        caller.close()
+        rtp.close()
+        await node.stop()
