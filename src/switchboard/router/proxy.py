@@ -86,6 +86,7 @@ TIMER_F: Final = 64 * T1  # non-INVITE client transaction timeout
 TIMER_H: Final = 64 * T1  # wait for ACK of a non-2xx final
 TIMER_C: Final = 180.0  # §16.6 item 11: "larger than 3 minutes"
 TIMER_L: Final = 64 * T1  # RFC 6026 §7.1: an INVITE server transaction stays Accepted
+TIMER_J: Final = 64 * T1  # §17.2.2: a non-INVITE server transaction stays Completed (UDP)
 # a call every node shed is tried again once after their Retry-After, if it is this short
 SHED_RETRY_MAX: Final = 2
 
@@ -837,6 +838,10 @@ class Proxy:
         # until when their retransmissions are absorbed; (until, key) oldest first
         self._accepted: dict[tuple[bytes, bytes, bytes], float] = {}
         self._accepted_order: deque[tuple[float, tuple[bytes, bytes, bytes]]] = deque()
+        # BYEs over UDP answered whose transaction ended: key -> (until, the answer sent,
+        # where); (until, key) oldest first — Timer J without the transaction (_bye_done)
+        self._byes_done: dict[tuple[bytes, bytes, bytes], tuple[float, bytes, tuple[str, int]]] = {}
+        self._byes_done_order: deque[tuple[float, tuple[bytes, bytes, bytes]]] = deque()
         # dialogs of the media nodes by Call-ID, when lost_node_timeout is on (one per
         # call leg the router carries: the caller's and the carrier's)
         self.far_ends: dict[bytes, FarEnd] = {}
@@ -1076,6 +1081,11 @@ class Proxy:
         if self._accepted and key in self._accepted and self._accepted[key] > now:
             self.stats.retransmissions += 1  # an answered INVITE again: absorbed
             return []
+        if self._byes_done and method == b"BYE":
+            done = self._byes_done.get(key)
+            if done is not None and done[0] > now:
+                self.stats.retransmissions += 1  # an answered BYE again: the same answer
+                return [Send("udp", done[2], done[1], None)]
         if method == b"CANCEL":
             return self._on_cancel(m, via, transport, reply_addr, conn, now)
         try:
@@ -2140,6 +2150,28 @@ class Proxy:
             if acc.get(k) == t:
                 del acc[k]
 
+    def _bye_done(self, txn: ServerTxn, now: float) -> None:
+        """A BYE over UDP leaves the transaction table after ``wait_time`` (5 s), but its
+        server transaction stays Completed until Timer J, 32 s (§17.2.2), answering each
+        retransmission with the same response. A caller that missed the 200 (its socket
+        overflowing under load) retransmits its BYE for up to 32 s (Timer E/F); a copy
+        arriving after 5 s found no transaction and, its dialog and topology-hiding
+        mapping gone, got ``404 Not Here`` — a failed call for the carrier (bench/chaos
+        at load 27: 505 calls). Only the key, the answer and its address are kept
+        (~500 bytes), not the transaction."""
+        assert txn.last is not None
+        done, order = self._byes_done, self._byes_done_order
+        until = txn.started + TIMER_J
+        if until <= now:
+            return
+        done[txn.key] = (until, txn.last, txn.reply_addr)
+        order.append((until, txn.key))
+        while order and order[0][0] <= now:
+            t, k = order.popleft()
+            entry = done.get(k)
+            if entry is not None and entry[0] == t:
+                del done[k]
+
     # ------------------------------------------------------------------ branches given up
     def _abandon(self, br: Branch, now: float) -> None:
         """The router gave ``br`` up without its final response (no answer within
@@ -2503,6 +2535,8 @@ class Proxy:
                 del self.txns[txn.key]
                 if txn.is_invite and 200 <= txn.final < 300:
                     self._accept(txn.key, now)
+                elif txn.method == b"BYE" and txn.transport == "udp" and txn.last is not None:
+                    self._bye_done(txn, now)
                 for b in txn.branches:
                     self._ringing.pop(b, None)
                     if b.abandoned and b.keep_until > now:

@@ -205,3 +205,26 @@ def test_line_role_by_name_agrees_with_the_prefix_tests(line: bytes) -> None:
     )  # fmt: skip
     assert proxy_mod._role(line) == expected
     assert proxy_mod._role(line) == expected
+
+
+def test_a_bye_retransmitted_after_its_transaction_ended_gets_the_same_200() -> None:
+    """§17.2.2: the BYE's server transaction stays Completed for Timer J (32 s over UDP);
+    a retransmission arriving after the router's 5 s wait_time is answered with the 200,
+    not ``404 Not Here`` for a dialog whose hidden mapping is gone."""
+    p = hiding_proxy()
+    inv = invite(via="192.0.2.10:5070", ruri="sip:echo@203.0.113.1:5060")
+    [fwd] = to(p.receive(inv, "udp", CARRIER, None, 0.0), NODE)
+    [ok] = to(p.receive(node_answer(fwd, 200), "udp", NODE, None, 0.1), CARRIER)
+    target = header(ok, "Contact")[0][1:-1]
+    bye = invite(method="BYE", via="192.0.2.10:5070", branch="z9hG4bK-bye", to_tag="uas1",
+                 cseq=2, ruri=target, body="")  # fmt: skip
+    [fbye] = to(p.receive(bye, "udp", CARRIER, None, 2.0), NODE)
+    [done] = to(p.receive(node_answer(fbye, 200), "udp", NODE, None, 2.1), CARRIER)
+    p.handle_timer(10.0)  # wait_time over: the transaction is gone
+    assert p.transaction_count == 0 and p.hidden_calls == {}
+    again = p.receive(bye, "udp", CARRIER, None, 20.0)
+    assert [(s.addr, s.data) for s in again] == [(CARRIER, done)]  # not forwarded, not 404
+    # after Timer J the key is gone; the copy is then a request for a dialog that ended
+    p.handle_timer(40.0)
+    late = p.receive(bye, "udp", CARRIER, None, 40.0)
+    assert [start_line(s.data) for s in late] == ["SIP/2.0 404 Not Here"]
