@@ -326,6 +326,7 @@ class Router:
         self.admin_address: tuple[str, int] = ("", 0)
         # the CDRs of a lost media node's legs the router ends (with a database)
         self.lost_legs: LostLegBilling | None = None  # psycopg imported only then
+        self._lost_legs_start: asyncio.Task[None] | None = None
 
     # -- start / stop -------------------------------------------------------------------
     async def start(self) -> None:
@@ -457,21 +458,9 @@ class Router:
         )
         if self.tls is not None:
             self.proxy.tls_peer_names = self.tls.peer_names
-        if settings.lost_node_timeout and cfg.database.url:
-            # docs/router.md "A media node lost with its box": each leg the router ends
-            # gets its CDR (router/lost_node.py), stored like the nodes' own
-            from switchboard.router.lost_node_billing import LostLegBilling
-
-            name = "router" if self.workers == 1 else f"router-{self.worker}"
-            self.lost_legs = LostLegBilling(
-                cfg,
-                name=name,
-                clock=self.loop.time,
-                node_name=self._node_name,
-                stats=self.proxy.stats,
-            )
-            await self.lost_legs.start()
-            self.proxy.on_lost_leg = self.lost_legs.leg_ended
+        writer = self._lost_leg_billing(cfg)
+        if writer is not None:
+            await writer
         if stir_cfg.verify:
             cache = CertificateCache(
                 anchors,
@@ -612,6 +601,26 @@ class Router:
         if self.lost_legs is not None:
             await self.lost_legs.close()
 
+    def _lost_leg_billing(self, cfg: config_mod.Config) -> asyncio.Task[None] | None:
+        """docs/router.md "A media node lost with its box": with lost_node_timeout and a
+        database, each leg the router ends gets its CDR (router/lost_node.py), stored like
+        the nodes' own — set up at start, or by the reload that turns it on. Returns the
+        writer's start (it replays a spool an earlier run left)."""
+        if self.lost_legs is not None or not (
+            cfg.dispatcher.lost_node_timeout and cfg.database.url
+        ):
+            return None
+        from switchboard.router.lost_node_billing import LostLegBilling
+
+        name = "router" if self.workers == 1 else f"router-{self.worker}"
+        self.lost_legs = LostLegBilling(
+            cfg, name=name, clock=self.loop.time, node_name=self._node_name,
+            stats=self.proxy.stats,
+        )  # fmt: skip
+        self.proxy.on_lost_leg = self.lost_legs.leg_ended
+        self._lost_legs_start = self.loop.create_task(self.lost_legs.start())
+        return self._lost_legs_start
+
     def _node_name(self, uri: str) -> str:
         """A dispatcher destination's name for its CDRs: its ``duid`` attribute, or URI."""
         for d in self.proxy.dispatcher.destinations():
@@ -680,6 +689,7 @@ class Router:
         p.dispatcher.probing = probing
         p.dispatcher.load(specs)
         p.settings = settings
+        self._lost_leg_billing(cfg)  # turned on by this reload: its CDRs from now on
         if settings.edge_shedding != (p.edge is not None):
             p.edge = EdgeShedding() if settings.edge_shedding else None
         p.acl = acl

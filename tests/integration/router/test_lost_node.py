@@ -24,7 +24,7 @@ from switchboard.sip.transaction import Peer as SipPeer
 from switchboard.sip.transaction import Transmit
 from tests.support.media import RtpPeer, start_node
 from tests.support.net import async_wait_until, free_port
-from tests.support.router import router_sections, running_router
+from tests.support.router import router_sections, running_router, write_config
 from tests.support.sip_peer import SDP as PEER_SDP
 from tests.support.sip_peer import Peer, ProbedNode, ok_to, request
 
@@ -225,3 +225,22 @@ async def test_a_node_cut_off_from_the_router_leaves_one_cdr_per_leg_and_no_leg_
         caller.close()
         rtp.close()
         await node.stop()
+
+
+async def test_a_reload_that_turns_lost_node_timeout_on_bills_from_then_on(
+    tmp_path: Path, db_url: str
+) -> None:
+    rport = free_port()
+    sections = router_sections(
+        rport, ["sip:127.0.0.1:5999"], dispatcher={"lost_node_timeout": 0.0},
+        database={"url": db_url}, platform={"state_dir": str(tmp_path / "state")},
+    )  # fmt: skip
+    async with running_router(tmp_path, sections) as router:
+        assert router.lost_legs is None  # off: no writer, no connection
+        sections["dispatcher"]["lost_node_timeout"] = 1.0
+        assert router.config_path is not None
+        write_config(router.config_path, sections)
+        router.reload()
+        assert router.lost_legs is not None
+        assert router.proxy.on_lost_leg == router.lost_legs.leg_ended
+        assert router.proxy.settings.lost_node_timeout == 1.0
