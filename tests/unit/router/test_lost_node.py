@@ -279,3 +279,20 @@ def test_the_service_side_queues_one_cdr_per_billable_leg_and_warns_on_a_short_g
     # prepaid with a grace the router cannot meet: probing 16 s + 110 s >= 120 s
     billing(billing={"credit_control": True}, dispatcher={"lost_node_timeout": 110.0})
     assert [r for r in caplog.records if "reservation_grace" in r.getMessage()]
+
+
+def test_a_carrier_reached_over_tcp_gets_the_bye_over_tcp() -> None:
+    p = make_proxy()
+    leg = invite(call_id="leg-t@node1", via="127.0.0.1:5081", branch="z9hG4bK-node-t",
+                 ruri="sip:carrier@127.0.0.1:5090;transport=tcp",
+                 route="<sip:127.0.0.1:5060;lr>", cseq=7)  # fmt: skip
+    leg = leg.replace(b"tag=from1", b"tag=" + leg_tag(bytes(10), B_LEG, A_LEG).encode())
+    (fwd,) = [s for s in p.receive(leg, "udp", M1, None, 0.2) if s.addr == CARRIER]
+    assert fwd.transport == "tcp"
+    ok = response_to(fwd.data, 200, to_tag="carr", contact="127.0.0.1:5090;transport=tcp")
+    assert len(to(p.receive(ok, "tcp", CARRIER, None, 0.3), M1)) == 1
+    lose_m1(p, 10.0)
+    (bye,) = [s for s in p.handle_timer(70.5) if s.addr == CARRIER]
+    assert bye.transport == "tcp" and start_line(bye.data).startswith("BYE sip:uas@")
+    assert header(bye.data, "Via")[0].startswith("SIP/2.0/TCP ")
+    assert header(bye.data, "Reason") == REASON
