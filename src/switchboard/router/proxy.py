@@ -1993,9 +1993,11 @@ class Proxy:
         else:
             self._after(now, self.settings.wait_time, _CLEANUP, txn)
         if txn.method == b"BYE":
-            # no 2xx: the leg ended for the BYE's sender all the same (§15.1.1); its node
-            # may be gone — a lost node's leg is then billed up to this BYE, not sent one
-            self._end_dialog(txn.call_id, bye_failed=txn.started)
+            # no 2xx: the leg ended for the BYE's sender all the same (§15.1.1). Nothing
+            # answered at all: its node may be gone — a lost node's leg is then billed up
+            # to this BYE, not sent one (a final from the other end: it is not gone)
+            answered = any(data is not None for _, data in txn.responses)
+            self._end_dialog(txn.call_id, bye_failed=0.0 if answered else txn.started)
         return [Send(txn.transport, txn.reply_addr, data, txn.conn)]
 
     def _auth_failed(self, txn: ServerTxn, now: float) -> None:

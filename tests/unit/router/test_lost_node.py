@@ -296,3 +296,16 @@ def test_a_carrier_reached_over_tcp_gets_the_bye_over_tcp() -> None:
     assert bye.transport == "tcp" and start_line(bye.data).startswith("BYE sip:uas@")
     assert header(bye.data, "Via")[0].startswith("SIP/2.0/TCP ")
     assert header(bye.data, "Reason") == REASON
+
+
+def test_a_bye_the_other_end_refused_drops_the_entry() -> None:
+    """A BYE answered with a failure (481: that end had no such dialog any more) was
+    answered: nobody is lost there, the entry goes as with a 2xx (no stale entries)."""
+    p = make_proxy()
+    bridged_call(p, leg_tag(bytes(10), A_LEG), leg_tag(bytes(10), B_LEG, A_LEG))
+    bye = invite(method="BYE", call_id="leg-b@node1", via="127.0.0.1:5081", branch="z9hG4bK-b3",
+                 ruri="sip:uas@127.0.0.1:5090", route="<sip:127.0.0.1:5060;lr>", cseq=8,
+                 to_tag="carr", body="")  # fmt: skip
+    fwd = to(p.receive(bye, "udp", M1, None, 5.0), CARRIER)[0]
+    p.receive(response_to(fwd, 481), "udp", CARRIER, None, 5.1)
+    assert list(p.far_ends) == [b"call-1@carrier"]
