@@ -3,6 +3,8 @@
 * :func:`free_even_range` — a free RTP port range for a node.
 * :class:`RtpPeer` — a test RTP socket: sends a tone (µ-law or A-law), keeps what it
   receives, measures the dominant frequency of the received audio.
+* :func:`bridged` — a call from a scripted caller bridged by a node to a scripted
+  carrier (the caller's 200 left un-ACKed).
 * :func:`start_node` — an in-process :class:`~switchboard.media.node.MediaNode` on free
   ports with a given dialplan/config overlay.
 """
@@ -23,7 +25,9 @@ from switchboard.media.cdr import MemoryCdrSink
 from switchboard.media.node import MediaNode
 from switchboard.rtp.codec import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from switchboard.rtp.wav import WavError, decode_wav
+from switchboard.sip.message import Request, Response
 from tests.support.net import free_port
+from tests.support.sip_peer import SDP, Peer, ok_to, request
 
 
 def free_even_range(size: int = 400) -> tuple[int, int]:
@@ -138,6 +142,25 @@ async def start_node(
     node = MediaNode(cfg, "media-1", state_dir=tmp / "state", cdr_sink=sink, esl=False, admin=False)
     await node.start()
     return node, sink
+
+
+async def bridged(
+    node: MediaNode, caller: Peer, carrier: Peer, call_id: str
+) -> tuple[Request, Response]:
+    """A call from ``caller`` bridged by ``node`` to ``carrier``: the carrier's INVITE and
+    the caller's 200 (not ACKed: the test decides)."""
+    offer = SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")
+    invite = request(caller, "INVITE", node.sip_port, call_id=call_id, cseq=1,
+                     branch=call_id, body=offer)  # fmt: skip
+    caller.send(invite.replace("sip:echo@", "sip:+12155550131@", 2), node.sip_port)
+    out = await carrier.expect(lambda m: isinstance(m, Request) and m.method == "INVITE")
+    assert isinstance(out, Request)
+    answer = SDP.format(ver=1, port=40002, fmt="0", dir="sendrecv")
+    contact = f"sip:carrier@127.0.0.1:{carrier.port}"
+    carrier.send(ok_to(out, tag="carrier1", sdp=answer, contact=contact), node.sip_port)
+    ok = await caller.expect(lambda m: isinstance(m, Response) and m.status == 200)
+    assert isinstance(ok, Response)
+    return out, ok
 
 
 async def finished_wav(path: Path, timeout: float = 10.0) -> np.ndarray:

@@ -13,6 +13,10 @@ journal_dir`` moves it), one record per line:
 * ``H <uuid> <time> <cause>`` — the far end ended a journaled leg (its BYE answered): a
   crash before the leg's ``E`` (its CDR comes a few loop turns later) must not have the
   restart BYE a far end that already hung up, nor bill it up to the restart;
+* ``A <uuid>`` — the caller ACKed the 2xx of inbound leg ``uuid``, whose ``B`` record
+  was written before that ACK came (the record then carries the 2xx as sent, ``ok``): a
+  restart retransmits the 2xx of a leg with no ``A`` (RFC 3261 §13.3.1.4) and ends the
+  call when no ACK comes within 64·T1 of the original answer;
 * ``S <uuid> <json>`` — an inbound call in setup (its INVITE, our To tag, the peer): a
   restarted node answers it 503 so that the router tries another node, instead of the
   caller waiting for an answer that died with the process;
@@ -80,6 +84,12 @@ class JournalState:
     skipped: int = 0  # damaged records (logged)
     setups: dict[str, dict[str, Any]] = field(default_factory=dict)  # uuid → S record
     hangups: dict[str, tuple[float, str]] = field(default_factory=dict)  # uuid → (t, cause)
+    acks: set[str] = field(default_factory=set)  # inbound legs whose 2xx was ACKed (A)
+
+    def awaiting_ack(self, leg: dict[str, Any]) -> bool:
+        """Whether a ``B`` record's leg was answered with a 2xx no ACK has confirmed: its
+        record carries that 2xx (``ok``) and no ``A`` record followed."""
+        return "ok" in leg and leg["uuid"] not in self.acks
 
     def pending_setups(self) -> list[dict[str, Any]]:
         """Inbound calls whose setup was cut short: neither bridged nor over."""
@@ -169,6 +179,10 @@ def read(path: Path) -> JournalState:
             elif kind == "H":
                 uuid, t, cause = rest.split(" ")
                 state.hangups[uuid] = (float(t), cause)
+            elif kind == "A":
+                if not rest or " " in rest:
+                    raise ValueError("bad ACK record")
+                state.acks.add(rest)
             else:
                 raise ValueError(f"unknown record kind {kind!r}")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -204,6 +218,10 @@ class Journal:
         # nobody — the router then waited out Timer C for those callers
         self._carried: dict[str, str] = {}
         self._hangups: dict[str, str] = {}  # leg uuid → its H line, until its E
+        # inbound legs whose B line carries a 2xx not yet ACKed; and those ACKed since
+        # (their A line is written again by a rewrite, after the B line, until their E)
+        self._unacked: set[str] = set()
+        self._acked: set[str] = set()
         self.records = 0
         self.bytes = 0
         # set once the node is up (not by a reaper): the sync thread touches <node>.lock
@@ -229,6 +247,12 @@ class Journal:
             for uuid, (t, cause) in state.hangups.items():
                 if uuid in self._leg_of:
                     self._hangups[uuid] = f"H {uuid} {t:.3f} {cause}\n"
+            for rec in state.live():
+                for leg in rec["legs"]:
+                    if "ok" in leg and leg["uuid"] in self._leg_of:
+                        (self._acked if leg["uuid"] in state.acks else self._unacked).add(
+                            leg["uuid"]
+                        )
             for uuid, (t, cdr) in sorted(state.ends.items(), key=lambda item: item[1][0]):
                 if now - t < KEEP_ENDS_FOR:
                     self._ends[uuid] = f"E {uuid} {t:.3f} {cdr}\n"
@@ -255,6 +279,13 @@ class Journal:
         """A bridge was established: its legs' state (replaces an earlier record)."""
         line = "B " + json.dumps(record, separators=(",", ":")) + "\n"
         self._live[a_uuid] = line
+        for leg in record["legs"]:  # a 2xx awaiting its ACK rides in the leg's record
+            if "ok" in leg:
+                self._unacked.add(leg["uuid"])
+                self._acked.discard(leg["uuid"])
+            elif self._unacked or self._acked:
+                self._unacked.discard(leg["uuid"])
+                self._acked.discard(leg["uuid"])
         for uuid in leg_uuids:
             if uuid != a_uuid and self._live.pop(uuid, None) is not None:
                 self._open_legs.pop(uuid, None)  # its record of one leg: superseded
@@ -269,6 +300,9 @@ class Journal:
         """A journaled leg ended; ``cdr_json`` is its CDR (replayed if not stored)."""
         a_uuid = self._leg_of.pop(uuid, None)
         self._hangups.pop(uuid, None)
+        if self._unacked or self._acked:
+            self._unacked.discard(uuid)
+            self._acked.discard(uuid)
         if a_uuid is None:
             return  # never journaled: nothing to resume, nothing to write
         left = self._open_legs.get(a_uuid, 1) - 1
@@ -315,6 +349,14 @@ class Journal:
         line = f"H {uuid} {at:.3f} {cause}\n"
         self._hangups[uuid] = line
         self._append(line)
+
+    def acked(self, uuid: str) -> None:
+        """The caller ACKed the 2xx of inbound leg ``uuid`` (A) — written only when its
+        record carries that 2xx (the B record came first): most ACKs cost nothing."""
+        if uuid in self._unacked:
+            self._unacked.discard(uuid)
+            self._acked.add(uuid)
+            self._append(f"A {uuid}\n")
 
     def tracks(self, uuid: str) -> bool:
         return uuid in self._leg_of
@@ -367,6 +409,7 @@ class Journal:
             "".join(self._live.values())
             + "".join(self._carried.values())
             + "".join(self._hangups.values())
+            + "".join(f"A {uuid}\n" for uuid in self._acked)
             + "".join(self._ends.values())
         )
         tmp = self.path.with_suffix(".tmp")

@@ -48,6 +48,8 @@ and *ended* by a restart (BYE, CDR with ``NORMAL_TEMPORARY_FAILURE``,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -79,6 +81,7 @@ PACKETS_PER_SECOND = 50  # 20 ms packets: how far the sequence number moves per 
 _SKIP_VARS = frozenset({"switch_r_sdp", "switch_l_sdp"})  # kept as SDP, not variables
 RECOVERY_VAR = "switchboard_recovery"  # "resumed", "ended" or "node_lost" on recovered legs
 MOVED = "recovery_moved"  # Session.data key: the leg's RTP port changed at the restart
+RESEND_2XX = "recovery_resend_2xx"  # Session.data key: the task resending its 2xx
 HUNG_UP = "recovery_hung_up"  # Session.data key: (time, cause) its far end had hung up
 LOST_CAUSE = Cause.NETWORK_OUT_OF_ORDER  # a reaped leg: its node did not come back
 
@@ -130,7 +133,16 @@ def snapshot_leg(s: Session) -> dict[str, Any] | None:
         "sdp": [leg.sdp_session_id, leg.sdp_version, leg.local_sdp.to_bytes().decode()],
         "codecs": [c.name for c in leg.codecs],
         "gateway": getattr(leg, "gateway", ""),
-    }
+    } | _awaiting_ack(leg)
+
+
+def _awaiting_ack(leg: SipLeg) -> dict[str, Any]:
+    """An inbound leg's 2xx as sent and when, while its ACK has not come (the bridge is
+    usually journaled a round trip before it): a restart retransmits it."""
+    if not isinstance(leg, InboundLeg) or leg.ok_2xx is None or leg.acked.is_set():
+        return {}
+    raw = leg.ok_2xx if isinstance(leg.ok_2xx, bytes) else leg.ok_2xx.to_bytes()
+    return {"ok": [raw.decode("utf-8", "replace"), leg.ok_at]}
 
 
 def install(journal: Journal, switch: Any, metrics: Any = None) -> None:
@@ -275,6 +287,7 @@ def install_setups(journal: Journal, ua: UserAgent, metrics: Any = None) -> None
 
     ua.invite_hooks.append(on_invite)
     ua.setup_refused_hooks.append(journal.setup_over)
+    ua.ack_hooks.append(lambda leg: journal.acked(leg.session.uuid))
 
 
 class JournalingSink:
@@ -392,7 +405,8 @@ async def restore(
         sessions: list[Session] = []
         for data in legs:
             try:
-                s = await _restore_leg(ua, data, any_port=any_port)
+                s = await _restore_leg(ua, data, any_port=any_port,
+                                       awaiting_ack=state.awaiting_ack(data))  # fmt: skip
             except Exception as exc:  # a leg we cannot rebuild: say so, end what we can
                 log.error("call %s: leg %s not resumed: %s", data["call_id"], data["uuid"], exc)
                 continue
@@ -461,6 +475,8 @@ def start_resumed(ua: UserAgent, restored: list[Restored]) -> tuple[int, int]:
     sw = ua.switch
     for sessions, whole, _app in restored:
         for s in sessions if whole else ():
+            if isinstance(s.leg, InboundLeg) and s.leg.ok_2xx is not None:
+                resend_2xx(ua, s.leg)
             if s.data.pop(MOVED, False) and isinstance(s.leg, SipLeg) and not s.is_hungup:
                 reoffer(s.leg)
     for sessions, whole, app in restored:
@@ -491,6 +507,39 @@ def start_resumed(ua: UserAgent, restored: list[Restored]) -> tuple[int, int]:
     if resumed or ended:
         log.warning("recovery: %d call leg(s) resumed, %d ended (partner gone)", resumed, ended)
     return resumed, ended
+
+
+def resend_2xx(ua: UserAgent, leg: InboundLeg) -> asyncio.Task[None]:
+    """RFC 3261 §13.3.1.4 for a resumed leg whose 2xx no ACK had confirmed before the
+    crash (the caller may never have got it: a datagram lost, the node's retransmissions
+    died with it): the journaled 2xx is sent again at T1, 2·T1... up to T2 apart until
+    the ACK comes, for what remains of 64·T1 since the original 2xx; no ACK by then ends
+    the call as the live node would — BYE to the caller, the bridge's other leg BYE'd,
+    CDRs with ``RECOVERY_ON_TIMER_EXPIRE``."""
+    raw = leg.ok_2xx if isinstance(leg.ok_2xx, bytes) else b""
+    out = Transmit(raw, leg.peer)
+    timers = ua.layer.timers
+    deadline = leg.ok_at + 64 * timers.t1
+    s = leg.session
+
+    async def run() -> None:
+        interval = timers.t1
+        while not leg.acked.is_set() and not s.is_hungup:
+            left = deadline - time.time()
+            if left <= 0:
+                log.warning("call %s: no ACK for the 2xx resent after the restart: ended",
+                            leg.call_id)  # fmt: skip
+                ua.switch.hangup(s.uuid, Cause.RECOVERY_ON_TIMER_EXPIRE)
+                return
+            assert ua.endpoint is not None
+            ua.endpoint.transmit(out)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(leg.acked.wait(), min(interval, left))
+            interval = min(2 * interval, timers.t2)
+
+    task = asyncio.ensure_future(run())
+    s.data[RESEND_2XX] = task  # a reference: the loop keeps only weak ones
+    return task
 
 
 def _cause(name: str) -> Cause:
@@ -560,7 +609,9 @@ def end_all(ua: UserAgent, restored: list[Restored]) -> int:
     return n
 
 
-async def _restore_leg(ua: UserAgent, data: dict[str, Any], *, any_port: bool = False) -> Session:
+async def _restore_leg(
+    ua: UserAgent, data: dict[str, Any], *, any_port: bool = False, awaiting_ack: bool = False
+) -> Session:
     sw = ua.switch
     r = data["rtp"]
     elapsed = max(0.0, time.time() - float(r["at"]))
@@ -638,7 +689,12 @@ async def _restore_leg(ua: UserAgent, data: dict[str, Any], *, any_port: bool = 
             ua.gateway_calls[gateway] = ua.gateway_calls.get(gateway, 0) + 1
             s.data["gateway"] = gateway
             s.data["gateway_slot"] = gateway
-    leg.acked.set()
+    if awaiting_ack and isinstance(leg, InboundLeg):
+        # its caller may never have got the 2xx: retransmitted by start_resumed
+        text, at = data["ok"]
+        leg.ok_2xx, leg.ok_at = str(text).encode(), float(at)
+    else:
+        leg.acked.set()
     if moved:
         s.data[MOVED] = True
     session_id, version, local_sdp = data["sdp"]

@@ -355,6 +355,11 @@ class InboundLeg(SipLeg):
     answered: bool = False
     received_at: float = 0.0
     contact: str = ""
+    # the 2xx to the INVITE, until its ACK (§13.3.1.4), and when it was sent (wall clock):
+    # the journal keeps them so that a restart retransmits a 2xx the caller never got
+    # (media/recovery.py); the live node's transaction retransmits it meanwhile
+    ok_2xx: Response | bytes | None = None
+    ok_at: float = 0.0
 
     def _respond(self, status: int, *, body: bytes = b"", reason: str | None = None,
                  extra: Sequence[tuple[str, str]] = ()) -> None:  # fmt: skip
@@ -379,6 +384,10 @@ class InboundLeg(SipLeg):
             # own from now on; dropping our reference leaves no leg ↔ transaction cycle.
             self.txn = None
         self.ua.send_response(txn, resp)
+        if 200 <= status < 300 and not self.acked.is_set():
+            # the bytes the transaction sent (and retransmits), not a second serialisation
+            sent = txn.last_response_data if txn.last_response is resp else None
+            self.ok_2xx, self.ok_at = sent or resp, time.time()
 
     def _answer_sdp(self) -> bytes:
         assert self.local_sdp is not None
@@ -568,6 +577,9 @@ class UserAgent:
         # (each hook gets the pending context, whose uuid and tag the call will carry) —
         # and when its setup ends with no session (a refusal, a CANCEL before one existed)
         self.invite_hooks: list[Any] = []
+        # the first ACK of an inbound leg's 2xx (each hook gets the leg): recovery journals
+        # it, so a restart no longer retransmits that 2xx
+        self.ack_hooks: list[Any] = []
         self.setup_refused_hooks: list[Any] = []
         self.gateway_calls: dict[str, int] = dict.fromkeys(self.gateways, 0)
         self.gateway_state: dict[str, str] = {}
@@ -872,6 +884,10 @@ class UserAgent:
             case AckReceived(request=req):
                 leg = self.legs.get((req.call_id, req.to_tag or ""))
                 if leg is not None:
+                    if isinstance(leg, InboundLeg) and leg.ok_2xx is not None:
+                        leg.ok_2xx = None  # ACKed: nothing to retransmit after a restart
+                        for hook in self.ack_hooks:
+                            hook(leg)
                     leg.acked.set()
                     if leg.dialog is not None:
                         leg.dialog.confirm()

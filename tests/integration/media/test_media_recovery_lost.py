@@ -14,26 +14,9 @@ from typing import Any
 
 from switchboard.media import journal
 from switchboard.sip.message import Request, Response
-from tests.support.media import start_node
+from tests.support.media import bridged, start_node
 from tests.support.net import async_wait_until
-from tests.support.sip_peer import SDP, Peer, ok_to, request
-
-
-async def bridged(node: Any, caller: Peer, carrier: Peer, call_id: str) -> tuple[Request, Response]:
-    """A call from ``caller`` bridged by ``node`` to ``carrier``: the carrier's INVITE and
-    the caller's 200."""
-    offer = SDP.format(ver=1, port=40000, fmt="0", dir="sendrecv")
-    invite = request(caller, "INVITE", node.sip_port, call_id=call_id, cseq=1,
-                     branch=call_id, body=offer)  # fmt: skip
-    caller.send(invite.replace("sip:echo@", "sip:+12155550131@", 2), node.sip_port)
-    out = await carrier.expect(lambda m: isinstance(m, Request) and m.method == "INVITE")
-    assert isinstance(out, Request)
-    answer = SDP.format(ver=1, port=40002, fmt="0", dir="sendrecv")
-    contact = f"sip:carrier@127.0.0.1:{carrier.port}"
-    carrier.send(ok_to(out, tag="carrier1", sdp=answer, contact=contact), node.sip_port)
-    ok = await caller.expect(lambda m: isinstance(m, Response) and m.status == 200)
-    assert isinstance(ok, Response)
-    return out, ok
+from tests.support.sip_peer import Peer, ok_to, request
 
 
 async def test_a_node_back_after_recovery_timeout_ends_its_calls(tmp_path: Path) -> None:

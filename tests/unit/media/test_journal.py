@@ -289,3 +289,44 @@ def test_the_idle_pass_drops_the_kept_ends_from_memory_not_from_the_file(
     state = read(tmp_path / "media-1.jnl")
     assert set(state.ends) == {"a9"}
     assert [r["legs"][0]["uuid"] for r in state.live()] == ["a9"]
+
+
+def test_a_2xx_awaiting_its_ack_is_journaled_until_the_ack_and_survives_rewrites(
+    tmp_path: Path,
+) -> None:
+    """A B record written before the caller's ACK carries the 2xx (``ok``); the ACK
+    writes one A record — kept by a restart's rewrite while the leg lives — and an ACK of
+    a leg journaled after it came writes nothing."""
+    path = tmp_path / "media-1.jnl"
+    j = Journal(path)
+    j.open()
+    rec = bridge("a1", "b1")
+    rec["legs"][0]["ok"] = ["SIP/2.0 200 OK\r\n...", 1.0]
+    j.bridged("a1", ("a1", "b1"), rec)
+    j.bridged("a2", ("a2", "b2"), bridge("a2", "b2"))
+    j.acked("a2")  # its record came after its ACK: nothing to write
+    state = read(path)
+    assert [state.awaiting_ack(leg) for r in state.live() for leg in r["legs"]] == [
+        True, False, False, False,
+    ]  # fmt: skip
+    records = j.records
+    j.acked("a1")
+    j.acked("a1")  # a retransmitted ACK: written once
+    assert j.records == records + 1
+    j.close()
+    state = read(path)
+    assert state.acks == {"a1"} and not state.awaiting_ack(state.live()[0]["legs"][0])
+    # a restart's rewrite keeps the B record with its 2xx and the A record after it
+    j = Journal(path)
+    j.open(state)
+    j.close()
+    state = read(path)
+    assert state.live()[0]["legs"][0]["ok"] and not state.awaiting_ack(state.live()[0]["legs"][0])
+    # the leg ended: its A record goes with it at the next rewrite
+    j = Journal(path)
+    j.open(state)
+    j.ended("a1", "{}")
+    j.ended("b1", "{}")
+    j._rewrite()
+    j.close()
+    assert "A a1" not in path.read_text()
