@@ -475,9 +475,12 @@ def start_resumed(ua: UserAgent, restored: list[Restored]) -> tuple[int, int]:
     sw = ua.switch
     for sessions, whole, _app in restored:
         for s in sessions if whole else ():
+            moved = s.data.pop(MOVED, False)
             if isinstance(s.leg, InboundLeg) and s.leg.ok_2xx is not None:
-                resend_2xx(ua, s.leg)
-            if s.data.pop(MOVED, False) and isinstance(s.leg, SipLeg) and not s.is_hungup:
+                # its re-INVITE waits for the ACK (§14.1: no new INVITE transaction while
+                # the first one is in progress)
+                resend_2xx(ua, s.leg, reoffer_after=moved)
+            elif moved and isinstance(s.leg, SipLeg) and not s.is_hungup:
                 reoffer(s.leg)
     for sessions, whole, app in restored:
         if whole and app is not None and len(sessions) == 1:
@@ -509,13 +512,16 @@ def start_resumed(ua: UserAgent, restored: list[Restored]) -> tuple[int, int]:
     return resumed, ended
 
 
-def resend_2xx(ua: UserAgent, leg: InboundLeg) -> asyncio.Task[None]:
+def resend_2xx(
+    ua: UserAgent, leg: InboundLeg, *, reoffer_after: bool = False
+) -> asyncio.Task[None]:
     """RFC 3261 §13.3.1.4 for a resumed leg whose 2xx no ACK had confirmed before the
     crash (the caller may never have got it: a datagram lost, the node's retransmissions
     died with it): the journaled 2xx is sent again at T1, 2·T1... up to T2 apart until
     the ACK comes, for what remains of 64·T1 since the original 2xx; no ACK by then ends
     the call as the live node would — BYE to the caller, the bridge's other leg BYE'd,
-    CDRs with ``RECOVERY_ON_TIMER_EXPIRE``."""
+    CDRs with ``RECOVERY_ON_TIMER_EXPIRE``. ``reoffer_after``: the leg's RTP port moved,
+    the new offer (:func:`reoffer`) follows the ACK."""
     raw = leg.ok_2xx if isinstance(leg.ok_2xx, bytes) else b""
     out = Transmit(raw, leg.peer)
     timers = ua.layer.timers
@@ -536,6 +542,8 @@ def resend_2xx(ua: UserAgent, leg: InboundLeg) -> asyncio.Task[None]:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(leg.acked.wait(), min(interval, left))
             interval = min(2 * interval, timers.t2)
+        if reoffer_after and leg.acked.is_set() and not s.is_hungup:
+            reoffer(leg)
 
     task = asyncio.ensure_future(run())
     s.data[RESEND_2XX] = task  # a reference: the loop keeps only weak ones

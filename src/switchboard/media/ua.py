@@ -1527,7 +1527,9 @@ class UserAgent:
             # §13.2.2.4: a retransmitted 2xx (our ACK was lost) is ACKed again
             leg = self.legs.get((resp.call_id, resp.from_tag or ""))
             if isinstance(leg, OutboundLeg) and leg.dialog is not None:
-                self._send_ack(leg)
+                # with that 2xx's CSeq: a dialog rebuilt after a restart knows no INVITE
+                # CSeq (or a later re-INVITE's), and the far end matches the ACK by it
+                self._send_ack(leg, resp.cseq.seq)
             elif leg is None:
                 self._end_stray_2xx(resp, peer)
 
@@ -1592,10 +1594,10 @@ class UserAgent:
                 except (SdpError, NegotiationError) as exc:
                     log.warning("re-INVITE answer unusable: %s", exc)
 
-    def _send_ack(self, leg: OutboundLeg) -> None:
+    def _send_ack(self, leg: OutboundLeg, seq: int | None = None) -> None:
         assert leg.dialog is not None and self.endpoint is not None
         peer = leg.in_dialog_peer()
-        ack = leg.dialog.ack(self.via(peer))
+        ack = leg.dialog.ack(self.via(peer), seq=seq)
         self.endpoint.transmit(Transmit(ack.to_bytes(), peer))
 
     def _observe_pdd(self, leg: OutboundLeg) -> None:

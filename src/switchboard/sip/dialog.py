@@ -274,13 +274,16 @@ class Dialog:
         body: bytes = b"",
         content_type: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
+        seq: int | None = None,
     ) -> Request:
         """The ACK for a 2xx to our INVITE (§13.2.2.4): CSeq number of that INVITE,
         method ACK, routed like any in-dialog request; a new branch (it is its own
-        transaction)."""
-        if self.invite_seq is None:
+        transaction). ``seq``: the CSeq of the 2xx being acknowledged, when it may be
+        another INVITE's than the last one sent (a retransmission of an earlier 2xx)."""
+        seq = self.invite_seq if seq is None else seq
+        if seq is None:
             raise ValueError("no INVITE sent in this dialog to acknowledge")
-        return self._build("ACK", via, self.invite_seq, headers, body, content_type, 70)
+        return self._build("ACK", via, seq, headers, body, content_type, 70)
 
     def bye(self, via: Via | str, *, headers: Iterable[tuple[str, str]] = ()) -> Request:
         """BYE ends the dialog (§15.1.1)."""

@@ -19,7 +19,7 @@ from switchboard.sip.message import Request, Response
 from switchboard.sip.timers import T1
 from tests.support.media import bridged, start_node
 from tests.support.net import async_wait_until
-from tests.support.sip_peer import Peer, ok_to, request
+from tests.support.sip_peer import SDP, Peer, ok_to, request
 
 
 def ack(caller: Peer, ok: Response, port: int) -> None:
@@ -60,10 +60,23 @@ async def test_a_restart_resends_an_unacked_2xx_and_the_acked_call_goes_on(tmp_p
         assert isinstance(again, Response) and again.status == 200
         assert (again.call_id, again.to_tag, again.body) == (ok.call_id, ok.to_tag, ok.body)
         ack(caller, again, later.sip_port)
+        # its RTP port moved (the first node holds it): the new offer follows the ACK
+        reinvite = await caller.expect(lambda m: isinstance(m, Request) and m.method == "INVITE")
+        assert isinstance(reinvite, Request) and reinvite.call_id == "ack1"
         copy = tmp_path / "b" / "state" / "journal" / "media-1.jnl"
         await async_wait_until(lambda: not journal.read(copy).awaiting_ack(
             journal.read(copy).live()[0]["legs"][0]), 5, "the ACK journaled")  # fmt: skip
         assert later.switch is not None and later.switch.active_calls == 2  # both legs resumed
+        # the carrier's 200, retransmitted (our ACK lost): ACKed with its INVITE's CSeq
+        while not carrier.inbox.empty():  # the first node's ACK, re-INVITE (ports moved)
+            carrier.inbox.get_nowait()
+        answer = SDP.format(ver=1, port=40002, fmt="0", dir="sendrecv")
+        contact = f"sip:carrier@127.0.0.1:{carrier.port}"
+        carrier.send(ok_to(out, tag="carrier1", sdp=answer, contact=contact), later.sip_port)
+        carrier_ack = await carrier.expect(lambda m: isinstance(m, Request) and m.method == "ACK")
+        assert isinstance(carrier_ack, Request)
+        assert (carrier_ack.call_id, carrier_ack.cseq.seq) == (out.call_id, out.cseq.seq)
+        assert carrier_ack.to_tag == "carrier1"
         # the call goes on: the caller's BYE ends it, the carrier gets its BYE
         caller.send(request(caller, "BYE", later.sip_port, call_id="ack1", cseq=2,
                             branch="ack1bye", to_tag=ok.to_tag or ""), later.sip_port)  # fmt: skip
