@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 import uuid
@@ -64,7 +65,7 @@ from switchboard.media.rtp_endpoint import RtpEndpoint
 from switchboard.media.ua import InboundLeg, OutboundLeg, SipLeg, codec_specs, engine_codec
 from switchboard.sdp import Negotiated, parse_sdp
 from switchboard.sip.dialog import INITIAL_LOCAL_SEQ, Dialog, DialogState
-from switchboard.sip.transaction import Peer, Transmit
+from switchboard.sip.transaction import Output, Peer, TransactionLayer, Transmit
 from switchboard.sip.uri import NameAddr
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
     from switchboard.media.core import Session
     from switchboard.media.journal import Journal, JournalState
     from switchboard.media.ua import UserAgent
+    from switchboard.sip.message import Request, Response
 
 log = logging.getLogger(__name__)
 
@@ -343,10 +345,17 @@ def install_strays(ua: UserAgent, sink: CdrSink, node: str) -> None:
 
 def hand_back_setups(ua: UserAgent, state: JournalState, journal: Journal | None = None) -> int:
     """Answer 503 to every inbound call whose setup the crash cut short (RFC 3261 §16.7:
-    a proxy tries its next destination on a 5xx), again after 0.5 s and 1.5 s as a server
-    transaction would (Timer G) — the router then sends the call to another node instead
-    of the caller waiting for an answer that died with the process. The far leg that
-    INVITE may have opened is ended when its 2xx arrives (a stray 2xx: ACK, BYE)."""
+    a proxy tries its next destination on a 5xx) — the router then sends the call to
+    another node instead of the caller waiting for an answer that died with the process.
+    The far leg that INVITE may have opened is ended when its 2xx arrives (a stray 2xx:
+    ACK, BYE).
+
+    The 503 goes out in a server transaction of its own (:meth:`TransactionLayer.
+    answer_unseen`): Timer G retransmits it, and a retransmission of the INVITE still
+    queued on the socket gets the 503 again. Before, the 503 was sent bare, and that
+    retransmission, read after the restart, started a new call on this node: it was
+    answered while the router had already sent the call elsewhere, and both legs ran
+    until their RTP timeout, billed twice (bench/chaos: cdr_duplicated 3)."""
     from switchboard.sip.message import Request, make_response, parse_message
 
     n = 0
@@ -363,17 +372,21 @@ def hand_back_setups(ua: UserAgent, state: JournalState, journal: Journal | None
             # (no failover); this 503 says the node itself could not serve it
             resp = make_response(req, 503, None, to_tag=rec["tag"])
             transport, host, port = rec["peer"]
-            out = Transmit(resp.to_bytes(), Peer(transport, host, int(port)))
+            peer = Peer(transport, host, int(port))
         except Exception as exc:  # a damaged record: the router's timers end that call
             log.warning("journal: setup not handed back: %s", exc)
             continue
-        endpoint.transmit(out)
-        for delay in (0.5, 1.5):
-            endpoint.loop.call_later(delay, endpoint.transmit, out)
+        endpoint.feed(functools.partial(_answer_unseen, ua.layer, req, peer, resp))
         n += 1
     if n:
         log.warning("recovery: %d call(s) in setup handed back to the router (503)", n)
     return n
+
+
+def _answer_unseen(
+    layer: TransactionLayer, req: Request, peer: Peer, resp: Response, now: float
+) -> list[Output]:
+    return layer.answer_unseen(req, peer, resp, now)
 
 
 Restored = tuple[list["Session"], bool, "tuple[str, str] | None"]  # legs, whole, app

@@ -764,6 +764,26 @@ class TransactionLayer:
         out.append(RequestReceived(request, stxn, peer))
         return out
 
+    def answer_unseen(
+        self, request: Request, peer: Peer, response: Response, now: float
+    ) -> list[Output]:
+        """Answer ``request`` with the final ``response`` in a server transaction the TU
+        never sees: a request received in an earlier life of this element (a media node
+        restarted after a crash hands back the INVITEs whose setup the crash cut short).
+
+        The transaction is the one §17.2.1 describes, so a retransmission of the request
+        gets the same response (Timer G retransmits it over UDP) and the ACK of a non-2xx
+        is absorbed — a retransmitted INVITE read after the restart is not a new call.
+        ``peer`` is where responses go. Nothing happens if the request already has a
+        transaction."""
+        key = server_key(request)
+        if key in self.servers:
+            return []
+        kind = _K.INVITE_SERVER if request.method == "INVITE" else _K.NON_INVITE_SERVER
+        txn = ServerTransaction(kind, key, request, peer)
+        self.servers[key] = txn
+        return self.send_response(txn, response, now)
+
     def find_invite_for_cancel(self, cancel: Request) -> ServerTransaction | None:
         """The INVITE server transaction a received CANCEL refers to (§9.2): the
         §17.2.3 rules with the method taken as INVITE."""

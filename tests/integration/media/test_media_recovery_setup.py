@@ -104,6 +104,13 @@ async def test_a_far_leg_answered_before_the_bridge_was_journaled_is_ended_by_a_
             lambda m: isinstance(m, Response) and m.status == 503 and m.call_id == "w2"
         )
         assert isinstance(handed_back, Response) and handed_back.to_tag == setup["tag"]
+        # the INVITE's retransmission, read by the restarted node, is the same refused
+        # transaction (503 again), not a new call (a 100 Trying and a second carrier leg)
+        retransmitted = invite.replace("sip:echo@", "sip:+12155550131@", 2)
+        caller.send(retransmitted, restarted.sip_port)
+        again = await caller.expect(lambda m: isinstance(m, Response) and m.call_id == "w2")
+        assert isinstance(again, Response) and again.status == 503
+        assert not any(c.direction == "inbound" for c in restarted.switch.channels.values())
         bye = await carrier.expect(
             lambda m: isinstance(m, Request) and m.method == "BYE" and m.cseq.seq > 1000
         )

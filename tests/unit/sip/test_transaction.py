@@ -338,6 +338,24 @@ def test_invite_server_completed_resends_final_on_retransmitted_invite() -> None
     assert sent(layer.receive(request(), UDP, now=0.1)) == [busy.to_bytes()]
 
 
+def test_a_request_answered_unseen_absorbs_its_retransmissions_and_ack() -> None:
+    """An INVITE from an earlier life of the element (a restarted media node handing a
+    setup back with 503): a server transaction the TU never sees, so the INVITE's
+    retransmission read afterwards is answered 503 again, not delivered as a new call."""
+    layer = TransactionLayer()
+    inv = request()
+    refused = make_response(inv, 503, to_tag="tt1")
+    out = layer.answer_unseen(inv, UDP, refused, now=0.0)
+    assert sent(out) == [refused.to_bytes()] and events(out) == []
+    again = layer.receive(request(), UDP, now=0.2)
+    assert sent(again) == [refused.to_bytes()] and events(again) == []  # no new call
+    assert transmit_times(run_until(layer, 1.6)) == [0.5, 1.5]  # Timer G
+    ack = request("ACK", to_tag="tt1", cseq_method="ACK")
+    assert layer.receive(ack, UDP, now=1.7) == []  # §17.2.1: absorbed
+    assert layer.answer_unseen(inv, UDP, refused, now=1.8) == []  # already answered
+    assert [type(e) for _, outs in run_until(layer, 100.0) for e in outs] == [Terminated]
+
+
 def test_invite_server_ack_confirms_and_is_absorbed_until_timer_i() -> None:
     layer = TransactionLayer(send_trying=False)
     inv = request()
