@@ -1620,6 +1620,10 @@ class Proxy:
                 return [self._ack_for(br, m)] if br.is_invite else []
             if br.is_invite and 200 <= br.final < 300:
                 return self._upstream(txn, self._relay(txn, m, status), status, count=True)
+            if br.is_invite and txn.dispatched:
+                # a 2xx after this branch's failure: a new life of the node answered a
+                # retransmission of the INVITE it had refused — ended like a late answer
+                return self._late_final(br, m, now)
             return []
         br.final = status
         br.responded = True

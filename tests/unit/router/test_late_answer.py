@@ -127,3 +127,21 @@ def test_an_answered_invite_retransmitted_after_its_transaction_is_not_a_new_cal
     # past Timer L (64·T1 after the transaction ended) it is a request like any other
     late = p.receive(inv, "udp", UAC, None, 40.0)
     assert to_uac(late) == ["SIP/2.0 100 Trying"]
+
+
+def test_a_2xx_after_the_branch_failed_is_ended_not_forwarded() -> None:
+    # A node restarted after a crash hands a setup back (503: the router tries the other
+    # node) and then reads the INVITE's retransmission as a new call and answers it: that
+    # 2xx on a branch that already failed is ended by the router, never a second answer
+    p = make_proxy()
+    fwd1 = one(p.receive(invite(), "udp", UAC, None, 0.0), M1)
+    out = p.receive(response_to(fwd1, 503, "Service Unavailable", to_tag="n1a"),
+                    "udp", M1, None, 0.5)  # fmt: skip
+    assert methods(out, M1) == ["ACK"]
+    fwd2 = one(out, M2)
+    late = response_to(fwd1, 200, to_tag="n1b", contact="127.0.0.1:5081;transport=udp")
+    ended = p.receive(late, "udp", M1, None, 0.6)
+    assert to_uac(ended) == [] and methods(ended, M1) == ["ACK", "BYE"]
+    assert p.stats.late_answers_ended == 1
+    ok = p.receive(response_to(fwd2, 200, to_tag="n2"), "udp", M2, None, 0.7)
+    assert to_uac(ok) == ["SIP/2.0 200 OK"]  # the caller's one answer
