@@ -99,8 +99,6 @@ class ServiceSpec:
     ready: tuple[str, int] | None = None  # TCP address that accepts once the service is up
     ready_file: Path | None = None  # or: a file the service writes once it is up
     env: Mapping[str, str] = field(default_factory=dict)
-    # variables set unless the supervisor's own environment sets them (the operator's choice wins)
-    env_defaults: Mapping[str, str] = field(default_factory=dict)
     env_files: Mapping[str, Path] = field(default_factory=dict)  # env var ← file content at spawn
     summary: tuple[tuple[str, str], ...] = ()  # (what, where) lines for the address table
     stage: int = 0  # start order: every service of a stage starts at once, stages in turn
@@ -111,17 +109,6 @@ class ServiceSpec:
     # > 0: a media node not ready again this many seconds after it died is reaped — what
     # is trying to start is killed and ``argv + --reap`` ends the calls of its journal
     reap_after: float = 0.0
-
-
-# A media node's Python objects live in glibc's heap, not in CPython's own allocator
-# (pymalloc): pymalloc returns a 1 MiB arena only when every block in it is free, and
-# the few objects a running node keeps remaking (metric values, probe transactions,
-# timers) land in the arenas a load made — 45 s after 150 calls/s a node was still within
-# 10-16 MB of its peak (157-167 MB, 91 idle). glibc's heap is given back page by page by
-# the node's idle trim: 108-112 MB 45 s after the same load. It costs about a tenth more
-# CPU per call (docs/media.md "Memory").
-# PYTHONMALLOC=pymalloc in the supervisor's environment keeps CPython's allocator.
-MEDIA_ENV_DEFAULTS = {"PYTHONMALLOC": "malloc"}
 
 
 def split_address(value: str) -> tuple[str, int]:
@@ -265,7 +252,6 @@ def plan(
                 spare=cfg.media.recovery,
                 reap_after=cfg.media.recovery_timeout if cfg.media.recovery else 0.0,
                 env={**env, **node.env()},
-                env_defaults=MEDIA_ENV_DEFAULTS,
                 env_files=env_files,
                 summary=(
                     ("SIP", f"udp+tcp {node.sip}"),
@@ -493,13 +479,7 @@ class Supervisor:
         return out
 
     async def _exec(self, spec: ServiceSpec, argv: Sequence[str], *, standby: bool) -> Any:
-        env = {
-            **spec.env_defaults,
-            **os.environ,
-            **spec.env,
-            "PYTHONUNBUFFERED": "1",
-            **self._env_files(spec),
-        }
+        env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1", **self._env_files(spec)}
         return await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE if standby else asyncio.subprocess.DEVNULL,

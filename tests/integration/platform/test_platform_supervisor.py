@@ -286,22 +286,3 @@ async def test_a_probe_that_connects_to_itself_is_not_a_ready_service() -> None:
     assert not await accepts("127.0.0.1", port, local=("127.0.0.1", port))
     with socket.create_server(("127.0.0.1", port)):
         assert await accepts("127.0.0.1", port)
-
-
-@pytest.mark.parametrize(("outside", "seen"), [(None, "malloc"), ("pymalloc", "pymalloc")])
-async def test_a_default_environment_variable_yields_to_the_operators(
-    monkeypatch: pytest.MonkeyPatch, outside: str | None, seen: str
-) -> None:
-    # A media node runs with PYTHONMALLOC=malloc unless the supervisor's own environment
-    # says otherwise (docs/media.md "Memory").
-    if outside is None:
-        monkeypatch.delenv("PYTHONMALLOC", raising=False)
-    else:
-        monkeypatch.setenv("PYTHONMALLOC", outside)
-    spec = ServiceSpec(name="media-1", argv=(), env_defaults={"PYTHONMALLOC": "malloc"})
-    sup = Supervisor([spec], output=lambda name, line: None)
-    proc = await sup._exec(
-        spec, (sys.executable, "-c", "import os; print(os.environ['PYTHONMALLOC'])"), standby=False
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 20)
-    assert out.decode().strip() == seen

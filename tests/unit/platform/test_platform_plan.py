@@ -79,15 +79,3 @@ def test_node_one_addresses_from_config_place_the_others(tmp_path: Path) -> None
     ]
     assert media[2].env["SWITCHBOARD_MEDIA__RTP_PORT_START"] == str(16384 + 2 * 8192)
     assert json.loads(media[1].env["SWITCHBOARD_MEDIA__ADMIN"]) == "127.0.0.1:8082"
-
-
-def test_media_nodes_default_to_the_c_librarys_allocator(tmp_path: Path) -> None:
-    # pymalloc keeps a load's arenas after the calls end; glibc's heap is trimmed at the
-    # node's idle pass (docs/media.md "Memory"). A default only: the operator's
-    # environment wins (the supervisor merges it over env_defaults).
-    specs = plan(config.load(environ={}), config_path=None, media_nodes=2, state_dir=tmp_path)
-    by_name = {s.name: s for s in specs}
-    assert by_name["media-1"].env_defaults == {"PYTHONMALLOC": "malloc"}
-    assert by_name["media-2"].env_defaults == {"PYTHONMALLOC": "malloc"}
-    assert "PYTHONMALLOC" not in by_name["media-1"].env  # so it can be overridden
-    assert not by_name["router"].env_defaults and not by_name["database"].env_defaults
