@@ -144,6 +144,39 @@ async def start_node(
     return node, sink
 
 
+@dataclass
+class CrashLab:
+    """A node bridging to a carrier gateway, its caller and carrier, and the journal a
+    restart reads: the test "kills" the node by copying ``path`` to ``copy`` at the
+    moment it chooses, then starts another node on ``tmp/"b"`` (:func:`start_node` with
+    ``gateways``), which reads that copy as its own journal."""
+
+    node: MediaNode
+    caller: Peer
+    carrier: Peer
+    gateways: dict[str, Any]
+    path: Path
+    copy: Path
+
+    async def close(self, restarted: MediaNode | None) -> None:
+        """Close both peers and stop the node and the one started on its journal."""
+        self.caller.close()
+        self.carrier.close()
+        if restarted is not None:
+            await restarted.stop()
+        await self.node.stop()
+
+
+async def crash_lab(tmp: Path) -> CrashLab:
+    carrier, caller = await Peer.udp(), await Peer.udp()
+    gateways = {"gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier.port}"}}}
+    node, _ = await start_node(tmp / "a", gateways)
+    path = tmp / "a" / "state" / "journal" / "media-1.jnl"
+    copy = tmp / "b" / "state" / "journal" / "media-1.jnl"
+    copy.parent.mkdir(parents=True)
+    return CrashLab(node, caller, carrier, gateways, path, copy)
+
+
 async def bridged(
     node: MediaNode, caller: Peer, carrier: Peer, call_id: str
 ) -> tuple[Request, Response]:

@@ -12,12 +12,11 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from switchboard.media import journal
 from switchboard.sip.message import Request, Response
 from switchboard.sip.timers import T1
-from tests.support.media import bridged, start_node
+from tests.support.media import CrashLab, bridged, crash_lab, start_node
 from tests.support.net import async_wait_until
 from tests.support.sip_peer import SDP, Peer, ok_to, request
 
@@ -27,15 +26,11 @@ def ack(caller: Peer, ok: Response, port: int) -> None:
                         to_tag=ok.to_tag or ""), port)  # fmt: skip
 
 
-async def killed_before_the_ack(tmp_path: Path, call_id: str) -> tuple[Any, Peer, Peer, Path, Request, Response]:  # fmt: skip
+async def killed_before_the_ack(tmp_path: Path, call_id: str) -> tuple[CrashLab, Request, Response]:
     """A bridged call, its journal copied (the node "killed") before the caller's ACK;
     then the caller ACKs the first node, whose retransmissions stop."""
-    carrier, caller = await Peer.udp(), await Peer.udp()
-    gateways = {"gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier.port}"}}}
-    node, _ = await start_node(tmp_path / "a", gateways)
-    path = tmp_path / "a" / "state" / "journal" / "media-1.jnl"
-    copy = tmp_path / "b" / "state" / "journal" / "media-1.jnl"
-    copy.parent.mkdir(parents=True)
+    lab = await crash_lab(tmp_path)
+    node, caller, carrier, path, copy = lab.node, lab.caller, lab.carrier, lab.path, lab.copy
     out, ok = await bridged(node, caller, carrier, call_id)
     await async_wait_until(lambda: journal.read(path).live(), 5, "the bridge journaled")
     shutil.copy(path, copy)
@@ -47,15 +42,15 @@ async def killed_before_the_ack(tmp_path: Path, call_id: str) -> tuple[Any, Peer
         journal.read(path).live()[0]["legs"][0]), 5, "the ACK journaled")  # fmt: skip
     while not caller.inbox.empty():  # the first node's retransmissions, before the ACK
         caller.inbox.get_nowait()
-    return node, caller, carrier, copy, out, ok
+    return lab, out, ok
 
 
 async def test_a_restart_resends_an_unacked_2xx_and_the_acked_call_goes_on(tmp_path: Path) -> None:
-    node, caller, carrier, _copy, out, ok = await killed_before_the_ack(tmp_path, "ack1")
+    lab, out, ok = await killed_before_the_ack(tmp_path, "ack1")
+    caller, carrier = lab.caller, lab.carrier
     later = None
     try:
-        gateways = {"gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier.port}"}}}
-        later, sink = await start_node(tmp_path / "b", gateways)
+        later, sink = await start_node(tmp_path / "b", lab.gateways)
         again = await caller.expect(lambda m: isinstance(m, Response))
         assert isinstance(again, Response) and again.status == 200
         assert (again.call_id, again.to_tag, again.body) == (ok.call_id, ok.to_tag, ok.body)
@@ -89,15 +84,12 @@ async def test_a_restart_resends_an_unacked_2xx_and_the_acked_call_goes_on(tmp_p
         cdr_in = next(c for c in sink.records if c.direction == "inbound")
         assert cdr_in.hangup_cause == "NORMAL_CLEARING"
     finally:
-        caller.close()
-        carrier.close()
-        if later is not None:
-            await later.stop()
-        await node.stop()
+        await lab.close(later)
 
 
 async def test_a_resent_2xx_never_acked_ends_the_call_after_64_t1(tmp_path: Path) -> None:
-    node, caller, carrier, copy, out, _ok = await killed_before_the_ack(tmp_path, "ack2")
+    lab, out, _ok = await killed_before_the_ack(tmp_path, "ack2")
+    caller, carrier, copy = lab.caller, lab.carrier, lab.copy
     later = None
     try:
         # the 200 was sent 64·T1 - 1 s before this restart: one second of retransmissions
@@ -110,8 +102,7 @@ async def test_a_resent_2xx_never_acked_ends_the_call_after_64_t1(tmp_path: Path
                         leg["ok"][1] = time.time() - 64 * T1 + 1.0
                 lines[i] = "B " + json.dumps(rec) + "\n"
         copy.write_text("".join(lines))
-        gateways = {"gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier.port}"}}}
-        later, sink = await start_node(tmp_path / "b", gateways)
+        later, sink = await start_node(tmp_path / "b", lab.gateways)
         again = await caller.expect(lambda m: isinstance(m, Response))
         assert isinstance(again, Response) and again.status == 200  # resent, never ACKed
         for peer in (caller, carrier):
@@ -126,8 +117,4 @@ async def test_a_resent_2xx_never_acked_ends_the_call_after_64_t1(tmp_path: Path
         assert cdr_in.hangup_cause == "RECOVERY_ON_TIMER_EXPIRE"
         assert later.switch is not None and later.switch.active_calls == 0
     finally:
-        caller.close()
-        carrier.close()
-        if later is not None:
-            await later.stop()
-        await node.stop()
+        await lab.close(later)

@@ -14,18 +14,15 @@ from typing import Any
 
 from switchboard.media import journal
 from switchboard.sip.message import Request, Response
-from tests.support.media import bridged, start_node
+from tests.support.media import bridged, crash_lab, start_node
 from tests.support.net import async_wait_until
-from tests.support.sip_peer import Peer, ok_to, request
+from tests.support.sip_peer import ok_to, request
 
 
 async def test_a_node_back_after_recovery_timeout_ends_its_calls(tmp_path: Path) -> None:
-    carrier, caller = await Peer.udp(), await Peer.udp()
-    gateways = {"gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier.port}"}}}
-    node, _ = await start_node(tmp_path / "a", gateways)
-    path = tmp_path / "a" / "state" / "journal" / "media-1.jnl"
-    copy = tmp_path / "b" / "state" / "journal" / "media-1.jnl"
-    copy.parent.mkdir(parents=True)
+    lab = await crash_lab(tmp_path)
+    node, caller, carrier, gateways = lab.node, lab.caller, lab.carrier, lab.gateways
+    path, copy = lab.path, lab.copy
     later = None
     try:
         out, _ = await bridged(node, caller, carrier, "lost1")
@@ -54,11 +51,7 @@ async def test_a_node_back_after_recovery_timeout_ends_its_calls(tmp_path: Path)
         }
         assert later.switch is not None and later.switch.active_calls == 0  # none resumed
     finally:
-        caller.close()
-        carrier.close()
-        if later is not None:
-            await later.stop()
-        await node.stop()
+        await lab.close(later)
 
 
 async def test_a_leg_whose_bye_was_answered_just_before_the_crash_is_not_byed_again(
@@ -67,12 +60,9 @@ async def test_a_leg_whose_bye_was_answered_just_before_the_crash_is_not_byed_ag
     """Killed right after answering the caller's BYE (the leg's CDR and the carrier's BYE
     come a few loop turns later): the restart sends the carrier its BYE, not the caller,
     and the caller's CDR ends at its BYE, not at the restart."""
-    carrier, caller = await Peer.udp(), await Peer.udp()
-    gateways = {"gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier.port}"}}}
-    node, _ = await start_node(tmp_path / "a", gateways)
-    path = tmp_path / "a" / "state" / "journal" / "media-1.jnl"
-    copy = tmp_path / "b" / "state" / "journal" / "media-1.jnl"
-    copy.parent.mkdir(parents=True)
+    lab = await crash_lab(tmp_path)
+    node, caller, carrier, gateways = lab.node, lab.caller, lab.carrier, lab.gateways
+    path, copy = lab.path, lab.copy
     hung_at: list[float] = []
 
     def on_event(ev: Any) -> None:  # subscribed after the journal's own hook
@@ -111,8 +101,4 @@ async def test_a_leg_whose_bye_was_answered_just_before_the_crash_is_not_byed_ag
                 late_byes.append(m)
         assert late_byes == []  # the caller had hung up: no BYE from the restart
     finally:
-        caller.close()
-        carrier.close()
-        if later is not None:
-            await later.stop()
-        await node.stop()
+        await lab.close(later)

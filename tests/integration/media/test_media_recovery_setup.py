@@ -16,7 +16,7 @@ from typing import Any
 
 from switchboard.media import journal
 from switchboard.sip.message import Request, Response
-from tests.support.media import start_node
+from tests.support.media import crash_lab, start_node
 from tests.support.net import async_wait_until
 from tests.support.sip_peer import SDP, Peer, final, ok_to, request
 
@@ -68,12 +68,9 @@ async def test_a_far_leg_answered_before_the_bridge_was_journaled_is_ended_by_a_
     """Killed right after ACKing the carrier's 2xx (the bridge application had not run
     again): the restart hands the caller's setup back (503: the router tries another
     node) and sends the carrier a BYE, with a CDR for that leg."""
-    carrier, caller = await Peer.udp(), await Peer.udp()
-    gateways = {"gateways": {"carrier": {"proxy": f"127.0.0.1:{carrier.port}"}}}
-    node, _ = await start_node(tmp_path / "a", gateways)
-    path = tmp_path / "a" / "state" / "journal" / "media-1.jnl"
-    copy = tmp_path / "b" / "state" / "journal" / "media-1.jnl"
-    copy.parent.mkdir(parents=True)
+    lab = await crash_lab(tmp_path)
+    node, caller, carrier, gateways = lab.node, lab.caller, lab.carrier, lab.gateways
+    path, copy = lab.path, lab.copy
 
     def on_event(ev: Any) -> None:  # subscribed after the journal's own hook
         ch = node.switch.channel(ev.channel_uuid) if ev.name == "CHANNEL_ANSWER" else None
@@ -125,8 +122,4 @@ async def test_a_far_leg_answered_before_the_bridge_was_journaled_is_ended_by_a_
             "outbound", "ANSWERED", "NORMAL_TEMPORARY_FAILURE",
         )  # fmt: skip
     finally:
-        caller.close()
-        carrier.close()
-        if restarted is not None:
-            await restarted.stop()
-        await node.stop()
+        await lab.close(restarted)
